@@ -1,0 +1,222 @@
+// Package apps is the registry of the apps (tenants) one Herald serves: each
+// app's API token, Segment write key and WhatsApp Business identity. Every
+// stage looks apps up here; one app's credentials never reach another's data.
+//
+// Secrets (api_token, segment_write_key, access_token, app_secret,
+// verify_token) may be written as "env:NAME" (read from the environment) or
+// "file:/path" (read from a file, trimmed) in the apps file, so the file
+// itself can be committed without them. An App never prints its secrets:
+// its LogValue and String show the id only.
+package apps
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// App is one tenant.
+type App struct {
+	// ID is the application code (Pushwoosh's "application"), see
+	// schemas.ValidAppID.
+	ID string `yaml:"id"`
+	// APIToken authenticates the Pushwoosh-style API
+	// (Authorization: Token <api_token>, or "auth" in the request).
+	APIToken string `yaml:"api_token"`
+	// SegmentWriteKey authenticates the Segment-spec API. Optional.
+	SegmentWriteKey string `yaml:"segment_write_key"`
+	// WhatsApp is the app's WhatsApp Business account.
+	WhatsApp WhatsApp `yaml:"whatsapp"`
+}
+
+// WhatsApp is an app's WhatsApp Business identity.
+type WhatsApp struct {
+	// PhoneNumberIDs are the business phone-number ids the app sends from and
+	// receives on. The first is the default sender.
+	PhoneNumberIDs []string `yaml:"phone_number_ids"`
+	// WABAID is the WhatsApp Business account id (template sync).
+	WABAID string `yaml:"waba_id"`
+	// AccessToken is the Graph API bearer token the dispatcher sends with.
+	AccessToken string `yaml:"access_token"`
+	// AppSecret is the Meta app secret that signs webhooks
+	// (X-Hub-Signature-256).
+	AppSecret string `yaml:"app_secret"`
+	// VerifyToken answers Meta's webhook verification (hub.verify_token).
+	VerifyToken string `yaml:"verify_token"`
+}
+
+// LogValue shows the app id only, never a secret.
+func (a App) LogValue() slog.Value { return slog.StringValue(a.ID) }
+
+// String shows the app id only, never a secret.
+func (a App) String() string { return a.ID }
+
+// Sender returns the app's default WhatsApp sender, "" if none.
+func (a *App) Sender() string {
+	if len(a.WhatsApp.PhoneNumberIDs) == 0 {
+		return ""
+	}
+	return a.WhatsApp.PhoneNumberIDs[0]
+}
+
+// Registry finds apps by id and by credential.
+type Registry struct {
+	apps     []*App
+	byID     map[string]*App
+	byToken  map[[32]byte]*App
+	byKey    map[[32]byte]*App
+	byPhone  map[string]*App
+	verifies [][]byte
+}
+
+// New validates apps and builds a registry. Secrets written as env: or file:
+// references are resolved here.
+func New(list []App) (*Registry, error) {
+	r := &Registry{
+		byID:    make(map[string]*App),
+		byToken: make(map[[32]byte]*App),
+		byKey:   make(map[[32]byte]*App),
+		byPhone: make(map[string]*App),
+	}
+	for i := range list {
+		a := list[i]
+		if !schemas.ValidAppID(a.ID) {
+			return nil, fmt.Errorf("apps[%d]: id %q: want 1 to 64 of [A-Za-z0-9_.-]", i, a.ID)
+		}
+		if _, dup := r.byID[a.ID]; dup {
+			return nil, fmt.Errorf("apps[%d]: id %q appears twice", i, a.ID)
+		}
+		for _, s := range []*string{&a.APIToken, &a.SegmentWriteKey, &a.WhatsApp.AccessToken, &a.WhatsApp.AppSecret, &a.WhatsApp.VerifyToken} {
+			v, err := ResolveSecret(*s)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: %w", a.ID, err)
+			}
+			*s = v
+		}
+		if len(a.APIToken) < 16 {
+			return nil, fmt.Errorf("app %s: api_token must be at least 16 characters", a.ID)
+		}
+		tk := sha256.Sum256([]byte(a.APIToken))
+		if _, dup := r.byToken[tk]; dup {
+			return nil, fmt.Errorf("app %s: api_token is used by another app", a.ID)
+		}
+		ap := &a
+		r.byToken[tk] = ap
+		if a.SegmentWriteKey != "" {
+			k := sha256.Sum256([]byte(a.SegmentWriteKey))
+			if _, dup := r.byKey[k]; dup {
+				return nil, fmt.Errorf("app %s: segment_write_key is used by another app", a.ID)
+			}
+			r.byKey[k] = ap
+		}
+		for _, p := range a.WhatsApp.PhoneNumberIDs {
+			if other, dup := r.byPhone[p]; dup {
+				return nil, fmt.Errorf("app %s: phone number id %s belongs to app %s too", a.ID, p, other.ID)
+			}
+			r.byPhone[p] = ap
+		}
+		r.byID[a.ID] = ap
+		r.apps = append(r.apps, ap)
+	}
+	return r, nil
+}
+
+// All returns every app.
+func (r *Registry) All() []*App { return r.apps }
+
+// ByID returns the app with id.
+func (r *Registry) ByID(id string) (*App, bool) {
+	a, ok := r.byID[id]
+	return a, ok
+}
+
+// ByToken returns the app whose API token is token. The lookup is by SHA-256
+// of the token, so its timing says nothing about stored tokens.
+func (r *Registry) ByToken(token string) (*App, bool) {
+	if token == "" {
+		return nil, false
+	}
+	a, ok := r.byToken[sha256.Sum256([]byte(token))]
+	return a, ok
+}
+
+// ByWriteKey returns the app whose Segment write key is key.
+func (r *Registry) ByWriteKey(key string) (*App, bool) {
+	if key == "" {
+		return nil, false
+	}
+	a, ok := r.byKey[sha256.Sum256([]byte(key))]
+	return a, ok
+}
+
+// ByPhoneNumberID returns the app that owns a WhatsApp business number.
+func (r *Registry) ByPhoneNumberID(id string) (*App, bool) {
+	a, ok := r.byPhone[id]
+	return a, ok
+}
+
+// ByVerifyToken returns an app whose webhook verify token is token, compared
+// in constant time.
+func (r *Registry) ByVerifyToken(token string) (*App, bool) {
+	if token == "" {
+		return nil, false
+	}
+	for _, a := range r.apps {
+		if a.WhatsApp.VerifyToken != "" && subtle.ConstantTimeCompare([]byte(a.WhatsApp.VerifyToken), []byte(token)) == 1 {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+// ResolveSecret returns s, or the environment variable it names with
+// "env:NAME", or the trimmed content of the file it names with "file:PATH".
+func ResolveSecret(s string) (string, error) {
+	switch {
+	case strings.HasPrefix(s, "env:"):
+		name := strings.TrimPrefix(s, "env:")
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return "", fmt.Errorf("secret from environment variable %s: not set", name)
+		}
+		return v, nil
+	case strings.HasPrefix(s, "file:"):
+		b, err := os.ReadFile(strings.TrimPrefix(s, "file:"))
+		if err != nil {
+			return "", fmt.Errorf("reading secret file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return s, nil
+}
+
+// File is the apps file: `apps: [...]`.
+type File struct {
+	Apps []App `yaml:"apps"`
+}
+
+// Load reads an apps file and builds the registry.
+func Load(path string) (*Registry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading apps file: %w", err)
+	}
+	var f File
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("parsing apps file %s: %w", path, err)
+	}
+	if len(f.Apps) == 0 {
+		return nil, errors.New("apps file lists no apps")
+	}
+	return New(f.Apps)
+}

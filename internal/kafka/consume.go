@@ -1,0 +1,117 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// Handler processes one polled batch of records. It returns only after every
+// record reached its durable end (produced downstream and acknowledged,
+// inserted, or dead-lettered): the loop then marks them for commit. A
+// returned error means the batch did not reach its end; the loop stops
+// without marking, so the records are delivered again (to this or another
+// member) after a restart or rebalance. Handlers retry transient downstream
+// failures themselves and return only when ctx is done or retrying is futile.
+type Handler func(ctx context.Context, recs []*kgo.Record) error
+
+// ConsumerOpts are the options a stage's consumer-group client needs on top
+// of Config.Opts: the group, its topics, manual marking, and a commit of
+// marked offsets when partitions are revoked or lost.
+func ConsumerOpts(group string, topics ...string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topics...),
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(time.Second),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(250 * time.Millisecond),
+		kgo.OnPartitionsRevoked(commitOnRevoke),
+	}
+}
+
+// commitOnRevoke commits what was processed before partitions move away.
+// With BlockRebalanceOnPoll the loop is not inside a batch when this runs, so
+// every marked (fully processed) record is committed and nothing half-done is.
+func commitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+	// An error here only means the next owner reprocesses a few records,
+	// which every stage tolerates; the client logs it.
+	_ = cl.CommitMarkedOffsets(ctx)
+}
+
+// Run polls cl until ctx is done, hands each batch to h, and marks the batch's
+// records for commit after h returned nil (the client commits marked offsets
+// every second, on revoke and when Run returns). cl must be built with
+// ConsumerOpts. Poll errors are logged; a handler
+// error stops the loop and is returned (ctx.Err() is not an error).
+func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	defer func() {
+		// Commit what was processed; a fresh context because ctx is done.
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := cl.CommitMarkedOffsets(cctx); err != nil {
+			log.Warn("committing offsets at shutdown", "err", err)
+		}
+	}()
+	for {
+		fetches := cl.PollRecords(ctx, 10000)
+		if ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				log.Warn("fetching", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		recs := fetches.Records()
+		if len(recs) == 0 {
+			cl.AllowRebalance()
+			continue
+		}
+		if err := h(ctx, recs); err != nil {
+			cl.AllowRebalance()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("handling batch: %w", err)
+		}
+		// Marked offsets are committed asynchronously: a crash before the
+		// commit lands redelivers the batch, which every stage tolerates
+		// (deterministic ids downstream, deduplication in ClickHouse).
+		cl.MarkCommitRecords(recs...)
+		cl.AllowRebalance()
+	}
+}
+
+// DeadLetter builds the dead-letter record for rec.
+func DeadLetter(stage string, rec *kgo.Record, reason string) *kgo.Record {
+	dl := &schemas.DeadLetter{
+		Stage:     stage,
+		Topic:     rec.Topic,
+		Partition: rec.Partition,
+		Offset:    rec.Offset,
+		Key:       rec.Key,
+		Value:     rec.Value,
+		Reason:    reason,
+		Time:      time.Now().UTC(),
+	}
+	b, _ := dl.Marshal() // cannot fail: plain fields only
+	return &kgo.Record{Topic: schemas.TopicDeadLetter, Key: rec.Key, Value: b}
+}
+
+// ProduceAll produces recs and waits until every one is acknowledged. It
+// returns the first error; records that failed are not retried here (the
+// client already retries retryable errors without limit).
+func ProduceAll(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return cl.ProduceSync(ctx, recs...).FirstErr()
+}

@@ -1,0 +1,87 @@
+package schemas
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// OutcomeState is what became of a dispatch request.
+type OutcomeState string
+
+// Outcome states.
+const (
+	// OutcomeAccepted: the provider accepted the message and gave it an id
+	// (Meta's wamid). Later statuses arrive as KindStatus events.
+	OutcomeAccepted OutcomeState = "accepted"
+	// OutcomeFailed: the provider refused it permanently (ErrorCode says why)
+	// or Herald refused it before calling.
+	OutcomeFailed OutcomeState = "failed"
+	// OutcomeExpired: the request's deadline passed before it could be sent.
+	OutcomeExpired OutcomeState = "expired"
+	// OutcomeInDoubt: the call may or may not have reached the provider (a
+	// timeout after the request was written). Status webhooks reconcile it.
+	OutcomeInDoubt OutcomeState = "in_doubt"
+)
+
+// Outcome is a record on TopicOutcomes: the result of one dispatch request.
+type Outcome struct {
+	V          int          `json:"v"`
+	DispatchID string       `json:"dispatch_id"`
+	App        string       `json:"app"`
+	Channel    Channel      `json:"channel"`
+	Sender     string       `json:"sender"`
+	To         string       `json:"to"`
+	Country    string       `json:"country,omitempty"`
+	State      OutcomeState `json:"state"`
+	// ProviderID is the provider's message id (Meta's wamid) when accepted.
+	ProviderID string `json:"provider_id,omitempty"`
+	// Template name and category, or empty for free-form text.
+	Template string `json:"template,omitempty"`
+	Category string `json:"category,omitempty"`
+	Source   Source `json:"source"`
+	// ErrorCode is the provider's error code (Meta's Graph error code) or a
+	// Herald code below 0 for refusals before the call.
+	ErrorCode    int    `json:"error_code,omitempty"`
+	ErrorMessage string `json:"error_message,omitempty"`
+	Attempts     int    `json:"attempts"`
+	// Requested is the request's Created time; Time is when this outcome was
+	// decided.
+	Requested time.Time `json:"requested"`
+	Time      time.Time `json:"time"`
+}
+
+// Validate checks the fields consumers rely on.
+func (o *Outcome) Validate() error {
+	switch {
+	case o.DispatchID == "":
+		return invalid("outcome: dispatch_id is required")
+	case !ValidAppID(o.App):
+		return invalid("outcome: app %q is not a valid app id", o.App)
+	case o.Time.IsZero():
+		return invalid("outcome: time is required")
+	}
+	switch o.State {
+	case OutcomeAccepted, OutcomeFailed, OutcomeExpired, OutcomeInDoubt:
+	default:
+		return invalid("outcome: unknown state %q", o.State)
+	}
+	return nil
+}
+
+// Key returns the record key, see RecipientKey.
+func (o *Outcome) Key() []byte { return RecipientKey(o.App, o.To) }
+
+// DecodeOutcome decodes and validates a TopicOutcomes record value.
+func DecodeOutcome(b []byte) (*Outcome, error) {
+	o := new(Outcome)
+	if err := decode(b, o, func() int { return o.V }); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Marshal encodes the outcome, setting V.
+func (o *Outcome) Marshal() ([]byte, error) {
+	o.V = V1
+	return json.Marshal(o)
+}

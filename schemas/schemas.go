@@ -1,0 +1,102 @@
+// Package schemas is Herald's wire contract: the Kafka topics the stages talk
+// through, the record types on each topic, their version field, and the keys
+// that decide partitioning.
+//
+// Every record value is one JSON object with a "v" field holding the record
+// version (V1 for everything in this file). The JSON Schema files in
+// jsonschema/ describe the same records for producers that are not written in
+// Go; schemas_test.go checks that the Go types and the files agree.
+//
+// Topics and keys:
+//
+//	herald.events.v1      Event           key EventKey(app, hwid, userID)
+//	herald.dispatch.v1    DispatchRequest key RecipientKey(app, to)
+//	herald.outcomes.v1    Outcome         key RecipientKey(app, to)
+//	herald.deadletter.v1  DeadLetter      key: the key of the record it carries
+//
+// Events are keyed by app and user so that every event of one user reaches
+// the same segmenter partition (the segmenter keeps per-user state and relies
+// on seeing one user's events in order). Dispatch requests and outcomes are
+// keyed by app and recipient so that sends to one recipient stay in order
+// (Meta's pair rate, 131056, is per recipient).
+package schemas
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// V1 is the record version of every type in this package.
+const V1 = 1
+
+// Topic names. A topic name carries its major version: a breaking change to a
+// record type gets a new topic, so old and new producers can run side by side.
+const (
+	TopicEvents     = "herald.events.v1"
+	TopicDispatch   = "herald.dispatch.v1"
+	TopicOutcomes   = "herald.outcomes.v1"
+	TopicDeadLetter = "herald.deadletter.v1"
+)
+
+// Topics lists every topic Herald creates at start.
+var Topics = []string{TopicEvents, TopicDispatch, TopicOutcomes, TopicDeadLetter}
+
+// keySep separates the parts of a record key. App ids are validated not to
+// contain it (see ValidAppID).
+const keySep = "|"
+
+// EventKey is the partitioning key of an Event: the app and the user's device
+// id (hwid) when known, else the app and the user id. One user's events share
+// one key and so one partition.
+func EventKey(app, hwid, userID string) []byte {
+	if hwid != "" {
+		return []byte(app + keySep + hwid)
+	}
+	return []byte(app + keySep + "user:" + userID)
+}
+
+// RecipientKey is the partitioning key of a DispatchRequest and an Outcome:
+// the app and the recipient's address (E.164 number, email or push token).
+func RecipientKey(app, to string) []byte {
+	return []byte(app + keySep + to)
+}
+
+// ValidAppID reports whether id can be used as an app id: 1 to 64 characters
+// from [A-Za-z0-9_.-]. Pushwoosh application codes ("ABCDE-12345") fit.
+func ValidAppID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ErrVersion is returned by the Decode functions when a record carries a
+// version this build does not understand.
+var ErrVersion = errors.New("unsupported record version")
+
+// ErrInvalid is wrapped by Validate methods and Decode functions for records
+// that parse but break the contract (a missing required field).
+var ErrInvalid = errors.New("invalid record")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// decode unmarshals a record, checks its version and validates it.
+func decode[T interface{ Validate() error }](b []byte, v T, version func() int) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
+	}
+	if version() != V1 {
+		return fmt.Errorf("%w: got v=%d, want %d", ErrVersion, version(), V1)
+	}
+	return v.Validate()
+}
