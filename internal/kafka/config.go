@@ -42,6 +42,9 @@ type Config struct {
 	SASLPassword string `yaml:"-"`
 	// TLS enables TLS with the system roots.
 	TLS bool `yaml:"tls"`
+	// CommitInterval is how often consumers commit the offsets of processed
+	// records. Default 1s. A crash redelivers at most this much work.
+	CommitInterval time.Duration `yaml:"commit_interval"`
 }
 
 // Validate checks the config and fills defaults.
@@ -54,6 +57,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Partitions <= 0 {
 		c.Partitions = 8
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = time.Second
 	}
 	if c.ReplicationFactor == 0 {
 		c.ReplicationFactor = -1

@@ -23,13 +23,17 @@ type Handler func(ctx context.Context, recs []*kgo.Record) error
 
 // ConsumerOpts are the options a stage's consumer-group client needs on top
 // of Config.Opts: the group, its topics, manual marking, and a commit of
-// marked offsets when partitions are revoked or lost.
-func ConsumerOpts(group string, topics ...string) []kgo.Opt {
+// marked offsets every CommitInterval and when partitions are revoked or lost.
+func (c *Config) ConsumerOpts(group string, topics ...string) []kgo.Opt {
+	interval := c.CommitInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
 	return []kgo.Opt{
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topics...),
 		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(time.Second),
+		kgo.AutoCommitInterval(interval),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(250 * time.Millisecond),
 		kgo.OnPartitionsRevoked(commitOnRevoke),
@@ -48,7 +52,7 @@ func commitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
 // Run polls cl until ctx is done, hands each batch to h, and marks the batch's
 // records for commit after h returned nil (the client commits marked offsets
 // every second, on revoke and when Run returns). cl must be built with
-// ConsumerOpts. Poll errors are logged; a handler
+// Config.ConsumerOpts. Poll errors are logged; a handler
 // error stops the loop and is returned (ctx.Err() is not an error).
 func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
 	defer func() {
@@ -114,4 +118,9 @@ func ProduceAll(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
 		return nil
 	}
 	return cl.ProduceSync(ctx, recs...).FirstErr()
+}
+
+// ConsumerOpts is Config.ConsumerOpts with the default commit interval.
+func ConsumerOpts(group string, topics ...string) []kgo.Opt {
+	return (&Config{}).ConsumerOpts(group, topics...)
 }

@@ -1,0 +1,58 @@
+# Herald. `make demo` and `make test` are all a newcomer needs; both install
+# what is missing first (`make deps`).
+GO       ?= go
+BIN      := bin/herald
+PKGS     := ./...
+GOFLAGS  ?=
+TESTFLAGS ?= -race -shuffle=on -timeout 20m
+LINT_VERSION := v2.6.2
+
+.PHONY: all deps build test test-short demo bench bench-go fmt vet lint tidy-check clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	$(GO) build $(GOFLAGS) -o $(BIN) ./cmd/herald
+
+# Everything, the ClickHouse-backed tests included (they start a private
+# server on a free port).
+test: deps tidy-check vet
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+test-short:
+	$(GO) test -short $(PKGS)
+
+demo: deps build
+	./$(BIN) demo
+
+# herald bench: stage throughput vs a bare franz-go consumer (docs/BENCHMARKS.md).
+bench: deps build
+	./$(BIN) bench
+
+# Go micro-benchmarks.
+bench-go: deps
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+lint:
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VERSION) run ./...
+
+# CI fails when go.mod/go.sum are not tidy.
+tidy-check:
+	@cp go.mod /tmp/herald-go.mod.bak; cp go.sum /tmp/herald-go.sum.bak
+	@$(GO) mod tidy
+	@if ! git diff --quiet -- go.mod go.sum; then \
+		cp /tmp/herald-go.mod.bak go.mod; cp /tmp/herald-go.sum.bak go.sum; \
+		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; fi
+
+clean:
+	rm -rf bin .herald

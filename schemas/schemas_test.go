@@ -1,0 +1,224 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJSONSchemaMatchesGo keeps the JSON Schema files and the Go types in
+// step: the same property names at every level, and every property the
+// schema requires is one the Go type always writes (no omitempty).
+func TestJSONSchemaMatchesGo(t *testing.T) {
+	tests := []struct {
+		file string
+		typ  reflect.Type
+	}{
+		{"event.v1.json", reflect.TypeFor[Event]()},
+		{"dispatch.v1.json", reflect.TypeFor[DispatchRequest]()},
+		{"outcome.v1.json", reflect.TypeFor[Outcome]()},
+		{"deadletter.v1.json", reflect.TypeFor[DeadLetter]()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			b, err := JSONSchema.ReadFile("jsonschema/" + tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s map[string]any
+			if err := json.Unmarshal(b, &s); err != nil {
+				t.Fatalf("schema is not JSON: %v", err)
+			}
+			compare(t, tt.file, s, tt.typ)
+		})
+	}
+}
+
+func compare(t *testing.T, path string, schema map[string]any, typ reflect.Type) {
+	t.Helper()
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	props, _ := schema["properties"].(map[string]any)
+	if props == nil {
+		t.Fatalf("%s: no properties", path)
+	}
+	goFields := map[string]reflect.StructField{}
+	omit := map[string]bool{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		goFields[name] = f
+		omit[name] = strings.Contains(opts, "omitempty")
+	}
+	var missing, extra []string
+	for name := range goFields {
+		if _, ok := props[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	for name := range props {
+		if _, ok := goFields[name]; !ok {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("%s: fields in Go but not in the schema %v; in the schema but not in Go %v", path, missing, extra)
+	}
+	req, _ := schema["required"].([]any)
+	for _, r := range req {
+		name := r.(string)
+		if omit[name] {
+			t.Errorf("%s: schema requires %q but Go omits it when empty", path, name)
+		}
+	}
+	for name, f := range goFields {
+		sub, _ := props[name].(map[string]any)
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {
+			compare(t, path+"."+name, sub, ft)
+		}
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	ev := &Event{ID: "e1", App: "demo", Kind: KindInbound, Name: EventWhatsAppReceived, Time: now, Received: now,
+		HWID: "whatsapp:+14155550100", Inbound: &Inbound{PhoneNumberID: "100", From: "+14155550100", WAMID: "wamid.1", Type: "text", Text: "PROMO"}}
+	b, err := ev.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ev) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, ev)
+	}
+	if !bytes.Equal(got.Key(), []byte("demo|whatsapp:+14155550100")) {
+		t.Fatalf("key %q", got.Key())
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	now := time.Now().UTC()
+	valid := func() *Event {
+		return &Event{ID: "e", App: "a", Kind: KindEvent, Name: "x", Time: now, Received: now, UserID: "u"}
+	}
+	f := func(name string, in []byte, want error, wantMsg string) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			_, err := DecodeEvent(in)
+			if !errors.Is(err, want) {
+				t.Fatalf("err = %v, want %v", err, want)
+			}
+			if !strings.Contains(err.Error(), wantMsg) {
+				t.Fatalf("err = %q, want it to mention %q", err, wantMsg)
+			}
+		})
+	}
+	mk := func(mut func(*Event)) []byte {
+		e := valid()
+		mut(e)
+		b, _ := e.Marshal()
+		return b
+	}
+	f("not json", []byte("{"), ErrInvalid, "decoding json")
+	f("version 2", []byte(`{"v":2}`), ErrVersion, "v=2")
+	f("no version", []byte(`{"id":"x"}`), ErrVersion, "v=0")
+	f("no id", mk(func(e *Event) { e.ID = "" }), ErrInvalid, "id is required")
+	f("bad app", mk(func(e *Event) { e.App = "a|b" }), ErrInvalid, "not a valid app id")
+	f("no user", mk(func(e *Event) { e.UserID = "" }), ErrInvalid, "hwid or user_id")
+	f("no name", mk(func(e *Event) { e.Name = "" }), ErrInvalid, "name is required")
+	f("unknown kind", mk(func(e *Event) { e.Kind = "nope" }), ErrInvalid, "unknown kind")
+	f("inbound without body", mk(func(e *Event) { e.Kind = KindInbound }), ErrInvalid, "inbound.from")
+	f("status without body", mk(func(e *Event) { e.Kind = KindStatus }), ErrInvalid, "status.wamid")
+}
+
+func TestDispatchValidate(t *testing.T) {
+	now := time.Now()
+	base := func() DispatchRequest {
+		return DispatchRequest{ID: "d", App: "a", Channel: ChannelWhatsApp, Sender: "100", To: "+14155550100",
+			Template: &Template{Name: "promo_offer", Language: "en_US"}, Created: now, Deadline: now.Add(time.Hour)}
+	}
+	tests := []struct {
+		name string
+		mut  func(*DispatchRequest)
+		want string
+	}{
+		{"valid template", func(*DispatchRequest) {}, ""},
+		{"valid text", func(d *DispatchRequest) { d.Template = nil; d.Text = &Text{Body: "hi"} }, ""},
+		{"both", func(d *DispatchRequest) { d.Text = &Text{Body: "hi"} }, "exactly one"},
+		{"neither", func(d *DispatchRequest) { d.Template = nil }, "exactly one"},
+		{"no sender", func(d *DispatchRequest) { d.Sender = "" }, "sender is required"},
+		{"template no language", func(d *DispatchRequest) { d.Template.Language = "" }, "template.name and template.language"},
+		{"empty text", func(d *DispatchRequest) { d.Template = nil; d.Text = &Text{} }, "text.body"},
+		{"bad channel", func(d *DispatchRequest) { d.Channel = "fax" }, "unknown channel"},
+		{"no to", func(d *DispatchRequest) { d.To = "" }, "to is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := base()
+			tt.mut(&d)
+			b, err := d.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = DecodeDispatchRequest(b)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeys(t *testing.T) {
+	if got := string(EventKey("a", "", "u1")); got != "a|user:u1" {
+		t.Fatalf("EventKey without hwid = %q", got)
+	}
+	if got := string(RecipientKey("a", "+1")); got != "a|+1" {
+		t.Fatalf("RecipientKey = %q", got)
+	}
+	for _, id := range []string{"", strings.Repeat("a", 65), "a|b", "a b", "ü"} {
+		if ValidAppID(id) {
+			t.Errorf("ValidAppID(%q) = true", id)
+		}
+	}
+	for _, id := range []string{"demo", "ABCDE-12345", "a.b_c"} {
+		if !ValidAppID(id) {
+			t.Errorf("ValidAppID(%q) = false", id)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"v":1,"id":"e","app":"a","kind":"event","name":"x","time":"2026-01-01T00:00:00Z","user_id":"u"}`))
+	f.Add([]byte(`{"v":1,"kind":"inbound","inbound":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = DecodeEvent(b)
+		_, _ = DecodeDispatchRequest(b)
+		_, _ = DecodeOutcome(b)
+		_, _ = DecodeDeadLetter(b)
+	})
+}
