@@ -1,0 +1,569 @@
+// Package wasim simulates the parts of Meta's WhatsApp Cloud API that Herald
+// uses, faithfully enough that the dispatcher runs unchanged against it and
+// against graph.facebook.com: sending messages, listing templates, and the
+// signed status and inbound webhooks.
+//
+// Endpoints of Sim.Handler (any Graph version vNN.N in the path):
+//
+//	POST /{version}/{phone-number-id}/messages           send a template, text, image or interactive message; mark as read
+//	GET  /{version}/{waba-id}/message_templates          list templates with cursor paging (limit, after, before)
+//
+// Requests need "Authorization: Bearer <access token>" (or ?access_token=)
+// of the number (of a number of the WABA for templates). Refusals are Graph
+// error bodies {"error":{"message","type","code","error_data":{...},"fbtrace_id"}}
+// with the codes and HTTP statuses listed at the Code constants.
+//
+// After a message is accepted the webhook sender (Sim.Run) POSTs its
+// statuses to the number's WebhookURL, one status per POST, in order sent,
+// delivered, read (read for Config.ReadRatio of messages), Config.StatusDelay
+// apart; messages interleave. Each body is signed like Meta signs it:
+// X-Hub-Signature-256: sha256=hex(HMAC-SHA256(app secret, raw body)). A POST
+// not answered 200 is retried with backoff for Config.WebhookRetryFor.
+// Statuses carry pricing {billable, pricing_model "PMP", category, type}
+// on sent and delivered: the template's category (marketing, utility,
+// authentication), "service" for free-form messages; utility templates and
+// free-form messages inside the customer-service window are not billable.
+//
+// The 24-hour customer-service window of a user opens when the user writes
+// to the number: Sim.SendInbound. Free-form messages outside it, and
+// messages to recipients whose digits end in UndeliverableSuffix ("0000"),
+// are accepted and then fail with a failed status webhook (131047, 131026),
+// as on graph.facebook.com; Config.SyncDeliveryErrors refuses them in the
+// send call instead.
+//
+// The simulator has no Prometheus metrics of its own; Sim.Stats counts what
+// it did.
+//
+// Using it in-process (a test, or the demo):
+//
+//	sim, err := wasim.New(wasim.Config{
+//		Numbers: []wasim.Number{{PhoneNumberID: "1001", WABAID: "2001",
+//			AccessToken: "token", AppSecret: "secret", WebhookURL: herald.URL + "/whatsapp/webhooks"}},
+//		Templates: wasim.DefaultTemplates(),
+//	}, slog.Default())
+//	if err != nil { ... }
+//	go sim.Run(ctx)                              // status webhooks
+//	api := httptest.NewServer(sim.Handler())     // point the dispatcher's Graph base URL here
+//	wamid, err := sim.SendInbound(ctx, "1001", "+15551234567", "HELP")
+package wasim
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sim is a simulated WhatsApp Cloud API. Its methods are safe for
+// concurrent use.
+type Sim struct {
+	cfg        Config
+	log        *slog.Logger
+	numbers    map[string]*Number
+	tokens     map[string]bool
+	wabaTokens map[string]map[string]bool
+	templates  *registry
+	limits     *limits
+	sched      *scheduler
+	client     *http.Client
+	// now is the clock of the limits and windows; tests replace it.
+	now func() time.Time
+
+	instance [6]byte
+	msgSeq   atomic.Uint64
+	reqSeq   atomic.Uint64
+	running  atomic.Bool
+
+	faultsMu sync.RWMutex
+	faults   Faults
+
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// Stats are the counters of a Sim since New.
+type Stats struct {
+	// Accepted messages (answered 200, or accepted under LostResponseRatio).
+	Accepted int
+	// Rejected API requests by Graph error code (Error5xxRatio faults
+	// included, LostResponseRatio answers not).
+	Rejected map[int]int
+	// LostResponses are accepted messages answered with a 500 on purpose.
+	LostResponses int
+	// Dropped are accepted messages whose statuses DropRatio suppressed.
+	Dropped int
+	// WebhooksSent are webhook POSTs answered 200, statuses and inbound.
+	WebhooksSent int
+	// WebhooksFailed are webhook POST attempts not answered 200 (each retry
+	// counts), statuses and inbound.
+	WebhooksFailed int
+	// WebhooksAbandoned are status webhooks given up after WebhookRetryFor.
+	WebhooksAbandoned int
+	// Statuses counts the status webhooks delivered, by status (sent,
+	// delivered, read, failed).
+	Statuses map[string]int
+	// Inbound counts the inbound message webhooks delivered.
+	Inbound int
+	// Pending are accepted messages whose statuses are not all sent yet.
+	Pending int
+}
+
+// New validates cfg and builds a simulator. log may be nil.
+func New(cfg Config, log *slog.Logger) (*Sim, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("validating wasim config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Sim{
+		cfg:        cfg,
+		log:        log,
+		numbers:    make(map[string]*Number),
+		tokens:     make(map[string]bool),
+		wabaTokens: make(map[string]map[string]bool),
+		templates:  newRegistry(cfg.Numbers, cfg.Templates),
+		limits:     newLimits(cfg.Throughput, cfg.PairInterval),
+		sched:      newScheduler(),
+		client:     cfg.HTTPClient,
+		now:        time.Now,
+		faults:     cfg.Faults,
+		stats:      Stats{Rejected: make(map[int]int), Statuses: make(map[string]int)},
+	}
+	if _, err := rand.Read(s.instance[:]); err != nil {
+		return nil, fmt.Errorf("reading random instance id: %w", err)
+	}
+	for i := range s.cfg.Numbers {
+		n := &s.cfg.Numbers[i]
+		s.numbers[n.PhoneNumberID] = n
+		s.tokens[n.AccessToken] = true
+		if s.wabaTokens[n.WABAID] == nil {
+			s.wabaTokens[n.WABAID] = make(map[string]bool)
+		}
+		s.wabaTokens[n.WABAID][n.AccessToken] = true
+	}
+	return s, nil
+}
+
+// SetFaults replaces the injected faults at run time. Ratios are clamped to
+// [0, 1] and a negative latency to 0.
+func (s *Sim) SetFaults(f Faults) {
+	clamp := func(v float64) float64 {
+		if !(v > 0) { // NaN too
+			return 0
+		}
+		return math.Min(v, 1)
+	}
+	f.Error5xxRatio, f.DropRatio = clamp(f.Error5xxRatio), clamp(f.DropRatio)
+	f.FailRatio, f.LostResponseRatio = clamp(f.FailRatio), clamp(f.LostResponseRatio)
+	f.Latency = max(f.Latency, 0)
+	s.faultsMu.Lock()
+	s.faults = f
+	s.faultsMu.Unlock()
+}
+
+func (s *Sim) currentFaults() Faults {
+	s.faultsMu.RLock()
+	defer s.faultsMu.RUnlock()
+	return s.faults
+}
+
+// SetTemplate adds a template to a WABA's registry, or replaces the one
+// with the same name and language: use it to approve, pause or disable a
+// template at run time.
+func (s *Sim) SetTemplate(wabaID string, t Template) error {
+	if err := t.validate(); err != nil {
+		return fmt.Errorf("setting template: %w", err)
+	}
+	if err := s.templates.set(wabaID, t); err != nil {
+		return fmt.Errorf("setting template %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// Stats returns a copy of the counters.
+func (s *Sim) Stats() Stats {
+	s.statsMu.Lock()
+	st := s.stats
+	st.Rejected = make(map[int]int, len(s.stats.Rejected))
+	for k, v := range s.stats.Rejected {
+		st.Rejected[k] = v
+	}
+	st.Statuses = make(map[string]int, len(s.stats.Statuses))
+	for k, v := range s.stats.Statuses {
+		st.Statuses[k] = v
+	}
+	s.statsMu.Unlock()
+	st.Pending = int(s.sched.pending.Load())
+	return st
+}
+
+func (s *Sim) count(f func(*Stats)) {
+	s.statsMu.Lock()
+	f(&s.stats)
+	s.statsMu.Unlock()
+}
+
+// Handler returns the Graph API endpoints of the simulator.
+func (s *Sim) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/{version}/{id}/messages", func(w http.ResponseWriter, r *http.Request) {
+		s.api(w, r, func(version, id string) {
+			if r.Method != http.MethodPost {
+				s.writeError(w, errNoObject(strings.ToLower(r.Method), id))
+				return
+			}
+			s.send(w, r, id)
+		})
+	})
+	mux.HandleFunc("/{version}/{id}/message_templates", func(w http.ResponseWriter, r *http.Request) {
+		s.api(w, r, func(version, id string) {
+			if r.Method != http.MethodGet {
+				s.writeError(w, errNoObject(strings.ToLower(r.Method), id))
+				return
+			}
+			s.listTemplates(w, r, version, id)
+		})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, errUnknownPath(r.URL.Path))
+	})
+	return mux
+}
+
+// api applies the version check and the request faults, then calls h.
+func (s *Sim) api(w http.ResponseWriter, r *http.Request, h func(version, id string)) {
+	version, id := r.PathValue("version"), r.PathValue("id")
+	if !versionRE.MatchString(version) {
+		s.writeError(w, errUnknownPath(r.URL.Path))
+		return
+	}
+	seq := s.reqSeq.Add(1)
+	f := s.currentFaults()
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	if hit(strconv.FormatUint(seq, 10), "5xx", f.Error5xxRatio) {
+		if seq%2 == 0 {
+			s.writeError(w, errServiceUnavailable("Service temporarily unavailable (injected fault)."))
+		} else {
+			s.writeError(w, errUnknown())
+		}
+		return
+	}
+	h(version, id)
+}
+
+// bearer returns the access token of a request: the Authorization Bearer
+// header or the access_token query parameter.
+func bearer(r *http.Request) (string, *graphError) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+			return "", errInvalidToken()
+		}
+		return strings.TrimSpace(tok), nil
+	}
+	if tok := r.URL.Query().Get("access_token"); tok != "" {
+		return tok, nil
+	}
+	return "", errMissingToken()
+}
+
+// authNumber checks that tok may send from the number.
+func (s *Sim) authNumber(tok, phoneID string) (*Number, *graphError) {
+	if !s.tokens[tok] {
+		return nil, errInvalidToken()
+	}
+	n := s.numbers[phoneID]
+	if n == nil || n.AccessToken != tok {
+		return nil, errNoObject("post", phoneID)
+	}
+	return n, nil
+}
+
+// authWABA checks that tok belongs to a number of the WABA.
+func (s *Sim) authWABA(tok, waba string) *graphError {
+	if !s.tokens[tok] {
+		return errInvalidToken()
+	}
+	if !s.wabaTokens[waba][tok] {
+		return errNoObject("get", waba)
+	}
+	return nil
+}
+
+// outMsg is an accepted message whose statuses the webhook sender sends.
+type outMsg struct {
+	num       *Number
+	wamid     string
+	waID      string
+	bizOpaque string
+	// steps are the statuses still to come, in order.
+	steps    []string
+	failCode int
+	pricing  *pricingJSON
+	convID   string
+}
+
+// send handles POST /{version}/{phone-number-id}/messages.
+func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
+	tok, gerr := bearer(r)
+	if gerr != nil {
+		s.writeError(w, gerr)
+		return
+	}
+	num, gerr := s.authNumber(tok, phoneID)
+	if gerr != nil {
+		s.writeError(w, gerr)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		s.writeError(w, errParam("Request body could not be read: %v", err))
+		return
+	}
+	req, gerr := decodeSend(body)
+	if gerr != nil {
+		s.writeError(w, gerr)
+		return
+	}
+	if req.markRead {
+		s.writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+		return
+	}
+	var tmpl Template
+	if req.Type == "template" {
+		if tmpl, gerr = s.checkTemplate(num.WABAID, req.Template); gerr != nil {
+			s.writeError(w, gerr)
+			return
+		}
+	}
+	now := s.now()
+	undeliverable := strings.HasSuffix(req.waID, UndeliverableSuffix)
+	inWindow := s.limits.inWindow(num.PhoneNumberID, req.waID, now)
+	closed := req.freeForm() && !inWindow
+	if s.cfg.SyncDeliveryErrors {
+		switch {
+		case undeliverable:
+			s.writeError(w, errDelivery(CodeUndeliverable))
+			return
+		case closed:
+			s.writeError(w, errDelivery(CodeReEngagement))
+			return
+		}
+	}
+	if num.WebhookURL != "" && s.sched.pending.Load() >= int64(s.cfg.WebhookQueue) {
+		s.writeError(w, errServiceUnavailable("The webhook queue of the simulator is full; call Sim.Run or slow down."))
+		return
+	}
+	if gerr := s.limits.admit(num.PhoneNumberID, req.waID, now); gerr != nil {
+		s.writeError(w, gerr)
+		return
+	}
+
+	m := &outMsg{num: num, wamid: s.newWAMID(req.waID), waID: req.waID, bizOpaque: req.BizOpaque}
+	f := s.currentFaults()
+	dropped := false
+	switch {
+	case undeliverable:
+		m.steps, m.failCode = []string{"failed"}, CodeUndeliverable
+	case closed:
+		m.steps, m.failCode = []string{"failed"}, CodeReEngagement
+	case hit(m.wamid, "drop", f.DropRatio):
+		dropped = true
+	case hit(m.wamid, "fail", f.FailRatio):
+		m.steps, m.failCode = []string{"failed"}, CodeUndeliverable
+	default:
+		m.steps = []string{"sent", "delivered"}
+		if hit(m.wamid, "read", s.cfg.ReadRatio) {
+			m.steps = append(m.steps, "read")
+		}
+		m.pricing = pricingFor(req, &tmpl, inWindow)
+		m.convID = conversationID(num.PhoneNumberID, req.waID, m.pricing.Category, now)
+	}
+	if !dropped && num.WebhookURL != "" {
+		s.sched.start(&job{msg: m, due: time.Now().Add(s.cfg.StatusDelay)})
+	}
+	lost := hit(m.wamid, "lost", f.LostResponseRatio)
+	s.count(func(st *Stats) {
+		st.Accepted++
+		if dropped {
+			st.Dropped++
+		}
+		if lost {
+			st.LostResponses++
+		}
+	})
+	s.log.Debug("message accepted", "phone_number_id", num.PhoneNumberID, "wamid", m.wamid, "type", req.Type, "steps", m.steps)
+	if lost {
+		e := errUnknown()
+		e.FBTraceID = fbtrace()
+		s.writeRaw(w, e.status, map[string]*graphError{"error": e})
+		return
+	}
+	msg := sendMessageJSON{ID: m.wamid}
+	if req.Type == "template" {
+		// Meta includes message_status for template messages only.
+		msg.MessageStatus = "accepted"
+	}
+	s.writeJSON(w, http.StatusOK, sendResponseJSON{
+		MessagingProduct: "whatsapp",
+		Contacts:         []sendContactJSON{{Input: req.To, WAID: req.waID}},
+		Messages:         []sendMessageJSON{msg},
+	})
+}
+
+// checkTemplate finds the template of a send and checks its status and
+// parameter counts.
+func (s *Sim) checkTemplate(waba string, tm *templateMsg) (Template, *graphError) {
+	t, found, _ := s.templates.lookup(waba, tm.Name, tm.Language.Code)
+	if !found {
+		return t, errTemplateMissing(tm.Name, tm.Language.Code, "")
+	}
+	switch t.Status {
+	case StatusPending, StatusRejected:
+		return t, errTemplateMissing(tm.Name, tm.Language.Code, "template status is "+t.Status)
+	case StatusPaused:
+		return t, errTemplatePaused(t.Name)
+	case StatusDisabled:
+		return t, errTemplateDisabled(t.Name)
+	}
+	var body, header int
+	for _, c := range tm.Components {
+		switch strings.ToLower(c.Type) {
+		case "body":
+			body += len(c.Parameters)
+		case "header":
+			header += len(c.Parameters)
+		}
+	}
+	if header != t.HeaderParams {
+		return t, errTemplateParams("header", header, t.HeaderParams)
+	}
+	if body != t.BodyParams {
+		return t, errTemplateParams("body", body, t.BodyParams)
+	}
+	return t, nil
+}
+
+// pricingFor is the pricing of a message's statuses under Meta's
+// per-message pricing: marketing and authentication templates are charged,
+// utility templates only outside the customer-service window, free-form
+// (service) messages never.
+func pricingFor(req *sendRequest, t *Template, inWindow bool) *pricingJSON {
+	if req.freeForm() {
+		return &pricingJSON{Billable: false, PricingModel: "PMP", Category: "service", Type: "free_customer_service"}
+	}
+	p := &pricingJSON{Billable: true, PricingModel: "PMP", Category: strings.ToLower(t.Category), Type: "regular"}
+	if t.Category == CategoryUtility && inWindow {
+		p.Billable, p.Type = false, "free_customer_service"
+	}
+	return p
+}
+
+// conversationID is stable for a number, a recipient, a category and a day.
+func conversationID(phone, waID, category string, now time.Time) string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%s|%s|%s", phone, waID, category, now.UTC().Format(time.DateOnly))
+	return fmt.Sprintf("%032x", h.Sum64())
+}
+
+// newWAMID makes a unique message id shaped like Meta's:
+// "wamid." + base64 of the recipient and a unique suffix.
+func (s *Sim) newWAMID(waID string) string {
+	b := make([]byte, 0, 4+len(waID)+16)
+	b = append(b, 0x18, byte(len(waID)))
+	b = append(b, waID...)
+	b = append(b, 0x15, 0x02)
+	b = append(b, s.instance[:]...)
+	b = binary.BigEndian.AppendUint64(b, s.msgSeq.Add(1))
+	return "wamid." + base64.StdEncoding.EncodeToString(b)
+}
+
+// hit decides a ratio deterministically from a key: the same key, salt and
+// ratio always give the same answer.
+func hit(key, salt string, ratio float64) bool {
+	if !(ratio > 0) {
+		return false
+	}
+	if ratio >= 1 {
+		return true
+	}
+	h := fnv.New64a()
+	h.Write([]byte(salt))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	// fnv's low bits mix poorly for short keys; fold the high half in.
+	v := h.Sum64()
+	v ^= v >> 29
+	v *= 0xbf58476d1ce4e5b9
+	v ^= v >> 32
+	return float64(v>>11)/float64(1<<53) < ratio
+}
+
+type sendResponseJSON struct {
+	MessagingProduct string            `json:"messaging_product"`
+	Contacts         []sendContactJSON `json:"contacts"`
+	Messages         []sendMessageJSON `json:"messages"`
+}
+
+type sendContactJSON struct {
+	Input string `json:"input"`
+	WAID  string `json:"wa_id"`
+}
+
+type sendMessageJSON struct {
+	ID            string `json:"id"`
+	MessageStatus string `json:"message_status,omitempty"`
+}
+
+// fbtrace makes a Graph-like trace id.
+func fbtrace() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "A" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (s *Sim) writeError(w http.ResponseWriter, e *graphError) {
+	s.count(func(st *Stats) { st.Rejected[e.Code]++ })
+	e.FBTraceID = fbtrace()
+	if e.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `OAuth "Facebook Platform" "invalid_token" "`+strings.ReplaceAll(e.Message, `"`, `'`)+`"`)
+	}
+	s.writeRaw(w, e.status, map[string]*graphError{"error": e})
+}
+
+func (s *Sim) writeJSON(w http.ResponseWriter, status int, v any) { s.writeRaw(w, status, v) }
+
+func (s *Sim) writeRaw(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own types reach here; they always marshal.
+		s.log.Error("encoding response", "err", err)
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"message":"internal","type":"OAuthException","code":1}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=UTF-8")
+	h.Set("facebook-api-version", s.cfg.Version)
+	h.Set("x-fb-trace-id", fbtrace())
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
