@@ -1,0 +1,57 @@
+package ingest
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the ingest stage; see the package comment for the list.
+type metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	produced    *prometheus.CounterVec
+	sigFailures prometheus.Counter
+	foreign     prometheus.Counter
+	skipped     *prometheus.CounterVec
+}
+
+// newMetrics builds the metrics and registers them on reg unless it is nil.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_ingest_requests_total",
+			Help: "HTTP requests answered by ingest, by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_ingest_request_duration_seconds",
+			Help:    "Time to answer an ingest request, Kafka acknowledgement included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_ingest_records_produced_total",
+			Help: "Records acknowledged by Kafka, by event kind (deadletter for dead letters).",
+		}, []string{"kind"}),
+		sigFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_ingest_webhook_signature_failures_total",
+			Help: "Webhook POSTs refused for a missing, malformed or wrong X-Hub-Signature-256.",
+		}),
+		foreign: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_ingest_webhook_foreign_changes_total",
+			Help: "Webhook changes skipped because their phone number id is unknown or owned by an app the signing secret does not belong to.",
+		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_ingest_webhook_skipped_total",
+			Help: "Webhook parts ignored on purpose, by reason (object, field, malformed_value).",
+		}, []string{"reason"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering ingest metrics: %w", err)
+		}
+	}
+	return m, nil
+}

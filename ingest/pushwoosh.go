@@ -1,0 +1,310 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/schemas"
+)
+
+// pwRequest is the "request" object of the Pushwoosh methods served here
+// (https://docs.pushwoosh.com/developer/api-reference/). Fields a method
+// does not use are ignored, as are unknown fields, so that clients written
+// for Pushwoosh keep working.
+type pwRequest struct {
+	Application  string          `json:"application"`
+	Auth         string          `json:"auth"`
+	HWID         string          `json:"hwid"`
+	UserID       string          `json:"userId"`
+	DeviceType   *int            `json:"device_type"`
+	PushToken    string          `json:"push_token"`
+	Email        string          `json:"email"`
+	Language     string          `json:"language"`
+	Timezone     json.RawMessage `json:"timezone"`
+	Tags         json.RawMessage `json:"tags"`
+	Event        string          `json:"event"`
+	Attributes   json.RawMessage `json:"attributes"`
+	TimestampUTC json.RawMessage `json:"timestampUTC"`
+}
+
+// builder turns one Pushwoosh call (its Authorization header and body)
+// into the event to produce, or the refusal to answer.
+type builder func(s *Server, authHeader string, body []byte, now time.Time) (*schemas.Event, *apiError)
+
+// pushwoosh serves one Pushwoosh method: decode, authorize, build, produce,
+// and answer 200 only after Kafka acknowledged.
+func (s *Server) pushwoosh(route string, build builder) func(*statusWriter, *http.Request) {
+	return func(w *statusWriter, r *http.Request) {
+		body, aerr := s.readBody(w, r)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		ev, aerr := build(s, r.Header.Get("Authorization"), body, time.Now().UTC())
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		if err := ev.Validate(); err != nil { // a bug here, not the caller's fault
+			s.log.Error("built an invalid event", "route", route, "err", err)
+			writeError(w, &apiError{Code: http.StatusInternalServerError, Msg: "internal error"})
+			return
+		}
+		if err := s.produce(r.Context(), []*schemas.Event{ev}, nil); err != nil {
+			writeError(w, s.produceError(route, err))
+			return
+		}
+		writeOK(w, map[string]string{"event_id": ev.ID})
+	}
+}
+
+// decodeRequest decodes the {"request":{...}} envelope.
+func decodeRequest(body []byte) (*pwRequest, *apiError) {
+	var env struct {
+		Request *pwRequest `json:"request"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&env); err != nil {
+		return nil, jsonError(err)
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, badField("body", "has data after the JSON object")
+	}
+	if env.Request == nil {
+		return nil, badField("request", `is required: the body is {"request":{...}}`)
+	}
+	return env.Request, nil
+}
+
+// authorize finds the app of the call's API token (header
+// "Authorization: Token <api_token>" or request.auth) and checks that it is
+// request.application: an app's token never writes another app's data.
+func (s *Server) authorize(authHeader string, req *pwRequest) (*apps.App, *apiError) {
+	token, field := req.Auth, "request.auth"
+	if authHeader != "" {
+		scheme, tok, _ := strings.Cut(authHeader, " ")
+		tok = strings.TrimSpace(tok)
+		if !strings.EqualFold(scheme, "Token") || tok == "" {
+			return nil, &apiError{Code: http.StatusUnauthorized, Field: "Authorization", Msg: `must be "Token <api_token>"`}
+		}
+		if req.Auth != "" && req.Auth != tok {
+			return nil, &apiError{Code: http.StatusUnauthorized, Field: "request.auth", Msg: "differs from the token of the Authorization header"}
+		}
+		token, field = tok, "Authorization"
+	}
+	if token == "" {
+		return nil, &apiError{Code: http.StatusUnauthorized, Field: "request.auth",
+			Msg: "an API token is required: header Authorization: Token <api_token>, or request.auth"}
+	}
+	app, ok := s.reg.ByToken(token)
+	if !ok {
+		return nil, &apiError{Code: http.StatusUnauthorized, Field: field, Msg: "unknown API token"}
+	}
+	if req.Application == "" {
+		return nil, badField("request.application", "is required")
+	}
+	if req.Application != app.ID {
+		return nil, &apiError{Code: http.StatusForbidden, Field: "request.application",
+			Msg: "the API token does not belong to application " + quote(req.Application)}
+	}
+	return app, nil
+}
+
+// begin decodes and authorizes a call.
+func (s *Server) begin(authHeader string, body []byte) (*pwRequest, *apps.App, *apiError) {
+	req, aerr := decodeRequest(body)
+	if aerr != nil {
+		return nil, nil, aerr
+	}
+	app, aerr := s.authorize(authHeader, req)
+	if aerr != nil {
+		return nil, nil, aerr
+	}
+	return req, app, nil
+}
+
+// identify resolves the subscriber of setTags and postEvent: hwid,
+// normalised as at registration, and/or userId, one of them required.
+func identify(req *pwRequest) (hwid, userID, country string, _ *apiError) {
+	hwid, country, aerr := canonicalHWID("request.hwid", req.HWID)
+	if aerr != nil {
+		return "", "", "", aerr
+	}
+	if aerr := checkText("request.userId", req.UserID, maxIDLen); aerr != nil {
+		return "", "", "", aerr
+	}
+	if hwid == "" && req.UserID == "" {
+		return "", "", "", badField("request.hwid", "hwid or userId is required")
+	}
+	return hwid, req.UserID, country, nil
+}
+
+// buildRegister is POST /json/1.3/registerDevice.
+func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*schemas.Event, *apiError) {
+	req, app, aerr := s.begin(authHeader, body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if req.DeviceType == nil {
+		return nil, badField("request.device_type", "is required: 21 WhatsApp, 18 SMS, 14 email, 1 iOS, 3 Android")
+	}
+	ev := &schemas.Event{
+		ID:         newEventID(),
+		App:        app.ID,
+		Kind:       schemas.KindRegister,
+		Name:       schemas.EventDeviceRegistered,
+		Time:       now,
+		Received:   now,
+		DeviceType: *req.DeviceType,
+	}
+	switch dt := *req.DeviceType; dt {
+	case schemas.DeviceWhatsApp, schemas.DeviceSMS:
+		prefix := prefixWhatsApp
+		if dt == schemas.DeviceSMS {
+			prefix = prefixSMS
+		}
+		if req.HWID == "" {
+			return nil, badField("request.hwid", "is required: %s+<E.164 number> for device_type %d", prefix, dt)
+		}
+		if !hasPrefixFold(req.HWID, prefix) {
+			return nil, badField("request.hwid", "%s must be %s+<E.164 number> for device_type %d", quote(req.HWID), prefix, dt)
+		}
+		if ev.HWID, ev.Country, aerr = canonicalHWID("request.hwid", req.HWID); aerr != nil {
+			return nil, aerr
+		}
+	case schemas.DeviceEmail:
+		switch {
+		case req.Email != "":
+			if ev.HWID, aerr = parseEmail("request.email", req.Email); aerr != nil {
+				return nil, aerr
+			}
+			if req.HWID != "" && !strings.EqualFold(req.HWID, req.Email) {
+				return nil, badField("request.hwid", "must equal request.email for device_type 14, or be left out")
+			}
+		case req.HWID != "":
+			if ev.HWID, aerr = parseEmail("request.hwid", req.HWID); aerr != nil {
+				return nil, aerr
+			}
+		default:
+			return nil, badField("request.email", "is required for device_type 14")
+		}
+	case schemas.DeviceIOS, schemas.DeviceAndroid:
+		if req.HWID == "" {
+			return nil, badField("request.hwid", "is required")
+		}
+		if hasPrefixFold(req.HWID, prefixWhatsApp) || hasPrefixFold(req.HWID, prefixSMS) {
+			return nil, badField("request.hwid", "whatsapp: and sms: ids are for device_type 21 and 18")
+		}
+		if ev.HWID, _, aerr = canonicalHWID("request.hwid", req.HWID); aerr != nil {
+			return nil, aerr
+		}
+		if req.PushToken == "" {
+			return nil, badField("request.push_token", "is required for device_type %d", dt)
+		}
+		if aerr := checkText("request.push_token", req.PushToken, maxPushToken); aerr != nil {
+			return nil, aerr
+		}
+		// schemas.Event has no push token field yet: it travels as an
+		// attribute of the register event.
+		ev.Attributes = map[string]any{"push_token": req.PushToken}
+	default:
+		return nil, badField("request.device_type", "unknown device type %d: want 21 WhatsApp, 18 SMS, 14 email, 1 iOS or 3 Android", dt)
+	}
+	if aerr := checkText("request.userId", req.UserID, maxIDLen); aerr != nil {
+		return nil, aerr
+	}
+	ev.UserID = req.UserID
+	if aerr := checkLanguage("request.language", req.Language); aerr != nil {
+		return nil, aerr
+	}
+	ev.Language = req.Language
+	if ev.Timezone, aerr = parseTimezone("request.timezone", req.Timezone); aerr != nil {
+		return nil, aerr
+	}
+	if ev.Tags, aerr = decodeValues("request.tags", req.Tags, tagRules); aerr != nil {
+		return nil, aerr
+	}
+	return ev, nil
+}
+
+// buildSetTags is POST /json/1.3/setTags.
+func buildSetTags(s *Server, authHeader string, body []byte, now time.Time) (*schemas.Event, *apiError) {
+	req, app, aerr := s.begin(authHeader, body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	hwid, userID, country, aerr := identify(req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	tags, aerr := decodeValues("request.tags", req.Tags, tagRules)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if len(tags) == 0 {
+		return nil, badField("request.tags", "is required: an object of tag names to values (null removes a tag)")
+	}
+	return &schemas.Event{
+		ID:       newEventID(),
+		App:      app.ID,
+		Kind:     schemas.KindTags,
+		Time:     now,
+		Received: now,
+		HWID:     hwid,
+		UserID:   userID,
+		Country:  country,
+		Tags:     tags,
+	}, nil
+}
+
+// reservedEvents are produced by the webhook only: a client posting them
+// would fake inbound messages or statuses.
+var reservedEvents = map[string]bool{
+	strings.ToLower(schemas.EventWhatsAppReceived): true,
+	strings.ToLower(schemas.EventWhatsAppStatus):   true,
+}
+
+// buildPostEvent is POST /json/1.3/postEvent.
+func buildPostEvent(s *Server, authHeader string, body []byte, now time.Time) (*schemas.Event, *apiError) {
+	req, app, aerr := s.begin(authHeader, body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	hwid, userID, country, aerr := identify(req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if req.Event == "" {
+		return nil, badField("request.event", "is required: the event name")
+	}
+	if aerr := checkText("request.event", req.Event, maxNameLen); aerr != nil {
+		return nil, aerr
+	}
+	if reservedEvents[strings.ToLower(req.Event)] {
+		return nil, badField("request.event", "%s is reserved for events from Meta's webhook", quote(req.Event))
+	}
+	attrs, aerr := decodeValues("request.attributes", req.Attributes, attributeRules)
+	if aerr != nil {
+		return nil, aerr
+	}
+	at, aerr := parseTimestamp("request.timestampUTC", req.TimestampUTC, now)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return &schemas.Event{
+		ID:         newEventID(),
+		App:        app.ID,
+		Kind:       schemas.KindEvent,
+		Name:       req.Event,
+		Time:       at,
+		Received:   now,
+		HWID:       hwid,
+		UserID:     userID,
+		Country:    country,
+		Attributes: attrs,
+	}, nil
+}
