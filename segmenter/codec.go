@@ -1,0 +1,269 @@
+package segmenter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Profile encoding, version 1. Little endian, varints as encoding/binary
+// writes them, strings as uvarint length + bytes, times as uvarint
+// microseconds since 0001-01-01 UTC (0 is the zero time):
+//
+//	byte     version (1)
+//	byte     flags: 1 registered, 2 opted out
+//	varint   device type
+//	string   user id, language, timezone, country, whatsapp
+//	time     first seen, last seen, last inbound
+//	uvarint  tag count, then per tag: string name, byte kind, value
+//	         (string: string; number: 8-byte float64; bool: byte;
+//	         list: uvarint count + strings)
+//	uvarint  event-name count, then per name: string, uvarint count, time
+//	byte     recent id count, then 8 bytes per id hash
+//
+// A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
+// JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
+const profileVersion = 1
+
+const (
+	flagRegistered = 1 << iota
+	flagOptedOut
+)
+
+// zeroMicros is time.Time{} in Unix microseconds: times are stored relative
+// to it, so the zero time is 0 and every time JSON can carry is positive.
+var zeroMicros = time.Time{}.UnixMicro()
+
+// errCorrupt is returned by decodeProfile for bytes it did not write.
+var errCorrupt = errors.New("corrupt profile encoding")
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() || t.Before(time.Time{}) {
+		return append(b, 0)
+	}
+	return binary.AppendUvarint(b, uint64(t.UnixMicro()-zeroMicros))
+}
+
+// appendProfile appends the encoding of p to b.
+func appendProfile(b []byte, p *Profile) []byte {
+	var flags byte
+	if p.Registered {
+		flags |= flagRegistered
+	}
+	if p.OptedOut {
+		flags |= flagOptedOut
+	}
+	b = append(b, profileVersion, flags)
+	b = binary.AppendVarint(b, int64(p.DeviceType))
+	b = appendString(b, p.UserID)
+	b = appendString(b, p.Language)
+	b = appendString(b, p.Timezone)
+	b = appendString(b, p.Country)
+	b = appendString(b, p.WhatsApp)
+	b = appendTime(b, p.FirstSeen)
+	b = appendTime(b, p.LastSeen)
+	b = appendTime(b, p.LastInbound)
+	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
+	for name, t := range p.Tags {
+		b = appendString(b, name)
+		b = append(b, byte(t.Kind))
+		switch t.Kind {
+		case TagString:
+			b = appendString(b, t.Str)
+		case TagNumber:
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Num))
+		case TagBool:
+			if t.Bool {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		case TagList:
+			b = binary.AppendUvarint(b, uint64(len(t.List)))
+			for _, s := range t.List {
+				b = appendString(b, s)
+			}
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.Events)))
+	for _, c := range p.Events {
+		b = appendString(b, c.Name)
+		b = binary.AppendUvarint(b, c.Count)
+		b = appendTime(b, c.Last)
+	}
+	b = append(b, byte(len(p.recent)))
+	for _, h := range p.recent {
+		b = binary.LittleEndian.AppendUint64(b, h)
+	}
+	return b
+}
+
+// decoder reads an encoding; the first error sticks and later reads return
+// zero values. Strings are slices of one copy of the whole encoding (one
+// allocation per profile instead of one per string).
+type decoder struct {
+	b   []byte
+	all string // copy of the encoding; b is its unread suffix
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: reading %s", errCorrupt, what)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte(what string) byte {
+	if len(d.b) < 1 {
+		d.fail(what)
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint(what string) int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uint64(what string) uint64 {
+	if len(d.b) < 8 {
+		d.fail(what)
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) string(what string) string {
+	n := d.uvarint(what)
+	if n > uint64(len(d.b)) {
+		d.fail(what)
+		return ""
+	}
+	off := len(d.all) - len(d.b)
+	d.b = d.b[n:]
+	return d.all[off : off+int(n)]
+}
+
+// count reads a count of elements of at least minSize bytes each, refusing
+// counts the remaining bytes cannot hold (no huge allocation on bad input).
+func (d *decoder) count(what string, minSize int) int {
+	n := d.uvarint(what)
+	if n > uint64(len(d.b)/minSize) {
+		d.fail(what)
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) time(what string) time.Time {
+	v := d.uvarint(what)
+	if v == 0 || v > math.MaxInt64 {
+		return time.Time{}
+	}
+	return time.UnixMicro(int64(v) + zeroMicros).UTC()
+}
+
+// decodeProfile decodes an encoding written by appendProfile.
+func decodeProfile(b []byte) (*Profile, error) {
+	d := &decoder{b: b, all: string(b)}
+	if v := d.byte("version"); d.err == nil && v != profileVersion {
+		return nil, fmt.Errorf("%w: version %d", errCorrupt, v)
+	}
+	p := new(Profile)
+	flags := d.byte("flags")
+	p.Registered = flags&flagRegistered != 0
+	p.OptedOut = flags&flagOptedOut != 0
+	p.DeviceType = int(d.varint("device type"))
+	p.UserID = d.string("user id")
+	p.Language = d.string("language")
+	p.Timezone = d.string("timezone")
+	p.Country = d.string("country")
+	p.WhatsApp = d.string("whatsapp")
+	p.FirstSeen = d.time("first seen")
+	p.LastSeen = d.time("last seen")
+	p.LastInbound = d.time("last inbound")
+	if n := d.count("tag count", 3); n > 0 {
+		p.Tags = make(map[string]Tag, n)
+		for range n {
+			name := d.string("tag name")
+			t := Tag{Kind: TagKind(d.byte("tag kind"))}
+			switch t.Kind {
+			case TagString:
+				t.Str = d.string("tag value")
+			case TagNumber:
+				t.Num = math.Float64frombits(d.uint64("tag value"))
+			case TagBool:
+				t.Bool = d.byte("tag value") != 0
+			case TagList:
+				if m := d.count("tag list length", 1); m > 0 {
+					t.List = make([]string, m)
+					for i := range t.List {
+						t.List[i] = d.string("tag list item")
+					}
+				} else {
+					t.List = []string{}
+				}
+			default:
+				d.fail("tag kind")
+			}
+			if d.err != nil {
+				return nil, d.err
+			}
+			p.Tags[name] = t
+		}
+	}
+	if n := d.count("event count", 3); n > 0 {
+		p.Events = make([]EventCount, n)
+		for i := range p.Events {
+			c := &p.Events[i]
+			c.Name = d.string("event name")
+			c.Count = d.uvarint("event count")
+			c.Last = d.time("event time")
+		}
+	}
+	if n := int(d.byte("recent count")); n > 0 {
+		if n > len(d.b)/8 {
+			d.fail("recent ids")
+		} else {
+			p.recent = make([]uint64, n)
+			for i := range p.recent {
+				p.recent[i] = d.uint64("recent id")
+			}
+		}
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
+	}
+	return p, nil
+}

@@ -1,0 +1,147 @@
+package segmenter
+
+import (
+	"encoding/json"
+	"math"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func fullProfile() *Profile {
+	p := &Profile{
+		Registered: true, OptedOut: true, DeviceType: 21, UserID: "user-42", Language: "pt-BR",
+		Timezone: "America/Sao_Paulo", Country: "BR", WhatsApp: "+5511999990000",
+		Tags: map[string]Tag{
+			"first_name":    {Kind: TagString, Str: "João"},
+			"points":        {Kind: TagNumber, Num: -12.25},
+			"big":           {Kind: TagNumber, Num: math.MaxFloat64},
+			"vip":           {Kind: TagBool, Bool: true},
+			"no":            {Kind: TagBool},
+			"cuisines":      {Kind: TagList, List: []string{"sushi", "ramen"}},
+			"empty_list":    {Kind: TagList, List: []string{}},
+			TagProfileName:  {Kind: TagString, Str: "João S."},
+			"Last App Open": {Kind: TagString, Str: "2025-05-30 10:00"},
+		},
+		FirstSeen:   time.Date(2024, 1, 2, 3, 4, 5, 6000, time.UTC),
+		LastSeen:    time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
+		LastInbound: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
+		recent:      []uint64{1, math.MaxUint64, idHash("x")},
+	}
+	for i := range 10 {
+		p.Events = append(p.Events, EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000), Last: p.LastSeen.Add(time.Duration(i) * time.Second)})
+	}
+	return p
+}
+
+func TestProfileCodecRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		p    *Profile
+	}{
+		{name: "empty", p: &Profile{}},
+		{name: "full", p: fullProfile()},
+		{name: "negative device type", p: &Profile{DeviceType: -3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := appendProfile(nil, tt.p)
+			got, err := decodeProfile(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.p) {
+				t.Fatalf("round trip\n got %+v\nwant %+v", got, tt.p)
+			}
+		})
+	}
+}
+
+func TestProfileCodecCorrupt(t *testing.T) {
+	b := appendProfile(nil, fullProfile())
+	// Every strict prefix is an error, never a panic or a short profile.
+	for n := range len(b) {
+		if _, err := decodeProfile(b[:n]); err == nil {
+			t.Fatalf("prefix of %d/%d bytes decoded without error", n, len(b))
+		}
+	}
+	for _, bad := range [][]byte{
+		append(append([]byte{}, b...), 0),                                  // trailing byte
+		append([]byte{2}, b[1:]...),                                        // unknown version
+		{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, // huge tag count
+	} {
+		if _, err := decodeProfile(bad); err == nil {
+			t.Fatalf("%x decoded without error", bad)
+		}
+	}
+}
+
+func FuzzDecodeProfile(f *testing.F) {
+	f.Add(appendProfile(nil, fullProfile()))
+	f.Add(appendProfile(nil, &Profile{}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodeProfile(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes re-encodes to something that decodes the same.
+		again, err := decodeProfile(appendProfile(nil, p))
+		if err != nil {
+			t.Fatalf("re-encoding of a decoded profile does not decode: %v", err)
+		}
+		if len(again.Tags) != len(p.Tags) || len(again.Events) != len(p.Events) || again.UserID != p.UserID {
+			t.Fatalf("re-encoding changed the profile")
+		}
+	})
+}
+
+// BenchmarkProfileCodec compares the binary encoding with encoding/json on
+// the same profile (the json form lacks the recent-id ring).
+func BenchmarkProfileCodec(b *testing.B) {
+	p := fullProfile()
+	bin := appendProfile(nil, p)
+	js, err := json.Marshal(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("binary/encode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(bin)))
+		var buf []byte
+		for b.Loop() {
+			buf = appendProfile(buf[:0], p)
+		}
+		b.ReportMetric(float64(len(bin)), "bytes/profile")
+	})
+	b.Run("binary/decode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(bin)))
+		for b.Loop() {
+			if _, err := decodeProfile(bin); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("json/encode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(js)))
+		for b.Loop() {
+			if _, err := json.Marshal(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(js)), "bytes/profile")
+	})
+	b.Run("json/decode", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(js)))
+		for b.Loop() {
+			var q Profile
+			if err := json.Unmarshal(js, &q); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

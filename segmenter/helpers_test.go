@@ -1,0 +1,166 @@
+package segmenter
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// t0 is the time of the test events; the test clock reads t0+1m.
+var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+const testNow = time.Minute
+
+type testSegmenter struct {
+	*Segmenter
+	reg *prometheus.Registry
+}
+
+// newTest builds a Segmenter without Kafka, on a fixed clock.
+func newTest(t testing.TB, cfg Config) *testSegmenter {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s, err := newSegmenter(cfg, nil, reg)
+	if err != nil {
+		t.Fatalf("newSegmenter: %v", err)
+	}
+	s.now = func() time.Time { return t0.Add(testNow) }
+	t.Cleanup(s.Close)
+	return &testSegmenter{Segmenter: s, reg: reg}
+}
+
+// process runs Process and fails the test on error.
+func (s *testSegmenter) process(t testing.TB, recs ...*kgo.Record) []*kgo.Record {
+	t.Helper()
+	out, err := s.Process(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("Process: %v", err)
+	}
+	return out
+}
+
+// metric returns the value of a counter or gauge with the given labels.
+func (s *testSegmenter) metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+// record encodes e as a TopicEvents record.
+func record(t testing.TB, e *schemas.Event) *kgo.Record {
+	t.Helper()
+	b, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: b}
+}
+
+func records(t testing.TB, es ...*schemas.Event) []*kgo.Record {
+	t.Helper()
+	out := make([]*kgo.Record, len(es))
+	for i, e := range es {
+		out[i] = record(t, e)
+	}
+	return out
+}
+
+const (
+	testApp   = "shop"
+	testPhone = "+14155550100"
+	testHWID  = "whatsapp:" + testPhone
+	testPNID  = "1098765"
+)
+
+func register(id string, at time.Time, tags map[string]any) *schemas.Event {
+	return &schemas.Event{
+		ID: id, App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		Time: at, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Tags: tags,
+	}
+}
+
+func inbound(id, app, text, profileName string, at time.Time) *schemas.Event {
+	return &schemas.Event{
+		ID: id, App: app, Kind: schemas.KindInbound, Name: schemas.EventWhatsAppReceived,
+		Time: at, HWID: testHWID, Country: "US",
+		Inbound: &schemas.Inbound{PhoneNumberID: testPNID, From: testPhone, WAMID: "wamid." + id, Type: "text", Text: text, ProfileName: profileName},
+	}
+}
+
+func custom(id, name string, at time.Time) *schemas.Event {
+	return &schemas.Event{ID: id, App: testApp, Kind: schemas.KindEvent, Name: name, Time: at, HWID: testHWID}
+}
+
+// decodeOutputs splits Process output into dispatch requests and dead
+// letters, failing on anything else.
+func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchRequest, dls []*schemas.DeadLetter) {
+	t.Helper()
+	for _, r := range out {
+		switch r.Topic {
+		case schemas.TopicDispatch:
+			d, err := schemas.DecodeDispatchRequest(r.Value)
+			if err != nil {
+				t.Fatalf("output dispatch request does not decode: %v", err)
+			}
+			if string(r.Key) != string(d.Key()) {
+				t.Fatalf("dispatch key %q, want %q", r.Key, d.Key())
+			}
+			ds = append(ds, d)
+		case schemas.TopicDeadLetter:
+			dl, err := schemas.DecodeDeadLetter(r.Value)
+			if err != nil {
+				t.Fatalf("output dead letter does not decode: %v", err)
+			}
+			dls = append(dls, dl)
+		default:
+			t.Fatalf("output to unexpected topic %q", r.Topic)
+		}
+	}
+	return ds, dls
+}
+
+// equalProfile compares profiles, ignoring the recent-id ring.
+func equalProfile(got, want *Profile) error {
+	g, w := *got, *want
+	g.recent, w.recent = nil, nil
+	if !reflect.DeepEqual(&g, &w) {
+		return fmt.Errorf("profile\n got %+v\nwant %+v", g, w)
+	}
+	return nil
+}

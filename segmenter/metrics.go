@@ -1,0 +1,110 @@
+package segmenter
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/VictoriaMetrics/fastcache"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// metrics of one Segmenter; the package comment lists them.
+type metrics struct {
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
+
+	events          map[schemas.EventKind]prometheus.Counter
+	duplicates      prometheus.Counter
+	dispatch        *prometheus.CounterVec
+	keywordDispatch prometheus.Counter
+	skipped         *prometheus.CounterVec
+	deadLetters     prometheus.Counter
+	ignoredTags     prometheus.Counter
+	batchDuration   prometheus.Histogram
+}
+
+var eventKinds = []schemas.EventKind{
+	schemas.KindRegister, schemas.KindUnregister, schemas.KindTags,
+	schemas.KindEvent, schemas.KindInbound, schemas.KindStatus,
+}
+
+// newMetrics registers the metrics with reg (nil: not registered).
+func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, error) {
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_segmenter_events_total",
+		Help: "Events applied to profiles, by kind (duplicates not included).",
+	}, []string{"kind"})
+	m := &metrics{
+		reg:    reg,
+		events: make(map[schemas.EventKind]prometheus.Counter, len(eventKinds)),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_duplicate_events_total",
+			Help: "Events skipped because their id was applied to the profile already (redelivery, producer retry).",
+		}),
+		dispatch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_dispatch_requests_total",
+			Help: "Dispatch requests produced, by source kind.",
+		}, []string{"source"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_keyword_skipped_total",
+			Help: "Matched keywords that produced no request, by reason (opted_out, empty_param, window_closed, stale).",
+		}, []string{"reason"}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_dead_letters_total",
+			Help: "Records sent to the dead-letter topic.",
+		}),
+		ignoredTags: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_ignored_tags_total",
+			Help: "Tag values not stored because of their type (objects, nested lists) or an empty name.",
+		}),
+		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_segmenter_batch_duration_seconds",
+			Help:    "Time to process a polled batch and produce its outputs.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}),
+	}
+	for _, k := range eventKinds {
+		m.events[k] = events.WithLabelValues(string(k))
+	}
+	m.keywordDispatch = m.dispatch.WithLabelValues(SourceKeyword)
+	for _, r := range skipReasons {
+		m.skipped.WithLabelValues(r)
+	}
+	profiles := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_segmenter_profiles",
+		Help: "Profiles in the cache (fastcache entries).",
+	}, func() float64 {
+		var s fastcache.Stats
+		cache.UpdateStats(&s)
+		return float64(s.EntriesCount)
+	})
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.batchDuration, profiles}
+	if reg == nil {
+		return m, nil
+	}
+	for i, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors[:i] {
+				reg.Unregister(done)
+			}
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("registering segmenter metrics (one segmenter per registry): %w", err)
+			}
+			return nil, fmt.Errorf("registering segmenter metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// unregister removes the metrics from the registry.
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}

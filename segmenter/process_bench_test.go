@@ -1,0 +1,111 @@
+package segmenter
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// benchEvents builds a realistic mix for users users, perUser events each,
+// interleaved the way a partition sees them: 10% register, 15% tags, 35%
+// custom events, 30% inbound (a third of them keywords), 10% statuses.
+func benchEvents(tb testing.TB, users, perUser int) []*kgo.Record {
+	rng := rand.New(rand.NewPCG(1, 2))
+	texts := []string{"PROMO", "help please", "hi, when does my order arrive?", "thanks!", "Promo!", "where is the store?"}
+	names := []string{"PW_ApplicationOpen", "PW_ScreenOpen", "AddToCart", "Purchase", "ViewItem", "Search"}
+	out := make([]*kgo.Record, 0, users*perUser)
+	for i := range users * perUser {
+		u := i % users
+		phone := fmt.Sprintf("+1415555%04d", u)
+		e := &schemas.Event{
+			ID:   fmt.Sprintf("%032x", i),
+			App:  "shop",
+			Time: t0.Add(time.Duration(i) * time.Millisecond),
+			HWID: "whatsapp:" + phone,
+		}
+		switch r := rng.IntN(100); {
+		case r < 10:
+			e.Kind, e.Name = schemas.KindRegister, schemas.EventDeviceRegistered
+			e.DeviceType, e.Language, e.Country, e.Timezone = schemas.DeviceWhatsApp, "en", "US", "America/Los_Angeles"
+			e.Tags = map[string]any{"first_name": "Ana", "tier": "gold", "points": float64(rng.IntN(5000))}
+		case r < 25:
+			e.Kind = schemas.KindTags
+			e.Tags = map[string]any{"last_order": "2025-05-30 10:00", "cuisines": []any{"asian", "italian"}, "vip": rng.IntN(2) == 0}
+		case r < 60:
+			e.Kind, e.Name = schemas.KindEvent, names[rng.IntN(len(names))]
+			e.Attributes = map[string]any{"sku": "A-1", "price": 12.5}
+		case r < 90:
+			e.Kind, e.Name = schemas.KindInbound, schemas.EventWhatsAppReceived
+			e.Inbound = &schemas.Inbound{PhoneNumberID: "1098765", From: phone, WAMID: "wamid.HBgL" + e.ID, Type: "text", Text: texts[rng.IntN(len(texts))], ProfileName: "Ana"}
+		default:
+			e.Kind, e.Name = schemas.KindStatus, schemas.EventWhatsAppStatus
+			e.Status = &schemas.Status{PhoneNumberID: "1098765", WAMID: "wamid.x" + e.ID, Status: "delivered", Recipient: phone}
+		}
+		out = append(out, record(tb, e))
+	}
+	return out
+}
+
+// BenchmarkProcess measures Process over batches of 500 records; one op is
+// one batch, SetBytes counts the record values.
+//
+//	go test -run '^$' -bench BenchmarkProcess -benchtime 2s ./segmenter/
+func BenchmarkProcess(b *testing.B) {
+	const batch = 500
+	recs := benchEvents(b, 4096, 16) // more than 8 events per user: replays are not duplicates
+	s := newTest(b, Config{})
+	var size int64
+	for _, r := range recs {
+		size += int64(len(r.Value))
+	}
+	size = size * batch / int64(len(recs)) // average batch
+	b.ReportAllocs()
+	b.SetBytes(size)
+	i, outs := 0, 0
+	for b.Loop() {
+		if i+batch > len(recs) {
+			i = 0
+		}
+		out, err := s.Process(b.Context(), recs[i:i+batch])
+		if err != nil {
+			b.Fatal(err)
+		}
+		outs += len(out)
+		i += batch
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
+	if outs == 0 {
+		b.Fatal("no dispatch requests produced")
+	}
+}
+
+// BenchmarkDecodeEvent is the floor under BenchmarkProcess: decoding the
+// same records with schemas.DecodeEvent and nothing else.
+func BenchmarkDecodeEvent(b *testing.B) {
+	const batch = 500
+	recs := benchEvents(b, 4096, 16)
+	var size int64
+	for _, r := range recs {
+		size += int64(len(r.Value))
+	}
+	b.ReportAllocs()
+	b.SetBytes(size * batch / int64(len(recs)))
+	i := 0
+	for b.Loop() {
+		if i+batch > len(recs) {
+			i = 0
+		}
+		for _, r := range recs[i : i+batch] {
+			if _, err := schemas.DecodeEvent(r.Value); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i += batch
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
+}

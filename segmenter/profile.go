@@ -1,0 +1,286 @@
+package segmenter
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// Profile limits.
+const (
+	// MaxEventNames is the number of distinct event names a profile counts;
+	// a new name past it replaces the name seen least recently.
+	MaxEventNames = 64
+	// recentIDs is how many recent event ids a profile remembers to ignore
+	// redelivered events (see Profile.apply).
+	recentIDs = 8
+)
+
+// Profile is what the segmenter knows about one user of one app (one record
+// key of TopicEvents: app and hwid, or app and user id). Times are UTC with
+// microsecond precision.
+type Profile struct {
+	// Registered is set by a register event and cleared by unregister.
+	Registered bool
+	// OptedOut users get no MARKETING template.
+	OptedOut   bool
+	DeviceType int
+	UserID     string
+	Language   string
+	Timezone   string
+	// Country is ISO 3166-1 alpha-2.
+	Country string
+	// WhatsApp is the user's number, E.164 with the plus sign, from an
+	// inbound message or a "whatsapp:" hwid.
+	WhatsApp string
+	// Tags by name. An inbound message sets TagProfileName.
+	Tags map[string]Tag
+	// FirstSeen and LastSeen are the earliest and latest event times
+	// (statuses of messages sent to the user do not count).
+	FirstSeen time.Time
+	LastSeen  time.Time
+	// LastInbound is the time of the user's latest inbound WhatsApp
+	// message: the customer-service window is open until 24 h after it.
+	LastInbound time.Time
+	// Events counts events by name, at most MaxEventNames names.
+	Events []EventCount
+
+	// recent are hashes of the latest event ids applied, oldest first.
+	recent []uint64
+}
+
+// EventCount counts the events of one name.
+type EventCount struct {
+	Name  string
+	Count uint64
+	// Last is the latest time of an event of this name.
+	Last time.Time
+}
+
+// TagKind is the type of a tag value.
+type TagKind uint8
+
+// Tag kinds. Pushwoosh's integer and decimal tags are numbers; its date and
+// version tags arrive as strings.
+const (
+	TagString TagKind = iota + 1
+	TagNumber
+	TagBool
+	TagList
+)
+
+// Tag is a typed tag value: the field named by Kind is set.
+type Tag struct {
+	Kind TagKind
+	Str  string
+	Num  float64
+	Bool bool
+	List []string
+}
+
+// String formats the value as a template parameter: numbers without
+// exponent, lists joined by ", ", the zero Tag as "".
+func (t Tag) String() string {
+	switch t.Kind {
+	case TagString:
+		return t.Str
+	case TagNumber:
+		return strconv.FormatFloat(t.Num, 'f', -1, 64)
+	case TagBool:
+		return strconv.FormatBool(t.Bool)
+	case TagList:
+		return strings.Join(t.List, ", ")
+	}
+	return ""
+}
+
+// tagOf converts a decoded JSON tag value. ok is false for values Herald
+// does not store as tags (objects, lists holding objects or lists).
+func tagOf(v any) (Tag, bool) {
+	switch v := v.(type) {
+	case string:
+		return Tag{Kind: TagString, Str: v}, true
+	case float64:
+		return Tag{Kind: TagNumber, Num: v}, true
+	case bool:
+		return Tag{Kind: TagBool, Bool: v}, true
+	case []any:
+		l := make([]string, 0, len(v))
+		for _, e := range v {
+			t, ok := tagOf(e)
+			if !ok || t.Kind == TagList {
+				return Tag{}, false
+			}
+			l = append(l, t.String())
+		}
+		return Tag{Kind: TagList, List: l}, true
+	}
+	return Tag{}, false
+}
+
+// InServiceWindow reports whether a free-form message may be sent to the
+// user at now: within 24 hours of the last inbound message.
+func (p *Profile) InServiceWindow(now time.Time) bool {
+	return !p.LastInbound.IsZero() && now.Before(p.LastInbound.Add(serviceWindow))
+}
+
+// idHash is FNV-1a 64 of an event id (stable across processes, unlike
+// maphash, so a persisted profile stays valid).
+func idHash(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// defaultName is the event name counted for events that carry none.
+func defaultName(k schemas.EventKind) string {
+	switch k {
+	case schemas.KindRegister:
+		return schemas.EventDeviceRegistered
+	case schemas.KindUnregister:
+		return schemas.EventDeviceUnregistered
+	case schemas.KindInbound:
+		return schemas.EventWhatsAppReceived
+	case schemas.KindStatus:
+		return schemas.EventWhatsAppStatus
+	}
+	return ""
+}
+
+// apply applies e to p. It returns dup when e's id is one of the last ids
+// applied (a redelivered batch, a producer retry): p is then unchanged, so
+// counters are not counted twice. ignoredTags counts tag values of a type
+// Herald does not store (objects).
+func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
+	h := idHash(e.ID)
+	for _, r := range p.recent {
+		if r == h {
+			return true, 0
+		}
+	}
+	if len(p.recent) >= recentIDs {
+		copy(p.recent, p.recent[1:])
+		p.recent = p.recent[:recentIDs-1]
+	}
+	p.recent = append(p.recent, h)
+
+	t := e.Time.UTC().Truncate(time.Microsecond)
+	if e.Kind != schemas.KindStatus {
+		if p.FirstSeen.IsZero() || t.Before(p.FirstSeen) {
+			p.FirstSeen = t
+		}
+		if t.After(p.LastSeen) {
+			p.LastSeen = t
+		}
+		// Events carry what the producer knows now: latest wins.
+		setIf(&p.UserID, e.UserID)
+		setIf(&p.Language, e.Language)
+		setIf(&p.Timezone, e.Timezone)
+		setIf(&p.Country, e.Country)
+		if e.DeviceType != 0 {
+			p.DeviceType = e.DeviceType
+		}
+	}
+	switch e.Kind {
+	case schemas.KindRegister:
+		p.Registered = true
+		if n, ok := strings.CutPrefix(e.HWID, "whatsapp:"); ok && n != "" {
+			p.WhatsApp = n
+		}
+		ignoredTags = p.mergeTags(e.Tags)
+	case schemas.KindUnregister:
+		p.Registered = false
+	case schemas.KindTags:
+		ignoredTags = p.mergeTags(e.Tags)
+	case schemas.KindInbound:
+		if t.After(p.LastInbound) {
+			p.LastInbound = t
+		}
+		p.WhatsApp = e.Inbound.From
+		if e.Inbound.ProfileName != "" {
+			p.setTag(TagProfileName, Tag{Kind: TagString, Str: e.Inbound.ProfileName})
+		}
+	}
+	name := e.Name
+	if name == "" {
+		name = defaultName(e.Kind)
+	}
+	if name != "" {
+		p.count(name, t)
+	}
+	return false, ignoredTags
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func (p *Profile) setTag(name string, t Tag) {
+	if p.Tags == nil {
+		p.Tags = make(map[string]Tag)
+	}
+	p.Tags[name] = t
+}
+
+// mergeTags sets tags, removing those set to null.
+func (p *Profile) mergeTags(tags map[string]any) (ignored int) {
+	for name, v := range tags {
+		if name == "" {
+			ignored++
+			continue
+		}
+		if v == nil {
+			delete(p.Tags, name)
+			continue
+		}
+		t, ok := tagOf(v)
+		if !ok {
+			ignored++
+			continue
+		}
+		p.setTag(name, t)
+	}
+	return ignored
+}
+
+// count counts one event of name at t, replacing the least recently seen
+// name when MaxEventNames are counted already.
+func (p *Profile) count(name string, t time.Time) {
+	for i := range p.Events {
+		c := &p.Events[i]
+		if c.Name == name {
+			c.Count++
+			if t.After(c.Last) {
+				c.Last = t
+			}
+			return
+		}
+	}
+	if len(p.Events) >= MaxEventNames {
+		oldest := 0
+		for i := range p.Events {
+			if p.Events[i].Last.Before(p.Events[oldest].Last) {
+				oldest = i
+			}
+		}
+		p.Events = append(p.Events[:oldest], p.Events[oldest+1:]...)
+	}
+	p.Events = append(p.Events, EventCount{Name: name, Count: 1, Last: t})
+}
+
+// Event returns the counter of the events named name.
+func (p *Profile) Event(name string) (EventCount, bool) {
+	for _, c := range p.Events {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return EventCount{}, false
+}

@@ -1,0 +1,342 @@
+// Package segmenter is Herald's second stage: it consumes user events from
+// schemas.TopicEvents, keeps a profile per user in memory, answers inbound
+// WhatsApp messages whose first word is a keyword, and produces the replies
+// as schemas.DispatchRequest records to schemas.TopicDispatch.
+//
+// # State
+//
+// A Profile per record key of TopicEvents (app and hwid, or app and user id)
+// lives in a fastcache.Cache of Config.CacheBytes, in a compact binary
+// encoding (see codec.go). Every event kind is applied: register sets the
+// fields and tags and marks the profile registered, unregister clears the
+// mark, tags merges tags (null removes one), every event counts under its
+// name (at most MaxEventNames names, the least recently seen one replaced),
+// inbound records the last inbound time (the 24-hour customer-service
+// window), the WhatsApp number and the sender's profile name (tag
+// TagProfileName). A profile's encoding is capped at 62 KiB (fastcache keeps
+// entries below 64 KiB) and its key at 1 KiB: an event that would break
+// either goes to the dead-letter topic and leaves the profile unchanged.
+// The last 8 event ids of a profile are remembered, so an event redelivered
+// after a failed batch is not counted twice (its reply is produced again,
+// with the same id).
+//
+// # Keyword replies
+//
+// An inbound message whose first word matches a KeywordRule of its app (an
+// app's own rule wins over a "*" rule) produces a DispatchRequest with a
+// deterministic ID, hex(sha256("kw|"+event id+"|"+KEYWORD))[:32], so that a
+// replay produces the same request. The reply goes from the number that
+// received the message to its sender. Users who opted out get no MARKETING
+// template; free-form text expires when the service window closes; messages
+// older than Config.DispatchTTL get no reply.
+//
+// # Delivery
+//
+// Run consumes with internal/kafka.Run: a batch's offsets are committed only
+// after its dispatch requests and dead letters were acknowledged by Kafka.
+// Records that are not valid events (bad JSON, unknown version, missing
+// fields) go to schemas.TopicDeadLetter with the reason; nothing is dropped
+// silently.
+//
+// # Known limits
+//
+//   - Profiles are NOT durable: they live in this process's memory only. A
+//     restart, or a rebalance that moves a partition to another member,
+//     starts those users from empty profiles (lost tags, counters, service
+//     window and opt-out flags). A compacted changelog topic restoring the
+//     profiles is a later issue. The cache also evicts the oldest entries
+//     when full.
+//   - A user known by hwid and by user id has two profiles (no identity
+//     resolution yet).
+//   - The opt-out flag is kept but nothing sets it yet (the STOP keyword is
+//     a later issue).
+//
+// # Metrics
+//
+//	herald_segmenter_events_total{kind}               events applied, by kind
+//	herald_segmenter_duplicate_events_total           events skipped as already applied
+//	herald_segmenter_dispatch_requests_total{source}  dispatch requests produced (source: keyword)
+//	herald_segmenter_keyword_skipped_total{reason}    matched keywords without reply: opted_out, empty_param, window_closed, stale
+//	herald_segmenter_dead_letters_total               records sent to the dead-letter topic
+//	herald_segmenter_ignored_tags_total               tag values not stored (objects, nested lists)
+//	herald_segmenter_profiles                         profiles in the cache
+//	herald_segmenter_batch_duration_seconds           time to process a batch and produce its outputs
+package segmenter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/fastcache"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/schemas"
+)
+
+// Size limits of cache entries: fastcache stores an entry only when key,
+// value and 4 bytes of lengths stay below 64 KiB.
+const (
+	maxKeyBytes     = 1 << 10
+	maxProfileBytes = 62 << 10
+)
+
+// stage is the Stage of the dead letters the segmenter writes.
+const stage = "segmenter"
+
+// Segmenter is the segmenter stage.
+type Segmenter struct {
+	cfg   Config
+	log   *slog.Logger
+	cl    *kgo.Client // nil for a Segmenter used through Process only
+	rules *rules
+	m     *metrics
+	now   func() time.Time
+
+	// mu serialises Process and Profile: a profile update is a
+	// read-modify-write of a cache entry, and buf/enc are reused.
+	mu    sync.Mutex
+	cache *fastcache.Cache
+	buf   []byte // cache reads
+	enc   []byte // profile encodings
+
+	dlLog throttle
+
+	closeOnce sync.Once
+}
+
+// New builds a segmenter and its Kafka client (kcfg.Opts(log) with
+// kafka.ConsumerOpts(cfg.Group, schemas.TopicEvents)). Metrics are
+// registered with prom (nil: not registered); one Segmenter per registry.
+func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Registerer) (*Segmenter, error) {
+	if err := kcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("validating kafka config: %w", err)
+	}
+	s, err := newSegmenter(cfg, log, prom)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(kcfg.Opts(log), kafka.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("creating kafka client: %w", err)
+	}
+	s.cl = cl
+	return s, nil
+}
+
+// newSegmenter builds everything but the Kafka client.
+func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Segmenter, error) {
+	cfg.Keywords = slices.Clone(cfg.Keywords) // Validate fills defaults in place
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("validating segmenter config: %w", err)
+	}
+	rs, err := compileRules(cfg.Keywords)
+	if err != nil { // cannot happen after Validate
+		return nil, fmt.Errorf("compiling keyword rules: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cache := fastcache.New(cfg.CacheBytes)
+	m, err := newMetrics(prom, cache)
+	if err != nil {
+		cache.Reset()
+		return nil, err
+	}
+	return &Segmenter{
+		cfg:   cfg,
+		log:   log,
+		rules: rs,
+		m:     m,
+		now:   time.Now,
+		cache: cache,
+		dlLog: throttle{every: 10 * time.Second},
+	}, nil
+}
+
+// Run consumes TopicEvents until ctx is done: each polled batch goes through
+// Process, its outputs are produced, and only then are its offsets marked
+// for commit. It returns nil when ctx is done, or the error that stopped it
+// (the batch was not committed and will be consumed again).
+func (s *Segmenter) Run(ctx context.Context) error {
+	if s.cl == nil {
+		return errors.New("segmenter: Run needs the Kafka client New builds")
+	}
+	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
+	return kafka.Run(ctx, s.cl, s.log, s.handle)
+}
+
+// handle is Run's batch handler.
+func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
+	start := time.Now()
+	out, err := s.Process(ctx, recs)
+	if err != nil {
+		return err
+	}
+	if err := kafka.ProduceAll(ctx, s.cl, out); err != nil {
+		return fmt.Errorf("producing %d records: %w", len(out), err)
+	}
+	s.m.batchDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// Close closes the Kafka client, frees the cache and unregisters the
+// metrics. Call it after Run returned.
+func (s *Segmenter) Close() {
+	s.closeOnce.Do(func() {
+		if s.cl != nil {
+			s.cl.Close()
+		}
+		s.m.unregister()
+		s.mu.Lock()
+		s.cache.Reset()
+		s.mu.Unlock()
+	})
+}
+
+// Process applies recs (TopicEvents records, in order) to the profiles and
+// returns the records to produce: dispatch requests for TopicDispatch and
+// dead letters for TopicDeadLetter, in the order of the records that caused
+// them. It never fails on a record's content; the error is ctx's, when ctx
+// is done before the batch starts. Safe for concurrent use (calls are
+// serialised).
+func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().UTC()
+	var out []*kgo.Record
+	for _, rec := range recs {
+		out = s.processRecord(out, rec, now)
+	}
+	return out, nil
+}
+
+func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.Time) []*kgo.Record {
+	e, err := schemas.DecodeEvent(rec.Value)
+	if err != nil {
+		return s.deadLetter(out, rec, fmt.Sprintf("decoding event: %v", err))
+	}
+	key := schemas.EventKey(e.App, e.HWID, e.UserID)
+	if len(key) > maxKeyBytes {
+		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
+	}
+	p := s.load(key)
+	dup, ignored := p.apply(e)
+	if dup {
+		s.m.duplicates.Inc()
+	} else {
+		if ignored > 0 {
+			s.m.ignoredTags.Add(float64(ignored))
+		}
+		if err := s.save(key, p); err != nil {
+			return s.deadLetter(out, rec, err.Error())
+		}
+		s.m.events[e.Kind].Inc()
+	}
+	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
+		return out
+	}
+	r := s.rules.match(e.App, e.Inbound.Text)
+	if r == nil {
+		return out
+	}
+	d, skip := s.keywordReply(e, p, r, now)
+	if d == nil {
+		s.m.skipped.WithLabelValues(skip).Inc()
+		s.log.Debug("keyword matched without reply", "app", e.App, "keyword", r.keyword, "event_id", e.ID, "reason", skip)
+		return out
+	}
+	if err := d.Validate(); err != nil {
+		return s.deadLetter(out, rec, fmt.Sprintf("building reply to keyword %s: %v", r.keyword, err))
+	}
+	b, err := d.Marshal()
+	if err != nil {
+		return s.deadLetter(out, rec, fmt.Sprintf("encoding reply to keyword %s: %v", r.keyword, err))
+	}
+	s.m.keywordDispatch.Inc()
+	return append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
+}
+
+// load returns the profile stored under key, or a new one. A profile that
+// does not decode (a bug: only this package writes them) is logged and
+// replaced.
+func (s *Segmenter) load(key []byte) *Profile {
+	s.buf = s.cache.Get(s.buf[:0], key)
+	if len(s.buf) == 0 {
+		return new(Profile)
+	}
+	p, err := decodeProfile(s.buf)
+	if err != nil {
+		s.log.Error("decoding cached profile, starting it afresh", "err", err)
+		return new(Profile)
+	}
+	return p
+}
+
+// save stores p under key, or returns why it cannot.
+func (s *Segmenter) save(key []byte, p *Profile) error {
+	s.enc = appendProfile(s.enc[:0], p)
+	if len(s.enc) > maxProfileBytes {
+		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
+	}
+	s.cache.Set(key, s.enc)
+	return nil
+}
+
+func (s *Segmenter) deadLetter(out []*kgo.Record, rec *kgo.Record, reason string) []*kgo.Record {
+	s.m.deadLetters.Inc()
+	if n, ok := s.dlLog.allow(time.Now()); ok {
+		s.log.Warn("dead-lettering record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason, "suppressed", n)
+	} else {
+		s.log.Debug("dead-lettering record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason)
+	}
+	return append(out, kafka.DeadLetter(stage, rec, reason))
+}
+
+// Profile returns a copy of the profile of hwid in app, if the cache holds
+// one. Profiles of events without hwid are keyed by user id and are not
+// reachable here.
+func (s *Segmenter) Profile(app, hwid string) (*Profile, bool) {
+	key := schemas.EventKey(app, hwid, "")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = s.cache.Get(s.buf[:0], key)
+	if len(s.buf) == 0 {
+		return nil, false
+	}
+	p, err := decodeProfile(s.buf)
+	if err != nil {
+		return nil, false
+	}
+	return p, true
+}
+
+// throttle lets one log line through per interval and counts the others.
+type throttle struct {
+	every      time.Duration
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log at now, and how many were suppressed since
+// the last line that was.
+func (t *throttle) allow(now time.Time) (int, bool) {
+	if now.Sub(t.last) < t.every {
+		t.suppressed++
+		return 0, false
+	}
+	n := t.suppressed
+	t.last, t.suppressed = now, 0
+	return n, true
+}
