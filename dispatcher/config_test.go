@@ -1,0 +1,63 @@
+package dispatcher
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Group: "herald-dispatcher", WhatsAppBaseURL: "https://graph.facebook.com", GraphVersion: "v23.0",
+		RatePerSender: 80, Burst: 80, RequestTimeout: 10 * time.Second, MaxAttempts: 5, Concurrency: 64,
+		Breaker: BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
+	}
+	if c != want {
+		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
+	}
+	c = Config{RatePerSender: 2.5}
+	if err := c.Validate(); err != nil || c.Burst != 3 {
+		t.Fatalf("burst for rate 2.5 = %d, %v; want 3", c.Burst, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // error substring; "" for valid
+	}{
+		{"simulator url", Config{WhatsAppBaseURL: "http://127.0.0.1:8089/meta"}, ""},
+		{"url without scheme", Config{WhatsAppBaseURL: "graph.facebook.com"}, "whatsapp_base_url"},
+		{"ftp url", Config{WhatsAppBaseURL: "ftp://x"}, "whatsapp_base_url"},
+		{"url with query", Config{WhatsAppBaseURL: "https://x/?a=b"}, "whatsapp_base_url"},
+		{"bad url", Config{WhatsAppBaseURL: "http://[::1"}, "whatsapp_base_url"},
+		{"version without v", Config{GraphVersion: "23.0"}, "graph_version"},
+		{"version with path", Config{GraphVersion: "v23.0/x"}, "graph_version"},
+		{"negative rate", Config{RatePerSender: -1}, "rate_per_sender"},
+		{"nan rate", Config{RatePerSender: math.NaN()}, "rate_per_sender"},
+		{"inf rate", Config{RatePerSender: math.Inf(1)}, "rate_per_sender"},
+		{"negative burst", Config{Burst: -1}, "burst"},
+		{"negative timeout", Config{RequestTimeout: -time.Second}, "request_timeout"},
+		{"negative attempts", Config{MaxAttempts: -1}, "max_attempts"},
+		{"negative concurrency", Config{Concurrency: -1}, "concurrency"},
+		{"negative breaker", Config{Breaker: BreakerConfig{OpenTimeout: -1}}, "breaker"},
+		{"huge breaker", Config{Breaker: BreakerConfig{ConsecutiveFailures: math.MaxUint32 + 1}}, "breaker"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate = %v, want ok", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate = %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,487 @@
+// Package dispatcher is Herald's send stage: it consumes dispatch requests
+// from schemas.TopicDispatch, sends each through its channel's provider
+// (WhatsApp Cloud API today) and produces one schemas.Outcome per request to
+// schemas.TopicOutcomes. Records that do not decode go to
+// schemas.TopicDeadLetter with the reason.
+//
+// Each send passes, in order: the app check (the sender must be one of the
+// request's app's phone-number ids), the circuit breaker of its (provider,
+// sender) (an open breaker holds the request until it half-opens, within the
+// request's deadline), the sender's token-bucket rate limit, and the provider
+// call. Retryable errors (see IsRetryable) are retried with exponential
+// backoff and jitter up to Config.MaxAttempts and the request's Deadline
+// (past it: OutcomeExpired). A call that may have reached Meta without an
+// answer is never retried (Meta has no idempotency key): it ends as
+// OutcomeInDoubt, and the status webhooks, which echo the dispatch id in
+// biz_opaque_callback_data, reconcile it.
+//
+// Requests of one batch run concurrently (Config.Concurrency), but requests
+// to one recipient (one record key) run one after the other, in record order.
+//
+// Delivery: the offsets of a batch are committed only after all its outcomes
+// and dead letters were acknowledged by Kafka. On shutdown (Run's ctx done)
+// no new call starts, calls in flight finish (bounded by RequestTimeout),
+// their outcomes are produced, and per partition the records up to the first
+// undecided one are committed; the rest are delivered again later. A crash
+// redelivers the uncommitted batch, so a request may be sent twice; both
+// sends carry the same dispatch id.
+//
+// Metrics:
+//
+//	herald_dispatcher_sends_total{channel,state}     requests decided, by outcome state
+//	herald_dispatcher_provider_errors_total{code}     failed provider calls, by Graph code (http_<status>, unreachable, in_doubt)
+//	herald_dispatcher_send_duration_seconds           duration of one provider call
+//	herald_dispatcher_limiter_wait_seconds            wait for the sender's rate limit
+//	herald_dispatcher_breaker_state{sender}           0 closed, 1 half-open, 2 open
+//	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
+//	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
+//	herald_dispatcher_inflight                        provider calls in flight
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/schemas"
+)
+
+// stage is the dispatcher's name in dead letters.
+const stage = "dispatcher"
+
+const (
+	// shutdownGrace bounds producing the outcomes of finished sends after
+	// Run's ctx is done.
+	shutdownGrace = 10 * time.Second
+	// pairRateWait is the least backoff after 131056: Meta allows about one
+	// message per 6 s to one recipient.
+	pairRateWait = 6 * time.Second
+)
+
+// Dispatcher consumes dispatch requests and produces outcomes. Build it with
+// New, run it with Run, release it with Close.
+type Dispatcher struct {
+	cfg       Config
+	reg       *apps.Registry
+	log       *slog.Logger
+	m         *metrics
+	cl        *kgo.Client
+	http      *http.Client
+	providers map[schemas.Channel]Provider
+	limiter   Limiter
+	breakers  *breakers
+	throttle  *throttle
+
+	// backoffBase and backoffMax shape retries: base·2^(attempt-1), at most
+	// max, with the upper half jittered.
+	backoffBase, backoffMax time.Duration
+	// badTokens holds the ids of apps whose token Meta refused (190), so
+	// that it is logged loudly once, not once per send.
+	badTokens sync.Map
+
+	closeOnce sync.Once
+}
+
+// New builds a dispatcher consuming schemas.TopicDispatch in cfg.Group. reg
+// gives each request's app (its senders and access token); prom may be nil
+// (metrics are then not registered).
+func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, prom prometheus.Registerer) (*Dispatcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := kcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	if reg == nil {
+		return nil, errors.New("dispatcher: app registry is required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("stage", stage)
+	m, err := newMetrics(prom)
+	if err != nil {
+		return nil, err
+	}
+	var tr *http.Transport
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		tr = dt.Clone()
+	} else {
+		tr = &http.Transport{Proxy: http.ProxyFromEnvironment}
+	}
+	// The default of 2 idle connections per host would make most of
+	// Concurrency dial anew for each call.
+	tr.MaxIdleConnsPerHost = cfg.Concurrency
+	hc := &http.Client{
+		Transport: tr,
+		// Meta does not redirect sends; a redirected POST would turn into
+		// a GET. The 3xx is reported as a failed call instead.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	cl, err := kgo.NewClient(append(kcfg.Opts(log), kafka.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
+	}
+	return &Dispatcher{
+		cfg:  cfg,
+		reg:  reg,
+		log:  log,
+		m:    m,
+		cl:   cl,
+		http: hc,
+		providers: map[schemas.Channel]Provider{
+			schemas.ChannelWhatsApp: NewWhatsApp(cfg.WhatsAppBaseURL, cfg.GraphVersion, hc),
+		},
+		limiter:     newTokenBucket(cfg.RatePerSender, cfg.Burst),
+		breakers:    newBreakers(cfg.Breaker, m),
+		throttle:    newThrottle(time.Second),
+		backoffBase: 500 * time.Millisecond,
+		backoffMax:  30 * time.Second,
+	}, nil
+}
+
+// Run consumes until ctx is done (then it returns nil) or a batch's outcomes
+// cannot be produced (then it returns the error, without committing that
+// batch).
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.log.Info("dispatcher running", "group", d.cfg.Group, "whatsapp", d.cfg.WhatsAppBaseURL,
+		"rate_per_sender", d.cfg.RatePerSender, "concurrency", d.cfg.Concurrency)
+	return kafka.Run(ctx, d.cl, d.log, d.handle)
+}
+
+// Close leaves the consumer group and releases connections. Call it after
+// Run returned.
+func (d *Dispatcher) Close() {
+	d.closeOnce.Do(func() {
+		d.cl.Close()
+		d.http.CloseIdleConnections()
+	})
+}
+
+// item is one decoded request and the index of its record in the batch.
+type item struct {
+	idx int
+	req *schemas.DispatchRequest
+}
+
+// handle is the kafka.Handler: decode, send, produce outcomes and dead
+// letters, and return once they are acknowledged.
+func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
+	// results[i] is what record i produced (an outcome or a dead letter);
+	// nil while undecided.
+	results := make([]*kgo.Record, len(recs))
+	var queues [][]item
+	byKey := make(map[string]int)
+	for i, rec := range recs {
+		req, err := schemas.DecodeDispatchRequest(rec.Value)
+		if err != nil {
+			results[i] = kafka.DeadLetter(stage, rec, "decoding dispatch request: "+err.Error())
+			d.m.deadLetters.Inc()
+			if d.throttle.allow("dead_letter") {
+				d.log.Warn("dead-lettering undecodable dispatch record", "topic", rec.Topic,
+					"partition", rec.Partition, "offset", rec.Offset, "err", err)
+			}
+			continue
+		}
+		// One queue per recipient keeps its sends in record order (Meta's
+		// pair rate and the user's reading order are per recipient).
+		k := string(req.Key())
+		q, ok := byKey[k]
+		if !ok {
+			q = len(queues)
+			byKey[k] = q
+			queues = append(queues, nil)
+		}
+		queues[q] = append(queues[q], item{idx: i, req: req})
+	}
+	d.sendAll(ctx, queues, results)
+
+	out := make([]*kgo.Record, 0, len(recs))
+	for _, r := range results {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	// Sends that happened must get their outcome even when shutting down:
+	// produce past ctx's end for at most shutdownGrace.
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancel) })
+	defer stop()
+	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
+		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
+	}
+	if err := ctx.Err(); err != nil {
+		// Interrupted batch: kafka.Run will not mark it; mark what is done.
+		if done := donePrefix(recs, results); len(done) > 0 {
+			d.cl.MarkCommitRecords(done...)
+		}
+		return err
+	}
+	return nil
+}
+
+// sendAll dispatches every queue, at most Concurrency at a time, each queue
+// in order, and stores each outcome record in results. A queue stops at its
+// first request left undecided because ctx ended.
+func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record) {
+	if len(queues) == 0 {
+		return
+	}
+	work := make(chan []item)
+	var wg sync.WaitGroup
+	for range min(d.cfg.Concurrency, len(queues)) {
+		wg.Go(func() {
+			for q := range work {
+				for _, it := range q {
+					o := d.dispatch(ctx, it.req)
+					if o == nil {
+						break
+					}
+					b, _ := o.Marshal() // cannot fail: plain fields only
+					results[it.idx] = &kgo.Record{Topic: schemas.TopicOutcomes, Key: o.Key(), Value: b}
+				}
+			}
+		})
+	}
+	for _, q := range queues {
+		work <- q
+	}
+	close(work)
+	wg.Wait()
+}
+
+// donePrefix returns, per partition, the last record before the first
+// undecided one: marking it commits exactly the decided prefix.
+func donePrefix(recs []*kgo.Record, results []*kgo.Record) []*kgo.Record {
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	last := make(map[tp]*kgo.Record)
+	blocked := make(map[tp]bool)
+	var order []tp
+	for i, r := range recs {
+		k := tp{r.Topic, r.Partition}
+		if blocked[k] {
+			continue
+		}
+		if results[i] == nil {
+			blocked[k] = true
+			continue
+		}
+		if _, seen := last[k]; !seen {
+			order = append(order, k)
+		}
+		last[k] = r
+	}
+	out := make([]*kgo.Record, 0, len(order))
+	for _, k := range order {
+		out = append(out, last[k])
+	}
+	return out
+}
+
+// dispatch sends one request and returns its outcome, or nil when ctx ended
+// before the request was decided (it is then delivered again later).
+func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest) *schemas.Outcome {
+	if ctx.Err() != nil {
+		return nil
+	}
+	app, ok := d.reg.ByID(req.App)
+	if !ok {
+		return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: app %s: %w", req.ID, req.App, ErrUnknownApp))
+	}
+	p, ok := d.providers[req.Channel]
+	if !ok {
+		return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %s: %w", req.ID, req.Channel, ErrUnsupportedChannel))
+	}
+	if req.Channel == schemas.ChannelWhatsApp {
+		// Checked before any wait so that a foreign or unknown sender
+		// never gets a breaker or a bucket.
+		if !ownsSender(app, req.Sender) {
+			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: sender %s of app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender))
+		}
+		if err := checkRequest(req); err != nil {
+			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
+	}
+	rctx := ctx
+	if !req.Deadline.IsZero() {
+		if !time.Now().Before(req.Deadline) {
+			return d.decide(req, schemas.OutcomeExpired, "", 0, nil)
+		}
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
+	}
+	br := d.breakers.get(string(req.Channel), req.Sender)
+	var last error
+	for attempt := 1; ; attempt++ {
+		done, err := br.allow(rctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
+		}
+		start := time.Now()
+		if err := d.limiter.Wait(rctx, req.Sender); err != nil {
+			done(context.Canceled) // not a call: neither success nor failure
+			if ctx.Err() != nil {
+				return nil
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
+		}
+		d.m.limiterWait.Observe(time.Since(start).Seconds())
+
+		id, err := d.call(ctx, p, app, req)
+		done(err)
+		if err == nil {
+			d.tokenWorks(app)
+			return d.decide(req, schemas.OutcomeAccepted, id, attempt, nil)
+		}
+		last = err
+		d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
+		switch {
+		case errors.Is(err, ErrInDoubt):
+			return d.decide(req, schemas.OutcomeInDoubt, "", attempt, err)
+		case !IsRetryable(err):
+			if errorCode(err) == codeAccessToken {
+				d.tokenBroken(app, err)
+			}
+			return d.decide(req, schemas.OutcomeFailed, "", attempt, err)
+		case attempt >= d.cfg.MaxAttempts:
+			return d.decide(req, schemas.OutcomeFailed, "", attempt, fmt.Errorf("giving up after %d attempts: %w", attempt, err))
+		}
+		wait := d.backoff(attempt, err)
+		if dl, ok := rctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+			return d.decide(req, schemas.OutcomeExpired, "", attempt, last)
+		}
+		if err := sleepCtx(rctx, wait); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", attempt, last)
+		}
+	}
+}
+
+// call makes one provider call. The call is not cancelled by ctx (shutdown):
+// once started it runs to its answer or RequestTimeout, so that a send that
+// happened gets its outcome instead of being sent again after a restart.
+func (d *Dispatcher) call(ctx context.Context, p Provider, app *apps.App, req *schemas.DispatchRequest) (string, error) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.RequestTimeout)
+	defer cancel()
+	d.m.inflight.Inc()
+	start := time.Now()
+	id, err := p.Send(cctx, app, req)
+	d.m.sendDuration.Observe(time.Since(start).Seconds())
+	d.m.inflight.Dec()
+	if err == nil && id == "" {
+		err = fmt.Errorf("%w: provider returned no message id", ErrInDoubt)
+	}
+	return id, err
+}
+
+// backoff is the wait before attempt+1: base·2^(attempt-1) capped at max,
+// its upper half random; at least pairRateWait after a pair-rate error.
+func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
+	b := d.backoffMax
+	if attempt-1 < 30 {
+		b = min(d.backoffMax, d.backoffBase<<(attempt-1))
+	}
+	b = b/2 + rand.N(b/2+1)
+	if errorCode(err) == codePairRate {
+		b = max(b, pairRateWait)
+	}
+	return b
+}
+
+// decide builds the outcome of req, counts and logs it.
+func (d *Dispatcher) decide(req *schemas.DispatchRequest, state schemas.OutcomeState, providerID string, attempts int, err error) *schemas.Outcome {
+	o := &schemas.Outcome{
+		DispatchID: req.ID,
+		App:        req.App,
+		Channel:    req.Channel,
+		Sender:     req.Sender,
+		To:         req.To,
+		Country:    req.Country,
+		State:      state,
+		ProviderID: providerID,
+		Source:     req.Source,
+		Attempts:   attempts,
+		Requested:  req.Created,
+		Time:       time.Now().UTC(),
+	}
+	if t := req.Template; t != nil {
+		o.Template = t.Name
+		o.Category = t.Category
+	}
+	switch {
+	case state == schemas.OutcomeExpired:
+		o.ErrorMessage = "deadline passed before the message could be sent"
+		if err != nil {
+			o.ErrorCode = errorCode(err)
+			o.ErrorMessage += "; last error: " + err.Error()
+		}
+	case err != nil:
+		o.ErrorCode = errorCode(err)
+		o.ErrorMessage = err.Error()
+	}
+	d.m.sends.WithLabelValues(string(req.Channel), string(state)).Inc()
+	if state != schemas.OutcomeAccepted && d.throttle.allow(string(state)+fmt.Sprint(o.ErrorCode)) {
+		d.log.Warn("dispatch not accepted", "dispatch_id", req.ID, "app", req.App, "sender", req.Sender,
+			"state", state, "code", o.ErrorCode, "attempts", attempts, "err", o.ErrorMessage)
+	}
+	return o
+}
+
+// tokenBroken logs once per app that Meta refuses its access token (190):
+// every send of the app fails until an operator gives it a new token.
+func (d *Dispatcher) tokenBroken(app *apps.App, err error) {
+	if _, logged := d.badTokens.LoadOrStore(app.ID, struct{}{}); !logged {
+		d.log.Error("whatsapp access token refused (code 190): the app needs a new token, its sends fail until then",
+			"app", app.ID, "err", err)
+	}
+}
+
+// tokenWorks notes that app's token works (again).
+func (d *Dispatcher) tokenWorks(app *apps.App) {
+	if _, bad := d.badTokens.LoadAndDelete(app.ID); bad {
+		d.log.Info("whatsapp access token accepted again", "app", app.ID)
+	}
+}
+
+// throttle lets one log line per key through per period, so a broken
+// provider does not flood the log; the counters still count everything.
+type throttle struct {
+	period time.Duration
+	mu     sync.Mutex
+	last   map[string]time.Time
+}
+
+func newThrottle(period time.Duration) *throttle {
+	return &throttle{period: period, last: make(map[string]time.Time)}
+}
+
+func (t *throttle) allow(key string) bool {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Sub(t.last[key]) < t.period {
+		return false
+	}
+	t.last[key] = now
+	return true
+}

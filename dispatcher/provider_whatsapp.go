@@ -1,0 +1,293 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/schemas"
+)
+
+// Provider sends one dispatch request to one outside API.
+type Provider interface {
+	// Send sends req on behalf of app and returns the provider's message id.
+	// Errors are classified by IsRetryable; ErrInDoubt says the message may
+	// have been sent.
+	Send(ctx context.Context, app *apps.App, req *schemas.DispatchRequest) (providerID string, err error)
+}
+
+var _ Provider = (*WhatsApp)(nil)
+
+// maxResponseBytes bounds how much of a Graph answer is read.
+const maxResponseBytes = 1 << 20
+
+// maxCallbackData is Meta's limit on biz_opaque_callback_data, in characters.
+const maxCallbackData = 512
+
+// WhatsApp sends through the WhatsApp Cloud API:
+// POST {base}/{version}/{phone-number-id}/messages
+// (https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages).
+type WhatsApp struct {
+	base    string
+	version string
+	client  *http.Client
+}
+
+// NewWhatsApp returns a WhatsApp provider calling baseURL (e.g.
+// https://graph.facebook.com, or a simulator) with Graph API version (e.g.
+// v23.0) through client (http.DefaultClient when nil). Per-call timeouts come
+// from the ctx given to Send.
+func NewWhatsApp(baseURL, version string, client *http.Client) *WhatsApp {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return &WhatsApp{base: strings.TrimRight(baseURL, "/"), version: version, client: client}
+}
+
+// Send sends req from req.Sender, which must be one of app's phone-number
+// ids (else ErrForeignSender, without a call). It returns the message's wamid.
+// Errors: ErrInvalidRequest, *GraphError for Graph answers, ErrUnreachable
+// when nothing was written, ErrInDoubt when the request was written but no
+// usable answer came back.
+func (w *WhatsApp) Send(ctx context.Context, app *apps.App, req *schemas.DispatchRequest) (string, error) {
+	if !ownsSender(app, req.Sender) {
+		return "", fmt.Errorf("sending %s from %s for app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender)
+	}
+	body, err := encodeMessage(req)
+	if err != nil {
+		return "", err
+	}
+	url := w.base + "/" + w.version + "/" + req.Sender + "/messages"
+	// Whether the request reached the wire decides between a safe retry
+	// and an in-doubt outcome: Meta has no idempotency key.
+	var written atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			written.Store(true)
+		}
+	}}
+	hreq, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
+	}
+	hreq.Header.Set("Authorization", "Bearer "+app.WhatsApp.AccessToken)
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := w.client.Do(hreq)
+	if err != nil {
+		if written.Load() {
+			return "", fmt.Errorf("%w: posting message %s: %w", ErrInDoubt, req.ID, err)
+		}
+		return "", fmt.Errorf("%w: posting message %s: %w", ErrUnreachable, req.ID, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil && resp.StatusCode/100 == 2 {
+		// Meta answered 2xx: the message was most likely accepted, but
+		// its id is lost.
+		return "", fmt.Errorf("%w: reading answer to message %s: %w", ErrInDoubt, req.ID, err)
+	}
+	return decodeResponse(resp.StatusCode, b)
+}
+
+// ownsSender reports whether sender is one of app's phone-number ids.
+func ownsSender(app *apps.App, sender string) bool {
+	return sender != "" && slices.Contains(app.WhatsApp.PhoneNumberIDs, sender)
+}
+
+// Wire shapes of the messages endpoint, field order as in Meta's docs.
+type (
+	waMessage struct {
+		MessagingProduct string      `json:"messaging_product"`
+		RecipientType    string      `json:"recipient_type"`
+		To               string      `json:"to"`
+		Type             string      `json:"type"`
+		Template         *waTemplate `json:"template,omitempty"`
+		Text             *waText     `json:"text,omitempty"`
+		BizOpaque        string      `json:"biz_opaque_callback_data,omitempty"`
+	}
+	waTemplate struct {
+		Name       string        `json:"name"`
+		Language   waLanguage    `json:"language"`
+		Components []waComponent `json:"components,omitempty"`
+	}
+	waLanguage struct {
+		Code string `json:"code"`
+	}
+	waComponent struct {
+		Type       string    `json:"type"`
+		SubType    string    `json:"sub_type,omitempty"`
+		Index      string    `json:"index,omitempty"`
+		Parameters []waParam `json:"parameters"`
+	}
+	waParam struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	waText struct {
+		Body       string `json:"body"`
+		PreviewURL bool   `json:"preview_url"`
+	}
+)
+
+// checkRequest reports what makes req impossible to send through WhatsApp,
+// wrapping ErrInvalidRequest; nil when it can be sent.
+func checkRequest(req *schemas.DispatchRequest) error {
+	switch {
+	case !validTo(req.To):
+		return fmt.Errorf("%w: recipient %q is not digits or +E.164", ErrInvalidRequest, req.To)
+	case utf8.RuneCountInString(req.ID) > maxCallbackData:
+		return fmt.Errorf("%w: dispatch id is %d characters, biz_opaque_callback_data takes %d", ErrInvalidRequest, utf8.RuneCountInString(req.ID), maxCallbackData)
+	case (req.Template == nil) == (req.Text == nil):
+		return fmt.Errorf("%w: exactly one of template and text is required", ErrInvalidRequest)
+	case req.Template != nil && (req.Template.Name == "" || req.Template.Language == ""):
+		return fmt.Errorf("%w: template name and language are required", ErrInvalidRequest)
+	case req.Text != nil && req.Text.Body == "":
+		return fmt.Errorf("%w: text body is required", ErrInvalidRequest)
+	}
+	if req.Template != nil {
+		for i := range req.Template.ButtonURL {
+			// Meta: "Position index of the button (0-9)".
+			if i < 0 || i > 9 {
+				return fmt.Errorf("%w: button index %d is not 0 to 9", ErrInvalidRequest, i)
+			}
+		}
+	}
+	return nil
+}
+
+// validTo accepts what Meta's "to" takes for individuals: a phone number as
+// digits, with or without the leading plus (E.164 has at most 15 digits).
+func validTo(to string) bool {
+	d := strings.TrimPrefix(to, "+")
+	if len(d) < 3 || len(d) > 15 {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeMessage builds the JSON body of a messages call.
+func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, err
+	}
+	m := waMessage{
+		MessagingProduct: "whatsapp",
+		RecipientType:    "individual",
+		To:               req.To,
+		BizOpaque:        req.ID,
+	}
+	if t := req.Template; t != nil {
+		m.Type = "template"
+		wt := &waTemplate{Name: t.Name, Language: waLanguage{Code: t.Language}}
+		if len(t.Header) > 0 {
+			wt.Components = append(wt.Components, waComponent{Type: "header", Parameters: textParams(t.Header)})
+		}
+		if len(t.Body) > 0 {
+			wt.Components = append(wt.Components, waComponent{Type: "body", Parameters: textParams(t.Body)})
+		}
+		idx := make([]int, 0, len(t.ButtonURL))
+		for i := range t.ButtonURL {
+			idx = append(idx, i)
+		}
+		slices.Sort(idx)
+		for _, i := range idx {
+			wt.Components = append(wt.Components, waComponent{
+				Type: "button", SubType: "url", Index: strconv.Itoa(i),
+				Parameters: []waParam{{Type: "text", Text: t.ButtonURL[i]}},
+			})
+		}
+		m.Template = wt
+	} else {
+		m.Type = "text"
+		m.Text = &waText{Body: req.Text.Body, PreviewURL: req.Text.PreviewURL}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding message: %v", ErrInvalidRequest, err)
+	}
+	return b, nil
+}
+
+func textParams(vals []string) []waParam {
+	ps := make([]waParam, len(vals))
+	for i, v := range vals {
+		ps[i] = waParam{Type: "text", Text: v}
+	}
+	return ps
+}
+
+// graphResponse is the union of a messages answer and a Graph error answer.
+type graphResponse struct {
+	Messages []struct {
+		ID string `json:"id"`
+	} `json:"messages"`
+	Error *struct {
+		Message     string `json:"message"`
+		Type        string `json:"type"`
+		Code        int    `json:"code"`
+		Subcode     int    `json:"error_subcode"`
+		IsTransient bool   `json:"is_transient"`
+		FBTraceID   string `json:"fbtrace_id"`
+		ErrorData   *struct {
+			Details string `json:"details"`
+		} `json:"error_data"`
+	} `json:"error"`
+}
+
+// decodeResponse turns a messages answer into the wamid or an error: a
+// *GraphError for non-2xx answers (and 2xx answers carrying an error), an
+// ErrInDoubt for a 2xx without a message id.
+func decodeResponse(status int, body []byte) (string, error) {
+	var r graphResponse
+	jerr := json.Unmarshal(body, &r)
+	if jerr == nil && r.Error != nil {
+		ge := &GraphError{
+			Status:    status,
+			Code:      r.Error.Code,
+			Subcode:   r.Error.Subcode,
+			Message:   r.Error.Message,
+			Type:      r.Error.Type,
+			Transient: r.Error.IsTransient,
+			FBTraceID: r.Error.FBTraceID,
+		}
+		if d := r.Error.ErrorData; d != nil && d.Details != "" {
+			ge.Message += ": " + d.Details
+		}
+		return "", ge
+	}
+	if status/100 != 2 {
+		return "", &GraphError{Status: status, Message: snippet(body)}
+	}
+	if jerr != nil {
+		return "", fmt.Errorf("%w: http %d answer is not json: %v", ErrInDoubt, status, jerr)
+	}
+	if len(r.Messages) == 0 || r.Messages[0].ID == "" {
+		return "", fmt.Errorf("%w: http %d answer has no messages[0].id", ErrInDoubt, status)
+	}
+	return r.Messages[0].ID, nil
+}
+
+// snippet is the start of a non-Graph answer for error messages.
+func snippet(b []byte) string {
+	const n = 200
+	s := strings.ToValidUTF8(string(b[:min(len(b), n)]), "?")
+	if s == "" {
+		return "empty body"
+	}
+	return strings.TrimSpace(s)
+}
