@@ -1,0 +1,115 @@
+package analytics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config of the analytics stage.
+type Config struct {
+	// Group is the Kafka consumer group of the sink. Default
+	// "herald-analytics".
+	Group string `yaml:"group"`
+	// DSN is the clickhouse-go DSN of the native protocol,
+	// clickhouse://user:password@host:9000/database?dial_timeout=5s. The
+	// password is never logged. Default "clickhouse://127.0.0.1:9000/default".
+	DSN string `yaml:"dsn"`
+	// BatchRows is the most rows one INSERT carries; bigger batches are
+	// split. Default 10000.
+	BatchRows int `yaml:"batch_rows"`
+	// FlushInterval is the least time between two inserts of batches
+	// smaller than BatchRows (see the package doc). Default 1s.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+}
+
+// Config defaults.
+const (
+	DefaultGroup         = "herald-analytics"
+	DefaultDSN           = "clickhouse://127.0.0.1:9000/default"
+	DefaultBatchRows     = 10000
+	DefaultFlushInterval = time.Second
+)
+
+// Validate checks the config and fills defaults.
+func (c *Config) Validate() error {
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.DSN == "" {
+		c.DSN = DefaultDSN
+	}
+	if _, err := parseDSN(c.DSN); err != nil {
+		return fmt.Errorf("analytics: %w", err)
+	}
+	switch {
+	case c.BatchRows < 0:
+		return fmt.Errorf("analytics: batch_rows must not be negative, got %d", c.BatchRows)
+	case c.BatchRows == 0:
+		c.BatchRows = DefaultBatchRows
+	}
+	switch {
+	case c.FlushInterval < 0:
+		return fmt.Errorf("analytics: flush_interval must not be negative, got %s", c.FlushInterval)
+	case c.FlushInterval == 0:
+		c.FlushInterval = DefaultFlushInterval
+	}
+	return nil
+}
+
+// Open connects to ClickHouse with the native protocol and pings it. Errors
+// name the DSN's hosts and database, never its password.
+func Open(ctx context.Context, dsn string) (driver.Conn, error) {
+	opts, err := parseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	where := strings.Join(opts.Addr, ",") + "/" + opts.Auth.Database
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening clickhouse at %s: %w", where, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("pinging clickhouse at %s: %w", where, redact(err, dsn, opts.Auth.Password))
+	}
+	return conn, nil
+}
+
+// parseDSN parses a native-protocol DSN; its errors hold no password.
+func parseDSN(dsn string) (*clickhouse.Options, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		pass := ""
+		if u, uerr := url.Parse(dsn); uerr == nil {
+			pass, _ = u.User.Password()
+		}
+		return nil, fmt.Errorf("parsing clickhouse dsn: %w", redact(err, dsn, pass))
+	}
+	if opts.Protocol != clickhouse.Native {
+		// clickhouse-go's HTTP transport fails against 18.16.
+		return nil, fmt.Errorf("parsing clickhouse dsn: want the native protocol (clickhouse://host:9000/db), got %s", opts.Protocol)
+	}
+	return opts, nil
+}
+
+// redact returns err with every copy of the DSN and of the password replaced,
+// keeping errors.Is working through the wrap only when nothing was replaced.
+func redact(err error, dsn, password string) error {
+	msg := err.Error()
+	clean := strings.ReplaceAll(msg, dsn, "<dsn>")
+	if password != "" {
+		clean = strings.ReplaceAll(clean, password, "<password>")
+		clean = strings.ReplaceAll(clean, url.QueryEscape(password), "<password>")
+	}
+	if clean == msg {
+		return err
+	}
+	return errors.New(clean)
+}

@@ -1,0 +1,57 @@
+package analytics
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the sink; the package doc lists them.
+type metrics struct {
+	rowsInserted   *prometheus.CounterVec
+	insertDuration *prometheus.HistogramVec
+	insertErrors   *prometheus.CounterVec
+	deadLetters    prometheus.Counter
+	batchRows      prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		rowsInserted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_analytics_rows_inserted_total",
+			Help: "Rows ClickHouse acknowledged, by table.",
+		}, []string{"table"}),
+		insertDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_analytics_insert_duration_seconds",
+			Help:    "Duration of one insert attempt into ClickHouse, successful or not, by table.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15), // 1 ms .. 16 s
+		}, []string{"table"}),
+		insertErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_analytics_insert_errors_total",
+			Help: "Failed insert attempts into ClickHouse (each is retried), by table.",
+		}, []string{"table"}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_dead_letters_total",
+			Help: "Records the analytics sink could not decode or store, handed to the dead-letter topic.",
+		}),
+		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_analytics_batch_rows",
+			Help:    "Rows decoded from one polled batch of records.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 .. 65536
+		}),
+	}
+	for _, table := range []string{eventsTable.name, statusesTable.name, messagesTable.name} {
+		m.rowsInserted.WithLabelValues(table)
+		m.insertDuration.WithLabelValues(table)
+		m.insertErrors.WithLabelValues(table)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering analytics metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,182 @@
+package analytics
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/heraldhq/herald/internal/chtest"
+)
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	_, conn := chtest.DB(t)
+	applied, err := Migrate(t.Context(), conn, nil)
+	if err != nil {
+		t.Fatalf("first Migrate: %v", err)
+	}
+	if !slices.Equal(applied, []string{"0001_init"}) {
+		t.Fatalf("first Migrate applied %v, want [0001_init]", applied)
+	}
+	applied, err = Migrate(t.Context(), conn, nil)
+	if err != nil {
+		t.Fatalf("second Migrate: %v", err)
+	}
+	if len(applied) != 0 {
+		t.Fatalf("second Migrate applied %v, want nothing", applied)
+	}
+	for _, table := range []string{"events", "statuses", "messages", "herald_migrations"} {
+		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
+			t.Errorf("table %s: %d in system.tables, want 1", table, n)
+		}
+	}
+	for _, table := range []string{"events", "statuses", "messages"} {
+		var engine string
+		if err := conn.QueryRow(t.Context(), "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&engine); err != nil {
+			t.Fatal(err)
+		}
+		if engine != "ReplacingMergeTree" {
+			t.Errorf("table %s engine %s, want ReplacingMergeTree", table, engine)
+		}
+	}
+	if n := count(t, conn, "SELECT count() FROM herald_migrations WHERE version = 1 AND name = '0001_init'"); n != 1 {
+		t.Fatalf("herald_migrations holds %d rows for 0001_init, want 1", n)
+	}
+}
+
+func TestMigrateRecordsOnlyCompleteMigrations(t *testing.T) {
+	_, conn := chtest.DB(t)
+	fsys := fstest.MapFS{
+		"m/0001_a.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS a (n UInt8) ENGINE = MergeTree() ORDER BY n\n;\n")},
+		"m/0002_b.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS b (n UInt8) ENGINE = MergeTree() ORDER BY n\n;\nALTER TABLE nope ADD COLUMN x UInt8\n")},
+	}
+	ms, err := loadMigrations(fsys, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied, err := migrate(t.Context(), conn, nil, ms)
+	if err == nil || !strings.Contains(err.Error(), "0002_b, statement 2 of 2") {
+		t.Fatalf("migrate error = %v, want one naming 0002_b statement 2", err)
+	}
+	if !slices.Equal(applied, []string{"0001_a"}) {
+		t.Fatalf("applied %v, want [0001_a]", applied)
+	}
+	if n := count(t, conn, "SELECT count() FROM herald_migrations"); n != 1 {
+		t.Fatalf("%d migrations recorded, want 1 (the failed one must not be)", n)
+	}
+
+	// Fixed: the failed migration runs again from its first statement.
+	fsys["m/0002_b.sql"] = &fstest.MapFile{Data: []byte("CREATE TABLE IF NOT EXISTS b (n UInt8) ENGINE = MergeTree() ORDER BY n\n;\nALTER TABLE b ADD COLUMN x UInt8\n")}
+	if ms, err = loadMigrations(fsys, "m"); err != nil {
+		t.Fatal(err)
+	}
+	applied, err = migrate(t.Context(), conn, nil, ms)
+	if err != nil || !slices.Equal(applied, []string{"0002_b"}) {
+		t.Fatalf("second migrate = %v, %v; want [0002_b], nil", applied, err)
+	}
+	if n := count(t, conn, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'b' AND name = 'x'"); n != 1 {
+		t.Fatal("column b.x missing after the second run")
+	}
+}
+
+func TestLoadMigrations(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   map[string]string
+		want    []string // name: statement count, in order
+		wantErr string
+	}{
+		{
+			name: "sorted by version, statements split",
+			files: map[string]string{
+				"0010_later.sql": "SELECT 1",
+				"0002_two.sql":   "-- two statements\nCREATE TABLE x (n UInt8) ENGINE = Memory\n;\nDROP TABLE x;\n",
+			},
+			want: []string{"0002_two:2", "0010_later:1"},
+		},
+		{name: "bad name", files: map[string]string{"1_init.sql": "SELECT 1"}, wantErr: "not named NNNN_name.sql"},
+		{name: "not sql", files: map[string]string{"0001_init.txt": "SELECT 1"}, wantErr: "not named"},
+		{name: "upper case name", files: map[string]string{"0001_Init.sql": "SELECT 1"}, wantErr: "not named"},
+		{name: "version zero", files: map[string]string{"0000_init.sql": "SELECT 1"}, wantErr: "versions start at 0001"},
+		{name: "duplicate version", files: map[string]string{"0001_a.sql": "SELECT 1", "0001_b.sql": "SELECT 2"}, wantErr: "same version"},
+		{name: "only comments", files: map[string]string{"0001_a.sql": "-- nothing\n;\n\n"}, wantErr: "no statements"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fsys := fstest.MapFS{}
+			for name, body := range tt.files {
+				fsys["m/"+name] = &fstest.MapFile{Data: []byte(body)}
+			}
+			ms, err := loadMigrations(fsys, "m")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range ms {
+				got = append(got, fmt.Sprintf("%s:%d", m.name, len(m.statements)))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSplitStatements(t *testing.T) {
+	f := func(src string, want ...string) {
+		t.Helper()
+		if got := splitStatements(src); !slices.Equal(got, want) {
+			t.Fatalf("splitStatements(%q) = %q, want %q", src, got, want)
+		}
+	}
+	f("SELECT 1", "SELECT 1")
+	f("SELECT 1;\n", "SELECT 1")
+	f("SELECT 1\n;\nSELECT 2\n  ;  \n", "SELECT 1", "SELECT 2")
+	f("SELECT 1\r\n;\r\nSELECT 2\r\n", "SELECT 1", "SELECT 2")
+	f("-- a comment\nSELECT 1\n;\n-- trailing comment only\n", "-- a comment\nSELECT 1")
+	f("SELECT ';' AS x, 1; \n", "SELECT ';' AS x, 1")
+	f("")
+	f("\n;\n;\n")
+}
+
+func TestEmbeddedMigrations(t *testing.T) {
+	ms, err := loadMigrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 || ms[0].name != "0001_init" || len(ms[0].statements) != 3 {
+		t.Fatalf("embedded migrations = %+v, want 0001_init with 3 statements first", ms)
+	}
+	for _, m := range ms {
+		for _, s := range m.statements {
+			// ClickHouse has no transactions: a statement must be safe to
+			// run again after an interrupted migration.
+			if strings.Contains(s, "CREATE TABLE") && !strings.Contains(s, "IF NOT EXISTS") {
+				t.Errorf("%s: CREATE TABLE without IF NOT EXISTS", m.name)
+			}
+			// Current releases only: would break 18.16.
+			for _, bad := range []string{"DateTime64", "Map(", "LowCardinality", " TTL "} {
+				if strings.Contains(stripComments(s), bad) {
+					t.Errorf("%s uses %s, which ClickHouse 18.16 lacks", m.name, bad)
+				}
+			}
+		}
+	}
+}
+
+func stripComments(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
