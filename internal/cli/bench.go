@@ -1,0 +1,368 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/analytics"
+	"github.com/heraldhq/herald/dispatcher"
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/broker"
+	"github.com/heraldhq/herald/internal/chserver"
+	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/service"
+	"github.com/heraldhq/herald/internal/wasim"
+	"github.com/heraldhq/herald/schemas"
+	"github.com/heraldhq/herald/segmenter"
+)
+
+// benchRow is one line of the bench table.
+type benchRow struct {
+	stage   string
+	records int64
+	elapsed time.Duration
+	note    string
+}
+
+func (r benchRow) rate() float64 { return float64(r.records) / r.elapsed.Seconds() }
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("bench", stderr)
+	n := f.Int("events", 1_000_000, "synthetic events to load into the broker")
+	keywordEvery := f.Int("keyword-every", 200, "one event in this many is an inbound PROMO (a dispatch request)")
+	partitions := f.Int("kafka.partitions", 8, "partitions per topic")
+	chDSN := f.String("clickhouse.dsn", "", "use this ClickHouse instead of a private server")
+	f.logLevel = "warn"
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "herald-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	b, err := broker.Start(broker.Config{Partitions: int32(*partitions), Topics: schemas.Topics}, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	kcfg := kafka.Config{Brokers: b.Addrs(), Partitions: int32(*partitions), CommitInterval: 50 * time.Millisecond}
+	if err := kcfg.Validate(); err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(append(kcfg.Opts(log), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+
+	dsn := *chDSN
+	if dsn == "" {
+		ch, err := chserver.Start(ctx, chserver.Config{Dir: dir + "/clickhouse"})
+		if err != nil {
+			return err
+		}
+		defer ch.Close()
+		dsn = ch.DSN("default")
+	}
+	conn, err := analytics.Open(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := analytics.Migrate(ctx, conn, log); err != nil {
+		return err
+	}
+
+	creds, err := loadDevCredentials(dir)
+	if err != nil {
+		return err
+	}
+	reg, err := apps.New([]apps.App{creds.app()})
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "herald bench: %d events, %d partitions, GOMAXPROCS %d, %s\n", *n, *partitions, runtime.GOMAXPROCS(0), runtime.Version())
+	var rows []benchRow
+
+	// 1. Load.
+	t0 := time.Now()
+	bytes, err := loadSynthetic(ctx, cl, *n, *keywordEvery)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, benchRow{"load (produce, acks=all)", int64(*n), time.Since(t0), fmt.Sprintf("%.0f MB", float64(bytes)/1e6)})
+
+	// 2. The bare consumer: read and decode the same topic, nothing else.
+	t0 = time.Now()
+	if err := bareConsume(ctx, kcfg, int64(*n)); err != nil {
+		return err
+	}
+	bare := benchRow{"bare franz-go consumer + decode", int64(*n), time.Since(t0), "baseline"}
+	rows = append(rows, bare)
+
+	// 3. Each stage alone on its whole backlog.
+	ops := service.NewOps()
+	seg, err := segmenter.New(segmenter.Config{Group: "bench-segmenter"}, kcfg, log, ops.Registry)
+	if err != nil {
+		return err
+	}
+	row, err := measureStage(ctx, adm, "segmenter", "bench-segmenter", seg.Run, schemas.TopicEvents)
+	seg.Close()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row)
+
+	sim, simSrv, err := benchSim(reg, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = simSrv.Shutdown(5 * time.Second) }()
+	simCtx, simStop := context.WithCancel(ctx)
+	defer simStop()
+	go func() { _ = sim.Run(simCtx) }()
+	disp, err := dispatcher.New(dispatcher.Config{Group: "bench-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6},
+		kcfg, reg, log, ops.Registry)
+	if err != nil {
+		return err
+	}
+	row, err = measureStage(ctx, adm, "dispatcher (to simulator over HTTP)", "bench-dispatcher", disp.Run, schemas.TopicDispatch)
+	disp.Close()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row)
+
+	sink, err := analytics.New(analytics.Config{Group: "bench-analytics", DSN: dsn}, kcfg, conn, log, ops.Registry)
+	if err != nil {
+		return err
+	}
+	row, err = measureStage(ctx, adm, "analytics (to ClickHouse)", "bench-analytics", sink.Run, schemas.TopicEvents, schemas.TopicOutcomes)
+	sink.Close()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row)
+
+	// 4. End to end: all three stages together on fresh groups, from the
+	// first event to the last row in ClickHouse.
+	t0 = time.Now()
+	e2eCtx, e2eStop := context.WithCancel(ctx)
+	seg2, err := segmenter.New(segmenter.Config{Group: "e2e-segmenter"}, kcfg, log, ops.Registry)
+	if err != nil {
+		e2eStop()
+		return err
+	}
+	disp2, err := dispatcher.New(dispatcher.Config{Group: "e2e-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6}, kcfg, reg, log, ops.Registry)
+	if err != nil {
+		e2eStop()
+		return err
+	}
+	sink2, err := analytics.New(analytics.Config{Group: "e2e-analytics", DSN: dsn}, kcfg, conn, log, ops.Registry)
+	if err != nil {
+		e2eStop()
+		return err
+	}
+	for _, run := range []func(context.Context) error{seg2.Run, disp2.Run, sink2.Run} {
+		go func() { _ = run(e2eCtx) }()
+	}
+	err = waitGroupsDone(ctx, adm, map[string][]string{
+		"e2e-segmenter":  {schemas.TopicEvents},
+		"e2e-dispatcher": {schemas.TopicDispatch},
+		"e2e-analytics":  {schemas.TopicEvents, schemas.TopicOutcomes},
+	})
+	elapsed := time.Since(t0)
+	e2eStop()
+	seg2.Close()
+	disp2.Close()
+	sink2.Close()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, benchRow{"end to end (3 stages together)", int64(*n), elapsed, "events in -> rows in ClickHouse"})
+
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "stage\trecords\tseconds\trecords/s\tvs bare consumer\tnote\t")
+	for _, r := range rows {
+		ratio := "-"
+		if r.stage != bare.stage && r.stage != rows[0].stage {
+			ratio = strconv.FormatFloat(r.rate()/bare.rate(), 'f', 3, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t\n", r.stage, r.records, r.elapsed.Seconds(), r.rate(), ratio, r.note)
+	}
+	return tw.Flush()
+}
+
+// loadSynthetic produces n events: registrations, tag updates, custom events,
+// and one inbound PROMO every keywordEvery events. It returns the bytes
+// produced.
+func loadSynthetic(ctx context.Context, cl *kgo.Client, n, keywordEvery int) (int64, error) {
+	users := max(n/10, 1)
+	var total int64
+	errc := make(chan error, 1)
+	now := time.Now().UTC()
+	for i := range n {
+		u := i % users
+		phone := fmt.Sprintf("+9198%08d", u)
+		ev := &schemas.Event{ID: "bench-" + strconv.Itoa(i), App: devAppID, Time: now, Received: now, HWID: "whatsapp:" + phone}
+		switch {
+		case keywordEvery > 0 && i%keywordEvery == keywordEvery-1:
+			ev.Kind, ev.Name = schemas.KindInbound, schemas.EventWhatsAppReceived
+			ev.Inbound = &schemas.Inbound{PhoneNumberID: devPhoneNumberID, From: phone, WAMID: "wamid.bench" + strconv.Itoa(i), Type: "text", Text: "PROMO", ProfileName: "Bench"}
+		case i < users:
+			ev.Kind, ev.Name, ev.DeviceType, ev.Country, ev.Language = schemas.KindRegister, schemas.EventDeviceRegistered, schemas.DeviceWhatsApp, "IN", "en"
+			ev.Tags = map[string]any{"City": "Mumbai", "FavoriteCuisine": "asian", "Orders": u % 20}
+		case i%5 == 0:
+			ev.Kind = schemas.KindTags
+			ev.Tags = map[string]any{"LastOrderCuisine": "indian", "Orders": i % 20}
+		default:
+			ev.Kind, ev.Name = schemas.KindEvent, "OrderPlaced"
+			ev.Attributes = map[string]any{"cuisine": "asian", "amount": i % 60, "currency": "USD"}
+		}
+		v, err := ev.Marshal()
+		if err != nil {
+			return 0, err
+		}
+		total += int64(len(v))
+		cl.Produce(ctx, &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: v}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return 0, err
+	}
+	select {
+	case err := <-errc:
+		return 0, fmt.Errorf("loading events: %w", err)
+	default:
+	}
+	return total, nil
+}
+
+// bareConsume reads n records of the events topic with a plain franz-go
+// consumer and decodes each: the ceiling a stage is compared with.
+func bareConsume(ctx context.Context, kcfg kafka.Config, n int64) error {
+	cl, err := kgo.NewClient(append(kcfg.Opts(nil), kgo.ConsumeTopics(schemas.TopicEvents),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var read int64
+	for read < n {
+		fs := cl.PollRecords(ctx, 10000)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		for _, r := range fs.Records() {
+			if _, err := schemas.DecodeEvent(r.Value); err != nil {
+				return fmt.Errorf("bare consumer: %w", err)
+			}
+			read++
+		}
+	}
+	return nil
+}
+
+// measureStage runs a stage alone until its group committed everything on
+// topics, and reports its throughput.
+func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run func(context.Context) error, topics ...string) (benchRow, error) {
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return benchRow{}, err
+	}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	t0 := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- run(sctx) }()
+	if err := waitGroupsDone(ctx, adm, map[string][]string{group: topics}); err != nil {
+		return benchRow{}, err
+	}
+	elapsed := time.Since(t0)
+	stop()
+	if err := <-errc; err != nil {
+		return benchRow{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return benchRow{stage: name, records: total, elapsed: elapsed}, nil
+}
+
+// waitGroupsDone waits until every group has committed up to the end of its
+// topics, and the topics' ends no longer move (upstream stages finished).
+func waitGroupsDone(ctx context.Context, adm *kadm.Client, groups map[string][]string) error {
+	deadline := time.Now().Add(30 * time.Minute)
+	for time.Now().Before(deadline) {
+		done := true
+		for g, topics := range groups {
+			ends, err := adm.ListEndOffsets(ctx, topics...)
+			if err != nil {
+				return err
+			}
+			committed, err := adm.FetchOffsets(ctx, g)
+			if err != nil {
+				return err
+			}
+			ends.Each(func(o kadm.ListedOffset) {
+				c, ok := committed.Lookup(o.Topic, o.Partition)
+				if o.Offset > 0 && (!ok || c.At < o.Offset) {
+					done = false
+				}
+			})
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("stages did not finish within 30 minutes")
+}
+
+// benchSim is a simulator with no throughput or pair limit, no status delay
+// and no webhooks (the numbers have no webhook URL), so what is measured is
+// the dispatcher's own cost plus one HTTP round trip per send.
+func benchSim(reg *apps.Registry, log *slog.Logger) (*wasim.Sim, *service.Server, error) {
+	sim, err := wasim.New(wasim.Config{
+		Numbers:      simNumbers(reg, ""),
+		Templates:    wasim.DefaultTemplates(),
+		Throughput:   -1,
+		PairInterval: -1,
+		StatusDelay:  -1,
+	}, log.With("component", "wasim"))
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := service.Listen("127.0.0.1:0", sim.Handler(), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sim, srv, nil
+}

@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/chtest"
+)
+
+func TestMain(m *testing.M) { chtest.Main(m) }
+
+// testStack starts the whole pipeline in process: kfake, a fresh database
+// on the test ClickHouse, the simulator and every stage, on free ports.
+func testStack(t *testing.T) (*stack, *devCredentials, driver.Conn) {
+	t.Helper()
+	dsn, conn := chtest.DB(t)
+	creds := &devCredentials{
+		APIToken: "test-api-token-0123456789", SegmentWriteKey: "test-write-key",
+		AccessToken: "EAAGtest", AppSecret: "test-app-secret", VerifyToken: "test-verify",
+	}
+	reg, err := apps.New([]apps.App{creds.app()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := startStack(t.Context(), stackConfig{
+		DataDir: t.TempDir(), Partitions: 4, ClickHouseDSN: dsn,
+		IngestAddr: "127.0.0.1:0", WasimAddr: "127.0.0.1:0", OpsAddr: "127.0.0.1:0",
+		Apps: reg,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, creds, conn
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// TestPromoEndToEnd: a registered subscriber sends PROMO through the signed
+// webhook; the template reply reaches the simulator; its statuses come back;
+// ClickHouse holds the inbound event, the send and its three statuses.
+func TestPromoEndToEnd(t *testing.T) {
+	s, creds, conn := testStack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	const phone = "+919812345678"
+
+	w := &workload{base: s.ingestSrv.URL(), token: creds.APIToken, app: devAppID}
+	if err := w.post(ctx, "registerDevice", map[string]any{"device_type": 21, "hwid": "whatsapp:" + phone,
+		"tags": map[string]any{"Name": "Asha"}}); err != nil {
+		t.Fatal(err)
+	}
+	inboundWAMID, err := s.sim.SendInbound(ctx, devPhoneNumberID, phone, "promo!")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Wait until ClickHouse has the three statuses, then until nothing moves.
+	deadline := time.Now().Add(60 * time.Second)
+	for chtest.Count(t, conn, "SELECT count() FROM statuses FINAL") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("statuses in ClickHouse: %d after 60s, want 3", chtest.Count(t, conn, "SELECT count() FROM statuses FINAL"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.waitDrained(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	counts := map[string]uint64{
+		"register events":  chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE kind = 'register' AND hwid = ?", "whatsapp:"+phone),
+		"inbound events":   chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE kind = 'inbound' AND name = 'PW_WhatsAppReceived' AND inbound_wamid = ? AND inbound_text = 'promo!'", inboundWAMID),
+		"status events":    chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE kind = 'status'"),
+		"all events":       chtest.Count(t, conn, "SELECT count() FROM events FINAL"),
+		"sends":            chtest.Count(t, conn, "SELECT count() FROM messages FINAL"),
+		"promo sends":      chtest.Count(t, conn, "SELECT count() FROM messages FINAL WHERE state = 'accepted' AND template = 'promo_offer' AND recipient = ? AND source_kind = 'keyword'", phone),
+		"sent":             chtest.Count(t, conn, "SELECT count() FROM statuses FINAL WHERE status = 'sent'"),
+		"delivered":        chtest.Count(t, conn, "SELECT count() FROM statuses FINAL WHERE status = 'delivered'"),
+		"read":             chtest.Count(t, conn, "SELECT count() FROM statuses FINAL WHERE status = 'read'"),
+		"statuses matched": chtest.Count(t, conn, "SELECT count() FROM statuses FINAL WHERE (wamid, dispatch_id) IN (SELECT provider_id, dispatch_id FROM messages FINAL)"),
+	}
+	want := map[string]uint64{
+		"register events": 1, "inbound events": 1, "status events": 3, "all events": 5,
+		"sends": 1, "promo sends": 1, "sent": 1, "delivered": 1, "read": 1, "statuses matched": 3,
+	}
+	for k, v := range want {
+		if counts[k] != v {
+			t.Errorf("%s = %d, want %d", k, counts[k], v)
+		}
+	}
+	st := s.sim.Stats()
+	if st.Accepted != 1 {
+		t.Errorf("simulator accepted %d messages, want 1", st.Accepted)
+	}
+}
+
+// TestBadInputReachesNoTopic: a bad signature is refused and nothing reaches
+// Kafka or ClickHouse.
+func TestBadSignatureRefused(t *testing.T) {
+	s, _, conn := testStack(t)
+	body := `{"object":"whatsapp_business_account","entry":[]}`
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.ingestSrv.URL()+"/whatsapp/webhooks", strings.NewReader(body))
+	req.Header.Set("X-Hub-Signature-256", "sha256=00")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+	if err := s.waitDrained(t.Context(), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM events"); n != 0 {
+		t.Fatalf("events in ClickHouse: %d, want 0", n)
+	}
+}

@@ -1,0 +1,323 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"path/filepath"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/analytics"
+	"github.com/heraldhq/herald/dispatcher"
+	"github.com/heraldhq/herald/ingest"
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/broker"
+	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/service"
+	"github.com/heraldhq/herald/internal/wasim"
+	"github.com/heraldhq/herald/schemas"
+	"github.com/heraldhq/herald/segmenter"
+)
+
+// stageFlags are the flags every standalone stage shares.
+type stageFlags struct {
+	*flags
+	brokers    string
+	partitions int
+	saslMech   string
+	saslUser   string
+	tls        bool
+	opsAddr    string
+}
+
+func newStageFlags(name string, stderr io.Writer) *stageFlags {
+	f := &stageFlags{flags: newFlags(name, stderr)}
+	f.StringVar(&f.brokers, "kafka.brokers", "127.0.0.1:9092", "Kafka seed brokers, comma-separated")
+	f.IntVar(&f.partitions, "kafka.partitions", 8, "partitions of topics Herald creates when they are missing")
+	f.StringVar(&f.saslMech, "kafka.sasl.mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (password from HERALD_KAFKA_SASL_PASSWORD or HERALD_KAFKA_SASL_PASSWORD_FILE)")
+	f.StringVar(&f.saslUser, "kafka.sasl.user", "", "SASL user")
+	f.BoolVar(&f.tls, "kafka.tls", false, "connect to Kafka over TLS")
+	f.StringVar(&f.opsAddr, "ops.addr", "127.0.0.1:9100", "address of /metrics, /healthz and /readyz")
+	return f
+}
+
+func (f *stageFlags) kafka() (kafka.Config, error) {
+	c := kafka.Config{
+		Brokers:       splitList(f.brokers),
+		Partitions:    int32(f.partitions),
+		SASLMechanism: f.saslMech,
+		SASLUser:      f.saslUser,
+		TLS:           f.tls,
+	}
+	if err := c.PasswordFromEnv(); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// stageRun is a started stage process: its ops server and Kafka client.
+type stageRun struct {
+	log   *slog.Logger
+	ops   *service.Ops
+	opsSv *service.Server
+	kcfg  kafka.Config
+	admin *kgo.Client
+}
+
+// startStage parses flags, ensures the topics and starts the ops server.
+func startStage(ctx context.Context, f *stageFlags, args []string, stderr io.Writer) (*stageRun, error) {
+	if err := f.parse(args); err != nil {
+		return nil, err
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return nil, err
+	}
+	kcfg, err := f.kafka()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := kgo.NewClient(kcfg.Opts(log)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating kafka client: %w", err)
+	}
+	if err := kafka.EnsureTopics(ctx, admin, kcfg.Partitions, kcfg.ReplicationFactor, schemas.Topics...); err != nil {
+		admin.Close()
+		return nil, err
+	}
+	r := &stageRun{log: log, ops: service.NewOps(), kcfg: kcfg, admin: admin}
+	r.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, admin) })
+	if r.opsSv, err = service.Listen(f.opsAddr, r.ops.Handler(), log); err != nil {
+		admin.Close()
+		return nil, err
+	}
+	log.Info("ops endpoints", "addr", r.opsSv.URL())
+	return r, nil
+}
+
+func (r *stageRun) close() {
+	_ = r.opsSv.Shutdown(5 * time.Second)
+	r.admin.Close()
+}
+
+func loadApps(path string) (*apps.Registry, error) {
+	if path == "" {
+		return nil, errors.New("-apps is required: a YAML file listing the apps (see deploy/apps.example.yaml)")
+	}
+	return apps.Load(path)
+}
+
+func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("broker", stderr)
+	port := f.Int("port", 9092, "port to listen on")
+	host := f.String("host", "127.0.0.1", "host to listen on")
+	dataDir := f.String("data-dir", ".herald/broker", "directory the broker persists topics, offsets and groups in (empty: memory only)")
+	partitions := f.Int("kafka.partitions", 8, "partitions of the topics it creates")
+	sync := f.Bool("sync-writes", false, "fsync every produced batch before acknowledging it")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if *dataDir != "" {
+		abs, err := filepath.Abs(*dataDir)
+		if err != nil {
+			return err
+		}
+		*dataDir = abs
+	}
+	b, err := broker.Start(broker.Config{Host: *host, Port: *port, DataDir: *dataDir, SyncWrites: *sync,
+		Partitions: int32(*partitions), Topics: schemas.Topics}, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Fprintf(stdout, "herald broker listening on %s (data dir %q)\n", joinList(b.Addrs()), *dataDir)
+	<-ctx.Done()
+	return nil
+}
+
+func runWasim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("wasim", stderr)
+	addr := f.String("http.addr", "127.0.0.1:8090", "address to serve the Graph API on")
+	appsFile := f.String("apps", "", "apps file: the simulator serves each app's phone numbers with its access token and app secret")
+	webhook := f.String("webhook.url", "http://127.0.0.1:8080/whatsapp/webhooks", "where status and inbound webhooks are posted")
+	throughput := f.Int("throughput", 80, "messages per second per phone number before error 130429")
+	readRatio := f.Float64("read-ratio", 1, "fraction of delivered messages that get read")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	reg, err := loadApps(*appsFile)
+	if err != nil {
+		return err
+	}
+	sim, err := wasim.New(wasim.Config{Numbers: simNumbers(reg, *webhook), Templates: wasim.DefaultTemplates(),
+		Throughput: *throughput, ReadRatio: *readRatio}, log)
+	if err != nil {
+		return err
+	}
+	srv, err := service.Listen(*addr, sim.Handler(), log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = srv.Shutdown(5 * time.Second) }()
+	fmt.Fprintf(stdout, "herald wasim serving the WhatsApp Cloud API on %s\n", srv.URL())
+	return sim.Run(ctx)
+}
+
+func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newStageFlags("ingest", stderr)
+	addr := f.String("http.addr", "127.0.0.1:8080", "address of the ingest HTTP APIs")
+	appsFile := f.String("apps", "", "apps file (YAML)")
+	r, err := startStage(ctx, f, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	reg, err := loadApps(*appsFile)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(r.kcfg.Opts(r.log)...)
+	if err != nil {
+		return fmt.Errorf("creating kafka client: %w", err)
+	}
+	defer cl.Close()
+	ing, err := ingest.New(ingest.Config{}, reg, cl, r.log, r.ops.Registry)
+	if err != nil {
+		return err
+	}
+	srv, err := service.Listen(*addr, ing.Handler(), r.log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "herald ingest listening on %s\n", srv.URL())
+	<-ctx.Done()
+	// Drain in-flight requests: each answers only after Kafka acknowledged.
+	return srv.Shutdown(30 * time.Second)
+}
+
+func runSegmenter(ctx context.Context, args []string, _, stderr io.Writer) error {
+	f := newStageFlags("segmenter", stderr)
+	r, err := startStage(ctx, f, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	s, err := segmenter.New(segmenter.Config{}, r.kcfg, r.log, r.ops.Registry)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Run(ctx)
+}
+
+func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) error {
+	f := newStageFlags("dispatcher", stderr)
+	appsFile := f.String("apps", "", "apps file (YAML)")
+	base := f.String("whatsapp.base-url", "https://graph.facebook.com", "WhatsApp Cloud API base URL (the simulator's in dev)")
+	rate := f.Float64("whatsapp.rate", 80, "messages per second per sending phone number")
+	r, err := startStage(ctx, f, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	reg, err := loadApps(*appsFile)
+	if err != nil {
+		return err
+	}
+	d, err := dispatcher.New(dispatcher.Config{WhatsAppBaseURL: *base, RatePerSender: *rate}, r.kcfg, reg, r.log, r.ops.Registry)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Run(ctx)
+}
+
+func runAnalytics(ctx context.Context, args []string, _, stderr io.Writer) error {
+	f := newStageFlags("analytics", stderr)
+	dsn := f.String("clickhouse.dsn", "clickhouse://127.0.0.1:9000/default", "ClickHouse DSN (password from HERALD_CLICKHOUSE_DSN is best)")
+	r, err := startStage(ctx, f, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	conn, err := analytics.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := analytics.Migrate(ctx, conn, r.log); err != nil {
+		return err
+	}
+	r.ops.AddCheck("clickhouse", func(ctx context.Context) error { return conn.Ping(ctx) })
+	s, err := analytics.New(analytics.Config{DSN: *dsn}, r.kcfg, conn, r.log, r.ops.Registry)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Run(ctx)
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("migrate", stderr)
+	dsn := f.String("clickhouse.dsn", "clickhouse://127.0.0.1:9000/default", "ClickHouse DSN")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	conn, err := analytics.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	applied, err := analytics.Migrate(ctx, conn, log)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "schema is up to date")
+	}
+	for _, m := range applied {
+		fmt.Fprintf(stdout, "applied %s\n", m)
+	}
+	return nil
+}
+
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("report", stderr)
+	dsn := f.String("clickhouse.dsn", "clickhouse://127.0.0.1:9000/default", "ClickHouse DSN")
+	app := f.String("app", "", "only this app (default: all)")
+	since := f.Duration("since", 0, "only the last duration, e.g. 24h (default: everything)")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	conn, err := analytics.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var from time.Time
+	if *since > 0 {
+		from = time.Now().Add(-*since)
+	}
+	sum, err := analytics.Summarize(ctx, conn, *app, from)
+	if err != nil {
+		return err
+	}
+	return sum.WriteText(stdout)
+}
