@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/analytics"
@@ -119,8 +121,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rows = append(rows, bare)
 
 	// 3. Each stage alone on its whole backlog.
-	ops := service.NewOps()
-	seg, err := segmenter.New(segmenter.Config{Group: "bench-segmenter"}, kcfg, log, ops.Registry)
+	seg, err := segmenter.New(segmenter.Config{Group: "bench-segmenter"}, kcfg, log, nil)
 	if err != nil {
 		return err
 	}
@@ -140,7 +141,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer simStop()
 	go func() { _ = sim.Run(simCtx) }()
 	disp, err := dispatcher.New(dispatcher.Config{Group: "bench-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6},
-		kcfg, reg, log, ops.Registry)
+		kcfg, reg, log, nil)
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	rows = append(rows, row)
 
-	sink, err := analytics.New(analytics.Config{Group: "bench-analytics", DSN: dsn}, kcfg, conn, log, ops.Registry)
+	sink, err := analytics.New(analytics.Config{Group: "bench-analytics", DSN: dsn}, kcfg, conn, log, nil)
 	if err != nil {
 		return err
 	}
@@ -166,17 +167,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// first event to the last row in ClickHouse.
 	t0 = time.Now()
 	e2eCtx, e2eStop := context.WithCancel(ctx)
-	seg2, err := segmenter.New(segmenter.Config{Group: "e2e-segmenter"}, kcfg, log, ops.Registry)
+	seg2, err := segmenter.New(segmenter.Config{Group: "e2e-segmenter"}, kcfg, log, nil)
 	if err != nil {
 		e2eStop()
 		return err
 	}
-	disp2, err := dispatcher.New(dispatcher.Config{Group: "e2e-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6}, kcfg, reg, log, ops.Registry)
+	disp2, err := dispatcher.New(dispatcher.Config{Group: "e2e-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6}, kcfg, reg, log, nil)
 	if err != nil {
 		e2eStop()
 		return err
 	}
-	sink2, err := analytics.New(analytics.Config{Group: "e2e-analytics", DSN: dsn}, kcfg, conn, log, ops.Registry)
+	sink2, err := analytics.New(analytics.Config{Group: "e2e-analytics", DSN: dsn}, kcfg, conn, log, nil)
 	if err != nil {
 		e2eStop()
 		return err
@@ -184,11 +185,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, run := range []func(context.Context) error{seg2.Run, disp2.Run, sink2.Run} {
 		go func() { _ = run(e2eCtx) }()
 	}
-	err = waitGroupsDone(ctx, adm, map[string][]string{
-		"e2e-segmenter":  {schemas.TopicEvents},
-		"e2e-dispatcher": {schemas.TopicDispatch},
-		"e2e-analytics":  {schemas.TopicEvents, schemas.TopicOutcomes},
-	})
+	err = waitGroupsDone(ctx, adm,
+		groupTopics{"e2e-segmenter", []string{schemas.TopicEvents}},
+		groupTopics{"e2e-dispatcher", []string{schemas.TopicDispatch}},
+		groupTopics{"e2e-analytics", []string{schemas.TopicEvents, schemas.TopicOutcomes}},
+	)
 	elapsed := time.Since(t0)
 	e2eStop()
 	seg2.Close()
@@ -301,7 +302,7 @@ func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run
 	t0 := time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- run(sctx) }()
-	if err := waitGroupsDone(ctx, adm, map[string][]string{group: topics}); err != nil {
+	if err := waitGroupsDone(ctx, adm, groupTopics{group, topics}); err != nil {
 		return benchRow{}, err
 	}
 	elapsed := time.Since(t0)
@@ -312,18 +313,33 @@ func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run
 	return benchRow{stage: name, records: total, elapsed: elapsed}, nil
 }
 
+// groupTopics is a consumer group and the topics it consumes.
+type groupTopics struct {
+	group  string
+	topics []string
+}
+
 // waitGroupsDone waits until every group has committed up to the end of its
-// topics, and the topics' ends no longer move (upstream stages finished).
-func waitGroupsDone(ctx context.Context, adm *kadm.Client, groups map[string][]string) error {
+// topics. Groups are given in pipeline order and checked in that order, so
+// when an upstream group is done the downstream topic's end checked after it
+// is final. A group that has not committed yet is not done.
+func waitGroupsDone(ctx context.Context, adm *kadm.Client, groups ...groupTopics) error {
 	deadline := time.Now().Add(30 * time.Minute)
 	for time.Now().Before(deadline) {
 		done := true
-		for g, topics := range groups {
-			ends, err := adm.ListEndOffsets(ctx, topics...)
+		for _, g := range groups {
+			if !done {
+				break
+			}
+			ends, err := adm.ListEndOffsets(ctx, g.topics...)
 			if err != nil {
 				return err
 			}
-			committed, err := adm.FetchOffsets(ctx, g)
+			committed, err := adm.FetchOffsets(ctx, g.group)
+			if errors.Is(err, kerr.GroupIDNotFound) {
+				done = false
+				continue
+			}
 			if err != nil {
 				return err
 			}

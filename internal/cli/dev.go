@@ -21,6 +21,7 @@ type devFlags struct {
 	wasimAddr  string
 	opsAddr    string
 	appsFile   string
+	readRatio  float64
 }
 
 func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
@@ -37,6 +38,7 @@ func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f.StringVar(&f.ingestAddr, "http.addr", ingest, "ingest HTTP address (Pushwoosh API, Meta webhook)")
 	f.StringVar(&f.wasimAddr, "wasim.addr", wasimA, "WhatsApp Cloud API simulator address")
 	f.StringVar(&f.opsAddr, "ops.addr", ops, "address of /metrics, /healthz and /readyz")
+	f.Float64Var(&f.readRatio, "wasim.read-ratio", 0.8, "fraction of delivered messages the simulator reports as read (decided per wamid)")
 	f.StringVar(&f.appsFile, "apps", "", "apps file (YAML); default: one demo app with credentials generated into the data dir")
 	return f
 }
@@ -50,6 +52,10 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 		IngestAddr:    f.ingestAddr,
 		WasimAddr:     f.wasimAddr,
 		OpsAddr:       f.opsAddr,
+	}
+	cfg.Wasim.ReadRatio = f.readRatio
+	if f.readRatio == 0 {
+		cfg.Wasim.ReadRatio = -1 // the simulator's "none"; 0 would mean its default
 	}
 	if f.brokers != "" {
 		cfg.Brokers = splitList(f.brokers)
