@@ -170,20 +170,12 @@ const (
 // Handler returns the HTTP handler of every ingest route. Unknown paths get a
 // JSON 404 and known paths with the wrong method a JSON 405 with Allow.
 func (s *Server) Handler() http.Handler {
-	routes := map[string]*route{
-		"/json/1.3/registerDevice": {name: routeRegisterDevice, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
-			http.MethodPost: s.pushwoosh(routeRegisterDevice, buildRegister),
-		}},
-		"/json/1.3/setTags": {name: routeSetTags, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
-			http.MethodPost: s.pushwoosh(routeSetTags, buildSetTags),
-		}},
-		"/json/1.3/postEvent": {name: routePostEvent, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
-			http.MethodPost: s.pushwoosh(routePostEvent, buildPostEvent),
-		}},
-		"/whatsapp/webhooks": {name: routeWebhook, allow: "GET, POST", methods: map[string]func(*statusWriter, *http.Request){
-			http.MethodGet:  s.webhookVerify,
-			http.MethodPost: s.webhookPost,
-		}},
+	routes := make(map[string]*route)
+	// Each API family declares its routes in its own file.
+	for _, set := range []map[string]*route{s.pushwooshRoutes(), s.webhookRoutes()} {
+		for path, rt := range set {
+			routes[path] = rt
+		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

@@ -308,3 +308,18 @@ func buildPostEvent(s *Server, authHeader string, body []byte, now time.Time) (*
 		Attributes: attrs,
 	}, nil
 }
+
+// pushwooshRoutes are the Pushwoosh-compatible /json/1.3 routes.
+func (s *Server) pushwooshRoutes() map[string]*route {
+	return map[string]*route{
+		"/json/1.3/registerDevice": {name: routeRegisterDevice, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.pushwoosh(routeRegisterDevice, buildRegister),
+		}},
+		"/json/1.3/setTags": {name: routeSetTags, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.pushwoosh(routeSetTags, buildSetTags),
+		}},
+		"/json/1.3/postEvent": {name: routePostEvent, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.pushwoosh(routePostEvent, buildPostEvent),
+		}},
+	}
+}

@@ -517,3 +517,13 @@ func deadLetter(app *apps.App, raw json.RawMessage, reason string, now time.Time
 		Time:      now,
 	}
 }
+
+// webhookRoutes are Meta's webhook routes.
+func (s *Server) webhookRoutes() map[string]*route {
+	return map[string]*route{
+		"/whatsapp/webhooks": {name: routeWebhook, allow: "GET, POST", methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodGet:  s.webhookVerify,
+			http.MethodPost: s.webhookPost,
+		}},
+	}
+}
