@@ -22,6 +22,7 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,4 +100,53 @@ func decode[T interface{ Validate() error }](b []byte, v T, version func() int) 
 		return fmt.Errorf("%w: got v=%d, want %d", ErrVersion, version(), V1)
 	}
 	return v.Validate()
+}
+
+// ValidateRecord decodes and validates value as a record of topic, as the
+// pipeline's consumers do, and returns the key the record must be produced
+// with. strict additionally refuses fields the record type does not have
+// (consumers ignore them, so they are usually typos).
+func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
+	var (
+		rec     interface{ Validate() error }
+		version func() int
+		key     func() []byte
+	)
+	switch topic {
+	case TopicEvents:
+		e := new(Event)
+		rec, version, key = e, func() int { return e.V }, e.Key
+	case TopicDispatch:
+		d := new(DispatchRequest)
+		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicOutcomes:
+		o := new(Outcome)
+		rec, version, key = o, func() int { return o.V }, o.Key
+	case TopicDeadLetter:
+		d := new(DeadLetter)
+		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }
+	default:
+		return nil, fmt.Errorf("unknown topic %q (one of %v)", topic, Topics)
+	}
+	if !strict {
+		if err := decode(value, rec, version); err != nil {
+			return nil, err
+		}
+		return key(), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(rec); err != nil {
+		return nil, fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: decoding json: data after the record", ErrInvalid)
+	}
+	if version() != V1 {
+		return nil, fmt.Errorf("%w: got v=%d, want %d", ErrVersion, version(), V1)
+	}
+	if err := rec.Validate(); err != nil {
+		return nil, err
+	}
+	return key(), nil
 }

@@ -45,6 +45,7 @@ func init() {
 		"analytics":  {"run the analytics stage: events and outcomes -> ClickHouse", runAnalytics},
 		"migrate":    {"apply ClickHouse schema migrations and exit", runMigrate},
 		"report":     {"print the pipeline report read back from ClickHouse", runReport},
+		"schema":     {"schema validate FILE: check records meant for a Herald topic, as the pipeline will", runSchema},
 	}
 }
 
