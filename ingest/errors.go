@@ -18,6 +18,8 @@ type apiError struct {
 	Code  int
 	Field string
 	Msg   string
+	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
+	RetryAfter int
 }
 
 // Error is the status_message: "<field>: <message>".

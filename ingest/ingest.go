@@ -33,6 +33,7 @@
 //	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters)
 //	herald_ingest_webhook_signature_failures_total       webhook POSTs refused for a missing or wrong X-Hub-Signature-256
 //	herald_ingest_webhook_foreign_changes_total          webhook changes skipped because their phone number is unknown or belongs to an app the signing secret does not
+//	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
 //	herald_ingest_webhook_skipped_total{reason}          webhook parts ignored on purpose (other objects and fields, malformed values)
 package ingest
 
@@ -45,6 +46,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -72,12 +74,20 @@ type Config struct {
 	// its records. On timeout, or when Kafka is unreachable, the answer is
 	// 503 with Retry-After. Default 10s.
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+	// RatePerCredential is the requests per second one API token or write
+	// key may make on this replica; past it the answer is 429 with
+	// Retry-After. Default 1000; negative disables the limit.
+	RatePerCredential float64 `yaml:"rate_per_credential"`
+	// BurstPerCredential is the bucket size of that limit. Default twice
+	// the rate.
+	BurstPerCredential int `yaml:"burst_per_credential"`
 }
 
 const (
 	defaultMaxBodyBytes   = 1 << 20
 	maxMaxBodyBytes       = 64 << 20
 	defaultProduceTimeout = 10 * time.Second
+	defaultRate           = 1000
 	// retryAfter is the Retry-After (seconds) sent with 503.
 	retryAfter = "5"
 )
@@ -98,6 +108,15 @@ func (c *Config) Validate() error {
 	case c.ProduceTimeout == 0:
 		c.ProduceTimeout = defaultProduceTimeout
 	}
+	if c.RatePerCredential == 0 {
+		c.RatePerCredential = defaultRate
+	}
+	switch {
+	case c.BurstPerCredential < 0:
+		return fmt.Errorf("ingest: burst_per_credential %d is negative", c.BurstPerCredential)
+	case c.BurstPerCredential == 0 && c.RatePerCredential > 0:
+		c.BurstPerCredential = int(math.Ceil(2 * c.RatePerCredential))
+	}
 	return nil
 }
 
@@ -108,6 +127,7 @@ type Server struct {
 	cl  *kgo.Client
 	log *slog.Logger
 	m   *metrics
+	lim *limiter // per credential; nil when disabled
 
 	// secrets are the distinct non-empty Meta app secrets of the registry,
 	// tried in turn against a webhook's signature.
@@ -137,7 +157,8 @@ func New(cfg Config, reg *apps.Registry, cl *kgo.Client, log *slog.Logger, prom 
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m}
+	s := &Server{cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m,
+		lim: newLimiter(cfg.RatePerCredential, cfg.BurstPerCredential, time.Now)}
 	seen := make(map[string]bool)
 	for _, a := range reg.All() {
 		if sec := a.WhatsApp.AppSecret; sec != "" && !seen[sec] {
@@ -364,7 +385,10 @@ func writeOK(w http.ResponseWriter, response any) {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
-	if e.Code == http.StatusServiceUnavailable {
+	switch {
+	case e.RetryAfter > 0:
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	case e.Code == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	writeJSON(w, e.Code, errBody{StatusCode: e.Code, StatusMessage: e.Error(), Field: e.Field})

@@ -18,8 +18,11 @@ func TestConfigValidate(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		{"defaults", Config{}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second}, ""},
-		{"kept", Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second}, Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second}, ""},
+		{"defaults", Config{}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: 1000, BurstPerCredential: 2000}, ""},
+		{"kept", Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7},
+			Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7}, ""},
+		{"no rate limit", Config{RatePerCredential: -1}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: -1}, ""},
+		{"negative burst", Config{BurstPerCredential: -1}, Config{}, "burst_per_credential"},
 		{"negative body", Config{MaxBodyBytes: -1}, Config{}, "max_body_bytes"},
 		{"huge body", Config{MaxBodyBytes: 1 << 30}, Config{}, "max_body_bytes"},
 		{"negative timeout", Config{ProduceTimeout: -time.Second}, Config{}, "produce_timeout"},

@@ -14,6 +14,7 @@ type metrics struct {
 	sigFailures prometheus.Counter
 	foreign     prometheus.Counter
 	skipped     *prometheus.CounterVec
+	throttled   prometheus.Counter
 }
 
 // newMetrics builds the metrics and registers them on reg unless it is nil.
@@ -44,11 +45,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_ingest_webhook_skipped_total",
 			Help: "Webhook parts ignored on purpose, by reason (object, field, malformed_value).",
 		}, []string{"reason"}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_ingest_throttled_total",
+			Help: "Requests refused with 429 because their credential (API token, write key) was over its rate.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped, m.throttled} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering ingest metrics: %w", err)
 		}

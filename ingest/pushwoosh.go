@@ -104,6 +104,10 @@ func (s *Server) authorize(authHeader string, req *pwRequest) (*apps.App, *apiEr
 	if !ok {
 		return nil, &apiError{Code: http.StatusUnauthorized, Field: field, Msg: "unknown API token"}
 	}
+	if ok, wait := s.lim.allow("token:" + token); !ok {
+		s.m.throttled.Inc()
+		return nil, throttled(field, wait)
+	}
 	if req.Application == "" {
 		return nil, badField("request.application", "is required")
 	}
