@@ -45,6 +45,7 @@ func init() {
 		"analytics":  {"run the analytics stage: events and outcomes -> ClickHouse", runAnalytics},
 		"migrate":    {"apply ClickHouse schema migrations and exit", runMigrate},
 		"report":     {"print the pipeline report read back from ClickHouse", runReport},
+		"loadgen":    {"open-loop HTTP load on ingest (postEvent, Segment batch, signed webhooks) with latency percentiles", runLoadgen},
 		"schema":     {"schema validate FILE: check records meant for a Herald topic, as the pipeline will", runSchema},
 	}
 }
