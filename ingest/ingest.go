@@ -76,7 +76,7 @@ type Config struct {
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
 	// RatePerCredential is the requests per second one API token or write
 	// key may make on this replica; past it the answer is 429 with
-	// Retry-After. Default 1000; negative disables the limit.
+	// Retry-After. Default 5000; negative disables the limit.
 	RatePerCredential float64 `yaml:"rate_per_credential"`
 	// BurstPerCredential is the bucket size of that limit. Default twice
 	// the rate.
@@ -87,7 +87,7 @@ const (
 	defaultMaxBodyBytes   = 1 << 20
 	maxMaxBodyBytes       = 64 << 20
 	defaultProduceTimeout = 10 * time.Second
-	defaultRate           = 1000
+	defaultRate           = 5000
 	// retryAfter is the Retry-After (seconds) sent with 503.
 	retryAfter = "5"
 )

@@ -18,7 +18,7 @@ func TestConfigValidate(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		{"defaults", Config{}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: 1000, BurstPerCredential: 2000}, ""},
+		{"defaults", Config{}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: 5000, BurstPerCredential: 10000}, ""},
 		{"kept", Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7},
 			Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7}, ""},
 		{"no rate limit", Config{RatePerCredential: -1}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: -1}, ""},

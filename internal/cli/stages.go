@@ -180,6 +180,11 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f := newStageFlags("ingest", stderr)
 	addr := f.String("http.addr", "127.0.0.1:8080", "address of the ingest HTTP APIs")
 	appsFile := f.String("apps", "", "apps file (YAML)")
+	var icfg ingest.Config
+	f.Float64Var(&icfg.RatePerCredential, "ingest.rate", 5000, "requests per second per API token or write key on this replica, then 429 (negative: no limit)")
+	f.IntVar(&icfg.BurstPerCredential, "ingest.burst", 0, "burst of that limit (0: twice the rate)")
+	f.Int64Var(&icfg.MaxBodyBytes, "ingest.max-body", 1<<20, "largest request body in bytes, then 413")
+	f.DurationVar(&icfg.ProduceTimeout, "ingest.produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before 503")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -194,7 +199,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("creating kafka client: %w", err)
 	}
 	defer cl.Close()
-	ing, err := ingest.New(ingest.Config{}, reg, cl, r.log, r.ops.Registry)
+	ing, err := ingest.New(icfg, reg, cl, r.log, r.ops.Registry)
 	if err != nil {
 		return err
 	}
