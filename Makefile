@@ -6,8 +6,9 @@ PKGS     := ./...
 GOFLAGS  ?=
 TESTFLAGS ?= -race -shuffle=on -timeout 20m
 LINT_VERSION := v2.6.2
+FUZZTIME ?= 5s
 
-.PHONY: all deps build test test-short demo bench bench-go fmt vet lint tidy-check clean
+.PHONY: all deps build test fuzz test-short demo bench bench-go fmt vet lint tidy-check clean
 
 all: build
 
@@ -21,6 +22,11 @@ build:
 # server on a free port).
 test: deps tidy-check vet
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+
+# Every fuzz target for FUZZTIME each (part of `make test`).
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 test-short:
 	$(GO) test -short $(PKGS)
