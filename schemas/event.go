@@ -25,7 +25,18 @@ const (
 	KindInbound EventKind = "inbound"
 	// KindStatus is a delivery status of a message Herald sent: Status is set.
 	KindStatus EventKind = "status"
+	// KindAlias says that PreviousID (an earlier user id or anonymous id)
+	// and UserID are the same user (Segment alias).
+	KindAlias EventKind = "alias"
+	// KindTemplate is a change of a WhatsApp message template (Meta webhook
+	// fields message_template_status_update, message_template_quality_update,
+	// template_category_update): Template is set. It concerns no user: HWID,
+	// UserID and AnonymousID are empty and the record key is the template's.
+	KindTemplate EventKind = "template"
 )
+
+// Kinds lists every EventKind.
+var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate}
 
 // Default event names, as Pushwoosh names them.
 const (
@@ -36,6 +47,39 @@ const (
 	EventInAppPurchase      = "PW_InAppPurchase"
 	EventWhatsAppReceived   = "PW_WhatsAppReceived"
 	EventWhatsAppStatus     = "PW_WhatsAppStatus"
+	// EventPageView is a web page view (Segment page); EventScreenOpen is
+	// used for Segment screen.
+	EventPageView = "PW_PageView"
+	// EventGroup associates a user with a group or account (Segment group).
+	EventGroup = "PW_Group"
+	// EventUserRegistered is Pushwoosh registerUser: a user id bound to a
+	// device.
+	EventUserRegistered = "PW_UserRegistered"
+)
+
+// Tag types, as Pushwoosh names them (Event.TagTypes).
+const (
+	TagInteger = "integer"
+	TagString  = "string"
+	TagList    = "list"
+	// TagDate values are strings in RFC 3339, UTC ("2026-11-24T10:30:00Z").
+	TagDate    = "date"
+	TagBoolean = "boolean"
+	TagDecimal = "decimal"
+	// TagVersion values are strings of dot-separated numbers ("1.2.3").
+	TagVersion = "version"
+)
+
+// Tag operations (Event.TagOps). A tag without an operation is set to its
+// value (null removes it).
+const (
+	// OpIncrement adds the (integer or decimal) value to the tag; an unset
+	// tag counts as 0.
+	OpIncrement = "increment"
+	// OpAppend adds the list's items that the tag does not hold yet.
+	OpAppend = "append"
+	// OpRemove removes the list's items from the tag.
+	OpRemove = "remove"
 )
 
 // Device types, as Pushwoosh numbers them.
@@ -67,6 +111,11 @@ type Event struct {
 	// HWID is the device id: "whatsapp:+E164" for WhatsApp subscribers.
 	HWID   string `json:"hwid,omitempty"`
 	UserID string `json:"user_id,omitempty"`
+	// AnonymousID is a CDP's id of a user not known yet (Segment
+	// anonymousId); it identifies the user when HWID and UserID are empty.
+	AnonymousID string `json:"anonymous_id,omitempty"`
+	// PreviousID is, for KindAlias, the earlier id now known as UserID.
+	PreviousID string `json:"previous_id,omitempty"`
 
 	DeviceType int    `json:"device_type,omitempty"`
 	Language   string `json:"language,omitempty"`
@@ -74,15 +123,30 @@ type Event struct {
 	// Country is the ISO 3166-1 alpha-2 code, derived from the phone number
 	// for WhatsApp and SMS subscribers.
 	Country string `json:"country,omitempty"`
+	// Email is the address of an email subscriber (device type 14),
+	// lowercased; PushToken the token of a push device (1, 3).
+	Email     string `json:"email,omitempty"`
+	PushToken string `json:"push_token,omitempty"`
 
 	// Tags are set by KindRegister and KindTags: name to value (string,
 	// number, bool, list of strings, or null to remove the tag).
 	Tags map[string]any `json:"tags,omitempty"`
+	// TagTypes gives the Pushwoosh type (TagInteger, ...) of tags in Tags,
+	// when the producer knows it; consumers infer the others from the JSON
+	// value.
+	TagTypes map[string]string `json:"tag_types,omitempty"`
+	// TagOps gives the operation (OpIncrement, OpAppend, OpRemove) of tags
+	// in Tags that are not simply set.
+	TagOps map[string]string `json:"tag_ops,omitempty"`
 	// Attributes are the event attributes of KindEvent.
 	Attributes map[string]any `json:"attributes,omitempty"`
+	// Context is what the producer said of its environment (Segment
+	// context: ip, library, locale, page, ...).
+	Context map[string]any `json:"context,omitempty"`
 
-	Inbound *Inbound `json:"inbound,omitempty"`
-	Status  *Status  `json:"status,omitempty"`
+	Inbound  *Inbound        `json:"inbound,omitempty"`
+	Status   *Status         `json:"status,omitempty"`
+	Template *TemplateUpdate `json:"template,omitempty"`
 }
 
 // Inbound is a WhatsApp message a user sent (Meta webhook
@@ -102,6 +166,75 @@ type Inbound struct {
 	ProfileName string `json:"profile_name,omitempty"`
 	// ContextID is the wamid of the message this one replies to.
 	ContextID string `json:"context_id,omitempty"`
+	// Payload is the id of a reply: button payload, interactive button or
+	// list row id.
+	Payload string `json:"payload,omitempty"`
+	// Media is set for image, audio, video, document and sticker messages.
+	Media *Media `json:"media,omitempty"`
+	// Location is set for location messages.
+	Location *Location `json:"location,omitempty"`
+	// Contacts are the shared contacts of a contacts message.
+	Contacts []Contact `json:"contacts,omitempty"`
+	// Reaction is set for reaction messages.
+	Reaction *Reaction `json:"reaction,omitempty"`
+	// ErrorCode and ErrorTitle are set for unsupported messages.
+	ErrorCode  int    `json:"error_code,omitempty"`
+	ErrorTitle string `json:"error_title,omitempty"`
+}
+
+// Media of an inbound message; ID is Meta's media id, fetched through the
+// Graph API.
+type Media struct {
+	ID       string `json:"id"`
+	MimeType string `json:"mime_type,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+	Caption  string `json:"caption,omitempty"`
+	Filename string `json:"filename,omitempty"`
+}
+
+// Location of an inbound location message.
+type Location struct {
+	Latitude  float64 `json:"latitude"`
+	Longitude float64 `json:"longitude"`
+	Name      string  `json:"name,omitempty"`
+	Address   string  `json:"address,omitempty"`
+	URL       string  `json:"url,omitempty"`
+}
+
+// Contact is one shared contact.
+type Contact struct {
+	Name string `json:"name,omitempty"`
+	// Phones are the contact's numbers as sent (not normalised).
+	Phones []string `json:"phones,omitempty"`
+}
+
+// Reaction of an inbound reaction message: Emoji is empty when the
+// reaction was removed.
+type Reaction struct {
+	MessageID string `json:"message_id"`
+	Emoji     string `json:"emoji,omitempty"`
+}
+
+// TemplateUpdate is a change of a message template reported by Meta.
+type TemplateUpdate struct {
+	// Field is the webhook field: message_template_status_update,
+	// message_template_quality_update or template_category_update.
+	Field string `json:"field"`
+	// WABAID is the WhatsApp Business Account the template belongs to.
+	WABAID     string `json:"waba_id,omitempty"`
+	TemplateID string `json:"template_id,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Language   string `json:"language,omitempty"`
+	// Event is the new status (APPROVED, REJECTED, PAUSED, DISABLED, ...)
+	// for status updates.
+	Event string `json:"event,omitempty"`
+	// Reason is Meta's reason for a status update, when given.
+	Reason string `json:"reason,omitempty"`
+	// Quality is the new quality score (GREEN, YELLOW, RED) for quality
+	// updates.
+	Quality string `json:"quality,omitempty"`
+	// Category is the new category for category updates.
+	Category string `json:"category,omitempty"`
 }
 
 // Status is a status of a message Herald sent (Meta webhook
@@ -120,8 +253,21 @@ type Status struct {
 	// authentication, service, ...), when given.
 	PricingCategory string `json:"pricing_category,omitempty"`
 	Billable        bool   `json:"billable,omitempty"`
-	ErrorCode       int    `json:"error_code,omitempty"`
-	ErrorTitle      string `json:"error_title,omitempty"`
+	// PricingModel is Meta's pricing.pricing_model (PMP, CBP) and
+	// PricingType its pricing.type (regular, free_customer_service,
+	// free_entry_point), when given.
+	PricingModel string `json:"pricing_model,omitempty"`
+	PricingType  string `json:"pricing_type,omitempty"`
+	// ConversationID and ConversationOrigin are Meta's conversation.id and
+	// conversation.origin.type, when given.
+	ConversationID     string `json:"conversation_id,omitempty"`
+	ConversationOrigin string `json:"conversation_origin,omitempty"`
+	// ErrorCode, ErrorTitle, ErrorMessage and ErrorDetails are the first of
+	// Meta's errors[] of a failed status.
+	ErrorCode    int    `json:"error_code,omitempty"`
+	ErrorTitle   string `json:"error_title,omitempty"`
+	ErrorMessage string `json:"error_message,omitempty"`
+	ErrorDetails string `json:"error_details,omitempty"`
 }
 
 // Validate checks the fields every consumer relies on.
@@ -133,11 +279,27 @@ func (e *Event) Validate() error {
 		return invalid("event: app %q is not a valid app id", e.App)
 	case e.Time.IsZero():
 		return invalid("event: time is required")
-	case e.HWID == "" && e.UserID == "":
-		return invalid("event: hwid or user_id is required")
+	case e.Kind == KindTemplate:
+		if e.Template == nil || e.Template.Field == "" || (e.Template.Name == "" && e.Template.TemplateID == "") {
+			return invalid("event: template.field and template.name or template.template_id are required for kind template")
+		}
+		return nil
+	case e.HWID == "" && e.UserID == "" && e.AnonymousID == "":
+		return invalid("event: hwid, user_id or anonymous_id is required")
+	}
+	for name, op := range e.TagOps {
+		switch op {
+		case OpIncrement, OpAppend, OpRemove:
+		default:
+			return invalid("event: tag_ops.%s: unknown operation %q", name, op)
+		}
 	}
 	switch e.Kind {
 	case KindRegister, KindUnregister, KindTags:
+	case KindAlias:
+		if e.UserID == "" || e.PreviousID == "" {
+			return invalid("event: user_id and previous_id are required for kind alias")
+		}
 	case KindEvent:
 		if e.Name == "" {
 			return invalid("event: name is required for kind %q", e.Kind)
@@ -156,8 +318,21 @@ func (e *Event) Validate() error {
 	return nil
 }
 
-// Key returns the record key of the event, see EventKey.
-func (e *Event) Key() []byte { return EventKey(e.App, e.HWID, e.UserID) }
+// Key returns the record key of the event, see EventKey; a template update's
+// is TemplateKey.
+func (e *Event) Key() []byte {
+	if e.Kind == KindTemplate && e.Template != nil {
+		id := e.Template.Name
+		if id == "" {
+			id = e.Template.TemplateID
+		}
+		return TemplateKey(e.App, id)
+	}
+	if e.HWID == "" && e.UserID == "" && e.AnonymousID != "" {
+		return []byte(e.App + keySep + "anon:" + e.AnonymousID)
+	}
+	return EventKey(e.App, e.HWID, e.UserID)
+}
 
 // DecodeEvent decodes and validates a TopicEvents record value.
 func DecodeEvent(b []byte) (*Event, error) {

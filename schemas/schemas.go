@@ -57,6 +57,12 @@ func EventKey(app, hwid, userID string) []byte {
 	return []byte(app + keySep + "user:" + userID)
 }
 
+// TemplateKey is the partitioning key of a KindTemplate event: the app and
+// the template's name (its id when the name is unknown).
+func TemplateKey(app, template string) []byte {
+	return []byte(app + keySep + "template:" + template)
+}
+
 // RecipientKey is the partitioning key of a DispatchRequest and an Outcome:
 // the app and the recipient's address (E.164 number, email or push token).
 func RecipientKey(app, to string) []byte {

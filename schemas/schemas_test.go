@@ -143,7 +143,13 @@ func TestDecodeErrors(t *testing.T) {
 	f("no version", []byte(`{"id":"x"}`), ErrVersion, "v=0")
 	f("no id", mk(func(e *Event) { e.ID = "" }), ErrInvalid, "id is required")
 	f("bad app", mk(func(e *Event) { e.App = "a|b" }), ErrInvalid, "not a valid app id")
-	f("no user", mk(func(e *Event) { e.UserID = "" }), ErrInvalid, "hwid or user_id")
+	f("no user", mk(func(e *Event) { e.UserID = "" }), ErrInvalid, "hwid, user_id or anonymous_id")
+	f("bad tag op", mk(func(e *Event) { e.Kind, e.TagOps = KindTags, map[string]string{"n": "double"} }), ErrInvalid, "tag_ops.n")
+	f("alias without previous", mk(func(e *Event) { e.Kind = KindAlias }), ErrInvalid, "previous_id")
+	f("template without body", mk(func(e *Event) { e.Kind = KindTemplate }), ErrInvalid, "template.field")
+	f("template without name", mk(func(e *Event) {
+		e.Kind, e.Template = KindTemplate, &TemplateUpdate{Field: "message_template_status_update"}
+	}), ErrInvalid, "template.name")
 	f("no name", mk(func(e *Event) { e.Name = "" }), ErrInvalid, "name is required")
 	f("unknown kind", mk(func(e *Event) { e.Kind = "nope" }), ErrInvalid, "unknown kind")
 	f("inbound without body", mk(func(e *Event) { e.Kind = KindInbound }), ErrInvalid, "inbound.from")
@@ -196,6 +202,21 @@ func TestDispatchValidate(t *testing.T) {
 func TestKeys(t *testing.T) {
 	if got := string(EventKey("a", "", "u1")); got != "a|user:u1" {
 		t.Fatalf("EventKey without hwid = %q", got)
+	}
+	keys := []struct {
+		e    Event
+		want string
+	}{
+		{Event{App: "a", HWID: "whatsapp:+1", UserID: "u"}, "a|whatsapp:+1"},
+		{Event{App: "a", UserID: "u", AnonymousID: "x"}, "a|user:u"},
+		{Event{App: "a", AnonymousID: "x"}, "a|anon:x"},
+		{Event{App: "a", Kind: KindTemplate, Template: &TemplateUpdate{Name: "promo", TemplateID: "9"}}, "a|template:promo"},
+		{Event{App: "a", Kind: KindTemplate, Template: &TemplateUpdate{TemplateID: "9"}}, "a|template:9"},
+	}
+	for _, k := range keys {
+		if got := string(k.e.Key()); got != k.want {
+			t.Errorf("Key of %+v = %q, want %q", k.e, got, k.want)
+		}
 	}
 	if got := string(RecipientKey("a", "+1")); got != "a|+1" {
 		t.Fatalf("RecipientKey = %q", got)

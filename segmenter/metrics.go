@@ -25,10 +25,7 @@ type metrics struct {
 	batchDuration   prometheus.Histogram
 }
 
-var eventKinds = []schemas.EventKind{
-	schemas.KindRegister, schemas.KindUnregister, schemas.KindTags,
-	schemas.KindEvent, schemas.KindInbound, schemas.KindStatus,
-}
+var eventKinds = schemas.Kinds
 
 // newMetrics registers the metrics with reg (nil: not registered).
 func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, error) {

@@ -192,11 +192,11 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 		if n, ok := strings.CutPrefix(e.HWID, "whatsapp:"); ok && n != "" {
 			p.WhatsApp = n
 		}
-		ignoredTags = p.mergeTags(e.Tags)
+		ignoredTags = p.mergeTags(e.Tags, e.TagOps)
 	case schemas.KindUnregister:
 		p.Registered = false
 	case schemas.KindTags:
-		ignoredTags = p.mergeTags(e.Tags)
+		ignoredTags = p.mergeTags(e.Tags, e.TagOps)
 	case schemas.KindInbound:
 		if t.After(p.LastInbound) {
 			p.LastInbound = t
@@ -229,8 +229,10 @@ func (p *Profile) setTag(name string, t Tag) {
 	p.Tags[name] = t
 }
 
-// mergeTags sets tags, removing those set to null.
-func (p *Profile) mergeTags(tags map[string]any) (ignored int) {
+// mergeTags sets tags, removing those set to null, and applies the
+// operations of ops (schemas.OpIncrement, OpAppend, OpRemove). An operation
+// on a tag of another kind replaces it (increment) or counts as ignored.
+func (p *Profile) mergeTags(tags map[string]any, ops map[string]string) (ignored int) {
 	for name, v := range tags {
 		if name == "" {
 			ignored++
@@ -245,9 +247,60 @@ func (p *Profile) mergeTags(tags map[string]any) (ignored int) {
 			ignored++
 			continue
 		}
+		switch ops[name] {
+		case "":
+		case schemas.OpIncrement:
+			if t.Kind != TagNumber {
+				ignored++
+				continue
+			}
+			if old, ok := p.Tags[name]; ok && old.Kind == TagNumber {
+				t.Num += old.Num
+			}
+		case schemas.OpAppend, schemas.OpRemove:
+			if t.Kind != TagList {
+				ignored++
+				continue
+			}
+			old := p.Tags[name]
+			if old.Kind != TagList && old.Kind != 0 {
+				ignored++
+				continue
+			}
+			t = Tag{Kind: TagList, List: listOp(old.List, t.List, ops[name] == schemas.OpAppend)}
+		default:
+			ignored++
+			continue
+		}
 		p.setTag(name, t)
 	}
 	return ignored
+}
+
+// listOp appends items of l not in old, or removes items of l from old.
+func listOp(old, l []string, add bool) []string {
+	in := make(map[string]bool, len(l))
+	for _, s := range l {
+		in[s] = true
+	}
+	out := make([]string, 0, len(old)+len(l))
+	for _, s := range old {
+		if add {
+			delete(in, s) // held already
+			out = append(out, s)
+		} else if !in[s] {
+			out = append(out, s)
+		}
+	}
+	if add {
+		for _, s := range l {
+			if in[s] {
+				out = append(out, s)
+				delete(in, s)
+			}
+		}
+	}
+	return out
 }
 
 // count counts one event of name at t, replacing the least recently seen

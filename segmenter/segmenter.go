@@ -227,7 +227,13 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	if err != nil {
 		return s.deadLetter(out, rec, fmt.Sprintf("decoding event: %v", err))
 	}
-	key := schemas.EventKey(e.App, e.HWID, e.UserID)
+	if e.Kind == schemas.KindTemplate {
+		// A template change concerns no user; the dispatcher's template
+		// sync reads it.
+		s.m.events[e.Kind].Inc()
+		return out
+	}
+	key := e.Key()
 	if len(key) > maxKeyBytes {
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
