@@ -193,7 +193,7 @@ const (
 func (s *Server) Handler() http.Handler {
 	routes := make(map[string]*route)
 	// Each API family declares its routes in its own file.
-	for _, set := range []map[string]*route{s.pushwooshRoutes(), s.webhookRoutes()} {
+	for _, set := range []map[string]*route{s.pushwooshRoutes(), s.segmentRoutes(), s.webhookRoutes()} {
 		for path, rt := range set {
 			routes[path] = rt
 		}
@@ -251,14 +251,8 @@ func (s *Server) readBody(w *statusWriter, r *http.Request) ([]byte, *apiError) 
 var errProduce = errors.New("kafka did not acknowledge")
 
 // produce sends events (to TopicEvents) and dead letters (to
-// TopicDeadLetter) and waits until Kafka acknowledged every one, or
-// ProduceTimeout passed, or ctx is done.
-//
-// It waits on the records' promises rather than in ProduceSync so that the
-// timeout holds even for records already written to a broker that then went
-// away: the idempotent producer does not fail those until the broker answers,
-// but the caller has to get its 503 in time. Such records may still be
-// written later; callers retry, and consumers deduplicate on event ids.
+// TopicDeadLetter) and waits until Kafka acknowledged every one, see
+// produceRecords.
 func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*schemas.DeadLetter) error {
 	recs := make([]*kgo.Record, 0, len(events)+len(dead))
 	kinds := make([]string, 0, len(events)+len(dead))
@@ -278,6 +272,35 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicDeadLetter, Key: d.Key, Value: v})
 		kinds = append(kinds, "deadletter")
 	}
+	return s.produceRecords(ctx, recs, kinds)
+}
+
+// produceDispatch sends dispatch requests (to TopicDispatch), see
+// produceRecords.
+func (s *Server) produceDispatch(ctx context.Context, reqs []*schemas.DispatchRequest) error {
+	recs := make([]*kgo.Record, 0, len(reqs))
+	kinds := make([]string, 0, len(reqs))
+	for _, d := range reqs {
+		v, err := d.Marshal()
+		if err != nil {
+			return fmt.Errorf("encoding dispatch request %s: %w", d.ID, err)
+		}
+		recs = append(recs, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: v})
+		kinds = append(kinds, "dispatch")
+	}
+	return s.produceRecords(ctx, recs, kinds)
+}
+
+// produceRecords sends recs and waits until Kafka acknowledged every one,
+// or ProduceTimeout passed, or ctx is done. kinds[i] is the "kind" label
+// of recs[i] in herald_ingest_records_produced_total.
+//
+// It waits on the records' promises rather than in ProduceSync so that the
+// timeout holds even for records already written to a broker that then went
+// away: the idempotent producer does not fail those until the broker answers,
+// but the caller has to get its 503 in time. Such records may still be
+// written later; callers retry, and consumers deduplicate on record ids.
+func (s *Server) produceRecords(ctx context.Context, recs []*kgo.Record, kinds []string) error {
 	if len(recs) == 0 {
 		return nil
 	}

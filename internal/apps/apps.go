@@ -31,6 +31,10 @@ type App struct {
 	// APIToken authenticates the Pushwoosh-style API
 	// (Authorization: Token <api_token>, or "auth" in the request).
 	APIToken string `yaml:"api_token"`
+	// APITokens are further API tokens of the app, each as good as
+	// APIToken: one per backend or integration, and the way to rotate a
+	// token (add the new one, move clients, remove the old one).
+	APITokens []string `yaml:"api_tokens"`
 	// SegmentWriteKey authenticates the Segment-spec API. Optional.
 	SegmentWriteKey string `yaml:"segment_write_key"`
 	// WhatsApp is the app's WhatsApp Business account.
@@ -101,15 +105,32 @@ func New(list []App) (*Registry, error) {
 			}
 			*s = v
 		}
-		if len(a.APIToken) < 16 {
-			return nil, fmt.Errorf("app %s: api_token must be at least 16 characters", a.ID)
-		}
-		tk := sha256.Sum256([]byte(a.APIToken))
-		if _, dup := r.byToken[tk]; dup {
-			return nil, fmt.Errorf("app %s: api_token is used by another app", a.ID)
+		a.APITokens = append([]string(nil), a.APITokens...) // the caller's slice stays as it was
+		for j := range a.APITokens {
+			v, err := ResolveSecret(a.APITokens[j])
+			if err != nil {
+				return nil, fmt.Errorf("app %s: api_tokens[%d]: %w", a.ID, j, err)
+			}
+			a.APITokens[j] = v
 		}
 		ap := &a
-		r.byToken[tk] = ap
+		for j, tok := range append([]string{a.APIToken}, a.APITokens...) {
+			field := "api_token"
+			if j > 0 {
+				field = fmt.Sprintf("api_tokens[%d]", j-1)
+			}
+			if len(tok) < 16 {
+				return nil, fmt.Errorf("app %s: %s must be at least 16 characters", a.ID, field)
+			}
+			tk := sha256.Sum256([]byte(tok))
+			if other, dup := r.byToken[tk]; dup {
+				if other == ap {
+					return nil, fmt.Errorf("app %s: %s repeats another token of the app", a.ID, field)
+				}
+				return nil, fmt.Errorf("app %s: %s is used by another app", a.ID, field)
+			}
+			r.byToken[tk] = ap
+		}
 		if a.SegmentWriteKey != "" {
 			k := sha256.Sum256([]byte(a.SegmentWriteKey))
 			if _, dup := r.byKey[k]; dup {
