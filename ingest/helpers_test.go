@@ -29,6 +29,9 @@ const (
 	shopToken  = "shop-token-0123456789"
 	newsToken  = "news-token-0123456789"
 	otherToken = "other-token-0123456789"
+	shopToken2 = "shop-token2-0123456789" // shop's second API token
+	shopKey    = "shop-segment-write-key" // Segment write keys
+	otherKey   = "other-segment-write-key"
 	secretA    = "meta-app-secret-A"
 	secretB    = "meta-app-secret-B"
 
@@ -41,13 +44,13 @@ const (
 func testRegistry(t testing.TB) *apps.Registry {
 	t.Helper()
 	reg, err := apps.New([]apps.App{
-		{ID: "shop", APIToken: shopToken, WhatsApp: apps.WhatsApp{
+		{ID: "shop", APIToken: shopToken, APITokens: []string{shopToken2}, SegmentWriteKey: shopKey, WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{shopPhone1, shopPhone2}, AppSecret: secretA, VerifyToken: "verify-shop",
 		}},
 		{ID: "news", APIToken: newsToken, WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{newsPhone}, AppSecret: secretA, VerifyToken: "verify-news",
 		}},
-		{ID: "other", APIToken: otherToken, WhatsApp: apps.WhatsApp{
+		{ID: "other", APIToken: otherToken, SegmentWriteKey: otherKey, WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{otherPhone}, AppSecret: secretB, VerifyToken: "verify-other",
 		}},
 	})
