@@ -58,6 +58,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/dedup"
 	"github.com/heraldhq/herald/schemas"
 
 	// Time zone names in registerDevice are validated with time.LoadLocation;
@@ -81,6 +82,14 @@ type Config struct {
 	// BurstPerCredential is the bucket size of that limit. Default twice
 	// the rate.
 	BurstPerCredential int `yaml:"burst_per_credential"`
+	// DedupWindow is how long redeliveries are recognised and dropped
+	// (Segment messageId, Meta webhook wamid+status): at least this long,
+	// at most twice. Default 24h.
+	DedupWindow time.Duration `yaml:"dedup_window"`
+	// DedupMaxBytes bounds the memory of that window, per generation (two
+	// are kept); past it the oldest keys are forgotten early. Default and
+	// minimum 32 MiB.
+	DedupMaxBytes int `yaml:"dedup_max_bytes"`
 }
 
 const (
@@ -88,6 +97,7 @@ const (
 	maxMaxBodyBytes       = 64 << 20
 	defaultProduceTimeout = 10 * time.Second
 	defaultRate           = 5000
+	defaultDedupWindow    = 24 * time.Hour
 	// retryAfter is the Retry-After (seconds) sent with 503.
 	retryAfter = "5"
 )
@@ -107,6 +117,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("ingest: produce_timeout %s is negative", c.ProduceTimeout)
 	case c.ProduceTimeout == 0:
 		c.ProduceTimeout = defaultProduceTimeout
+	}
+	switch {
+	case c.DedupWindow < 0:
+		return fmt.Errorf("ingest: dedup_window %s is negative", c.DedupWindow)
+	case c.DedupWindow == 0:
+		c.DedupWindow = defaultDedupWindow
+	}
+	if c.DedupMaxBytes < 0 {
+		return fmt.Errorf("ingest: dedup_max_bytes %d is negative", c.DedupMaxBytes)
 	}
 	if c.RatePerCredential == 0 {
 		c.RatePerCredential = defaultRate
@@ -128,6 +147,9 @@ type Server struct {
 	log *slog.Logger
 	m   *metrics
 	lim *limiter // per credential; nil when disabled
+	// seen drops redeliveries: keys are added only after Kafka acknowledged
+	// what they stand for, prefixed per API ("seg:", "wa:").
+	seen *dedup.Window
 
 	// secrets are the distinct non-empty Meta app secrets of the registry,
 	// tried in turn against a webhook's signature.
@@ -158,7 +180,8 @@ func New(cfg Config, reg *apps.Registry, cl *kgo.Client, log *slog.Logger, prom 
 		return nil, err
 	}
 	s := &Server{cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m,
-		lim: newLimiter(cfg.RatePerCredential, cfg.BurstPerCredential, time.Now)}
+		lim:  newLimiter(cfg.RatePerCredential, cfg.BurstPerCredential, time.Now),
+		seen: dedup.New(cfg.DedupWindow, cfg.DedupMaxBytes)}
 	seen := make(map[string]bool)
 	for _, a := range reg.All() {
 		if sec := a.WhatsApp.AppSecret; sec != "" && !seen[sec] {
