@@ -47,9 +47,11 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"mime"
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -250,8 +252,31 @@ func (s *Server) Handler() http.Handler {
 			writeError(sw, &apiError{Code: http.StatusMethodNotAllowed, Msg: fmt.Sprintf("method %s is not allowed, use %s", quote(r.Method), rt.allow)})
 			return
 		}
+		if r.Method == http.MethodPost {
+			if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
+				writeError(sw, aerr)
+				return
+			}
+		}
 		h(sw, r)
 	})
+}
+
+// checkContentType accepts the bodies every route decodes: JSON, sent as
+// application/json (or a +json type), as text/plain (browser beacons and
+// some CDP libraries send JSON so to avoid CORS preflights), or with no
+// Content-Type at all. Forms, multipart and the rest get 415 before the
+// body is read.
+func checkContentType(ct string) *apiError {
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || mt == "text/plain" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return &apiError{Code: http.StatusUnsupportedMediaType, Field: "Content-Type",
+		Msg: fmt.Sprintf("%s is not accepted: send JSON as application/json", quote(ct))}
 }
 
 // readBody reads the request body, bounded by MaxBodyBytes.

@@ -183,3 +183,19 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestContentType(t *testing.T) {
+	h := newHarness(t, Config{})
+	body := `{"request":{"application":"shop","device_type":21,"hwid":"whatsapp:+16505551234"}}`
+	for _, ct := range []string{"application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/xml", "application/xml", "nonsense/"} {
+		rec := h.do(http.MethodPost, pathRegister, body, "Authorization", "Token "+shopToken, "Content-Type", ct)
+		wantError(t, rec, http.StatusUnsupportedMediaType, "Content-Type")
+	}
+	h.noRecords()
+	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "text/plain;charset=UTF-8", "application/vnd.api+json"} {
+		wantOK(t, h.do(http.MethodPost, pathRegister, body, "Authorization", "Token "+shopToken, "Content-Type", ct))
+	}
+	if got := len(h.events(5)); got != 5 {
+		t.Fatalf("%d events, want 5", got)
+	}
+}
