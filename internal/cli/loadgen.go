@@ -67,6 +67,8 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	app := f.String("app", devAppID, "application id for -target")
 	pnid := f.String("phone-number-id", devPhoneNumberID, "business phone number id of the app for -target webhooks")
 	partitions := f.Int("kafka.partitions", 8, "partitions of the in-process broker's topics")
+	serve := f.Bool("serve", false, "without -target: start the in-process ingest and broker, print its URL and credentials, and serve for -duration without sending (for an outside generator such as wrk, see scripts/wrk-post-event.lua)")
+	listen := f.String("listen", "127.0.0.1:0", "address of the in-process ingest")
 	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the whole process (generator, ingest, broker) to this file")
 	f.logLevel = "warn"
 	if err := f.parse(args); err != nil {
@@ -121,7 +123,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		srv, err := service.Listen("127.0.0.1:0", ing.Handler(), log)
+		srv, err := service.Listen(*listen, ing.Handler(), log)
 		if err != nil {
 			return err
 		}
@@ -132,6 +134,17 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		t.appSecret = v
 	}
 	t.authBasic = "Basic " + base64.StdEncoding.EncodeToString([]byte(t.writeKey+":"))
+	if *serve {
+		if *target != "" {
+			return errors.New("-serve starts its own ingest: leave -target out")
+		}
+		fmt.Fprintf(stdout, "herald loadgen: serving %s for %s\nURL=%s\nTOKEN=%s\nWRITE_KEY=%s\nAPP=%s\n", where, *dur, t.base, t.token, t.writeKey, t.app)
+		select {
+		case <-ctx.Done():
+		case <-time.After(*dur):
+		}
+		return nil
+	}
 
 	res, err := generateLoad(ctx, t, *rate, *dur, *conns)
 	if err != nil {

@@ -32,6 +32,7 @@ type stageFlags struct {
 	saslMech   string
 	saslUser   string
 	tls        bool
+	linger     time.Duration
 	opsAddr    string
 }
 
@@ -42,6 +43,7 @@ func newStageFlags(name string, stderr io.Writer) *stageFlags {
 	f.StringVar(&f.saslMech, "kafka.sasl.mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (password from HERALD_KAFKA_SASL_PASSWORD or HERALD_KAFKA_SASL_PASSWORD_FILE)")
 	f.StringVar(&f.saslUser, "kafka.sasl.user", "", "SASL user")
 	f.BoolVar(&f.tls, "kafka.tls", false, "connect to Kafka over TLS")
+	f.DurationVar(&f.linger, "kafka.linger", 0, "how long producers wait to fill a batch (0: send at once; batches still form under load)")
 	f.StringVar(&f.opsAddr, "ops.addr", "127.0.0.1:9100", "address of /metrics, /healthz and /readyz")
 	return f
 }
@@ -53,6 +55,7 @@ func (f *stageFlags) kafka() (kafka.Config, error) {
 		SASLMechanism: f.saslMech,
 		SASLUser:      f.saslUser,
 		TLS:           f.tls,
+		Linger:        f.linger,
 	}
 	if err := c.PasswordFromEnv(); err != nil {
 		return c, err
