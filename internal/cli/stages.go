@@ -188,6 +188,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f.IntVar(&icfg.BurstPerCredential, "ingest.burst", 0, "burst of that limit (0: twice the rate)")
 	f.Int64Var(&icfg.MaxBodyBytes, "ingest.max-body", 1<<20, "largest request body in bytes, then 413")
 	f.DurationVar(&icfg.ProduceTimeout, "ingest.produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before 503")
+	f.DurationVar(&icfg.DedupWindow, "ingest.dedup-window", 24*time.Hour, "how long redeliveries (Segment messageId, Meta webhook wamid+status) are recognised and dropped, at least")
+	f.IntVar(&icfg.DedupMaxBytes, "ingest.dedup-max-bytes", 32<<20, "memory bound of that window per generation (two are kept); past it the oldest keys are forgotten")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
