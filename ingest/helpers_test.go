@@ -39,19 +39,21 @@ const (
 	shopPhone2 = "1002"
 	newsPhone  = "2001"
 	otherPhone = "3001"
+	shopWABA   = "102290129340398" // WhatsApp Business account ids
+	otherWABA  = "302290129340398"
 )
 
 func testRegistry(t testing.TB) *apps.Registry {
 	t.Helper()
 	reg, err := apps.New([]apps.App{
 		{ID: "shop", APIToken: shopToken, APITokens: []string{shopToken2}, SegmentWriteKey: shopKey, WhatsApp: apps.WhatsApp{
-			PhoneNumberIDs: []string{shopPhone1, shopPhone2}, AppSecret: secretA, VerifyToken: "verify-shop",
+			PhoneNumberIDs: []string{shopPhone1, shopPhone2}, WABAID: shopWABA, AppSecret: secretA, VerifyToken: "verify-shop",
 		}},
 		{ID: "news", APIToken: newsToken, WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{newsPhone}, AppSecret: secretA, VerifyToken: "verify-news",
 		}},
 		{ID: "other", APIToken: otherToken, SegmentWriteKey: otherKey, WhatsApp: apps.WhatsApp{
-			PhoneNumberIDs: []string{otherPhone}, AppSecret: secretB, VerifyToken: "verify-other",
+			PhoneNumberIDs: []string{otherPhone}, WABAID: otherWABA, AppSecret: secretB, VerifyToken: "verify-other",
 		}},
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ type metrics struct {
 	foreign     prometheus.Counter
 	skipped     *prometheus.CounterVec
 	throttled   prometheus.Counter
+	duplicates  *prometheus.CounterVec
 }
 
 // newMetrics builds the metrics and registers them on reg unless it is nil.
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_ingest_webhook_skipped_total",
 			Help: "Webhook parts ignored on purpose, by reason (object, field, malformed_value).",
 		}, []string{"reason"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_ingest_duplicates_total",
+			Help: "Redelivered items dropped at the edge (already acknowledged within the dedup window), by API: webhook (Meta's retries, wamid+status), segment (messageId).",
+		}, []string{"api"}),
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_ingest_throttled_total",
 			Help: "Requests refused with 429 because their credential (API token, write key) was over its rate.",
@@ -53,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped, m.throttled} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped, m.throttled, m.duplicates} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering ingest metrics: %w", err)
 		}

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,14 @@ const (
 	fieldMessages = "messages"
 	maxChallenge  = 256
 )
+
+// Template change fields: their entry.id is the WABA id and their value
+// has no metadata (https://developers.facebook.com/docs/graph-api/webhooks/reference/whatsapp-business-account/).
+var templateFields = map[string]bool{
+	"message_template_status_update":  true,
+	"message_template_quality_update": true,
+	"template_category_update":        true,
+}
 
 // Reasons of herald_ingest_webhook_skipped_total.
 const (
@@ -89,11 +99,13 @@ func (s *Server) webhookPost(w *statusWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	if err := s.produce(r.Context(), b.events, b.dead); err != nil {
+	events, keys := s.fresh(apiWebhook, b.events, func(e *schemas.Event) string { return e.App + "|" + e.ID })
+	if err := s.produce(r.Context(), events, b.dead); err != nil {
 		writeError(w, s.produceError(routeWebhook, err))
 		return
 	}
-	writeOK(w, map[string]int{"events": len(b.events), "dead_letters": len(b.dead)})
+	s.remember(keys)
+	writeOK(w, map[string]int{"events": len(events), "dead_letters": len(b.dead), "duplicates": len(b.events) - len(events)})
 }
 
 // verifySignature checks X-Hub-Signature-256 ("sha256=" and the hex
@@ -137,8 +149,19 @@ type (
 		Entry  []waEntry `json:"entry"`
 	}
 	waEntry struct {
-		ID      string     `json:"id"`
-		Changes []waChange `json:"changes"`
+		ID      string          `json:"id"`
+		Time    json.RawMessage `json:"time"`
+		Changes []waChange      `json:"changes"`
+	}
+	// waTemplate is the value of the template change fields.
+	waTemplate struct {
+		Event                   string      `json:"event"`
+		MessageTemplateID       json.Number `json:"message_template_id"`
+		MessageTemplateName     string      `json:"message_template_name"`
+		MessageTemplateLanguage string      `json:"message_template_language"`
+		Reason                  string      `json:"reason"`
+		NewQualityScore         string      `json:"new_quality_score"`
+		NewCategory             string      `json:"new_category"`
 	}
 	waChange struct {
 		Field string          `json:"field"`
@@ -185,7 +208,16 @@ type (
 			Longitude any    `json:"longitude"`
 			Name      string `json:"name"`
 			Address   string `json:"address"`
+			URL       string `json:"url"`
 		} `json:"location"`
+		Contacts []struct {
+			Name struct {
+				FormattedName string `json:"formatted_name"`
+			} `json:"name"`
+			Phones []struct {
+				Phone string `json:"phone"`
+			} `json:"phones"`
+		} `json:"contacts"`
 		System *struct {
 			Body string `json:"body"`
 			WaID string `json:"wa_id"`
@@ -201,6 +233,7 @@ type (
 	waMedia struct {
 		ID       string `json:"id"`
 		MimeType string `json:"mime_type"`
+		SHA256   string `json:"sha256"`
 		Caption  string `json:"caption"`
 		Filename string `json:"filename"`
 	}
@@ -211,14 +244,26 @@ type (
 		RecipientID           string          `json:"recipient_id"`
 		BizOpaqueCallbackData string          `json:"biz_opaque_callback_data"`
 		Pricing               *struct {
-			Billable bool   `json:"billable"`
-			Category string `json:"category"`
+			Billable     bool   `json:"billable"`
+			Category     string `json:"category"`
+			PricingModel string `json:"pricing_model"`
+			Type         string `json:"type"`
 		} `json:"pricing"`
+		Conversation *struct {
+			ID     string `json:"id"`
+			Origin struct {
+				Type string `json:"type"`
+			} `json:"origin"`
+		} `json:"conversation"`
 		Errors []waError `json:"errors"`
 	}
 	waError struct {
-		Code  int    `json:"code"`
-		Title string `json:"title"`
+		Code      int    `json:"code"`
+		Title     string `json:"title"`
+		Message   string `json:"message"`
+		ErrorData struct {
+			Details string `json:"details"`
+		} `json:"error_data"`
 	}
 )
 
@@ -250,6 +295,10 @@ func (s *Server) parseWebhook(body []byte, secret string, now time.Time) (*webho
 	for ei, e := range p.Entry {
 		for ci, c := range e.Changes {
 			where := fmt.Sprintf("entry[%d].changes[%d]", ei, ci)
+			if templateFields[c.Field] {
+				s.templateChange(b, e, c, where, secret, now)
+				continue
+			}
 			if c.Field != fieldMessages {
 				s.skip(skipField, "webhook change field is not messages", "where", where, "field", quote(c.Field))
 				continue
@@ -262,15 +311,7 @@ func (s *Server) parseWebhook(body []byte, secret string, now time.Time) (*webho
 			pnid := v.Metadata.PhoneNumberID
 			app, ok := s.reg.ByPhoneNumberID(pnid)
 			if !ok || subtle.ConstantTimeCompare([]byte(app.WhatsApp.AppSecret), []byte(secret)) != 1 {
-				s.m.foreign.Inc()
-				if ok, n := s.logForeign.allow(); ok {
-					owner := "none"
-					if app != nil {
-						owner = app.ID
-					}
-					s.log.Warn("webhook change skipped: its phone number is not owned by an app of the signing secret",
-						"where", where, "phone_number_id", quote(pnid), "entry_id", quote(e.ID), "owner", owner, "suppressed", n)
-				}
+				s.foreignChange(where, "phone_number_id", pnid, app)
 				continue
 			}
 			names := contactNames(v.Contacts)
@@ -293,6 +334,66 @@ func (s *Server) parseWebhook(body []byte, secret string, now time.Time) (*webho
 		}
 	}
 	return b, nil
+}
+
+// templateChange maps a template status, quality or category change. The
+// entry id is the WABA id; the change is taken only when the app owning
+// that account has the secret that signed the delivery.
+func (s *Server) templateChange(b *webhookBatch, e waEntry, c waChange, where, secret string, now time.Time) {
+	app, ok := s.reg.ByWABAID(e.ID)
+	if !ok || subtle.ConstantTimeCompare([]byte(app.WhatsApp.AppSecret), []byte(secret)) != 1 {
+		s.foreignChange(where, "waba_id", e.ID, app)
+		return
+	}
+	var v waTemplate
+	if err := json.Unmarshal(c.Value, &v); err != nil {
+		b.dead = append(b.dead, deadLetter(app, c.Value, fmt.Sprintf("webhook %s.value: decoding: %v", where, err), now))
+		return
+	}
+	t := &schemas.TemplateUpdate{
+		Field:      c.Field,
+		WABAID:     e.ID,
+		TemplateID: v.MessageTemplateID.String(),
+		Name:       v.MessageTemplateName,
+		Language:   v.MessageTemplateLanguage,
+		Event:      v.Event,
+		Reason:     v.Reason,
+		Quality:    v.NewQualityScore,
+		Category:   v.NewCategory,
+	}
+	if t.Name == "" && t.TemplateID == "" {
+		b.dead = append(b.dead, deadLetter(app, c.Value, fmt.Sprintf("webhook %s.value: message_template_name or message_template_id is required", where), now))
+		return
+	}
+	at, err := parseUnix(e.Time)
+	if err != nil || at.IsZero() {
+		at = now
+	}
+	b.events = append(b.events, &schemas.Event{
+		// Meta sends one change per transition: the transition and its
+		// time identify it, so a retried delivery gets the same id.
+		ID:       webhookEventID("tpl", c.Field, e.ID, t.TemplateID, t.Name, t.Language, t.Event, t.Quality, t.Category, string(e.Time)),
+		App:      app.ID,
+		Kind:     schemas.KindTemplate,
+		Time:     at,
+		Received: now,
+		Template: t,
+	})
+}
+
+// foreignChange counts and logs (throttled) a change skipped because the
+// number or account it names is unknown or owned by an app of another
+// secret.
+func (s *Server) foreignChange(where, what, id string, owner *apps.App) {
+	s.m.foreign.Inc()
+	if ok, n := s.logForeign.allow(); ok {
+		o := "none"
+		if owner != nil {
+			o = owner.ID
+		}
+		s.log.Warn("webhook change skipped: its "+what+" is not owned by an app of the signing secret",
+			"where", where, what, id, "owner", o, "suppressed", n)
+	}
 }
 
 // skip counts and logs (throttled) a part of a delivery ignored on purpose.
@@ -378,6 +479,7 @@ func inboundEvent(app *apps.App, pnid string, raw json.RawMessage, names map[str
 	case m.Text != nil:
 		in.Text = m.Text.Body
 	case m.Button != nil:
+		in.Payload = m.Button.Payload
 		in.Text = m.Button.Payload
 		if in.Text == "" {
 			in.Text = m.Button.Text
@@ -387,25 +489,27 @@ func inboundEvent(app *apps.App, pnid string, raw json.RawMessage, names map[str
 	case m.Interactive != nil:
 		set("interactive_type", m.Interactive.Type)
 		if r := m.Interactive.ButtonReply; r != nil {
-			in.Text = r.Title
+			in.Text, in.Payload = r.Title, r.ID
 			set("reply_id", r.ID)
 			set("reply_title", r.Title)
 		}
 		if r := m.Interactive.ListReply; r != nil {
-			in.Text = r.Title
+			in.Text, in.Payload = r.Title, r.ID
 			set("reply_id", r.ID)
 			set("reply_title", r.Title)
 			set("reply_description", r.Description)
 		}
 	case m.Reaction != nil:
+		in.Reaction = &schemas.Reaction{MessageID: m.Reaction.MessageID, Emoji: m.Reaction.Emoji}
 		set("reaction_message_id", m.Reaction.MessageID)
 		set("emoji", m.Reaction.Emoji)
 	case m.Location != nil:
-		if f, ok := m.Location.Latitude.(float64); ok {
-			attrs["latitude"] = f
+		in.Location = &schemas.Location{Name: m.Location.Name, Address: m.Location.Address, URL: m.Location.URL}
+		if f, ok := coordinate(m.Location.Latitude, 90); ok {
+			attrs["latitude"], in.Location.Latitude = f, f
 		}
-		if f, ok := m.Location.Longitude.(float64); ok {
-			attrs["longitude"] = f
+		if f, ok := coordinate(m.Location.Longitude, 180); ok {
+			attrs["longitude"], in.Location.Longitude = f, f
 		}
 		set("location_name", m.Location.Name)
 		set("location_address", m.Location.Address)
@@ -414,9 +518,20 @@ func inboundEvent(app *apps.App, pnid string, raw json.RawMessage, names map[str
 		set("system_body", m.System.Body)
 		set("new_wa_id", m.System.WaID)
 	}
+	for _, c := range m.Contacts {
+		ct := schemas.Contact{Name: c.Name.FormattedName}
+		for _, p := range c.Phones {
+			if p.Phone != "" {
+				ct.Phones = append(ct.Phones, p.Phone)
+			}
+		}
+		in.Contacts = append(in.Contacts, ct)
+	}
 	for _, md := range []*waMedia{m.Image, m.Video, m.Audio, m.Document, m.Sticker} {
 		if md != nil {
+			// The caption is the text a keyword can match.
 			in.Text = md.Caption
+			in.Media = &schemas.Media{ID: md.ID, MimeType: md.MimeType, SHA256: md.SHA256, Caption: md.Caption, Filename: md.Filename}
 			set("media_id", md.ID)
 			set("mime_type", md.MimeType)
 			set("filename", md.Filename)
@@ -429,6 +544,7 @@ func inboundEvent(app *apps.App, pnid string, raw json.RawMessage, names map[str
 		set("ctwa_clid", r.CtwaClid)
 	}
 	if len(m.Errors) > 0 {
+		in.ErrorCode, in.ErrorTitle = m.Errors[0].Code, m.Errors[0].Title
 		attrs["error_code"] = m.Errors[0].Code
 		set("error_title", m.Errors[0].Title)
 	}
@@ -480,13 +596,15 @@ func statusEvent(app *apps.App, pnid string, raw json.RawMessage, now time.Time)
 		Recipient:     to,
 		DispatchID:    st.BizOpaqueCallbackData,
 	}
-	if st.Pricing != nil {
-		out.PricingCategory = st.Pricing.Category
-		out.Billable = st.Pricing.Billable
+	if p := st.Pricing; p != nil {
+		out.PricingCategory, out.Billable, out.PricingModel, out.PricingType = p.Category, p.Billable, p.PricingModel, p.Type
+	}
+	if c := st.Conversation; c != nil {
+		out.ConversationID, out.ConversationOrigin = c.ID, c.Origin.Type
 	}
 	if len(st.Errors) > 0 {
-		out.ErrorCode = st.Errors[0].Code
-		out.ErrorTitle = st.Errors[0].Title
+		e := st.Errors[0]
+		out.ErrorCode, out.ErrorTitle, out.ErrorMessage, out.ErrorDetails = e.Code, e.Title, e.Message, e.ErrorData.Details
 	}
 	return &schemas.Event{
 		ID:         webhookEventID("st", st.ID, st.Status),
@@ -500,6 +618,27 @@ func statusEvent(app *apps.App, pnid string, raw json.RawMessage, now time.Time)
 		Country:    country,
 		Status:     out,
 	}, nil
+}
+
+// coordinate is a latitude (limit 90) or longitude (limit 180) sent as a
+// number or a numeric string.
+func coordinate(v any, limit float64) (float64, bool) {
+	var f float64
+	switch v := v.(type) {
+	case float64:
+		f = v
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(v, 64); err != nil {
+			return 0, false
+		}
+	default:
+		return 0, false
+	}
+	if math.IsNaN(f) || f < -limit || f > limit {
+		return 0, false
+	}
+	return f, true
 }
 
 // deadLetter keeps a webhook item Herald could not map, whole, with the

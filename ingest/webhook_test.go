@@ -110,14 +110,15 @@ func bigDeliveryWant() []*schemas.Event {
 		return &schemas.Event{ID: sha("st|" + wamid + "|" + status), App: "shop", Kind: schemas.KindStatus, Name: schemas.EventWhatsAppStatus,
 			Time: time.Unix(ts, 0).UTC(), HWID: "whatsapp:" + to, DeviceType: 21, Country: country, Status: &s}
 	}
-	return []*schemas.Event{
+	evs := []*schemas.Event{
 		in("shop", shopPhone1, "+16505551234", "US", "wamid.T1", "text", "Promo please", "Sheena Nelson", "wamid.CTX", 1749416383, nil),
 		in("shop", shopPhone1, "+16505551234", "US", "wamid.B1", "button", "STOP", "Sheena Nelson", "wamid.TPL", 1750091045,
 			map[string]any{"button_payload": "STOP", "button_text": "Unsubscribe"}),
 		st(shopPhone1, "+4915123456789", "DE", "wamid.S1", "delivered", 1750000100,
-			schemas.Status{DispatchID: "disp-1", PricingCategory: "marketing", Billable: true}),
+			schemas.Status{DispatchID: "disp-1", PricingCategory: "marketing", Billable: true, PricingModel: "PMP",
+				ConversationID: "c1", ConversationOrigin: "marketing"}),
 		st(shopPhone1, "+442079460958", "GB", "wamid.S2", "failed", 1750000200,
-			schemas.Status{ErrorCode: 131026, ErrorTitle: "Message undeliverable"}),
+			schemas.Status{ErrorCode: 131026, ErrorTitle: "Message undeliverable", ErrorMessage: "x"}),
 		in("news", newsPhone, "+919876543210", "IN", "wamid.L1", "interactive", "Priority Mail Express", "Ravi", "wamid.MENU", 1749854575,
 			map[string]any{"interactive_type": "list_reply", "reply_id": "priority_express", "reply_title": "Priority Mail Express", "reply_description": "Next Day"}),
 		in("shop", shopPhone2, "+5511987654321", "BR", "wamid.BR1", "interactive", "Cancel", "Ana", "", 1750025136,
@@ -126,6 +127,12 @@ func bigDeliveryWant() []*schemas.Event {
 			map[string]any{"media_id": "1003383421387256", "mime_type": "image/jpeg"}),
 		st(shopPhone2, "+4915123456789", "DE", "wamid.S1", "read", 1750000300, schemas.Status{}),
 	}
+	// Typed parts of the inbound messages.
+	evs[1].Inbound.Payload = "STOP"
+	evs[4].Inbound.Payload = "priority_express"
+	evs[5].Inbound.Payload = "cancel-button"
+	evs[6].Inbound.Media = &schemas.Media{ID: "1003383421387256", MimeType: "image/jpeg", SHA256: "x", Caption: "Taj Mahal"}
+	return evs
 }
 
 func TestWebhookDelivery(t *testing.T) {
@@ -164,19 +171,63 @@ func TestWebhookDelivery(t *testing.T) {
 		t.Fatalf("inbound records produced %v, want 5", n)
 	}
 
-	// Meta retries the same delivery: the same ids come out again, so
-	// consumers deduplicate them.
-	wantOK(t, h.webhook(secretA, body))
-	count := map[string]int{}
-	for _, e := range h.events(2 * len(want)) {
-		count[e.ID]++
+	// Meta retries the same delivery: 200, and nothing new reaches Kafka.
+	resp = wantOK(t, h.webhook(secretA, body))
+	if resp["events"] != float64(0) || resp["duplicates"] != float64(len(want)) {
+		t.Fatalf("retry answered %v, want 0 events and %d duplicates", resp, len(want))
 	}
-	for _, w := range want {
-		if count[w.ID] != 2 {
-			t.Fatalf("event %s appears %d times after the retry, want 2", w.ID, count[w.ID])
+	if n := h.endOffset(schemas.TopicEvents); n != int64(len(want)) {
+		t.Fatalf("%d records after the retry, want %d", n, len(want))
+	}
+	if n := metricValue(t, h.srv.m.duplicates.WithLabelValues(apiWebhook)); n != float64(len(want)) {
+		t.Fatalf("duplicates metric %v, want %d", n, len(want))
+	}
+	// A new ingest replica (or a restart) forgets the window: the same ids
+	// come out again, so consumers deduplicate them.
+	h2 := newHarness(t, Config{})
+	wantOK(t, h2.webhook(secretA, body))
+	for _, e := range h2.events(len(want)) {
+		if e.ID != want[0].ID && byID[e.ID] == nil {
+			t.Fatalf("event %s of the redelivery has a new id", e.ID)
 		}
 	}
 	h.noDeadLetters()
+}
+
+// TestWebhookDuplicateInOneDelivery: Meta may put the same status twice in
+// one POST; it becomes one event.
+func TestWebhookDuplicateInOneDelivery(t *testing.T) {
+	h := newHarness(t, Config{})
+	st := obj{"id": "wamid.D", "status": "read", "timestamp": "1750000300", "recipient_id": "4915123456789"}
+	body := payload(entry("waba", change(value(shopPhone1, nil, nil, []obj{st, st})), change(value(shopPhone1, nil, nil, []obj{st}))))
+	resp := wantOK(t, h.webhook(secretA, body))
+	if resp["events"] != float64(1) || resp["duplicates"] != float64(2) {
+		t.Fatalf("answered %v, want 1 event and 2 duplicates", resp)
+	}
+	if n := h.endOffset(schemas.TopicEvents); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+	// Another status of the same message is another event.
+	st2 := obj{"id": "wamid.D", "status": "delivered", "timestamp": "1750000200", "recipient_id": "4915123456789"}
+	wantOK(t, h.webhook(secretA, payload(entry("waba", change(value(shopPhone1, nil, nil, []obj{st2}))))))
+	if n := h.endOffset(schemas.TopicEvents); n != 2 {
+		t.Fatalf("%d records, want 2", n)
+	}
+}
+
+// TestWebhookRetryAfterFailure: a delivery that got 503 is not in the
+// dedup window, so Meta's retry is produced.
+func TestWebhookRetryAfterFailure(t *testing.T) {
+	h := newHarness(t, Config{ProduceTimeout: 300 * time.Millisecond})
+	body := textDelivery(shopPhone1, "16505551234", "wamid.R", "hi")
+	h.kc.Broker.Close()
+	wantError(t, h.webhook(secretA, body), http.StatusServiceUnavailable, "")
+	h2 := newHarness(t, Config{})
+	h2.srv.seen = h.srv.seen // the same replica, Kafka back
+	resp := wantOK(t, h2.webhook(secretA, body))
+	if resp["events"] != float64(1) {
+		t.Fatalf("retry after 503 answered %v, want 1 event", resp)
+	}
 }
 
 func (h *harness) noDeadLetters() {
@@ -369,4 +420,132 @@ func TestWebhookVerify(t *testing.T) {
 		})
 	}
 	h.noRecords()
+}
+
+// TestWebhookMessageTypes: every inbound type of the OpenAPI file becomes
+// typed Inbound fields.
+func TestWebhookMessageTypes(t *testing.T) {
+	h := newHarness(t, Config{})
+	const from = "16505551234"
+	msg := func(id, typ string, part obj) obj {
+		m := obj{"from": from, "id": id, "timestamp": "1750000000", "type": typ}
+		for k, v := range part {
+			m[k] = v
+		}
+		return m
+	}
+	media := obj{"id": "m1", "mime_type": "video/mp4", "sha256": "abc", "caption": "look"}
+	msgs := []obj{
+		msg("w.text", "text", obj{"text": obj{"body": "HELP"}}),
+		msg("w.video", "video", obj{"video": media}),
+		msg("w.doc", "document", obj{"document": obj{"id": "d1", "mime_type": "application/pdf", "filename": "invoice.pdf"}}),
+		msg("w.audio", "audio", obj{"audio": obj{"id": "a1", "mime_type": "audio/ogg"}}),
+		msg("w.sticker", "sticker", obj{"sticker": obj{"id": "s1", "mime_type": "image/webp"}}),
+		msg("w.loc", "location", obj{"location": obj{"latitude": 52.52, "longitude": "13.405", "name": "Berlin HQ", "address": "Alexanderplatz", "url": "https://x.example"}}),
+		msg("w.badloc", "location", obj{"location": obj{"latitude": 200, "longitude": "east"}}),
+		msg("w.contacts", "contacts", obj{"contacts": []obj{{"name": obj{"formatted_name": "Ana Lima"}, "phones": []obj{{"phone": "+55 11 98765-4321"}, {"phone": ""}}}}}),
+		msg("w.react", "reaction", obj{"reaction": obj{"message_id": "wamid.OUT", "emoji": "👍"}}),
+		msg("w.unsup", "unsupported", obj{"errors": []obj{{"code": 131051, "title": "Message type unknown"}}}),
+		msg("w.notype", "", obj{}),
+	}
+	wantOK(t, h.webhook(secretA, payload(entry(shopWABA, change(value(shopPhone1, []obj{contact(from, "Sheena")}, msgs, nil))))))
+	byWAMID := map[string]*schemas.Inbound{}
+	for _, e := range h.events(len(msgs)) {
+		byWAMID[e.Inbound.WAMID] = e.Inbound
+	}
+	base := func(id, typ string) schemas.Inbound {
+		return schemas.Inbound{PhoneNumberID: shopPhone1, From: "+" + from, WAMID: id, Type: typ, ProfileName: "Sheena"}
+	}
+	want := map[string]func(*schemas.Inbound){
+		"w.text": func(in *schemas.Inbound) { in.Text = "HELP" },
+		"w.video": func(in *schemas.Inbound) {
+			in.Text, in.Media = "look", &schemas.Media{ID: "m1", MimeType: "video/mp4", SHA256: "abc", Caption: "look"}
+		},
+		"w.doc": func(in *schemas.Inbound) {
+			in.Media = &schemas.Media{ID: "d1", MimeType: "application/pdf", Filename: "invoice.pdf"}
+		},
+		"w.audio":   func(in *schemas.Inbound) { in.Media = &schemas.Media{ID: "a1", MimeType: "audio/ogg"} },
+		"w.sticker": func(in *schemas.Inbound) { in.Media = &schemas.Media{ID: "s1", MimeType: "image/webp"} },
+		"w.loc": func(in *schemas.Inbound) {
+			in.Location = &schemas.Location{Latitude: 52.52, Longitude: 13.405, Name: "Berlin HQ", Address: "Alexanderplatz", URL: "https://x.example"}
+		},
+		"w.badloc": func(in *schemas.Inbound) { in.Location = &schemas.Location{} },
+		"w.contacts": func(in *schemas.Inbound) {
+			in.Contacts = []schemas.Contact{{Name: "Ana Lima", Phones: []string{"+55 11 98765-4321"}}}
+		},
+		"w.react":  func(in *schemas.Inbound) { in.Reaction = &schemas.Reaction{MessageID: "wamid.OUT", Emoji: "👍"} },
+		"w.unsup":  func(in *schemas.Inbound) { in.ErrorCode, in.ErrorTitle = 131051, "Message type unknown" },
+		"w.notype": func(in *schemas.Inbound) { in.Type = "unknown" },
+	}
+	for _, m := range msgs {
+		id, typ := m["id"].(string), m["type"].(string)
+		w := base(id, typ)
+		want[id](&w)
+		got := byWAMID[id]
+		if got == nil {
+			t.Fatalf("no event for %s", id)
+		}
+		gj, _ := json.Marshal(got)
+		wj, _ := json.Marshal(&w)
+		if string(gj) != string(wj) {
+			t.Errorf("%s:\n got %s\nwant %s", id, gj, wj)
+		}
+	}
+}
+
+// TestWebhookTemplateUpdates: template status, quality and category changes
+// become template events keyed by template, for the app owning the WABA.
+func TestWebhookTemplateUpdates(t *testing.T) {
+	h := newHarness(t, Config{})
+	tplChange := func(field string, v obj) obj { return obj{"field": field, "value": v} }
+	body := payload(
+		obj{"id": shopWABA, "time": 1750000000, "changes": []obj{
+			tplChange("message_template_status_update", obj{"event": "APPROVED", "message_template_id": 594425479261596,
+				"message_template_name": "order_update", "message_template_language": "en_US", "reason": "NONE"}),
+			tplChange("message_template_quality_update", obj{"previous_quality_score": "GREEN", "new_quality_score": "YELLOW",
+				"message_template_id": 594425479261596, "message_template_name": "order_update", "message_template_language": "en_US"}),
+			tplChange("template_category_update", obj{"previous_category": "UTILITY", "new_category": "MARKETING",
+				"message_template_id": 594425479261596, "message_template_name": "order_update", "message_template_language": "en_US"}),
+			tplChange("message_template_status_update", obj{"event": "REJECTED"}), // no name or id: dead letter
+		}},
+		// Signed with secretA, but this account is other's (secretB).
+		obj{"id": otherWABA, "changes": []obj{tplChange("message_template_status_update", obj{"event": "APPROVED", "message_template_name": "x"})}},
+		obj{"id": "unknown-waba", "changes": []obj{tplChange("message_template_status_update", obj{"event": "APPROVED", "message_template_name": "x"})}},
+	)
+	resp := wantOK(t, h.webhook(secretA, body))
+	if resp["events"] != float64(3) || resp["dead_letters"] != float64(1) {
+		t.Fatalf("answered %v, want 3 events and 1 dead letter", resp)
+	}
+	recs := h.records(schemas.TopicEvents, 3)
+	want := []schemas.TemplateUpdate{
+		{Field: "message_template_status_update", Event: "APPROVED", Reason: "NONE"},
+		{Field: "message_template_quality_update", Quality: "YELLOW"},
+		{Field: "template_category_update", Category: "MARKETING"},
+	}
+	got := map[string]*schemas.Event{}
+	for _, r := range recs {
+		e, err := schemas.DecodeEvent(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(r.Key) != string(schemas.TemplateKey("shop", "order_update")) {
+			t.Fatalf("key %q", r.Key)
+		}
+		got[e.Template.Field] = e
+	}
+	for _, w := range want {
+		w.WABAID, w.TemplateID, w.Name, w.Language = shopWABA, "594425479261596", "order_update", "en_US"
+		e := got[w.Field]
+		if e == nil || e.Kind != schemas.KindTemplate || e.App != "shop" || !e.Time.Equal(time.Unix(1750000000, 0)) || e.HWID != "" || *e.Template != w {
+			t.Fatalf("%s: got %+v (template %+v), want %+v", w.Field, e, e.Template, w)
+		}
+	}
+	if n := metricValue(t, h.srv.m.foreign); n != 2 {
+		t.Fatalf("foreign changes %v, want 2", n)
+	}
+	// The retry is dropped.
+	resp = wantOK(t, h.webhook(secretA, body))
+	if resp["events"] != float64(0) || resp["duplicates"] != float64(3) {
+		t.Fatalf("retry answered %v", resp)
+	}
 }

@@ -78,6 +78,7 @@ type Registry struct {
 	byToken  map[[32]byte]*App
 	byKey    map[[32]byte]*App
 	byPhone  map[string]*App
+	byWABA   map[string]*App
 	verifies [][]byte
 }
 
@@ -89,6 +90,7 @@ func New(list []App) (*Registry, error) {
 		byToken: make(map[[32]byte]*App),
 		byKey:   make(map[[32]byte]*App),
 		byPhone: make(map[string]*App),
+		byWABA:  make(map[string]*App),
 	}
 	for i := range list {
 		a := list[i]
@@ -144,6 +146,12 @@ func New(list []App) (*Registry, error) {
 			}
 			r.byPhone[p] = ap
 		}
+		if w := a.WhatsApp.WABAID; w != "" {
+			if other, dup := r.byWABA[w]; dup {
+				return nil, fmt.Errorf("app %s: waba_id %s belongs to app %s too", a.ID, w, other.ID)
+			}
+			r.byWABA[w] = ap
+		}
 		r.byID[a.ID] = ap
 		r.apps = append(r.apps, ap)
 	}
@@ -181,6 +189,12 @@ func (r *Registry) ByWriteKey(key string) (*App, bool) {
 // ByPhoneNumberID returns the app that owns a WhatsApp business number.
 func (r *Registry) ByPhoneNumberID(id string) (*App, bool) {
 	a, ok := r.byPhone[id]
+	return a, ok
+}
+
+// ByWABAID returns the app that owns a WhatsApp Business account.
+func (r *Registry) ByWABAID(id string) (*App, bool) {
+	a, ok := r.byWABA[id]
 	return a, ok
 }
 
