@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,7 @@ func FuzzWebhook(f *testing.F) {
 				"referral": obj{"source_id": "120", "source_type": "ad", "ctwa_clid": "clid"}},
 		}, nil)))),
 		`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1001"},"statuses":[{"id":"w","status":"sent","timestamp":1,"recipient_id":"16505551234","errors":[{"code":"x"}]}]}}]}]}`,
+		`{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","time":1750000000,"changes":[{"field":"message_template_status_update","value":{"event":"APPROVED","message_template_id":12,"message_template_name":"n","message_template_language":"en_US"}},{"field":"template_category_update","value":{"message_template_id":"x"}}]}]}`,
 		`{"object":"page"}`,
 		`{"entry":[{"changes":[{"field":"messages","value":null}]}]}`,
 		`{`,
@@ -167,6 +169,51 @@ func FuzzVerifySignature(f *testing.F) {
 		// Only a real signature passes.
 		if header != sign(secret, string(body)) && !strings.EqualFold(header, sign(secret, string(body))) {
 			t.Fatalf("header %q accepted for secret %q", header, secret)
+		}
+	})
+}
+
+func FuzzSegment(f *testing.F) {
+	s := fuzzServer(f)
+	for _, seed := range []struct {
+		typ  uint8
+		body string
+	}{
+		{0, `{"userId":"u","event":"Order","properties":{"a":{"b":[{"c":1}]},"n":1e3,"l":["x",1,true]},"context":{"locale":"pt_BR","timezone":"America/Sao_Paulo"}}`},
+		{1, `{"anonymousId":7,"traits":{"x":{"y":{"z":{"w":1}}}},"timestamp":"2026-01-01T00:00:00Z"}`},
+		{2, `{"userId":"u","name":"Home","originalTimestamp":"2026-01-01T00:00:00Z","sentAt":"2026-01-01T00:00:05Z"}`},
+		{4, `{"userId":"u","groupId":"g","traits":null}`},
+		{5, `{"userId":"u","previousId":"p"}`},
+		{6, `{"batch":[{"type":"track","userId":"u","event":"E","messageId":"m"},{"type":"alias","userId":"u","previousId":"a"}],"context":{"ip":"1"},"sentAt":"2026-01-01T00:00:00Z"}`},
+		{6, `{"batch":[1,null,{"type":""}]}`},
+		{0, `{`},
+	} {
+		f.Add(seed.typ, []byte(seed.body))
+	}
+	types := []string{segTrack, segIdentify, segPage, segScreen, segGroup, segAlias, segBatch}
+	now := time.Unix(1750000000, 0).UTC()
+	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
+		kind := types[int(typ)%len(types)]
+		r := httptest.NewRequest(http.MethodPost, "/v1/"+kind, nil)
+		r.SetBasicAuth(shopKey, "")
+		var (
+			events []*schemas.Event
+			aerr   *apiError
+		)
+		if kind == segBatch {
+			events, aerr = s.segmentBatch(r, body, now)
+		} else {
+			events, aerr = s.segmentOne(r, kind, body, now)
+		}
+		if aerr != nil {
+			checkRefusal(t, aerr)
+			return
+		}
+		for _, ev := range events {
+			checkEvent(t, ev)
+			if ev.App != "shop" {
+				t.Fatalf("event for app %q", ev.App)
+			}
 		}
 	})
 }

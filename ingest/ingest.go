@@ -6,8 +6,9 @@
 //	POST /json/1.3/registerDevice  Pushwoosh-compatible: register a subscriber   -> KindRegister
 //	POST /json/1.3/setTags         Pushwoosh-compatible: set or remove tags       -> KindTags
 //	POST /json/1.3/postEvent       Pushwoosh-compatible: a custom or default event -> KindEvent
+//	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
-//	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages and statuses -> KindInbound, KindStatus
+//	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate
 //
 // Delivery: a handler answers 2xx only after Kafka acknowledged every record
 // of the request (acks=all, idempotent producer, see internal/kafka). When
@@ -15,7 +16,9 @@
 // 503 with Retry-After, never 200-and-drop; the caller retries. A retried
 // Pushwoosh call gets a new random event id (it may be stored twice if the
 // first attempt was in fact written); a retried webhook delivery produces the
-// same deterministic ids, so consumers deduplicate it.
+// same deterministic ids, so consumers deduplicate it; so does a Segment
+// message with a messageId. Within Config.DedupWindow such redeliveries are
+// dropped at the edge already (herald_ingest_duplicates_total).
 //
 // Errors are JSON in the Pushwoosh envelope and name the field at fault:
 //
@@ -35,6 +38,7 @@
 //	herald_ingest_webhook_foreign_changes_total          webhook changes skipped because their phone number is unknown or belongs to an app the signing secret does not
 //	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
 //	herald_ingest_webhook_skipped_total{reason}          webhook parts ignored on purpose (other objects and fields, malformed values)
+//	herald_ingest_duplicates_total{api}                  redeliveries dropped within the dedup window: webhook (Meta's retries), segment (messageId)
 package ingest
 
 import (
