@@ -26,6 +26,7 @@ type pwRequest struct {
 	Language     string          `json:"language"`
 	Timezone     json.RawMessage `json:"timezone"`
 	Tags         json.RawMessage `json:"tags"`
+	TagTypes     json.RawMessage `json:"tag_types"`
 	Event        string          `json:"event"`
 	Attributes   json.RawMessage `json:"attributes"`
 	TimestampUTC json.RawMessage `json:"timestampUTC"`
@@ -180,12 +181,16 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 		if ev.HWID, ev.Country, aerr = canonicalHWID("request.hwid", req.HWID); aerr != nil {
 			return nil, aerr
 		}
+		if aerr := checkReachable("request.hwid", ev.HWID[len(prefix):], dt); aerr != nil {
+			return nil, aerr
+		}
 	case schemas.DeviceEmail:
 		switch {
 		case req.Email != "":
 			if ev.HWID, aerr = parseEmail("request.email", req.Email); aerr != nil {
 				return nil, aerr
 			}
+			ev.Email = ev.HWID
 			if req.HWID != "" && !strings.EqualFold(req.HWID, req.Email) {
 				return nil, badField("request.hwid", "must equal request.email for device_type 14, or be left out")
 			}
@@ -193,6 +198,7 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 			if ev.HWID, aerr = parseEmail("request.hwid", req.HWID); aerr != nil {
 				return nil, aerr
 			}
+			ev.Email = ev.HWID
 		default:
 			return nil, badField("request.email", "is required for device_type 14")
 		}
@@ -212,9 +218,7 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 		if aerr := checkText("request.push_token", req.PushToken, maxPushToken); aerr != nil {
 			return nil, aerr
 		}
-		// schemas.Event has no push token field yet: it travels as an
-		// attribute of the register event.
-		ev.Attributes = map[string]any{"push_token": req.PushToken}
+		ev.PushToken = req.PushToken
 	default:
 		return nil, badField("request.device_type", "unknown device type %d: want 21 WhatsApp, 18 SMS, 14 email, 1 iOS or 3 Android", dt)
 	}
@@ -229,9 +233,11 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 	if ev.Timezone, aerr = parseTimezone("request.timezone", req.Timezone); aerr != nil {
 		return nil, aerr
 	}
-	if ev.Tags, aerr = decodeValues("request.tags", req.Tags, tagRules); aerr != nil {
+	tags, aerr := decodeTags("request.tags", req.Tags, req.TagTypes)
+	if aerr != nil {
 		return nil, aerr
 	}
+	ev.Tags, ev.TagTypes, ev.TagOps = tags.tags, tags.types, tags.ops
 	return ev, nil
 }
 
@@ -245,11 +251,11 @@ func buildSetTags(s *Server, authHeader string, body []byte, now time.Time) (*sc
 	if aerr != nil {
 		return nil, aerr
 	}
-	tags, aerr := decodeValues("request.tags", req.Tags, tagRules)
+	tags, aerr := decodeTags("request.tags", req.Tags, req.TagTypes)
 	if aerr != nil {
 		return nil, aerr
 	}
-	if len(tags) == 0 {
+	if len(tags.tags) == 0 {
 		return nil, badField("request.tags", "is required: an object of tag names to values (null removes a tag)")
 	}
 	return &schemas.Event{
@@ -261,7 +267,9 @@ func buildSetTags(s *Server, authHeader string, body []byte, now time.Time) (*sc
 		HWID:     hwid,
 		UserID:   userID,
 		Country:  country,
-		Tags:     tags,
+		Tags:     tags.tags,
+		TagTypes: tags.types,
+		TagOps:   tags.ops,
 	}, nil
 }
 

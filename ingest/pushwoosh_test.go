@@ -31,13 +31,14 @@ func TestRegisterDevice(t *testing.T) {
 		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
 			HWID: "whatsapp:+16505551234", UserID: "u-42", DeviceType: 21, Language: "pt-BR",
 			Timezone: "America/Sao_Paulo", Country: "US",
-			Tags: map[string]any{"Plan": "gold", "Orders": 3, "VIP": true, "Foods": []string{"asian", "sushi"}, "Old": nil}},
+			Tags:     map[string]any{"Plan": "gold", "Orders": 3, "VIP": true, "Foods": []string{"asian", "sushi"}, "Old": nil},
+			TagTypes: map[string]string{"Plan": "string", "Orders": "integer", "VIP": "boolean", "Foods": "list"}},
 	}, {
 		name: "whatsapp, token in request.auth, offset in seconds",
 		body: `{"request":{"application":"news","auth":"` + newsToken + `","device_type":21,
-			"hwid":"WhatsApp:+44 (0)20 7946 0958","timezone":19800}}`,
+			"hwid":"WhatsApp:+44 (0)7400 123 456","timezone":19800}}`,
 		want: &schemas.Event{App: "news", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "whatsapp:+442079460958", DeviceType: 21, Timezone: "+05:30", Country: "GB"},
+			HWID: "whatsapp:+447400123456", DeviceType: 21, Timezone: "+05:30", Country: "GB"},
 	}, {
 		name:   "sms",
 		header: shopToken,
@@ -49,19 +50,19 @@ func TestRegisterDevice(t *testing.T) {
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":14,"email":"Ana.Silva@Example.COM","userId":"ana"}}`,
 		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "ana.silva@example.com", UserID: "ana", DeviceType: 14},
+			HWID: "ana.silva@example.com", UserID: "ana", DeviceType: 14, Email: "ana.silva@example.com"},
 	}, {
 		name:   "ios push",
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":1,"hwid":"A1B2-C3D4","push_token":"apns-token-xyz","language":"en"}}`,
 		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "A1B2-C3D4", DeviceType: 1, Language: "en", Attributes: map[string]any{"push_token": "apns-token-xyz"}},
+			HWID: "A1B2-C3D4", DeviceType: 1, Language: "en", PushToken: "apns-token-xyz"},
 	}, {
 		name:   "android push",
 		header: otherToken,
 		body:   `{"request":{"application":"other","device_type":3,"hwid":"droid-1","push_token":"fcm:abc"}}`,
 		want: &schemas.Event{App: "other", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "droid-1", DeviceType: 3, Attributes: map[string]any{"push_token": "fcm:abc"}},
+			HWID: "droid-1", DeviceType: 3, PushToken: "fcm:abc"},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,9 +98,10 @@ func TestSetTags(t *testing.T) {
 		evs[0], evs[1] = evs[1], evs[0]
 	}
 	sameEvent(t, evs[0], &schemas.Event{App: "shop", Kind: schemas.KindTags, HWID: "whatsapp:+16505551234", Country: "US",
-		Tags: map[string]any{"Plan": "silver", "Big": float64(12345678901234567890), "Ratio": 0.25, "Old": nil, "Langs": []string{}}}, from, to)
+		Tags:     map[string]any{"Plan": "silver", "Big": float64(12345678901234567890), "Ratio": 0.25, "Old": nil, "Langs": []string{}},
+		TagTypes: map[string]string{"Plan": "string", "Big": "decimal", "Ratio": "decimal", "Langs": "list"}}, from, to)
 	sameEvent(t, evs[1], &schemas.Event{App: "shop", Kind: schemas.KindTags, UserID: "u-42",
-		Tags: map[string]any{"Opted": false}}, from, to)
+		Tags: map[string]any{"Opted": false}, TagTypes: map[string]string{"Opted": "boolean"}}, from, to)
 	// Big numbers travel as sent, not rounded through float64.
 	recs := h.records(schemas.TopicEvents, 2)
 	found := false
@@ -189,6 +191,9 @@ func TestPushwooshRejects(t *testing.T) {
 		{"national number", pathRegister, nil, reg(`"device_type":21,"hwid":"whatsapp:06505551234"`), 400, "request.hwid"},
 		{"letters in number", pathRegister, nil, reg(`"device_type":21,"hwid":"whatsapp:+1800FLOWERS"`), 400, "request.hwid"},
 		{"extension", pathRegister, nil, reg(`"device_type":21,"hwid":"whatsapp:+16505551234 ext 5"`), 400, "request.hwid"},
+		{"whatsapp fixed line", pathRegister, nil, reg(`"device_type":21,"hwid":"whatsapp:+442079460958"`), 400, "request.hwid"},
+		{"sms toll free", pathRegister, nil, reg(`"device_type":18,"hwid":"sms:+18002752273"`), 400, "request.hwid"},
+		{"whatsapp premium rate", pathRegister, nil, reg(`"device_type":21,"hwid":"whatsapp:+4990012345678"`), 400, "request.hwid"},
 		{"sms invalid number", pathRegister, nil, reg(`"device_type":18,"hwid":"sms:+1234"`), 400, "request.hwid"},
 		{"email invalid", pathRegister, nil, reg(`"device_type":14,"email":"Ana <ana@example.com>"`), 400, "request.email"},
 		{"email missing", pathRegister, nil, reg(`"device_type":14`), 400, "request.email"},

@@ -79,6 +79,45 @@ func parsePhone(field, s string) (e164, country string, _ *apiError) {
 	return phonenumbers.Format(num, phonenumbers.E164), isoCountry(num), nil
 }
 
+// checkReachable refuses, at registration, numbers that cannot receive
+// WhatsApp or SMS messages: fixed lines, toll-free, premium-rate,
+// shared-cost, pagers, UANs, voicemail. Mobile, fixed-line-or-mobile (the
+// US and Canada do not tell them apart), VoIP and personal numbers pass,
+// as do valid numbers whose type libphonenumber cannot tell.
+func checkReachable(field, e164 string, deviceType int) *apiError {
+	num, err := phonenumbers.Parse(e164, "")
+	if err != nil {
+		return badField(field, "%s is not a phone number: %v", quote(e164), err)
+	}
+	switch t := phonenumbers.GetNumberType(num); t {
+	case phonenumbers.MOBILE, phonenumbers.FIXED_LINE_OR_MOBILE, phonenumbers.VOIP, phonenumbers.PERSONAL_NUMBER, phonenumbers.UNKNOWN:
+		return nil
+	default:
+		return badField(field, "%s is a %s number: device_type %d needs a mobile number", quote(e164), numberTypeName(t), deviceType)
+	}
+}
+
+// numberTypeName names a libphonenumber number type for messages.
+func numberTypeName(t phonenumbers.PhoneNumberType) string {
+	switch t {
+	case phonenumbers.FIXED_LINE:
+		return "fixed-line"
+	case phonenumbers.TOLL_FREE:
+		return "toll-free"
+	case phonenumbers.PREMIUM_RATE:
+		return "premium-rate"
+	case phonenumbers.SHARED_COST:
+		return "shared-cost"
+	case phonenumbers.PAGER:
+		return "pager"
+	case phonenumbers.UAN:
+		return "UAN (universal access)"
+	case phonenumbers.VOICEMAIL:
+		return "voicemail"
+	}
+	return "non-mobile"
+}
+
 // isoCountry is the number's ISO 3166-1 alpha-2 country, "" when it has none.
 func isoCountry(num *phonenumbers.PhoneNumber) string {
 	rc := phonenumbers.GetRegionCodeForNumber(num)
@@ -173,92 +212,100 @@ var (
 // number, boolean, list, or null. Nested objects are refused, naming
 // <field>.<name>. Absent or null gives nil.
 func decodeValues(field string, raw json.RawMessage, rules valueRules) (map[string]any, *apiError) {
-	if isNull(raw) {
-		return nil, nil
+	obj, names, aerr := decodeNamed(field, raw, rules)
+	if aerr != nil || len(obj) == 0 {
+		return nil, aerr
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, badField(field, "must be an object of %s names to values", rules.what)
+	for _, name := range names {
+		if err := checkValue(field+"."+name, obj[name], rules); err != nil {
+			return nil, err
+		}
+	}
+	return obj, nil
+}
+
+// decodeNamed decodes an object of tag or attribute names to values in one
+// pass (numbers kept as sent, json.Number: no float rounding of ids) and
+// checks the names; names are sorted so that the first error named is the
+// same on every call. Absent or null gives nil.
+func decodeNamed(field string, raw json.RawMessage, rules valueRules) (map[string]any, []string, *apiError) {
+	if isNull(raw) {
+		return nil, nil, nil
+	}
+	var obj map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return nil, nil, badField(field, "malformed value: %v", err)
+		}
+		return nil, nil, badField(field, "must be an object of %s names to values", rules.what)
 	}
 	if len(obj) > maxValues {
-		return nil, badField(field, "has %d %ss, at most %d are allowed", len(obj), rules.what, maxValues)
+		return nil, nil, badField(field, "has %d %ss, at most %d are allowed", len(obj), rules.what, maxValues)
 	}
 	names := make([]string, 0, len(obj))
 	for k := range obj {
 		names = append(names, k)
 	}
-	sort.Strings(names) // the first error named is the same on every call
-	out := make(map[string]any, len(obj))
+	sort.Strings(names)
 	for _, name := range names {
-		f := field + "." + name
 		if name == "" {
-			return nil, badField(field, "has an empty %s name", rules.what)
+			return nil, nil, badField(field, "has an empty %s name", rules.what)
 		}
-		if err := checkText(f, name, maxNameLen); err != nil {
-			return nil, err
+		if err := checkText(field+"."+name, name, maxNameLen); err != nil {
+			return nil, nil, err
 		}
-		v, err := decodeValue(f, obj[name], rules)
-		if err != nil {
-			return nil, err
-		}
-		out[name] = v
 	}
-	if len(out) == 0 {
-		return nil, nil
-	}
-	return out, nil
+	return obj, names, nil
 }
 
-func decodeValue(field string, raw json.RawMessage, rules valueRules) (any, *apiError) {
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // keep numbers as sent: no float rounding of ids
-	if err := dec.Decode(&v); err != nil {
-		return nil, badField(field, "malformed value: %v", err)
-	}
+// checkValue checks one decoded tag or attribute value.
+func checkValue(field string, v any, rules valueRules) *apiError {
 	want := "a string, number, boolean, list of strings or null"
 	if rules.listAny {
 		want = "a string, number, boolean, list of those, or null"
 	}
 	switch x := v.(type) {
 	case nil, bool:
-		return x, nil
+		return nil
 	case string:
-		return x, checkValueString(field, x)
+		return checkValueString(field, x)
 	case json.Number:
-		return x, checkNumber(field, x)
+		return checkNumber(field, x)
 	case []any:
 		if len(x) > maxListLen {
-			return nil, badField(field, "has %d items, at most %d are allowed", len(x), maxListLen)
+			return badField(field, "has %d items, at most %d are allowed", len(x), maxListLen)
 		}
 		for i, item := range x {
 			itf := fmt.Sprintf("%s[%d]", field, i)
 			switch it := item.(type) {
 			case string:
 				if err := checkValueString(itf, it); err != nil {
-					return nil, err
+					return err
 				}
 			case json.Number:
 				if !rules.listAny {
-					return nil, badField(field, "a %s list holds strings only, item %d is a number", rules.what, i)
+					return badField(field, "a %s list holds strings only, item %d is a number", rules.what, i)
 				}
 				if err := checkNumber(itf, it); err != nil {
-					return nil, err
+					return err
 				}
 			case bool:
 				if !rules.listAny {
-					return nil, badField(field, "a %s list holds strings only, item %d is a boolean", rules.what, i)
+					return badField(field, "a %s list holds strings only, item %d is a boolean", rules.what, i)
 				}
 			default:
-				return nil, badField(field, "list items must be strings%s, item %d is not",
+				return badField(field, "list items must be strings%s, item %d is not",
 					map[bool]string{true: ", numbers or booleans", false: ""}[rules.listAny], i)
 			}
 		}
-		return x, nil
+		return nil
 	case map[string]any:
-		return nil, badField(field, "nested objects are not allowed; a %s value is %s", rules.what, want)
+		return badField(field, "nested objects are not allowed; a %s value is %s", rules.what, want)
 	}
-	return nil, badField(field, "must be %s", want)
+	return badField(field, "must be %s", want)
 }
 
 func checkValueString(field, s string) *apiError {
