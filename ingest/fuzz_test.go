@@ -81,14 +81,34 @@ func FuzzPushwoosh(f *testing.F) {
 		{2, auth, `{"request":{"application":"shop","userId":"u","event":"E","timestampUTC":-1e308}}`},
 		{0, auth, `{"request":{"application":"shop",}}`},
 		{0, auth, `[]`},
+		{3, auth, `{"request":{"application":"shop","hwid":"whatsapp:+16505551234"}}`},
+		{4, auth, `{"request":{"application":"shop","userId":"u","hwid":"h","device_type":3}}`},
+		{5, auth, `{"request":{"application":"shop","notifications":[{"content_id":"t","devices":["+16505551234"],"content_variables":{"1":"a"},"button_url_variables":["x"]},{"content":"hi\n","devices":["whatsapp:+4915123456789"]}]}}`},
+		{1, auth, `{"request":{"application":"shop","userId":"u","tags":{"n":{"operation":"increment","value":1},"d":"2026-01-01 10:00","v":"1.2"},"tag_types":{"v":"version"}}}`},
 		{0, auth, ``},
 	} {
 		f.Add(seed.method, seed.auth, []byte(seed.body))
 	}
-	builders := []builder{buildRegister, buildSetTags, buildPostEvent}
+	builders := []builder{buildRegister, buildSetTags, buildPostEvent, buildUnregister, buildRegisterUser}
 	now := time.Unix(1750000000, 0).UTC()
 	f.Fuzz(func(t *testing.T, method uint8, authHeader string, body []byte) {
-		ev, aerr := builders[int(method)%len(builders)](s, authHeader, body, now)
+		if int(method)%(len(builders)+1) == len(builders) {
+			reqs, _, aerr := s.buildWhatsAppMessages(authHeader, body, now)
+			if aerr != nil {
+				checkRefusal(t, aerr)
+				return
+			}
+			for _, d := range reqs {
+				if err := d.Validate(); err != nil {
+					t.Fatalf("invalid dispatch request: %v", err)
+				}
+				if _, err := d.Marshal(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return
+		}
+		ev, aerr := builders[int(method)%(len(builders)+1)](s, authHeader, body, now)
 		if aerr != nil {
 			checkRefusal(t, aerr)
 			return

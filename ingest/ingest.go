@@ -6,6 +6,9 @@
 //	POST /json/1.3/registerDevice  Pushwoosh-compatible: register a subscriber   -> KindRegister
 //	POST /json/1.3/setTags         Pushwoosh-compatible: set or remove tags       -> KindTags
 //	POST /json/1.3/postEvent       Pushwoosh-compatible: a custom or default event -> KindEvent
+//	POST /json/1.3/unregisterDevice  Pushwoosh-compatible: a device stops receiving -> KindUnregister
+//	POST /json/1.3/registerUser    Pushwoosh-compatible: a user id bound to a device -> KindEvent PW_UserRegistered
+//	POST /json/1.3/createWhatsAppMessage  Pushwoosh-compatible: WhatsApp sends -> dispatch requests on TopicDispatch
 //	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
 //	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate
@@ -210,11 +213,14 @@ type route struct {
 
 // Route names, the "route" label of the metrics.
 const (
-	routeRegisterDevice = "register_device"
-	routeSetTags        = "set_tags"
-	routePostEvent      = "post_event"
-	routeWebhook        = "whatsapp_webhook"
-	routeNotFound       = "not_found"
+	routeRegisterDevice   = "register_device"
+	routeSetTags          = "set_tags"
+	routePostEvent        = "post_event"
+	routeUnregisterDevice = "unregister_device"
+	routeRegisterUser     = "register_user"
+	routeCreateWhatsApp   = "create_whatsapp_message"
+	routeWebhook          = "whatsapp_webhook"
+	routeNotFound         = "not_found"
 )
 
 // Handler returns the HTTP handler of every ingest route. Unknown paths get a

@@ -321,6 +321,68 @@ func buildPostEvent(s *Server, authHeader string, body []byte, now time.Time) (*
 	}, nil
 }
 
+// buildUnregister is POST /json/1.3/unregisterDevice: the device stops
+// receiving; its profile stays for analytics.
+func buildUnregister(s *Server, authHeader string, body []byte, now time.Time) (*schemas.Event, *apiError) {
+	req, app, aerr := s.begin(authHeader, body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if req.HWID == "" {
+		return nil, badField("request.hwid", "is required: the device to unregister")
+	}
+	hwid, country, aerr := canonicalHWID("request.hwid", req.HWID)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return &schemas.Event{
+		ID:       newEventID(),
+		App:      app.ID,
+		Kind:     schemas.KindUnregister,
+		Name:     schemas.EventDeviceUnregistered,
+		Time:     now,
+		Received: now,
+		HWID:     hwid,
+		Country:  country,
+	}, nil
+}
+
+// buildRegisterUser is POST /json/1.3/registerUser: binds a user id to a
+// device (hwid optional: without it the user id alone is known).
+func buildRegisterUser(s *Server, authHeader string, body []byte, now time.Time) (*schemas.Event, *apiError) {
+	req, app, aerr := s.begin(authHeader, body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if req.UserID == "" {
+		return nil, badField("request.userId", "is required: the user id to register")
+	}
+	hwid, userID, country, aerr := identify(req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	ev := &schemas.Event{
+		ID:       newEventID(),
+		App:      app.ID,
+		Kind:     schemas.KindEvent,
+		Name:     schemas.EventUserRegistered,
+		Time:     now,
+		Received: now,
+		HWID:     hwid,
+		UserID:   userID,
+		Country:  country,
+	}
+	if req.DeviceType != nil {
+		switch dt := *req.DeviceType; dt {
+		case schemas.DeviceWhatsApp, schemas.DeviceSMS, schemas.DeviceEmail, schemas.DeviceIOS, schemas.DeviceAndroid:
+			ev.DeviceType = dt
+		default:
+			return nil, badField("request.device_type", "unknown device type %d: want 21 WhatsApp, 18 SMS, 14 email, 1 iOS or 3 Android", dt)
+		}
+	}
+	return ev, nil
+}
+
 // pushwooshRoutes are the Pushwoosh-compatible /json/1.3 routes.
 func (s *Server) pushwooshRoutes() map[string]*route {
 	return map[string]*route{
@@ -332,6 +394,15 @@ func (s *Server) pushwooshRoutes() map[string]*route {
 		}},
 		"/json/1.3/postEvent": {name: routePostEvent, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
 			http.MethodPost: s.pushwoosh(routePostEvent, buildPostEvent),
+		}},
+		"/json/1.3/unregisterDevice": {name: routeUnregisterDevice, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.pushwoosh(routeUnregisterDevice, buildUnregister),
+		}},
+		"/json/1.3/registerUser": {name: routeRegisterUser, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.pushwoosh(routeRegisterUser, buildRegisterUser),
+		}},
+		"/json/1.3/createWhatsAppMessage": {name: routeCreateWhatsApp, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.createWhatsAppMessage,
 		}},
 	}
 }
