@@ -62,3 +62,23 @@ func BenchmarkWebhookStatus(b *testing.B) {
 		return "/whatsapp/webhooks", body, http.Header{"Content-Type": {"application/json"}, signatureHeader: {sign(secretA, body)}}
 	})
 }
+
+// BenchmarkSegmentBatch: /v1/batch of 500 track calls; allocs/op are per
+// batch (divide by 500 for per event).
+func BenchmarkSegmentBatch(b *testing.B) {
+	const size = 500
+	hdr := http.Header{"Content-Type": {"application/json"}, "Authorization": {basic(shopKey)}}
+	benchRequests(b, size, func(n int64) (string, string, http.Header) {
+		var sb strings.Builder
+		sb.WriteString(`{"batch":[`)
+		for i := range size {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			fmt.Fprintf(&sb, `{"type":"track","messageId":"b-%d-%d","userId":"user-%d","event":"Order Completed","properties":{"cuisine":"asian","revenue":%d}}`,
+				n, i, (n*size+int64(i))%100_000, i%60)
+		}
+		sb.WriteString(`],"context":{"library":{"name":"bench"}}}`)
+		return "/v1/batch", sb.String(), hdr
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -153,9 +154,24 @@ func (s *Server) segmentBatch(r *http.Request, body []byte, now time.Time) ([]*s
 		return nil, &apiError{Code: http.StatusRequestEntityTooLarge, Field: "body",
 			Msg: fmt.Sprintf("is %d bytes, a batch takes at most %d", len(body), segMaxBatch)}
 	}
-	var b segBatchBody
-	if aerr := decodeStrict(body, &b); aerr != nil {
+	// One pass into typed messages; only a body that fails it is decoded
+	// again item by item, to name the message at fault.
+	var (
+		b     segBatchBody
+		typed struct {
+			Batch    []segMessage    `json:"batch"`
+			Context  json.RawMessage `json:"context"`
+			SentAt   json.RawMessage `json:"sentAt"`
+			WriteKey string          `json:"writeKey"`
+		}
+	)
+	if err := json.Unmarshal(body, &typed); err == nil {
+		b.Context, b.SentAt, b.WriteKey = typed.Context, typed.SentAt, typed.WriteKey
+		b.Batch = make([]json.RawMessage, len(typed.Batch)) // counted, not decoded again
+	} else if aerr := decodeStrict(body, &b); aerr != nil {
 		return nil, aerr
+	} else {
+		typed.Batch = nil
 	}
 	app, aerr := s.writeKeyApp(r, b.WriteKey)
 	if aerr != nil {
@@ -174,9 +190,11 @@ func (s *Server) segmentBatch(r *http.Request, body []byte, now time.Time) ([]*s
 	}
 	events := make([]*schemas.Event, 0, len(b.Batch))
 	for i, raw := range b.Batch {
-		prefix := fmt.Sprintf("batch[%d].", i)
+		prefix := "batch[" + strconv.Itoa(i) + "]."
 		var m segMessage
-		if err := json.Unmarshal(raw, &m); err != nil {
+		if typed.Batch != nil {
+			m = typed.Batch[i]
+		} else if err := json.Unmarshal(raw, &m); err != nil {
 			aerr := jsonError(err)
 			if aerr.Field == "body" {
 				aerr.Field = strings.TrimSuffix(prefix, ".")
@@ -363,6 +381,9 @@ func segID(field string, raw json.RawMessage) (string, *apiError) {
 	if isNull(raw) {
 		return "", nil
 	}
+	if s, ok := plainString(raw); ok {
+		return s, checkText(field, s, segMaxIDLen)
+	}
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -381,10 +402,29 @@ func segID(field string, raw json.RawMessage) (string, *apiError) {
 	return s, checkText(field, s, segMaxIDLen)
 }
 
+// plainString is the value of a JSON string without escapes, taken
+// without a decoder: most ids and names are such, and this is the hot path
+// of a batch. ok is false for anything else, to be decoded in full.
+func plainString(raw json.RawMessage) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	for _, c := range in {
+		if c == '\\' || c == '"' || c < 0x20 || c >= 0x80 {
+			return "", false
+		}
+	}
+	return string(in), true
+}
+
 // segString reads an optional string of at most maxLen bytes.
 func segString(field string, raw json.RawMessage, maxLen int) (string, *apiError) {
 	if isNull(raw) {
 		return "", nil
+	}
+	if s, ok := plainString(raw); ok {
+		return s, checkText(field, s, maxLen)
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -399,8 +439,8 @@ func segTime(prefix string, m *segMessage, batchSentAt json.RawMessage, now time
 		if isNull(raw) {
 			return time.Time{}, nil
 		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, ok := plainString(raw)
+		if !ok && json.Unmarshal(raw, &s) != nil {
 			return time.Time{}, badField(prefix+name, "must be an ISO 8601 date-time string")
 		}
 		t, err := time.Parse(time.RFC3339Nano, s)

@@ -69,6 +69,9 @@ func parsePhone(field, s string) (e164, country string, _ *apiError) {
 	}); i >= 0 {
 		return "", "", badField(field, "%s: a phone number has only digits, spaces, dashes, dots and parentheses after the +", quote(s))
 	}
+	if e164, country, ok := numbers.get(s); ok {
+		return e164, country, nil
+	}
 	num, err := phonenumbers.Parse(s, "")
 	if err != nil {
 		return "", "", badField(field, "%s is not a phone number: %v", quote(s), err)
@@ -76,7 +79,9 @@ func parsePhone(field, s string) (e164, country string, _ *apiError) {
 	if !phonenumbers.IsValidNumber(num) {
 		return "", "", badField(field, "%s is not a valid phone number", quote(s))
 	}
-	return phonenumbers.Format(num, phonenumbers.E164), isoCountry(num), nil
+	e164, country = phonenumbers.Format(num, phonenumbers.E164), isoCountry(num)
+	numbers.put(s, e164, country)
+	return e164, country, nil
 }
 
 // checkReachable refuses, at registration, numbers that cannot receive
@@ -135,6 +140,9 @@ func waNumber(digits string) (e164, country string, ok bool) {
 	if digits == "" || len(digits) > 15 || strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
 		return "", "", false
 	}
+	if e164, country, ok := numbers.get("+" + digits); ok {
+		return e164, country, true
+	}
 	num, err := phonenumbers.Parse("+"+digits, "")
 	if err != nil {
 		return "+" + digits, "", true
@@ -142,7 +150,9 @@ func waNumber(digits string) (e164, country string, ok bool) {
 	if !phonenumbers.IsValidNumber(num) {
 		return phonenumbers.Format(num, phonenumbers.E164), "", true
 	}
-	return phonenumbers.Format(num, phonenumbers.E164), isoCountry(num), true
+	e164, country = phonenumbers.Format(num, phonenumbers.E164), isoCountry(num)
+	numbers.put("+"+digits, e164, country)
+	return e164, country, true
 }
 
 // parseEmail validates a bare address (no display name) and lowercases it.
