@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -68,6 +69,8 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	pnid := f.String("phone-number-id", devPhoneNumberID, "business phone number id of the app for -target webhooks")
 	partitions := f.Int("kafka.partitions", 8, "partitions of the in-process broker's topics")
 	serve := f.Bool("serve", false, "without -target: start the in-process ingest and broker, print its URL and credentials, and serve for -duration without sending (for an outside generator such as wrk, see scripts/wrk-post-event.lua)")
+	dump := f.String("dump", "", "write -dump-count requests of -kind to this file, one per line (\"<X-Hub-Signature-256>\\t<body>\" for webhooks, the body otherwise), for an outside generator such as wrk (scripts/wrk-webhook.lua), and exit")
+	dumpCount := f.Int("dump-count", 100_000, "requests -dump writes")
 	listen := f.String("listen", "127.0.0.1:0", "address of the in-process ingest")
 	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the whole process (generator, ingest, broker) to this file")
 	f.logLevel = "warn"
@@ -134,6 +137,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		t.appSecret = v
 	}
 	t.authBasic = "Basic " + base64.StdEncoding.EncodeToString([]byte(t.writeKey+":"))
+	if *dump != "" {
+		return dumpRequests(ctx, t, *dump, *dumpCount)
+	}
 	if *serve {
 		if *target != "" {
 			return errors.New("-serve starts its own ingest: leave -target out")
@@ -206,6 +212,38 @@ func (t *loadTarget) request(ctx context.Context) (*http.Request, error) {
 	}
 	req.Header = hdr
 	return req, nil
+}
+
+// dumpRequests writes n requests of t's kind to path, one per line.
+func dumpRequests(ctx context.Context, t *loadTarget, path string, n int) error {
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(fh)
+	for range n {
+		req, err := t.request(ctx)
+		if err != nil {
+			fh.Close()
+			return err
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			fh.Close()
+			return err
+		}
+		if sig := req.Header.Get("X-Hub-Signature-256"); sig != "" {
+			w.WriteString(sig)
+			w.WriteByte('\t')
+		}
+		w.Write(body)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
 }
 
 // loadResult is what generateLoad measured.
