@@ -9,6 +9,7 @@
 //	POST /json/1.3/unregisterDevice  Pushwoosh-compatible: a device stops receiving -> KindUnregister
 //	POST /json/1.3/registerUser    Pushwoosh-compatible: a user id bound to a device -> KindEvent PW_UserRegistered
 //	POST /json/1.3/createWhatsAppMessage  Pushwoosh-compatible: WhatsApp sends -> dispatch requests on TopicDispatch
+//	POST /json/1.3/getTags         Pushwoosh-compatible: a subscriber's tags, read from TopicTags (see TagView)
 //	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
 //	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate
@@ -159,6 +160,8 @@ type Server struct {
 	// seen drops redeliveries: keys are added only after Kafka acknowledged
 	// what they stand for, prefixed per API ("seg:", "wa:").
 	seen *dedup.Window
+	// tags serves getTags; nil until ServeTags.
+	tags *TagView
 
 	// secrets are the distinct non-empty Meta app secrets of the registry,
 	// tried in turn against a webhook's signature.
@@ -219,6 +222,7 @@ const (
 	routeUnregisterDevice = "unregister_device"
 	routeRegisterUser     = "register_user"
 	routeCreateWhatsApp   = "create_whatsapp_message"
+	routeGetTags          = "get_tags"
 	routeWebhook          = "whatsapp_webhook"
 	routeNotFound         = "not_found"
 )

@@ -404,5 +404,8 @@ func (s *Server) pushwooshRoutes() map[string]*route {
 		"/json/1.3/createWhatsAppMessage": {name: routeCreateWhatsApp, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
 			http.MethodPost: s.createWhatsAppMessage,
 		}},
+		"/json/1.3/getTags": {name: routeGetTags, allow: http.MethodPost, methods: map[string]func(*statusWriter, *http.Request){
+			http.MethodPost: s.getTags,
+		}},
 	}
 }

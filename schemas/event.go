@@ -328,10 +328,7 @@ func (e *Event) Key() []byte {
 		}
 		return TemplateKey(e.App, id)
 	}
-	if e.HWID == "" && e.UserID == "" && e.AnonymousID != "" {
-		return []byte(e.App + keySep + "anon:" + e.AnonymousID)
-	}
-	return EventKey(e.App, e.HWID, e.UserID)
+	return ProfileKey(e.App, e.HWID, e.UserID, e.AnonymousID)
 }
 
 // DecodeEvent decodes and validates a TopicEvents record value.

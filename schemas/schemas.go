@@ -13,6 +13,7 @@
 //	herald.dispatch.v1    DispatchRequest key RecipientKey(app, to)
 //	herald.outcomes.v1    Outcome         key RecipientKey(app, to)
 //	herald.deadletter.v1  DeadLetter      key: the key of the record it carries
+//	herald.tags.v1        ProfileTags     key ProfileKey(app, hwid, userID, anonymousID), compacted
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -38,10 +39,19 @@ const (
 	TopicDispatch   = "herald.dispatch.v1"
 	TopicOutcomes   = "herald.outcomes.v1"
 	TopicDeadLetter = "herald.deadletter.v1"
+	// TopicTags is compacted (TopicConfigs): the latest record per key is
+	// the current state.
+	TopicTags = "herald.tags.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicOutcomes, TopicDeadLetter}
+var Topics = []string{TopicEvents, TopicDispatch, TopicOutcomes, TopicDeadLetter, TopicTags}
+
+// TopicConfigs are the topic configs Herald creates a topic with, when it
+// has any beyond the broker's defaults.
+var TopicConfigs = map[string]map[string]string{
+	TopicTags: {"cleanup.policy": "compact"},
+}
 
 // keySep separates the parts of a record key. App ids are validated not to
 // contain it (see ValidAppID).
@@ -55,6 +65,16 @@ func EventKey(app, hwid, userID string) []byte {
 		return []byte(app + keySep + hwid)
 	}
 	return []byte(app + keySep + "user:" + userID)
+}
+
+// ProfileKey is the key of a user's profile: EventKey, or the app and the
+// anonymous id when there is neither hwid nor user id. Every event of a user
+// (Event.Key) and the user's ProfileTags carry it.
+func ProfileKey(app, hwid, userID, anonymousID string) []byte {
+	if hwid == "" && userID == "" && anonymousID != "" {
+		return []byte(app + keySep + "anon:" + anonymousID)
+	}
+	return EventKey(app, hwid, userID)
 }
 
 // TemplateKey is the partitioning key of a KindTemplate event: the app and
@@ -128,6 +148,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicOutcomes:
 		o := new(Outcome)
 		rec, version, key = o, func() int { return o.V }, o.Key
+	case TopicTags:
+		p := new(ProfileTags)
+		rec, version, key = p, func() int { return p.V }, p.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

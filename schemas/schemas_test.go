@@ -23,6 +23,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"dispatch.v1.json", reflect.TypeFor[DispatchRequest]()},
 		{"outcome.v1.json", reflect.TypeFor[Outcome]()},
 		{"deadletter.v1.json", reflect.TypeFor[DeadLetter]()},
+		{"tags.v1.json", reflect.TypeFor[ProfileTags]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

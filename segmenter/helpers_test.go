@@ -20,7 +20,8 @@ const testNow = time.Minute
 
 type testSegmenter struct {
 	*Segmenter
-	reg *prometheus.Registry
+	reg  *prometheus.Registry
+	tags []*schemas.ProfileTags // of the last process call
 }
 
 // newTest builds a Segmenter without Kafka, on a fixed clock.
@@ -36,14 +37,38 @@ func newTest(t testing.TB, cfg Config) *testSegmenter {
 	return &testSegmenter{Segmenter: s, reg: reg}
 }
 
-// process runs Process and fails the test on error.
+// process runs Process, fails the test on error, and returns the outputs
+// but the TopicTags records, which it checks (they come last, decode, are
+// keyed by their profile, one per key) and keeps in s.tags.
 func (s *testSegmenter) process(t testing.TB, recs ...*kgo.Record) []*kgo.Record {
 	t.Helper()
 	out, err := s.Process(context.Background(), recs)
 	if err != nil {
 		t.Fatalf("Process: %v", err)
 	}
-	return out
+	s.tags = nil
+	keys := make(map[string]bool)
+	for i, r := range out {
+		if r.Topic != schemas.TopicTags {
+			if len(s.tags) > 0 {
+				t.Fatalf("output %d to %s after a tags record: tags records come last", i, r.Topic)
+			}
+			continue
+		}
+		pt, err := schemas.DecodeProfileTags(r.Value)
+		if err != nil {
+			t.Fatalf("tags record does not decode: %v: %s", err, r.Value)
+		}
+		if string(r.Key) != string(pt.Key()) {
+			t.Fatalf("tags record key %q, want %q", r.Key, pt.Key())
+		}
+		if keys[string(r.Key)] {
+			t.Fatalf("two tags records for %q in one batch", r.Key)
+		}
+		keys[string(r.Key)] = true
+		s.tags = append(s.tags, pt)
+	}
+	return out[:len(out)-len(s.tags)]
 }
 
 // metric returns the value of a counter or gauge with the given labels.
@@ -142,6 +167,10 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 				t.Fatalf("dispatch key %q, want %q", r.Key, d.Key())
 			}
 			ds = append(ds, d)
+		case schemas.TopicTags:
+			if _, err := schemas.DecodeProfileTags(r.Value); err != nil {
+				t.Fatalf("output tags record does not decode: %v", err)
+			}
 		case schemas.TopicDeadLetter:
 			dl, err := schemas.DecodeDeadLetter(r.Value)
 			if err != nil {

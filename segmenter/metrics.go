@@ -22,6 +22,7 @@ type metrics struct {
 	skipped         *prometheus.CounterVec
 	deadLetters     prometheus.Counter
 	ignoredTags     prometheus.Counter
+	tagRecords      prometheus.Counter
 	batchDuration   prometheus.Histogram
 }
 
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Name: "herald_segmenter_ignored_tags_total",
 			Help: "Tag values not stored because of their type (objects, nested lists) or an empty name.",
 		}),
+		tagRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_tag_records_total",
+			Help: "ProfileTags records produced to the tags topic (one per profile whose tags a batch changed).",
+		}),
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "herald_segmenter_batch_duration_seconds",
 			Help:    "Time to process a polled batch and produce its outputs.",
@@ -77,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.tagRecords, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

@@ -120,6 +120,41 @@ func tagOf(v any) (Tag, bool) {
 	return Tag{}, false
 }
 
+// value is the tag as JSON would carry it.
+func (t Tag) value() any {
+	switch t.Kind {
+	case TagString:
+		return t.Str
+	case TagNumber:
+		return t.Num
+	case TagBool:
+		return t.Bool
+	case TagList:
+		return t.List
+	}
+	return nil
+}
+
+// tagsRecord is p's ProfileTags, identified by e, the latest event applied.
+func (p *Profile) tagsRecord(e *schemas.Event) *schemas.ProfileTags {
+	tags := make(map[string]any, len(p.Tags)+3)
+	for name, t := range p.Tags {
+		tags[name] = t.value()
+	}
+	for name, v := range map[string]string{schemas.TagLanguage: p.Language, schemas.TagCountry: p.Country, schemas.TagTimezone: p.Timezone} {
+		if _, own := tags[name]; !own && v != "" {
+			tags[name] = v
+		}
+	}
+	pt := &schemas.ProfileTags{App: e.App, HWID: e.HWID, UserID: e.UserID, Registered: p.Registered, Tags: tags, Updated: p.LastSeen}
+	if pt.HWID == "" && pt.UserID == "" {
+		pt.AnonymousID = e.AnonymousID
+	} else if pt.UserID == "" {
+		pt.UserID = p.UserID
+	}
+	return pt
+}
+
 // InServiceWindow reports whether a free-form message may be sent to the
 // user at now: within 24 hours of the last inbound message.
 func (p *Profile) InServiceWindow(now time.Time) bool {

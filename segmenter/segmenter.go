@@ -20,6 +20,15 @@
 // after a failed batch is not counted twice (its reply is produced again,
 // with the same id).
 //
+// # Tags view
+//
+// After each batch, every profile whose tags or default tags (Language,
+// Country, Timezone, the registration mark, the profile name) the batch
+// changed gets one schemas.ProfileTags record on the compacted
+// schemas.TopicTags, produced with the batch's other outputs and before its
+// offsets are committed. Ingest's getTags serves them; counters and the
+// service window are not part of it (they change on every event).
+//
 // # Keyword replies
 //
 // An inbound message whose first word matches a KeywordRule of its app (an
@@ -59,6 +68,7 @@
 //	herald_segmenter_keyword_skipped_total{reason}    matched keywords without reply: opted_out, empty_param, window_closed, stale
 //	herald_segmenter_dead_letters_total               records sent to the dead-letter topic
 //	herald_segmenter_ignored_tags_total               tag values not stored (objects, nested lists)
+//	herald_segmenter_tag_records_total                ProfileTags records produced to TopicTags
 //	herald_segmenter_profiles                         profiles in the cache
 //	herald_segmenter_batch_duration_seconds           time to process a batch and produce its outputs
 package segmenter
@@ -105,6 +115,11 @@ type Segmenter struct {
 	cache *fastcache.Cache
 	buf   []byte // cache reads
 	enc   []byte // profile encodings
+	// changed are the profiles whose tags a batch changed, in the order of
+	// their first change, with their index by key: each gets one
+	// ProfileTags record on TopicTags at the end of the batch.
+	changed   []changedProfile
+	changedAt map[string]int
 
 	dlLog throttle
 
@@ -152,13 +167,14 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		return nil, err
 	}
 	return &Segmenter{
-		cfg:   cfg,
-		log:   log,
-		rules: rs,
-		m:     m,
-		now:   time.Now,
-		cache: cache,
-		dlLog: throttle{every: 10 * time.Second},
+		changedAt: make(map[string]int),
+		cfg:       cfg,
+		log:       log,
+		rules:     rs,
+		m:         m,
+		now:       time.Now,
+		cache:     cache,
+		dlLog:     throttle{every: 10 * time.Second},
 	}, nil
 }
 
@@ -205,7 +221,7 @@ func (s *Segmenter) Close() {
 // Process applies recs (TopicEvents records, in order) to the profiles and
 // returns the records to produce: dispatch requests for TopicDispatch and
 // dead letters for TopicDeadLetter, in the order of the records that caused
-// them. It never fails on a record's content; the error is ctx's, when ctx
+// them, then one TopicTags record per profile whose tags changed. It never fails on a record's content; the error is ctx's, when ctx
 // is done before the batch starts. Safe for concurrent use (calls are
 // serialised).
 func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
@@ -219,7 +235,53 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	for _, rec := range recs {
 		out = s.processRecord(out, rec, now)
 	}
-	return out, nil
+	return s.appendTags(out), nil
+}
+
+// changedProfile is a profile whose tags changed in the current batch.
+type changedProfile struct {
+	e *schemas.Event // the latest event that changed it: its identity
+	p *Profile
+}
+
+// tagState is what of a profile ProfileTags carries, to tell whether an
+// event changed it.
+type tagState struct {
+	registered                        bool
+	userID, lang, country, tz, pfName string
+}
+
+func tagStateOf(p *Profile) tagState {
+	return tagState{p.Registered, p.UserID, p.Language, p.Country, p.Timezone, p.Tags[TagProfileName].Str}
+}
+
+// noteChanged records that e changed p's tags.
+func (s *Segmenter) noteChanged(key []byte, e *schemas.Event, p *Profile) {
+	if i, ok := s.changedAt[string(key)]; ok {
+		s.changed[i] = changedProfile{e, p}
+		return
+	}
+	s.changedAt[string(key)] = len(s.changed)
+	s.changed = append(s.changed, changedProfile{e, p})
+}
+
+// appendTags appends a TopicTags record per profile changed in the batch
+// and forgets them.
+func (s *Segmenter) appendTags(out []*kgo.Record) []*kgo.Record {
+	for _, c := range s.changed {
+		pt := c.p.tagsRecord(c.e)
+		b, err := pt.Marshal()
+		if err != nil { // cannot happen: tags are strings, numbers, booleans and lists
+			s.log.Error("encoding profile tags", "app", c.e.App, "err", err)
+			continue
+		}
+		out = append(out, &kgo.Record{Topic: schemas.TopicTags, Key: pt.Key(), Value: b})
+	}
+	s.m.tagRecords.Add(float64(len(s.changed)))
+	clear(s.changed)
+	s.changed = s.changed[:0]
+	clear(s.changedAt)
+	return out
 }
 
 func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.Time) []*kgo.Record {
@@ -238,6 +300,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
 	p := s.load(key)
+	before := tagStateOf(p)
 	dup, ignored := p.apply(e)
 	if dup {
 		s.m.duplicates.Inc()
@@ -249,6 +312,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 			return s.deadLetter(out, rec, err.Error())
 		}
 		s.m.events[e.Kind].Inc()
+		if e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || tagStateOf(p) != before {
+			s.noteChanged(key, e, p)
+		}
 	}
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
 		return out

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -104,6 +105,38 @@ func TestPromoEndToEnd(t *testing.T) {
 	st := s.sim.Stats()
 	if st.Accepted != 1 {
 		t.Errorf("simulator accepted %d messages, want 1", st.Accepted)
+	}
+
+	// The tags set at registration come back through getTags: ingest ->
+	// segmenter -> the tags topic -> ingest's view.
+	var got struct {
+		Response struct {
+			Result map[string]any `json:"result"`
+		} `json:"response"`
+	}
+	body := `{"request":{"application":"` + devAppID + `","hwid":"whatsapp:` + phone + `"}}`
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.ingestSrv.URL()+"/json/1.3/getTags", strings.NewReader(body))
+		req.Header.Set("Authorization", "Token "+creds.APIToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("getTags answered %d until the deadline", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got.Response.Result["Name"] != "Asha" || got.Response.Result["Country"] != "IN" {
+		t.Errorf("getTags result %v, want Name Asha and Country IN", got.Response.Result)
 	}
 }
 

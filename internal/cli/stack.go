@@ -69,6 +69,7 @@ type stack struct {
 
 	ingestSrv, wasimSrv, opsSrv *service.Server
 	sim                         *wasim.Sim
+	tagView                     *ingest.TagView
 	seg                         *segmenter.Segmenter
 	disp                        *dispatcher.Dispatcher
 	sink                        *analytics.Sink
@@ -144,6 +145,10 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if err != nil {
 		return nil, err
 	}
+	if s.tagView, err = ingest.NewTagView(ingest.TagViewConfig{}, s.kcfg, log.With("stage", "ingest"), s.ops.Registry); err != nil {
+		return nil, err
+	}
+	ing.ServeTags(s.tagView)
 	if s.ingestSrv, err = service.Listen(cfg.IngestAddr, ing.Handler(), log); err != nil {
 		return nil, err
 	}
@@ -164,6 +169,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.goRun("wasim", s.sim.Run, runCtx)
+	s.goRun("ingest tags view", s.tagView.Run, runCtx)
 
 	segCfg := cfg.Segmenter
 	if s.seg, err = segmenter.New(segCfg, s.kcfg, log.With("stage", "segmenter"), s.ops.Registry); err != nil {
@@ -232,7 +238,7 @@ func (s *stack) Close() {
 		s.cancel()
 	}
 	s.wg.Wait()
-	for _, c := range []interface{ Close() }{s.seg, s.disp, s.sink} {
+	for _, c := range []interface{ Close() }{s.tagView, s.seg, s.disp, s.sink} {
 		if c != nil && !isNilCloser(c) {
 			c.Close()
 		}

@@ -190,6 +190,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f.DurationVar(&icfg.ProduceTimeout, "ingest.produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before 503")
 	f.DurationVar(&icfg.DedupWindow, "ingest.dedup-window", 24*time.Hour, "how long redeliveries (Segment messageId, Meta webhook wamid+status) are recognised and dropped, at least")
 	f.IntVar(&icfg.DedupMaxBytes, "ingest.dedup-max-bytes", 32<<20, "memory bound of that window per generation (two are kept); past it the oldest keys are forgotten")
+	var tcfg ingest.TagViewConfig
+	f.IntVar(&tcfg.CacheBytes, "ingest.tags-cache-bytes", 256<<20, "memory of the getTags view, a copy of the tags topic (every profile's tags) in each replica")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -208,6 +210,16 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	view, err := ingest.NewTagView(tcfg, r.kcfg, r.log, r.ops.Registry)
+	if err != nil {
+		return err
+	}
+	defer view.Close()
+	ing.ServeTags(view)
+	viewCtx, stopView := context.WithCancel(context.Background())
+	viewDone := make(chan struct{})
+	go func() { defer close(viewDone); _ = view.Run(viewCtx) }()
+	defer func() { stopView(); <-viewDone }()
 	srv, err := service.Listen(*addr, ing.Handler(), r.log)
 	if err != nil {
 		return err

@@ -22,6 +22,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 // Config says how to reach Kafka.
@@ -142,19 +144,41 @@ func (c *Config) PasswordFromEnv() error {
 }
 
 // EnsureTopics creates the topics that do not exist yet with the configured
-// partition count. Topics that exist are left as they are.
+// partition count and the topic's schemas.TopicConfigs (TopicTags is
+// compacted). Topics that exist are left as they are.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replication int16, topics ...string) error {
 	adm := kadm.NewClient(cl)
-	resp, err := adm.CreateTopics(ctx, partitions, replication, nil, topics...)
-	if err != nil {
-		return fmt.Errorf("creating topics: %w", err)
+	var plain []string
+	create := func(configs map[string]*string, topics ...string) error {
+		resp, err := adm.CreateTopics(ctx, partitions, replication, configs, topics...)
+		if err != nil {
+			return fmt.Errorf("creating topics: %w", err)
+		}
+		for _, r := range resp.Sorted() {
+			if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+				return fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
+			}
+		}
+		return nil
 	}
-	for _, r := range resp.Sorted() {
-		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
+	for _, t := range topics {
+		cfg, ok := schemas.TopicConfigs[t]
+		if !ok {
+			plain = append(plain, t)
+			continue
+		}
+		configs := make(map[string]*string, len(cfg))
+		for k, v := range cfg {
+			configs[k] = kadm.StringPtr(v)
+		}
+		if err := create(configs, t); err != nil {
+			return err
 		}
 	}
-	return nil
+	if len(plain) == 0 {
+		return nil
+	}
+	return create(nil, plain...)
 }
 
 // Ping checks that a broker answers.
