@@ -24,6 +24,11 @@
 // message with a messageId. Within Config.DedupWindow such redeliveries are
 // dropped at the edge already (herald_ingest_duplicates_total).
 //
+// Bodies must be valid UTF-8 (400 naming "body" and the offset otherwise):
+// encoding/json would silently replace invalid bytes with U+FFFD and store
+// something the caller did not send. JSON nested deeper than
+// encoding/json's 10,000 levels is refused the same way.
+//
 // Errors are JSON in the Pushwoosh envelope and name the field at fault:
 //
 //	{"status_code":400,"status_message":"request.hwid: ...","field":"request.hwid"}
@@ -62,6 +67,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -306,7 +312,25 @@ func (s *Server) readBody(w *statusWriter, r *http.Request) ([]byte, *apiError) 
 		}
 		return nil, &apiError{Code: http.StatusBadRequest, Field: "body", Msg: fmt.Sprintf("reading: %v", err)}
 	}
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD, storing
+	// something the caller did not send: refuse it instead.
+	if !utf8.Valid(b) {
+		return nil, badField("body", "is not valid UTF-8 (first invalid byte at offset %d)", invalidUTF8At(b))
+	}
 	return b, nil
+}
+
+// invalidUTF8At is the offset of the first byte of b that is not valid
+// UTF-8, or -1.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 // errProduce marks an error of produce: Kafka did not acknowledge.
