@@ -14,6 +14,7 @@
 //	herald.outcomes.v1    Outcome         key RecipientKey(app, to)
 //	herald.deadletter.v1  DeadLetter      key: the key of the record it carries
 //	herald.tags.v1        ProfileTags     key ProfileKey(app, hwid, userID, anonymousID), compacted
+//	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -42,15 +43,21 @@ const (
 	// TopicTags is compacted (TopicConfigs): the latest record per key is
 	// the current state.
 	TopicTags = "herald.tags.v1"
+	// TopicProfiles is the segmenter's compacted changelog: its values are
+	// the segmenter's private profile encoding, not a contract; only the
+	// segmenter reads it. Partition p holds the profiles of the events of
+	// TopicEvents partition p, so both need the same partition count.
+	TopicProfiles = "herald.profiles.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicOutcomes, TopicDeadLetter, TopicTags}
+var Topics = []string{TopicEvents, TopicDispatch, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles}
 
 // TopicConfigs are the topic configs Herald creates a topic with, when it
 // has any beyond the broker's defaults.
 var TopicConfigs = map[string]map[string]string{
-	TopicTags: {"cleanup.policy": "compact"},
+	TopicTags:     {"cleanup.policy": "compact"},
+	TopicProfiles: {"cleanup.policy": "compact"},
 }
 
 // keySep separates the parts of a record key. App ids are validated not to

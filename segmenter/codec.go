@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Profile encoding, version 1. Little endian, varints as encoding/binary
+// Profile encoding, version 2 (1 lacks the source position). Little endian, varints as encoding/binary
 // writes them, strings as uvarint length + bytes, times as uvarint
 // microseconds since 0001-01-01 UTC (0 is the zero time):
 //
@@ -22,10 +22,11 @@ import (
 //	         list: uvarint count + strings)
 //	uvarint  event-name count, then per name: string, uvarint count, time
 //	byte     recent id count, then 8 bytes per id hash
+//	varint   source partition, uvarint next source offset (0: none)
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
-const profileVersion = 1
+const profileVersion = 2
 
 const (
 	flagRegistered = 1 << iota
@@ -102,7 +103,8 @@ func appendProfile(b []byte, p *Profile) []byte {
 	for _, h := range p.recent {
 		b = binary.LittleEndian.AppendUint64(b, h)
 	}
-	return b
+	b = binary.AppendVarint(b, int64(p.src.partition))
+	return binary.AppendUvarint(b, uint64(max(p.src.next, 0)))
 }
 
 // decoder reads an encoding; the first error sticks and later reads return
@@ -194,8 +196,9 @@ func (d *decoder) time(what string) time.Time {
 // decodeProfile decodes an encoding written by appendProfile.
 func decodeProfile(b []byte) (*Profile, error) {
 	d := &decoder{b: b, all: string(b)}
-	if v := d.byte("version"); d.err == nil && v != profileVersion {
-		return nil, fmt.Errorf("%w: version %d", errCorrupt, v)
+	version := d.byte("version")
+	if d.err == nil && version != profileVersion && version != 1 {
+		return nil, fmt.Errorf("%w: version %d", errCorrupt, version)
 	}
 	p := new(Profile)
 	flags := d.byte("flags")
@@ -257,6 +260,15 @@ func decodeProfile(b []byte) (*Profile, error) {
 			for i := range p.recent {
 				p.recent[i] = d.uint64("recent id")
 			}
+		}
+	}
+	if version >= 2 {
+		part := d.varint("source partition")
+		next := d.uvarint("source offset")
+		if part < 0 || part > math.MaxInt32 || next > math.MaxInt64 {
+			d.fail("source position")
+		} else {
+			p.src = srcPos{partition: int32(part), next: int64(next)}
 		}
 	}
 	if d.err != nil {

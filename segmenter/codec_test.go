@@ -28,6 +28,7 @@ func fullProfile() *Profile {
 		LastSeen:    time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
 		LastInbound: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
 		recent:      []uint64{1, math.MaxUint64, idHash("x")},
+		src:         srcPos{partition: 7, next: 1 << 40},
 	}
 	for i := range 10 {
 		p.Events = append(p.Events, EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000), Last: p.LastSeen.Add(time.Duration(i) * time.Second)})
@@ -68,12 +69,27 @@ func TestProfileCodecCorrupt(t *testing.T) {
 	}
 	for _, bad := range [][]byte{
 		append(append([]byte{}, b...), 0),                                  // trailing byte
-		append([]byte{2}, b[1:]...),                                        // unknown version
+		append([]byte{3}, b[1:]...),                                        // unknown version
 		{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, // huge tag count
 	} {
 		if _, err := decodeProfile(bad); err == nil {
 			t.Fatalf("%x decoded without error", bad)
 		}
+	}
+}
+
+// TestProfileCodecV1: a version 1 encoding (no source position) decodes.
+func TestProfileCodecV1(t *testing.T) {
+	p := fullProfile()
+	p.src = srcPos{}
+	b := appendProfile(nil, p)
+	v1 := append([]byte{1}, b[1:len(b)-2]...) // v2 ends with partition 0 and offset 0: one byte each
+	got, err := decodeProfile(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, p) {
+		t.Fatalf("v1 decode\n got %+v\nwant %+v", got, p)
 	}
 }
 

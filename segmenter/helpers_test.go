@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,8 +21,9 @@ const testNow = time.Minute
 
 type testSegmenter struct {
 	*Segmenter
-	reg  *prometheus.Registry
-	tags []*schemas.ProfileTags // of the last process call
+	reg       *prometheus.Registry
+	tags      []*schemas.ProfileTags // of the last process call
+	changelog []*Profile             // of the last process call
 }
 
 // newTest builds a Segmenter without Kafka, on a fixed clock.
@@ -38,20 +40,40 @@ func newTest(t testing.TB, cfg Config) *testSegmenter {
 }
 
 // process runs Process, fails the test on error, and returns the outputs
-// but the TopicTags records, which it checks (they come last, decode, are
-// keyed by their profile, one per key) and keeps in s.tags.
+// but the changelog and TopicTags records, which it checks (they come last,
+// changelog first, decode, are keyed by their profile, one per key and
+// batch) and keeps in s.changelog and s.tags.
 func (s *testSegmenter) process(t testing.TB, recs ...*kgo.Record) []*kgo.Record {
 	t.Helper()
 	out, err := s.Process(context.Background(), recs)
 	if err != nil {
 		t.Fatalf("Process: %v", err)
 	}
-	s.tags = nil
+	s.tags, s.changelog = nil, nil
 	keys := make(map[string]bool)
+	first := len(out)
 	for i, r := range out {
+		if r.Topic == schemas.TopicProfiles {
+			if first == len(out) {
+				first = i
+			}
+			if i != first+len(s.changelog) {
+				t.Fatalf("changelog record %d after other outputs", i)
+			}
+			p, err := decodeProfile(r.Value)
+			if err != nil {
+				t.Fatalf("changelog record does not decode: %v", err)
+			}
+			if keys["p"+string(r.Key)] {
+				t.Fatalf("two changelog records for %q in one batch", r.Key)
+			}
+			keys["p"+string(r.Key)] = true
+			s.changelog = append(s.changelog, p)
+			continue
+		}
 		if r.Topic != schemas.TopicTags {
-			if len(s.tags) > 0 {
-				t.Fatalf("output %d to %s after a tags record: tags records come last", i, r.Topic)
+			if len(s.tags) > 0 || len(s.changelog) > 0 {
+				t.Fatalf("output %d to %s after a changelog or tags record: they come last", i, r.Topic)
 			}
 			continue
 		}
@@ -68,7 +90,7 @@ func (s *testSegmenter) process(t testing.TB, recs ...*kgo.Record) []*kgo.Record
 		keys[string(r.Key)] = true
 		s.tags = append(s.tags, pt)
 	}
-	return out[:len(out)-len(s.tags)]
+	return out[:len(out)-len(s.tags)-len(s.changelog)]
 }
 
 // metric returns the value of a counter or gauge with the given labels.
@@ -114,8 +136,13 @@ func record(t testing.TB, e *schemas.Event) *kgo.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: b}
+	return &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: b, Offset: testOffset.Add(1)}
 }
+
+// testOffset numbers the records tests build, as a partition would: the
+// segmenter recognises a record at or before a profile's last applied
+// offset as redelivered.
+var testOffset atomic.Int64
 
 func records(t testing.TB, es ...*schemas.Event) []*kgo.Record {
 	t.Helper()
@@ -167,6 +194,10 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 				t.Fatalf("dispatch key %q, want %q", r.Key, d.Key())
 			}
 			ds = append(ds, d)
+		case schemas.TopicProfiles:
+			if _, err := decodeProfile(r.Value); err != nil {
+				t.Fatalf("output changelog record does not decode: %v", err)
+			}
 		case schemas.TopicTags:
 			if _, err := schemas.DecodeProfileTags(r.Value); err != nil {
 				t.Fatalf("output tags record does not decode: %v", err)
@@ -188,6 +219,7 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 func equalProfile(got, want *Profile) error {
 	g, w := *got, *want
 	g.recent, w.recent = nil, nil
+	g.src, w.src = srcPos{}, srcPos{} // bookkeeping, checked by TestRedelivery
 	if !reflect.DeepEqual(&g, &w) {
 		return fmt.Errorf("profile\n got %+v\nwant %+v", g, w)
 	}

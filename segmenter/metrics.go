@@ -15,15 +15,18 @@ type metrics struct {
 	reg        prometheus.Registerer
 	collectors []prometheus.Collector
 
-	events          map[schemas.EventKind]prometheus.Counter
-	duplicates      prometheus.Counter
-	dispatch        *prometheus.CounterVec
-	keywordDispatch prometheus.Counter
-	skipped         *prometheus.CounterVec
-	deadLetters     prometheus.Counter
-	ignoredTags     prometheus.Counter
-	tagRecords      prometheus.Counter
-	batchDuration   prometheus.Histogram
+	events           map[schemas.EventKind]prometheus.Counter
+	duplicates       prometheus.Counter
+	dispatch         *prometheus.CounterVec
+	keywordDispatch  prometheus.Counter
+	skipped          *prometheus.CounterVec
+	deadLetters      prometheus.Counter
+	ignoredTags      prometheus.Counter
+	tagRecords       prometheus.Counter
+	changelogRecords prometheus.Counter
+	restoredProfiles prometheus.Counter
+	restoreDuration  prometheus.Histogram
+	batchDuration    prometheus.Histogram
 }
 
 var eventKinds = schemas.Kinds
@@ -61,6 +64,19 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Name: "herald_segmenter_tag_records_total",
 			Help: "ProfileTags records produced to the tags topic (one per profile whose tags a batch changed).",
 		}),
+		changelogRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_changelog_records_total",
+			Help: "Profile changelog records produced (one per profile a batch changed).",
+		}),
+		restoredProfiles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_restored_profiles_total",
+			Help: "Profiles loaded from the changelog on partition assignment.",
+		}),
+		restoreDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_segmenter_restore_duration_seconds",
+			Help:    "Time to restore the profiles of newly assigned partitions from the changelog, before processing them.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+		}),
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "herald_segmenter_batch_duration_seconds",
 			Help:    "Time to process a polled batch and produce its outputs.",
@@ -82,7 +98,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.tagRecords, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

@@ -49,6 +49,23 @@ type Profile struct {
 
 	// recent are hashes of the latest event ids applied, oldest first.
 	recent []uint64
+	// src is where in TopicEvents the latest applied event was: a
+	// redelivered record (a restart after the changelog was written but
+	// before the offset was committed) is recognised by its position.
+	src srcPos
+}
+
+// srcPos is a position in TopicEvents: the records of partition before
+// offset next were applied (next 0: none known).
+type srcPos struct {
+	partition int32
+	next      int64
+}
+
+// applied reports whether the record at partition and offset was applied
+// to p already.
+func (p *Profile) applied(partition int32, offset int64) bool {
+	return p.src.partition == partition && offset < p.src.next
 }
 
 // EventCount counts the events of one name.

@@ -47,14 +47,36 @@
 // fields) go to schemas.TopicDeadLetter with the reason; nothing is dropped
 // silently.
 //
+// # Durable state
+//
+// After each batch every profile it changed is written, in the encoding of
+// codec.go, to the compacted changelog schemas.TopicProfiles, on the same
+// partition number as the events it came from (a manual partitioner for
+// that topic), together with the batch's other outputs and before its
+// offsets are marked. When the group assigns events partitions, the
+// segmenter reads those changelog partitions from the start to their
+// current end into the cache before any of their records is fetched
+// (OnPartitionsAssigned), so a restarted process, or a member taking over a
+// partition, continues from the last state written. A profile also records
+// the partition and offset of the last event applied to it: the batch
+// redelivered after a crash between the changelog write and the offset
+// commit is recognised record by record and not applied twice (its keyword
+// replies are produced again, with the same ids). Run refuses to start when
+// the changelog has fewer partitions than the events topic, and stops when
+// a partition's profiles cannot be restored.
+//
 // # Known limits
 //
-//   - Profiles are NOT durable: they live in this process's memory only. A
-//     restart, or a rebalance that moves a partition to another member,
-//     starts those users from empty profiles (lost tags, counters, service
-//     window and opt-out flags). A compacted changelog topic restoring the
-//     profiles is a later issue. The cache also evicts the oldest entries
-//     when full.
+//   - The cache must hold the profiles of every partition a member owns:
+//     fastcache evicts the oldest entries when full, and an evicted
+//     profile starts empty on its next event (and is written so to the
+//     changelog). Size Config.CacheBytes for the profiles (about 2x their
+//     encoded size; herald_segmenter_profiles counts them).
+//   - Profiles of partitions that moved to another member stay in the cache
+//     until evicted or overwritten by the next restore of that partition.
+//   - Outputs and the changelog are produced together but not in a Kafka
+//     transaction: a crash between them and the offset commit repeats the
+//     batch's dispatch requests (same ids) and tags records.
 //   - A user known by hwid and by user id has two profiles (no identity
 //     resolution yet).
 //   - The opt-out flag is kept but nothing sets it yet (the STOP keyword is
@@ -69,6 +91,9 @@
 //	herald_segmenter_dead_letters_total               records sent to the dead-letter topic
 //	herald_segmenter_ignored_tags_total               tag values not stored (objects, nested lists)
 //	herald_segmenter_tag_records_total                ProfileTags records produced to TopicTags
+//	herald_segmenter_changelog_records_total          profile changelog records produced to TopicProfiles
+//	herald_segmenter_restored_profiles_total          profiles loaded from the changelog on assignment
+//	herald_segmenter_restore_duration_seconds         time to restore newly assigned partitions
 //	herald_segmenter_profiles                         profiles in the cache
 //	herald_segmenter_batch_duration_seconds           time to process a batch and produce its outputs
 package segmenter
@@ -80,6 +105,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/fastcache"
@@ -105,6 +131,7 @@ type Segmenter struct {
 	cfg   Config
 	log   *slog.Logger
 	cl    *kgo.Client // nil for a Segmenter used through Process only
+	kcfg  kafka.Config
 	rules *rules
 	m     *metrics
 	now   func() time.Time
@@ -123,6 +150,14 @@ type Segmenter struct {
 
 	dlLog throttle
 
+	// crashAfterProduce, in tests, ends a batch after its outputs were
+	// acknowledged and before its offsets are marked: a crash there.
+	crashAfterProduce atomic.Pointer[func() error]
+	// fatal is set when a partition's profiles cannot be restored: handle
+	// refuses every batch from then on.
+	fatal   atomic.Pointer[error]
+	closing chan struct{} // closed by Close
+
 	closeOnce sync.Once
 }
 
@@ -137,7 +172,9 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Regist
 	if err != nil {
 		return nil, err
 	}
+	s.kcfg = kcfg
 	opts := append(kcfg.Opts(log), kafka.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
+	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		s.Close()
@@ -168,6 +205,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	}
 	return &Segmenter{
 		changedAt: make(map[string]int),
+		closing:   make(chan struct{}),
 		cfg:       cfg,
 		log:       log,
 		rules:     rs,
@@ -186,12 +224,18 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	if s.cl == nil {
 		return errors.New("segmenter: Run needs the Kafka client New builds")
 	}
+	if err := s.checkPartitions(ctx); err != nil {
+		return err
+	}
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	return kafka.Run(ctx, s.cl, s.log, s.handle)
 }
 
 // handle is Run's batch handler.
 func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
+	if err := s.fatal.Load(); err != nil {
+		return *err
+	}
 	start := time.Now()
 	out, err := s.Process(ctx, recs)
 	if err != nil {
@@ -199,6 +243,9 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	if err := kafka.ProduceAll(ctx, s.cl, out); err != nil {
 		return fmt.Errorf("producing %d records: %w", len(out), err)
+	}
+	if f := s.crashAfterProduce.Load(); f != nil {
+		return (*f)()
 	}
 	s.m.batchDuration.Observe(time.Since(start).Seconds())
 	return nil
@@ -208,6 +255,7 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 // metrics. Call it after Run returned.
 func (s *Segmenter) Close() {
 	s.closeOnce.Do(func() {
+		close(s.closing)
 		if s.cl != nil {
 			s.cl.Close()
 		}
@@ -221,7 +269,8 @@ func (s *Segmenter) Close() {
 // Process applies recs (TopicEvents records, in order) to the profiles and
 // returns the records to produce: dispatch requests for TopicDispatch and
 // dead letters for TopicDeadLetter, in the order of the records that caused
-// them, then one TopicTags record per profile whose tags changed. It never fails on a record's content; the error is ctx's, when ctx
+// them, then one TopicProfiles changelog record per profile the batch
+// changed and one TopicTags record per profile whose tags changed. It never fails on a record's content; the error is ctx's, when ctx
 // is done before the batch starts. Safe for concurrent use (calls are
 // serialised).
 func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
@@ -235,13 +284,16 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	for _, rec := range recs {
 		out = s.processRecord(out, rec, now)
 	}
-	return s.appendTags(out), nil
+	return s.appendChanges(out), nil
 }
 
-// changedProfile is a profile whose tags changed in the current batch.
+// changedProfile is a profile the current batch changed.
 type changedProfile struct {
-	e *schemas.Event // the latest event that changed it: its identity
-	p *Profile
+	key       []byte
+	partition int32          // of TopicEvents: the changelog partition
+	e         *schemas.Event // the latest event that changed it: its identity
+	p         *Profile
+	tags      bool // its tags changed: it gets a TopicTags record
 }
 
 // tagState is what of a profile ProfileTags carries, to tell whether an
@@ -255,20 +307,30 @@ func tagStateOf(p *Profile) tagState {
 	return tagState{p.Registered, p.UserID, p.Language, p.Country, p.Timezone, p.Tags[TagProfileName].Str}
 }
 
-// noteChanged records that e changed p's tags.
-func (s *Segmenter) noteChanged(key []byte, e *schemas.Event, p *Profile) {
+// noteChanged records that e changed p (its tags when tags is set).
+func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p *Profile, tags bool) {
 	if i, ok := s.changedAt[string(key)]; ok {
-		s.changed[i] = changedProfile{e, p}
+		c := &s.changed[i]
+		c.partition, c.e, c.p, c.tags = partition, e, p, c.tags || tags
 		return
 	}
 	s.changedAt[string(key)] = len(s.changed)
-	s.changed = append(s.changed, changedProfile{e, p})
+	s.changed = append(s.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags})
 }
 
-// appendTags appends a TopicTags record per profile changed in the batch
-// and forgets them.
-func (s *Segmenter) appendTags(out []*kgo.Record) []*kgo.Record {
+// appendChanges appends, per profile the batch changed, its changelog
+// record (TopicProfiles, to the partition of its events) and, when its tags
+// changed, its TopicTags record; then forgets them.
+func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 	for _, c := range s.changed {
+		out = append(out, &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: appendProfile(nil, c.p)})
+	}
+	s.m.changelogRecords.Add(float64(len(s.changed)))
+	n := 0
+	for _, c := range s.changed {
+		if !c.tags {
+			continue
+		}
 		pt := c.p.tagsRecord(c.e)
 		b, err := pt.Marshal()
 		if err != nil { // cannot happen: tags are strings, numbers, booleans and lists
@@ -276,8 +338,9 @@ func (s *Segmenter) appendTags(out []*kgo.Record) []*kgo.Record {
 			continue
 		}
 		out = append(out, &kgo.Record{Topic: schemas.TopicTags, Key: pt.Key(), Value: b})
+		n++
 	}
-	s.m.tagRecords.Add(float64(len(s.changed)))
+	s.m.tagRecords.Add(float64(n))
 	clear(s.changed)
 	s.changed = s.changed[:0]
 	clear(s.changedAt)
@@ -301,20 +364,23 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	}
 	p := s.load(key)
 	before := tagStateOf(p)
-	dup, ignored := p.apply(e)
+	dup, ignored := p.applied(rec.Partition, rec.Offset), 0
+	if !dup {
+		dup, ignored = p.apply(e)
+	}
 	if dup {
 		s.m.duplicates.Inc()
 	} else {
 		if ignored > 0 {
 			s.m.ignoredTags.Add(float64(ignored))
 		}
+		p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
 		if err := s.save(key, p); err != nil {
 			return s.deadLetter(out, rec, err.Error())
 		}
 		s.m.events[e.Kind].Inc()
-		if e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || tagStateOf(p) != before {
-			s.noteChanged(key, e, p)
-		}
+		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || tagStateOf(p) != before
+		s.noteChanged(key, rec.Partition, e, p, tags)
 	}
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
 		return out
