@@ -22,6 +22,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 // Config says how to reach Kafka.
@@ -142,10 +144,34 @@ func (c *Config) PasswordFromEnv() error {
 }
 
 // EnsureTopics creates the topics that do not exist yet with the configured
-// partition count. Topics that exist are left as they are.
+// partition count, and the topic configs of schemas.TopicConfigs (for
+// example the long retention of schemas.TopicScheduled). Topics that exist
+// are left as they are.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replication int16, topics ...string) error {
 	adm := kadm.NewClient(cl)
-	resp, err := adm.CreateTopics(ctx, partitions, replication, nil, topics...)
+	var plain []string
+	for _, t := range topics {
+		cfg, ok := schemas.TopicConfigs[t]
+		if !ok {
+			plain = append(plain, t)
+			continue
+		}
+		configs := make(map[string]*string, len(cfg))
+		for k, v := range cfg {
+			configs[k] = &v
+		}
+		if err := createTopics(ctx, adm, partitions, replication, configs, t); err != nil {
+			return err
+		}
+	}
+	if len(plain) == 0 {
+		return nil
+	}
+	return createTopics(ctx, adm, partitions, replication, nil, plain...)
+}
+
+func createTopics(ctx context.Context, adm *kadm.Client, partitions int32, replication int16, configs map[string]*string, topics ...string) error {
+	resp, err := adm.CreateTopics(ctx, partitions, replication, configs, topics...)
 	if err != nil {
 		return fmt.Errorf("creating topics: %w", err)
 	}
