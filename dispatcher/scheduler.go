@@ -155,9 +155,11 @@ type schedPartition struct {
 	next  int64
 	epoch int32
 	// queue holds the unsettled requests in offset order (settled ones are
-	// dropped from its front); the commit point is its first offset, or
-	// next when it is empty.
+	// dropped from its front, and compacted out when they are most of it);
+	// the commit point is its first offset, or next when it is empty.
 	queue []*entry
+	// open is how many entries of queue are unsettled.
+	open int
 	// held are requests read before catching up.
 	held []*entry
 	// byID are the pending requests by dispatch ID.
@@ -421,6 +423,7 @@ func (s *Scheduler) readRecord(p *schedPartition, rec *kgo.Record) *kgo.Record {
 		idx:    -1,
 	}
 	p.queue = append(p.queue, e)
+	p.open++
 	p.byID[e.id] = append(p.byID[e.id], e)
 	s.pending++
 	if p.caughtUp {
@@ -469,6 +472,7 @@ func (s *Scheduler) settle(e *entry) {
 	}
 	e.settled = true
 	s.pending--
+	e.part.open--
 	if e.idx >= 0 {
 		heap.Remove(&s.due, e.idx)
 	}
@@ -497,6 +501,17 @@ func (s *Scheduler) advance(p *schedPartition) {
 	if i > 0 {
 		clear(p.queue[:i])
 		p.queue = p.queue[i:]
+	}
+	// Settled entries behind a pending one (one due in 90 days holds
+	// everything after it) would otherwise pile up.
+	if len(p.queue) >= 1024 && p.open < len(p.queue)/2 {
+		kept := make([]*entry, 0, 2*p.open)
+		for _, e := range p.queue {
+			if !e.settled {
+				kept = append(kept, e)
+			}
+		}
+		p.queue = kept
 	}
 	to := kgo.EpochOffset{Epoch: p.epoch, Offset: p.next}
 	if len(p.queue) > 0 {
@@ -671,11 +686,7 @@ func (s *Scheduler) drop(parts []int32) {
 			continue
 		}
 		gone[p] = true
-		for _, e := range p.queue {
-			if !e.settled {
-				s.pending--
-			}
-		}
+		s.pending -= p.open
 		delete(s.parts, id)
 		if s.paused[id] {
 			delete(s.paused, id)

@@ -622,3 +622,44 @@ func TestScheduledEndToEnd(t *testing.T) {
 		t.Fatalf("%d sends, want 1", n)
 	}
 }
+
+// TestSchedulerRebalance: a second scheduler joining the group takes over
+// partitions; the first drops their pending requests, the second re-reads
+// them, and every request is released exactly once.
+func TestSchedulerRebalance(t *testing.T) {
+	c := kafkatest.New(t, 4)
+	adm := kadm.NewClient(c.Client(t))
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	clock := newTestClock(t0)
+	const n = 40
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, scheduledRecord(t, scheduledReq(fmt.Sprint("r", i), fmt.Sprintf("+155500000%02d", i), t0.Add(time.Hour))))
+	}
+	produce(t, c.Client(t), recs...)
+	parts := map[int32]bool{}
+	for _, r := range recs {
+		parts[r.Partition] = true
+	}
+	if len(parts) < 2 {
+		t.Fatalf("all %d requests on one partition", n)
+	}
+
+	s1, stop1 := startScheduler(t, c, clock, SchedulerConfig{})
+	defer stop1()
+	waitFor(t, "s1 holds all", func() bool { return testutil.ToFloat64(s1.m.pending) == n })
+	s2, stop2 := startScheduler(t, c, clock, SchedulerConfig{})
+	defer stop2()
+	waitFor(t, "the pending requests split between the two", func() bool {
+		p1, p2 := testutil.ToFloat64(s1.m.pending), testutil.ToFloat64(s2.m.pending)
+		return p1 > 0 && p2 > 0 && p1+p2 == n
+	})
+	clock.set(t0.Add(time.Hour))
+	s1.wake()
+	s2.wake()
+	waitFor(t, "all released", func() bool {
+		return testutil.ToFloat64(s1.m.released)+testutil.ToFloat64(s2.m.released) == n
+	})
+	released(t, c, adm, n)
+	markers(t, c, adm, n)
+}
