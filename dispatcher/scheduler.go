@@ -102,7 +102,11 @@ func (c *SchedulerConfig) Validate() error {
 // as reported by the first fetch after the assignment (every marker written
 // before it took the partition over lies below it), requests read from that
 // partition are held, not released even when due; a marker read meanwhile
-// settles every held request of its ID. Requests of one ID pending in one
+// settles every held request of its ID. (Caught up means a record at or past
+// the high watermark's offset minus one was read; transactional producers,
+// whose control records end a log without a readable record, would keep a
+// partition held until its next record. Herald's producers are not
+// transactional.) Requests of one ID pending in one
 // partition are released once: the others are duplicates (a producer's
 // retry) and settled with it.
 //
