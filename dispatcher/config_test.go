@@ -61,3 +61,22 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestSchedulerConfig(t *testing.T) {
+	var c SchedulerConfig
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Group != "herald-scheduler" || c.MaxPending != 1_000_000 || c.ReleaseBatch != 10000 || c.Now == nil {
+		t.Fatalf("defaults %+v", c)
+	}
+	f := func(cfg SchedulerConfig, want string) {
+		t.Helper()
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Validate(%+v) = %v, want %q", cfg, err, want)
+		}
+	}
+	f(SchedulerConfig{MaxPending: -1}, "max_pending")
+	f(SchedulerConfig{ReleaseBatch: -1}, "release_batch")
+}

@@ -15,6 +15,16 @@
 // OutcomeInDoubt, and the status webhooks, which echo the dispatch id in
 // biz_opaque_callback_data, reconcile it.
 //
+// Scheduled sends: a request whose SendAt is more than a second ahead of the
+// dispatcher's clock is not sent: it is forwarded, unchanged, to
+// schemas.TopicScheduled (produced and acknowledged before its offset is
+// committed, like an outcome), so that "not before SendAt" holds for every
+// producer of TopicDispatch. The Scheduler (scheduler.go), run next to the
+// dispatcher in its own consumer group, holds the requests of
+// TopicScheduled and releases each to TopicDispatch at its SendAt, writing a
+// release marker after it so that a restart does not release it again; see
+// Scheduler for the offsets it commits and the one case of a double release.
+//
 // Requests of one batch run concurrently (Config.Concurrency), but requests
 // to one recipient (one record key) run one after the other, in record order.
 //
@@ -36,6 +46,15 @@
 //	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
 //	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
 //	herald_dispatcher_inflight                        provider calls in flight
+//	herald_dispatcher_scheduled_total                 requests with a future send_at forwarded to the scheduled topic
+//
+//	herald_scheduler_pending                          scheduled requests held in memory
+//	herald_scheduler_released_total                   requests released to the dispatch topic (marker acknowledged)
+//	herald_scheduler_skipped_total{reason}            requests not released: released (marker found on re-read), duplicate (same id released)
+//	herald_scheduler_dead_letters_total               scheduled-topic records dead-lettered
+//	herald_scheduler_release_delay_seconds            time from send_at to release
+//	herald_scheduler_paused_partitions                partitions paused because max_pending requests are pending
+//	herald_scheduler_replaying_partitions             partitions being re-read after assignment (their requests held)
 package dispatcher
 
 import (
@@ -66,6 +85,11 @@ const (
 	// pairRateWait is the least backoff after 131056: Meta allows about one
 	// message per 6 s to one recipient.
 	pairRateWait = 6 * time.Second
+	// sendAtSkew is how far in the future a request's SendAt may be and
+	// the request still be sent rather than forwarded to the scheduler:
+	// the scheduler releases at SendAt by its own clock, and a dispatcher
+	// whose clock is a little behind must not send the request back.
+	sendAtSkew = time.Second
 )
 
 // Dispatcher consumes dispatch requests and produces outcomes. Build it with
@@ -191,6 +215,13 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 				d.log.Warn("dead-lettering undecodable dispatch record", "topic", rec.Topic,
 					"partition", rec.Partition, "offset", rec.Offset, "err", err)
 			}
+			continue
+		}
+		if req.SendAt.After(time.Now().Add(sendAtSkew)) {
+			// Not to be sent yet: a producer wrote it here directly.
+			// The scheduler releases it back at SendAt, unchanged.
+			results[i] = &kgo.Record{Topic: schemas.TopicScheduled, Key: req.Key(), Value: rec.Value}
+			d.m.scheduled.Inc()
 			continue
 		}
 		// One queue per recipient keeps its sends in record order (Meta's

@@ -16,6 +16,7 @@ type metrics struct {
 	breakerTransitions *prometheus.CounterVec
 	deadLetters        prometheus.Counter
 	inflight           prometheus.Gauge
+	scheduled          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,16 +55,77 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_dispatcher_inflight",
 			Help: "Provider calls in flight.",
 		}),
+		scheduled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dispatcher_scheduled_total",
+			Help: "Dispatch requests with a send_at still in the future, forwarded to the scheduled topic instead of sent.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.sends, m.providerErrors, m.sendDuration, m.limiterWait,
-		m.breakerState, m.breakerTransitions, m.deadLetters, m.inflight,
+		m.breakerState, m.breakerTransitions, m.deadLetters, m.inflight, m.scheduled,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering dispatcher metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// schedulerMetrics are the scheduler's Prometheus metrics, listed in the
+// package doc.
+type schedulerMetrics struct {
+	pending      prometheus.Gauge
+	released     prometheus.Counter
+	skipped      *prometheus.CounterVec
+	deadLetters  prometheus.Counter
+	releaseDelay prometheus.Histogram
+	paused       prometheus.Gauge
+	replaying    prometheus.Gauge
+}
+
+func newSchedulerMetrics(reg prometheus.Registerer) (*schedulerMetrics, error) {
+	m := &schedulerMetrics{
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_scheduler_pending",
+			Help: "Scheduled dispatch requests held in memory until their send_at.",
+		}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_scheduler_released_total",
+			Help: "Scheduled dispatch requests produced to the dispatch topic, their release marker acknowledged.",
+		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_scheduler_skipped_total",
+			Help: "Scheduled requests not released because a marker showed them released (released) or another request of their id was (duplicate).",
+		}, []string{"reason"}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_scheduler_dead_letters_total",
+			Help: "Scheduled-topic records that could not be decoded or validated and went to the dead-letter topic.",
+		}),
+		releaseDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_scheduler_release_delay_seconds",
+			Help:    "Time from a request's send_at to its release.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 12),
+		}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_scheduler_paused_partitions",
+			Help: "Partitions whose fetching is paused because max_pending requests are pending.",
+		}),
+		replaying: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_scheduler_replaying_partitions",
+			Help: "Partitions being re-read after an assignment, whose requests are held until the re-read reaches the high watermark.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{
+		m.pending, m.released, m.skipped, m.deadLetters, m.releaseDelay, m.paused, m.replaying,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering scheduler metrics: %w", err)
 		}
 	}
 	return m, nil

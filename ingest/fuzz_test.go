@@ -93,7 +93,7 @@ func FuzzPushwoosh(f *testing.F) {
 	now := time.Unix(1750000000, 0).UTC()
 	f.Fuzz(func(t *testing.T, method uint8, authHeader string, body []byte) {
 		if int(method)%(len(builders)+1) == len(builders) {
-			reqs, _, aerr := s.buildWhatsAppMessages(authHeader, body, now)
+			reqs, _, _, aerr := s.buildWhatsAppMessages(authHeader, body, now)
 			if aerr != nil {
 				checkRefusal(t, aerr)
 				return
@@ -101,6 +101,9 @@ func FuzzPushwoosh(f *testing.F) {
 			for _, d := range reqs {
 				if err := d.Validate(); err != nil {
 					t.Fatalf("invalid dispatch request: %v", err)
+				}
+				if !d.SendAt.IsZero() && (!d.SendAt.After(now) || d.SendAt.After(now.Add(schemas.MaxScheduleAhead)) || !d.Deadline.After(d.SendAt)) {
+					t.Fatalf("send_at %s, deadline %s: want within (now, now+%s] and before the deadline", d.SendAt, d.Deadline, schemas.MaxScheduleAhead)
 				}
 				if _, err := d.Marshal(); err != nil {
 					t.Fatal(err)

@@ -8,7 +8,7 @@
 //	POST /json/1.3/postEvent       Pushwoosh-compatible: a custom or default event -> KindEvent
 //	POST /json/1.3/unregisterDevice  Pushwoosh-compatible: a device stops receiving -> KindUnregister
 //	POST /json/1.3/registerUser    Pushwoosh-compatible: a user id bound to a device -> KindEvent PW_UserRegistered
-//	POST /json/1.3/createWhatsAppMessage  Pushwoosh-compatible: WhatsApp sends -> dispatch requests on TopicDispatch
+//	POST /json/1.3/createWhatsAppMessage  Pushwoosh-compatible: WhatsApp sends -> dispatch requests on TopicDispatch (TopicScheduled for a future send_date)
 //	POST /json/1.3/getTags         Pushwoosh-compatible: a subscriber's tags, read from TopicTags (see TagView)
 //	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
@@ -42,7 +42,7 @@
 //
 //	herald_ingest_requests_total{route,code}            requests answered, by route and HTTP status
 //	herald_ingest_request_duration_seconds{route}        time to answer, Kafka acknowledgement included
-//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters)
+//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests)
 //	herald_ingest_webhook_signature_failures_total       webhook POSTs refused for a missing or wrong X-Hub-Signature-256
 //	herald_ingest_webhook_foreign_changes_total          webhook changes skipped because their phone number is unknown or belongs to an app the signing secret does not
 //	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
@@ -361,8 +361,9 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 	return s.produceRecords(ctx, recs, kinds)
 }
 
-// produceDispatch sends dispatch requests (to TopicDispatch), see
-// produceRecords.
+// produceDispatch sends dispatch requests, see produceRecords: to
+// TopicScheduled those with a SendAt (the scheduler releases them at that
+// time), to TopicDispatch the others.
 func (s *Server) produceDispatch(ctx context.Context, reqs []*schemas.DispatchRequest) error {
 	recs := make([]*kgo.Record, 0, len(reqs))
 	kinds := make([]string, 0, len(reqs))
@@ -370,6 +371,11 @@ func (s *Server) produceDispatch(ctx context.Context, reqs []*schemas.DispatchRe
 		v, err := d.Marshal()
 		if err != nil {
 			return fmt.Errorf("encoding dispatch request %s: %w", d.ID, err)
+		}
+		if !d.SendAt.IsZero() {
+			recs = append(recs, &kgo.Record{Topic: schemas.TopicScheduled, Key: d.Key(), Value: v})
+			kinds = append(kinds, "scheduled")
+			continue
 		}
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: v})
 		kinds = append(kinds, "dispatch")

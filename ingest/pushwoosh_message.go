@@ -32,30 +32,40 @@ import (
 //	  "campaign":"spring-sale"                 // optional: Source.Name in analytics
 //	}]}}
 //
-// Each (notification, device) becomes one schemas.DispatchRequest on
-// TopicDispatch, sent from the app's default WhatsApp number. The answer,
-// after Kafka acknowledged every request, is Pushwoosh's
-// {"Messages":["<code>",...]} (one code per notification) plus the number
-// of dispatch requests. Dispatch ids are derived from the code and the
-// recipient, so a replay of the same decision is recognisable.
+// Each (notification, device) becomes one schemas.DispatchRequest, sent
+// from the app's default WhatsApp number. The answer, after Kafka
+// acknowledged every request, is Pushwoosh's {"Messages":["<code>",...]}
+// (one code per notification) plus the number of dispatch requests and
+// "send_at", one entry per notification: the RFC 3339 time it is scheduled
+// for, or null when it is sent now. Dispatch ids are derived from the code
+// and the recipient, so a replay of the same decision is recognisable.
+//
+// send_date "now", absent, in the past or less than scheduleTolerance ahead
+// sends now: the requests go to schemas.TopicDispatch (Pushwoosh sends past
+// dates at once too). A send_date further ahead, up to
+// schemas.MaxScheduleAhead, schedules the send: the requests carry SendAt
+// and go to schemas.TopicScheduled, where the dispatcher stage's scheduler
+// keeps them, durably, and releases them to TopicDispatch at that time. Their
+// Deadline is SendAt plus dispatchValidity, as a request sent now gets now
+// plus dispatchValidity. A send_date further ahead is refused.
 //
 // The call is all-or-nothing: every notification is checked before any
-// request is produced. A send_date in the past sends now (Pushwoosh does
-// the same); a future one is refused: scheduled sends need the durable
-// timers of journeys, which ingest does not have. Free-form content is
-// delivered only inside the recipient's 24-hour service window; outside
-// it the dispatcher refuses it before calling Meta (131047) and reports a
-// failed outcome.
+// request is produced. Free-form content is delivered only inside the
+// recipient's 24-hour service window at the time of the send (for a
+// scheduled one: when it is released); outside it the dispatcher refuses it
+// before calling Meta (131047) and reports a failed outcome.
 
 // Limits of createWhatsAppMessage.
 const (
-	maxNotifications  = 100
-	maxDevices        = 10000
-	maxTextBody       = 4096 // Meta's text.body limit
-	maxVariable       = 1024
-	maxVariables      = 50
-	maxButtons        = 10
-	dispatchValidity  = 24 * time.Hour
+	maxNotifications = 100
+	maxDevices       = 10000
+	maxTextBody      = 4096 // Meta's text.body limit
+	maxVariable      = 1024
+	maxVariables     = 50
+	maxButtons       = 10
+	dispatchValidity = 24 * time.Hour
+	// scheduleTolerance: a send_date less than this ahead is sent now
+	// rather than scheduled (the format has minutes only, and clocks differ).
 	scheduleTolerance = time.Minute
 )
 
@@ -89,7 +99,7 @@ func (s *Server) createWhatsAppMessage(w *statusWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	reqs, codes, aerr := s.buildWhatsAppMessages(r.Header.Get("Authorization"), body, time.Now().UTC())
+	reqs, codes, sendAt, aerr := s.buildWhatsAppMessages(r.Header.Get("Authorization"), body, time.Now().UTC())
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -105,55 +115,64 @@ func (s *Server) createWhatsAppMessage(w *statusWriter, r *http.Request) {
 		writeError(w, s.produceError(routeCreateWhatsApp, err))
 		return
 	}
-	writeOK(w, map[string]any{"Messages": codes, "dispatch_requests": len(reqs)})
+	writeOK(w, map[string]any{"Messages": codes, "dispatch_requests": len(reqs), "send_at": sendAt})
 }
 
 // buildWhatsAppMessages decodes, authorizes and checks a call and returns
-// its dispatch requests and one message code per notification.
-func (s *Server) buildWhatsAppMessages(authHeader string, body []byte, now time.Time) ([]*schemas.DispatchRequest, []string, *apiError) {
+// its dispatch requests, and per notification its message code and the time
+// it is scheduled for (nil: sent now).
+func (s *Server) buildWhatsAppMessages(authHeader string, body []byte, now time.Time) (_ []*schemas.DispatchRequest, _ []string, _ []*string, aerr *apiError) {
 	var env struct {
 		Request *pwMessageRequest `json:"request"`
 	}
-	if aerr := decodeStrict(body, &env); aerr != nil {
-		return nil, nil, aerr
+	if aerr = decodeStrict(body, &env); aerr != nil {
+		return nil, nil, nil, aerr
 	}
 	if env.Request == nil {
-		return nil, nil, badField("request", `is required: the body is {"request":{...}}`)
+		return nil, nil, nil, badField("request", `is required: the body is {"request":{...}}`)
 	}
 	req := env.Request
 	app, aerr := s.authorize(authHeader, &pwRequest{Application: req.Application, Auth: req.Auth})
 	if aerr != nil {
-		return nil, nil, aerr
+		return nil, nil, nil, aerr
 	}
 	switch n := len(req.Notifications); {
 	case n == 0:
-		return nil, nil, badField("request.notifications", "is required: a list of 1 to %d notifications", maxNotifications)
+		return nil, nil, nil, badField("request.notifications", "is required: a list of 1 to %d notifications", maxNotifications)
 	case n > maxNotifications:
-		return nil, nil, badField("request.notifications", "has %d notifications, at most %d are allowed", n, maxNotifications)
+		return nil, nil, nil, badField("request.notifications", "has %d notifications, at most %d are allowed", n, maxNotifications)
 	}
 	sender := app.Sender()
 	if sender == "" {
-		return nil, nil, badField("request.application", "%s has no WhatsApp phone number id configured to send from", quote(app.ID))
+		return nil, nil, nil, badField("request.application", "%s has no WhatsApp phone number id configured to send from", quote(app.ID))
 	}
 	var (
-		out   []*schemas.DispatchRequest
-		codes = make([]string, 0, len(req.Notifications))
+		out    []*schemas.DispatchRequest
+		codes  = make([]string, 0, len(req.Notifications))
+		sendAt = make([]*string, 0, len(req.Notifications))
 	)
 	for i, raw := range req.Notifications {
 		prefix := fmt.Sprintf("request.notifications[%d]", i)
 		code := newEventID()
-		reqs, aerr := whatsAppNotification(app, sender, prefix, raw, code, now)
+		reqs, at, aerr := whatsAppNotification(app, sender, prefix, raw, code, now)
 		if aerr != nil {
-			return nil, nil, aerr
+			return nil, nil, nil, aerr
 		}
 		out = append(out, reqs...)
 		codes = append(codes, code)
+		if at.IsZero() {
+			sendAt = append(sendAt, nil)
+		} else {
+			v := at.Format(time.RFC3339)
+			sendAt = append(sendAt, &v)
+		}
 	}
-	return out, codes, nil
+	return out, codes, sendAt, nil
 }
 
-// whatsAppNotification checks one notification and makes its requests.
-func whatsAppNotification(app *apps.App, sender, prefix string, raw json.RawMessage, code string, now time.Time) ([]*schemas.DispatchRequest, *apiError) {
+// whatsAppNotification checks one notification and makes its requests; at
+// is when they are scheduled for, zero when they are sent now.
+func whatsAppNotification(app *apps.App, sender, prefix string, raw json.RawMessage, code string, now time.Time) (_ []*schemas.DispatchRequest, at time.Time, _ *apiError) {
 	var n pwNotification
 	if err := json.Unmarshal(raw, &n); err != nil {
 		aerr := jsonError(err)
@@ -162,18 +181,19 @@ func whatsAppNotification(app *apps.App, sender, prefix string, raw json.RawMess
 		} else {
 			aerr.Field = prefix + "." + aerr.Field
 		}
-		return nil, aerr
+		return nil, at, aerr
 	}
-	if aerr := checkSendDate(prefix+".send_date", n.SendDate, now); aerr != nil {
-		return nil, aerr
+	at, aerr := checkSendDate(prefix+".send_date", n.SendDate, now)
+	if aerr != nil {
+		return nil, at, aerr
 	}
 	content, aerr := messageText(prefix+".content", n.Content)
 	if aerr != nil {
-		return nil, aerr
+		return nil, at, aerr
 	}
 	tplName, aerr := segString(prefix+".content_id", n.ContentID, 512)
 	if aerr != nil {
-		return nil, aerr
+		return nil, at, aerr
 	}
 	var (
 		tpl  *schemas.Template
@@ -181,27 +201,27 @@ func whatsAppNotification(app *apps.App, sender, prefix string, raw json.RawMess
 	)
 	switch {
 	case content != "" && tplName != "":
-		return nil, badField(prefix+".content", "give content (free-form text) or content_id (a template), not both")
+		return nil, at, badField(prefix+".content", "give content (free-form text) or content_id (a template), not both")
 	case tplName != "":
 		if !templateNameRe.MatchString(tplName) {
-			return nil, badField(prefix+".content_id", "%s is not a template name: lowercase letters, digits and underscores", quote(tplName))
+			return nil, at, badField(prefix+".content_id", "%s is not a template name: lowercase letters, digits and underscores", quote(tplName))
 		}
 		lang := n.Language
 		if lang == "" {
 			lang = "en_US"
 		}
 		if aerr := checkLanguage(prefix+".language", lang); aerr != nil {
-			return nil, aerr
+			return nil, at, aerr
 		}
 		tpl = &schemas.Template{Name: tplName, Language: lang}
 		if tpl.Body, aerr = numberedVariables(prefix+".content_variables", n.ContentVariables); aerr != nil {
-			return nil, aerr
+			return nil, at, aerr
 		}
 		if tpl.Header, aerr = numberedVariables(prefix+".header_variables", n.HeaderVariables); aerr != nil {
-			return nil, aerr
+			return nil, at, aerr
 		}
 		if tpl.ButtonURL, aerr = buttonVariables(prefix+".button_url_variables", n.ButtonURLVariables); aerr != nil {
-			return nil, aerr
+			return nil, at, aerr
 		}
 	case content != "":
 		for _, f := range []struct {
@@ -209,23 +229,29 @@ func whatsAppNotification(app *apps.App, sender, prefix string, raw json.RawMess
 			raw  json.RawMessage
 		}{{"content_variables", n.ContentVariables}, {"header_variables", n.HeaderVariables}, {"button_url_variables", n.ButtonURLVariables}} {
 			if !isNull(f.raw) {
-				return nil, badField(prefix+"."+f.name, "is for templates (content_id); free-form content has no variables")
+				return nil, at, badField(prefix+"."+f.name, "is for templates (content_id); free-form content has no variables")
 			}
 		}
 		text = &schemas.Text{Body: content, PreviewURL: n.PreviewURL}
 	default:
-		return nil, badField(prefix+".content_id", "content_id (a template name) or content (free-form text) is required")
+		return nil, at, badField(prefix+".content_id", "content_id (a template name) or content (free-form text) is required")
 	}
 	if aerr := checkText(prefix+".campaign", n.Campaign, maxNameLen); aerr != nil {
-		return nil, aerr
+		return nil, at, aerr
 	}
 	devices, aerr := messageDevices(prefix+".devices", n.Devices)
 	if aerr != nil {
-		return nil, aerr
+		return nil, at, aerr
 	}
 	source := schemas.Source{Kind: "api", Name: n.Campaign}
 	if source.Name == "" {
 		source.Name = "createWhatsAppMessage"
+	}
+	// A scheduled request is valid for as long after its send time as one
+	// sent now is after now.
+	deadline := now.Add(dispatchValidity)
+	if !at.IsZero() {
+		deadline = at.Add(dispatchValidity)
 	}
 	out := make([]*schemas.DispatchRequest, 0, len(devices))
 	for _, d := range devices {
@@ -242,10 +268,11 @@ func whatsAppNotification(app *apps.App, sender, prefix string, raw json.RawMess
 			Text:     text,
 			Source:   source,
 			Created:  now,
-			Deadline: now.Add(dispatchValidity),
+			Deadline: deadline,
+			SendAt:   at,
 		})
 	}
-	return out, nil
+	return out, at, nil
 }
 
 // messageText reads free-form content: valid UTF-8, at most Meta's 4,096
@@ -272,21 +299,26 @@ func messageText(field string, raw json.RawMessage) (string, *apiError) {
 	return s, nil
 }
 
-// checkSendDate takes "now", nothing, or a "YYYY-MM-DD HH:mm" UTC time not
-// in the future.
-func checkSendDate(field string, raw json.RawMessage, now time.Time) *apiError {
+// checkSendDate takes "now", nothing, or a "YYYY-MM-DD HH:mm" UTC time at
+// most schemas.MaxScheduleAhead ahead. It returns the time to send at, zero
+// for now (also for a time in the past or less than scheduleTolerance ahead).
+func checkSendDate(field string, raw json.RawMessage, now time.Time) (time.Time, *apiError) {
 	v, aerr := segString(field, raw, 64)
 	if aerr != nil || v == "" || v == "now" {
-		return aerr
+		return time.Time{}, aerr
 	}
 	t, err := time.Parse(pwDateLayout, v)
 	if err != nil {
-		return badField(field, `%s: want "now" or "YYYY-MM-DD HH:mm" (UTC)`, quote(v))
+		return time.Time{}, badField(field, `%s: want "now" or "YYYY-MM-DD HH:mm" (UTC)`, quote(v))
 	}
-	if t.After(now.Add(scheduleTolerance)) {
-		return badField(field, "%s is in the future: scheduled sends are not supported yet, send at that time with \"now\" or use a journey", quote(v))
+	switch {
+	case t.After(now.Add(schemas.MaxScheduleAhead)):
+		return time.Time{}, badField(field, "%s is more than %d days ahead: sends can be scheduled at most %d days in advance",
+			quote(v), schemas.MaxScheduleAhead/(24*time.Hour), schemas.MaxScheduleAhead/(24*time.Hour))
+	case t.After(now.Add(scheduleTolerance)):
+		return t.UTC(), nil
 	}
-	return nil
+	return time.Time{}, nil
 }
 
 // recipient is a device of a notification.

@@ -29,6 +29,9 @@ func TestCreateWhatsAppMessage(t *testing.T) {
 	if len(codes) != 2 || resp["dispatch_requests"] != float64(3) {
 		t.Fatalf("answer %v, want 2 message codes and 3 dispatch requests", resp)
 	}
+	if at, _ := resp["send_at"].([]any); len(at) != 2 || at[0] != nil || at[1] != nil {
+		t.Fatalf("send_at %v, want [null null]: nothing is scheduled", resp["send_at"])
+	}
 	id := func(code any, to string) string {
 		sum := sha256.Sum256([]byte("shop|" + code.(string) + "|" + to))
 		return hex.EncodeToString(sum[:16])
@@ -66,11 +69,68 @@ func TestCreateWhatsAppMessage(t *testing.T) {
 	if n := h.endOffset(schemas.TopicEvents); n != 0 {
 		t.Fatalf("%d events, want none", n)
 	}
+	if n := h.endOffset(schemas.TopicScheduled); n != 0 {
+		t.Fatalf("%d scheduled requests, want none: no send_date is in the future", n)
+	}
+}
+
+// TestCreateWhatsAppMessageScheduled: a send_date in the future puts the
+// requests on TopicScheduled with send_at and a deadline a day after it;
+// one within scheduleTolerance sends now.
+func TestCreateWhatsAppMessageScheduled(t *testing.T) {
+	h := newHarness(t, Config{})
+	at := time.Now().UTC().Add(3 * time.Hour).Truncate(time.Minute)
+	soon := time.Now().UTC().Add(30 * time.Second).Format("2006-01-02 15:04") // within scheduleTolerance
+	body := `{"request":{"application":"shop","notifications":[
+		{"send_date":"` + at.Format("2006-01-02 15:04") + `","content_id":"order_update","devices":["+4915123456789","+16505551234"]},
+		{"send_date":"` + soon + `","content_id":"order_update","devices":["+16505551234"]}
+	]}}`
+	before := time.Now().UTC()
+	resp := wantOK(t, h.post(pathWhatsApp, shopToken, body))
+	codes, _ := resp["Messages"].([]any)
+	sendAt, _ := resp["send_at"].([]any)
+	if len(codes) != 2 || resp["dispatch_requests"] != float64(3) || len(sendAt) != 2 {
+		t.Fatalf("answer %v, want 2 codes, 3 dispatch requests, 2 send_at", resp)
+	}
+	if sendAt[0] != at.Format(time.RFC3339) || sendAt[1] != nil {
+		t.Fatalf("send_at %v, want [%s null]", sendAt, at.Format(time.RFC3339))
+	}
+	got := map[string]bool{}
+	for _, r := range h.records(schemas.TopicScheduled, 2) {
+		d, err := schemas.DecodeDispatchRequest(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ValidateScheduled(); err != nil {
+			t.Fatal(err)
+		}
+		if !d.SendAt.Equal(at) || !d.Deadline.Equal(at.Add(24*time.Hour)) || d.Created.Before(before) {
+			t.Fatalf("send_at %s deadline %s created %s, want %s, %s, after %s", d.SendAt, d.Deadline, d.Created, at, at.Add(24*time.Hour), before)
+		}
+		if string(r.Key) != string(schemas.RecipientKey("shop", d.To)) {
+			t.Fatalf("key %q", r.Key)
+		}
+		got[d.To] = true
+	}
+	if !got["+4915123456789"] || !got["+16505551234"] {
+		t.Fatalf("scheduled recipients %v", got)
+	}
+	now := h.records(schemas.TopicDispatch, 1)
+	d, err := schemas.DecodeDispatchRequest(now[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.SendAt.IsZero() || d.To != "+16505551234" || d.Deadline.Sub(d.Created) != 24*time.Hour {
+		t.Fatalf("sent-now request: send_at %s to %s created %s deadline %s", d.SendAt, d.To, d.Created, d.Deadline)
+	}
+	if v := metricValue(t, h.srv.m.produced.WithLabelValues("scheduled")); v != 2 {
+		t.Fatalf("herald_ingest_records_produced_total{kind=scheduled} = %v, want 2", v)
+	}
 }
 
 func TestCreateWhatsAppMessageRejects(t *testing.T) {
 	h := newHarness(t, Config{})
-	future := time.Now().UTC().Add(2 * time.Hour).Format("2006-01-02 15:04")
+	tooFar := time.Now().UTC().Add(schemas.MaxScheduleAhead + 2*time.Minute).Format("2006-01-02 15:04")
 	call := func(n string) string {
 		return `{"request":{"application":"shop","notifications":[` + n + `]}}`
 	}
@@ -100,7 +160,8 @@ func TestCreateWhatsAppMessageRejects(t *testing.T) {
 		{"devices not strings", call(`{"content_id":"t","devices":[1]}`), shopToken, 400, "request.notifications[0].devices"},
 		{"sms device", call(`{"content_id":"t","devices":["+16505551234","sms:+16505551234"]}`), shopToken, 400, "request.notifications[0].devices[1]"},
 		{"invalid number", call(`{"content_id":"t","devices":["+15550000000"]}`), shopToken, 400, "request.notifications[0].devices[0]"},
-		{"future send date", call(`{"content_id":"t","send_date":"` + future + `",` + dev + `}`), shopToken, 400, "request.notifications[0].send_date"},
+		{"send date too far ahead", call(`{"content_id":"t","send_date":"` + tooFar + `",` + dev + `}`), shopToken, 400, "request.notifications[0].send_date"},
+		{"second send date too far ahead", call(`{"content_id":"t",` + dev + `},{"content_id":"t","send_date":"` + tooFar + `",` + dev + `}`), shopToken, 400, "request.notifications[1].send_date"},
 		{"bad send date", call(`{"content_id":"t","send_date":"tomorrow",` + dev + `}`), shopToken, 400, "request.notifications[0].send_date"},
 		{"second notification bad", call(`{"content_id":"t",` + dev + `},{"content_id":"t"}`), shopToken, 400, "request.notifications[1].devices"},
 		{"notification not an object", call(`7`), shopToken, 400, "request.notifications[0]"},
@@ -111,8 +172,10 @@ func TestCreateWhatsAppMessageRejects(t *testing.T) {
 			wantError(t, h.post(pathWhatsApp, tc.token, tc.body), tc.code, tc.field)
 		})
 	}
-	if n := h.endOffset(schemas.TopicDispatch); n != 0 {
-		t.Fatalf("%d dispatch requests after refused calls", n)
+	for _, topic := range []string{schemas.TopicDispatch, schemas.TopicScheduled} {
+		if n := h.endOffset(topic); n != 0 {
+			t.Fatalf("%s: %d dispatch requests after refused calls", topic, n)
+		}
 	}
 }
 

@@ -16,7 +16,9 @@ const (
 )
 
 // DispatchRequest is a record on TopicDispatch: one message to one recipient,
-// as the segmenter (or the send API) decided it.
+// as the segmenter (or the send API) decided it. A request with a SendAt in
+// the future is a record on TopicScheduled instead; the scheduler moves it to
+// TopicDispatch, unchanged, when SendAt comes.
 type DispatchRequest struct {
 	V int `json:"v"`
 	// ID is deterministic: the same decision made again (a replay after a
@@ -43,6 +45,13 @@ type DispatchRequest struct {
 	// (the dispatcher gives up and reports OutcomeExpired after it).
 	Created  time.Time `json:"created"`
 	Deadline time.Time `json:"deadline"`
+	// SendAt, when set, is the earliest time the request may be sent.
+	// Requests with a SendAt in the future belong on TopicScheduled; the
+	// dispatcher forwards one it finds on TopicDispatch there rather than
+	// send it early. Omitted (zero) means as soon as possible. Deadline
+	// still bounds the send: a request released after its Deadline ends as
+	// OutcomeExpired.
+	SendAt time.Time `json:"send_at,omitzero"`
 }
 
 // Template is a WhatsApp template message.
@@ -106,6 +115,18 @@ func (d *DispatchRequest) Validate() error {
 	case ChannelEmail, ChannelPush:
 	default:
 		return invalid("dispatch: unknown channel %q", d.Channel)
+	}
+	return nil
+}
+
+// ValidateScheduled is Validate plus what a record on TopicScheduled needs:
+// a SendAt.
+func (d *DispatchRequest) ValidateScheduled() error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if d.SendAt.IsZero() {
+		return invalid("dispatch: send_at is required on %s", TopicScheduled)
 	}
 	return nil
 }

@@ -4,7 +4,9 @@ import "embed"
 
 // JSONSchema holds the JSON Schema (draft 2020-12) of every record type, for
 // producers and consumers not written in Go: jsonschema/event.v1.json,
-// dispatch.v1.json, outcome.v1.json, deadletter.v1.json, tags.v1.json.
+// dispatch.v1.json (also the requests on TopicScheduled), outcome.v1.json,
+// deadletter.v1.json, schedule_release.v1.json (release markers on
+// TopicScheduled), tags.v1.json.
 //
 //go:embed jsonschema/*.json
 var JSONSchema embed.FS

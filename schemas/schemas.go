@@ -11,6 +11,9 @@
 //
 //	herald.events.v1      Event           key EventKey(app, hwid, userID)
 //	herald.dispatch.v1    DispatchRequest key RecipientKey(app, to)
+//	herald.scheduled.v1   DispatchRequest with a future SendAt, and
+//	                      ScheduleRelease markers (header HeaderRecord)
+//	                      key RecipientKey(app, to)
 //	herald.outcomes.v1    Outcome         key RecipientKey(app, to)
 //	herald.deadletter.v1  DeadLetter      key: the key of the record it carries
 //	herald.tags.v1        ProfileTags     key ProfileKey(app, hwid, userID, anonymousID), compacted
@@ -21,6 +24,13 @@
 // on seeing one user's events in order). Dispatch requests and outcomes are
 // keyed by app and recipient so that sends to one recipient stay in order
 // (Meta's pair rate, 131056, is per recipient).
+//
+// Scheduled sends: a DispatchRequest whose SendAt is in the future goes to
+// herald.scheduled.v1, not herald.dispatch.v1. The scheduler (in the
+// dispatcher stage) holds it until SendAt, produces it unchanged to
+// herald.dispatch.v1, and then writes a ScheduleRelease marker with the same
+// key to the request's partition of herald.scheduled.v1, so that a scheduler
+// re-reading the partition knows the request was released.
 package schemas
 
 import (
@@ -38,6 +48,7 @@ const V1 = 1
 const (
 	TopicEvents     = "herald.events.v1"
 	TopicDispatch   = "herald.dispatch.v1"
+	TopicScheduled  = "herald.scheduled.v1"
 	TopicOutcomes   = "herald.outcomes.v1"
 	TopicDeadLetter = "herald.deadletter.v1"
 	// TopicTags is compacted (TopicConfigs): the latest record per key is
@@ -51,14 +62,7 @@ const (
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles}
-
-// TopicConfigs are the topic configs Herald creates a topic with, when it
-// has any beyond the broker's defaults.
-var TopicConfigs = map[string]map[string]string{
-	TopicTags:     {"cleanup.policy": "compact"},
-	TopicProfiles: {"cleanup.policy": "compact"},
-}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles}
 
 // keySep separates the parts of a record key. App ids are validated not to
 // contain it (see ValidAppID).
@@ -90,7 +94,8 @@ func TemplateKey(app, template string) []byte {
 	return []byte(app + keySep + "template:" + template)
 }
 
-// RecipientKey is the partitioning key of a DispatchRequest and an Outcome:
+// RecipientKey is the partitioning key of a DispatchRequest (on
+// TopicDispatch and TopicScheduled) and an Outcome:
 // the app and the recipient's address (E.164 number, email or push token).
 func RecipientKey(app, to string) []byte {
 	return []byte(app + keySep + to)
@@ -135,6 +140,11 @@ func decode[T interface{ Validate() error }](b []byte, v T, version func() int) 
 	return v.Validate()
 }
 
+// scheduled validates a DispatchRequest as a TopicScheduled record.
+type scheduled struct{ *DispatchRequest }
+
+func (s *scheduled) Validate() error { return s.ValidateScheduled() }
+
 // ValidateRecord decodes and validates value as a record of topic, as the
 // pipeline's consumers do, and returns the key the record must be produced
 // with. strict additionally refuses fields the record type does not have
@@ -152,6 +162,11 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicDispatch:
 		d := new(DispatchRequest)
 		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicScheduled:
+		// What producers write there are requests; release markers are
+		// the scheduler's own and told apart by a header, not the value.
+		d := new(DispatchRequest)
+		rec, version, key = &scheduled{d}, func() int { return d.V }, d.Key
 	case TopicOutcomes:
 		o := new(Outcome)
 		rec, version, key = o, func() int { return o.V }, o.Key

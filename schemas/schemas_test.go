@@ -24,6 +24,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"outcome.v1.json", reflect.TypeFor[Outcome]()},
 		{"deadletter.v1.json", reflect.TypeFor[DeadLetter]()},
 		{"tags.v1.json", reflect.TypeFor[ProfileTags]()},
+		{"schedule_release.v1.json", reflect.TypeFor[ScheduleRelease]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -59,7 +60,7 @@ func compare(t *testing.T, path string, schema map[string]any, typ reflect.Type)
 			continue
 		}
 		goFields[name] = f
-		omit[name] = strings.Contains(opts, "omitempty")
+		omit[name] = strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
 	}
 	var missing, extra []string
 	for name := range goFields {
@@ -200,6 +201,65 @@ func TestDispatchValidate(t *testing.T) {
 	}
 }
 
+// TestSendAt checks that send_at is left out when zero (omitempty would not
+// leave out a zero time.Time), round-trips when set, and is required on
+// TopicScheduled only.
+func TestSendAt(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	d := DispatchRequest{ID: "d", App: "a", Channel: ChannelWhatsApp, Sender: "100", To: "+14155550100",
+		Template: &Template{Name: "promo_offer", Language: "en_US"}, Source: Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Hour)}
+	b, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("send_at")) {
+		t.Fatalf("zero send_at is written: %s", b)
+	}
+	if _, err := ValidateRecord(TopicDispatch, b, true); err != nil {
+		t.Fatalf("dispatch without send_at: %v", err)
+	}
+	if _, err := ValidateRecord(TopicScheduled, b, true); err == nil || !strings.Contains(err.Error(), "send_at is required") {
+		t.Fatalf("scheduled without send_at: err = %v, want send_at is required", err)
+	}
+	d.SendAt = now.Add(48 * time.Hour)
+	if b, err = d.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"send_at":"2026-11-25T10:00:00Z"`)) {
+		t.Fatalf("send_at not written: %s", b)
+	}
+	key, err := ValidateRecord(TopicScheduled, b, true)
+	if err != nil {
+		t.Fatalf("scheduled with send_at: %v", err)
+	}
+	if string(key) != "a|+14155550100" {
+		t.Fatalf("key %q", key)
+	}
+	got, err := DecodeDispatchRequest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.SendAt.Equal(d.SendAt) {
+		t.Fatalf("send_at %s, want %s", got.SendAt, d.SendAt)
+	}
+
+	r := &ScheduleRelease{ID: "d", Offset: 7, Released: now}
+	rb, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gr, err := DecodeScheduleRelease(rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gr, r) {
+		t.Fatalf("release round trip: got %+v, want %+v", gr, r)
+	}
+	if _, err := DecodeScheduleRelease([]byte(`{"v":1,"released":"2026-11-23T10:00:00Z"}`)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("release without id: err = %v, want ErrInvalid", err)
+	}
+}
+
 func TestKeys(t *testing.T) {
 	if got := string(EventKey("a", "", "u1")); got != "a|user:u1" {
 		t.Fatalf("EventKey without hwid = %q", got)
@@ -242,5 +302,6 @@ func FuzzDecode(f *testing.F) {
 		_, _ = DecodeDispatchRequest(b)
 		_, _ = DecodeOutcome(b)
 		_, _ = DecodeDeadLetter(b)
+		_, _ = DecodeScheduleRelease(b)
 	})
 }

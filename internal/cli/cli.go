@@ -41,7 +41,7 @@ func init() {
 		"wasim":      {"run the WhatsApp Cloud API simulator", runWasim},
 		"ingest":     {"run the ingest stage: HTTP APIs and Meta's webhook -> Kafka", runIngest},
 		"segmenter":  {"run the segmenter stage: events -> profiles, keyword triggers -> dispatch requests", runSegmenter},
-		"dispatcher": {"run the dispatcher stage: dispatch requests -> WhatsApp Cloud API -> outcomes", runDispatcher},
+		"dispatcher": {"run the dispatcher stage: dispatch requests -> WhatsApp Cloud API -> outcomes, and the scheduler (scheduled requests -> dispatch requests at send_at)", runDispatcher},
 		"analytics":  {"run the analytics stage: events and outcomes -> ClickHouse", runAnalytics},
 		"migrate":    {"apply ClickHouse schema migrations and exit", runMigrate},
 		"report":     {"print the pipeline report read back from ClickHouse", runReport},

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/apps"
 	"github.com/heraldhq/herald/internal/chtest"
+	"github.com/heraldhq/herald/schemas"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
@@ -160,5 +162,40 @@ func TestBadSignatureRefused(t *testing.T) {
 	}
 	if n := chtest.Count(t, conn, "SELECT count() FROM events"); n != 0 {
 		t.Fatalf("events in ClickHouse: %d, want 0", n)
+	}
+}
+
+// TestScheduledSendEndToEnd: a request produced to the dispatch topic ahead
+// of its send_at is forwarded by the dispatcher, released by the stack's
+// scheduler at send_at, and sent once.
+func TestScheduledSendEndToEnd(t *testing.T) {
+	s, _, conn := testStack(t)
+	const phone = "+919812345679"
+	sendAt := time.Now().UTC().Add(1500 * time.Millisecond)
+	d := &schemas.DispatchRequest{
+		ID: "scheduled-e2e", App: devAppID, Channel: schemas.ChannelWhatsApp, Sender: devPhoneNumberID, To: phone, Country: "IN",
+		Template: &schemas.Template{Name: "promo_offer", Language: "en_US", Category: "MARKETING", Body: []string{"Asha"}},
+		Source:   schemas.Source{Kind: "api", Name: "scheduled"},
+		Created:  time.Now().UTC(), Deadline: sendAt.Add(time.Hour), SendAt: sendAt,
+	}
+	b, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.admin.ProduceSync(t.Context(), &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for chtest.Count(t, conn, "SELECT count() FROM messages FINAL WHERE dispatch_id = 'scheduled-e2e' AND state = 'accepted'") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduled send not in ClickHouse after 30s (simulator accepted %d)", s.sim.Stats().Accepted)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if time.Now().Before(sendAt) {
+		t.Fatal("sent before send_at")
+	}
+	if st := s.sim.Stats(); st.Accepted != 1 {
+		t.Fatalf("simulator accepted %d messages, want 1", st.Accepted)
 	}
 }

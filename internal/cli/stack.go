@@ -49,6 +49,7 @@ type stackConfig struct {
 	Apps       *apps.Registry
 	Segmenter  segmenter.Config
 	Dispatcher dispatcher.Config
+	Scheduler  dispatcher.SchedulerConfig
 	Analytics  analytics.Config
 	Wasim      wasim.Config
 }
@@ -72,6 +73,7 @@ type stack struct {
 	tagView                     *ingest.TagView
 	seg                         *segmenter.Segmenter
 	disp                        *dispatcher.Dispatcher
+	sched                       *dispatcher.Scheduler
 	sink                        *analytics.Sink
 
 	cancel context.CancelFunc
@@ -185,6 +187,12 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 		return nil, err
 	}
 	s.goRun("dispatcher", s.disp.Run, runCtx)
+	// The scheduler releases the requests of herald.scheduled.v1
+	// (createWhatsAppMessage with a future send_date) to the dispatcher.
+	if s.sched, err = dispatcher.NewScheduler(cfg.Scheduler, s.kcfg, log, s.ops.Registry); err != nil {
+		return nil, err
+	}
+	s.goRun("scheduler", s.sched.Run, runCtx)
 
 	acfg := cfg.Analytics
 	acfg.DSN = s.dsn
@@ -238,7 +246,7 @@ func (s *stack) Close() {
 		s.cancel()
 	}
 	s.wg.Wait()
-	for _, c := range []interface{ Close() }{s.tagView, s.seg, s.disp, s.sink} {
+	for _, c := range []interface{ Close() }{s.tagView, s.seg, s.disp, s.sched, s.sink} {
 		if c != nil && !isNilCloser(c) {
 			c.Close()
 		}
@@ -270,6 +278,8 @@ func isNilCloser(c interface{ Close() }) bool {
 	case *segmenter.Segmenter:
 		return v == nil
 	case *dispatcher.Dispatcher:
+		return v == nil
+	case *dispatcher.Scheduler:
 		return v == nil
 	case *analytics.Sink:
 		return v == nil

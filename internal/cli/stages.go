@@ -250,6 +250,7 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	appsFile := f.String("apps", "", "apps file (YAML)")
 	base := f.String("whatsapp.base-url", "https://graph.facebook.com", "WhatsApp Cloud API base URL (the simulator's in dev)")
 	rate := f.Float64("whatsapp.rate", 80, "messages per second per sending phone number")
+	maxPending := f.Int("scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -264,7 +265,34 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	defer d.Close()
-	return d.Run(ctx)
+	// The scheduler runs next to the dispatcher: it releases the requests
+	// of herald.scheduled.v1 to herald.dispatch.v1 at their send_at.
+	sch, err := dispatcher.NewScheduler(dispatcher.SchedulerConfig{MaxPending: *maxPending}, r.kcfg, r.log, r.ops.Registry)
+	if err != nil {
+		return err
+	}
+	defer sch.Close()
+	return runBoth(ctx, d.Run, sch.Run)
+}
+
+// runBoth runs a and b until ctx is done or one of them fails, which stops
+// the other; it returns the first error.
+func runBoth(ctx context.Context, a, b func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	for _, run := range []func(context.Context) error{a, b} {
+		go func() {
+			err := run(ctx)
+			cancel()
+			errs <- err
+		}()
+	}
+	first := <-errs
+	if second := <-errs; first == nil {
+		first = second
+	}
+	return first
 }
 
 func runAnalytics(ctx context.Context, args []string, _, stderr io.Writer) error {

@@ -144,8 +144,9 @@ func (c *Config) PasswordFromEnv() error {
 }
 
 // EnsureTopics creates the topics that do not exist yet with the configured
-// partition count and the topic's schemas.TopicConfigs (TopicTags is
-// compacted). Topics that exist are left as they are.
+// partition count and the topic's schemas.TopicConfigs (the compacted
+// TopicTags and TopicProfiles, the long retention of TopicScheduled).
+// Topics that exist are left as they are.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, partitions int32, replication int16, topics ...string) error {
 	adm := kadm.NewClient(cl)
 	var plain []string

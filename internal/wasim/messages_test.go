@@ -187,6 +187,9 @@ func TestStatusWebhooks(t *testing.T) {
 	if _, bad := h.rc1.count(); bad != 0 {
 		t.Errorf("%d webhooks had a bad signature", bad)
 	}
+	// The simulator counts a webhook after the receiver answered it: wait
+	// for the last count rather than race it.
+	waitFor(t, "webhook counts", func() bool { st := h.sim.Stats(); return st.WebhooksSent == 3 && st.Pending == 0 })
 	st := h.sim.Stats()
 	if st.Accepted != 1 || st.WebhooksSent != 3 || st.Statuses["sent"] != 1 || st.Statuses["delivered"] != 1 || st.Statuses["read"] != 1 || st.Pending != 0 {
 		t.Errorf("stats = %+v", st)

@@ -1,0 +1,77 @@
+package schemas
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// MaxScheduleAhead is how far in the future a SendAt may be: ingest refuses
+// later send dates, and the scheduler dead-letters requests whose SendAt is
+// more than this after the record was written. TopicScheduled must retain
+// records longer than this (see TopicConfigs): a pending request holds its
+// partition's committed offset until it is released.
+const MaxScheduleAhead = 90 * 24 * time.Hour
+
+// Record headers on TopicScheduled. The topic holds two record types; a
+// release marker carries the header HeaderRecord with the value
+// RecordScheduleRelease, and every other record is a DispatchRequest. A
+// header rather than a field in the value, so that telling the two apart does
+// not need a JSON decode, and so that producers writing requests need not add
+// anything.
+const (
+	HeaderRecord          = "herald-record"
+	RecordScheduleRelease = "schedule-release"
+)
+
+// ScheduleRelease is a release marker on TopicScheduled: the scheduler
+// produced the request ID (read from the same partition, at Offset) to
+// TopicDispatch at Released. It is written to the request's partition after
+// the dispatch was acknowledged, so that a scheduler re-reading the partition
+// after a crash or a rebalance does not release the request again.
+type ScheduleRelease struct {
+	V  int    `json:"v"`
+	ID string `json:"id"`
+	// Offset is the offset of the released request on TopicScheduled, for
+	// operators; the scheduler matches markers to requests by ID.
+	Offset   int64     `json:"offset"`
+	Released time.Time `json:"released"`
+}
+
+// Validate checks the fields the scheduler relies on.
+func (r *ScheduleRelease) Validate() error {
+	switch {
+	case r.ID == "":
+		return invalid("schedule release: id is required")
+	case r.Released.IsZero():
+		return invalid("schedule release: released is required")
+	}
+	return nil
+}
+
+// DecodeScheduleRelease decodes and validates a release marker value.
+func DecodeScheduleRelease(b []byte) (*ScheduleRelease, error) {
+	r := new(ScheduleRelease)
+	if err := decode(b, r, func() int { return r.V }); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Marshal encodes the marker, setting V.
+func (r *ScheduleRelease) Marshal() ([]byte, error) {
+	r.V = V1
+	return json.Marshal(r)
+}
+
+// TopicConfigs are the topic configs Herald sets on the topics it creates,
+// by topic; topics not listed get the broker's defaults. Topics that exist
+// already are left as they are: set these by hand on them.
+var TopicConfigs = map[string]map[string]string{
+	// Scheduled requests wait up to MaxScheduleAhead, and a pending request
+	// keeps its partition's committed offset at it: the topic must keep
+	// records for longer, with room for an outage. 120 days.
+	TopicScheduled: {"retention.ms": "10368000000", "cleanup.policy": "delete"},
+	// The latest record per key is the state.
+	TopicTags:     {"cleanup.policy": "compact"},
+	TopicProfiles: {"cleanup.policy": "compact"},
+}
