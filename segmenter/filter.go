@@ -51,9 +51,9 @@ const (
 //	a + b    union: either
 //	a \ b    difference: a and not b
 //
-// '*' and '\' bind tighter than '+', like multiplication and subtraction
-// in a sum would if '\' were '/'; operators of the same precedence group
-// left to right, so a \ b * c is (a \ b) * c and a + b * c is a + (b * c).
+// '*' and '\' bind tighter than '+', as '*' and '/' do in arithmetic;
+// operators of the same precedence group left to right, so a \ b * c is
+// (a \ b) * c and a + b * c is a + (b * c).
 // Parentheses override; they nest at most MaxFilterDepth deep. (Pushwoosh's
 // documentation does not state a precedence; its client libraries always
 // parenthesize, which means the same thing under this rule.)

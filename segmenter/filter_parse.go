@@ -211,6 +211,9 @@ func (l *lexer) number() (token, *FilterError) {
 	text := s[start:i]
 	l.off = i
 	if i > end { // a unit follows
+		if i != end+1 || !isLetter(s[end]) {
+			return token{}, l.errAt(start, "malformed number %s", clip(text))
+		}
 		if end != intEnd {
 			return token{}, l.errAt(start, "malformed relative time %s: the count is a whole number (-30d)", clip(text))
 		}
@@ -880,5 +883,16 @@ func compareVersion(s string, v []uint32) (int, bool) {
 
 // quoteFilter quotes s as a filter string.
 func quoteFilter(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	if !strings.ContainsAny(s, `"\`) {
+		return `"` + s + `"`
+	}
+	b := make([]byte, 0, len(s)+8)
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return string(append(b, '"'))
 }

@@ -2,6 +2,7 @@ package segmenter
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -316,6 +317,8 @@ func TestFilterErrors(t *testing.T) {
 	f(`T("d", EQ, -30d)`, 12, `EQ takes no relative time (-30d): relative times go with GTE, LTE and BETWEEN`)
 	f(`T("n", EQ, 1e999)`, 12, `number 1e999 is out of range`)
 	f(`T("n", EQ, 1.)`, 12, `malformed number 1.`)
+	f(`T("n", EQ, 3abc)`, 12, `malformed number 3abc`)
+	f(`T("n", EQ, 3d)`, 12, `relative time 3d needs a sign: -3d is 3d ago, +3d is 3d ahead`)
 	f(`T("Country", GTE, 3)`, 19, `tag "Country" is a string: GTE with a number never matches it (strings take EQ, NOTEQ, IN, NOTIN with strings, ANY, NOTSET)`)
 	f(`T("Registered", EQ, 1)`, 21, `tag "Registered" is a boolean: EQ with a number never matches it (booleans take EQ, NOTEQ with true or false)`)
 	f(`T("Device Type", EQ, "21")`, 22, `tag "Device Type" is a number: EQ with a string never matches it (numbers take EQ, NOTEQ, IN, NOTIN, BETWEEN, GTE, LTE with numbers)`)
@@ -479,4 +482,29 @@ func FuzzCompile(f *testing.F) {
 			}
 		}
 	})
+}
+
+func ExampleCompile() {
+	f, err := Compile("shop", `Event("OrderPlaced", last, GTE, "-90d") * T("Cuisines", IN, "asian") \ T("Opted Out", EQ, true)`)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	p := &Profile{
+		Tags:   map[string]Tag{"Cuisines": {Kind: TagList, List: []string{"asian", "italian"}}},
+		Events: []EventCount{{Name: "OrderPlaced", Count: 2, Last: now.Add(-72 * time.Hour)}},
+	}
+	fmt.Println(f)
+	fmt.Println(f.Match(p, now))
+	tags, events, defaults := f.Fields()
+	fmt.Println(tags, events, defaults, f.UsesNow())
+
+	_, err = Compile("shop", `T("Cuisines" IN, "asian")`)
+	fmt.Println(err)
+	// Output:
+	// Event("OrderPlaced", LAST, GTE, -90d) * T("Cuisines", IN, ["asian"]) \ T("Opted Out", EQ, true)
+	// true
+	// [Cuisines] [OrderPlaced] [Opted Out] true
+	// column 14: expected ',' after the tag name, got IN
 }
