@@ -65,7 +65,10 @@ const (
 // compile errors where they can be seen: GTE on a boolean, BETWEEN on two
 // plain strings, a string on COUNT, a number on a default string tag):
 //
-//   - numbers (3, -2.5, 1e3) compare numerically with number tags only;
+//   - numbers (3, -2.5, 1e3) compare numerically with number tags; under
+//     EQ, NOTEQ, IN and NOTIN they also match string and list tags holding
+//     their decimal form ("28", "2.5"), as Pushwoosh converts them, but
+//     never order strings;
 //   - strings compare exactly and case-sensitively with string tags, and
 //     with list tags by membership: IN matches when the list holds any of
 //     the values, EQ when it holds the value;
@@ -506,7 +509,23 @@ func (c *cond) holds(v fvalue, now time.Time) bool {
 	case litBool:
 		return v.kind == TagBool && v.b == c.vals[0].b
 	case litNum:
-		if v.kind != TagNumber {
+		switch v.kind {
+		case TagNumber:
+		case TagString, TagList:
+			// Pushwoosh compares numbers with string tags as strings.
+			if c.op == OpGTE || c.op == OpLTE || c.op == OpBetween {
+				return false
+			}
+			if v.kind == TagString {
+				return c.hasStr(v.str)
+			}
+			for _, s := range v.list {
+				if c.hasStr(s) {
+					return true
+				}
+			}
+			return false
+		default:
 			return false
 		}
 		switch c.op {
@@ -607,7 +626,7 @@ func (k litKind) String() string {
 // literal is a value of a condition.
 type literal struct {
 	kind litKind
-	str  string
+	str  string // litStr; litNum: the number in decimal, as Tag.String
 	num  float64
 	b    bool
 	sec  int64         // litTime: Unix seconds

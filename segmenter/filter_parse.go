@@ -619,7 +619,7 @@ func (p *parser) value() (token, *FilterError) {
 func (p *parser) toLit(t token, op Op, ordered bool) (literal, *FilterError) {
 	switch t.kind {
 	case tokNumber:
-		return literal{kind: litNum, num: t.num}, nil
+		return literal{kind: litNum, num: t.num, str: strconv.FormatFloat(t.num, 'f', -1, 64)}, nil
 	case tokRel:
 		if !ordered {
 			return literal{}, p.errAt(t, "%s takes no relative time (%s): relative times go with GTE, LTE and BETWEEN", op, t.text)

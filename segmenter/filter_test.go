@@ -28,6 +28,7 @@ func filterProfiles() []*Profile {
 			"Last Purchase": {Kind: TagString, Str: "2025-05-20 10:00"},
 			"Signup":        {Kind: TagString, Str: "2025-01-10T08:00:00Z"},
 			"App Version":   {Kind: TagString, Str: "1.10.2"},
+			"Sizes":         {Kind: TagList, List: []string{"36", "40.5"}},
 		},
 		FirstSeen: ago(100 * day), LastSeen: ago(time.Hour), LastInbound: ago(2 * time.Hour),
 		Events: []EventCount{
@@ -91,11 +92,13 @@ func TestFilterMatch(t *testing.T) {
 	f(`T("Cuisines", EQ, "mexican")`, "010")
 	f(`T("Cuisines", NOTIN, ["asian"])`, "011")
 	f(`T("Cuisines", ANY)`, "110")
-	// Numbers: number tags only (bob's "28" is a string).
-	f(`T("Age", EQ, 28)`, "100")
-	f(`T("Age", EQ, 28.0)`, "100")
+	// Numbers: numerically with number tags; EQ and IN also match string
+	// and list tags by their decimal form (bob's "28" is a string).
+	f(`T("Age", EQ, 28)`, "110")
+	f(`T("Age", EQ, 28.0)`, "110")
+	f(`T("Age", EQ, 2.8e1)`, "110")
 	f(`T("Age", EQ, "28")`, "010")
-	f(`T("Age", NOTEQ, 28)`, "011")
+	f(`T("Age", NOTEQ, 28)`, "001")
 	f(`T("Age", GTE, 28)`, "100")
 	f(`T("Age", GTE, 29)`, "000")
 	f(`T("Age", LTE, 28)`, "100")
@@ -103,8 +106,10 @@ func TestFilterMatch(t *testing.T) {
 	f(`T("Age", BETWEEN, [18, 30])`, "100")
 	f(`T("Age", BETWEEN, 29, 40)`, "000")
 	f(`T("Age", BETWEEN, [28, 28])`, "100")
-	f(`T("Age", IN, [27, 28])`, "100")
-	f(`T("Age", NOTIN, [28])`, "011")
+	f(`T("Age", IN, [27, 28])`, "110")
+	f(`T("Age", NOTIN, [28])`, "001")
+	f(`T("Sizes", IN, [38, 40.5])`, "100")
+	f(`T("Sizes", GTE, 38)`, "000")
 	// Booleans.
 	f(`T("VIP", EQ, true)`, "100")
 	f(`T("VIP", EQ, false)`, "010")
