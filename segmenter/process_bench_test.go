@@ -3,11 +3,14 @@ package segmenter
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldhq/herald/internal/kafkatest"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -108,4 +111,68 @@ func BenchmarkDecodeEvent(b *testing.B) {
 		i += batch
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
+}
+
+// BenchmarkRestore measures restoring 1,000,000 profiles (10 tags and 4
+// event counters each, about 330 bytes) from the changelog on 8 partitions
+// of an in-process kfake broker into an empty cache, as a segmenter does
+// on partition assignment. One op is one whole restore.
+//
+//	go test -run '^$' -bench BenchmarkRestore -benchtime 3x ./segmenter/
+func BenchmarkRestore(b *testing.B) {
+	const profiles, partitions = 1_000_000, 8
+	c := kafkatest.New(b, partitions)
+	cl := c.Client(b, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+	p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Timezone: "America/Los_Angeles",
+		FirstSeen: t0, LastSeen: t0, Tags: map[string]Tag{}}
+	for i := range 10 {
+		p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
+	}
+	for i := range 4 {
+		p.Events = append(p.Events, EventCount{Name: fmt.Sprintf("Event%d", i), Count: uint64(i + 1), Last: t0})
+	}
+	var bytes int64
+	var wg sync.WaitGroup
+	var perr atomic.Value
+	for i := range profiles {
+		p.WhatsApp = fmt.Sprintf("+1415%07d", i)
+		p.src = srcPos{partition: int32(i % partitions), next: int64(i/partitions + 1)}
+		v := appendProfile(nil, p)
+		bytes += int64(len(v))
+		wg.Add(1)
+		cl.Produce(b.Context(), &kgo.Record{Topic: schemas.TopicProfiles, Partition: int32(i % partitions),
+			Key: []byte("shop|whatsapp:" + p.WhatsApp), Value: v}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				perr.Store(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if err, _ := perr.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	parts := make([]int32, partitions)
+	for i := range parts {
+		parts[i] = int32(i)
+	}
+	b.SetBytes(bytes)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		s, err := New(Config{CacheBytes: 1 << 30}, c.Config, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		n, err := s.restore(b.Context(), parts)
+		b.StopTimer()
+		if err != nil || n != profiles {
+			b.Fatalf("restored %d profiles (%v), want %d", n, err, profiles)
+		}
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(profiles)*float64(b.N)/b.Elapsed().Seconds(), "profiles/s")
 }
