@@ -24,6 +24,7 @@ type pwRequest struct {
 	PushToken    string          `json:"push_token"`
 	Email        string          `json:"email"`
 	Language     string          `json:"language"`
+	AppVersion   string          `json:"app_version"`
 	Timezone     json.RawMessage `json:"timezone"`
 	Tags         json.RawMessage `json:"tags"`
 	TagTypes     json.RawMessage `json:"tag_types"`
@@ -230,6 +231,10 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 		return nil, aerr
 	}
 	ev.Language = req.Language
+	if aerr := checkText("request.app_version", req.AppVersion, maxAppVersion); aerr != nil {
+		return nil, aerr
+	}
+	ev.AppVersion = req.AppVersion
 	if ev.Timezone, aerr = parseTimezone("request.timezone", req.Timezone); aerr != nil {
 		return nil, aerr
 	}

@@ -23,6 +23,7 @@ import (
 const (
 	maxIDLen       = 256  // hwid, userId
 	maxNameLen     = 128  // tag, attribute and event names
+	maxAppVersion  = 64   // registerDevice app_version
 	maxStringValue = 8192 // one tag or attribute string
 	maxListLen     = 1000 // items in one list value
 	maxValues      = 1000 // tags or attributes in one call

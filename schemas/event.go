@@ -127,6 +127,9 @@ type Event struct {
 	// lowercased; PushToken the token of a push device (1, 3).
 	Email     string `json:"email,omitempty"`
 	PushToken string `json:"push_token,omitempty"`
+	// AppVersion is the application version the device reports
+	// (Pushwoosh's "Application Version" default tag).
+	AppVersion string `json:"app_version,omitempty"`
 
 	// Tags are set by KindRegister and KindTags: name to value (string,
 	// number, bool, list of strings, or null to remove the tag).

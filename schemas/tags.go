@@ -28,17 +28,22 @@ type ProfileTags struct {
 	Registered bool `json:"registered"`
 	// Tags by name: the user's tags (string, number, boolean, or list of
 	// strings; dates and versions are strings) and the default tags known
-	// (Language, Country, Timezone).
+	// (Language, Country, Timezone, Application Version, First Install,
+	// Last Application Open).
 	Tags map[string]any `json:"tags"`
 	// Updated is the time of the latest event applied to the profile.
 	Updated time.Time `json:"updated"`
 }
 
-// Default tag names in ProfileTags.Tags, as Pushwoosh names them.
+// Default tag names in ProfileTags.Tags, as Pushwoosh names them. Dates
+// are "YYYY-MM-DD HH:mm" UTC.
 const (
-	TagLanguage = "Language"
-	TagCountry  = "Country"
-	TagTimezone = "Timezone"
+	TagLanguage     = "Language"
+	TagCountry      = "Country"
+	TagTimezone     = "Timezone"
+	TagAppVersion   = "Application Version"
+	TagFirstInstall = "First Install"
+	TagLastAppOpen  = "Last Application Open"
 )
 
 // Validate checks the fields consumers rely on.

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// Profile encoding, version 2 (1 lacks the source position). Little endian, varints as encoding/binary
+// Profile encoding, version 3 (2 lacks what is marked v3, 1 also the source
+// position; both still decode). Little endian, varints as encoding/binary
 // writes them, strings as uvarint length + bytes, times as uvarint
 // microseconds since 0001-01-01 UTC (0 is the zero time):
 //
@@ -17,16 +18,20 @@ import (
 //	varint   device type
 //	string   user id, language, timezone, country, whatsapp
 //	time     first seen, last seen, last inbound
-//	uvarint  tag count, then per tag: string name, byte kind, value
-//	         (string: string; number: 8-byte float64; bool: byte;
-//	         list: uvarint count + strings)
+//	uvarint  tag count, then per tag: string name, tag value, where a tag
+//	         value is byte kind, then (string: string; number: 8-byte
+//	         float64; bool: byte; list: uvarint count + strings)
 //	uvarint  event-name count, then per name: string, uvarint count, time
+//	         last, (v3) time first, uvarint attribute count + per attribute
+//	         string name and tag value
 //	byte     recent id count, then 8 bytes per id hash
 //	varint   source partition, uvarint next source offset (0: none)
+//	(v3)     string email, uvarint push token count + strings, string app
+//	         version, time first install
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
-const profileVersion = 2
+const profileVersion = 3
 
 const (
 	flagRegistered = 1 << iota
@@ -74,37 +79,81 @@ func appendProfile(b []byte, p *Profile) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
 	for name, t := range p.Tags {
 		b = appendString(b, name)
-		b = append(b, byte(t.Kind))
-		switch t.Kind {
-		case TagString:
-			b = appendString(b, t.Str)
-		case TagNumber:
-			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Num))
-		case TagBool:
-			if t.Bool {
-				b = append(b, 1)
-			} else {
-				b = append(b, 0)
-			}
-		case TagList:
-			b = binary.AppendUvarint(b, uint64(len(t.List)))
-			for _, s := range t.List {
-				b = appendString(b, s)
-			}
-		}
+		b = appendTag(b, t)
 	}
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
 		b = appendString(b, c.Name)
 		b = binary.AppendUvarint(b, c.Count)
 		b = appendTime(b, c.Last)
+		b = appendTime(b, c.First)
+		b = binary.AppendUvarint(b, uint64(len(c.Attrs)))
+		for name, t := range c.Attrs {
+			b = appendString(b, name)
+			b = appendTag(b, t)
+		}
 	}
 	b = append(b, byte(len(p.recent)))
 	for _, h := range p.recent {
 		b = binary.LittleEndian.AppendUint64(b, h)
 	}
 	b = binary.AppendVarint(b, int64(p.src.partition))
-	return binary.AppendUvarint(b, uint64(max(p.src.next, 0)))
+	b = binary.AppendUvarint(b, uint64(max(p.src.next, 0)))
+	b = appendString(b, p.Email)
+	b = binary.AppendUvarint(b, uint64(len(p.PushTokens)))
+	for _, tok := range p.PushTokens {
+		b = appendString(b, tok)
+	}
+	b = appendString(b, p.AppVersion)
+	return appendTime(b, p.FirstInstall)
+}
+
+// appendTag appends the kind and value of t.
+func appendTag(b []byte, t Tag) []byte {
+	b = append(b, byte(t.Kind))
+	switch t.Kind {
+	case TagString:
+		b = appendString(b, t.Str)
+	case TagNumber:
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Num))
+	case TagBool:
+		if t.Bool {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	case TagList:
+		b = binary.AppendUvarint(b, uint64(len(t.List)))
+		for _, s := range t.List {
+			b = appendString(b, s)
+		}
+	}
+	return b
+}
+
+// tag reads a value written by appendTag.
+func (d *decoder) tag() Tag {
+	t := Tag{Kind: TagKind(d.byte("tag kind"))}
+	switch t.Kind {
+	case TagString:
+		t.Str = d.string("tag value")
+	case TagNumber:
+		t.Num = math.Float64frombits(d.uint64("tag value"))
+	case TagBool:
+		t.Bool = d.byte("tag value") != 0
+	case TagList:
+		if m := d.count("tag list length", 1); m > 0 {
+			t.List = make([]string, m)
+			for i := range t.List {
+				t.List[i] = d.string("tag list item")
+			}
+		} else {
+			t.List = []string{}
+		}
+	default:
+		d.fail("tag kind")
+	}
+	return t
 }
 
 // decoder reads an encoding; the first error sticks and later reads return
@@ -197,7 +246,7 @@ func (d *decoder) time(what string) time.Time {
 func decodeProfile(b []byte) (*Profile, error) {
 	d := &decoder{b: b, all: string(b)}
 	version := d.byte("version")
-	if d.err == nil && version != profileVersion && version != 1 {
+	if d.err == nil && (version < 1 || version > profileVersion) {
 		return nil, fmt.Errorf("%w: version %d", errCorrupt, version)
 	}
 	p := new(Profile)
@@ -217,26 +266,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 		p.Tags = make(map[string]Tag, n)
 		for range n {
 			name := d.string("tag name")
-			t := Tag{Kind: TagKind(d.byte("tag kind"))}
-			switch t.Kind {
-			case TagString:
-				t.Str = d.string("tag value")
-			case TagNumber:
-				t.Num = math.Float64frombits(d.uint64("tag value"))
-			case TagBool:
-				t.Bool = d.byte("tag value") != 0
-			case TagList:
-				if m := d.count("tag list length", 1); m > 0 {
-					t.List = make([]string, m)
-					for i := range t.List {
-						t.List[i] = d.string("tag list item")
-					}
-				} else {
-					t.List = []string{}
-				}
-			default:
-				d.fail("tag kind")
-			}
+			t := d.tag()
 			if d.err != nil {
 				return nil, d.err
 			}
@@ -250,6 +280,20 @@ func decodeProfile(b []byte) (*Profile, error) {
 			c.Name = d.string("event name")
 			c.Count = d.uvarint("event count")
 			c.Last = d.time("event time")
+			if version < 3 {
+				continue
+			}
+			c.First = d.time("event first time")
+			if m := d.count("event attribute count", 3); m > 0 {
+				c.Attrs = make(map[string]Tag, m)
+				for range m {
+					name := d.string("event attribute name")
+					c.Attrs[name] = d.tag()
+					if d.err != nil {
+						return nil, d.err
+					}
+				}
+			}
 		}
 	}
 	if n := int(d.byte("recent count")); n > 0 {
@@ -270,6 +314,17 @@ func decodeProfile(b []byte) (*Profile, error) {
 		} else {
 			p.src = srcPos{partition: int32(part), next: int64(next)}
 		}
+	}
+	if version >= 3 {
+		p.Email = d.string("email")
+		if n := d.count("push token count", 1); n > 0 {
+			p.PushTokens = make([]string, n)
+			for i := range p.PushTokens {
+				p.PushTokens[i] = d.string("push token")
+			}
+		}
+		p.AppVersion = d.string("app version")
+		p.FirstInstall = d.time("first install")
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -1,6 +1,7 @@
 package segmenter
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"reflect"
@@ -29,9 +30,17 @@ func fullProfile() *Profile {
 		LastInbound: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
 		recent:      []uint64{1, math.MaxUint64, idHash("x")},
 		src:         srcPos{partition: 7, next: 1 << 40},
+		Email:       "joao@example.com", PushTokens: []string{"tok-a", "tok-b"}, AppVersion: "2.10.1",
+		FirstInstall: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
 	for i := range 10 {
-		p.Events = append(p.Events, EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000), Last: p.LastSeen.Add(time.Duration(i) * time.Second)})
+		c := EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000),
+			First: p.FirstSeen.Add(time.Duration(i) * time.Hour), Last: p.LastSeen.Add(time.Duration(i) * time.Second)}
+		if i%3 == 0 {
+			c.Attrs = map[string]Tag{"cuisine": {Kind: TagString, Str: "asian"}, "total": {Kind: TagNumber, Num: 31.5},
+				"items": {Kind: TagList, List: []string{"maki", "gyoza"}}, "paid": {Kind: TagBool, Bool: true}}
+		}
+		p.Events = append(p.Events, c)
 	}
 	return p
 }
@@ -69,7 +78,7 @@ func TestProfileCodecCorrupt(t *testing.T) {
 	}
 	for _, bad := range [][]byte{
 		append(append([]byte{}, b...), 0),                                  // trailing byte
-		append([]byte{3}, b[1:]...),                                        // unknown version
+		append([]byte{4}, b[1:]...),                                        // unknown version
 		{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, // huge tag count
 	} {
 		if _, err := decodeProfile(bad); err == nil {
@@ -78,18 +87,56 @@ func TestProfileCodecCorrupt(t *testing.T) {
 	}
 }
 
-// TestProfileCodecV1: a version 1 encoding (no source position) decodes.
-func TestProfileCodecV1(t *testing.T) {
-	p := fullProfile()
-	p.src = srcPos{}
-	b := appendProfile(nil, p)
-	v1 := append([]byte{1}, b[1:len(b)-2]...) // v2 ends with partition 0 and offset 0: one byte each
-	got, err := decodeProfile(v1)
-	if err != nil {
-		t.Fatal(err)
+// appendLegacy writes p as versions 1 and 2 of the encoding did: events
+// without first time and attributes, no channels or install time, and (1)
+// no source position.
+func appendLegacy(version byte, p *Profile) []byte {
+	b := appendProfile(nil, &Profile{Registered: p.Registered, OptedOut: p.OptedOut, DeviceType: p.DeviceType, UserID: p.UserID,
+		Language: p.Language, Timezone: p.Timezone, Country: p.Country, WhatsApp: p.WhatsApp, Tags: p.Tags,
+		FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, LastInbound: p.LastInbound})
+	// Cut before the event count: every field up to there is unchanged.
+	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */
+	b = append([]byte{version}, b[1:cut]...)
+	b = binary.AppendUvarint(b, uint64(len(p.Events)))
+	for _, c := range p.Events {
+		b = appendString(b, c.Name)
+		b = binary.AppendUvarint(b, c.Count)
+		b = appendTime(b, c.Last)
 	}
-	if !reflect.DeepEqual(got, p) {
-		t.Fatalf("v1 decode\n got %+v\nwant %+v", got, p)
+	b = append(b, byte(len(p.recent)))
+	for _, h := range p.recent {
+		b = binary.LittleEndian.AppendUint64(b, h)
+	}
+	if version == 2 {
+		b = binary.AppendVarint(b, int64(p.src.partition))
+		b = binary.AppendUvarint(b, uint64(p.src.next))
+	}
+	return b
+}
+
+// TestProfileCodecLegacy: encodings of versions 1 and 2 (changelogs written
+// before) decode, with what they did not carry left zero.
+func TestProfileCodecLegacy(t *testing.T) {
+	for _, version := range []byte{1, 2} {
+		t.Run(strconv.Itoa(int(version)), func(t *testing.T) {
+			p := fullProfile()
+			got, err := decodeProfile(appendLegacy(version, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := *p
+			want.Email, want.PushTokens, want.AppVersion, want.FirstInstall = "", nil, "", time.Time{}
+			want.Events = nil
+			for _, c := range p.Events {
+				want.Events = append(want.Events, EventCount{Name: c.Name, Count: c.Count, Last: c.Last})
+			}
+			if version == 1 {
+				want.src = srcPos{}
+			}
+			if !reflect.DeepEqual(got, &want) {
+				t.Fatalf("v%d decode\n got %+v\nwant %+v", version, got, &want)
+			}
+		})
 	}
 }
 

@@ -27,6 +27,10 @@ const (
 //	Event("name")                the event happened at least once
 //	Event("name", COUNT, OP, n)  its count (0 when it never happened)
 //	Event("name", LAST, OP, t)   the time of its latest occurrence
+//	Event("name", FIRST, OP, t)  the time of its earliest occurrence
+//	Event("name", "attr", OP, v) an attribute of its latest occurrence,
+//	                             typed like a tag: Event("OrderPlaced",
+//	                             "cuisine", EQ, "asian")
 //
 // Operators (case-insensitive; printed upper-case):
 //
@@ -93,13 +97,14 @@ const (
 //
 // These Pushwoosh names read the profile's own fields rather than a tag
 // (Language, Country and Timezone read a user tag of that name first, as
-// getTags shows it): Language, Country, Timezone, "User ID", "WhatsApp
-// Number" (strings), "Device Type" (a number: 21 is WhatsApp), Registered,
-// "Opted Out" (booleans), "First Install" and "First Seen" (both the
-// earliest event time), "Last Seen", "Last Inbound" (the latest inbound
-// WhatsApp message) and "Last Application Open" (the latest
-// PW_ApplicationOpen) (times). Other names, Pushwoosh's "Application
-// Version" and "Device Model" included, are user tags.
+// getTags shows it; so does "Application Version"): Language, Country,
+// Timezone, "Application Version", "User ID", "WhatsApp Number"
+// (strings), "Device Type" (a number: 21 is WhatsApp), Registered, "Opted
+// Out" (booleans), "First Install" (the earliest registration), "First
+// Seen" (the earliest event), "Last Seen", "Last Inbound" (the latest
+// inbound WhatsApp message) and "Last Application Open" (the latest
+// PW_ApplicationOpen) (times). Other names, Pushwoosh's "Device Model"
+// included, are user tags.
 //
 // # Examples
 //
@@ -314,6 +319,8 @@ const (
 	evOccurred evField = iota + 1
 	evCount
 	evLast
+	evFirst
+	evAttr // an attribute of the latest event of the name: cond.attr
 )
 
 // cond is one condition of a filter.
@@ -322,6 +329,7 @@ type cond struct {
 	name    string  // tag, app or event name
 	field   fieldID // a default tag, or fieldNone
 	evField evField
+	attr    string // evAttr: the attribute name
 	op      Op
 	vals    []literal
 }
@@ -341,6 +349,10 @@ func (c *cond) format(b *strings.Builder) {
 			b.WriteString(", COUNT, ")
 		case evLast:
 			b.WriteString(", LAST, ")
+		case evFirst:
+			b.WriteString(", FIRST, ")
+		case evAttr:
+			b.WriteString(", " + quoteFilter(c.attr) + ", ")
 		}
 	default:
 		b.WriteString("T(" + quoteFilter(c.name) + ", ")
@@ -407,7 +419,7 @@ func (c *cond) lookup(p *Profile) fvalue {
 			return tagValue(t)
 		}
 		return fvalue{}
-	case fieldLanguage, fieldCountry, fieldTimezone:
+	case fieldLanguage, fieldCountry, fieldTimezone, fieldAppVersion:
 		if t, ok := p.Tags[c.name]; ok {
 			return tagValue(t)
 		}
@@ -416,6 +428,8 @@ func (c *cond) lookup(p *Profile) fvalue {
 			return strValue(p.Language)
 		case fieldCountry:
 			return strValue(p.Country)
+		case fieldAppVersion:
+			return strValue(p.AppVersion)
 		}
 		return strValue(p.Timezone)
 	case fieldUserID:
@@ -431,8 +445,10 @@ func (c *cond) lookup(p *Profile) fvalue {
 		return fvalue{kind: TagBool, b: p.Registered}
 	case fieldOptedOut:
 		return fvalue{kind: TagBool, b: p.OptedOut}
-	case fieldFirstSeen, fieldFirstInstall:
+	case fieldFirstSeen:
 		return timeValue(p.FirstSeen)
+	case fieldFirstInstall:
+		return timeValue(p.FirstInstall)
 	case fieldLastSeen:
 		return timeValue(p.LastSeen)
 	case fieldLastInbound:
@@ -471,6 +487,16 @@ func (c *cond) match(p *Profile, now time.Time) bool {
 		case evLast:
 			if ev != nil {
 				v = timeValue(ev.Last)
+			}
+		case evFirst:
+			if ev != nil {
+				v = timeValue(ev.First)
+			}
+		case evAttr:
+			if ev != nil {
+				if t, ok := ev.Attrs[c.attr]; ok {
+					v = tagValue(t)
+				}
 			}
 		}
 	default:
@@ -748,6 +774,7 @@ const (
 	fieldLastSeen
 	fieldLastInbound
 	fieldLastAppOpen
+	fieldAppVersion
 )
 
 // fields are the default tags by their Pushwoosh (or Herald) names.
@@ -768,6 +795,7 @@ var fields = [...]struct {
 	fieldLastSeen:     {"Last Seen", typeTime},
 	fieldLastInbound:  {"Last Inbound", typeTime},
 	fieldLastAppOpen:  {"Last Application Open", typeTime},
+	fieldAppVersion:   {"Application Version", typeAny}, // a version string, compared as versions or strings
 }
 
 // fieldOf is the default tag named name, or fieldNone.

@@ -502,18 +502,28 @@ func (p *parser) eventCond() (*fnode, *FilterError) {
 	case f.kind == tokIdent && strings.EqualFold(f.text, "LAST"):
 		c.evField = evLast
 	case f.kind == tokIdent && strings.EqualFold(f.text, "FIRST"):
-		return nil, p.errAt(f, "Event FIRST is not evaluable yet: profiles keep only the count and the last time of an event")
+		c.evField = evFirst
 	case f.kind == tokString:
-		return nil, p.errAt(f, "event attributes (%s) are not evaluable yet: profiles keep only the count and the last time of an event; "+
-			"set a tag instead, e.g. T(\"Cuisines\", IN, \"asian\")", quoteFilter(clip(f.text)))
+		if f.text == "" {
+			return nil, p.errAt(f, "empty attribute name")
+		}
+		c.evField, c.attr = evAttr, f.text
 	default:
-		return nil, p.errAt(f, "expected COUNT or LAST after the event name, got %s", f.describe())
+		return nil, p.errAt(f, "expected COUNT, FIRST, LAST or an attribute name (a string) after the event name, got %s", f.describe())
 	}
 	p.i++
-	if _, err := p.expect(tokComma, "','", "after "+strings.ToUpper(f.text)); err != nil {
+	after := strings.ToUpper(f.text)
+	if c.evField == evAttr {
+		after = "the attribute name"
+	}
+	if _, err := p.expect(tokComma, "','", "after "+after); err != nil {
 		return nil, err
 	}
-	return p.opAndValues(c, "Event "+quoteFilter(clip(name.text))+" "+strings.ToUpper(f.text))
+	what := strings.ToUpper(f.text)
+	if c.evField == evAttr {
+		what = "attribute " + quoteFilter(clip(f.text))
+	}
+	return p.opAndValues(c, "Event "+quoteFilter(clip(name.text))+" "+what)
 }
 
 // opAndValues parses OP [',' values] ')' into c and type-checks them; what
@@ -701,9 +711,13 @@ func (p *parser) check(c *cond, what string, opTok token, vals []token) *FilterE
 			want = fields[c.field].typ
 		}
 	case condEvent:
-		want = typeNum
-		if c.evField == evLast {
+		switch c.evField {
+		case evLast, evFirst:
 			want = typeTime
+		case evAttr:
+			want = typeAny // attributes are typed like user tags
+		default:
+			want = typeNum
 		}
 		if c.evField == evCount && (op == OpAny || op == OpNotSet) {
 			return p.errAt(opTok, "%s: COUNT is always set (0 when the event never happened), use GTE 1 or EQ 0", what)

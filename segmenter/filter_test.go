@@ -30,10 +30,13 @@ func filterProfiles() []*Profile {
 			"App Version":   {Kind: TagString, Str: "1.10.2"},
 			"Sizes":         {Kind: TagList, List: []string{"36", "40.5"}},
 		},
-		FirstSeen: ago(100 * day), LastSeen: ago(time.Hour), LastInbound: ago(2 * time.Hour),
+		FirstSeen: ago(100 * day), LastSeen: ago(time.Hour), LastInbound: ago(2 * time.Hour), FirstInstall: ago(100 * day), AppVersion: "2.10.0",
 		Events: []EventCount{
-			{Name: "PW_ApplicationOpen", Count: 10, Last: ago(day)},
-			{Name: "OrderPlaced", Count: 4, Last: ago(3 * day)},
+			{Name: "PW_ApplicationOpen", Count: 10, First: ago(100 * day), Last: ago(day)},
+			{Name: "OrderPlaced", Count: 4, First: ago(60 * day), Last: ago(3 * day), Attrs: map[string]Tag{
+				"cuisine": {Kind: TagString, Str: "asian"}, "total": {Kind: TagNumber, Num: 42.5},
+				"items": {Kind: TagList, List: []string{"maki", "gyoza"}},
+			}},
 		},
 	}
 	bob := &Profile{
@@ -153,6 +156,9 @@ func TestFilterMatch(t *testing.T) {
 	f(`T("Opted Out", EQ, false)`, "111")
 	f(`T("First Seen", LTE, -90d)`, "100")
 	f(`T("First Install", BETWEEN, [-101d, -99d])`, "100")
+	f(`T("First Seen", BETWEEN, [-101d, -99d])`, "100")
+	f(`T("Application Version", GTE, "2.1")`, "100")
+	f(`T("Application Version", EQ, "2.10.0")`, "100")
 	f(`T("Last Seen", GTE, -2h)`, "100")
 	f(`T("Last Inbound", GTE, -24h)`, "100")
 	f(`T("Last Inbound", NOTSET)`, "011")
@@ -171,6 +177,15 @@ func TestFilterMatch(t *testing.T) {
 	f(`Event("OrderPlaced", LAST, BETWEEN, ["2025-04-01", "2025-04-30"])`, "010")
 	f(`Event("OrderPlaced", LAST, ANY)`, "110")
 	f(`Event("OrderPlaced", LAST, NOTSET)`, "001")
+	f(`Event("OrderPlaced", FIRST, LTE, -30d)`, "100")
+	f(`Event("OrderPlaced", FIRST, GTE, -30d)`, "000")
+	// Attributes of the latest event of a name: the sushi example.
+	f(`Event("OrderPlaced", "cuisine", EQ, "asian")`, "100")
+	f(`Event("OrderPlaced", "cuisine", IN, ["asian", "thai"]) * Event("OrderPlaced", LAST, GTE, -90d)`, "100")
+	f(`Event("OrderPlaced", "total", GTE, 40)`, "100")
+	f(`Event("OrderPlaced", "items", IN, "gyoza")`, "100")
+	f(`Event("OrderPlaced", "cuisine", NOTSET)`, "011")
+	f(`Event("OrderPlaced", "cuisine", NOTEQ, "asian")`, "011")
 	// App, case-insensitive keywords, single quotes.
 	f(`A("shop")`, "111")
 	f(`t('Name', eq, 'Ana')`, "100")
@@ -332,9 +347,9 @@ func TestFilterErrors(t *testing.T) {
 	f(`Event("x", COUNT, GTE, -1d)`, 24, `Event "x" COUNT is a number: GTE with a relative time never matches it (numbers take EQ, NOTEQ, IN, NOTIN, BETWEEN, GTE, LTE with numbers)`)
 	f(`Event("x", COUNT, ANY)`, 19, `Event "x" COUNT: COUNT is always set (0 when the event never happened), use GTE 1 or EQ 0`)
 	f(`Event("x", LAST, GTE, 3)`, 23, `Event "x" LAST is a time: GTE with a number never matches it (times take GTE, LTE, BETWEEN with dates or relative times, ANY, NOTSET)`)
-	f(`Event("x", FIRST, GTE, -1d)`, 12, `Event FIRST is not evaluable yet: profiles keep only the count and the last time of an event`)
-	f(`Event("OrderPlaced", "cuisine", EQ, "asian")`, 22, `event attributes ("cuisine") are not evaluable yet: profiles keep only the count and the last time of an event; set a tag instead, e.g. T("Cuisines", IN, "asian")`)
-	f(`Event("x", TIMES, GTE, 3)`, 12, `expected COUNT or LAST after the event name, got TIMES`)
+	f(`Event("x", FIRST, GTE, 3)`, 24, `Event "x" FIRST is a time: GTE with a number never matches it (times take GTE, LTE, BETWEEN with dates or relative times, ANY, NOTSET)`)
+	f(`Event("OrderPlaced", "", EQ, "asian")`, 22, `empty attribute name`)
+	f(`Event("x", TIMES, GTE, 3)`, 12, `expected COUNT, FIRST, LAST or an attribute name (a string) after the event name, got TIMES`)
 	f(`Event("x" COUNT)`, 11, `expected ',' or ')' after the event name, got COUNT`)
 	f(`Event("")`, 7, `empty event name`)
 	f(`A("other")`, 3, `A("other") names another app: this segment belongs to app "shop"`)

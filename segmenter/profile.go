@@ -1,6 +1,7 @@
 package segmenter
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,13 @@ const (
 	// MaxEventNames is the number of distinct event names a profile counts;
 	// a new name past it replaces the name seen least recently.
 	MaxEventNames = 64
+	// MaxEventAttrs is how many attributes of an event's latest occurrence
+	// a profile keeps (the first ones by name); MaxAttrBytes bounds a kept
+	// string value. Others are counted as ignored.
+	MaxEventAttrs = 16
+	MaxAttrBytes  = 256
+	// MaxPushTokens is how many push tokens a profile keeps, newest last.
+	MaxPushTokens = 8
 	// recentIDs is how many recent event ids a profile remembers to ignore
 	// redelivered events (see Profile.apply).
 	recentIDs = 8
@@ -35,6 +43,14 @@ type Profile struct {
 	// WhatsApp is the user's number, E.164 with the plus sign, from an
 	// inbound message or a "whatsapp:" hwid.
 	WhatsApp string
+	// Email is the address of an email registration; PushTokens the
+	// tokens of push registrations, newest last (at most MaxPushTokens).
+	Email      string
+	PushTokens []string
+	// AppVersion is the application version the latest event reported.
+	AppVersion string
+	// FirstInstall is the time of the earliest register event.
+	FirstInstall time.Time
 	// Tags by name. An inbound message sets TagProfileName.
 	Tags map[string]Tag
 	// FirstSeen and LastSeen are the earliest and latest event times
@@ -72,8 +88,12 @@ func (p *Profile) applied(partition int32, offset int64) bool {
 type EventCount struct {
 	Name  string
 	Count uint64
-	// Last is the latest time of an event of this name.
-	Last time.Time
+	// First and Last are the earliest and latest times of an event of this
+	// name.
+	First, Last time.Time
+	// Attrs are the attributes of the latest event of this name (at most
+	// MaxEventAttrs, scalar or list values), nil when it had none.
+	Attrs map[string]Tag
 }
 
 // TagKind is the type of a tag value.
@@ -158,7 +178,14 @@ func (p *Profile) tagsRecord(e *schemas.Event) *schemas.ProfileTags {
 	for name, t := range p.Tags {
 		tags[name] = t.value()
 	}
-	for name, v := range map[string]string{schemas.TagLanguage: p.Language, schemas.TagCountry: p.Country, schemas.TagTimezone: p.Timezone} {
+	defaults := map[string]string{
+		schemas.TagLanguage: p.Language, schemas.TagCountry: p.Country, schemas.TagTimezone: p.Timezone,
+		schemas.TagAppVersion: p.AppVersion, schemas.TagFirstInstall: pushwooshDate(p.FirstInstall),
+	}
+	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
+		defaults[schemas.TagLastAppOpen] = pushwooshDate(c.Last)
+	}
+	for name, v := range defaults {
 		if _, own := tags[name]; !own && v != "" {
 			tags[name] = v
 		}
@@ -170,6 +197,15 @@ func (p *Profile) tagsRecord(e *schemas.Event) *schemas.ProfileTags {
 		pt.UserID = p.UserID
 	}
 	return pt
+}
+
+// pushwooshDate formats t as Pushwoosh's date tags are, "YYYY-MM-DD HH:mm"
+// UTC; "" for the zero time.
+func pushwooshDate(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04")
 }
 
 // InServiceWindow reports whether a free-form message may be sent to the
@@ -234,6 +270,7 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 		setIf(&p.Language, e.Language)
 		setIf(&p.Timezone, e.Timezone)
 		setIf(&p.Country, e.Country)
+		setIf(&p.AppVersion, e.AppVersion)
 		if e.DeviceType != 0 {
 			p.DeviceType = e.DeviceType
 		}
@@ -241,8 +278,15 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 	switch e.Kind {
 	case schemas.KindRegister:
 		p.Registered = true
+		if p.FirstInstall.IsZero() || t.Before(p.FirstInstall) {
+			p.FirstInstall = t
+		}
 		if n, ok := strings.CutPrefix(e.HWID, "whatsapp:"); ok && n != "" {
 			p.WhatsApp = n
+		}
+		setIf(&p.Email, e.Email)
+		if e.PushToken != "" {
+			p.addPushToken(e.PushToken)
 		}
 		ignoredTags = p.mergeTags(e.Tags, e.TagOps)
 	case schemas.KindUnregister:
@@ -263,9 +307,54 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 		name = defaultName(e.Kind)
 	}
 	if name != "" {
-		p.count(name, t)
+		ignoredTags += p.count(name, t, e.Attributes)
 	}
 	return false, ignoredTags
+}
+
+// addPushToken adds tok as the newest token, dropping the oldest past
+// MaxPushTokens.
+func (p *Profile) addPushToken(tok string) {
+	if i := slices.Index(p.PushTokens, tok); i >= 0 {
+		p.PushTokens = slices.Delete(p.PushTokens, i, i+1)
+	}
+	if len(p.PushTokens) >= MaxPushTokens {
+		p.PushTokens = slices.Delete(p.PushTokens, 0, len(p.PushTokens)-MaxPushTokens+1)
+	}
+	p.PushTokens = append(p.PushTokens, tok)
+}
+
+// eventAttrs converts the attributes of an event for EventCount.Attrs: the
+// first MaxEventAttrs names in order, scalar and list values, strings up to
+// MaxAttrBytes. ignored counts the others.
+func eventAttrs(attrs map[string]any) (out map[string]Tag, ignored int) {
+	if len(attrs) == 0 {
+		return nil, 0
+	}
+	names := make([]string, 0, len(attrs))
+	for name := range attrs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	out = make(map[string]Tag, min(len(names), MaxEventAttrs))
+	for _, name := range names {
+		t, ok := tagOf(attrs[name])
+		if !ok || len(out) >= MaxEventAttrs || name == "" || tagBytes(t) > MaxAttrBytes {
+			ignored++
+			continue
+		}
+		out[name] = t
+	}
+	return out, ignored
+}
+
+// tagBytes is the length of t's string content.
+func tagBytes(t Tag) int {
+	n := len(t.Str)
+	for _, s := range t.List {
+		n += len(s)
+	}
+	return n
 }
 
 func setIf(dst *string, v string) {
@@ -355,17 +444,23 @@ func listOp(old, l []string, add bool) []string {
 	return out
 }
 
-// count counts one event of name at t, replacing the least recently seen
-// name when MaxEventNames are counted already.
-func (p *Profile) count(name string, t time.Time) {
+// count counts one event of name at t with attrs, replacing the least
+// recently seen name when MaxEventNames are counted already. The
+// attributes are kept when the event is the latest of its name. It returns
+// the number of attributes not kept.
+func (p *Profile) count(name string, t time.Time, attrs map[string]any) (ignored int) {
 	for i := range p.Events {
 		c := &p.Events[i]
 		if c.Name == name {
 			c.Count++
-			if t.After(c.Last) {
-				c.Last = t
+			if t.Before(c.First) || c.First.IsZero() {
+				c.First = t
 			}
-			return
+			if !t.Before(c.Last) {
+				c.Last = t
+				c.Attrs, ignored = eventAttrs(attrs)
+			}
+			return ignored
 		}
 	}
 	if len(p.Events) >= MaxEventNames {
@@ -377,7 +472,10 @@ func (p *Profile) count(name string, t time.Time) {
 		}
 		p.Events = append(p.Events[:oldest], p.Events[oldest+1:]...)
 	}
-	p.Events = append(p.Events, EventCount{Name: name, Count: 1, Last: t})
+	c := EventCount{Name: name, Count: 1, First: t, Last: t}
+	c.Attrs, ignored = eventAttrs(attrs)
+	p.Events = append(p.Events, c)
+	return ignored
 }
 
 // Event returns the counter of the events named name.

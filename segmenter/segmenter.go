@@ -299,12 +299,18 @@ type changedProfile struct {
 // tagState is what of a profile ProfileTags carries, to tell whether an
 // event changed it.
 type tagState struct {
-	registered                        bool
-	userID, lang, country, tz, pfName string
+	registered                                    bool
+	userID, lang, country, tz, pfName, appVersion string
+	firstInstall, lastAppOpen                     time.Time
 }
 
 func tagStateOf(p *Profile) tagState {
-	return tagState{p.Registered, p.UserID, p.Language, p.Country, p.Timezone, p.Tags[TagProfileName].Str}
+	st := tagState{registered: p.Registered, userID: p.UserID, lang: p.Language, country: p.Country, tz: p.Timezone,
+		pfName: p.Tags[TagProfileName].Str, appVersion: p.AppVersion, firstInstall: p.FirstInstall}
+	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
+		st.lastAppOpen = c.Last
+	}
+	return st
 }
 
 // noteChanged records that e changed p (its tags when tags is set).

@@ -2,6 +2,9 @@ package segmenter
 
 import (
 	"fmt"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,8 +31,8 @@ func TestProcessState(t *testing.T) {
 					"vip":        {Kind: TagBool, Bool: true},
 					"cuisines":   {Kind: TagList, List: []string{"asian", "thai", "3", "false"}},
 				},
-				FirstSeen: at(0), LastSeen: at(0),
-				Events: []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1, Last: at(0)}},
+				FirstSeen: at(0), LastSeen: at(0), FirstInstall: at(0),
+				Events: []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1, First: at(0), Last: at(0)}},
 			},
 		},
 		{
@@ -43,8 +46,8 @@ func TestProcessState(t *testing.T) {
 			want: &Profile{
 				Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", WhatsApp: testPhone,
 				Tags:      map[string]Tag{"b": {Kind: TagString, Str: "2"}, "c": {Kind: TagNumber, Num: 7}},
-				FirstSeen: at(0), LastSeen: at(1),
-				Events: []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1, Last: at(0)}},
+				FirstSeen: at(0), LastSeen: at(1), FirstInstall: at(0),
+				Events: []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1, First: at(0), Last: at(0)}},
 			},
 		},
 		{
@@ -56,10 +59,10 @@ func TestProcessState(t *testing.T) {
 			want: &Profile{
 				DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", WhatsApp: testPhone,
 				Tags:      map[string]Tag{"a": {Kind: TagString, Str: "1"}},
-				FirstSeen: at(0), LastSeen: at(2),
+				FirstSeen: at(0), LastSeen: at(2), FirstInstall: at(0),
 				Events: []EventCount{
-					{Name: schemas.EventDeviceRegistered, Count: 1, Last: at(0)},
-					{Name: schemas.EventDeviceUnregistered, Count: 1, Last: at(2)},
+					{Name: schemas.EventDeviceRegistered, Count: 1, First: at(0), Last: at(0)},
+					{Name: schemas.EventDeviceUnregistered, Count: 1, First: at(2), Last: at(2)},
 				},
 			},
 		},
@@ -74,8 +77,8 @@ func TestProcessState(t *testing.T) {
 			want: &Profile{
 				FirstSeen: at(3), LastSeen: at(9),
 				Events: []EventCount{
-					{Name: "Purchase", Count: 3, Last: at(9)},
-					{Name: "PW_ApplicationOpen", Count: 1, Last: at(4)},
+					{Name: "Purchase", Count: 3, First: at(3), Last: at(9)},
+					{Name: "PW_ApplicationOpen", Count: 1, First: at(4), Last: at(4)},
 				},
 			},
 		},
@@ -89,7 +92,7 @@ func TestProcessState(t *testing.T) {
 				Country: "US", WhatsApp: testPhone,
 				Tags:      map[string]Tag{TagProfileName: {Kind: TagString, Str: "Ana"}},
 				FirstSeen: at(0), LastSeen: at(1), LastInbound: at(1),
-				Events: []EventCount{{Name: schemas.EventWhatsAppReceived, Count: 2, Last: at(1)}},
+				Events: []EventCount{{Name: schemas.EventWhatsAppReceived, Count: 2, First: at(0), Last: at(1)}},
 			},
 		},
 		{
@@ -98,7 +101,7 @@ func TestProcessState(t *testing.T) {
 				ID: "s1", App: testApp, Kind: schemas.KindStatus, Time: at(3), HWID: testHWID, Country: "DE",
 				Status: &schemas.Status{WAMID: "wamid.x", Status: "read"},
 			}},
-			want: &Profile{Events: []EventCount{{Name: schemas.EventWhatsAppStatus, Count: 1, Last: at(3)}}},
+			want: &Profile{Events: []EventCount{{Name: schemas.EventWhatsAppStatus, Count: 1, First: at(3), Last: at(3)}}},
 		},
 		{
 			name: "a redelivered event id is not applied twice",
@@ -109,7 +112,7 @@ func TestProcessState(t *testing.T) {
 			},
 			want: &Profile{
 				FirstSeen: at(1), LastSeen: at(2),
-				Events: []EventCount{{Name: "Purchase", Count: 2, Last: at(2)}},
+				Events: []EventCount{{Name: "Purchase", Count: 2, First: at(1), Last: at(2)}},
 			},
 		},
 		{
@@ -120,10 +123,10 @@ func TestProcessState(t *testing.T) {
 			},
 			want: &Profile{
 				Registered: true, DeviceType: schemas.DeviceWhatsApp, UserID: "u-7", Language: "nb", Timezone: "Europe/Oslo", Country: "NO", WhatsApp: testPhone,
-				FirstSeen: at(0), LastSeen: at(1).Add(time.Microsecond),
+				FirstSeen: at(0), LastSeen: at(1).Add(time.Microsecond), FirstInstall: at(0),
 				Events: []EventCount{
-					{Name: schemas.EventDeviceRegistered, Count: 1, Last: at(0)},
-					{Name: "X", Count: 1, Last: at(1).Add(time.Microsecond)},
+					{Name: schemas.EventDeviceRegistered, Count: 1, First: at(0), Last: at(0)},
+					{Name: "X", Count: 1, First: at(1).Add(time.Microsecond), Last: at(1).Add(time.Microsecond)},
 				},
 			},
 		},
@@ -200,5 +203,67 @@ func TestProcessMetrics(t *testing.T) {
 		if got := s.metric(t, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+}
+
+func TestProcessChannelsAndEventAttributes(t *testing.T) {
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	order := func(id string, m int, attrs map[string]any) *schemas.Event {
+		return &schemas.Event{ID: id, App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(m), HWID: testHWID, Attributes: attrs}
+	}
+	many := map[string]any{}
+	for i := range MaxEventAttrs + 4 {
+		many[fmt.Sprintf("a%02d", i)] = float64(i)
+	}
+	many["long"] = strings.Repeat("x", MaxAttrBytes+1)
+	many["obj"] = map[string]any{"x": 1.0}
+	push := func(id string, m int, tok string) *schemas.Event {
+		return &schemas.Event{ID: id, App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(m),
+			HWID: testHWID, DeviceType: schemas.DeviceAndroid, PushToken: tok}
+	}
+	s := newTest(t, Config{})
+	evs := []*schemas.Event{
+		order("o1", 10, map[string]any{"cuisine": "asian", "total": 31.5, "items": []any{"maki", "gyoza"}}),
+		order("o2", 5, map[string]any{"cuisine": "italian"}), // older: counts, keeps the latest attributes
+		{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(20), HWID: testHWID,
+			DeviceType: schemas.DeviceEmail, Email: "ana@example.com", AppVersion: "1.2.0"},
+		{ID: "r0", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(2), HWID: testHWID},
+	}
+	for i := range MaxPushTokens + 2 {
+		evs = append(evs, push(fmt.Sprintf("p%d", i), 30+i, fmt.Sprintf("tok-%d", i)))
+	}
+	evs = append(evs, push("p-again", 50, "tok-5")) // a known token moves to the newest place
+	s.process(t, records(t, evs...)...)
+	p, ok := s.Profile(testApp, testHWID)
+	if !ok {
+		t.Fatal("no profile")
+	}
+	c, _ := p.Event("OrderPlaced")
+	if c.Count != 2 || !c.First.Equal(at(5)) || !c.Last.Equal(at(10)) {
+		t.Fatalf("OrderPlaced %+v", c)
+	}
+	if want := map[string]Tag{"cuisine": {Kind: TagString, Str: "asian"}, "total": {Kind: TagNumber, Num: 31.5},
+		"items": {Kind: TagList, List: []string{"maki", "gyoza"}}}; !reflect.DeepEqual(c.Attrs, want) {
+		t.Fatalf("attrs %+v, want %+v", c.Attrs, want)
+	}
+	if p.Email != "ana@example.com" || p.AppVersion != "1.2.0" || !p.FirstInstall.Equal(at(2)) {
+		t.Fatalf("email %q version %q first install %s", p.Email, p.AppVersion, p.FirstInstall)
+	}
+	want := []string{"tok-2", "tok-3", "tok-4", "tok-6", "tok-7", "tok-8", "tok-9", "tok-5"}
+	if !slices.Equal(p.PushTokens, want) {
+		t.Fatalf("push tokens %v, want %v", p.PushTokens, want)
+	}
+
+	// The attribute caps: the first MaxEventAttrs names in order, no long
+	// strings, no objects; the rest counted as ignored.
+	before := s.metric(t, "herald_segmenter_ignored_tags_total")
+	s.process(t, record(t, order("o3", 60, many)))
+	p, _ = s.Profile(testApp, testHWID)
+	c, _ = p.Event("OrderPlaced")
+	if len(c.Attrs) != MaxEventAttrs || c.Attrs["a00"].Num != 0 || c.Attrs["a15"].Num != 15 {
+		t.Fatalf("capped attrs %+v", c.Attrs)
+	}
+	if got := s.metric(t, "herald_segmenter_ignored_tags_total") - before; got != 6 {
+		t.Fatalf("ignored %v attributes, want 6", got)
 	}
 }

@@ -41,21 +41,21 @@ func TestTagsRecords(t *testing.T) {
 	const reg = `{"v":1,"app":"shop","hwid":"whatsapp:+14155550100","registered":true,`
 	f("register: its tags and the default tags",
 		[][]*schemas.Event{{register("r1", at(0), map[string]any{"City": "Oslo", "Age": 31.0, "VIP": true, "Likes": []any{"sushi", "ramen"}})}},
-		[]string{reg + `"tags":{"Age":31,"City":"Oslo","Country":"US","Language":"en","Likes":["sushi","ramen"],"VIP":true},"updated":"2025-06-01T12:00:00Z"}`})
+		[]string{reg + `"tags":{"Age":31,"City":"Oslo","Country":"US","First Install":"2025-06-01 12:00","Language":"en","Likes":["sushi","ramen"],"VIP":true},"updated":"2025-06-01T12:00:00Z"}`})
 	f("one record per profile and batch, the latest state",
 		[][]*schemas.Event{{
 			register("r1", at(0), map[string]any{"City": "Oslo"}),
 			tags("t1", 1, map[string]any{"City": "Bergen", "Visits": 2.0}, nil),
 			tags("t2", 2, map[string]any{"Visits": 3.0}, map[string]string{"Visits": schemas.OpIncrement}),
 		}},
-		[]string{reg + `"tags":{"City":"Bergen","Country":"US","Language":"en","Visits":5},"updated":"2025-06-01T12:00:02Z"}`})
+		[]string{reg + `"tags":{"City":"Bergen","Country":"US","First Install":"2025-06-01 12:00","Language":"en","Visits":5},"updated":"2025-06-01T12:00:02Z"}`})
 	f("events that change no tag write nothing",
 		[][]*schemas.Event{
 			{register("r1", at(0), nil)},
 			{custom("e1", "OrderPlaced", at(1)), custom("e2", "OrderPlaced", at(2)), inbound("i1", testApp, "hi", "", at(3))},
 			{custom("e1", "OrderPlaced", at(1))}, // redelivered
 		},
-		[]string{reg + `"tags":{"Country":"US","Language":"en"},"updated":"2025-06-01T12:00:00Z"}`})
+		[]string{reg + `"tags":{"Country":"US","First Install":"2025-06-01 12:00","Language":"en"},"updated":"2025-06-01T12:00:00Z"}`})
 	f("a profile name from an inbound message, a null removing a tag, unregister",
 		[][]*schemas.Event{
 			{register("r1", at(0), map[string]any{"City": "Oslo"})},
@@ -65,10 +65,20 @@ func TestTagsRecords(t *testing.T) {
 			{{ID: "u1", App: testApp, Kind: schemas.KindUnregister, Name: schemas.EventDeviceUnregistered, Time: at(4), HWID: testHWID}},
 		},
 		[]string{
-			reg + `"tags":{"City":"Oslo","Country":"US","Language":"en"},"updated":"2025-06-01T12:00:00Z"}`,
-			reg + `"tags":{"City":"Oslo","Country":"US","Language":"en","` + TagProfileName + `":"Ana"},"updated":"2025-06-01T12:00:01Z"}`,
-			reg + `"tags":{"Country":"US","Language":"en","` + TagProfileName + `":"Ana"},"updated":"2025-06-01T12:00:03Z"}`,
-			`{"v":1,"app":"shop","hwid":"whatsapp:+14155550100","registered":false,"tags":{"Country":"US","Language":"en","` + TagProfileName + `":"Ana"},"updated":"2025-06-01T12:00:04Z"}`,
+			reg + `"tags":{"City":"Oslo","Country":"US","First Install":"2025-06-01 12:00","Language":"en"},"updated":"2025-06-01T12:00:00Z"}`,
+			reg + `"tags":{"City":"Oslo","Country":"US","First Install":"2025-06-01 12:00","Language":"en","` + TagProfileName + `":"Ana"},"updated":"2025-06-01T12:00:01Z"}`,
+			reg + `"tags":{"Country":"US","First Install":"2025-06-01 12:00","Language":"en","` + TagProfileName + `":"Ana"},"updated":"2025-06-01T12:00:03Z"}`,
+			`{"v":1,"app":"shop","hwid":"whatsapp:+14155550100","registered":false,"tags":{"Country":"US","First Install":"2025-06-01 12:00","Language":"en","` + TagProfileName + `":"Ana"},"updated":"2025-06-01T12:00:04Z"}`,
+		})
+	f("app version, last application open",
+		[][]*schemas.Event{
+			{{ID: "o1", App: testApp, Kind: schemas.KindEvent, Name: schemas.EventApplicationOpen, Time: at(60), HWID: testHWID, AppVersion: "2.1.0"}},
+			{{ID: "o2", App: testApp, Kind: schemas.KindEvent, Name: schemas.EventApplicationOpen, Time: at(120), HWID: testHWID}},
+			{custom("c1", "OrderPlaced", at(130))},
+		},
+		[]string{
+			`{"v":1,"app":"shop","hwid":"whatsapp:+14155550100","registered":false,"tags":{"Application Version":"2.1.0","Last Application Open":"2025-06-01 12:01"},"updated":"2025-06-01T12:01:00Z"}`,
+			`{"v":1,"app":"shop","hwid":"whatsapp:+14155550100","registered":false,"tags":{"Application Version":"2.1.0","Last Application Open":"2025-06-01 12:02"},"updated":"2025-06-01T12:02:00Z"}`,
 		})
 	f("a user's own Language tag wins over the default one; user ids and anonymous ids key their profiles",
 		[][]*schemas.Event{{
