@@ -74,4 +74,5 @@ var TopicConfigs = map[string]map[string]string{
 	// The latest record per key is the state.
 	TopicTags:     {"cleanup.policy": "compact"},
 	TopicProfiles: {"cleanup.policy": "compact"},
+	TopicSegments: {"cleanup.policy": "compact"},
 }

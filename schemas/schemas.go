@@ -18,6 +18,7 @@
 //	herald.deadletter.v1  DeadLetter      key: the key of the record it carries
 //	herald.tags.v1        ProfileTags     key ProfileKey(app, hwid, userID, anonymousID), compacted
 //	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
+//	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -59,10 +60,12 @@ const (
 	// segmenter reads it. Partition p holds the profiles of the events of
 	// TopicEvents partition p, so both need the same partition count.
 	TopicProfiles = "herald.profiles.v1"
+	// TopicSegments is compacted: the saved segments of every app.
+	TopicSegments = "herald.segments.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments}
 
 // keySep separates the parts of a record key. App ids are validated not to
 // contain it (see ValidAppID).
@@ -170,6 +173,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicOutcomes:
 		o := new(Outcome)
 		rec, version, key = o, func() int { return o.V }, o.Key
+	case TopicSegments:
+		d := new(SegmentDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicTags:
 		p := new(ProfileTags)
 		rec, version, key = p, func() int { return p.V }, p.Key

@@ -24,6 +24,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"outcome.v1.json", reflect.TypeFor[Outcome]()},
 		{"deadletter.v1.json", reflect.TypeFor[DeadLetter]()},
 		{"tags.v1.json", reflect.TypeFor[ProfileTags]()},
+		{"segment.v1.json", reflect.TypeFor[SegmentDef]()},
 		{"schedule_release.v1.json", reflect.TypeFor[ScheduleRelease]()},
 	}
 	for _, tt := range tests {

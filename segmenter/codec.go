@@ -27,7 +27,8 @@ import (
 //	byte     recent id count, then 8 bytes per id hash
 //	varint   source partition, uvarint next source offset (0: none)
 //	(v3)     string email, uvarint push token count + strings, string app
-//	         version, time first install
+//	         version, time first install, uvarint segment count + 8 bytes
+//	         per segment id (sorted)
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
@@ -105,7 +106,12 @@ func appendProfile(b []byte, p *Profile) []byte {
 		b = appendString(b, tok)
 	}
 	b = appendString(b, p.AppVersion)
-	return appendTime(b, p.FirstInstall)
+	b = appendTime(b, p.FirstInstall)
+	b = binary.AppendUvarint(b, uint64(len(p.segments)))
+	for _, id := range p.segments {
+		b = binary.LittleEndian.AppendUint64(b, id)
+	}
+	return b
 }
 
 // appendTag appends the kind and value of t.
@@ -325,6 +331,12 @@ func decodeProfile(b []byte) (*Profile, error) {
 		}
 		p.AppVersion = d.string("app version")
 		p.FirstInstall = d.time("first install")
+		if n := d.count("segment count", 8); n > 0 {
+			p.segments = make([]uint64, n)
+			for i := range p.segments {
+				p.segments[i] = d.uint64("segment id")
+			}
+		}
 	}
 	if d.err != nil {
 		return nil, d.err

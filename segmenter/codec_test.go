@@ -30,6 +30,7 @@ func fullProfile() *Profile {
 		LastInbound: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
 		recent:      []uint64{1, math.MaxUint64, idHash("x")},
 		src:         srcPos{partition: 7, next: 1 << 40},
+		segments:    []uint64{3, 99, math.MaxUint64},
 		Email:       "joao@example.com", PushTokens: []string{"tok-a", "tok-b"}, AppVersion: "2.10.1",
 		FirstInstall: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
@@ -95,7 +96,7 @@ func appendLegacy(version byte, p *Profile) []byte {
 		Language: p.Language, Timezone: p.Timezone, Country: p.Country, WhatsApp: p.WhatsApp, Tags: p.Tags,
 		FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, LastInbound: p.LastInbound})
 	// Cut before the event count: every field up to there is unchanged.
-	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */
+	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */ - 1 /* segments */
 	b = append([]byte{version}, b[1:cut]...)
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
@@ -125,7 +126,7 @@ func TestProfileCodecLegacy(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := *p
-			want.Email, want.PushTokens, want.AppVersion, want.FirstInstall = "", nil, "", time.Time{}
+			want.Email, want.PushTokens, want.AppVersion, want.FirstInstall, want.segments = "", nil, "", time.Time{}, nil
 			want.Events = nil
 			for _, c := range p.Events {
 				want.Events = append(want.Events, EventCount{Name: c.Name, Count: c.Count, Last: c.Last})

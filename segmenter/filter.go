@@ -167,7 +167,7 @@ func (f *Filter) collect(n *fnode) {
 		switch c.field {
 		case fieldNone:
 			f.tags = append(f.tags, c.name)
-		case fieldLanguage, fieldCountry, fieldTimezone:
+		case fieldLanguage, fieldCountry, fieldTimezone, fieldAppVersion:
 			f.tags = append(f.tags, c.name)
 			f.defaults = append(f.defaults, c.name)
 		case fieldLastAppOpen:

@@ -26,6 +26,8 @@ type metrics struct {
 	changelogRecords prometheus.Counter
 	restoredProfiles prometheus.Counter
 	restoreDuration  prometheus.Histogram
+	segmentEvals     prometheus.Counter
+	segmentChanges   *prometheus.CounterVec
 	batchDuration    prometheus.Histogram
 }
 
@@ -77,6 +79,14 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Help:    "Time to restore the profiles of newly assigned partitions from the changelog, before processing them.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 		}),
+		segmentEvals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_segment_evaluations_total",
+			Help: "Segment filters evaluated on a profile change (only segments that read a changed field are).",
+		}),
+		segmentChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_segment_changes_total",
+			Help: "Segment entries and exits, by event (PW_SegmentEntered, PW_SegmentExited).",
+		}, []string{"event"}),
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "herald_segmenter_batch_duration_seconds",
 			Help:    "Time to process a polled batch and produce its outputs.",
@@ -87,6 +97,9 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		m.events[k] = events.WithLabelValues(string(k))
 	}
 	m.keywordDispatch = m.dispatch.WithLabelValues(SourceKeyword)
+	for _, e := range []string{schemas.EventSegmentEntered, schemas.EventSegmentExited} {
+		m.segmentChanges.WithLabelValues(e)
+	}
 	for _, r := range skipReasons {
 		m.skipped.WithLabelValues(r)
 	}
@@ -98,7 +111,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

@@ -65,6 +65,9 @@ type Profile struct {
 
 	// recent are hashes of the latest event ids applied, oldest first.
 	recent []uint64
+	// segments are the ids (segmentID) of the saved segments the user is
+	// in, sorted.
+	segments []uint64
 	// src is where in TopicEvents the latest applied event was: a
 	// redelivered record (a restart after the changelog was written but
 	// before the offset was committed) is recognised by its position.

@@ -29,6 +29,21 @@
 // offsets are committed. Ingest's getTags serves them; counters and the
 // service window are not part of it (they change on every event).
 //
+// # Segments
+//
+// Saved segments (schemas.SegmentDef on the compacted TopicSegments, read
+// whole by every replica before it processes any event) are compiled
+// Filters. After an event is applied to a profile, only the segments of its
+// app that read something the event changed (a tag it names, the event
+// name, a default tag) are evaluated; when the result differs from the
+// profile's membership, the membership is updated (it is part of the
+// profile and of its changelog) and a PW_SegmentEntered or
+// PW_SegmentExited event (attribute "segment") is produced on TopicEvents
+// for the user, with an id derived from the causing event, the segment and
+// the direction. A new or changed segment applies to a profile from its
+// next change on; filters with relative times ("-30d") are not yet
+// re-evaluated as time passes without events (Filter.UsesNow tells which).
+//
 // # Keyword replies
 //
 // An inbound message whose first word matches a KeywordRule of its app (an
@@ -94,6 +109,8 @@
 //	herald_segmenter_changelog_records_total          profile changelog records produced to TopicProfiles
 //	herald_segmenter_restored_profiles_total          profiles loaded from the changelog on assignment
 //	herald_segmenter_restore_duration_seconds         time to restore newly assigned partitions
+//	herald_segmenter_segment_evaluations_total        segment filters evaluated on profile changes
+//	herald_segmenter_segment_changes_total{event}     segment entries and exits
 //	herald_segmenter_profiles                         profiles in the cache
 //	herald_segmenter_batch_duration_seconds           time to process a batch and produce its outputs
 package segmenter
@@ -140,6 +157,7 @@ type Segmenter struct {
 	// read-modify-write of a cache entry, and buf/enc are reused.
 	mu    sync.Mutex
 	cache *fastcache.Cache
+	segs  *segments
 	buf   []byte // cache reads
 	enc   []byte // profile encodings
 	// changed are the profiles whose tags a batch changed, in the order of
@@ -205,6 +223,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	}
 	return &Segmenter{
 		changedAt: make(map[string]int),
+		segs:      newSegments(),
 		closing:   make(chan struct{}),
 		cfg:       cfg,
 		log:       log,
@@ -226,6 +245,18 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	}
 	if err := s.checkPartitions(ctx); err != nil {
 		return err
+	}
+	// Saved segments first: events processed before them would miss
+	// entries and exits.
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var feed sync.WaitGroup
+	defer func() { stopFeed(); feed.Wait() }()
+	ready := make(chan struct{})
+	feed.Go(func() { s.runSegmentsFeed(feedCtx, ready) })
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil
 	}
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	return kafka.Run(ctx, s.cl, s.log, s.handle)
@@ -381,11 +412,14 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 			s.m.ignoredTags.Add(float64(ignored))
 		}
 		p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
+		after := tagStateOf(p)
+		mark := len(out)
+		out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
 		if err := s.save(key, p); err != nil {
-			return s.deadLetter(out, rec, err.Error())
+			return s.deadLetter(out[:mark], rec, err.Error())
 		}
 		s.m.events[e.Kind].Inc()
-		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || tagStateOf(p) != before
+		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before
 		s.noteChanged(key, rec.Partition, e, p, tags)
 	}
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {

@@ -1,0 +1,286 @@
+package segmenter
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// savedSegment is a saved segment, compiled.
+type savedSegment struct {
+	app, name string
+	id        uint64 // segmentID(name): the profile's membership mark
+	src       string // the filter as saved
+	f         *Filter
+	tags      map[string]bool
+	events    map[string]bool
+	defaults  bool // reads a default tag: re-evaluated on any change of one
+	always    bool // reads nothing a profile change names: every change
+}
+
+// segmentID identifies a segment in profiles: FNV-1a 64 of its name (see
+// idHash). A segment redefined under the same name keeps its members until
+// their next change re-evaluates them.
+func segmentID(name string) uint64 { return idHash("segment|" + name) }
+
+// compileSegment compiles a definition, refusing filters that read the
+// segment events themselves (membership would feed back into itself).
+func compileSegment(d *schemas.SegmentDef) (*savedSegment, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	f, err := Compile(d.App, d.Filter)
+	if err != nil {
+		return nil, err
+	}
+	tags, events, defaults := f.Fields()
+	for _, e := range events {
+		if e == schemas.EventSegmentEntered || e == schemas.EventSegmentExited {
+			return nil, fmt.Errorf("a segment cannot depend on %s: membership would change itself", e)
+		}
+	}
+	sg := &savedSegment{app: d.App, name: d.Name, id: segmentID(d.Name), src: d.Filter, f: f,
+		tags: make(map[string]bool, len(tags)), events: make(map[string]bool, len(events)), defaults: len(defaults) > 0}
+	for _, t := range tags {
+		sg.tags[t] = true
+	}
+	for _, e := range events {
+		sg.events[e] = true
+	}
+	sg.always = len(tags) == 0 && len(events) == 0 && len(defaults) == 0
+	return sg, nil
+}
+
+// change is what one event changed of a profile: the candidates for
+// re-evaluation are the segments that read one of these.
+type change struct {
+	tags     map[string]any // tag names set, removed or operated on
+	event    string         // the event name counted
+	defaults bool           // a default tag (or a field one reads) may have changed
+}
+
+// affects reports whether c can change sg's result.
+func (sg *savedSegment) affects(c change) bool {
+	if sg.always || (c.defaults && sg.defaults) || sg.events[c.event] {
+		return true
+	}
+	for name := range c.tags {
+		if sg.tags[name] {
+			return true
+		}
+	}
+	return false
+}
+
+// segments are the saved segments of every app, as read from
+// TopicSegments. Safe for concurrent use.
+type segments struct {
+	mu    sync.RWMutex
+	byApp map[string][]*savedSegment // sorted by name
+	ready atomic.Bool                // caught up with the topic at start
+}
+
+func newSegments() *segments { return &segments{byApp: make(map[string][]*savedSegment)} }
+
+// put adds or replaces sg.
+func (r *segments) put(sg *savedSegment) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := slices.DeleteFunc(slices.Clone(r.byApp[sg.app]), func(o *savedSegment) bool { return o.name == sg.name })
+	l = append(l, sg)
+	slices.SortFunc(l, func(a, b *savedSegment) int { return strings.Compare(a.name, b.name) })
+	r.byApp[sg.app] = l
+}
+
+// remove deletes a segment.
+func (r *segments) remove(app, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := slices.DeleteFunc(slices.Clone(r.byApp[app]), func(o *savedSegment) bool { return o.name == name })
+	if len(l) == 0 {
+		delete(r.byApp, app)
+		return
+	}
+	r.byApp[app] = l
+}
+
+// of returns app's segments; the slice is not to be modified.
+func (r *segments) of(app string) []*savedSegment {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byApp[app]
+}
+
+// List returns the saved segments of app: name and filter, by name.
+func (s *Segmenter) List(app string) []schemas.SegmentDef {
+	var out []schemas.SegmentDef
+	for _, sg := range s.segs.of(app) {
+		out = append(out, schemas.SegmentDef{V: schemas.V1, App: sg.app, Name: sg.name, Filter: sg.src})
+	}
+	return out
+}
+
+// apply applies one TopicSegments record.
+func (r *segments) apply(rec *kgo.Record, log func(msg string, args ...any)) {
+	app, name, ok := strings.Cut(string(rec.Key), "|")
+	if len(rec.Value) == 0 {
+		if ok {
+			r.remove(app, name)
+		}
+		return
+	}
+	d, err := schemas.DecodeSegmentDef(rec.Value)
+	if err == nil && string(d.Key()) != string(rec.Key) {
+		err = fmt.Errorf("record key %q is not the segment's key %q", rec.Key, d.Key())
+	}
+	var sg *savedSegment
+	if err == nil {
+		sg, err = compileSegment(d)
+	}
+	if err != nil {
+		log("skipping a segment definition", "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		return
+	}
+	r.put(sg)
+}
+
+// in reports whether p is a member of the segment id.
+func (p *Profile) in(id uint64) bool {
+	_, ok := slices.BinarySearch(p.segments, id)
+	return ok
+}
+
+// setIn marks p a member of id or not.
+func (p *Profile) setIn(id uint64, member bool) {
+	i, ok := slices.BinarySearch(p.segments, id)
+	switch {
+	case member && !ok:
+		p.segments = slices.Insert(p.segments, i, id)
+	case !member && ok:
+		p.segments = slices.Delete(p.segments, i, i+1)
+	}
+}
+
+// changeOf describes what e changed of a profile whose tag state was
+// before and is now after.
+func changeOf(e *schemas.Event, before, after tagState) change {
+	c := change{tags: e.Tags, defaults: before != after}
+	c.event = e.Name
+	if c.event == "" {
+		c.event = defaultName(e.Kind)
+	}
+	switch e.Kind {
+	case schemas.KindRegister, schemas.KindUnregister, schemas.KindInbound:
+		// Registration, channels, the service window: default tags.
+		c.defaults = true
+	}
+	return c
+}
+
+// evalSegments re-evaluates the segments of e's app that the change can
+// affect, updates p's membership and appends a segment event per entry or
+// exit. The event ids are derived from e's id, the segment and the
+// direction, so a replay produces the same ones.
+func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile, c change, now time.Time) []*kgo.Record {
+	for _, sg := range s.segs.of(e.App) {
+		if !sg.affects(c) {
+			continue
+		}
+		s.m.segmentEvals.Inc()
+		member := sg.f.Match(p, now)
+		if member == p.in(sg.id) {
+			continue
+		}
+		p.setIn(sg.id, member)
+		name := schemas.EventSegmentExited
+		if member {
+			name = schemas.EventSegmentEntered
+		}
+		sum := sha256.Sum256([]byte("seg|" + e.ID + "|" + sg.name + "|" + name))
+		ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: e.App, Kind: schemas.KindEvent, Name: name,
+			Time: now, Received: now, HWID: e.HWID, UserID: e.UserID, AnonymousID: e.AnonymousID,
+			Attributes: map[string]any{"segment": sg.name}}
+		b, err := ev.Marshal()
+		if err != nil { // cannot happen: plain fields
+			continue
+		}
+		s.m.segmentChanges.WithLabelValues(name).Inc()
+		out = append(out, &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: b})
+	}
+	return out
+}
+
+// runSegmentsFeed reads TopicSegments from the start into s.segs until ctx
+// is done, marking s.segs ready once it has read up to the end offsets it
+// found at start.
+func (s *Segmenter) runSegmentsFeed(ctx context.Context, ready chan<- struct{}) {
+	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log),
+		kgo.ConsumeTopics(schemas.TopicSegments),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(250*time.Millisecond),
+	)...)
+	if err != nil {
+		s.log.Error("creating the segments client", "err", err)
+		return
+	}
+	defer cl.Close()
+	var pending map[int32]int64
+	for pending == nil {
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, schemas.TopicSegments)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			pending = make(map[int32]int64)
+			ends.Each(func(o kadm.ListedOffset) {
+				if o.Offset > 0 {
+					pending[o.Partition] = o.Offset
+				}
+			})
+			break
+		}
+		s.log.Warn("listing the segments topic's offsets, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	markReady := func() {
+		if !s.segs.ready.Swap(true) {
+			close(ready)
+		}
+	}
+	if len(pending) == 0 {
+		markReady()
+	}
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			s.log.Warn("reading the segments topic", "partition", p, "err", err)
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			s.segs.apply(r, s.log.Warn)
+			if end, ok := pending[r.Partition]; ok && r.Offset >= end-1 {
+				delete(pending, r.Partition)
+				if len(pending) == 0 {
+					markReady()
+				}
+			}
+		})
+	}
+}
