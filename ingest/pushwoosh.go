@@ -83,39 +83,21 @@ func decodeRequest(body []byte) (*pwRequest, *apiError) {
 }
 
 // authorize finds the app of the call's API token (header
-// "Authorization: Token <api_token>" or request.auth) and checks that it is
-// request.application: an app's token never writes another app's data.
+// "Authorization: Token <api_token>" or request.auth), checks that it is
+// request.application (apps.Registry.Authorize: an app's token never
+// writes another app's data) and applies the token's rate limit.
 func (s *Server) authorize(authHeader string, req *pwRequest) (*apps.App, *apiError) {
-	token, field := req.Auth, "request.auth"
+	app, token, aerr := s.reg.Authorize(authHeader, req.Auth, req.Application)
+	if aerr != nil {
+		return nil, &apiError{Code: aerr.Code, Field: aerr.Field, Msg: aerr.Msg}
+	}
+	field := "request.auth"
 	if authHeader != "" {
-		scheme, tok, _ := strings.Cut(authHeader, " ")
-		tok = strings.TrimSpace(tok)
-		if !strings.EqualFold(scheme, "Token") || tok == "" {
-			return nil, &apiError{Code: http.StatusUnauthorized, Field: "Authorization", Msg: `must be "Token <api_token>"`}
-		}
-		if req.Auth != "" && req.Auth != tok {
-			return nil, &apiError{Code: http.StatusUnauthorized, Field: "request.auth", Msg: "differs from the token of the Authorization header"}
-		}
-		token, field = tok, "Authorization"
-	}
-	if token == "" {
-		return nil, &apiError{Code: http.StatusUnauthorized, Field: "request.auth",
-			Msg: "an API token is required: header Authorization: Token <api_token>, or request.auth"}
-	}
-	app, ok := s.reg.ByToken(token)
-	if !ok {
-		return nil, &apiError{Code: http.StatusUnauthorized, Field: field, Msg: "unknown API token"}
+		field = "Authorization"
 	}
 	if ok, wait := s.lim.allow("token:" + token); !ok {
 		s.m.throttled.Inc()
 		return nil, throttled(field, wait)
-	}
-	if req.Application == "" {
-		return nil, badField("request.application", "is required")
-	}
-	if req.Application != app.ID {
-		return nil, &apiError{Code: http.StatusForbidden, Field: "request.application",
-			Msg: "the API token does not belong to application " + quote(req.Application)}
 	}
 	return app, nil
 }

@@ -15,8 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -254,4 +257,62 @@ func Load(path string) (*Registry, error) {
 		return nil, errors.New("apps file lists no apps")
 	}
 	return New(f.Apps)
+}
+
+// AuthError is why Authorize refused a call: the HTTP status, the request
+// field at fault and the message.
+type AuthError struct {
+	Code  int
+	Field string
+	Msg   string
+}
+
+func (e *AuthError) Error() string { return e.Field + ": " + e.Msg }
+
+// Authorize finds the app of a Pushwoosh-style call's API token, given as
+// the header "Authorization: Token <api_token>" (authHeader) or in the body
+// (bodyAuth, the field request.auth), and checks that it is application
+// (request.application): an app's token never reaches another app's data.
+// token is the token used, for rate limits keyed by credential.
+func (r *Registry) Authorize(authHeader, bodyAuth, application string) (app *App, token string, _ *AuthError) {
+	token, field := bodyAuth, "request.auth"
+	if authHeader != "" {
+		scheme, tok, _ := strings.Cut(authHeader, " ")
+		tok = strings.TrimSpace(tok)
+		if !strings.EqualFold(scheme, "Token") || tok == "" {
+			return nil, "", &AuthError{Code: http.StatusUnauthorized, Field: "Authorization", Msg: `must be "Token <api_token>"`}
+		}
+		if bodyAuth != "" && bodyAuth != tok {
+			return nil, "", &AuthError{Code: http.StatusUnauthorized, Field: "request.auth", Msg: "differs from the token of the Authorization header"}
+		}
+		token, field = tok, "Authorization"
+	}
+	if token == "" {
+		return nil, "", &AuthError{Code: http.StatusUnauthorized, Field: "request.auth",
+			Msg: "an API token is required: header Authorization: Token <api_token>, or request.auth"}
+	}
+	app, ok := r.ByToken(token)
+	if !ok {
+		return nil, "", &AuthError{Code: http.StatusUnauthorized, Field: field, Msg: "unknown API token"}
+	}
+	if application == "" {
+		return nil, "", &AuthError{Code: http.StatusBadRequest, Field: "request.application", Msg: "is required"}
+	}
+	if application != app.ID {
+		return nil, "", &AuthError{Code: http.StatusForbidden, Field: "request.application",
+			Msg: "the API token does not belong to application " + quoteCut(application)}
+	}
+	return app, token, nil
+}
+
+// quoteCut quotes an outside value for a message, cut to 64 bytes.
+func quoteCut(s string) string {
+	if len(s) > 64 {
+		cut := 64
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "..."
+	}
+	return strconv.Quote(s)
 }

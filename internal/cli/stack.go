@@ -151,7 +151,13 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 		return nil, err
 	}
 	ing.ServeTags(s.tagView)
-	if s.ingestSrv, err = service.Listen(cfg.IngestAddr, ing.Handler(), log); err != nil {
+	// The segmenter is built before ingest listens: its segment API
+	// (createFilter, listFilters, deleteFilter) shares ingest's address.
+	segCfg := cfg.Segmenter
+	if s.seg, err = segmenter.New(segCfg, s.kcfg, log.With("stage", "segmenter"), s.ops.Registry); err != nil {
+		return nil, err
+	}
+	if s.ingestSrv, err = service.Listen(cfg.IngestAddr, withSegmentAPI(ing.Handler(), s.seg.APIHandler(cfg.Apps)), log); err != nil {
 		return nil, err
 	}
 
@@ -173,10 +179,6 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	s.goRun("wasim", s.sim.Run, runCtx)
 	s.goRun("ingest tags view", s.tagView.Run, runCtx)
 
-	segCfg := cfg.Segmenter
-	if s.seg, err = segmenter.New(segCfg, s.kcfg, log.With("stage", "segmenter"), s.ops.Registry); err != nil {
-		return nil, err
-	}
 	s.goRun("segmenter", s.seg.Run, runCtx)
 
 	dcfg := cfg.Dispatcher
@@ -371,4 +373,18 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// segmentAPIPaths are the routes of the segmenter's segment API.
+var segmentAPIPaths = []string{"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter"}
+
+// withSegmentAPI serves the segment API's paths with api and everything
+// else with ingest, so that one address takes every Pushwoosh-style call.
+func withSegmentAPI(ingest, api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", ingest)
+	for _, p := range segmentAPIPaths {
+		mux.Handle(p, api)
+	}
+	return mux
 }

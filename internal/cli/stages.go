@@ -230,8 +230,10 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return srv.Shutdown(30 * time.Second)
 }
 
-func runSegmenter(ctx context.Context, args []string, _, stderr io.Writer) error {
+func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newStageFlags("segmenter", stderr)
+	addr := f.String("http.addr", "", "address of the segment API (createFilter, listFilters, deleteFilter); empty: not served")
+	appsFile := f.String("apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -242,6 +244,18 @@ func runSegmenter(ctx context.Context, args []string, _, stderr io.Writer) error
 		return err
 	}
 	defer s.Close()
+	if *addr != "" {
+		reg, err := loadApps(*appsFile)
+		if err != nil {
+			return err
+		}
+		srv, err := service.Listen(*addr, s.APIHandler(reg), r.log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = srv.Shutdown(10 * time.Second) }()
+		fmt.Fprintf(stdout, "herald segmenter: segment API on %s\n", srv.URL())
+	}
 	return s.Run(ctx)
 }
 
