@@ -99,14 +99,14 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		m.events[k] = events.WithLabelValues(string(k))
 	}
 	m.keywordDispatch = m.dispatch.WithLabelValues(SourceKeyword)
+	for _, r := range skipReasons {
+		m.skipped.WithLabelValues(r)
+	}
 	for _, l := range matchModes {
 		m.keywordMatches[l] = matches.WithLabelValues(l)
 	}
 	for _, a := range keywordActions {
 		m.keywordActions[a] = actions.WithLabelValues(a)
-	}
-	for _, r := range skipReasons {
-		m.skipped.WithLabelValues(r)
 	}
 	profiles := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_segmenter_profiles",

@@ -29,7 +29,7 @@
 // offsets are committed. Ingest's getTags serves them; counters and the
 // service window are not part of it (they change on every event).
 //
-// # Keyword triggers
+// # Keyword replies
 //
 // An inbound text fires at most one KeywordRule (see KeywordRule for the
 // modes, scopes and order; matching works on the text case-folded, without
