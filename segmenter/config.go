@@ -71,7 +71,8 @@ type KeywordRule struct {
 	// word of the message, punctuation and symbols around the word ignored
 	// ("promo!", "*Help*", "¿ayuda?"); it must start and end with a letter
 	// or digit. In mode exact, a word or phrase compared with the whole
-	// message, punctuation and symbols at its ends ignored ("Stop!"). In
+	// message, punctuation and symbols at its ends ignored ("Stop!"); it
+	// too must start and end with a letter or digit. In
 	// mode pattern, a Go regular expression (RE2) searched in the
 	// normalised message: write it in lower case and without accents
 	// ("^order \d+$"). "*" (or mode any with no keyword) makes the rule the
