@@ -1,13 +1,9 @@
 package segmenter
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-
-	"github.com/heraldhq/herald/schemas"
 )
 
 // Config defaults and limits.
@@ -25,6 +21,8 @@ const (
 	DefaultLanguage = "en_US"
 	// AnyApp in KeywordRule.App makes the rule apply to every app.
 	AnyApp = "*"
+	// AnyKeyword as KeywordRule.Keyword makes the rule the catch-all.
+	AnyKeyword = "*"
 )
 
 // Template categories a rule may name (Meta's template categories).
@@ -34,17 +32,62 @@ const (
 	CategoryAuthentication = "AUTHENTICATION"
 )
 
-// KeywordRule answers an inbound WhatsApp message whose first word is
-// Keyword. Exactly one of Template and Text is set.
+// Keyword match modes (KeywordRule.Mode).
+const (
+	// ModeFirstWord matches the first word of the message (the default).
+	ModeFirstWord = "first_word"
+	// ModeExact matches the whole message.
+	ModeExact = "exact"
+	// ModePattern matches a Go regular expression (RE2 syntax).
+	ModePattern = "pattern"
+	// ModeAny is the catch-all: any text no other rule matched.
+	ModeAny = "any"
+)
+
+// KeywordRule answers an inbound WhatsApp text. Every text is normalised
+// before matching: case-folded, accents removed (Unicode NFD, combining
+// marks dropped: "AYÚDA" is "ayuda") and whitespace collapsed and trimmed.
+// Exactly one rule fires per message: the built-in STOP, UNSUBSCRIBE and
+// START first (see BuiltinKeywords), then the matching rule of highest
+// Priority; on a tie the more specific scope (app and PhoneNumberID, then
+// app, then "*" and PhoneNumberID, then "*"), then the earlier rule in the
+// config. Catch-all rules fire only when no other rule matched, in the same
+// order among themselves.
+//
+// A rule has at least one action: a reply (Template or Text, not both),
+// SetTags, OptOut. Profile actions are applied before the reply is built,
+// and also when the reply is skipped (a stale message still opts out).
 type KeywordRule struct {
-	// App is the app id the rule applies to, or "*" for every app. A rule
-	// for an app wins over a "*" rule with the same keyword. Required.
+	// App is the app id the rule applies to, or "*" for every app. Required.
 	App string `yaml:"app"`
-	// Keyword is matched against the first word of the inbound text: case
-	// does not matter, and punctuation or symbols around the word ("promo!",
-	// "*Help*", "¿ayuda?") are ignored. One word; it must start and end
-	// with a letter or digit. Required.
+	// PhoneNumberID limits the rule to messages received by this business
+	// number (Meta's phone number id, the webhook's
+	// metadata.phone_number_id). Optional: any number.
+	PhoneNumberID string `yaml:"phone_number_id"`
+	// Mode is how Keyword is matched: first_word (default), exact, pattern
+	// or any (catch-all).
+	Mode string `yaml:"mode"`
+	// Keyword is, in mode first_word, one word compared with the first
+	// word of the message, punctuation and symbols around the word ignored
+	// ("promo!", "*Help*", "¿ayuda?"); it must start and end with a letter
+	// or digit. In mode exact, a word or phrase compared with the whole
+	// message, punctuation and symbols at its ends ignored ("Stop!"); it
+	// too must start and end with a letter or digit. In
+	// mode pattern, a Go regular expression (RE2) searched in the
+	// normalised message: write it in lower case and without accents
+	// ("^order \d+$"). "*" (or mode any with no keyword) makes the rule the
+	// catch-all. Required otherwise.
 	Keyword string `yaml:"keyword"`
+	// Phrases are more words (first_word) or phrases (exact) that match
+	// like Keyword. Optional; not for modes pattern and any.
+	Phrases []string `yaml:"phrases"`
+	// Name names the rule in the reply's Source.Name and in its dispatch id.
+	// Default: Keyword in upper case (first_word, exact), Keyword as
+	// written (pattern), "*" (catch-all).
+	Name string `yaml:"name"`
+	// Priority orders rules that match the same message: higher first.
+	// Default 0.
+	Priority int `yaml:"priority"`
 	// Template is the name of an approved WhatsApp template to send.
 	Template string `yaml:"template"`
 	// Language is the template's language code. Default "en_US".
@@ -61,9 +104,16 @@ type KeywordRule struct {
 	// reply (Meta refuses empty parameters).
 	BodyParams []string `yaml:"body_params"`
 	// Text is a free-form reply, allowed because the user just wrote (the
-	// 24-hour customer-service window is open). It may contain the same
-	// placeholders as BodyParams.
+	// 24-hour customer-service window is open); it expires when the window
+	// closes. It may contain the same placeholders as BodyParams.
 	Text string `yaml:"text"`
+	// SetTags sets tags on the sender's profile: name to a string, number
+	// or boolean. Applied in the batch of the message, before the reply is
+	// built (its placeholders see them).
+	SetTags map[string]any `yaml:"set_tags"`
+	// OptOut, when set, sets (true) or clears (false) the sender's
+	// marketing opt-out, like the built-in STOP and START. Optional.
+	OptOut *bool `yaml:"opt_out"`
 }
 
 // Config of the segmenter.
@@ -74,7 +124,9 @@ type Config struct {
 	// profiles are evicted when it is full. Default 256 MiB, minimum 32 MiB.
 	CacheBytes int `yaml:"cache_bytes"`
 	// Keywords are the keyword rules. Default (nil) DefaultKeywords(); an
-	// empty, non-nil list turns keyword replies off.
+	// empty, non-nil list turns keyword replies off, the built-in STOP,
+	// UNSUBSCRIBE and START included. The built-ins apply with any other
+	// list (see BuiltinKeywords).
 	Keywords []KeywordRule `yaml:"keywords"`
 	// DispatchTTL is the lifetime of a produced request: its Deadline is
 	// its creation time plus DispatchTTL. Inbound messages older than
@@ -90,6 +142,7 @@ func DefaultKeywords() []KeywordRule {
 	return []KeywordRule{
 		{
 			App:        AnyApp,
+			Mode:       ModeFirstWord,
 			Keyword:    "PROMO",
 			Template:   "promo_offer",
 			Language:   DefaultLanguage,
@@ -98,6 +151,7 @@ func DefaultKeywords() []KeywordRule {
 		},
 		{
 			App:     AnyApp,
+			Mode:    ModeFirstWord,
 			Keyword: "HELP",
 			Text:    "Hi! Reply PROMO for this week's offer, or write your question and an agent will answer.",
 		},
@@ -130,40 +184,16 @@ func (c *Config) Validate() error {
 			r.Language = DefaultLanguage
 		}
 		r.Category = strings.ToUpper(strings.TrimSpace(r.Category))
+		r.Mode = strings.ToLower(strings.TrimSpace(r.Mode))
+		switch {
+		case r.Mode == "" && strings.TrimSpace(r.Keyword) == AnyKeyword:
+			r.Mode = ModeAny
+		case r.Mode == "":
+			r.Mode = ModeFirstWord
+		}
 	}
 	if _, err := compileRules(c.Keywords); err != nil {
 		return fmt.Errorf("segmenter: %w", err)
-	}
-	return nil
-}
-
-// validateRule checks one rule (defaults already filled).
-func validateRule(r *KeywordRule) error {
-	if r.App != AnyApp && !schemas.ValidAppID(r.App) {
-		return fmt.Errorf("app %q must be an app id or %q", r.App, AnyApp)
-	}
-	if r.Keyword == "" {
-		return errors.New("keyword is required")
-	}
-	if strings.IndexFunc(r.Keyword, unicode.IsSpace) >= 0 {
-		return fmt.Errorf("keyword %q must be one word (only the first word of a message is matched)", r.Keyword)
-	}
-	if trimWord(r.Keyword) != r.Keyword {
-		return fmt.Errorf("keyword %q must start and end with a letter or digit", r.Keyword)
-	}
-	if (r.Template == "") == (r.Text == "") {
-		return fmt.Errorf("keyword %q: exactly one of template and text is required", r.Keyword)
-	}
-	if r.Text != "" && len(r.BodyParams) > 0 {
-		return fmt.Errorf("keyword %q: body_params need a template", r.Keyword)
-	}
-	if r.Text != "" && (r.Language != "" || r.Category != "") {
-		return fmt.Errorf("keyword %q: language and category need a template", r.Keyword)
-	}
-	switch r.Category {
-	case "", CategoryMarketing, CategoryUtility, CategoryAuthentication:
-	default:
-		return fmt.Errorf("keyword %q: category %q is not MARKETING, UTILITY or AUTHENTICATION", r.Keyword, r.Category)
 	}
 	return nil
 }

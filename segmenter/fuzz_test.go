@@ -21,6 +21,8 @@ func FuzzProcess(f *testing.F) {
 		`{"v":1,"id":"x","app":"shop","kind":"tags","time":"2025-06-01T12:00:00Z","hwid":"h","tags":{"a":{"b":1},"c":[[1]],"d":null,"e":1e308}}`,
 		`{"v":1,"id":"x","app":"shop","kind":"event","name":"n","time":"0001-01-01T00:00:01Z","user_id":"u"}`,
 		`{"v":1,"id":"x","app":"shop","kind":"inbound","time":"9999-12-31T23:59:59Z","hwid":"h","inbound":{"phone_number_id":"1","from":"+1","text":"help \xff"}}`,
+		`{"v":1,"id":"s","app":"shop","kind":"inbound","time":"2025-06-01T12:00:00Z","hwid":"h","inbound":{"phone_number_id":"1","from":"+1","text":"  ÚNSUBSCRIBE\u00a0now"}}`,
+		`{"v":1,"id":"t","app":"shop","kind":"inbound","time":"2025-06-01T12:00:00Z","hwid":"h","inbound":{"phone_number_id":"1","from":"+1","text":"START"}}`,
 	} {
 		f.Add([]byte(seed))
 	}

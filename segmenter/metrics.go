@@ -20,6 +20,8 @@ type metrics struct {
 	dispatch         *prometheus.CounterVec
 	keywordDispatch  prometheus.Counter
 	skipped          *prometheus.CounterVec
+	keywordMatches   map[string]prometheus.Counter // by mode label
+	keywordActions   map[string]prometheus.Counter // by action
 	deadLetters      prometheus.Counter
 	ignoredTags      prometheus.Counter
 	tagRecords       prometheus.Counter
@@ -39,9 +41,19 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		Name: "herald_segmenter_events_total",
 		Help: "Events applied to profiles, by kind (duplicates not included).",
 	}, []string{"kind"})
+	matches := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_segmenter_keyword_matches_total",
+		Help: "Inbound texts a keyword rule fired for, by mode (first_word, exact, pattern, any, builtin); redeliveries included.",
+	}, []string{"mode"})
+	actions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_segmenter_keyword_actions_total",
+		Help: "Keyword actions done, by action (template, text: replies produced; set_tags, opt_out, opt_in: applied to a profile).",
+	}, []string{"action"})
 	m := &metrics{
-		reg:    reg,
-		events: make(map[schemas.EventKind]prometheus.Counter, len(eventKinds)),
+		reg:            reg,
+		keywordMatches: make(map[string]prometheus.Counter, len(matchModes)),
+		keywordActions: make(map[string]prometheus.Counter, len(keywordActions)),
+		events:         make(map[schemas.EventKind]prometheus.Counter, len(eventKinds)),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_duplicate_events_total",
 			Help: "Events skipped because their id was applied to the profile already (redelivery, producer retry).",
@@ -52,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		}, []string{"source"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_segmenter_keyword_skipped_total",
-			Help: "Matched keywords that produced no request, by reason (opted_out, empty_param, window_closed, stale).",
+			Help: "Matched keywords that produced no request, by reason (opted_out, empty_param, window_closed, stale, profile_full).",
 		}, []string{"reason"}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_dead_letters_total",
@@ -103,6 +115,12 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 	for _, r := range skipReasons {
 		m.skipped.WithLabelValues(r)
 	}
+	for _, l := range matchModes {
+		m.keywordMatches[l] = matches.WithLabelValues(l)
+	}
+	for _, a := range keywordActions {
+		m.keywordActions[a] = actions.WithLabelValues(a)
+	}
 	profiles := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "herald_segmenter_profiles",
 		Help: "Profiles in the cache (fastcache entries).",
@@ -111,7 +129,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

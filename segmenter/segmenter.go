@@ -1,7 +1,8 @@
 // Package segmenter is Herald's second stage: it consumes user events from
-// schemas.TopicEvents, keeps a profile per user in memory, answers inbound
-// WhatsApp messages whose first word is a keyword, and produces the replies
-// as schemas.DispatchRequest records to schemas.TopicDispatch.
+// schemas.TopicEvents, keeps a durable profile per user in memory, keeps
+// saved segments' membership up to date, answers inbound WhatsApp messages
+// that match a keyword rule, and produces the replies as
+// schemas.DispatchRequest records to schemas.TopicDispatch.
 //
 // # State
 //
@@ -46,13 +47,24 @@
 //
 // # Keyword replies
 //
-// An inbound message whose first word matches a KeywordRule of its app (an
-// app's own rule wins over a "*" rule) produces a DispatchRequest with a
-// deterministic ID, hex(sha256("kw|"+event id+"|"+KEYWORD))[:32], so that a
-// replay produces the same request. The reply goes from the number that
-// received the message to its sender. Users who opted out get no MARKETING
-// template; free-form text expires when the service window closes; messages
-// older than Config.DispatchTTL get no reply.
+// An inbound text fires at most one KeywordRule (see KeywordRule for the
+// modes, scopes and order; matching works on the text case-folded, without
+// accents and with its whitespace collapsed). The built-in STOP and
+// UNSUBSCRIBE set the profile's marketing opt-out and START clears it, each
+// with a confirmation text, unless a rule in scope replaces them
+// (BuiltinKeywords). A rule's profile actions (OptOut, SetTags) are applied
+// to the profile right after the message itself, in the same batch, and the
+// profile is saved again, so the changelog record of the batch carries them
+// and the next message of the batch sees them (a PROMO after a STOP gets no
+// MARKETING template); they are not applied again for a redelivered
+// message. Its reply is a DispatchRequest with a deterministic ID,
+// hex(sha256("kw|"+event id+"|"+rule name))[:32] (the rule name defaults
+// to the upper-case keyword), so that a replay produces the same request.
+// The reply goes from the number that received the message to its sender.
+// Users who opted out get no MARKETING template (confirmations, texts and
+// other templates still go); free-form text expires when the service window
+// closes; messages older than Config.DispatchTTL get no reply (their profile
+// actions still apply).
 //
 // # Delivery
 //
@@ -94,15 +106,15 @@
 //     batch's dispatch requests (same ids) and tags records.
 //   - A user known by hwid and by user id has two profiles (no identity
 //     resolution yet).
-//   - The opt-out flag is kept but nothing sets it yet (the STOP keyword is
-//     a later issue).
 //
 // # Metrics
 //
 //	herald_segmenter_events_total{kind}               events applied, by kind
 //	herald_segmenter_duplicate_events_total           events skipped as already applied
 //	herald_segmenter_dispatch_requests_total{source}  dispatch requests produced (source: keyword)
-//	herald_segmenter_keyword_skipped_total{reason}    matched keywords without reply: opted_out, empty_param, window_closed, stale
+//	herald_segmenter_keyword_matches_total{mode}      inbound texts a rule fired for: first_word, exact, pattern, any, builtin
+//	herald_segmenter_keyword_actions_total{action}    keyword actions: template, text (replies), set_tags, opt_out, opt_in (profile)
+//	herald_segmenter_keyword_skipped_total{reason}    matched keywords without reply: opted_out, empty_param, window_closed, stale, profile_full
 //	herald_segmenter_dead_letters_total               records sent to the dead-letter topic
 //	herald_segmenter_ignored_tags_total               tag values not stored (objects, nested lists)
 //	herald_segmenter_tag_records_total                ProfileTags records produced to TopicTags
@@ -425,24 +437,43 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
 		return out
 	}
-	r := s.rules.match(e.App, e.Inbound.Text)
+	r := s.rules.match(e.App, e.Inbound.PhoneNumberID, e.Inbound.Text)
 	if r == nil {
+		return out
+	}
+	s.m.keywordMatches[r.label].Inc()
+	// The profile actions (opt-out, tags) are part of applying the event:
+	// once, not again for a redelivered one (p has them already), and
+	// saved with it, whether or not a reply follows.
+	if !dup {
+		var skip string
+		if out, skip = s.applyRule(out, key, rec.Partition, e, p, r, now); skip != "" {
+			s.m.skipped.WithLabelValues(skip).Inc()
+			return out
+		}
+	}
+	if !r.replies() {
 		return out
 	}
 	d, skip := s.keywordReply(e, p, r, now)
 	if d == nil {
 		s.m.skipped.WithLabelValues(skip).Inc()
-		s.log.Debug("keyword matched without reply", "app", e.App, "keyword", r.keyword, "event_id", e.ID, "reason", skip)
+		s.log.Debug("keyword matched without reply", "app", e.App, "keyword", r.name, "event_id", e.ID, "reason", skip)
 		return out
 	}
 	if err := d.Validate(); err != nil {
-		return s.deadLetter(out, rec, fmt.Sprintf("building reply to keyword %s: %v", r.keyword, err))
+		return s.deadLetter(out, rec, fmt.Sprintf("building reply to keyword %s: %v", r.name, err))
 	}
 	b, err := d.Marshal()
 	if err != nil {
-		return s.deadLetter(out, rec, fmt.Sprintf("encoding reply to keyword %s: %v", r.keyword, err))
+		return s.deadLetter(out, rec, fmt.Sprintf("encoding reply to keyword %s: %v", r.name, err))
 	}
 	s.m.keywordDispatch.Inc()
+	if d.Template != nil {
+		s.m.keywordActions[actionTemplate].Inc()
+	} else {
+		s.m.keywordActions[actionText].Inc()
+	}
 	return append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 }
 

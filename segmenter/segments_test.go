@@ -164,3 +164,22 @@ func TestSegmentsFromTopic(t *testing.T) {
 		t.Fatalf("saved segments %+v, want vip only", l)
 	}
 }
+
+// TestSegmentsAfterKeywordActions: a keyword's opt-out and set_tags are
+// profile changes like any other: the segments reading them are evaluated.
+func TestSegmentsAfterKeywordActions(t *testing.T) {
+	s := newTest(t, Config{Keywords: []KeywordRule{{App: AnyApp, Keyword: "VIP", SetTags: map[string]any{"vip": true}, Text: "Welcome!"}}})
+	s.segs.put(mustSegment(t, testApp, "opted_out", `T("Opted Out", EQ, true)`))
+	s.segs.put(mustSegment(t, testApp, "vips", `T("vip", EQ, true)`))
+	key := schemas.EventKey(testApp, testHWID, "")
+	step := func(text string, at time.Duration, want ...string) {
+		t.Helper()
+		got := segmentEvents(t, s.process(t, record(t, inbound("in-"+text, testApp, text, "Ana", t0.Add(at)))), key)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("%s: segment events %v, want %v", text, got, want)
+		}
+	}
+	step("VIP", 0, "PW_SegmentEntered:vips")
+	step("STOP", time.Second, "PW_SegmentEntered:opted_out")
+	step("START", 2*time.Second, "PW_SegmentExited:opted_out")
+}
