@@ -166,7 +166,7 @@ func BenchmarkRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		n, err := s.restore(b.Context(), parts)
+		n, err := s.restore(b.Context(), s.cl, parts)
 		b.StopTimer()
 		if err != nil || n != profiles {
 			b.Fatalf("restored %d profiles (%v), want %d", n, err, profiles)

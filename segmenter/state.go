@@ -56,14 +56,14 @@ func (s *Segmenter) checkPartitions(ctx context.Context) error {
 // for those partitions begin). It retries until the restore succeeds or
 // the client closes: processing a partition without its profiles would
 // overwrite them in the changelog.
-func (s *Segmenter) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (s *Segmenter) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	parts := assigned[schemas.TopicEvents]
 	if len(parts) == 0 {
 		return
 	}
 	for {
 		start := time.Now()
-		n, err := s.restore(ctx, parts)
+		n, err := s.restore(ctx, cl, parts)
 		if err == nil {
 			took := time.Since(start)
 			s.m.restoreDuration.Observe(took.Seconds())
@@ -98,9 +98,10 @@ var errNoChangelogPartition = errors.New("the changelog has no such partition")
 // restore reads changelog partitions parts from their start to the end
 // offsets they have now into the cache, and returns how many records it
 // loaded. Later records of a key overwrite earlier ones, as compaction
-// would.
-func (s *Segmenter) restore(ctx context.Context, parts []int32) (int, error) {
-	ends, err := kadm.NewClient(s.cl).ListEndOffsets(ctx, schemas.TopicProfiles)
+// would. admin lists the offsets (the group's client: the callback's, as s.cl may
+// not be set yet when the first assignment arrives).
+func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int32) (int, error) {
+	ends, err := kadm.NewClient(admin).ListEndOffsets(ctx, schemas.TopicProfiles)
 	if err != nil {
 		return 0, fmt.Errorf("listing changelog end offsets: %w", err)
 	}
