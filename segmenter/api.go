@@ -105,11 +105,24 @@ func (s *Segmenter) api(reg *apps.Registry, h func(ctx context.Context, app *app
 			if aerr.code == http.StatusServiceUnavailable {
 				w.Header().Set("Retry-After", "5")
 			}
-			writeAPI(w, aerr.code, map[string]any{"status_code": aerr.code, "status_message": strings.TrimPrefix(aerr.field+": "+aerr.msg, ": "), "field": aerr.field})
+			writeAPI(w, aerr.code, apiErrBody{StatusCode: aerr.code, StatusMessage: strings.TrimPrefix(aerr.field+": "+aerr.msg, ": "), Field: aerr.field})
 			return
 		}
-		writeAPI(w, http.StatusOK, map[string]any{"status_code": 200, "status_message": "OK", "response": resp})
+		writeAPI(w, http.StatusOK, apiOKBody{StatusCode: 200, StatusMessage: "OK", Response: resp})
 	}
+}
+
+// The Pushwoosh envelopes, in Pushwoosh's field order.
+type apiOKBody struct {
+	StatusCode    int    `json:"status_code"`
+	StatusMessage string `json:"status_message"`
+	Response      any    `json:"response"`
+}
+
+type apiErrBody struct {
+	StatusCode    int    `json:"status_code"`
+	StatusMessage string `json:"status_message"`
+	Field         string `json:"field,omitempty"`
 }
 
 func writeAPI(w http.ResponseWriter, code int, body any) {

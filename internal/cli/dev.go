@@ -21,6 +21,7 @@ type devFlags struct {
 	wasimAddr  string
 	opsAddr    string
 	appsFile   string
+	keywords   string
 	readRatio  float64
 }
 
@@ -40,6 +41,7 @@ func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f.StringVar(&f.opsAddr, "ops.addr", ops, "address of /metrics, /healthz and /readyz")
 	f.Float64Var(&f.readRatio, "wasim.read-ratio", 0.8, "fraction of delivered messages the simulator reports as read (decided per wamid)")
 	f.StringVar(&f.appsFile, "apps", "", "apps file (YAML); default: one demo app with credentials generated into the data dir")
+	f.StringVar(&f.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	return f
 }
 
@@ -59,6 +61,13 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 	}
 	if f.brokers != "" {
 		cfg.Brokers = splitList(f.brokers)
+	}
+	if f.keywords != "" {
+		rules, err := loadKeywords(f.keywords)
+		if err != nil {
+			return cfg, nil, err
+		}
+		cfg.Segmenter.Keywords = rules
 	}
 	if f.appsFile != "" {
 		reg, err := apps.Load(f.appsFile)

@@ -1,16 +1,19 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/heraldhq/herald/analytics"
 	"github.com/heraldhq/herald/dispatcher"
@@ -234,12 +237,19 @@ func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	f := newStageFlags("segmenter", stderr)
 	addr := f.String("http.addr", "", "address of the segment API (createFilter, listFilters, deleteFilter); empty: not served")
 	appsFile := f.String("apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
+	keywords := f.String("segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	s, err := segmenter.New(segmenter.Config{}, r.kcfg, r.log, r.ops.Registry)
+	var scfg segmenter.Config
+	if *keywords != "" {
+		if scfg.Keywords, err = loadKeywords(*keywords); err != nil {
+			return err
+		}
+	}
+	s, err := segmenter.New(scfg, r.kcfg, r.log, r.ops.Registry)
 	if err != nil {
 		return err
 	}
@@ -384,4 +394,30 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return sum.WriteText(stdout)
+}
+
+// loadKeywords reads a keyword rules file: a YAML list of
+// segmenter.KeywordRule, or a map with the list under "keywords". Unknown
+// fields are errors (a misspelt key would silently change a rule).
+func loadKeywords(path string) ([]segmenter.KeywordRule, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading keyword rules: %w", err)
+	}
+	var doc struct {
+		Keywords []segmenter.KeywordRule `yaml:"keywords"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file
+		return nil, fmt.Errorf("parsing keyword rules %s: %w", path, err)
+	}
+	if doc.Keywords == nil {
+		return nil, nil // no rules in the file: the defaults ("keywords: []" turns every rule off)
+	}
+	cfg := segmenter.Config{Keywords: doc.Keywords}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("keyword rules %s: %w", path, err)
+	}
+	return doc.Keywords, nil
 }

@@ -173,3 +173,39 @@ func waitListening(t *testing.T, addr string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestLoadKeywords(t *testing.T) {
+	rules, err := loadKeywords("../../deploy/keywords.example.yaml")
+	if err != nil {
+		t.Fatalf("the example file: %v", err)
+	}
+	if len(rules) != 6 || rules[3].Name != "ORDER" || rules[5].OptOut == nil || !*rules[5].OptOut {
+		t.Fatalf("example rules %+v", rules)
+	}
+	dir := t.TempDir()
+	f := func(name, body, wantErr string) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, name+".yaml")
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rules, err := loadKeywords(path)
+			switch {
+			case wantErr == "" && err != nil:
+				t.Fatalf("err = %v", err)
+			case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+				t.Fatalf("err = %v, want it to mention %q", err, wantErr)
+			case wantErr == "" && name == "empty" && rules != nil:
+				t.Fatalf("an empty file gave %v, want the defaults (nil)", rules)
+			case wantErr == "" && name == "off" && (rules == nil || len(rules) != 0):
+				t.Fatalf("keywords: [] gave %v, want an empty list", rules)
+			}
+		})
+	}
+	f("empty", "", "")
+	f("off", "keywords: []\n", "")
+	f("misspelt key", "keywords:\n  - app: '*'\n    keywrd: x\n    text: hi\n", "keywrd")
+	f("invalid rule", "keywords:\n  - app: '*'\n    keyword: x\n    text: hi\n    template: t\n", "keywords[0]")
+	f("not yaml", "keywords: [", "parsing keyword rules")
+}
