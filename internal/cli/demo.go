@@ -65,6 +65,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "  up in %s (ClickHouse %s, ingest %s)\n", time.Since(start).Round(time.Millisecond), s.chVersion(), s.ingestSrv.URL())
 
 	w := &workload{base: s.ingestSrv.URL(), token: creds.APIToken, app: devAppID, rnd: rand.New(rand.NewPCG(1, 2))}
+	// The seed's example segment: users whose latest order was Asian food.
+	if err := w.post(ctx, "createFilter", map[string]any{"name": demoSegment, "filter_expression": demoSegmentFilter}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "saved segment %s: %s\n", demoSegment, demoSegmentFilter)
 	phones := w.phones(*subscribers)
 	t0 := time.Now()
 	if err := w.register(ctx, phones); err != nil {
@@ -102,8 +107,32 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := sum.WriteText(stdout); err != nil {
 		return err
 	}
+	members, err := segmentMembers(ctx, s, demoSegment)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nsegment %s: %d members (PW_SegmentEntered minus PW_SegmentExited events in ClickHouse)\n", demoSegment, members)
 	fmt.Fprintf(stdout, "\nwhole demo: %s. Run `herald dev` to keep it running and try the API yourself.\n", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// The demo's segment: the seed's "users who ordered Asian food" example.
+const (
+	demoSegment       = "asian_food"
+	demoSegmentFilter = `Event("OrderPlaced", "cuisine", EQ, "asian") * T("Registered", EQ, true)`
+)
+
+// segmentMembers counts the members of segment from its entry and exit
+// events in ClickHouse.
+func segmentMembers(ctx context.Context, s *stack, segment string) (int64, error) {
+	var n int64
+	err := s.conn.QueryRow(ctx, `SELECT toInt64(countIf(name = 'PW_SegmentEntered')) - toInt64(countIf(name = 'PW_SegmentExited'))
+		FROM events FINAL WHERE app = ? AND name IN ('PW_SegmentEntered', 'PW_SegmentExited')
+		AND arrayElement(attr_values, indexOf(attr_keys, 'segment')) = ?`, devAppID, segment).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting segment members: %w", err)
+	}
+	return n, nil
 }
 
 func (s *stack) chVersion() string {

@@ -199,3 +199,52 @@ func TestScheduledSendEndToEnd(t *testing.T) {
 		t.Fatalf("simulator accepted %d messages, want 1", st.Accepted)
 	}
 }
+
+// TestSushiSegmentEndToEnd: the seed's example. A segment of users whose
+// latest order was Asian food, saved through the API; orders posted over
+// the Pushwoosh API; ClickHouse holds exactly the entries and exits.
+func TestSushiSegmentEndToEnd(t *testing.T) {
+	s, creds, conn := testStack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	w := &workload{base: s.ingestSrv.URL(), token: creds.APIToken, app: devAppID}
+	if err := w.post(ctx, "createFilter", map[string]any{"name": demoSegment, "filter_expression": demoSegmentFilter}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	users := map[string][]string{ // number -> cuisines of its orders, oldest first
+		"+919812345001": {"asian"},
+		"+919812345002": {"italian"},
+		"+919812345003": {"asian", "italian"},
+		"+919812345004": {"italian", "asian"},
+	}
+	for phone, orders := range users {
+		if err := w.post(ctx, "registerDevice", map[string]any{"device_type": 21, "hwid": "whatsapp:" + phone}); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range orders {
+			if err := w.post(ctx, "postEvent", map[string]any{"hwid": "whatsapp:" + phone, "event": "OrderPlaced",
+				"attributes": map[string]any{"cuisine": c}, "timestampUTC": now.Add(time.Duration(i-10) * time.Minute).Unix()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A user of no order, and an unregistered one, are never members.
+	if err := w.post(ctx, "postEvent", map[string]any{"hwid": "whatsapp:+919812345005", "event": "OrderPlaced",
+		"attributes": map[string]any{"cuisine": "asian"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitDrained(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	members, err := segmentMembers(ctx, s, demoSegment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE name = 'PW_SegmentEntered'")
+	exited := chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE name = 'PW_SegmentExited' AND hwid = 'whatsapp:+919812345003'")
+	in1 := chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE name = 'PW_SegmentEntered' AND hwid IN ('whatsapp:+919812345001', 'whatsapp:+919812345004')")
+	if members != 2 || entered != 3 || exited != 1 || in1 != 2 {
+		t.Fatalf("members %d, entries %d, exits of +...003 %d, entries of +...001 and +...004 %d; want 2, 3, 1, 2", members, entered, exited, in1)
+	}
+}
