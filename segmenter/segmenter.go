@@ -336,7 +336,8 @@ type changedProfile struct {
 	partition int32          // of TopicEvents: the changelog partition
 	e         *schemas.Event // the latest event that changed it: its identity
 	p         *Profile
-	tags      bool // its tags changed: it gets a TopicTags record
+	enc       []byte // p's encoding as last saved: the changelog value
+	tags      bool   // its tags changed: it gets a TopicTags record
 }
 
 // tagState is what of a profile ProfileTags carries, to tell whether an
@@ -356,15 +357,17 @@ func tagStateOf(p *Profile) tagState {
 	return st
 }
 
-// noteChanged records that e changed p (its tags when tags is set).
+// noteChanged records that e changed p (its tags when tags is set). It is
+// called right after p was saved: s.enc is its encoding.
 func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p *Profile, tags bool) {
 	if i, ok := s.changedAt[string(key)]; ok {
 		c := &s.changed[i]
 		c.partition, c.e, c.p, c.tags = partition, e, p, c.tags || tags
+		c.enc = append(c.enc[:0], s.enc...)
 		return
 	}
 	s.changedAt[string(key)] = len(s.changed)
-	s.changed = append(s.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags})
+	s.changed = append(s.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: slices.Clone(s.enc)})
 }
 
 // appendChanges appends, per profile the batch changed, its changelog
@@ -372,7 +375,7 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 // changed, its TopicTags record; then forgets them.
 func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 	for _, c := range s.changed {
-		out = append(out, &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: appendProfile(nil, c.p)})
+		out = append(out, &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc})
 	}
 	s.m.changelogRecords.Add(float64(len(s.changed)))
 	n := 0
