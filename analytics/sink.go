@@ -40,7 +40,7 @@ type Sink struct {
 }
 
 // New builds a sink with its own consumer-group client (kcfg's options plus
-// kafka.ConsumerOpts for cfg.Group on TopicEvents and TopicOutcomes). The
+// kcfg.ConsumerOpts for cfg.Group on TopicEvents and TopicOutcomes). The
 // client connects lazily; conn is used as is and not closed by the sink.
 // Metrics are registered with prom when it is not nil.
 func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom prometheus.Registerer) (*Sink, error) {
@@ -61,7 +61,7 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 	if err != nil {
 		return nil, err
 	}
-	opts := append(kcfg.Opts(log), kafka.ConsumerOpts(cfg.Group, schemas.TopicEvents, schemas.TopicOutcomes)...)
+	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicEvents, schemas.TopicOutcomes)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating analytics kafka client: %w", err)

@@ -152,7 +152,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		// a GET. The 3xx is reported as a failed call instead.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	cl, err := kgo.NewClient(append(kcfg.Opts(log), kafka.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
+	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
 	}

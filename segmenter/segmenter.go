@@ -192,7 +192,7 @@ type Segmenter struct {
 }
 
 // New builds a segmenter and its Kafka client (kcfg.Opts(log) with
-// kafka.ConsumerOpts(cfg.Group, schemas.TopicEvents)). Metrics are
+// kcfg.ConsumerOpts(cfg.Group, schemas.TopicEvents)). Metrics are
 // registered with prom (nil: not registered); one Segmenter per registry.
 func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Registerer) (*Segmenter, error) {
 	if err := kcfg.Validate(); err != nil {
@@ -203,7 +203,7 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Regist
 		return nil, err
 	}
 	s.kcfg = kcfg
-	opts := append(kcfg.Opts(log), kafka.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
+	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
 	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -63,7 +63,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer b.Close()
-	kcfg := kafka.Config{Brokers: b.Addrs(), Partitions: int32(*partitions), CommitInterval: 50 * time.Millisecond}
+	kcfg := kafka.Config{Brokers: b.Addrs(), Partitions: int32(*partitions), CommitInterval: 100 * time.Millisecond}
 	if err := kcfg.Validate(); err != nil {
 		return err
 	}

@@ -45,7 +45,8 @@ type Config struct {
 	// TLS enables TLS with the system roots.
 	TLS bool `yaml:"tls"`
 	// CommitInterval is how often consumers commit the offsets of processed
-	// records. Default 1s. A crash redelivers at most this much work.
+	// records. Default 1s, at least 100ms (franz-go's floor). A crash
+	// redelivers at most this much work.
 	CommitInterval time.Duration `yaml:"commit_interval"`
 	// Linger is how long a producer waits for more records before sending
 	// a partition's batch. Default 0: send at once; while a request is in
@@ -67,8 +68,11 @@ func (c *Config) Validate() error {
 	if c.Partitions <= 0 {
 		c.Partitions = 8
 	}
-	if c.CommitInterval <= 0 {
+	switch {
+	case c.CommitInterval <= 0:
 		c.CommitInterval = time.Second
+	case c.CommitInterval < 100*time.Millisecond:
+		return fmt.Errorf("kafka: commit_interval %s is below the 100ms minimum", c.CommitInterval)
 	}
 	if c.Linger < 0 {
 		return fmt.Errorf("kafka: linger %s is negative", c.Linger)
