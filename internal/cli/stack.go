@@ -143,7 +143,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if s.ingCl, err = kgo.NewClient(s.kcfg.Opts(log)...); err != nil {
 		return nil, fmt.Errorf("creating ingest kafka client: %w", err)
 	}
-	ing, err := ingest.New(ingest.Config{}, cfg.Apps, s.ingCl, log.With("stage", "ingest"), s.ops.Registry)
+	ing, err := ingest.New(ingest.Config{}, cfg.Apps, s.ingCl, log, s.ops.Registry)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +185,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if dcfg.WhatsAppBaseURL == "" {
 		dcfg.WhatsAppBaseURL = s.wasimSrv.URL()
 	}
-	if s.disp, err = dispatcher.New(dcfg, s.kcfg, cfg.Apps, log.With("stage", "dispatcher"), s.ops.Registry); err != nil {
+	if s.disp, err = dispatcher.New(dcfg, s.kcfg, cfg.Apps, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
 	s.goRun("dispatcher", s.disp.Run, runCtx)
@@ -198,7 +198,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 
 	acfg := cfg.Analytics
 	acfg.DSN = s.dsn
-	if s.sink, err = analytics.New(acfg, s.kcfg, s.conn, log.With("stage", "analytics"), s.ops.Registry); err != nil {
+	if s.sink, err = analytics.New(acfg, s.kcfg, s.conn, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
 	s.goRun("analytics", s.sink.Run, runCtx)
