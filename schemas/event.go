@@ -33,10 +33,15 @@ const (
 	// template_category_update): Template is set. It concerns no user: HWID,
 	// UserID and AnonymousID are empty and the record key is the template's.
 	KindTemplate EventKind = "template"
+	// KindCampaign is one partition's share of a targeted campaign
+	// (Campaign): the segmenter that owns the partition sends to the
+	// matching users of its profiles. The segment API writes one record per
+	// partition of TopicEvents, keyed CampaignKey, partition set explicitly.
+	KindCampaign EventKind = "campaign"
 )
 
 // Kinds lists every EventKind.
-var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate}
+var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign}
 
 // Default event names, as Pushwoosh names them.
 const (
@@ -150,7 +155,33 @@ type Event struct {
 	Inbound  *Inbound        `json:"inbound,omitempty"`
 	Status   *Status         `json:"status,omitempty"`
 	Template *TemplateUpdate `json:"template,omitempty"`
+	Campaign *Campaign       `json:"campaign,omitempty"`
 }
+
+// Campaign is a targeted WhatsApp template campaign (Pushwoosh
+// createTargetedMessage): a template to the users a filter selects.
+type Campaign struct {
+	// ID identifies the campaign; dispatch ids derive from it and the
+	// recipient, so a re-run sends nothing new.
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// Filter is a segment filter expression (the segmenter's language).
+	Filter string `json:"filter"`
+	// Sender is the WhatsApp phone-number id to send from.
+	Sender string `json:"sender"`
+	// Template is sent to each recipient; its body, header and button
+	// parameters may hold the placeholders {{tag:NAME}} and
+	// {{profile_name}}, each with a "|fallback".
+	Template Template `json:"template"`
+	// SendAt is when to send (zero: now). With LocalTime it gives only the
+	// date: each user gets the message at LocalTime ("HH:mm") of that date
+	// in their own timezone (UTC when unknown).
+	SendAt    time.Time `json:"send_at,omitzero"`
+	LocalTime string    `json:"local_time,omitempty"`
+}
+
+// CampaignKey is the record key of a KindCampaign event.
+func CampaignKey(app, id string) []byte { return []byte(app + keySep + "campaign:" + id) }
 
 // Inbound is a WhatsApp message a user sent (Meta webhook
 // entry[].changes[].value.messages[]).
@@ -287,6 +318,11 @@ func (e *Event) Validate() error {
 			return invalid("event: template.field and template.name or template.template_id are required for kind template")
 		}
 		return nil
+	case e.Kind == KindCampaign:
+		if c := e.Campaign; c == nil || c.ID == "" || c.Filter == "" || c.Sender == "" || c.Template.Name == "" || c.Template.Language == "" {
+			return invalid("event: campaign.id, filter, sender, template.name and template.language are required for kind campaign")
+		}
+		return nil
 	case e.HWID == "" && e.UserID == "" && e.AnonymousID == "":
 		return invalid("event: hwid, user_id or anonymous_id is required")
 	}
@@ -324,6 +360,9 @@ func (e *Event) Validate() error {
 // Key returns the record key of the event, see EventKey; a template update's
 // is TemplateKey.
 func (e *Event) Key() []byte {
+	if e.Kind == KindCampaign && e.Campaign != nil {
+		return CampaignKey(e.App, e.Campaign.ID)
+	}
 	if e.Kind == KindTemplate && e.Template != nil {
 		id := e.Template.Name
 		if id == "" {

@@ -2,15 +2,19 @@ package segmenter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/apps"
@@ -25,6 +29,7 @@ import (
 //	POST /json/1.3/createFilter  {"application","name","filter_expression"} -> {"name"}
 //	POST /json/1.3/listFilters   {"application"}                            -> {"filters":[{"name","filter_expression"}]}
 //	POST /json/1.3/deleteFilter  {"application","name"}                     -> {"name"}
+//	POST /json/1.3/createTargetedMessage  a campaign (see createTargetedMessage)  -> {"campaign","partitions"}
 //
 // The API token (header "Authorization: Token <api_token>" or
 // request.auth) must belong to request.application. createFilter with an
@@ -45,6 +50,7 @@ func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
 	mux.HandleFunc("/json/1.3/createFilter", s.api(reg, s.createFilter))
 	mux.HandleFunc("/json/1.3/listFilters", s.api(reg, s.listFilters))
 	mux.HandleFunc("/json/1.3/deleteFilter", s.api(reg, s.deleteFilter))
+	mux.HandleFunc("/json/1.3/createTargetedMessage", s.api(reg, s.createTargetedMessage))
 	return mux
 }
 
@@ -54,6 +60,18 @@ type apiRequest struct {
 	Auth             string `json:"auth"`
 	Name             string `json:"name"`
 	FilterExpression string `json:"filter_expression"`
+	// createTargetedMessage
+	DevicesFilter        string            `json:"devices_filter"`
+	Filter               string            `json:"filter"`
+	Template             string            `json:"template"`
+	Language             string            `json:"language"`
+	Category             string            `json:"category"`
+	ContentVariables     map[string]string `json:"content_variables"`
+	HeaderVariables      map[string]string `json:"header_variables"`
+	ButtonURLVariables   map[string]string `json:"button_url_variables"`
+	SendDate             string            `json:"send_date"`
+	UseRecipientTimezone bool              `json:"use_recipient_timezone"`
+	CampaignID           string            `json:"campaign_id"`
 }
 
 // apiError is a refusal: status, field, message.
@@ -208,4 +226,173 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 		return refuse(http.StatusServiceUnavailable, "", "kafka did not acknowledge the segment: retry")
 	}
 	return nil
+}
+
+// createTargetedMessage starts a campaign (Pushwoosh createTargetedMessage):
+//
+//	{"request":{"application":"APP","name":"sushi-week",
+//	  "devices_filter":"Event(\"OrderPlaced\", \"cuisine\", EQ, \"asian\")",  // or "filter":"<saved segment name>"
+//	  "template":"sushi_promo","language":"en_US","category":"MARKETING",
+//	  "content_variables":{"1":"{{tag:Name|there}}"},"header_variables":{"1":"..."},"button_url_variables":{"0":"..."},
+//	  "send_date":"now",                  // or "YYYY-MM-DD HH:mm" UTC
+//	  "use_recipient_timezone":false,     // true: send_date's time in each user's timezone
+//	  "campaign_id":"optional-own-id"}}   // a retry with the same id sends nothing new
+//	-> {"campaign":"<id>","partitions":8}
+//
+// The campaign is one KindCampaign event per partition of TopicEvents: the
+// segmenter owning a partition sends to its matching profiles, so a
+// campaign scales with the segmenter replicas, and a crash re-runs a
+// partition with the same dispatch ids. category defaults to MARKETING
+// (users who opted out are skipped); variables may use {{tag:NAME}} and
+// {{profile_name}} with a "|fallback". A future send time is kept by the
+// dispatcher stage's scheduler.
+func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
+	c := &schemas.Campaign{ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
+		Template: schemas.Template{Name: req.Template, Language: req.Language, Category: strings.ToUpper(req.Category)}}
+	switch {
+	case c.Sender == "":
+		return nil, refuse(http.StatusBadRequest, "request.application", "%q has no WhatsApp phone number id to send from", app.ID)
+	case req.Template == "":
+		return nil, refuse(http.StatusBadRequest, "request.template", "is required: the name of an approved template")
+	case req.DevicesFilter != "" && req.Filter != "":
+		return nil, refuse(http.StatusBadRequest, "request.filter", "give devices_filter or filter (a saved segment), not both")
+	case req.Filter != "":
+		for _, sg := range s.segs.of(app.ID) {
+			if sg.name == req.Filter {
+				c.Filter = sg.src
+			}
+		}
+		if c.Filter == "" {
+			return nil, refuse(http.StatusNotFound, "request.filter", "no segment %q in application %q", req.Filter, app.ID)
+		}
+	case c.Filter == "":
+		return nil, refuse(http.StatusBadRequest, "request.devices_filter", `is required (or filter, a saved segment), e.g. T("City", EQ, "Oslo")`)
+	}
+	if c.Template.Language == "" {
+		c.Template.Language = DefaultLanguage
+	}
+	switch c.Template.Category {
+	case "":
+		c.Template.Category = CategoryMarketing
+	case CategoryMarketing, CategoryUtility, CategoryAuthentication:
+	default:
+		return nil, refuse(http.StatusBadRequest, "request.category", "%q is not MARKETING, UTILITY or AUTHENTICATION", req.Category)
+	}
+	var aerr *apiError
+	if c.Template.Body, aerr = variables("request.content_variables", req.ContentVariables, 1); aerr != nil {
+		return nil, aerr
+	}
+	if c.Template.Header, aerr = variables("request.header_variables", req.HeaderVariables, 1); aerr != nil {
+		return nil, aerr
+	}
+	buttons, aerr := variables("request.button_url_variables", req.ButtonURLVariables, 0)
+	if aerr != nil {
+		return nil, aerr
+	}
+	for i, v := range buttons {
+		if c.Template.ButtonURL == nil {
+			c.Template.ButtonURL = make(map[int]string)
+		}
+		c.Template.ButtonURL[i] = v
+	}
+	switch req.SendDate {
+	case "", "now":
+		if req.UseRecipientTimezone {
+			return nil, refuse(http.StatusBadRequest, "request.send_date", `use_recipient_timezone needs a "YYYY-MM-DD HH:mm" send_date`)
+		}
+	default:
+		at, err := time.Parse("2006-01-02 15:04", req.SendDate)
+		if err != nil {
+			return nil, refuse(http.StatusBadRequest, "request.send_date", `%q is not "now" or "YYYY-MM-DD HH:mm" (UTC)`, req.SendDate)
+		}
+		if at.After(time.Now().Add(schemas.MaxScheduleAhead)) {
+			return nil, refuse(http.StatusBadRequest, "request.send_date", "is more than %s ahead", schemas.MaxScheduleAhead)
+		}
+		c.SendAt = at.UTC()
+		if req.UseRecipientTimezone {
+			c.LocalTime = at.Format("15:04")
+			c.SendAt = time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
+		}
+	}
+	if c.ID == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		c.ID = hex.EncodeToString(b[:])
+	} else if len(c.ID) > 128 || strings.ContainsAny(c.ID, "|\x00") {
+		return nil, refuse(http.StatusBadRequest, "request.campaign_id", "must be at most 128 bytes without '|'")
+	}
+	if _, err := compileCampaign(app.ID, c); err != nil {
+		return nil, refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
+	}
+	n, aerr := s.produceCampaign(ctx, app.ID, c)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return map[string]any{"campaign": c.ID, "partitions": n}, nil
+}
+
+// variables orders a Pushwoosh variables object ({"1":"a","2":"b"}, keys
+// counted from first) into a list without gaps.
+func variables(field string, m map[string]string, first int) ([]string, *apiError) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make([]string, len(m))
+	for k, v := range m {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < first || i-first >= len(m) {
+			return nil, refuse(http.StatusBadRequest, field+"."+k, "keys are %d to %d without gaps", first, first+len(m)-1)
+		}
+		if v == "" {
+			return nil, refuse(http.StatusBadRequest, field+"."+k, "is empty (Meta refuses empty parameters)")
+		}
+		out[i-first] = v
+	}
+	return out, nil
+}
+
+// produceCampaign writes one KindCampaign event per partition of
+// TopicEvents and returns how many.
+func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.Campaign) (int, *apiError) {
+	cl, err := s.campaignClient()
+	if err != nil {
+		s.log.Error("creating the campaign producer", "err", err)
+		return 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tds, err := kadm.NewClient(cl).ListTopics(ctx, schemas.TopicEvents)
+	if err == nil {
+		err = tds.Error()
+	}
+	if err != nil {
+		s.log.Warn("listing the events topic for a campaign", "err", err)
+		return 0, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
+	}
+	parts := tds[schemas.TopicEvents].Partitions.Numbers()
+	now := time.Now().UTC()
+	recs := make([]*kgo.Record, 0, len(parts))
+	for _, p := range parts {
+		e := &schemas.Event{ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
+			Time: now, Received: now, Campaign: c}
+		b, err := e.Marshal()
+		if err != nil {
+			return 0, refuse(http.StatusInternalServerError, "", "internal error")
+		}
+		recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Partition: p, Key: e.Key(), Value: b})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		s.log.Warn("kafka did not acknowledge a campaign", "campaign", c.ID, "err", err)
+		return 0, refuse(http.StatusServiceUnavailable, "", "kafka did not acknowledge the campaign: retry with the same campaign_id")
+	}
+	return len(recs), nil
+}
+
+// campaignClient is the producer of campaign records, which name their
+// partition; built on first use.
+func (s *Segmenter) campaignClient() (*kgo.Client, error) {
+	s.campOnce.Do(func() {
+		s.campCl, s.campErr = kgo.NewClient(append(s.kcfg.Opts(s.log), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	})
+	return s.campCl, s.campErr
 }

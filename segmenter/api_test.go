@@ -2,11 +2,16 @@ package segmenter
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/apps"
 	"github.com/heraldhq/herald/internal/kafkatest"
@@ -93,5 +98,73 @@ func TestSegmentAPI(t *testing.T) {
 	}
 	if recs := c.ReadAll(t, schemas.TopicSegments, 2); len(recs) != 2 || recs[1].Value != nil {
 		t.Fatalf("want a tombstone after the definition, got %d records", len(recs))
+	}
+}
+
+// TestCampaignAPI: createTargetedMessage fans a campaign out to every
+// partition; each partition's owner sends to its matching users, once.
+func TestCampaignAPI(t *testing.T) {
+	c := kafkatest.New(t, 4)
+	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	var recs []*kgo.Record
+	for i := range 20 {
+		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
+		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
+			Name: schemas.EventDeviceRegistered, Time: now, HWID: hwid, DeviceType: schemas.DeviceWhatsApp,
+			Tags: map[string]any{"City": []string{"Oslo", "Bergen"}[i%2], "Name": fmt.Sprintf("U%d", i)}}))
+	}
+	produce(t, c, recs...)
+	s, _, _ := runSegmenter(t, c, now)
+	adm := kadm.NewClient(c.Client(t))
+	waitCommitted(t, adm)
+	h := s.APIHandler(reg)
+	call := func(body string) (int, string) {
+		t.Helper()
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/json/1.3/createTargetedMessage", strings.NewReader(body))
+		req.Header.Set("Authorization", "Token shop-token-0123456789")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	body := `{"request":{"application":"shop","name":"oslo-week","devices_filter":"T(\"City\", EQ, \"Oslo\")",
+		"template":"promo_offer","content_variables":{"1":"{{tag:Name|there}}"},"campaign_id":"oslo-1"}}`
+	if code, ans := call(body); code != 200 || !strings.Contains(ans, `"campaign":"oslo-1","partitions":4`) {
+		t.Fatalf("createTargetedMessage: %d %s", code, ans)
+	}
+	got := c.ReadAll(t, schemas.TopicDispatch, 10)
+	ds, _ := decodeOutputs(t, got)
+	seen := map[string]bool{}
+	for _, d := range ds {
+		n, _ := strconv.Atoi(d.To[len(d.To)-2:])
+		if n%2 != 0 || d.Template.Body[0] != fmt.Sprintf("U%d", n) || d.Template.Category != CategoryMarketing || d.Source.Name != "oslo-week" || seen[d.ID] {
+			t.Fatalf("request %s", dump([]*schemas.DispatchRequest{d}))
+		}
+		seen[d.ID] = true
+	}
+	if len(seen) != 10 {
+		t.Fatalf("%d requests, want the 10 Oslo users", len(seen))
+	}
+	waitCommitted(t, adm)
+	if n := sum(endOffsets(t, adm, schemas.TopicDispatch)); n != 10 {
+		t.Fatalf("%d requests on the topic, want 10", n)
+	}
+	for _, tt := range []struct{ name, body, field string }{
+		{"no template", `{"request":{"application":"shop","devices_filter":"A(\"shop\")"}}`, "request.template"},
+		{"bad filter", `{"request":{"application":"shop","template":"t","devices_filter":"T("}}`, "request.devices_filter"},
+		{"unknown segment", `{"request":{"application":"shop","template":"t","filter":"nope"}}`, "request.filter"},
+		{"gap in variables", `{"request":{"application":"shop","template":"t","devices_filter":"A(\"shop\")","content_variables":{"2":"x"}}}`, "request.content_variables.2"},
+		{"bad date", `{"request":{"application":"shop","template":"t","devices_filter":"A(\"shop\")","send_date":"tomorrow"}}`, "request.send_date"},
+		{"bad category", `{"request":{"application":"shop","template":"t","devices_filter":"A(\"shop\")","category":"SPAM"}}`, "request.category"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, ans := call(tt.body)
+			if code/100 != 4 || !strings.Contains(ans, `"field":"`+tt.field+`"`) {
+				t.Fatalf("%d %s, want a 4xx naming %s", code, ans, tt.field)
+			}
+		})
 	}
 }

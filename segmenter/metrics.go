@@ -30,6 +30,7 @@ type metrics struct {
 	restoreDuration  prometheus.Histogram
 	segmentEvals     prometheus.Counter
 	segmentChanges   *prometheus.CounterVec
+	campaignSkipped  *prometheus.CounterVec
 	batchDuration    prometheus.Histogram
 }
 
@@ -99,6 +100,10 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Name: "herald_segmenter_segment_changes_total",
 			Help: "Segment entries and exits, by event (PW_SegmentEntered, PW_SegmentExited).",
 		}, []string{"event"}),
+		campaignSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_campaign_skipped_total",
+			Help: "Campaign recipients matched by the filter but not sent to, by reason (no_whatsapp, unregistered, opted_out, empty_param, evicted).",
+		}, []string{"reason"}),
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "herald_segmenter_batch_duration_seconds",
 			Help:    "Time to process a polled batch and produce its outputs.",
@@ -129,7 +134,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

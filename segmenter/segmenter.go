@@ -170,6 +170,7 @@ type Segmenter struct {
 	mu    sync.Mutex
 	cache *fastcache.Cache
 	segs  *segments
+	keys  *keyIndex
 	buf   []byte // cache reads
 	enc   []byte // profile encodings
 	// changed are the profiles whose tags a batch changed, in the order of
@@ -187,6 +188,12 @@ type Segmenter struct {
 	// refuses every batch from then on.
 	fatal   atomic.Pointer[error]
 	closing chan struct{} // closed by Close
+
+	// campCl produces campaign records (manual partitions); built on
+	// first use by campaignClient.
+	campOnce sync.Once
+	campCl   *kgo.Client
+	campErr  error
 
 	closeOnce sync.Once
 }
@@ -236,6 +243,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	return &Segmenter{
 		changedAt: make(map[string]int),
 		segs:      newSegments(),
+		keys:      newKeyIndex(),
 		closing:   make(chan struct{}),
 		cfg:       cfg,
 		log:       log,
@@ -299,6 +307,10 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 func (s *Segmenter) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		s.campOnce.Do(func() {}) // no client from here on
+		if s.campCl != nil {
+			s.campCl.Close()
+		}
 		if s.cl != nil {
 			s.cl.Close()
 		}
@@ -404,6 +416,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	if err != nil {
 		return s.deadLetter(out, rec, fmt.Sprintf("decoding event: %v", err))
 	}
+	if e.Kind == schemas.KindCampaign {
+		return s.runCampaign(out, rec, e, now)
+	}
 	if e.Kind == schemas.KindTemplate {
 		// A template change concerns no user; the dispatcher's template
 		// sync reads it.
@@ -433,6 +448,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		if err := s.save(key, p); err != nil {
 			return s.deadLetter(out[:mark], rec, err.Error())
 		}
+		s.keys.add(rec.Partition, key)
 		s.m.events[e.Kind].Inc()
 		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before
 		s.noteChanged(key, rec.Partition, e, p, tags)

@@ -153,6 +153,7 @@ func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int3
 				s.cache.Del(r.Key)
 			} else if len(r.Key) <= maxKeyBytes && len(r.Value) <= maxProfileBytes {
 				s.cache.Set(r.Key, r.Value)
+				s.keys.add(r.Partition, r.Key)
 				n++
 			}
 			if r.Offset >= end-1 {

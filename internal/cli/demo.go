@@ -81,6 +81,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "registered %d subscribers with tags and posted %d events over the Pushwoosh-style API in %s\n",
 		len(phones), *events, time.Since(t0).Round(time.Millisecond))
 
+	// The seed's campaign: the sushi template to the asian_food segment.
+	if err := w.post(ctx, "createTargetedMessage", map[string]any{"name": "sushi-week", "filter": demoSegment,
+		"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"}}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "started campaign sushi-week: template sushi_promo to segment %s\n", demoSegment)
+
 	// Inbound messages come through the simulator: it posts signed webhooks
 	// to ingest, as Meta would.
 	t0 = time.Now()
@@ -112,6 +119,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fmt.Fprintf(stdout, "\nsegment %s: %d members (PW_SegmentEntered minus PW_SegmentExited events in ClickHouse)\n", demoSegment, members)
+	sushi, outside, err := campaignReach(ctx, s, "sushi_promo", demoSegment)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "campaign sushi-week: sushi_promo sent to %d users, %d of them outside the segment\n", sushi, outside)
 	fmt.Fprintf(stdout, "\nwhole demo: %s. Run `herald dev` to keep it running and try the API yourself.\n", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -133,6 +145,20 @@ func segmentMembers(ctx context.Context, s *stack, segment string) (int64, error
 		return 0, fmt.Errorf("counting segment members: %w", err)
 	}
 	return n, nil
+}
+
+// campaignReach counts the sends of template and those whose recipient is
+// not a member of segment, from ClickHouse.
+func campaignReach(ctx context.Context, s *stack, template, segment string) (sends, outside uint64, err error) {
+	err = s.conn.QueryRow(ctx, `SELECT count(), countIf(concat('whatsapp:', recipient) NOT IN (
+			SELECT hwid FROM events FINAL
+			WHERE app = ? AND name IN ('PW_SegmentEntered', 'PW_SegmentExited') AND arrayElement(attr_values, indexOf(attr_keys, 'segment')) = ?
+			GROUP BY hwid HAVING countIf(name = 'PW_SegmentEntered') > countIf(name = 'PW_SegmentExited')))
+		FROM messages FINAL WHERE app = ? AND template = ?`, devAppID, segment, devAppID, template).Scan(&sends, &outside)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counting the campaign's sends: %w", err)
+	}
+	return sends, outside, nil
 }
 
 func (s *stack) chVersion() string {

@@ -247,4 +247,28 @@ func TestSushiSegmentEndToEnd(t *testing.T) {
 	if members != 2 || entered != 3 || exited != 1 || in1 != 2 {
 		t.Fatalf("members %d, entries %d, exits of +...003 %d, entries of +...001 and +...004 %d; want 2, 3, 1, 2", members, entered, exited, in1)
 	}
+
+	// The sushi campaign reaches exactly the two members.
+	if err := w.post(ctx, "createTargetedMessage", map[string]any{"name": "sushi-week", "filter": demoSegment,
+		"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for chtest.Count(t, conn, "SELECT count() FROM messages FINAL WHERE template = 'sushi_promo' AND state = 'accepted'") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the campaign's sends did not reach ClickHouse")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.waitDrained(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sends, outside, err := campaignReach(ctx, s, "sushi_promo", demoSegment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := chtest.Count(t, conn, "SELECT count() FROM messages FINAL WHERE template = 'sushi_promo' AND recipient IN ('+919812345001', '+919812345004')")
+	if sends != 2 || outside != 0 || to != 2 {
+		t.Fatalf("sushi sends %d, outside the segment %d, to the members %d; want 2, 0, 2", sends, outside, to)
+	}
 }

@@ -346,6 +346,8 @@ func DefaultTemplates() []Template {
 			Text: "{{1}} is your verification code. For your security, do not share this code."},
 		{Name: "help_menu", Language: "en_US", Category: CategoryUtility, Status: StatusApproved,
 			Text: "How can we help? Reply ORDER, SHIPPING or AGENT."},
+		{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1,
+			Text: "{{1}}, craving sushi? Your next sushi order is 15% off this week. Reply STOP to opt out."},
 		{Name: "welcome_back", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved,
 			Text: "Welcome back! We saved your favourites for you."},
 		{Name: "summer_sale_draft", Language: "en_US", Category: CategoryMarketing, Status: StatusPending, BodyParams: 1,

@@ -1,0 +1,230 @@
+package segmenter
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// SourceCampaign is the Source.Kind of campaign sends.
+const SourceCampaign = "campaign"
+
+// Campaign skip reasons (herald_segmenter_campaign_skipped_total).
+const (
+	skipNoWhatsApp   = "no_whatsapp"
+	skipUnregistered = "unregistered"
+	skipEvicted      = "evicted"
+)
+
+// campaignValidity is how long a campaign send stays valid after its send
+// time: the dispatcher reports it expired after that.
+const campaignValidity = 24 * time.Hour
+
+// compiledCampaign is a campaign ready to run.
+type compiledCampaign struct {
+	c       *schemas.Campaign
+	f       *Filter
+	body    []param
+	header  []param
+	button  map[int]param
+	local   bool
+	hh, mm  int
+	srcName string
+}
+
+// compileCampaign checks a campaign and compiles its filter and parameters.
+func compileCampaign(app string, c *schemas.Campaign) (*compiledCampaign, error) {
+	f, err := Compile(app, c.Filter)
+	if err != nil {
+		return nil, fmt.Errorf("filter: %w", err)
+	}
+	cc := &compiledCampaign{c: c, f: f, srcName: c.Name}
+	if cc.srcName == "" {
+		cc.srcName = c.ID
+	}
+	for i, s := range c.Template.Body {
+		p, err := parseParam(s)
+		if err != nil {
+			return nil, fmt.Errorf("template.body[%d]: %w", i, err)
+		}
+		cc.body = append(cc.body, p)
+	}
+	for i, s := range c.Template.Header {
+		p, err := parseParam(s)
+		if err != nil {
+			return nil, fmt.Errorf("template.header[%d]: %w", i, err)
+		}
+		cc.header = append(cc.header, p)
+	}
+	for i, s := range c.Template.ButtonURL {
+		p, err := parseParam(s)
+		if err != nil {
+			return nil, fmt.Errorf("template.button_url[%d]: %w", i, err)
+		}
+		if cc.button == nil {
+			cc.button = make(map[int]param)
+		}
+		cc.button[i] = p
+	}
+	if c.LocalTime != "" {
+		t, err := time.Parse("15:04", c.LocalTime)
+		if err != nil {
+			return nil, fmt.Errorf("local_time %q is not HH:mm", c.LocalTime)
+		}
+		cc.local, cc.hh, cc.mm = true, t.Hour(), t.Minute()
+	}
+	return cc, nil
+}
+
+// expandAll expands ps for p; ok is false when one comes out empty.
+func expandAll(ps []param, p *Profile) ([]string, bool) {
+	if len(ps) == 0 {
+		return nil, true
+	}
+	out := make([]string, len(ps))
+	for i, pp := range ps {
+		v, ok := pp.expand("", p)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
+}
+
+// sendAt is when p gets the campaign: SendAt, or LocalTime of SendAt's
+// date in p's timezone; zero for now.
+func (cc *compiledCampaign) sendAt(p *Profile) time.Time {
+	if !cc.local {
+		return cc.c.SendAt
+	}
+	loc := time.UTC
+	if p.Timezone != "" {
+		if l, err := loadLocation(p.Timezone); err == nil {
+			loc = l
+		}
+	}
+	y, m, d := cc.c.SendAt.Date()
+	return time.Date(y, m, d, cc.hh, cc.mm, 0, 0, loc).UTC()
+}
+
+// loadLocation resolves an IANA name or a "+05:30" offset (ingest stores
+// either).
+func loadLocation(tz string) (*time.Location, error) {
+	if len(tz) == 6 && (tz[0] == '+' || tz[0] == '-') && tz[3] == ':' {
+		t, err := time.Parse("-07:00", tz)
+		if err != nil {
+			return nil, err
+		}
+		_, off := t.Zone()
+		return time.FixedZone(tz, off), nil
+	}
+	return time.LoadLocation(tz)
+}
+
+// runCampaign sends campaign event e to the matching users of the profiles
+// of rec's partition: one dispatch request each, with an id derived from
+// the campaign and the profile key, so a redelivered campaign record
+// produces the same requests. A bad campaign is dead-lettered.
+func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.Event, now time.Time) []*kgo.Record {
+	cc, err := compileCampaign(e.App, e.Campaign)
+	if err != nil {
+		return s.deadLetter(out, rec, fmt.Sprintf("campaign %s: %v", e.Campaign.ID, err))
+	}
+	s.m.events[e.Kind].Inc()
+	prefix := []byte(e.App + "|")
+	var sent int
+	skipped := map[string]int{}
+	for _, key := range s.keys.keys(rec.Partition) {
+		if !bytes.HasPrefix(key, prefix) || bytes.HasPrefix(key[len(prefix):], []byte("campaign:")) {
+			continue
+		}
+		s.buf = s.cache.Get(s.buf[:0], key)
+		if len(s.buf) == 0 {
+			skipped[skipEvicted]++
+			continue
+		}
+		p, err := decodeProfile(s.buf)
+		if err != nil {
+			skipped[skipEvicted]++
+			continue
+		}
+		if !cc.f.Match(p, now) {
+			continue
+		}
+		d, skip := s.campaignRequest(cc, e, key[len(prefix):], p, now)
+		if d == nil {
+			skipped[skip]++
+			continue
+		}
+		b, err := d.Marshal()
+		if err != nil {
+			skipped["encoding"]++
+			continue
+		}
+		out = append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
+		sent++
+	}
+	s.m.dispatch.WithLabelValues(SourceCampaign).Add(float64(sent))
+	for reason, n := range skipped {
+		s.m.campaignSkipped.WithLabelValues(reason).Add(float64(n))
+	}
+	s.log.Info("campaign run on partition", "app", e.App, "campaign", cc.c.ID, "partition", rec.Partition,
+		"profiles", s.keys.count(rec.Partition), "requests", sent, "skipped", skipped)
+	return out
+}
+
+// campaignRequest builds the request of campaign cc for profile p (its key
+// without the app: the hwid, or "user:"/"anon:" and an id), or the reason
+// it gets none.
+func (s *Segmenter) campaignRequest(cc *compiledCampaign, e *schemas.Event, id []byte, p *Profile, now time.Time) (*schemas.DispatchRequest, string) {
+	switch {
+	case p.WhatsApp == "":
+		return nil, skipNoWhatsApp
+	case !p.Registered:
+		return nil, skipUnregistered
+	case p.OptedOut && cc.c.Template.Category == CategoryMarketing:
+		return nil, skipOptedOut
+	}
+	t := &schemas.Template{Name: cc.c.Template.Name, Language: cc.c.Template.Language, Category: cc.c.Template.Category}
+	var ok bool
+	if t.Body, ok = expandAll(cc.body, p); !ok {
+		return nil, skipEmptyParam
+	}
+	if t.Header, ok = expandAll(cc.header, p); !ok {
+		return nil, skipEmptyParam
+	}
+	for i, pp := range cc.button {
+		v, ok := pp.expand("", p)
+		if !ok {
+			return nil, skipEmptyParam
+		}
+		if t.ButtonURL == nil {
+			t.ButtonURL = make(map[int]string)
+		}
+		t.ButtonURL[i] = v
+	}
+	sum := sha256.Sum256(append([]byte("cmp|"+cc.c.ID+"|"), id...))
+	d := &schemas.DispatchRequest{
+		ID: hex.EncodeToString(sum[:16]), App: e.App, Channel: schemas.ChannelWhatsApp,
+		Sender: cc.c.Sender, To: p.WhatsApp, Country: p.Country, Template: t,
+		Source:  schemas.Source{Kind: SourceCampaign, Name: cc.srcName, EventID: e.ID},
+		Created: now,
+	}
+	if !bytes.HasPrefix(id, []byte("user:")) && !bytes.HasPrefix(id, []byte("anon:")) {
+		d.HWID = string(id)
+	}
+	at := cc.sendAt(p)
+	start := now
+	if at.After(now) {
+		d.SendAt, start = at, at
+	}
+	d.Deadline = start.Add(campaignValidity)
+	return d, ""
+}

@@ -1,0 +1,113 @@
+package segmenter
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+func campaignRecord(t *testing.T, partition int32, c *schemas.Campaign) *kgo.Record {
+	t.Helper()
+	e := &schemas.Event{ID: c.ID + "-p" + fmt.Sprint(partition), App: testApp, Kind: schemas.KindCampaign, Time: t0, Received: t0, Campaign: c}
+	r := record(t, e)
+	r.Partition = partition
+	return r
+}
+
+func TestCampaignRun(t *testing.T) {
+	s := newTest(t, Config{})
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	user := func(i int, partition int32, tz string, tags map[string]any) []*kgo.Record {
+		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
+		reg := &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: at(0), HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: "US", Timezone: tz, Tags: tags}
+		order := &schemas.Event{ID: fmt.Sprintf("o%d", i), App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(1), HWID: hwid,
+			Attributes: map[string]any{"cuisine": []string{"asian", "italian"}[i%2]}}
+		recs := records(t, reg, order)
+		for _, r := range recs {
+			r.Partition = partition
+		}
+		return recs
+	}
+	var recs []*kgo.Record
+	for i := range 6 { // even users ordered asian; users 0-3 on partition 0, 4-5 on 1
+		part := int32(0)
+		if i >= 4 {
+			part = 1
+		}
+		tags := map[string]any{"Name": fmt.Sprintf("User %d", i)}
+		if i == 2 {
+			tags = nil // no Name: the fallback
+		}
+		recs = append(recs, user(i, part, []string{"UTC", "Asia/Kolkata", "America/New_York", "UTC", "UTC", "UTC"}[i], tags)...)
+	}
+	stop := inbound("stop-0", testApp, "STOP", "", at(2)) // user 0 opts out of marketing
+	stop.HWID, stop.Inbound.From = "whatsapp:+14155550000", "+14155550000"
+	recs = append(recs, record(t, stop))
+	// Another app's profile on the same partition is never visited.
+	other := &schemas.Event{ID: "x1", App: "other", Kind: schemas.KindRegister, Time: at(0), HWID: "whatsapp:+14155559999", DeviceType: 21}
+	recs = append(recs, record(t, other))
+	s.process(t, recs...)
+
+	c := &schemas.Campaign{ID: "sushi-1", Name: "sushi", Filter: `Event("OrderPlaced", "cuisine", EQ, "asian")`, Sender: testPNID,
+		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:Name|there}}"}}}
+	run := func(partition int32, c *schemas.Campaign) []*schemas.DispatchRequest {
+		t.Helper()
+		ds, dls := decodeOutputs(t, s.process(t, campaignRecord(t, partition, c)))
+		if len(dls) > 0 {
+			t.Fatalf("dead letters: %s", dls[0].Reason)
+		}
+		slices.SortFunc(ds, func(a, b *schemas.DispatchRequest) int { return strings.Compare(a.To, b.To) })
+		return ds
+	}
+	ds := run(0, c)
+	// Partition 0: users 0 and 2 ordered asian; 0 opted out.
+	if len(ds) != 1 || ds[0].To != "+14155550002" || ds[0].Template.Body[0] != "there" || ds[0].Source.Kind != SourceCampaign ||
+		ds[0].Source.Name != "sushi" || ds[0].HWID != "whatsapp:+14155550002" || !ds[0].SendAt.IsZero() {
+		t.Fatalf("partition 0: %s", dump(ds))
+	}
+	if got := s.metric(t, "herald_segmenter_campaign_skipped_total", "reason", skipOptedOut); got != 1 {
+		t.Fatalf("opted-out skips %v, want 1", got)
+	}
+	// The same campaign again (a redelivery): the same ids.
+	if again := run(0, c); len(again) != 1 || again[0].ID != ds[0].ID {
+		t.Fatalf("re-run: %s", dump(again))
+	}
+	// Partition 1: user 4, with its own Name.
+	if ds := run(1, c); len(ds) != 1 || ds[0].To != "+14155550004" || ds[0].Template.Body[0] != "User 4" {
+		t.Fatalf("partition 1: %s", dump(ds))
+	}
+	// A UTILITY template reaches opted-out users; local time: 09:00 in
+	// each user's timezone on the date of SendAt.
+	u := *c
+	u.ID, u.Template.Category, u.Filter, u.LocalTime = "notice-1", CategoryUtility, `T("Registered", EQ, true)`, "09:00"
+	u.SendAt = time.Date(2025, 6, 3, 0, 0, 0, 0, time.UTC)
+	ds = run(0, &u)
+	want := map[string]time.Time{
+		"+14155550000": time.Date(2025, 6, 3, 9, 0, 0, 0, time.UTC),
+		"+14155550001": time.Date(2025, 6, 3, 3, 30, 0, 0, time.UTC), // Asia/Kolkata, +05:30
+		"+14155550002": time.Date(2025, 6, 3, 13, 0, 0, 0, time.UTC), // America/New_York, EDT
+		"+14155550003": time.Date(2025, 6, 3, 9, 0, 0, 0, time.UTC),
+	}
+	if len(ds) != len(want) {
+		t.Fatalf("utility campaign: %s", dump(ds))
+	}
+	for _, d := range ds {
+		if !d.SendAt.Equal(want[d.To]) || !d.Deadline.Equal(d.SendAt.Add(campaignValidity)) {
+			t.Fatalf("%s: send_at %s deadline %s, want %s", d.To, d.SendAt, d.Deadline, want[d.To])
+		}
+	}
+	// A campaign whose filter does not compile is dead-lettered whole.
+	bad := *c
+	bad.ID, bad.Filter = "bad-1", `T("x" EQ)`
+	out := s.process(t, campaignRecord(t, 0, &bad))
+	if _, dls := decodeOutputs(t, out); len(dls) != 1 || !strings.Contains(dls[0].Reason, "filter") {
+		t.Fatalf("bad campaign outputs %d", len(out))
+	}
+}
