@@ -178,6 +178,9 @@ type Campaign struct {
 	// in their own timezone (UTC when unknown).
 	SendAt    time.Time `json:"send_at,omitzero"`
 	LocalTime string    `json:"local_time,omitempty"`
+	// Preview counts the audience instead of sending: each partition's
+	// owner writes a CampaignPreview to TopicPreviews.
+	Preview bool `json:"preview,omitempty"`
 }
 
 // CampaignKey is the record key of a KindCampaign event.

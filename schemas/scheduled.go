@@ -75,4 +75,6 @@ var TopicConfigs = map[string]map[string]string{
 	TopicTags:     {"cleanup.policy": "compact"},
 	TopicProfiles: {"cleanup.policy": "compact"},
 	TopicSegments: {"cleanup.policy": "compact"},
+	// Previews are read within seconds of being written: a day is plenty.
+	TopicPreviews: {"retention.ms": "86400000"},
 }

@@ -19,6 +19,7 @@
 //	herald.tags.v1        ProfileTags     key ProfileKey(app, hwid, userID, anonymousID), compacted
 //	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
+//	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -62,10 +63,13 @@ const (
 	TopicProfiles = "herald.profiles.v1"
 	// TopicSegments is compacted: the saved segments of every app.
 	TopicSegments = "herald.segments.v1"
+	// TopicPreviews carries campaign audience counts back to the segment
+	// API (partition 0; short retention).
+	TopicPreviews = "herald.previews.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews}
 
 // keySep separates the parts of a record key. App ids are validated not to
 // contain it (see ValidAppID).
@@ -173,6 +177,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicOutcomes:
 		o := new(Outcome)
 		rec, version, key = o, func() int { return o.V }, o.Key
+	case TopicPreviews:
+		p := new(CampaignPreview)
+		rec, version, key = p, func() int { return p.V }, func() []byte { return CampaignKey(p.App, p.Campaign) }
 	case TopicSegments:
 		d := new(SegmentDef)
 		rec, version, key = d, func() int { return d.V }, d.Key

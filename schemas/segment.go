@@ -65,3 +65,52 @@ func (d *SegmentDef) Marshal() ([]byte, error) {
 	d.V = V1
 	return json.Marshal(d)
 }
+
+// CampaignPreview is a record on TopicPreviews: one partition's count of a
+// campaign's audience (Campaign.Preview), written by the segmenter owning
+// the partition to partition 0, key CampaignKey. The segment API sums the
+// parts of every partition.
+type CampaignPreview struct {
+	V         int    `json:"v"`
+	App       string `json:"app"`
+	Campaign  string `json:"campaign"`
+	Partition int32  `json:"partition"`
+	// Matched profiles match the filter; Sendable of them would get the
+	// message; the others are counted by reason.
+	Matched      int `json:"matched"`
+	Sendable     int `json:"sendable"`
+	OptedOut     int `json:"opted_out"`
+	NoWhatsApp   int `json:"no_whatsapp"`
+	Unregistered int `json:"unregistered"`
+	EmptyParam   int `json:"empty_param"`
+	// OutsideWindow of the sendable users are outside the 24-hour service
+	// window (what matters for utility pricing and the messaging tier).
+	OutsideWindow int `json:"outside_window"`
+	// ByCountry counts the sendable users by recipient country (pricing
+	// depends on it).
+	ByCountry map[string]int `json:"by_country"`
+	Time      time.Time      `json:"time"`
+}
+
+// Validate checks the fields consumers rely on.
+func (p *CampaignPreview) Validate() error {
+	if !ValidAppID(p.App) || p.Campaign == "" {
+		return invalid("campaign preview: app and campaign are required")
+	}
+	return nil
+}
+
+// DecodeCampaignPreview decodes and validates a TopicPreviews record value.
+func DecodeCampaignPreview(b []byte) (*CampaignPreview, error) {
+	p := new(CampaignPreview)
+	if err := decode(b, p, func() int { return p.V }); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Marshal encodes the preview, setting V.
+func (p *CampaignPreview) Marshal() ([]byte, error) {
+	p.V = V1
+	return json.Marshal(p)
+}

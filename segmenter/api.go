@@ -30,6 +30,7 @@ import (
 //	POST /json/1.3/listFilters   {"application"}                            -> {"filters":[{"name","filter_expression"}]}
 //	POST /json/1.3/deleteFilter  {"application","name"}                     -> {"name"}
 //	POST /json/1.3/createTargetedMessage  a campaign (see createTargetedMessage)  -> {"campaign","partitions"}
+//	POST /json/1.3/previewTargetedMessage the same, counted, not sent               -> {"audience","sendable",...}
 //
 // The API token (header "Authorization: Token <api_token>" or
 // request.auth) must belong to request.application. createFilter with an
@@ -51,6 +52,7 @@ func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
 	mux.HandleFunc("/json/1.3/listFilters", s.api(reg, s.listFilters))
 	mux.HandleFunc("/json/1.3/deleteFilter", s.api(reg, s.deleteFilter))
 	mux.HandleFunc("/json/1.3/createTargetedMessage", s.api(reg, s.createTargetedMessage))
+	mux.HandleFunc("/json/1.3/previewTargetedMessage", s.api(reg, s.previewTargetedMessage))
 	return mux
 }
 
@@ -247,6 +249,20 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 // {{profile_name}} with a "|fallback". A future send time is kept by the
 // dispatcher stage's scheduler.
 func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
+	c, aerr := s.buildCampaign(app, req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	n, aerr := s.produceCampaign(ctx, app.ID, c)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return map[string]any{"campaign": c.ID, "partitions": n}, nil
+}
+
+// buildCampaign checks a createTargetedMessage or previewTargetedMessage
+// request and builds its campaign.
+func (s *Segmenter) buildCampaign(app *apps.App, req *apiRequest) (*schemas.Campaign, *apiError) {
 	c := &schemas.Campaign{ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
 		Template: schemas.Template{Name: req.Template, Language: req.Language, Category: strings.ToUpper(req.Category)}}
 	switch {
@@ -324,11 +340,88 @@ func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, re
 	if _, err := compileCampaign(app.ID, c); err != nil {
 		return nil, refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
 	}
+	return c, nil
+}
+
+// previewWait bounds how long previewTargetedMessage waits for every
+// partition's count.
+const previewWait = 15 * time.Second
+
+// previewTargetedMessage counts a campaign's audience without sending (the
+// request of createTargetedMessage; campaign_id is ignored):
+//
+//	-> {"audience":120,"sendable":100,"opted_out":15,"no_whatsapp":3,"unregistered":2,"empty_param":0,
+//	    "outside_window":97,"by_country":{"IN":60,"BR":40},"partitions":8}
+//
+// Every partition's owner counts its profiles (a KindCampaign event with
+// Preview set) and writes its part to TopicPreviews; the answer sums them,
+// or is 503 when not every partition answered within 15 s. The estimated
+// cost and the messaging-tier headroom need the price table and the
+// dispatcher's tier counts (later issues) and are not in the answer yet.
+func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
+	req.CampaignID = ""
+	c, aerr := s.buildCampaign(app, req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	c.Preview = true
+	cl, err := s.campaignClient()
+	if err != nil {
+		return nil, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+	}
+	// Read the answers from the end of partition 0 as it is now.
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(lctx, schemas.TopicPreviews)
+	cancel()
+	if err == nil {
+		err = ends.Error()
+	}
+	end, ok := ends.Lookup(schemas.TopicPreviews, 0)
+	if err != nil || !ok {
+		return nil, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
+	}
+	rd, err := kgo.NewClient(append(s.kcfg.Opts(s.log),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicPreviews: {0: kgo.NewOffset().At(end.Offset)}}),
+		kgo.FetchMaxWait(200*time.Millisecond))...)
+	if err != nil {
+		return nil, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+	}
+	defer rd.Close()
 	n, aerr := s.produceCampaign(ctx, app.ID, c)
 	if aerr != nil {
 		return nil, aerr
 	}
-	return map[string]any{"campaign": c.ID, "partitions": n}, nil
+	wctx, cancel := context.WithTimeout(ctx, previewWait)
+	defer cancel()
+	parts := make(map[int32]*schemas.CampaignPreview, n)
+	for len(parts) < n {
+		fs := rd.PollFetches(wctx)
+		if wctx.Err() != nil {
+			return nil, refuse(http.StatusServiceUnavailable, "", "%d of %d partitions answered within %s: are the segmenters running? retry", len(parts), n, previewWait)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			pv, err := schemas.DecodeCampaignPreview(r.Value)
+			if err == nil && pv.App == app.ID && pv.Campaign == c.ID {
+				parts[pv.Partition] = pv
+			}
+		})
+	}
+	total := &schemas.CampaignPreview{ByCountry: map[string]int{}}
+	for _, pv := range parts {
+		total.Matched += pv.Matched
+		total.Sendable += pv.Sendable
+		total.OptedOut += pv.OptedOut
+		total.NoWhatsApp += pv.NoWhatsApp
+		total.Unregistered += pv.Unregistered
+		total.EmptyParam += pv.EmptyParam
+		total.OutsideWindow += pv.OutsideWindow
+		for k, v := range pv.ByCountry {
+			total.ByCountry[k] += v
+		}
+	}
+	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
+		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
+		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n}, nil
 }
 
 // variables orders a Pushwoosh variables object ({"1":"a","2":"b"}, keys

@@ -114,7 +114,7 @@ func TestCampaignAPI(t *testing.T) {
 	for i := range 20 {
 		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
 		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
-			Name: schemas.EventDeviceRegistered, Time: now, HWID: hwid, DeviceType: schemas.DeviceWhatsApp,
+			Name: schemas.EventDeviceRegistered, Time: now, HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: "NO",
 			Tags: map[string]any{"City": []string{"Oslo", "Bergen"}[i%2], "Name": fmt.Sprintf("U%d", i)}}))
 	}
 	produce(t, c, recs...)
@@ -132,6 +132,18 @@ func TestCampaignAPI(t *testing.T) {
 	}
 	body := `{"request":{"application":"shop","name":"oslo-week","devices_filter":"T(\"City\", EQ, \"Oslo\")",
 		"template":"promo_offer","content_variables":{"1":"{{tag:Name|there}}"},"campaign_id":"oslo-1"}}`
+	// A preview first: the counts of every partition, nothing sent.
+	preq := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/json/1.3/previewTargetedMessage", strings.NewReader(body))
+	preq.Header.Set("Authorization", "Token shop-token-0123456789")
+	prec := httptest.NewRecorder()
+	h.ServeHTTP(prec, preq)
+	want := `"response":{"audience":10,"by_country":{"NO":10},"empty_param":0,"no_whatsapp":0,"opted_out":0,"outside_window":10,"partitions":4,"sendable":10,"unregistered":0}`
+	if prec.Code != 200 || !strings.Contains(prec.Body.String(), want) {
+		t.Fatalf("preview: %d %s\nwant %s", prec.Code, prec.Body, want)
+	}
+	if n := sum(endOffsets(t, adm, schemas.TopicDispatch)); n != 0 {
+		t.Fatalf("the preview sent %d requests", n)
+	}
 	if code, ans := call(body); code != 200 || !strings.Contains(ans, `"campaign":"oslo-1","partitions":4`) {
 		t.Fatalf("createTargetedMessage: %d %s", code, ans)
 	}

@@ -141,6 +141,10 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 	prefix := []byte(e.App + "|")
 	var sent int
 	skipped := map[string]int{}
+	var pv *schemas.CampaignPreview
+	if cc.c.Preview {
+		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, ByCountry: map[string]int{}, Time: now}
+	}
 	for _, key := range s.keys.keys(rec.Partition) {
 		if !bytes.HasPrefix(key, prefix) || bytes.HasPrefix(key[len(prefix):], []byte("campaign:")) {
 			continue
@@ -159,6 +163,10 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			continue
 		}
 		d, skip := s.campaignRequest(cc, e, key[len(prefix):], p, now)
+		if pv != nil {
+			countPreview(pv, d, skip, p, now)
+			continue
+		}
 		if d == nil {
 			skipped[skip]++
 			continue
@@ -171,6 +179,14 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 		out = append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 		sent++
 	}
+	if pv != nil {
+		b, err := pv.Marshal()
+		if err != nil {
+			return s.deadLetter(out, rec, fmt.Sprintf("encoding the preview of campaign %s: %v", cc.c.ID, err))
+		}
+		s.log.Info("campaign preview on partition", "app", e.App, "campaign", cc.c.ID, "partition", rec.Partition, "matched", pv.Matched, "sendable", pv.Sendable)
+		return append(out, &kgo.Record{Topic: schemas.TopicPreviews, Partition: 0, Key: e.Key(), Value: b})
+	}
 	s.m.dispatch.WithLabelValues(SourceCampaign).Add(float64(sent))
 	for reason, n := range skipped {
 		s.m.campaignSkipped.WithLabelValues(reason).Add(float64(n))
@@ -178,6 +194,28 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 	s.log.Info("campaign run on partition", "app", e.App, "campaign", cc.c.ID, "partition", rec.Partition,
 		"profiles", s.keys.count(rec.Partition), "requests", sent, "skipped", skipped)
 	return out
+}
+
+// countPreview adds a matching profile to pv: its request d, or the reason
+// it has none.
+func countPreview(pv *schemas.CampaignPreview, d *schemas.DispatchRequest, skip string, p *Profile, now time.Time) {
+	pv.Matched++
+	switch skip {
+	case "":
+		pv.Sendable++
+		pv.ByCountry[d.Country]++
+		if !p.InServiceWindow(now) {
+			pv.OutsideWindow++
+		}
+	case skipOptedOut:
+		pv.OptedOut++
+	case skipNoWhatsApp:
+		pv.NoWhatsApp++
+	case skipUnregistered:
+		pv.Unregistered++
+	case skipEmptyParam:
+		pv.EmptyParam++
+	}
 }
 
 // campaignRequest builds the request of campaign cc for profile p (its key

@@ -12,15 +12,15 @@ import (
 	"github.com/heraldhq/herald/schemas"
 )
 
-// changelogPartitioner sends TopicProfiles records to the partition they
-// name (the partition of the events they come from, so that a restore of
+// changelogPartitioner sends TopicProfiles (and TopicPreviews) records to
+// the partition they name (the partition of the events they come from, so that a restore of
 // events partition p reads changelog partition p whatever partitioner the
 // events' producers used) and hashes the keys of every other topic as
 // Kafka's default partitioner does (murmur2).
 type changelogPartitioner struct{ other kgo.Partitioner }
 
 func (c changelogPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
-	if topic == schemas.TopicProfiles {
+	if topic == schemas.TopicProfiles || topic == schemas.TopicPreviews {
 		return kgo.ManualPartitioner().ForTopic(topic)
 	}
 	return c.other.ForTopic(topic)

@@ -81,9 +81,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "registered %d subscribers with tags and posted %d events over the Pushwoosh-style API in %s\n",
 		len(phones), *events, time.Since(t0).Round(time.Millisecond))
 
-	// The seed's campaign: the sushi template to the asian_food segment.
-	if err := w.post(ctx, "createTargetedMessage", map[string]any{"name": "sushi-week", "filter": demoSegment,
-		"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"}}); err != nil {
+	// The seed's campaign: the sushi template to the asian_food segment,
+	// previewed first.
+	campaign := func() map[string]any {
+		return map[string]any{"name": "sushi-week", "filter": demoSegment,
+			"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"}}
+	}
+	pv, err := w.call(ctx, "previewTargetedMessage", campaign())
+	if err != nil {
+		return err
+	}
+	byCountry, _ := json.Marshal(pv["by_country"])
+	fmt.Fprintf(stdout, "preview of campaign sushi-week: audience %v, sendable %v (opted out %v), outside the service window %v, by country %s\n",
+		pv["audience"], pv["sendable"], pv["opted_out"], pv["outside_window"], byCountry)
+	if err := w.post(ctx, "createTargetedMessage", campaign()); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "started campaign sushi-week: template sushi_promo to segment %s\n", demoSegment)
@@ -258,24 +269,36 @@ func (w *workload) phones(n int) []string {
 }
 
 func (w *workload) post(ctx context.Context, method string, req map[string]any) error {
+	_, err := w.call(ctx, method, req)
+	return err
+}
+
+// call posts a Pushwoosh-style call and returns its "response" object.
+func (w *workload) call(ctx context.Context, method string, req map[string]any) (map[string]any, error) {
 	req["application"] = w.app
 	body, _ := json.Marshal(map[string]any{"request": req})
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, w.base+"/json/1.3/"+method, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hr.Header.Set("Authorization", "Token "+w.token)
 	hr.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(hr)
 	if err != nil {
-		return fmt.Errorf("%s: %w", method, err)
+		return nil, fmt.Errorf("%s: %w", method, err)
 	}
 	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %d: %s", method, resp.StatusCode, rb)
+		return nil, fmt.Errorf("%s: HTTP %d: %s", method, resp.StatusCode, rb)
 	}
-	return nil
+	var env struct {
+		Response map[string]any `json:"response"`
+	}
+	if err := json.Unmarshal(rb, &env); err != nil {
+		return nil, fmt.Errorf("%s: answer %q: %w", method, rb, err)
+	}
+	return env.Response, nil
 }
 
 // parallel runs fn for 0..n-1 on 16 workers and returns the first error.

@@ -376,7 +376,7 @@ func randHex(n int) string {
 }
 
 // segmentAPIPaths are the routes of the segmenter's segment API.
-var segmentAPIPaths = []string{"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter", "/json/1.3/createTargetedMessage"}
+var segmentAPIPaths = []string{"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter", "/json/1.3/createTargetedMessage", "/json/1.3/previewTargetedMessage"}
 
 // withSegmentAPI serves the segment API's paths with api and everything
 // else with ingest, so that one address takes every Pushwoosh-style call.
