@@ -83,6 +83,12 @@ type CampaignPreview struct {
 	NoWhatsApp   int `json:"no_whatsapp"`
 	Unregistered int `json:"unregistered"`
 	EmptyParam   int `json:"empty_param"`
+	// FrequencyCap users reached the per-user cap; QuietHours are in quiet
+	// hours under the drop policy; Deferred of the sendable users get the
+	// message when their quiet hours end.
+	FrequencyCap int `json:"frequency_cap"`
+	QuietHours   int `json:"quiet_hours"`
+	Deferred     int `json:"deferred"`
 	// OutsideWindow of the sendable users are outside the 24-hour service
 	// window (what matters for utility pricing and the messaging tier).
 	OutsideWindow int `json:"outside_window"`

@@ -414,6 +414,9 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 		total.NoWhatsApp += pv.NoWhatsApp
 		total.Unregistered += pv.Unregistered
 		total.EmptyParam += pv.EmptyParam
+		total.FrequencyCap += pv.FrequencyCap
+		total.QuietHours += pv.QuietHours
+		total.Deferred += pv.Deferred
 		total.OutsideWindow += pv.OutsideWindow
 		for k, v := range pv.ByCountry {
 			total.ByCountry[k] += v
@@ -421,6 +424,7 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 	}
 	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
 		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
+		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
 		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n}, nil
 }
 

@@ -20,6 +20,8 @@ const (
 	skipNoWhatsApp   = "no_whatsapp"
 	skipUnregistered = "unregistered"
 	skipEvicted      = "evicted"
+	skipFrequencyCap = "frequency_cap"
+	skipQuietHours   = "quiet_hours"
 )
 
 // campaignValidity is how long a campaign send stays valid after its send
@@ -163,13 +165,32 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			continue
 		}
 		d, skip := s.campaignRequest(cc, e, key[len(prefix):], p, now)
+		var deferred, counted bool
+		if d != nil {
+			skip, deferred, counted = s.limit(cc, d, p, now, pv == nil)
+			if skip != "" {
+				d = nil
+			}
+		}
 		if pv != nil {
 			countPreview(pv, d, skip, p, now)
+			if deferred {
+				pv.Deferred++
+			}
 			continue
 		}
 		if d == nil {
 			skipped[skip]++
 			continue
+		}
+		if counted {
+			// The send is part of the profile (the cap counts it): saved
+			// and in the changelog with the batch.
+			if err := s.save(key, p); err != nil {
+				skipped[skipProfileFull]++
+				continue
+			}
+			s.noteChanged(key, rec.Partition, identity(e.App, key[len(prefix):]), p, false)
 		}
 		b, err := d.Marshal()
 		if err != nil {
@@ -215,7 +236,72 @@ func countPreview(pv *schemas.CampaignPreview, d *schemas.DispatchRequest, skip 
 		pv.Unregistered++
 	case skipEmptyParam:
 		pv.EmptyParam++
+	case skipFrequencyCap:
+		pv.FrequencyCap++
+	case skipQuietHours:
+		pv.QuietHours++
 	}
+}
+
+// identity is an event naming the user of profile key id (the key without
+// the app): what the tags record of the profile is keyed by.
+func identity(app string, id []byte) *schemas.Event {
+	e := &schemas.Event{App: app}
+	switch {
+	case bytes.HasPrefix(id, []byte("user:")):
+		e.UserID = string(id[len("user:"):])
+	case bytes.HasPrefix(id, []byte("anon:")):
+		e.AnonymousID = string(id[len("anon:"):])
+	default:
+		e.HWID = string(id)
+	}
+	return e
+}
+
+// limit applies the quiet hours and the frequency cap (Config.Limits) to
+// d, a campaign message for p. It returns the skip reason, whether d was
+// deferred to the end of the quiet hours, and whether the send was counted
+// in p (record set and not counted before: p then needs saving). A re-run
+// of a campaign that counted p already sends again (same id) without
+// counting twice.
+func (s *Segmenter) limit(cc *compiledCampaign, d *schemas.DispatchRequest, p *Profile, now time.Time, record bool) (skip string, deferred, counted bool) {
+	l := &s.cfg.Limits
+	at := now
+	if !d.SendAt.IsZero() {
+		at = d.SendAt
+	}
+	// Quiet hours hold every campaign message but authentication codes,
+	// which are useless late.
+	if d.Template.Category != CategoryAuthentication {
+		loc := time.UTC
+		if p.Timezone != "" {
+			if ll, err := loadLocation(p.Timezone); err == nil {
+				loc = ll
+			}
+		}
+		if end, quiet := l.quietUntil(at, loc); quiet {
+			if l.QuietPolicy == QuietDrop {
+				return skipQuietHours, false, false
+			}
+			at, deferred = end, true
+			d.SendAt, d.Deadline = end, end.Add(campaignValidity)
+		}
+	}
+	if d.Template.Category != CategoryMarketing {
+		return "", deferred, false
+	}
+	h := idHash("campaign|" + cc.c.ID)
+	if _, ok := p.sentFor(h); ok {
+		return "", deferred, false
+	}
+	if l.MaxMarketing > 0 && p.sentSince(at.Add(-l.MarketingWindow)) >= l.MaxMarketing {
+		return skipFrequencyCap, false, false
+	}
+	if record {
+		p.addSend(at, h)
+		return "", deferred, true
+	}
+	return "", deferred, false
 }
 
 // campaignRequest builds the request of campaign cc for profile p (its key

@@ -111,3 +111,102 @@ func TestCampaignRun(t *testing.T) {
 		t.Fatalf("bad campaign outputs %d", len(out))
 	}
 }
+
+func TestLimitsConfig(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		l    Limits
+		want string
+	}{
+		{"negative cap", Limits{MaxMarketing: -1}, "max_marketing"},
+		{"half quiet hours", Limits{QuietStart: "21:00"}, "go together"},
+		{"bad time", Limits{QuietStart: "9pm", QuietEnd: "09:00"}, "quiet_start"},
+		{"equal", Limits{QuietStart: "09:00", QuietEnd: "09:00"}, "equal"},
+		{"bad policy", Limits{QuietPolicy: "later"}, "quiet_policy"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Limits: tt.l}
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+	l := Limits{QuietStart: "21:00", QuietEnd: "09:00"}
+	if err := l.validate(); err != nil {
+		t.Fatal(err)
+	}
+	oslo, _ := time.LoadLocation("Europe/Oslo")
+	f := func(at string, wantEnd string) {
+		t.Helper()
+		tm, _ := time.Parse(time.RFC3339, at)
+		end, quiet := l.quietUntil(tm, oslo)
+		if got := ""; quiet {
+			got = end.Format(time.RFC3339)
+			if got != wantEnd {
+				t.Fatalf("%s: quiet until %s, want %q", at, got, wantEnd)
+			}
+		} else if wantEnd != "" {
+			t.Fatalf("%s: not quiet, want until %s", at, wantEnd)
+		}
+	}
+	f("2025-06-01T18:59:00Z", "")                     // 20:59 in Oslo (CEST)
+	f("2025-06-01T19:00:00Z", "2025-06-02T07:00:00Z") // 21:00 -> 09:00 next day
+	f("2025-06-02T02:00:00Z", "2025-06-02T07:00:00Z") // 04:00
+	f("2025-06-02T07:00:00Z", "")                     // 09:00
+}
+
+func TestCampaignLimits(t *testing.T) {
+	s := newTest(t, Config{Limits: Limits{MaxMarketing: 2, MarketingWindow: 7 * 24 * time.Hour, QuietStart: "21:00", QuietEnd: "09:00"}})
+	reg := func(i int, tz string) *kgo.Record {
+		return record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: t0, HWID: fmt.Sprintf("whatsapp:+1415555%04d", i), DeviceType: schemas.DeviceWhatsApp, Timezone: tz})
+	}
+	s.process(t, reg(1, "UTC"), reg(2, "Asia/Tokyo")) // t0 is 12:00 UTC: 21:00 in Tokyo, quiet
+	camp := func(id, category string) []*schemas.DispatchRequest {
+		t.Helper()
+		c := &schemas.Campaign{ID: id, Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+			Template: schemas.Template{Name: "promo_offer", Language: "en_US", Category: category, Body: []string{"x"}}}
+		ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c)))
+		slices.SortFunc(ds, func(a, b *schemas.DispatchRequest) int { return strings.Compare(a.To, b.To) })
+		return ds
+	}
+	ds := camp("m1", CategoryMarketing)
+	if len(ds) != 2 || !ds[0].SendAt.IsZero() || !ds[1].SendAt.Equal(time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("m1: %s", dump(ds)) // Tokyo's quiet hours end at 09:00 JST = 00:00 UTC
+	}
+	if got := camp("m1", CategoryMarketing); len(got) != 2 || got[0].ID != ds[0].ID {
+		t.Fatalf("re-run of m1: %s", dump(got)) // counted once: sent again with the same ids
+	}
+	if got := camp("m2", CategoryMarketing); len(got) != 2 {
+		t.Fatalf("m2: %s", dump(got))
+	}
+	if got := camp("m3", CategoryMarketing); len(got) != 0 {
+		t.Fatalf("m3 past the cap of 2 a week: %s", dump(got))
+	}
+	if got := s.metric(t, "herald_segmenter_campaign_skipped_total", "reason", skipFrequencyCap); got != 2 {
+		t.Fatalf("frequency cap skips %v, want 2", got)
+	}
+	if got := camp("u1", CategoryUtility); len(got) != 2 {
+		t.Fatalf("utility messages are not capped: %s", dump(got))
+	}
+	// The sends are part of the profile: a restart keeps the cap.
+	p, _ := s.Profile(testApp, "whatsapp:+14155550001")
+	if len(p.sends) != 2 {
+		t.Fatalf("profile sends %+v", p.sends)
+	}
+}
+
+func TestCampaignQuietDrop(t *testing.T) {
+	s := newTest(t, Config{Limits: Limits{QuietStart: "21:00", QuietEnd: "09:00", QuietPolicy: QuietDrop}})
+	s.process(t, record(t, &schemas.Event{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		Time: t0, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Timezone: "Asia/Tokyo"}))
+	c := &schemas.Campaign{ID: "q1", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+		Template: schemas.Template{Name: "otp_code", Language: "en_US", Category: CategoryMarketing, Body: []string{"x"}}}
+	if ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c))); len(ds) != 0 {
+		t.Fatalf("sent in quiet hours under drop: %s", dump(ds))
+	}
+	c.ID, c.Template.Category = "q2", CategoryAuthentication // codes are never held
+	if ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c))); len(ds) != 1 || !ds[0].SendAt.IsZero() {
+		t.Fatalf("authentication: %s", dump(ds))
+	}
+}

@@ -28,7 +28,8 @@ import (
 //	varint   source partition, uvarint next source offset (0: none)
 //	(v3)     string email, uvarint push token count + strings, string app
 //	         version, time first install, uvarint segment count + 8 bytes
-//	         per segment id (sorted)
+//	         per segment id (sorted), uvarint campaign send count + per
+//	         send time and 8-byte campaign hash
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
@@ -110,6 +111,11 @@ func appendProfile(b []byte, p *Profile) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p.segments)))
 	for _, id := range p.segments {
 		b = binary.LittleEndian.AppendUint64(b, id)
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.sends)))
+	for _, m := range p.sends {
+		b = appendTime(b, m.at)
+		b = binary.LittleEndian.AppendUint64(b, m.campaign)
 	}
 	return b
 }
@@ -335,6 +341,12 @@ func decodeProfile(b []byte) (*Profile, error) {
 			p.segments = make([]uint64, n)
 			for i := range p.segments {
 				p.segments[i] = d.uint64("segment id")
+			}
+		}
+		if n := d.count("send count", 9); n > 0 {
+			p.sends = make([]sentMark, n)
+			for i := range p.sends {
+				p.sends[i] = sentMark{at: d.time("send time"), campaign: d.uint64("send campaign")}
 			}
 		}
 	}

@@ -31,6 +31,7 @@ func fullProfile() *Profile {
 		recent:      []uint64{1, math.MaxUint64, idHash("x")},
 		src:         srcPos{partition: 7, next: 1 << 40},
 		segments:    []uint64{3, 99, math.MaxUint64},
+		sends:       []sentMark{{at: time.Date(2025, 5, 1, 9, 0, 0, 0, time.UTC), campaign: 7}, {at: time.Date(2025, 5, 2, 9, 0, 0, 0, time.UTC), campaign: math.MaxUint64}},
 		Email:       "joao@example.com", PushTokens: []string{"tok-a", "tok-b"}, AppVersion: "2.10.1",
 		FirstInstall: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
@@ -96,7 +97,7 @@ func appendLegacy(version byte, p *Profile) []byte {
 		Language: p.Language, Timezone: p.Timezone, Country: p.Country, WhatsApp: p.WhatsApp, Tags: p.Tags,
 		FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, LastInbound: p.LastInbound})
 	// Cut before the event count: every field up to there is unchanged.
-	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */ - 1 /* segments */
+	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */ - 1 /* segments */ - 1 /* sends */
 	b = append([]byte{version}, b[1:cut]...)
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
@@ -126,7 +127,7 @@ func TestProfileCodecLegacy(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := *p
-			want.Email, want.PushTokens, want.AppVersion, want.FirstInstall, want.segments = "", nil, "", time.Time{}, nil
+			want.Email, want.PushTokens, want.AppVersion, want.FirstInstall, want.segments, want.sends = "", nil, "", time.Time{}, nil, nil
 			want.Events = nil
 			for _, c := range p.Events {
 				want.Events = append(want.Events, EventCount{Name: c.Name, Count: c.Count, Last: c.Last})

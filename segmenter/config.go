@@ -1,6 +1,7 @@
 package segmenter
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -133,6 +134,97 @@ type Config struct {
 	// DispatchTTL trigger no reply, so that a replay of old events does not
 	// answer them again. Default 24h.
 	DispatchTTL time.Duration `yaml:"dispatch_ttl"`
+	// Limits are the per-user frequency cap and quiet hours that campaigns
+	// respect (keyword replies, which the user asked for, do not count).
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits protect users from too many messages. The zero value limits
+// nothing.
+type Limits struct {
+	// MaxMarketing is how many MARKETING campaign messages a user gets per
+	// MarketingWindow at most; past it a campaign skips the user (counted,
+	// reason frequency_cap). 0: no cap.
+	MaxMarketing int `yaml:"max_marketing"`
+	// MarketingWindow is the cap's moving window. Default 7 days.
+	MarketingWindow time.Duration `yaml:"marketing_window"`
+	// QuietStart and QuietEnd ("HH:mm", the user's local time; UTC when
+	// unknown) bound the quiet hours, which may span midnight ("21:00" to
+	// "09:00"). Both empty: none.
+	QuietStart string `yaml:"quiet_start"`
+	QuietEnd   string `yaml:"quiet_end"`
+	// QuietPolicy is what happens to a campaign message that would arrive
+	// in quiet hours: "defer" (default) sends it when they end, "drop"
+	// skips the user (counted, reason quiet_hours).
+	QuietPolicy string `yaml:"quiet_policy"`
+
+	quietStart, quietEnd int // minutes after midnight; -1 without quiet hours
+}
+
+// Quiet hours policies.
+const (
+	QuietDefer = "defer"
+	QuietDrop  = "drop"
+)
+
+// validate checks l and fills defaults.
+func (l *Limits) validate() error {
+	if l.MaxMarketing < 0 {
+		return fmt.Errorf("limits.max_marketing %d is negative", l.MaxMarketing)
+	}
+	switch {
+	case l.MarketingWindow < 0:
+		return fmt.Errorf("limits.marketing_window %s is negative", l.MarketingWindow)
+	case l.MarketingWindow == 0:
+		l.MarketingWindow = 7 * 24 * time.Hour
+	}
+	l.quietStart, l.quietEnd = -1, -1
+	if (l.QuietStart == "") != (l.QuietEnd == "") {
+		return errors.New("limits: quiet_start and quiet_end go together")
+	}
+	if l.QuietStart != "" {
+		for _, f := range []struct {
+			name, v string
+			dst     *int
+		}{{"quiet_start", l.QuietStart, &l.quietStart}, {"quiet_end", l.QuietEnd, &l.quietEnd}} {
+			t, err := time.Parse("15:04", f.v)
+			if err != nil {
+				return fmt.Errorf("limits.%s %q is not HH:mm", f.name, f.v)
+			}
+			*f.dst = t.Hour()*60 + t.Minute()
+		}
+		if l.quietStart == l.quietEnd {
+			return errors.New("limits: quiet_start and quiet_end are equal")
+		}
+	}
+	switch l.QuietPolicy {
+	case "":
+		l.QuietPolicy = QuietDefer
+	case QuietDefer, QuietDrop:
+	default:
+		return fmt.Errorf("limits.quiet_policy %q is not defer or drop", l.QuietPolicy)
+	}
+	return nil
+}
+
+// quietUntil reports whether at, in loc, falls in the quiet hours, and
+// when they end.
+func (l *Limits) quietUntil(at time.Time, loc *time.Location) (time.Time, bool) {
+	if l.quietStart < 0 {
+		return time.Time{}, false
+	}
+	t := at.In(loc)
+	m := t.Hour()*60 + t.Minute()
+	in := l.quietStart < l.quietEnd && m >= l.quietStart && m < l.quietEnd ||
+		l.quietStart > l.quietEnd && (m >= l.quietStart || m < l.quietEnd)
+	if !in {
+		return time.Time{}, false
+	}
+	end := time.Date(t.Year(), t.Month(), t.Day(), l.quietEnd/60, l.quietEnd%60, 0, 0, loc)
+	if !end.After(t) {
+		end = end.AddDate(0, 0, 1)
+	}
+	return end.UTC(), true
 }
 
 // DefaultKeywords are the rules used when Config.Keywords is nil: PROMO sends
@@ -174,6 +266,9 @@ func (c *Config) Validate() error {
 		c.DispatchTTL = DefaultDispatchTTL
 	case c.DispatchTTL < 0:
 		return fmt.Errorf("segmenter: dispatch_ttl %s is negative", c.DispatchTTL)
+	}
+	if err := c.Limits.validate(); err != nil {
+		return fmt.Errorf("segmenter: %w", err)
 	}
 	if c.Keywords == nil {
 		c.Keywords = DefaultKeywords()

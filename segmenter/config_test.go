@@ -50,6 +50,7 @@ keywords:
 	}
 	want := Config{
 		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour,
+		Limits: Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
 		Keywords: []KeywordRule{
 			{App: "shop", Mode: ModeFirstWord, Keyword: "promo", Template: "promo_offer", Language: "en_US", Category: "MARKETING", BodyParams: []string{"{{profile_name|there}}"}},
 			{App: "*", Mode: ModeFirstWord, Keyword: "help", Text: "Hi {{profile_name}}"},

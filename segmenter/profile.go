@@ -68,10 +68,54 @@ type Profile struct {
 	// segments are the ids (segmentID) of the saved segments the user is
 	// in, sorted.
 	segments []uint64
+	// sends are the user's latest MARKETING campaign messages, oldest
+	// first (at most maxSends): the frequency cap counts them.
+	sends []sentMark
 	// src is where in TopicEvents the latest applied event was: a
 	// redelivered record (a restart after the changelog was written but
 	// before the offset was committed) is recognised by its position.
 	src srcPos
+}
+
+// sentMark is one campaign message to the user: when it is sent and which
+// campaign (idHash of its id).
+type sentMark struct {
+	at       time.Time
+	campaign uint64
+}
+
+// maxSends bounds Profile.sends.
+const maxSends = 32
+
+// sentFor reports whether campaign already counted a message to p (a
+// re-run of the same campaign after a crash).
+func (p *Profile) sentFor(campaign uint64) (time.Time, bool) {
+	for _, m := range p.sends {
+		if m.campaign == campaign {
+			return m.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// sentSince counts the messages sent at or after since.
+func (p *Profile) sentSince(since time.Time) int {
+	n := 0
+	for _, m := range p.sends {
+		if !m.at.Before(since) {
+			n++
+		}
+	}
+	return n
+}
+
+// addSend records a campaign message at at, dropping the oldest past
+// maxSends.
+func (p *Profile) addSend(at time.Time, campaign uint64) {
+	if len(p.sends) >= maxSends {
+		p.sends = slices.Delete(p.sends, 0, len(p.sends)-maxSends+1)
+	}
+	p.sends = append(p.sends, sentMark{at: at.UTC().Truncate(time.Microsecond), campaign: campaign})
 }
 
 // srcPos is a position in TopicEvents: the records of partition before

@@ -45,6 +45,24 @@
 // next change on; filters with relative times ("-30d") are not yet
 // re-evaluated as time passes without events (Filter.UsesNow tells which).
 //
+// # Campaigns
+//
+// A targeted campaign (the segment API's createTargetedMessage) arrives as
+// one schemas.KindCampaign event per partition of TopicEvents. The member
+// owning a partition runs its share in order with the partition's other
+// events: it visits every profile of the partition (a key index kept beside
+// the cache, filled on save and on restore), and sends the template to
+// those the filter matches, registered, with a WhatsApp number, not opted
+// out of MARKETING, with every {{tag:...}} variable set. Dispatch ids are
+// hex(sha256("cmp|"+campaign id+"|"+profile key))[:32]: a campaign event
+// redelivered after a crash produces the same requests. The send time is
+// now, a UTC time, or a local time of a date in each user's timezone;
+// Config.Limits then applies per user: quiet hours (defer to their end, or
+// drop) and a cap on MARKETING messages per moving window, counted in the
+// profile (and its changelog). A preview (Campaign.Preview) counts instead
+// of sending and writes a schemas.CampaignPreview per partition to
+// TopicPreviews.
+//
 // # Keyword replies
 //
 // An inbound text fires at most one KeywordRule (see KeywordRule for the
@@ -123,6 +141,7 @@
 //	herald_segmenter_restore_duration_seconds         time to restore newly assigned partitions
 //	herald_segmenter_segment_evaluations_total        segment filters evaluated on profile changes
 //	herald_segmenter_segment_changes_total{event}     segment entries and exits
+//	herald_segmenter_campaign_skipped_total{reason}   campaign matches not sent to: no_whatsapp, unregistered, opted_out, empty_param, frequency_cap, quiet_hours, evicted
 //	herald_segmenter_profiles                         profiles in the cache
 //	herald_segmenter_batch_duration_seconds           time to process a batch and produce its outputs
 package segmenter

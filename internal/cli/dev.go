@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/segmenter"
 )
 
 // devFlags are the flags of dev and demo.
@@ -22,6 +23,7 @@ type devFlags struct {
 	opsAddr    string
 	appsFile   string
 	keywords   string
+	limits     segmenter.Limits
 	readRatio  float64
 }
 
@@ -41,6 +43,7 @@ func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f.StringVar(&f.opsAddr, "ops.addr", ops, "address of /metrics, /healthz and /readyz")
 	f.Float64Var(&f.readRatio, "wasim.read-ratio", 0.8, "fraction of delivered messages the simulator reports as read (decided per wamid)")
 	f.StringVar(&f.appsFile, "apps", "", "apps file (YAML); default: one demo app with credentials generated into the data dir")
+	limitFlags(f.FlagSet, &f.limits)
 	f.StringVar(&f.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	return f
 }
@@ -62,6 +65,7 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 	if f.brokers != "" {
 		cfg.Brokers = splitList(f.brokers)
 	}
+	cfg.Segmenter.Limits = f.limits
 	if f.keywords != "" {
 		rules, err := loadKeywords(f.keywords)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -238,12 +239,13 @@ func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	addr := f.String("http.addr", "", "address of the segment API (createFilter, listFilters, deleteFilter); empty: not served")
 	appsFile := f.String("apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
 	keywords := f.String("segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
+	var scfg segmenter.Config
+	limitFlags(f.FlagSet, &scfg.Limits)
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	var scfg segmenter.Config
 	if *keywords != "" {
 		if scfg.Keywords, err = loadKeywords(*keywords); err != nil {
 			return err
@@ -420,4 +422,13 @@ func loadKeywords(path string) ([]segmenter.KeywordRule, error) {
 		return nil, fmt.Errorf("keyword rules %s: %w", path, err)
 	}
 	return doc.Keywords, nil
+}
+
+// limitFlags declares the flags of segmenter.Limits on fs.
+func limitFlags(fs *flag.FlagSet, l *segmenter.Limits) {
+	fs.IntVar(&l.MaxMarketing, "segmenter.max-marketing", 0, "MARKETING campaign messages per user per -segmenter.marketing-window at most (0: no cap)")
+	fs.DurationVar(&l.MarketingWindow, "segmenter.marketing-window", 7*24*time.Hour, "moving window of the marketing cap")
+	fs.StringVar(&l.QuietStart, "segmenter.quiet-start", "", "start of the quiet hours, HH:mm in each user's timezone (with -segmenter.quiet-end)")
+	fs.StringVar(&l.QuietEnd, "segmenter.quiet-end", "", "end of the quiet hours, HH:mm")
+	fs.StringVar(&l.QuietPolicy, "segmenter.quiet-policy", segmenter.QuietDefer, "campaign messages in quiet hours: defer (sent when they end) or drop")
 }
