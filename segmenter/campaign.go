@@ -287,7 +287,9 @@ func (s *Segmenter) limit(cc *compiledCampaign, d *schemas.DispatchRequest, p *P
 			d.SendAt, d.Deadline = end, end.Add(campaignValidity)
 		}
 	}
-	if d.Template.Category != CategoryMarketing {
+	if d.Template.Category != CategoryMarketing || l.MaxMarketing == 0 {
+		// Without a cap nothing is counted (nor written to the changelog):
+		// a cap set later counts from then on.
 		return "", deferred, false
 	}
 	h := idHash("campaign|" + cc.c.ID)
