@@ -260,11 +260,14 @@ func buildSetTags(s *Server, authHeader string, body []byte, now time.Time) (*sc
 	}, nil
 }
 
-// reservedEvents are produced by the webhook only: a client posting them
-// would fake inbound messages or statuses.
+// reservedEvents are produced by Herald only (the webhook, the
+// segmenter): a client posting them would fake inbound messages, statuses
+// or segment membership.
 var reservedEvents = map[string]bool{
 	strings.ToLower(schemas.EventWhatsAppReceived): true,
 	strings.ToLower(schemas.EventWhatsAppStatus):   true,
+	strings.ToLower(schemas.EventSegmentEntered):   true,
+	strings.ToLower(schemas.EventSegmentExited):    true,
 }
 
 // buildPostEvent is POST /json/1.3/postEvent.
@@ -284,7 +287,7 @@ func buildPostEvent(s *Server, authHeader string, body []byte, now time.Time) (*
 		return nil, aerr
 	}
 	if reservedEvents[strings.ToLower(req.Event)] {
-		return nil, badField("request.event", "%s is reserved for events from Meta's webhook", quote(req.Event))
+		return nil, badField("request.event", "%s is reserved for events Herald produces itself", quote(req.Event))
 	}
 	attrs, aerr := decodeValues("request.attributes", req.Attributes, attributeRules)
 	if aerr != nil {

@@ -221,6 +221,7 @@ func TestPushwooshRejects(t *testing.T) {
 		{"postEvent without event", pathEvent, nil, reg(`"userId":"u"`), 400, "request.event"},
 		{"postEvent without user", pathEvent, nil, reg(`"event":"E"`), 400, "request.hwid"},
 		{"postEvent reserved name", pathEvent, nil, reg(`"userId":"u","event":"PW_WhatsAppReceived"`), 400, "request.event"},
+		{"postEvent fakes a segment entry", pathEvent, nil, reg(`"userId":"u","event":"pw_segmententered"`), 400, "request.event"},
 		{"postEvent nested attribute", pathEvent, nil, reg(`"userId":"u","event":"E","attributes":{"cart":{"id":1}}`), 400, "request.attributes.cart"},
 		{"postEvent far future", pathEvent, nil, reg(fmt.Sprintf(`"userId":"u","event":"E","timestampUTC":%d`, future)), 400, "request.timestampUTC"},
 		{"postEvent huge timestamp", pathEvent, nil, reg(`"userId":"u","event":"E","timestampUTC":1e300`), 400, "request.timestampUTC"},

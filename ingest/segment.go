@@ -309,7 +309,7 @@ func segmentEvent(app *apps.App, typ, prefix string, m *segMessage, shared map[s
 			return nil, badField(prefix+"event", "is required: the name of the action")
 		}
 		if reservedEvents[strings.ToLower(name)] {
-			return nil, badField(prefix+"event", "%s is reserved for events from Meta's webhook", quote(name))
+			return nil, badField(prefix+"event", "%s is reserved for events Herald produces itself", quote(name))
 		}
 		ev.Kind, ev.Name = schemas.KindEvent, name
 		if ev.Attributes, aerr = flattenValues(prefix+"properties", m.Properties, attributeRules); aerr != nil {
