@@ -151,13 +151,8 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 		if !bytes.HasPrefix(key, prefix) || bytes.HasPrefix(key[len(prefix):], []byte("campaign:")) {
 			continue
 		}
-		s.buf = s.cache.Get(s.buf[:0], key)
-		if len(s.buf) == 0 {
-			skipped[skipEvicted]++
-			continue
-		}
-		p, err := decodeProfile(s.buf)
-		if err != nil {
+		p, ok := s.lookup(key)
+		if !ok {
 			skipped[skipEvicted]++
 			continue
 		}
@@ -187,6 +182,7 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			// The send is part of the profile (the cap counts it): saved
 			// and in the changelog with the batch.
 			if err := s.save(key, p); err != nil {
+				s.revert(key, p)
 				skipped[skipProfileFull]++
 				continue
 			}

@@ -654,7 +654,7 @@ func (s *Segmenter) applyRule(out []*kgo.Record, key []byte, partition int32, e 
 		mark := len(out)
 		out = s.evalSegments(out, e, p, c, now)
 		if err := s.save(key, p); err != nil {
-			*p = *s.load(key) // back to the state e left, saved just before
+			s.revert(key, p) // back to the state e left, saved just before
 			s.log.Warn("keyword actions not applied", "app", e.App, "keyword", r.name, "event_id", e.ID, "err", err)
 			return out[:mark], skipProfileFull
 		}

@@ -190,8 +190,12 @@ type Segmenter struct {
 	cache *fastcache.Cache
 	segs  *segments
 	keys  *keyIndex
-	buf   []byte // cache reads
-	enc   []byte // profile encodings
+	// hot are decoded profiles by key, each the same as the cache holds
+	// (save puts them here; a failed change is reverted). Cleared on
+	// restore and when full (hotMax).
+	hot map[string]*Profile
+	buf []byte // cache reads
+	enc []byte // profile encodings
 	// changed are the profiles whose tags a batch changed, in the order of
 	// their first change, with their index by key: each gets one
 	// ProfileTags record on TopicTags at the end of the batch.
@@ -263,6 +267,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		changedAt: make(map[string]int),
 		segs:      newSegments(),
 		keys:      newKeyIndex(),
+		hot:       make(map[string]*Profile),
 		closing:   make(chan struct{}),
 		cfg:       cfg,
 		log:       log,
@@ -336,6 +341,7 @@ func (s *Segmenter) Close() {
 		s.m.unregister()
 		s.mu.Lock()
 		s.cache.Reset()
+		clear(s.hot)
 		s.mu.Unlock()
 	})
 }
@@ -465,6 +471,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		mark := len(out)
 		out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
 		if err := s.save(key, p); err != nil {
+			s.revert(key, p)
 			return s.deadLetter(out[:mark], rec, err.Error())
 		}
 		s.keys.add(rec.Partition, key)
@@ -515,30 +522,67 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	return append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 }
 
-// load returns the profile stored under key, or a new one. A profile that
-// does not decode (a bug: only this package writes them) is logged and
-// replaced.
+// hotMax bounds Segmenter.hot; past it the map starts afresh.
+const hotMax = 1 << 16
+
+// load returns the profile of key: the decoded copy kept since its last
+// save in this process (hot), else the one stored in the cache, else a new
+// one. A profile that does not decode (a bug: only this package writes
+// them) is logged and replaced.
 func (s *Segmenter) load(key []byte) *Profile {
+	if p, ok := s.lookup(key); ok {
+		return p
+	}
+	return new(Profile)
+}
+
+// lookup is load without the new profile: ok is false when the cache holds
+// none (never stored, or evicted).
+func (s *Segmenter) lookup(key []byte) (*Profile, bool) {
+	if p, ok := s.hot[string(key)]; ok {
+		return p, true
+	}
+	return s.loadStored(key)
+}
+
+// loadStored decodes the profile the cache holds for key.
+func (s *Segmenter) loadStored(key []byte) (*Profile, bool) {
 	s.buf = s.cache.Get(s.buf[:0], key)
 	if len(s.buf) == 0 {
-		return new(Profile)
+		return nil, false
 	}
 	p, err := decodeProfile(s.buf)
 	if err != nil {
 		s.log.Error("decoding cached profile, starting it afresh", "err", err)
-		return new(Profile)
+		return new(Profile), true
 	}
-	return p
+	return p, true
 }
 
-// save stores p under key, or returns why it cannot.
+// save stores p under key, or returns why it cannot (then p is as the
+// caller left it: revert it). The decoded p stays in hot, so the next event
+// of the user skips the decode.
 func (s *Segmenter) save(key []byte, p *Profile) error {
 	s.enc = appendProfile(s.enc[:0], p)
 	if len(s.enc) > maxProfileBytes {
 		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
 	}
 	s.cache.Set(key, s.enc)
+	if _, ok := s.hot[string(key)]; !ok && len(s.hot) >= hotMax {
+		clear(s.hot)
+	}
+	s.hot[string(key)] = p
 	return nil
+}
+
+// revert puts p, a profile of key changed but not saved, back to what the
+// cache holds: p may be shared (hot, the batch's changed profiles).
+func (s *Segmenter) revert(key []byte, p *Profile) {
+	stored, ok := s.loadStored(key)
+	if !ok {
+		stored = new(Profile)
+	}
+	*p = *stored
 }
 
 func (s *Segmenter) deadLetter(out []*kgo.Record, rec *kgo.Record, reason string) []*kgo.Record {

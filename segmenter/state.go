@@ -61,6 +61,10 @@ func (s *Segmenter) onAssigned(ctx context.Context, cl *kgo.Client, assigned map
 	if len(parts) == 0 {
 		return
 	}
+	// Decoded copies may predate what the changelog restores.
+	s.mu.Lock()
+	clear(s.hot)
+	s.mu.Unlock()
 	for {
 		start := time.Now()
 		n, err := s.restore(ctx, cl, parts)
