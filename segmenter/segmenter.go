@@ -522,8 +522,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	return append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 }
 
-// hotMax bounds Segmenter.hot; past it the map starts afresh.
-const hotMax = 1 << 16
+// hotMax bounds Segmenter.hot (decoded profiles take a few KB each: about
+// 25 MB); past it the map starts afresh.
+const hotMax = 1 << 13
 
 // load returns the profile of key: the decoded copy kept since its last
 // save in this process (hot), else the one stored in the cache, else a new
