@@ -10,7 +10,6 @@ import (
 
 	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/kafka"
@@ -82,12 +81,7 @@ func NewTagView(cfg TagViewConfig, kcfg kafka.Config, log *slog.Logger, prom pro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts := append(kcfg.Opts(log),
-		kgo.ConsumeTopics(schemas.TopicTags),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)
-	cl, err := kgo.NewClient(opts...)
+	cl, err := kgo.NewClient(append(kcfg.Opts(log), kafka.FollowOpts(schemas.TopicTags)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating kafka client: %w", err)
 	}
@@ -138,69 +132,13 @@ func NewTagView(cfg TagViewConfig, kcfg kafka.Config, log *slog.Logger, prom pro
 // start.
 func (v *TagView) Ready() bool { return v.ready.Load() }
 
-// Run reads the topic until ctx is done. It returns nil then; other errors
-// are logged and retried.
+// Run reads the topic until ctx is done, then returns nil.
 func (v *TagView) Run(ctx context.Context) error {
-	pending, err := v.startOffsets(ctx)
-	if err != nil {
-		return nil // ctx is done
-	}
-	if len(pending) == 0 {
+	kafka.Follow(ctx, v.cl, schemas.TopicTags, v.log, v.apply, func() {
 		v.ready.Store(true)
-	}
-	for {
-		fs := v.cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			v.log.Warn("reading the tags topic", "topic", t, "partition", p, "err", err)
-		})
-		fs.EachRecord(func(r *kgo.Record) {
-			v.apply(r)
-			if end, ok := pending[r.Partition]; ok && r.Offset >= end-1 {
-				delete(pending, r.Partition)
-				if len(pending) == 0 {
-					v.ready.Store(true)
-					v.log.Info("tags view caught up")
-				}
-			}
-		})
-	}
-}
-
-// startOffsets returns, per partition holding records, the end offset to
-// read up to before the view is ready. It retries until ctx is done.
-func (v *TagView) startOffsets(ctx context.Context) (map[int32]int64, error) {
-	adm := kadm.NewClient(v.cl)
-	for {
-		starts, err := adm.ListStartOffsets(ctx, schemas.TopicTags)
-		if err == nil {
-			err = starts.Error()
-		}
-		var ends kadm.ListedOffsets
-		if err == nil {
-			ends, err = adm.ListEndOffsets(ctx, schemas.TopicTags)
-		}
-		if err == nil {
-			err = ends.Error()
-		}
-		if err == nil {
-			pending := make(map[int32]int64)
-			ends.Each(func(o kadm.ListedOffset) {
-				if s, ok := starts.Lookup(o.Topic, o.Partition); !ok || s.Offset < o.Offset {
-					pending[o.Partition] = o.Offset
-				}
-			})
-			return pending, nil
-		}
-		v.log.Warn("listing the tags topic's offsets, retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+		v.log.Info("tags view caught up")
+	})
+	return nil
 }
 
 // apply stores one record: a profile's tags, or its removal (tombstone).

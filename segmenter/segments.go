@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldhq/herald/internal/kafka"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -222,65 +222,15 @@ func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile
 }
 
 // runSegmentsFeed reads TopicSegments from the start into s.segs until ctx
-// is done, marking s.segs ready once it has read up to the end offsets it
-// found at start.
+// is done, closing ready once it has read what the topic held at start.
 func (s *Segmenter) runSegmentsFeed(ctx context.Context, ready chan<- struct{}) {
-	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log),
-		kgo.ConsumeTopics(schemas.TopicSegments),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)...)
+	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log), kafka.FollowOpts(schemas.TopicSegments)...)...)
 	if err != nil {
 		s.log.Error("creating the segments client", "err", err)
 		return
 	}
 	defer cl.Close()
-	var pending map[int32]int64
-	for pending == nil {
-		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, schemas.TopicSegments)
-		if err == nil {
-			err = ends.Error()
-		}
-		if err == nil {
-			pending = make(map[int32]int64)
-			ends.Each(func(o kadm.ListedOffset) {
-				if o.Offset > 0 {
-					pending[o.Partition] = o.Offset
-				}
-			})
-			break
-		}
-		s.log.Warn("listing the segments topic's offsets, retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-	markReady := func() {
-		if !s.segs.ready.Swap(true) {
-			close(ready)
-		}
-	}
-	if len(pending) == 0 {
-		markReady()
-	}
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			s.log.Warn("reading the segments topic", "partition", p, "err", err)
-		})
-		fs.EachRecord(func(r *kgo.Record) {
-			s.segs.apply(r, s.log.Warn)
-			if end, ok := pending[r.Partition]; ok && r.Offset >= end-1 {
-				delete(pending, r.Partition)
-				if len(pending) == 0 {
-					markReady()
-				}
-			}
-		})
-	}
+	kafka.Follow(ctx, cl, schemas.TopicSegments, s.log,
+		func(r *kgo.Record) { s.segs.apply(r, s.log.Warn) },
+		func() { s.segs.ready.Store(true); close(ready) })
 }

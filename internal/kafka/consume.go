@@ -119,8 +119,3 @@ func ProduceAll(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
 	}
 	return cl.ProduceSync(ctx, recs...).FirstErr()
 }
-
-// ConsumerOpts is Config.ConsumerOpts with the default commit interval.
-func ConsumerOpts(group string, topics ...string) []kgo.Opt {
-	return (&Config{}).ConsumerOpts(group, topics...)
-}
