@@ -71,6 +71,22 @@ const (
 // Topics lists every topic Herald creates at start.
 var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews}
 
+// TopicConfigs are the topic configs Herald sets on the topics it creates,
+// by topic; topics not listed get the broker's defaults. Topics that exist
+// already are left as they are: set these by hand on them.
+var TopicConfigs = map[string]map[string]string{
+	// Scheduled requests wait up to MaxScheduleAhead, and a pending request
+	// keeps its partition's committed offset at it: the topic must keep
+	// records for longer, with room for an outage. 120 days.
+	TopicScheduled: {"retention.ms": "10368000000", "cleanup.policy": "delete"},
+	// The latest record per key is the state.
+	TopicTags:     {"cleanup.policy": "compact"},
+	TopicProfiles: {"cleanup.policy": "compact"},
+	TopicSegments: {"cleanup.policy": "compact"},
+	// Previews are read within seconds of being written: a day is plenty.
+	TopicPreviews: {"retention.ms": "86400000"},
+}
+
 // keySep separates the parts of a record key. App ids are validated not to
 // contain it (see ValidAppID).
 const keySep = "|"
