@@ -47,13 +47,25 @@ const maxAPIBody = 64 << 10
 // APIHandler serves the segment API, authorizing calls with reg. The
 // Segmenter must have been built by New (it produces with its client).
 func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
+	routes := map[string]func(context.Context, *apps.App, *apiRequest) (any, *apiError){
+		"/json/1.3/createFilter":           s.createFilter,
+		"/json/1.3/listFilters":            s.listFilters,
+		"/json/1.3/deleteFilter":           s.deleteFilter,
+		"/json/1.3/createTargetedMessage":  s.createTargetedMessage,
+		"/json/1.3/previewTargetedMessage": s.previewTargetedMessage,
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/json/1.3/createFilter", s.api(reg, s.createFilter))
-	mux.HandleFunc("/json/1.3/listFilters", s.api(reg, s.listFilters))
-	mux.HandleFunc("/json/1.3/deleteFilter", s.api(reg, s.deleteFilter))
-	mux.HandleFunc("/json/1.3/createTargetedMessage", s.api(reg, s.createTargetedMessage))
-	mux.HandleFunc("/json/1.3/previewTargetedMessage", s.api(reg, s.previewTargetedMessage))
+	for _, path := range APIPaths {
+		mux.HandleFunc(path, s.api(reg, routes[path]))
+	}
 	return mux
+}
+
+// APIPaths are the routes APIHandler serves, for a server that shares its
+// address with ingest.
+var APIPaths = []string{
+	"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter",
+	"/json/1.3/createTargetedMessage", "/json/1.3/previewTargetedMessage",
 }
 
 // apiRequest is the request object of the segment API.

@@ -375,15 +375,12 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// segmentAPIPaths are the routes of the segmenter's segment API.
-var segmentAPIPaths = []string{"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter", "/json/1.3/createTargetedMessage", "/json/1.3/previewTargetedMessage"}
-
 // withSegmentAPI serves the segment API's paths with api and everything
 // else with ingest, so that one address takes every Pushwoosh-style call.
 func withSegmentAPI(ingest, api http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", ingest)
-	for _, p := range segmentAPIPaths {
+	for _, p := range segmenter.APIPaths {
 		mux.Handle(p, api)
 	}
 	return mux
