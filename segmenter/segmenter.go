@@ -454,7 +454,10 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	if len(key) > maxKeyBytes {
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
-	p := s.load(key)
+	p, known := s.lookup(key)
+	if !known {
+		p = new(Profile)
+	}
 	before := tagStateOf(p)
 	dup, ignored := p.applied(rec.Partition, rec.Offset), 0
 	if !dup {
@@ -474,7 +477,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 			s.revert(key, p)
 			return s.deadLetter(out[:mark], rec, err.Error())
 		}
-		s.keys.add(rec.Partition, key)
+		if !known { // known keys are in the index already (saved or restored)
+			s.keys.add(rec.Partition, key)
+		}
 		s.m.events[e.Kind].Inc()
 		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before
 		s.noteChanged(key, rec.Partition, e, p, tags)
@@ -526,19 +531,11 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 // 25 MB); past it the map starts afresh.
 const hotMax = 1 << 13
 
-// load returns the profile of key: the decoded copy kept since its last
-// save in this process (hot), else the one stored in the cache, else a new
-// one. A profile that does not decode (a bug: only this package writes
-// them) is logged and replaced.
-func (s *Segmenter) load(key []byte) *Profile {
-	if p, ok := s.lookup(key); ok {
-		return p
-	}
-	return new(Profile)
-}
-
-// lookup is load without the new profile: ok is false when the cache holds
-// none (never stored, or evicted).
+// lookup returns the profile of key: the decoded copy kept since its last
+// save in this process (hot), else the one stored in the cache; ok is false
+// when there is none (never stored, or evicted). A stored profile that does
+// not decode (a bug: only this package writes them) is logged and replaced
+// by a new one.
 func (s *Segmenter) lookup(key []byte) (*Profile, bool) {
 	if p, ok := s.hot[string(key)]; ok {
 		return p, true
