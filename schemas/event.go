@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -377,9 +378,18 @@ func (e *Event) Key() []byte {
 }
 
 // DecodeEvent decodes and validates a TopicEvents record value.
+//
+// It decodes the common shapes with a fast path (event_decode.go) and the
+// rest with encoding/json, with the same results and errors either way.
 func DecodeEvent(b []byte) (*Event, error) {
 	e := new(Event)
-	if err := decode(b, e, func() int { return e.V }); err != nil {
+	if err := decodeEvent(b, e); err != nil {
+		return nil, fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
+	}
+	if e.V != V1 {
+		return nil, fmt.Errorf("%w: got v=%d, want %d", ErrVersion, e.V, V1)
+	}
+	if err := e.Validate(); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -90,9 +90,9 @@ func appendProfile(b []byte, p *Profile) []byte {
 		b = appendTime(b, c.Last)
 		b = appendTime(b, c.First)
 		b = binary.AppendUvarint(b, uint64(len(c.Attrs)))
-		for name, t := range c.Attrs {
-			b = appendString(b, name)
-			b = appendTag(b, t)
+		for _, a := range c.Attrs {
+			b = appendString(b, a.Name)
+			b = appendTag(b, a.Tag)
 		}
 	}
 	b = append(b, byte(len(p.recent)))
@@ -297,10 +297,10 @@ func decodeProfile(b []byte) (*Profile, error) {
 			}
 			c.First = d.time("event first time")
 			if m := d.count("event attribute count", 3); m > 0 {
-				c.Attrs = make(map[string]Tag, m)
-				for range m {
-					name := d.string("event attribute name")
-					c.Attrs[name] = d.tag()
+				c.Attrs = make([]Attr, m)
+				for j := range c.Attrs {
+					c.Attrs[j].Name = d.string("event attribute name")
+					c.Attrs[j].Tag = d.tag()
 					if d.err != nil {
 						return nil, d.err
 					}

@@ -39,8 +39,8 @@ func fullProfile() *Profile {
 		c := EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000),
 			First: p.FirstSeen.Add(time.Duration(i) * time.Hour), Last: p.LastSeen.Add(time.Duration(i) * time.Second)}
 		if i%3 == 0 {
-			c.Attrs = map[string]Tag{"cuisine": {Kind: TagString, Str: "asian"}, "total": {Kind: TagNumber, Num: 31.5},
-				"items": {Kind: TagList, List: []string{"maki", "gyoza"}}, "paid": {Kind: TagBool, Bool: true}}
+			c.Attrs = []Attr{{"cuisine", Tag{Kind: TagString, Str: "asian"}}, {"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
+				{"paid", Tag{Kind: TagBool, Bool: true}}, {"total", Tag{Kind: TagNumber, Num: 31.5}}}
 		}
 		p.Events = append(p.Events, c)
 	}

@@ -494,7 +494,7 @@ func (c *cond) match(p *Profile, now time.Time) bool {
 			}
 		case evAttr:
 			if ev != nil {
-				if t, ok := ev.Attrs[c.attr]; ok {
+				if t, ok := ev.Attr(c.attr); ok {
 					v = tagValue(t)
 				}
 			}

@@ -139,8 +139,10 @@ type EventCount struct {
 	// name.
 	First, Last time.Time
 	// Attrs are the attributes of the latest event of this name (at most
-	// MaxEventAttrs, scalar or list values), nil when it had none.
-	Attrs map[string]Tag
+	// MaxEventAttrs, scalar or list values), sorted by name, nil when it
+	// had none. A slice, not a map: it is encoded with the profile on every
+	// change, and ranging over a small map costs more than the encoding.
+	Attrs []Attr
 }
 
 // TagKind is the type of a tag value.
@@ -217,33 +219,6 @@ func (t Tag) value() any {
 		return t.List
 	}
 	return nil
-}
-
-// tagsRecord is p's ProfileTags, identified by e, the latest event applied.
-func (p *Profile) tagsRecord(e *schemas.Event) *schemas.ProfileTags {
-	tags := make(map[string]any, len(p.Tags)+3)
-	for name, t := range p.Tags {
-		tags[name] = t.value()
-	}
-	defaults := map[string]string{
-		schemas.TagLanguage: p.Language, schemas.TagCountry: p.Country, schemas.TagTimezone: p.Timezone,
-		schemas.TagAppVersion: p.AppVersion, schemas.TagFirstInstall: pushwooshDate(p.FirstInstall),
-	}
-	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
-		defaults[schemas.TagLastAppOpen] = pushwooshDate(c.Last)
-	}
-	for name, v := range defaults {
-		if _, own := tags[name]; !own && v != "" {
-			tags[name] = v
-		}
-	}
-	pt := &schemas.ProfileTags{App: e.App, HWID: e.HWID, UserID: e.UserID, Registered: p.Registered, Tags: tags, Updated: p.LastSeen}
-	if pt.HWID == "" && pt.UserID == "" {
-		pt.AnonymousID = e.AnonymousID
-	} else if pt.UserID == "" {
-		pt.UserID = p.UserID
-	}
-	return pt
 }
 
 // pushwooshDate formats t as Pushwoosh's date tags are, "YYYY-MM-DD HH:mm"
@@ -371,10 +346,26 @@ func (p *Profile) addPushToken(tok string) {
 	p.PushTokens = append(p.PushTokens, tok)
 }
 
+// Attr is one attribute of an event's latest occurrence.
+type Attr struct {
+	Name string
+	Tag
+}
+
+// Attr returns the attribute name of the event's latest occurrence.
+func (c *EventCount) Attr(name string) (Tag, bool) {
+	for _, a := range c.Attrs {
+		if a.Name == name {
+			return a.Tag, true
+		}
+	}
+	return Tag{}, false
+}
+
 // eventAttrs converts the attributes of an event for EventCount.Attrs: the
 // first MaxEventAttrs names in order, scalar and list values, strings up to
 // MaxAttrBytes. ignored counts the others.
-func eventAttrs(attrs map[string]any) (out map[string]Tag, ignored int) {
+func eventAttrs(attrs map[string]any) (out []Attr, ignored int) {
 	if len(attrs) == 0 {
 		return nil, 0
 	}
@@ -383,14 +374,14 @@ func eventAttrs(attrs map[string]any) (out map[string]Tag, ignored int) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	out = make(map[string]Tag, min(len(names), MaxEventAttrs))
+	out = make([]Attr, 0, min(len(names), MaxEventAttrs))
 	for _, name := range names {
 		t, ok := tagOf(attrs[name])
 		if !ok || len(out) >= MaxEventAttrs || name == "" || tagBytes(t) > MaxAttrBytes {
 			ignored++
 			continue
 		}
-		out[name] = t
+		out = append(out, Attr{Name: name, Tag: t})
 	}
 	return out, ignored
 }

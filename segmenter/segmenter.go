@@ -201,6 +201,8 @@ type Segmenter struct {
 	// ProfileTags record on TopicTags at the end of the batch.
 	changed   []changedProfile
 	changedAt map[string]int
+	// names is scratch space for appendTagsRecord.
+	names []string
 
 	dlLog throttle
 
@@ -420,13 +422,9 @@ func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 		if !c.tags {
 			continue
 		}
-		pt := c.p.tagsRecord(c.e)
-		b, err := pt.Marshal()
-		if err != nil { // cannot happen: tags are strings, numbers, booleans and lists
-			s.log.Error("encoding profile tags", "app", c.e.App, "err", err)
-			continue
-		}
-		out = append(out, &kgo.Record{Topic: schemas.TopicTags, Key: pt.Key(), Value: b})
+		var b []byte
+		b, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
+		out = append(out, &kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: b})
 		n++
 	}
 	s.m.tagRecords.Add(float64(n))

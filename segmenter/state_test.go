@@ -242,8 +242,8 @@ func TestProcessChannelsAndEventAttributes(t *testing.T) {
 	if c.Count != 2 || !c.First.Equal(at(5)) || !c.Last.Equal(at(10)) {
 		t.Fatalf("OrderPlaced %+v", c)
 	}
-	if want := map[string]Tag{"cuisine": {Kind: TagString, Str: "asian"}, "total": {Kind: TagNumber, Num: 31.5},
-		"items": {Kind: TagList, List: []string{"maki", "gyoza"}}}; !reflect.DeepEqual(c.Attrs, want) {
+	if want := []Attr{{"cuisine", Tag{Kind: TagString, Str: "asian"}}, {"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
+		{"total", Tag{Kind: TagNumber, Num: 31.5}}}; !reflect.DeepEqual(c.Attrs, want) {
 		t.Fatalf("attrs %+v, want %+v", c.Attrs, want)
 	}
 	if p.Email != "ana@example.com" || p.AppVersion != "1.2.0" || !p.FirstInstall.Equal(at(2)) {
@@ -260,7 +260,9 @@ func TestProcessChannelsAndEventAttributes(t *testing.T) {
 	s.process(t, record(t, order("o3", 60, many)))
 	p, _ = s.Profile(testApp, testHWID)
 	c, _ = p.Event("OrderPlaced")
-	if len(c.Attrs) != MaxEventAttrs || c.Attrs["a00"].Num != 0 || c.Attrs["a15"].Num != 15 {
+	a00, _ := c.Attr("a00")
+	a15, ok := c.Attr("a15")
+	if len(c.Attrs) != MaxEventAttrs || a00.Num != 0 || !ok || a15.Num != 15 {
 		t.Fatalf("capped attrs %+v", c.Attrs)
 	}
 	if got := s.metric(t, "herald_segmenter_ignored_tags_total") - before; got != 6 {

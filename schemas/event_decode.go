@@ -1,0 +1,670 @@
+package schemas
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// This file is DecodeEvent's fast path: a single-pass, allocation-light
+// decoder of the Event shapes Herald's own producers write, used before
+// encoding/json on every TopicEvents record (the segmenter decodes each
+// event once, and decoding was 40% of its time per event).
+//
+// The fast path either produces exactly what json.Unmarshal would (checked by
+// FuzzDecodeEventFast, which compares the two on arbitrary input) or gives
+// up, and DecodeEvent then runs json.Unmarshal on the record. It gives up on
+// anything it does not handle the way encoding/json does, rather than
+// approximate it:
+//
+//   - any syntax error (so every error message is encoding/json's);
+//   - null for a field, a duplicate field, or a key that is not a field name
+//     but matches one case-insensitively (encoding/json's matching);
+//   - a value of another JSON type than the field's, an integer field with a
+//     fraction or exponent, a number out of float64's range;
+//   - invalid UTF-8 or a lone UTF-16 surrogate escape in a string (which
+//     encoding/json replaces with U+FFFD);
+//   - the rarely used nested shapes: campaign, template, and inbound's
+//     media, location, contacts and reaction;
+//   - nesting deeper than fastMaxDepth inside tags, attributes or context.
+
+// fastMaxDepth bounds the nesting of values in the maps the fast path
+// decodes; deeper values go to encoding/json.
+const fastMaxDepth = 32
+
+// fastDec is the state of one fast decode.
+type fastDec struct {
+	b []byte
+	i int
+}
+
+// decodeEventFast decodes b into e, or reports false when encoding/json must
+// (e is then in an undefined state).
+func decodeEventFast(b []byte, e *Event) bool {
+	d := fastDec{b: b}
+	d.ws()
+	if !d.object(false, func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) }) {
+		return false
+	}
+	d.ws()
+	return d.i == len(d.b)
+}
+
+// ws skips JSON whitespace.
+func (d *fastDec) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the next non-space byte, 0 at the end.
+func (d *fastDec) peek() byte {
+	d.ws()
+	if d.i < len(d.b) {
+		return d.b[d.i]
+	}
+	return 0
+}
+
+// object decodes an object, calling field for each key with the value next
+// in the input; field must consume the value. seen is a bit set fields use
+// to find duplicates.
+// Keys of struct objects must be ASCII (a non-ASCII key can match a field
+// name under encoding/json's case folding); keys of maps (utf8Keys) may be
+// any valid UTF-8.
+func (d *fastDec) object(utf8Keys bool, field func(key []byte, seen *uint64) bool) bool {
+	if d.peek() != '{' {
+		return false
+	}
+	d.i++
+	var seen uint64
+	if d.peek() == '}' {
+		d.i++
+		return true
+	}
+	for {
+		if d.peek() != '"' {
+			return false
+		}
+		key, ok := d.rawKey(utf8Keys)
+		if !ok || d.peek() != ':' {
+			return false
+		}
+		d.i++
+		d.ws()
+		if !field(key, &seen) {
+			return false
+		}
+		switch d.peek() {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// rawKey reads a key without escapes (a key with escapes might spell a
+// field name, so it goes to encoding/json).
+func (d *fastDec) rawKey(utf8Keys bool) ([]byte, bool) {
+	start := d.i + 1
+	ascii := true
+	for j := start; j < len(d.b); j++ {
+		switch c := d.b[j]; {
+		case c == '"':
+			d.i = j + 1
+			if !ascii && !utf8.Valid(d.b[start:j]) {
+				return nil, false
+			}
+			return d.b[start:j], true
+		case c == '\\', c < 0x20:
+			return nil, false
+		case c >= utf8.RuneSelf:
+			if !utf8Keys {
+				return nil, false
+			}
+			ascii = false
+		}
+	}
+	return nil, false
+}
+
+// once marks field bit n as seen and reports false when it was already.
+func once(seen *uint64, n uint) bool {
+	if *seen&(1<<n) != 0 {
+		return false
+	}
+	*seen |= 1 << n
+	return true
+}
+
+// unknown handles a key that names no field: encoding/json ignores it
+// unless it matches a field name case-insensitively.
+func (d *fastDec) unknown(key []byte, names []string) bool {
+	for _, n := range names {
+		if strings.EqualFold(string(key), n) {
+			return false
+		}
+	}
+	_, ok := d.value(0)
+	return ok
+}
+
+var eventFields = []string{"v", "id", "app", "kind", "name", "time", "received", "hwid", "user_id", "anonymous_id",
+	"previous_id", "device_type", "language", "timezone", "country", "email", "push_token", "app_version", "tags",
+	"tag_types", "tag_ops", "attributes", "context", "inbound", "status", "template", "campaign"}
+
+// eventField decodes the value of key into e.
+func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
+	var s *string
+	var n uint
+	switch string(key) {
+	case "v":
+		if !once(seen, 0) {
+			return false
+		}
+		v, ok := d.int()
+		e.V = v
+		return ok
+	case "id":
+		s, n = &e.ID, 1
+	case "app":
+		s, n = &e.App, 2
+	case "kind":
+		if !once(seen, 3) {
+			return false
+		}
+		v, ok := d.str()
+		e.Kind = EventKind(v)
+		return ok
+	case "name":
+		s, n = &e.Name, 4
+	case "time":
+		return once(seen, 5) && d.time(&e.Time)
+	case "received":
+		return once(seen, 6) && d.time(&e.Received)
+	case "hwid":
+		s, n = &e.HWID, 7
+	case "user_id":
+		s, n = &e.UserID, 8
+	case "anonymous_id":
+		s, n = &e.AnonymousID, 9
+	case "previous_id":
+		s, n = &e.PreviousID, 10
+	case "device_type":
+		if !once(seen, 11) {
+			return false
+		}
+		v, ok := d.int()
+		e.DeviceType = v
+		return ok
+	case "language":
+		s, n = &e.Language, 12
+	case "timezone":
+		s, n = &e.Timezone, 13
+	case "country":
+		s, n = &e.Country, 14
+	case "email":
+		s, n = &e.Email, 15
+	case "push_token":
+		s, n = &e.PushToken, 16
+	case "app_version":
+		s, n = &e.AppVersion, 17
+	case "tags":
+		if !once(seen, 18) {
+			return false
+		}
+		m, ok := d.anyMap(0)
+		e.Tags = m
+		return ok
+	case "tag_types":
+		if !once(seen, 19) {
+			return false
+		}
+		m, ok := d.strMap()
+		e.TagTypes = m
+		return ok
+	case "tag_ops":
+		if !once(seen, 20) {
+			return false
+		}
+		m, ok := d.strMap()
+		e.TagOps = m
+		return ok
+	case "attributes":
+		if !once(seen, 21) {
+			return false
+		}
+		m, ok := d.anyMap(0)
+		e.Attributes = m
+		return ok
+	case "context":
+		if !once(seen, 22) {
+			return false
+		}
+		m, ok := d.anyMap(0)
+		e.Context = m
+		return ok
+	case "inbound":
+		if !once(seen, 23) {
+			return false
+		}
+		e.Inbound = new(Inbound)
+		return d.object(false, func(k []byte, seen *uint64) bool { return d.inboundField(k, e.Inbound, seen) })
+	case "status":
+		if !once(seen, 24) {
+			return false
+		}
+		e.Status = new(Status)
+		return d.object(false, func(k []byte, seen *uint64) bool { return d.statusField(k, e.Status, seen) })
+	default:
+		return d.unknown(key, eventFields)
+	}
+	if !once(seen, n) {
+		return false
+	}
+	v, ok := d.str()
+	*s = v
+	return ok
+}
+
+var inboundFields = []string{"phone_number_id", "from", "wamid", "type", "text", "profile_name", "context_id", "payload",
+	"media", "location", "contacts", "reaction", "error_code", "error_title"}
+
+// inboundField decodes the value of key into in.
+func (d *fastDec) inboundField(key []byte, in *Inbound, seen *uint64) bool {
+	var s *string
+	var n uint
+	switch string(key) {
+	case "phone_number_id":
+		s, n = &in.PhoneNumberID, 0
+	case "from":
+		s, n = &in.From, 1
+	case "wamid":
+		s, n = &in.WAMID, 2
+	case "type":
+		s, n = &in.Type, 3
+	case "text":
+		s, n = &in.Text, 4
+	case "profile_name":
+		s, n = &in.ProfileName, 5
+	case "context_id":
+		s, n = &in.ContextID, 6
+	case "payload":
+		s, n = &in.Payload, 7
+	case "error_code":
+		if !once(seen, 8) {
+			return false
+		}
+		v, ok := d.int()
+		in.ErrorCode = v
+		return ok
+	case "error_title":
+		s, n = &in.ErrorTitle, 9
+	case "media", "location", "contacts", "reaction":
+		return false
+	default:
+		return d.unknown(key, inboundFields)
+	}
+	if !once(seen, n) {
+		return false
+	}
+	v, ok := d.str()
+	*s = v
+	return ok
+}
+
+var statusFields = []string{"phone_number_id", "wamid", "status", "recipient", "dispatch_id", "pricing_category", "billable",
+	"pricing_model", "pricing_type", "conversation_id", "conversation_origin", "error_code", "error_title",
+	"error_message", "error_details"}
+
+// statusField decodes the value of key into st.
+func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {
+	var s *string
+	var n uint
+	switch string(key) {
+	case "phone_number_id":
+		s, n = &st.PhoneNumberID, 0
+	case "wamid":
+		s, n = &st.WAMID, 1
+	case "status":
+		s, n = &st.Status, 2
+	case "recipient":
+		s, n = &st.Recipient, 3
+	case "dispatch_id":
+		s, n = &st.DispatchID, 4
+	case "pricing_category":
+		s, n = &st.PricingCategory, 5
+	case "billable":
+		if !once(seen, 6) {
+			return false
+		}
+		v, ok := d.bool()
+		st.Billable = v
+		return ok
+	case "pricing_model":
+		s, n = &st.PricingModel, 7
+	case "pricing_type":
+		s, n = &st.PricingType, 8
+	case "conversation_id":
+		s, n = &st.ConversationID, 9
+	case "conversation_origin":
+		s, n = &st.ConversationOrigin, 10
+	case "error_code":
+		if !once(seen, 11) {
+			return false
+		}
+		v, ok := d.int()
+		st.ErrorCode = v
+		return ok
+	case "error_title":
+		s, n = &st.ErrorTitle, 12
+	case "error_message":
+		s, n = &st.ErrorMessage, 13
+	case "error_details":
+		s, n = &st.ErrorDetails, 14
+	default:
+		return d.unknown(key, statusFields)
+	}
+	if !once(seen, n) {
+		return false
+	}
+	v, ok := d.str()
+	*s = v
+	return ok
+}
+
+// str decodes a string value.
+func (d *fastDec) str() (string, bool) {
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return "", false
+	}
+	start := d.i + 1
+	ascii := true
+	for j := start; j < len(d.b); j++ {
+		c := d.b[j]
+		switch {
+		case c == '"':
+			d.i = j + 1
+			if !ascii && !utf8.Valid(d.b[start:j]) {
+				return "", false
+			}
+			return string(d.b[start:j]), true
+		case c == '\\':
+			return d.escaped(start)
+		case c < 0x20:
+			return "", false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return "", false
+}
+
+// escaped decodes a string with escapes that starts at start.
+func (d *fastDec) escaped(start int) (string, bool) {
+	out := make([]byte, 0, 64)
+	j := start
+	for j < len(d.b) {
+		c := d.b[j]
+		switch {
+		case c == '"':
+			d.i = j + 1
+			if !utf8.Valid(out) {
+				return "", false
+			}
+			return string(out), true
+		case c < 0x20:
+			return "", false
+		case c != '\\':
+			out = append(out, c)
+			j++
+			continue
+		}
+		if j+1 >= len(d.b) {
+			return "", false
+		}
+		switch d.b[j+1] {
+		case '"', '\\', '/':
+			out = append(out, d.b[j+1])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(d.b, j+2)
+			if !ok {
+				return "", false
+			}
+			j += 6
+			if utf16.IsSurrogate(r) {
+				// Only a valid pair is decoded here; encoding/json
+				// replaces a lone surrogate.
+				if j+1 >= len(d.b) || d.b[j] != '\\' || d.b[j+1] != 'u' {
+					return "", false
+				}
+				r2, ok := hex4(d.b, j+2)
+				if !ok {
+					return "", false
+				}
+				r = utf16.DecodeRune(r, r2)
+				if r == utf8.RuneError {
+					return "", false
+				}
+				j += 6
+			}
+			out = utf8.AppendRune(out, r)
+			continue
+		default:
+			return "", false
+		}
+		j += 2
+	}
+	return "", false
+}
+
+// hex4 parses the four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r*16 + rune(c)
+	}
+	return r, true
+}
+
+// number returns the bytes of a number value, checked against JSON's
+// grammar.
+func (d *fastDec) number() ([]byte, bool) {
+	b, i := d.b, d.i
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	default:
+		return nil, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || b[i] < '0' || b[i] > '9' {
+			return nil, false
+		}
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) || b[i] < '0' || b[i] > '9' {
+			return nil, false
+		}
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	}
+	d.i = i
+	return b[start:i], true
+}
+
+// int decodes a number into an int as encoding/json does: no fraction, no
+// exponent, in range.
+func (d *fastDec) int() (int, bool) {
+	raw, ok := d.number()
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(raw), 10, 0)
+	return int(v), err == nil
+}
+
+// bool decodes true or false.
+func (d *fastDec) bool() (bool, bool) {
+	switch {
+	case d.lit("true"):
+		return true, true
+	case d.lit("false"):
+		return false, true
+	}
+	return false, false
+}
+
+// lit consumes the literal s when it is next.
+func (d *fastDec) lit(s string) bool {
+	if len(d.b)-d.i >= len(s) && string(d.b[d.i:d.i+len(s)]) == s {
+		d.i += len(s)
+		return true
+	}
+	return false
+}
+
+// time decodes a time the way encoding/json does: time.Time.UnmarshalJSON
+// on the raw string literal.
+func (d *fastDec) time(t *time.Time) bool {
+	start := d.i
+	if _, ok := d.str(); !ok {
+		return false
+	}
+	return t.UnmarshalJSON(d.b[start:d.i]) == nil
+}
+
+// strMap decodes an object of strings.
+func (d *fastDec) strMap() (map[string]string, bool) {
+	m := make(map[string]string)
+	ok := d.object(true, func(key []byte, _ *uint64) bool {
+		if d.peek() != '"' {
+			return false
+		}
+		v, ok := d.str()
+		m[string(key)] = v
+		return ok
+	})
+	return m, ok
+}
+
+// anyMap decodes an object into a map of the values encoding/json would put
+// in an any.
+func (d *fastDec) anyMap(depth int) (map[string]any, bool) {
+	m := make(map[string]any)
+	ok := d.object(true, func(key []byte, _ *uint64) bool {
+		v, ok := d.value(depth + 1)
+		m[string(key)] = v
+		return ok
+	})
+	return m, ok
+}
+
+// value decodes any value as encoding/json decodes into an any: objects to
+// map[string]any, arrays to []any, numbers to float64.
+func (d *fastDec) value(depth int) (any, bool) {
+	if depth > fastMaxDepth {
+		return nil, false
+	}
+	switch d.peek() {
+	case '"':
+		return d.str()
+	case '{':
+		return d.anyMap(depth)
+	case '[':
+		d.i++
+		a := []any{}
+		if d.peek() == ']' {
+			d.i++
+			return a, true
+		}
+		for {
+			v, ok := d.value(depth + 1)
+			if !ok {
+				return nil, false
+			}
+			a = append(a, v)
+			switch d.peek() {
+			case ',':
+				d.i++
+			case ']':
+				d.i++
+				return a, true
+			default:
+				return nil, false
+			}
+		}
+	case 't', 'f':
+		return d.bool()
+	case 'n':
+		return nil, d.lit("null")
+	default:
+		raw, ok := d.number()
+		if !ok {
+			return nil, false
+		}
+		f, err := strconv.ParseFloat(string(raw), 64)
+		return f, err == nil
+	}
+}
+
+// decodeEvent decodes an Event value: the fast path, else encoding/json.
+func decodeEvent(b []byte, e *Event) error {
+	if decodeEventFast(b, e) {
+		return nil
+	}
+	*e = Event{}
+	return json.Unmarshal(b, e)
+}

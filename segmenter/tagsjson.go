@@ -1,0 +1,197 @@
+package segmenter
+
+import (
+	"math"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// appendTagsRecord appends p's TopicTags record value, identified by e, the
+// latest event applied: byte for byte what p.tagsRecord(e).Marshal()
+// produces (TestAppendTagsRecord compares them), without building the
+// record's map or going through reflection. names is scratch space, returned
+// for reuse.
+func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([]byte, []string) {
+	pt := schemas.ProfileTags{App: e.App, HWID: e.HWID, UserID: e.UserID}
+	if pt.HWID == "" && pt.UserID == "" {
+		pt.AnonymousID = e.AnonymousID
+	} else if pt.UserID == "" {
+		pt.UserID = p.UserID
+	}
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, schemas.V1, 10)
+	b = append(b, `,"app":`...)
+	b = appendJSONString(b, pt.App)
+	if pt.HWID != "" {
+		b = append(b, `,"hwid":`...)
+		b = appendJSONString(b, pt.HWID)
+	}
+	if pt.UserID != "" {
+		b = append(b, `,"user_id":`...)
+		b = appendJSONString(b, pt.UserID)
+	}
+	if pt.AnonymousID != "" {
+		b = append(b, `,"anonymous_id":`...)
+		b = appendJSONString(b, pt.AnonymousID)
+	}
+	b = append(b, `,"registered":`...)
+	b = strconv.AppendBool(b, p.Registered)
+	b = append(b, `,"tags":{`...)
+
+	var lastOpen string
+	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
+		lastOpen = pushwooshDate(c.Last)
+	}
+	defaults := [...]struct{ name, v string }{
+		{schemas.TagLanguage, p.Language}, {schemas.TagCountry, p.Country}, {schemas.TagTimezone, p.Timezone},
+		{schemas.TagAppVersion, p.AppVersion}, {schemas.TagFirstInstall, pushwooshDate(p.FirstInstall)},
+		{schemas.TagLastAppOpen, lastOpen},
+	}
+	names = names[:0]
+	for name := range p.Tags {
+		names = append(names, name)
+	}
+	for _, d := range defaults {
+		if _, own := p.Tags[d.name]; !own && d.v != "" {
+			names = append(names, d.name)
+		}
+	}
+	slices.Sort(names) // encoding/json writes map keys sorted
+	for i, name := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, name)
+		b = append(b, ':')
+		t, own := p.Tags[name]
+		if !own {
+			for _, d := range defaults {
+				if d.name == name {
+					b = appendJSONString(b, d.v)
+				}
+			}
+			continue
+		}
+		b = appendTagJSON(b, t)
+	}
+	b = append(b, `},"updated":`...)
+	b = appendJSONTime(b, p.LastSeen)
+	return append(b, '}'), names
+}
+
+// appendTagJSON appends t's value as encoding/json writes Tag.value().
+func appendTagJSON(b []byte, t Tag) []byte {
+	switch t.Kind {
+	case TagString:
+		return appendJSONString(b, t.Str)
+	case TagNumber:
+		return appendJSONFloat(b, t.Num)
+	case TagBool:
+		return strconv.AppendBool(b, t.Bool)
+	case TagList:
+		if t.List == nil {
+			return append(b, "null"...)
+		}
+		b = append(b, '[')
+		for i, s := range t.List {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, s)
+		}
+		return append(b, ']')
+	}
+	return append(b, "null"...)
+}
+
+// appendJSONTime appends t as encoding/json does (time.Time.MarshalJSON:
+// RFC 3339 with nanoseconds).
+func appendJSONTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// appendJSONFloat appends f as encoding/json's float64 encoder does. NaN
+// and infinities, which encoding/json refuses, cannot be tags (tags come
+// from JSON); they are written as null.
+func appendJSONFloat(b []byte, f float64) []byte {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return append(b, "null"...)
+	}
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s quoted as encoding/json does, HTML-safe:
+// <, > and & as \u003c, \u003e, \u0026, U+2028 and U+2029 escaped, invalid
+// UTF-8 as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
