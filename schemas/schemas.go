@@ -20,6 +20,7 @@
 //	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
+//	herald.tagdefs.v1     TagDef          key TagDefKey(app, name, declared), compacted
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -66,10 +67,13 @@ const (
 	// TopicPreviews carries campaign audience counts back to the segment
 	// API (partition 0; short retention).
 	TopicPreviews = "herald.previews.v1"
+	// TopicTagDefs is compacted: the tag names each app uses, and their
+	// types.
+	TopicTagDefs = "herald.tagdefs.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -83,6 +87,7 @@ var TopicConfigs = map[string]map[string]string{
 	TopicTags:     {"cleanup.policy": "compact"},
 	TopicProfiles: {"cleanup.policy": "compact"},
 	TopicSegments: {"cleanup.policy": "compact"},
+	TopicTagDefs:  {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
 }
@@ -198,6 +203,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 		rec, version, key = p, func() int { return p.V }, func() []byte { return CampaignKey(p.App, p.Campaign) }
 	case TopicSegments:
 		d := new(SegmentDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicTagDefs:
+		d := new(TagDef)
 		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicTags:
 		p := new(ProfileTags)

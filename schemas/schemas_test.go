@@ -25,6 +25,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"deadletter.v1.json", reflect.TypeFor[DeadLetter]()},
 		{"tags.v1.json", reflect.TypeFor[ProfileTags]()},
 		{"segment.v1.json", reflect.TypeFor[SegmentDef]()},
+		{"tagdef.v1.json", reflect.TypeFor[TagDef]()},
 		{"preview.v1.json", reflect.TypeFor[CampaignPreview]()},
 		{"schedule_release.v1.json", reflect.TypeFor[ScheduleRelease]()},
 	}

@@ -31,6 +31,15 @@ import (
 //	POST /json/1.3/deleteFilter  {"application","name"}                     -> {"name"}
 //	POST /json/1.3/createTargetedMessage  a campaign (see createTargetedMessage)  -> {"campaign","partitions"}
 //	POST /json/1.3/previewTargetedMessage the same, counted, not sent               -> {"audience","sendable",...}
+//	POST /json/1.3/addTag        {"application","tag":{"name","type"}}      -> {"result":true}
+//	POST /json/1.3/listTags      {"application"}                            -> {"tags":[{"name","type","type_name","declared"}]}
+//	POST /json/1.3/deleteTag     {"application","tag":{"name"}}             -> {"result":true}
+//
+// Filters given to createFilter and createTargetedMessage (devices_filter)
+// are checked against the app's tag registry (tagdefs.go): a T("tag", ...)
+// naming a tag that no profile of the app has and that was not declared
+// with addTag is refused with the column and the closest known name, and so
+// is comparing a tag with a value of another type than its known one.
 //
 // The API token (header "Authorization: Token <api_token>" or
 // request.auth) must belong to request.application. createFilter with an
@@ -53,6 +62,9 @@ func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
 		"/json/1.3/deleteFilter":           s.deleteFilter,
 		"/json/1.3/createTargetedMessage":  s.createTargetedMessage,
 		"/json/1.3/previewTargetedMessage": s.previewTargetedMessage,
+		"/json/1.3/addTag":                 s.addTag,
+		"/json/1.3/listTags":               s.listTags,
+		"/json/1.3/deleteTag":              s.deleteTag,
 	}
 	mux := http.NewServeMux()
 	for _, path := range APIPaths {
@@ -66,6 +78,7 @@ func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
 var APIPaths = []string{
 	"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter",
 	"/json/1.3/createTargetedMessage", "/json/1.3/previewTargetedMessage",
+	"/json/1.3/addTag", "/json/1.3/listTags", "/json/1.3/deleteTag",
 }
 
 // apiRequest is the request object of the segment API.
@@ -86,6 +99,16 @@ type apiRequest struct {
 	SendDate             string            `json:"send_date"`
 	UseRecipientTimezone bool              `json:"use_recipient_timezone"`
 	CampaignID           string            `json:"campaign_id"`
+	// addTag, deleteTag
+	Tag *apiTag `json:"tag"`
+}
+
+// apiTag is addTag's and deleteTag's tag: a name and, for addTag, a type
+// as Pushwoosh's number (1 integer, 2 string, 3 list, 4 date, 5 boolean, 6
+// decimal, 7 version) or name.
+type apiTag struct {
+	Name string          `json:"name"`
+	Type json.RawMessage `json:"type"`
 }
 
 // apiError is a refusal: status, field, message.
@@ -182,6 +205,9 @@ func (s *Segmenter) createFilter(ctx context.Context, app *apps.App, req *apiReq
 	if req.FilterExpression == "" {
 		return nil, refuse(http.StatusBadRequest, "request.filter_expression", `is required, e.g. T("City", EQ, "Oslo")`)
 	}
+	if aerr := s.checkTags(ctx, app.ID, "request.filter_expression", req.FilterExpression); aerr != nil {
+		return nil, aerr
+	}
 	d := &schemas.SegmentDef{App: app.ID, Name: req.Name, Filter: req.FilterExpression, Updated: time.Now().UTC()}
 	sg, err := compileSegment(d)
 	if err != nil {
@@ -261,7 +287,7 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 // {{profile_name}} with a "|fallback". A future send time is kept by the
 // dispatcher stage's scheduler.
 func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
-	c, aerr := s.buildCampaign(app, req)
+	c, aerr := s.buildCampaign(ctx, app, req)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -274,7 +300,7 @@ func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, re
 
 // buildCampaign checks a createTargetedMessage or previewTargetedMessage
 // request and builds its campaign.
-func (s *Segmenter) buildCampaign(app *apps.App, req *apiRequest) (*schemas.Campaign, *apiError) {
+func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRequest) (*schemas.Campaign, *apiError) {
 	c := &schemas.Campaign{ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
 		Template: schemas.Template{Name: req.Template, Language: req.Language, Category: strings.ToUpper(req.Category)}}
 	switch {
@@ -352,7 +378,25 @@ func (s *Segmenter) buildCampaign(app *apps.App, req *apiRequest) (*schemas.Camp
 	if _, err := compileCampaign(app.ID, c); err != nil {
 		return nil, refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
 	}
+	if req.DevicesFilter != "" {
+		if aerr := s.checkTags(ctx, app.ID, "request.devices_filter", c.Filter); aerr != nil {
+			return nil, aerr
+		}
+	}
 	return c, nil
+}
+
+// checkTags compiles a filter against the app's tag registry, refusing one
+// that names a tag the app does not have or compares a tag with a value of
+// another type; 503 until the registry has been read.
+func (s *Segmenter) checkTags(ctx context.Context, app, field, src string) *apiError {
+	if !s.tagReg.wait(ctx) {
+		return refuse(http.StatusServiceUnavailable, "", "the tag registry is still loading: retry")
+	}
+	if _, err := CompileChecked(app, src, s.tagTypes(app)); err != nil {
+		return refuse(http.StatusBadRequest, field, "%v", err)
+	}
+	return nil
 }
 
 // previewWait bounds how long previewTargetedMessage waits for every
@@ -372,7 +416,7 @@ const previewWait = 15 * time.Second
 // dispatcher's tier counts (later issues) and are not in the answer yet.
 func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
 	req.CampaignID = ""
-	c, aerr := s.buildCampaign(app, req)
+	c, aerr := s.buildCampaign(ctx, app, req)
 	if aerr != nil {
 		return nil, aerr
 	}

@@ -132,8 +132,16 @@ func (e *FilterError) Error() string { return "column " + strconv.Itoa(e.Pos) + 
 // Compile compiles the filter src of a segment of app. A("app") of
 // another app is an error: a segment reads the profiles of its own app
 // only. Errors are *FilterError; Compile never panics.
-func Compile(app, src string) (*Filter, error) {
-	root, err := parse(app, src)
+//
+// Compile checks the types of default tags only; CompileChecked checks user
+// tags against the app's tag registry too.
+func Compile(app, src string) (*Filter, error) { return CompileChecked(app, src, nil) }
+
+// CompileChecked is Compile with the user tags' types from tags: a tag it
+// does not know is an error, and so is comparing a tag with a value of
+// another type. A nil tags checks nothing more than Compile.
+func CompileChecked(app, src string, tags TagTypes) (*Filter, error) {
+	root, err := parse(app, src, tags)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +339,10 @@ type cond struct {
 	evField evField
 	attr    string // evAttr: the attribute name
 	op      Op
-	vals    []literal
+	// utype is a user tag's type from the tag registry (CompileChecked),
+	// typeAny when unchecked.
+	utype fieldType
+	vals  []literal
 }
 
 func (c *cond) format(b *strings.Builder) {

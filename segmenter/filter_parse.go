@@ -296,7 +296,15 @@ type parser struct {
 	app  string
 	toks []token
 	i    int
+	// tags, when set, gives the type of a user tag of the app, and
+	// refuses unknown ones with a hint (the tag registry).
+	tags TagTypes
 }
+
+// TagTypes looks up the tags of an app for a filter's type checks: the
+// type of name, or ok false and a hint (a close known name) when the app
+// has no such tag.
+type TagTypes func(name string) (t fieldType, ok bool, hint string)
 
 func (p *parser) tok() token { return p.toks[p.i] }
 
@@ -315,7 +323,7 @@ func (p *parser) expect(k tokKind, what, where string) (token, *FilterError) {
 	return t, nil
 }
 
-func parse(app, src string) (*fnode, *FilterError) {
+func parse(app, src string, tags TagTypes) (*fnode, *FilterError) {
 	if len(src) > MaxFilterLen {
 		return nil, &FilterError{Pos: column(src, MaxFilterLen), Msg: fmt.Sprintf("filter is %d bytes long, at most %d are allowed", len(src), MaxFilterLen)}
 	}
@@ -331,7 +339,7 @@ func parse(app, src string) (*fnode, *FilterError) {
 		return nil, &FilterError{Pos: column(src, off), Msg: "invalid UTF-8"}
 	}
 	l := &lexer{src: src}
-	p := &parser{src: src, app: app}
+	p := &parser{src: src, app: app, tags: tags}
 	for {
 		t, err := l.next()
 		if err != nil {
@@ -471,6 +479,13 @@ func (p *parser) tagCond() (*fnode, *FilterError) {
 		return nil, err
 	}
 	c := &cond{kind: condTag, name: name.text, field: fieldOf(name.text)}
+	if c.field == fieldNone && p.tags != nil {
+		t, ok, hint := p.tags(name.text)
+		if !ok {
+			return nil, p.errAt(name, "unknown tag %s: no profile of the app has it and it was not declared with addTag%s", quoteFilter(clip(name.text)), hint)
+		}
+		c.utype = t
+	}
 	return p.opAndValues(c, "tag "+quoteFilter(clip(name.text)))
 }
 
@@ -707,6 +722,7 @@ func (p *parser) check(c *cond, what string, opTok token, vals []token) *FilterE
 	var want fieldType
 	switch c.kind {
 	case condTag:
+		want = c.utype
 		if c.field != fieldNone {
 			want = fields[c.field].typ
 		}

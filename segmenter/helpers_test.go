@@ -24,6 +24,7 @@ type testSegmenter struct {
 	reg       *prometheus.Registry
 	tags      []*schemas.ProfileTags // of the last process call
 	changelog []*Profile             // of the last process call
+	tagDefs   []*schemas.TagDef      // of the last process call
 }
 
 // newTest builds a Segmenter without Kafka, on a fixed clock.
@@ -49,7 +50,15 @@ func (s *testSegmenter) process(t testing.TB, recs ...*kgo.Record) []*kgo.Record
 	if err != nil {
 		t.Fatalf("Process: %v", err)
 	}
-	s.tags, s.changelog = nil, nil
+	s.tags, s.changelog, s.tagDefs = nil, nil, nil
+	for len(out) > 0 && out[len(out)-1].Topic == schemas.TopicTagDefs {
+		d, err := schemas.DecodeTagDef(out[len(out)-1].Value)
+		if err != nil || string(d.Key()) != string(out[len(out)-1].Key) {
+			t.Fatalf("tag registry record %s does not decode or is keyed %q: %v", out[len(out)-1].Value, out[len(out)-1].Key, err)
+		}
+		s.tagDefs = append([]*schemas.TagDef{d}, s.tagDefs...)
+		out = out[:len(out)-1]
+	}
 	keys := make(map[string]bool)
 	first := len(out)
 	for i, r := range out {
@@ -201,6 +210,10 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 		case schemas.TopicTags:
 			if _, err := schemas.DecodeProfileTags(r.Value); err != nil {
 				t.Fatalf("output tags record does not decode: %v", err)
+			}
+		case schemas.TopicTagDefs:
+			if _, err := schemas.DecodeTagDef(r.Value); err != nil {
+				t.Fatalf("output tag registry record does not decode: %v", err)
 			}
 		case schemas.TopicDeadLetter:
 			dl, err := schemas.DecodeDeadLetter(r.Value)

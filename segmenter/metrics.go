@@ -25,6 +25,7 @@ type metrics struct {
 	deadLetters      prometheus.Counter
 	ignoredTags      prometheus.Counter
 	tagRecords       prometheus.Counter
+	tagDefs          prometheus.Counter
 	changelogRecords prometheus.Counter
 	restoredProfiles prometheus.Counter
 	restoreDuration  prometheus.Histogram
@@ -92,6 +93,10 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Help:    "Time to restore the profiles of newly assigned partitions from the changelog, before processing them.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 		}),
+		tagDefs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_tag_definitions_total",
+			Help: "Tag registry records written for tag names (or value types) new to the registry.",
+		}),
 		segmentEvals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_segment_evaluations_total",
 			Help: "Segment filters evaluated on a profile change (only segments that read a changed field are).",
@@ -134,7 +139,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

@@ -129,6 +129,7 @@
 //
 //	herald_segmenter_events_total{kind}               events applied, by kind
 //	herald_segmenter_duplicate_events_total           events skipped as already applied
+//	herald_segmenter_tag_definitions_total            tag registry records written (tag names or value types new to the registry)
 //	herald_segmenter_dispatch_requests_total{source}  dispatch requests produced (source: keyword)
 //	herald_segmenter_keyword_matches_total{mode}      inbound texts a rule fired for: first_word, exact, pattern, any, builtin
 //	herald_segmenter_keyword_actions_total{action}    keyword actions: template, text (replies), set_tags, opt_out, opt_in (profile)
@@ -189,7 +190,11 @@ type Segmenter struct {
 	mu    sync.Mutex
 	cache *fastcache.Cache
 	segs  *segments
-	keys  *keyIndex
+	// tagReg is the tag registry (TopicTagDefs); seenDefs are the
+	// registry records of the current batch, produced at its end.
+	tagReg   *tagRegistry
+	seenDefs []*kgo.Record
+	keys     *keyIndex
 	// hot are decoded profiles by key, each the same as the cache holds
 	// (save puts them here; a failed change is reverted). Cleared on
 	// restore and when full (hotMax).
@@ -268,6 +273,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	return &Segmenter{
 		changedAt: make(map[string]int),
 		segs:      newSegments(),
+		tagReg:    newTagRegistry(),
 		keys:      newKeyIndex(),
 		hot:       make(map[string]*Profile),
 		closing:   make(chan struct{}),
@@ -297,12 +303,16 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	var feed sync.WaitGroup
 	defer func() { stopFeed(); feed.Wait() }()
-	ready := make(chan struct{})
+	ready, tagsReady := make(chan struct{}), make(chan struct{})
 	feed.Go(func() { s.runSegmentsFeed(feedCtx, ready) })
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil
+	// The tag registry too, so that tags it holds are not written again.
+	feed.Go(func() { s.runTagsFeed(feedCtx, tagsReady) })
+	for _, c := range []chan struct{}{ready, tagsReady} {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	return kafka.Run(ctx, s.cl, s.log, s.handle)
@@ -411,7 +421,8 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 
 // appendChanges appends, per profile the batch changed, its changelog
 // record (TopicProfiles, to the partition of its events) and, when its tags
-// changed, its TopicTags record; then forgets them.
+// changed, its TopicTags record, then the batch's tag registry records;
+// then forgets them.
 func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 	for _, c := range s.changed {
 		out = append(out, &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc})
@@ -428,6 +439,9 @@ func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 		n++
 	}
 	s.m.tagRecords.Add(float64(n))
+	out = append(out, s.seenDefs...)
+	clear(s.seenDefs)
+	s.seenDefs = s.seenDefs[:0]
 	clear(s.changed)
 	s.changed = s.changed[:0]
 	clear(s.changedAt)
@@ -479,6 +493,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 			s.keys.add(rec.Partition, key)
 		}
 		s.m.events[e.Kind].Inc()
+		if len(e.Tags) > 0 {
+			s.seenDefs = s.appendSeen(s.seenDefs, e, p, now)
+		}
 		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before
 		s.noteChanged(key, rec.Partition, e, p, tags)
 	}
