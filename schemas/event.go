@@ -39,10 +39,17 @@ const (
 	// matching users of its profiles. The segment API writes one record per
 	// partition of TopicEvents, keyed CampaignKey, partition set explicitly.
 	KindCampaign EventKind = "campaign"
+	// KindSweep is one partition's share of a re-evaluation of saved
+	// segments over every profile (Sweep): after a segment is saved or
+	// deleted (the segment API writes one per partition, keyed SweepKey),
+	// and periodically for segments whose filters read the clock ("last
+	// seen more than 30 days ago" changes without any event; each
+	// segmenter writes them for the partitions it owns).
+	KindSweep EventKind = "sweep"
 )
 
 // Kinds lists every EventKind.
-var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign}
+var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign, KindSweep}
 
 // Default event names, as Pushwoosh names them.
 const (
@@ -157,7 +164,23 @@ type Event struct {
 	Status   *Status         `json:"status,omitempty"`
 	Template *TemplateUpdate `json:"template,omitempty"`
 	Campaign *Campaign       `json:"campaign,omitempty"`
+	Sweep    *Sweep          `json:"sweep,omitempty"`
 }
+
+// Sweep is a KindSweep event's re-evaluation.
+type Sweep struct {
+	// Segment names the saved segment to evaluate on every profile;
+	// empty: every segment of the app whose filter reads the clock.
+	Segment string `json:"segment,omitempty"`
+	// Filter is the segment's filter as saved, so that a segmenter that
+	// has not read the definition from TopicSegments yet evaluates the
+	// right one; empty with Segment set: the segment was deleted, and the
+	// profiles drop its membership (without exit events).
+	Filter string `json:"filter,omitempty"`
+}
+
+// SweepKey is the record key of a KindSweep event.
+func SweepKey(app, segment string) []byte { return []byte(app + keySep + "sweep:" + segment) }
 
 // Campaign is a targeted WhatsApp template campaign (Pushwoosh
 // createTargetedMessage): a template to the users a filter selects.
@@ -322,6 +345,11 @@ func (e *Event) Validate() error {
 			return invalid("event: template.field and template.name or template.template_id are required for kind template")
 		}
 		return nil
+	case e.Kind == KindSweep:
+		if e.Sweep == nil {
+			return invalid("event: sweep is required for kind sweep")
+		}
+		return nil
 	case e.Kind == KindCampaign:
 		if c := e.Campaign; c == nil || c.ID == "" || c.Filter == "" || c.Sender == "" || c.Template.Name == "" || c.Template.Language == "" {
 			return invalid("event: campaign.id, filter, sender, template.name and template.language are required for kind campaign")
@@ -366,6 +394,9 @@ func (e *Event) Validate() error {
 func (e *Event) Key() []byte {
 	if e.Kind == KindCampaign && e.Campaign != nil {
 		return CampaignKey(e.App, e.Campaign.ID)
+	}
+	if e.Kind == KindSweep && e.Sweep != nil {
+		return SweepKey(e.App, e.Sweep.Segment)
 	}
 	if e.Kind == KindTemplate && e.Template != nil {
 		id := e.Template.Name

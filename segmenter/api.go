@@ -3,6 +3,7 @@ package segmenter
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -221,6 +222,9 @@ func (s *Segmenter) createFilter(ctx context.Context, app *apps.App, req *apiReq
 		return nil, aerr
 	}
 	s.segs.put(sg)
+	if aerr := s.sweepSegment(ctx, d.App, d.Name, d.Filter, d.Updated); aerr != nil {
+		return nil, aerr
+	}
 	return map[string]string{"name": d.Name}, nil
 }
 
@@ -251,7 +255,29 @@ func (s *Segmenter) deleteFilter(ctx context.Context, app *apps.App, req *apiReq
 		return nil, aerr
 	}
 	s.segs.remove(app.ID, req.Name)
+	if aerr := s.sweepSegment(ctx, app.ID, req.Name, "", time.Now().UTC()); aerr != nil {
+		return nil, aerr
+	}
 	return map[string]string{"name": req.Name}, nil
+}
+
+// sweepSegment writes a sweep of the segment app/name to every partition:
+// its owner evaluates filter (empty: the segment was deleted) over its
+// profiles, so the segment's members are the profiles that match now, not
+// only those with a later event. The sweep id is derived from the
+// definition, so a retried call sweeps once more to the same effect.
+func (s *Segmenter) sweepSegment(ctx context.Context, app, name, filter string, saved time.Time) *apiError {
+	sum := sha256.Sum256([]byte(app + "|" + name + "|" + filter + "|" + saved.Format(time.RFC3339Nano)))
+	id := "sweep-" + hex.EncodeToString(sum[:12])
+	_, aerr := s.produceEveryPartition(ctx, func(p int32, now time.Time) *schemas.Event {
+		return &schemas.Event{ID: id + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindSweep, Name: "PW_SegmentSweep",
+			Time: now, Received: now, Sweep: &schemas.Sweep{Segment: name, Filter: filter}}
+	})
+	if aerr != nil {
+		s.log.Warn("kafka did not acknowledge a segment sweep", "app", app, "segment", name, "err", aerr.msg)
+		aerr.msg = "the segment is saved, but Kafka did not acknowledge the evaluation of its existing members: save it again"
+	}
+	return aerr
 }
 
 // produceSegment writes a definition or tombstone and waits for Kafka.
@@ -507,9 +533,23 @@ func variables(field string, m map[string]string, first int) ([]string, *apiErro
 // produceCampaign writes one KindCampaign event per partition of
 // TopicEvents and returns how many.
 func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.Campaign) (int, *apiError) {
+	n, aerr := s.produceEveryPartition(ctx, func(p int32, now time.Time) *schemas.Event {
+		return &schemas.Event{ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
+			Time: now, Received: now, Campaign: c}
+	})
+	if aerr != nil {
+		s.log.Warn("kafka did not acknowledge a campaign", "campaign", c.ID, "err", aerr.msg)
+		aerr.msg = "kafka did not acknowledge the campaign: retry with the same campaign_id"
+	}
+	return n, aerr
+}
+
+// produceEveryPartition writes the event build makes for each partition of
+// TopicEvents to that partition, and returns how many it wrote.
+func (s *Segmenter) produceEveryPartition(ctx context.Context, build func(p int32, now time.Time) *schemas.Event) (int, *apiError) {
 	cl, err := s.campaignClient()
 	if err != nil {
-		s.log.Error("creating the campaign producer", "err", err)
+		s.log.Error("creating the partition producer", "err", err)
 		return 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -519,15 +559,14 @@ func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.
 		err = tds.Error()
 	}
 	if err != nil {
-		s.log.Warn("listing the events topic for a campaign", "err", err)
+		s.log.Warn("listing the events topic", "err", err)
 		return 0, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
 	}
 	parts := tds[schemas.TopicEvents].Partitions.Numbers()
 	now := time.Now().UTC()
 	recs := make([]*kgo.Record, 0, len(parts))
 	for _, p := range parts {
-		e := &schemas.Event{ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
-			Time: now, Received: now, Campaign: c}
+		e := build(p, now)
 		b, err := e.Marshal()
 		if err != nil {
 			return 0, refuse(http.StatusInternalServerError, "", "internal error")
@@ -535,8 +574,7 @@ func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Partition: p, Key: e.Key(), Value: b})
 	}
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		s.log.Warn("kafka did not acknowledge a campaign", "campaign", c.ID, "err", err)
-		return 0, refuse(http.StatusServiceUnavailable, "", "kafka did not acknowledge the campaign: retry with the same campaign_id")
+		return 0, refuse(http.StatusServiceUnavailable, "", "%v", err)
 	}
 	return len(recs), nil
 }

@@ -137,7 +137,15 @@ type Config struct {
 	// Limits are the per-user frequency cap and quiet hours that campaigns
 	// respect (keyword replies, which the user asked for, do not count).
 	Limits Limits `yaml:"limits"`
+	// SweepInterval is how often the segments whose filters read the clock
+	// (relative times: "last seen more than 30 days ago") are re-evaluated
+	// over every profile of the partitions this member owns: membership
+	// changes without any event of the user. Default 1m; negative: never.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
+
+// DefaultSweepInterval is Config.SweepInterval's default.
+const DefaultSweepInterval = time.Minute
 
 // Limits protect users from too many messages. The zero value limits
 // nothing.
@@ -269,6 +277,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Limits.validate(); err != nil {
 		return fmt.Errorf("segmenter: %w", err)
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
 	}
 	if c.Keywords == nil {
 		c.Keywords = DefaultKeywords()

@@ -31,6 +31,7 @@ func TestConfigYAML(t *testing.T) {
 group: g1
 cache_bytes: 67108864
 dispatch_ttl: 2h
+sweep_interval: 5m
 keywords:
   - app: shop
     keyword: promo
@@ -49,7 +50,7 @@ keywords:
 		t.Fatal(err)
 	}
 	want := Config{
-		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour,
+		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute,
 		Limits: Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
 		Keywords: []KeywordRule{
 			{App: "shop", Mode: ModeFirstWord, Keyword: "promo", Template: "promo_offer", Language: "en_US", Category: "MARKETING", BodyParams: []string{"{{profile_name|there}}"}},

@@ -41,9 +41,12 @@
 // profile and of its changelog) and a PW_SegmentEntered or
 // PW_SegmentExited event (attribute "segment") is produced on TopicEvents
 // for the user, with an id derived from the causing event, the segment and
-// the direction. A new or changed segment applies to a profile from its
-// next change on; filters with relative times ("-30d") are not yet
-// re-evaluated as time passes without events (Filter.UsesNow tells which).
+// the direction. Where no event of the user comes, sweeps (sweep.go)
+// re-evaluate segments over every profile of a partition: the segment API
+// writes one per partition when a segment is saved (its existing members
+// enter) or deleted (membership dropped), and each member writes one per
+// owned partition every Config.SweepInterval for segments with relative
+// times ("-30d", Filter.UsesNow), whose membership changes as time passes.
 //
 // # Campaigns
 //
@@ -190,6 +193,7 @@ type Segmenter struct {
 	mu    sync.Mutex
 	cache *fastcache.Cache
 	segs  *segments
+	owned ownedParts
 	// tagReg is the tag registry (TopicTagDefs); seenDefs are the
 	// registry records of the current batch, produced at its end.
 	tagReg   *tagRegistry
@@ -241,7 +245,12 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Regist
 	}
 	s.kcfg = kcfg
 	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
-	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned))
+	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			kafka.CommitOnRevoke(ctx, cl, revoked)
+			s.onLost(ctx, cl, revoked)
+		}),
+		kgo.OnPartitionsLost(s.onLost))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		s.Close()
@@ -314,6 +323,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+	feed.Go(func() { s.runSweeps(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	return kafka.Run(ctx, s.cl, s.log, s.handle)
 }
@@ -455,6 +465,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	}
 	if e.Kind == schemas.KindCampaign {
 		return s.runCampaign(out, rec, e, now)
+	}
+	if e.Kind == schemas.KindSweep {
+		return s.runSweep(out, rec, e, now)
 	}
 	if e.Kind == schemas.KindTemplate {
 		// A template change concerns no user; the dispatcher's template

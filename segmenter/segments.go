@@ -2,8 +2,6 @@ package segmenter
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -203,20 +201,16 @@ func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile
 			continue
 		}
 		p.setIn(sg.id, member)
+		r, err := segmentEvent(e.ID, e, sg.name, member, now)
+		if err != nil { // cannot happen: plain fields
+			continue
+		}
 		name := schemas.EventSegmentExited
 		if member {
 			name = schemas.EventSegmentEntered
 		}
-		sum := sha256.Sum256([]byte("seg|" + e.ID + "|" + sg.name + "|" + name))
-		ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: e.App, Kind: schemas.KindEvent, Name: name,
-			Time: now, Received: now, HWID: e.HWID, UserID: e.UserID, AnonymousID: e.AnonymousID,
-			Attributes: map[string]any{"segment": sg.name}}
-		b, err := ev.Marshal()
-		if err != nil { // cannot happen: plain fields
-			continue
-		}
 		s.m.segmentChanges.WithLabelValues(name).Inc()
-		out = append(out, &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: b})
+		out = append(out, r)
 	}
 	return out
 }

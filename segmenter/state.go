@@ -61,6 +61,7 @@ func (s *Segmenter) onAssigned(ctx context.Context, cl *kgo.Client, assigned map
 	if len(parts) == 0 {
 		return
 	}
+	s.owned.set(parts, true)
 	// Decoded copies may predate what the changelog restores.
 	s.mu.Lock()
 	clear(s.hot)

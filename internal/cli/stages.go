@@ -236,16 +236,20 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newStageFlags("segmenter", stderr)
-	addr := f.String("http.addr", "", "address of the segment API (createFilter, listFilters, deleteFilter); empty: not served")
+	addr := f.String("http.addr", "", "address of the segment API (createFilter, listFilters, deleteFilter, addTag, listTags, deleteTag, createTargetedMessage, previewTargetedMessage); empty: not served")
 	appsFile := f.String("apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
 	keywords := f.String("segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	var scfg segmenter.Config
 	limitFlags(f.FlagSet, &scfg.Limits)
+	f.DurationVar(&scfg.SweepInterval, "segmenter.sweep-interval", segmenter.DefaultSweepInterval, "how often segments with relative times (\"-30d\") are re-evaluated over every profile; 0: never")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer r.close()
+	if scfg.SweepInterval == 0 {
+		scfg.SweepInterval = -1 // the flag's 0 is "never", the config's is the default
+	}
 	if *keywords != "" {
 		if scfg.Keywords, err = loadKeywords(*keywords); err != nil {
 			return err

@@ -36,14 +36,16 @@ func (c *Config) ConsumerOpts(group string, topics ...string) []kgo.Opt {
 		kgo.AutoCommitInterval(interval),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(250 * time.Millisecond),
-		kgo.OnPartitionsRevoked(commitOnRevoke),
+		kgo.OnPartitionsRevoked(CommitOnRevoke),
 	}
 }
 
-// commitOnRevoke commits what was processed before partitions move away.
-// With BlockRebalanceOnPoll the loop is not inside a batch when this runs, so
-// every marked (fully processed) record is committed and nothing half-done is.
-func commitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+// CommitOnRevoke commits what was processed before partitions move away:
+// the OnPartitionsRevoked of ConsumerOpts, for a stage that sets its own
+// to call. With BlockRebalanceOnPoll the loop is not inside a batch when
+// this runs, so every marked (fully processed) record is committed and
+// nothing half-done is.
+func CommitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
 	// An error here only means the next owner reprocesses a few records,
 	// which every stage tolerates; the client logs it.
 	_ = cl.CommitMarkedOffsets(ctx)
