@@ -205,6 +205,21 @@ type Campaign struct {
 	// Preview counts the audience instead of sending: each partition's
 	// owner writes a CampaignPreview to TopicPreviews.
 	Preview bool `json:"preview,omitempty"`
+	// FrequencyCap, when set, skips the users who got Max campaign
+	// messages (any campaign, any category) in the PeriodSeconds before
+	// this one's send time; the segmenter's global marketing cap applies
+	// too.
+	FrequencyCap *FrequencyCap `json:"frequency_cap,omitempty"`
+}
+
+// MaxFrequencyCap is the largest FrequencyCap.Max: the segmenter
+// remembers the latest 32 campaign messages of each user.
+const MaxFrequencyCap = 32
+
+// FrequencyCap is a campaign's own per-user cap.
+type FrequencyCap struct {
+	Max           int   `json:"max"`
+	PeriodSeconds int64 `json:"period_seconds"`
 }
 
 // CampaignKey is the record key of a KindCampaign event.
@@ -353,6 +368,9 @@ func (e *Event) Validate() error {
 	case e.Kind == KindCampaign:
 		if c := e.Campaign; c == nil || c.ID == "" || c.Filter == "" || c.Sender == "" || c.Template.Name == "" || c.Template.Language == "" {
 			return invalid("event: campaign.id, filter, sender, template.name and template.language are required for kind campaign")
+		}
+		if fc := e.Campaign.FrequencyCap; fc != nil && (fc.Max < 1 || fc.Max > MaxFrequencyCap || fc.PeriodSeconds < 1) {
+			return invalid("event: campaign.frequency_cap needs max 1 to %d and a positive period_seconds", MaxFrequencyCap)
 		}
 		return nil
 	case e.HWID == "" && e.UserID == "" && e.AnonymousID == "":

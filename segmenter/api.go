@@ -99,6 +99,10 @@ type apiRequest struct {
 	ButtonURLVariables   map[string]string `json:"button_url_variables"`
 	SendDate             string            `json:"send_date"`
 	UseRecipientTimezone bool              `json:"use_recipient_timezone"`
+	FrequencyCap         *struct {
+		Max    int    `json:"max"`
+		Period string `json:"period"`
+	} `json:"frequency_cap"`
 	CampaignID           string            `json:"campaign_id"`
 	// addTag, deleteTag
 	Tag *apiTag `json:"tag"`
@@ -302,6 +306,7 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 //	  "content_variables":{"1":"{{tag:Name|there}}"},"header_variables":{"1":"..."},"button_url_variables":{"0":"..."},
 //	  "send_date":"now",                  // or "YYYY-MM-DD HH:mm" UTC
 //	  "use_recipient_timezone":false,     // true: send_date's time in each user's timezone
+//	  "frequency_cap":{"max":2,"period":"7d"},  // optional: skip users who got 2 campaign messages in the 7 days before
 //	  "campaign_id":"optional-own-id"}}   // a retry with the same id sends nothing new
 //	-> {"campaign":"<id>","partitions":8}
 //
@@ -394,6 +399,16 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 			c.SendAt = time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 		}
 	}
+	if fc := req.FrequencyCap; fc != nil {
+		if fc.Max < 1 || fc.Max > schemas.MaxFrequencyCap {
+			return nil, refuse(http.StatusBadRequest, "request.frequency_cap.max", "is %d: give 1 to %d messages", fc.Max, schemas.MaxFrequencyCap)
+		}
+		period, ok := parsePeriod(fc.Period)
+		if !ok {
+			return nil, refuse(http.StatusBadRequest, "request.frequency_cap.period", `%q is not a period such as "7d", "2w" or "36h"`, fc.Period)
+		}
+		c.FrequencyCap = &schemas.FrequencyCap{Max: fc.Max, PeriodSeconds: int64(period / time.Second)}
+	}
 	if c.ID == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
@@ -423,6 +438,24 @@ func (s *Segmenter) checkTags(ctx context.Context, app, field, src string) *apiE
 		return refuse(http.StatusBadRequest, field, "%v", err)
 	}
 	return nil
+}
+
+// parsePeriod parses a positive period: a whole number of days ("7d") or
+// weeks ("2w"), or a Go duration of at least a second ("36h", "90m").
+func parsePeriod(s string) (time.Duration, bool) {
+	if n := len(s); n > 1 && (s[n-1] == 'd' || s[n-1] == 'w') {
+		v, err := strconv.Atoi(s[:n-1])
+		if err != nil || v < 1 || v > 3660 {
+			return 0, false
+		}
+		unit := 24 * time.Hour
+		if s[n-1] == 'w' {
+			unit *= 7
+		}
+		return time.Duration(v) * unit, true
+	}
+	d, err := time.ParseDuration(s)
+	return d, err == nil && d >= time.Second
 }
 
 // previewWait bounds how long previewTargetedMessage waits for every

@@ -21,6 +21,7 @@ const (
 	skipUnregistered = "unregistered"
 	skipEvicted      = "evicted"
 	skipFrequencyCap = "frequency_cap"
+	skipCampaignCap  = "campaign_cap" // the campaign's own Campaign.FrequencyCap
 	skipQuietHours   = "quiet_hours"
 )
 
@@ -232,7 +233,7 @@ func countPreview(pv *schemas.CampaignPreview, d *schemas.DispatchRequest, skip 
 		pv.Unregistered++
 	case skipEmptyParam:
 		pv.EmptyParam++
-	case skipFrequencyCap:
+	case skipFrequencyCap, skipCampaignCap:
 		pv.FrequencyCap++
 	case skipQuietHours:
 		pv.QuietHours++
@@ -254,8 +255,9 @@ func identity(app string, id []byte) *schemas.Event {
 	return e
 }
 
-// limit applies the quiet hours and the frequency cap (Config.Limits) to
-// d, a campaign message for p. It returns the skip reason, whether d was
+// limit applies the quiet hours and the frequency caps (Config.Limits,
+// and the campaign's own Campaign.FrequencyCap) to d, a campaign message for
+// p. It returns the skip reason, whether d was
 // deferred to the end of the quiet hours, and whether the send was counted
 // in p (record set and not counted before: p then needs saving). A re-run
 // of a campaign that counted p already sends again (same id) without
@@ -283,7 +285,10 @@ func (s *Segmenter) limit(cc *compiledCampaign, d *schemas.DispatchRequest, p *P
 			d.SendAt, d.Deadline = end, end.Add(campaignValidity)
 		}
 	}
-	if d.Template.Category != CategoryMarketing || l.MaxMarketing == 0 {
+	marketing := d.Template.Category == CategoryMarketing
+	global := marketing && l.MaxMarketing > 0
+	own := cc.c.FrequencyCap
+	if !global && own == nil {
 		// Without a cap nothing is counted (nor written to the changelog):
 		// a cap set later counts from then on.
 		return "", deferred, false
@@ -292,11 +297,14 @@ func (s *Segmenter) limit(cc *compiledCampaign, d *schemas.DispatchRequest, p *P
 	if _, ok := p.sentFor(h); ok {
 		return "", deferred, false
 	}
-	if l.MaxMarketing > 0 && p.sentSince(at.Add(-l.MarketingWindow)) >= l.MaxMarketing {
+	if global && p.sentSince(at.Add(-l.MarketingWindow), true) >= l.MaxMarketing {
 		return skipFrequencyCap, false, false
 	}
+	if own != nil && p.sentSince(at.Add(-time.Duration(own.PeriodSeconds)*time.Second), false) >= own.Max {
+		return skipCampaignCap, false, false
+	}
 	if record {
-		p.addSend(at, h)
+		p.addSend(at, h, marketing)
 		return "", deferred, true
 	}
 	return "", deferred, false

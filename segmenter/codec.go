@@ -29,11 +29,15 @@ import (
 //	(v3)     string email, uvarint push token count + strings, string app
 //	         version, time first install, uvarint segment count + 8 bytes
 //	         per segment id (sorted), uvarint campaign send count + per
-//	         send time and 8-byte campaign hash
+//	         send time and 8-byte campaign hash and (v4) a flags byte
+//	         (1: marketing; v3 sends were all marketing)
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
-const profileVersion = 3
+const profileVersion = 4
+
+// sendMarketing flags a MARKETING campaign send (v4).
+const sendMarketing = 1
 
 const (
 	flagRegistered = 1 << iota
@@ -116,6 +120,11 @@ func appendProfile(b []byte, p *Profile) []byte {
 	for _, m := range p.sends {
 		b = appendTime(b, m.at)
 		b = binary.LittleEndian.AppendUint64(b, m.campaign)
+		var f byte
+		if m.marketing {
+			f = sendMarketing
+		}
+		b = append(b, f)
 	}
 	return b
 }
@@ -346,7 +355,10 @@ func decodeProfile(b []byte) (*Profile, error) {
 		if n := d.count("send count", 9); n > 0 {
 			p.sends = make([]sentMark, n)
 			for i := range p.sends {
-				p.sends[i] = sentMark{at: d.time("send time"), campaign: d.uint64("send campaign")}
+				p.sends[i] = sentMark{at: d.time("send time"), campaign: d.uint64("send campaign"), marketing: true}
+				if version >= 4 {
+					p.sends[i].marketing = d.byte("send flags")&sendMarketing != 0
+				}
 			}
 		}
 	}

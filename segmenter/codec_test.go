@@ -80,7 +80,7 @@ func TestProfileCodecCorrupt(t *testing.T) {
 	}
 	for _, bad := range [][]byte{
 		append(append([]byte{}, b...), 0),                                  // trailing byte
-		append([]byte{4}, b[1:]...),                                        // unknown version
+		append([]byte{profileVersion + 1}, b[1:]...),                       // unknown version
 		{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, // huge tag count
 	} {
 		if _, err := decodeProfile(bad); err == nil {

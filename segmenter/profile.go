@@ -77,11 +77,13 @@ type Profile struct {
 	src srcPos
 }
 
-// sentMark is one campaign message to the user: when it is sent and which
-// campaign (idHash of its id).
+// sentMark is one campaign message to the user: when it is sent, which
+// campaign (idHash of its id), and whether it was MARKETING (what the
+// global cap counts; a campaign's own cap counts every send).
 type sentMark struct {
-	at       time.Time
-	campaign uint64
+	at        time.Time
+	campaign  uint64
+	marketing bool
 }
 
 // maxSends bounds Profile.sends.
@@ -98,11 +100,12 @@ func (p *Profile) sentFor(campaign uint64) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// sentSince counts the messages sent at or after since.
-func (p *Profile) sentSince(since time.Time) int {
+// sentSince counts the messages sent at or after since, only MARKETING
+// ones when marketing is set.
+func (p *Profile) sentSince(since time.Time, marketing bool) int {
 	n := 0
 	for _, m := range p.sends {
-		if !m.at.Before(since) {
+		if !m.at.Before(since) && (m.marketing || !marketing) {
 			n++
 		}
 	}
@@ -111,11 +114,11 @@ func (p *Profile) sentSince(since time.Time) int {
 
 // addSend records a campaign message at at, dropping the oldest past
 // maxSends.
-func (p *Profile) addSend(at time.Time, campaign uint64) {
+func (p *Profile) addSend(at time.Time, campaign uint64, marketing bool) {
 	if len(p.sends) >= maxSends {
 		p.sends = slices.Delete(p.sends, 0, len(p.sends)-maxSends+1)
 	}
-	p.sends = append(p.sends, sentMark{at: at.UTC().Truncate(time.Microsecond), campaign: campaign})
+	p.sends = append(p.sends, sentMark{at: at.UTC().Truncate(time.Microsecond), campaign: campaign, marketing: marketing})
 }
 
 // srcPos is a position in TopicEvents: the records of partition before
