@@ -103,7 +103,7 @@ type apiRequest struct {
 		Max    int    `json:"max"`
 		Period string `json:"period"`
 	} `json:"frequency_cap"`
-	CampaignID           string            `json:"campaign_id"`
+	CampaignID string `json:"campaign_id"`
 	// addTag, deleteTag
 	Tag *apiTag `json:"tag"`
 }
