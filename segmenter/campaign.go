@@ -148,17 +148,9 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 	if cc.c.Preview {
 		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, ByCountry: map[string]int{}, Time: now}
 	}
-	for _, key := range s.keys.keys(rec.Partition) {
-		if !bytes.HasPrefix(key, prefix) || bytes.HasPrefix(key[len(prefix):], []byte("campaign:")) {
-			continue
-		}
-		p, ok := s.lookup(key)
-		if !ok {
-			skipped[skipEvicted]++
-			continue
-		}
+	missing, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
 		if !cc.f.Match(p, now) {
-			continue
+			return
 		}
 		d, skip := s.campaignRequest(cc, e, key[len(prefix):], p, now)
 		var deferred, counted bool
@@ -173,11 +165,11 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			if deferred {
 				pv.Deferred++
 			}
-			continue
+			return
 		}
 		if d == nil {
 			skipped[skip]++
-			continue
+			return
 		}
 		if counted {
 			// The send is part of the profile (the cap counts it): saved
@@ -185,17 +177,24 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			if err := s.save(key, p); err != nil {
 				s.revert(key, p)
 				skipped[skipProfileFull]++
-				continue
+				return
 			}
 			s.noteChanged(key, rec.Partition, identity(e.App, key[len(prefix):]), p, false)
 		}
 		b, err := d.Marshal()
 		if err != nil {
 			skipped["encoding"]++
-			continue
+			return
 		}
 		out = append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 		sent++
+	})
+	if err != nil {
+		s.coldErr = fmt.Errorf("campaign %s: %w", cc.c.ID, err)
+		return out
+	}
+	if missing > 0 {
+		skipped[skipEvicted] += missing
 	}
 	if pv != nil {
 		b, err := pv.Marshal()

@@ -26,6 +26,8 @@ type metrics struct {
 	ignoredTags      prometheus.Counter
 	tagRecords       prometheus.Counter
 	tagDefs          prometheus.Counter
+	coldLoads        prometheus.Counter
+	coldErrors       prometheus.Counter
 	changelogRecords prometheus.Counter
 	restoredProfiles prometheus.Counter
 	restoreDuration  prometheus.Histogram
@@ -93,6 +95,14 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Help:    "Time to restore the profiles of newly assigned partitions from the changelog, before processing them.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 		}),
+		coldLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_cold_loads_total",
+			Help: "Profiles evicted from the cache and read back from the changelog.",
+		}),
+		coldErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_cold_read_errors_total",
+			Help: "Failed reads of evicted profiles from the changelog (each is retried).",
+		}),
 		tagDefs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_tag_definitions_total",
 			Help: "Tag registry records written for tag names (or value types) new to the registry.",
@@ -139,7 +149,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

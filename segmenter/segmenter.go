@@ -115,11 +115,13 @@
 //
 // # Known limits
 //
-//   - The cache must hold the profiles of every partition a member owns:
-//     fastcache evicts the oldest entries when full, and an evicted
-//     profile starts empty on its next event (and is written so to the
-//     changelog). Size Config.CacheBytes for the profiles (about 2x their
-//     encoded size; herald_segmenter_profiles counts them).
+//   - fastcache is a cache: when full it overwrites its oldest entries,
+//     live or not. An evicted profile is read back from its latest
+//     changelog record, whose offset the key index keeps (cold.go): one
+//     fetch per event of a cold user, one sequential read per partition for
+//     a campaign or sweep. Size Config.CacheBytes for the hot profiles
+//     (herald_segmenter_profiles counts the cached ones,
+//     herald_segmenter_cold_loads_total the reads back).
 //   - Profiles of partitions that moved to another member stay in the cache
 //     until evicted or overwritten by the next restore of that partition.
 //   - Outputs and the changelog are produced together but not in a Kafka
@@ -132,6 +134,8 @@
 //
 //	herald_segmenter_events_total{kind}               events applied, by kind
 //	herald_segmenter_duplicate_events_total           events skipped as already applied
+//	herald_segmenter_cold_loads_total                 evicted profiles read back from the changelog
+//	herald_segmenter_cold_read_errors_total           failed changelog reads of evicted profiles (retried)
 //	herald_segmenter_tag_definitions_total            tag registry records written (tag names or value types new to the registry)
 //	herald_segmenter_dispatch_requests_total{source}  dispatch requests produced (source: keyword)
 //	herald_segmenter_keyword_matches_total{mode}      inbound texts a rule fired for: first_word, exact, pattern, any, builtin
@@ -199,6 +203,12 @@ type Segmenter struct {
 	tagReg   *tagRegistry
 	seenDefs []*kgo.Record
 	keys     *keyIndex
+	cold     coldReader
+	// batchCtx is the context of the batch Process runs; coldErr, when
+	// set, is why the batch cannot complete (an evicted profile could not
+	// be read back).
+	batchCtx context.Context
+	coldErr  error
 	// hot are decoded profiles by key, each the same as the cache holds
 	// (save puts them here; a failed change is reverted). Cleared on
 	// restore and when full (hotMax).
@@ -341,6 +351,13 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := kafka.ProduceAll(ctx, s.cl, out); err != nil {
 		return fmt.Errorf("producing %d records: %w", len(out), err)
 	}
+	// Where each profile's latest state is now, for when fastcache evicts
+	// it.
+	for _, r := range out {
+		if r.Topic == schemas.TopicProfiles {
+			s.keys.setOffset(r.Partition, r.Key, r.Offset)
+		}
+	}
 	if f := s.crashAfterProduce.Load(); f != nil {
 		return (*f)()
 	}
@@ -356,6 +373,10 @@ func (s *Segmenter) Close() {
 		s.campOnce.Do(func() {}) // no client from here on
 		if s.campCl != nil {
 			s.campCl.Close()
+		}
+		s.cold.once.Do(func() {})
+		if s.cold.cl != nil {
+			s.cold.cl.Close()
 		}
 		if s.cl != nil {
 			s.cl.Close()
@@ -381,10 +402,18 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.batchCtx, s.coldErr = ctx, nil
+	defer func() { s.batchCtx = nil }()
 	now := s.now().UTC()
 	var out []*kgo.Record
 	for _, rec := range recs {
 		out = s.processRecord(out, rec, now)
+		if s.coldErr != nil {
+			// The batch cannot be applied without that profile; the
+			// stage stops rather than write it empty (a restart restores
+			// every profile from the changelog).
+			return nil, s.coldErr
+		}
 	}
 	return s.appendChanges(out), nil
 }
@@ -480,6 +509,13 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
 	p, known := s.lookup(key)
+	if !known {
+		var err error
+		if p, known, err = s.loadCold(s.batchCtx, rec.Partition, key); err != nil {
+			s.coldErr = fmt.Errorf("reading the evicted profile of an event at partition %d offset %d: %w", rec.Partition, rec.Offset, err)
+			return out
+		}
+	}
 	if !known {
 		p = new(Profile)
 	}

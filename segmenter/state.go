@@ -156,9 +156,10 @@ func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int3
 			}
 			if len(r.Value) == 0 {
 				s.cache.Del(r.Key)
+				s.keys.drop(r.Partition, r.Key)
 			} else if len(r.Key) <= maxKeyBytes && len(r.Value) <= maxProfileBytes {
 				s.cache.Set(r.Key, r.Value)
-				s.keys.add(r.Partition, r.Key)
+				s.keys.setOffset(r.Partition, r.Key, r.Offset)
 				n++
 			}
 			if r.Offset >= end-1 {

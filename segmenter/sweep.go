@@ -1,7 +1,6 @@
 package segmenter
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -110,14 +109,7 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 	}
 	prefix := []byte(e.App + "|")
 	var profiles, entered, exited int
-	for _, key := range s.keys.keys(rec.Partition) {
-		if !bytes.HasPrefix(key, prefix) {
-			continue
-		}
-		p, ok := s.lookup(key)
-		if !ok {
-			continue
-		}
+	_, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
 		profiles++
 		changed := false
 		if drop != 0 && p.in(drop) {
@@ -147,13 +139,17 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 			}
 		}
 		if !changed {
-			continue
+			return
 		}
 		if err := s.save(key, p); err != nil {
 			s.revert(key, p)
-			continue
+			return
 		}
 		s.noteChanged(key, rec.Partition, who, p, false)
+	})
+	if err != nil {
+		s.coldErr = fmt.Errorf("sweep %s: %w", e.ID, err)
+		return out
 	}
 	s.log.Debug("segments swept on partition", "app", e.App, "segment", sw.Segment, "partition", rec.Partition,
 		"profiles", profiles, "entered", entered, "exited", exited)
