@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 // Profile encoding, version 3 (2 lacks what is marked v3, 1 also the source
@@ -38,6 +40,54 @@ const profileVersion = 4
 
 // sendMarketing flags a MARKETING campaign send (v4).
 const sendMarketing = 1
+
+// wireInteger is the tag kind byte of a TagNumber holding a whole number
+// (v4), written as a varint.
+const wireInteger = 5
+
+// eventNames are the event names encoded as one byte (v4): the default
+// events every profile has. Append only: the codes are in changelogs.
+var eventNames = [...]string{1: schemas.EventDeviceRegistered, schemas.EventDeviceUnregistered, schemas.EventApplicationOpen,
+	schemas.EventScreenOpen, schemas.EventInAppPurchase, schemas.EventWhatsAppReceived, schemas.EventWhatsAppStatus,
+	schemas.EventPageView, schemas.EventGroup, schemas.EventUserRegistered, schemas.EventSegmentEntered, schemas.EventSegmentExited}
+
+// eventCodes are eventNames' codes by name.
+var eventCodes = func() map[string]byte {
+	m := make(map[string]byte, len(eventNames))
+	for i, n := range eventNames {
+		if i > 0 {
+			m[n] = byte(i)
+		}
+	}
+	return m
+}()
+
+// appendEventName appends an event name: a default event's code after a
+// zero length (v4), any other name as a string (an empty one as zero
+// length and code 0).
+func appendEventName(b []byte, name string) []byte {
+	if code, ok := eventCodes[name]; ok {
+		return append(b, 0, code)
+	}
+	if name == "" {
+		return append(b, 0, 0)
+	}
+	return appendString(b, name)
+}
+
+// eventName reads what appendEventName wrote (a plain string before v4).
+func (d *decoder) eventName(version byte) string {
+	if version < 4 || len(d.b) == 0 || d.b[0] != 0 {
+		return d.string("event name")
+	}
+	d.b = d.b[1:]
+	code := d.byte("event name code")
+	if int(code) >= len(eventNames) {
+		d.fail("event name code")
+		return ""
+	}
+	return eventNames[code]
+}
 
 const (
 	flagRegistered = 1 << iota
@@ -89,7 +139,7 @@ func appendProfile(b []byte, p *Profile) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
-		b = appendString(b, c.Name)
+		b = appendEventName(b, c.Name)
 		b = binary.AppendUvarint(b, c.Count)
 		b = appendTime(b, c.Last)
 		b = appendTime(b, c.First)
@@ -131,23 +181,28 @@ func appendProfile(b []byte, p *Profile) []byte {
 
 // appendTag appends the kind and value of t.
 func appendTag(b []byte, t Tag) []byte {
-	b = append(b, byte(t.Kind))
 	switch t.Kind {
 	case TagString:
-		b = appendString(b, t.Str)
+		b = appendString(append(b, byte(TagString)), t.Str)
 	case TagNumber:
-		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Num))
-	case TagBool:
-		if t.Bool {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
+		if i := int64(t.Num); float64(i) == t.Num && i > -1<<53 && i < 1<<53 && !(i == 0 && math.Signbit(t.Num)) {
+			// Whole numbers (counts, points, ids) in a varint, not 8 bytes.
+			return binary.AppendVarint(append(b, wireInteger), i)
 		}
+		b = binary.LittleEndian.AppendUint64(append(b, byte(TagNumber)), math.Float64bits(t.Num))
+	case TagBool:
+		v := byte(0)
+		if t.Bool {
+			v = 1
+		}
+		b = append(b, byte(TagBool), v)
 	case TagList:
-		b = binary.AppendUvarint(b, uint64(len(t.List)))
+		b = binary.AppendUvarint(append(b, byte(TagList)), uint64(len(t.List)))
 		for _, s := range t.List {
 			b = appendString(b, s)
 		}
+	default:
+		b = append(b, byte(t.Kind))
 	}
 	return b
 }
@@ -156,6 +211,9 @@ func appendTag(b []byte, t Tag) []byte {
 func (d *decoder) tag() Tag {
 	t := Tag{Kind: TagKind(d.byte("tag kind"))}
 	switch t.Kind {
+	case wireInteger:
+		t.Kind, t.Num = TagNumber, float64(d.varint("tag value"))
+		return t
 	case TagString:
 		t.Str = d.string("tag value")
 	case TagNumber:
@@ -298,7 +356,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 		p.Events = make([]EventCount, n)
 		for i := range p.Events {
 			c := &p.Events[i]
-			c.Name = d.string("event name")
+			c.Name = d.eventName(version)
 			c.Count = d.uvarint("event count")
 			c.Last = d.time("event time")
 			if version < 3 {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 func fullProfile() *Profile {
@@ -209,4 +211,35 @@ func BenchmarkProfileCodec(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestProfileCodecCompact: whole numbers and default event names take the
+// short forms, and every number and name still round-trips exactly.
+func TestProfileCodecCompact(t *testing.T) {
+	nums := []float64{0, math.Copysign(0, -1), 1, -1, 42, -4200, 1<<53 - 1, -(1<<53 - 1), 1 << 53, 1e300, 0.5, -2.25, math.MaxInt64, math.MinInt64, math.Inf(1), math.Inf(-1)}
+	p := &Profile{Tags: map[string]Tag{}}
+	for i, n := range nums {
+		p.Tags[strconv.Itoa(i)] = Tag{Kind: TagNumber, Num: n}
+	}
+	p.Events = []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1}, {Name: "OrderPlaced", Count: 2}, {Name: schemas.EventSegmentExited, Count: 3}, {Name: "", Count: 4}}
+	b := appendProfile(nil, p)
+	got, err := decodeProfile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nums {
+		g := got.Tags[strconv.Itoa(i)].Num
+		if math.Float64bits(g) != math.Float64bits(n) {
+			t.Fatalf("number %v decoded as %v", n, g)
+		}
+	}
+	for i, c := range p.Events {
+		if got.Events[i].Name != c.Name || got.Events[i].Count != c.Count {
+			t.Fatalf("event %d: %+v, want %+v", i, got.Events[i], c)
+		}
+	}
+	small := appendProfile(nil, &Profile{Tags: map[string]Tag{"n": {Kind: TagNumber, Num: 42}}, Events: []EventCount{{Name: schemas.EventApplicationOpen}}})
+	if len(small) > 40 {
+		t.Fatalf("a profile with one small integer tag and one default event takes %d bytes", len(small))
+	}
 }
