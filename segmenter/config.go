@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/pricing"
 )
 
 // Config defaults and limits.
@@ -137,6 +139,10 @@ type Config struct {
 	// Limits are the per-user frequency cap and quiet hours that campaigns
 	// respect (keyword replies, which the user asked for, do not count).
 	Limits Limits `yaml:"limits"`
+	// Pricing chooses the rate card and rules of the campaign preview's
+	// estimated Meta cost. Default: the embedded card (an estimate; see
+	// internal/pricing) under the per-message rules of July 2025.
+	Pricing pricing.Config `yaml:"pricing"`
 }
 
 // Limits protect users from too many messages. The zero value limits
@@ -268,6 +274,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("segmenter: dispatch_ttl %s is negative", c.DispatchTTL)
 	}
 	if err := c.Limits.validate(); err != nil {
+		return fmt.Errorf("segmenter: %w", err)
+	}
+	if err := c.Pricing.Validate(); err != nil {
 		return fmt.Errorf("segmenter: %w", err)
 	}
 	if c.Keywords == nil {
