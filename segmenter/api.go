@@ -31,7 +31,7 @@ import (
 //	POST /json/1.3/listFilters   {"application"}                            -> {"filters":[{"name","filter_expression"}]}
 //	POST /json/1.3/deleteFilter  {"application","name"}                     -> {"name"}
 //	POST /json/1.3/createTargetedMessage  a campaign (see createTargetedMessage)  -> {"campaign","partitions"}
-//	POST /json/1.3/previewTargetedMessage the same, counted, not sent               -> {"audience","sendable",...}
+//	POST /json/1.3/previewTargetedMessage the same, counted, not sent               -> {"audience","sendable",...,"estimated_cost"}
 //	POST /json/1.3/addTag        {"application","tag":{"name","type"}}      -> {"result":true}
 //	POST /json/1.3/listTags      {"application"}                            -> {"tags":[{"name","type","type_name","declared"}]}
 //	POST /json/1.3/deleteTag     {"application","tag":{"name"}}             -> {"result":true}
@@ -318,7 +318,7 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 // {{profile_name}} with a "|fallback". A future send time is kept by the
 // dispatcher stage's scheduler.
 func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
-	c, aerr := s.buildCampaign(ctx, app, req)
+	c, _, aerr := s.buildCampaign(ctx, app, req)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -330,17 +330,18 @@ func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, re
 }
 
 // buildCampaign checks a createTargetedMessage or previewTargetedMessage
-// request and builds its campaign.
-func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRequest) (*schemas.Campaign, *apiError) {
+// request and builds its campaign; categorySource says where its template
+// category came from (see templateCategory).
+func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRequest) (_ *schemas.Campaign, categorySource string, _ *apiError) {
 	c := &schemas.Campaign{ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
-		Template: schemas.Template{Name: req.Template, Language: req.Language, Category: strings.ToUpper(req.Category)}}
+		Template: schemas.Template{Name: req.Template, Language: req.Language}}
 	switch {
 	case c.Sender == "":
-		return nil, refuse(http.StatusBadRequest, "request.application", "%q has no WhatsApp phone number id to send from", app.ID)
+		return nil, "", refuse(http.StatusBadRequest, "request.application", "%q has no WhatsApp phone number id to send from", app.ID)
 	case req.Template == "":
-		return nil, refuse(http.StatusBadRequest, "request.template", "is required: the name of an approved template")
+		return nil, "", refuse(http.StatusBadRequest, "request.template", "is required: the name of an approved template")
 	case req.DevicesFilter != "" && req.Filter != "":
-		return nil, refuse(http.StatusBadRequest, "request.filter", "give devices_filter or filter (a saved segment), not both")
+		return nil, "", refuse(http.StatusBadRequest, "request.filter", "give devices_filter or filter (a saved segment), not both")
 	case req.Filter != "":
 		for _, sg := range s.segs.of(app.ID) {
 			if sg.name == req.Filter {
@@ -348,31 +349,27 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 			}
 		}
 		if c.Filter == "" {
-			return nil, refuse(http.StatusNotFound, "request.filter", "no segment %q in application %q", req.Filter, app.ID)
+			return nil, "", refuse(http.StatusNotFound, "request.filter", "no segment %q in application %q", req.Filter, app.ID)
 		}
 	case c.Filter == "":
-		return nil, refuse(http.StatusBadRequest, "request.devices_filter", `is required (or filter, a saved segment), e.g. T("City", EQ, "Oslo")`)
+		return nil, "", refuse(http.StatusBadRequest, "request.devices_filter", `is required (or filter, a saved segment), e.g. T("City", EQ, "Oslo")`)
 	}
 	if c.Template.Language == "" {
 		c.Template.Language = DefaultLanguage
 	}
-	switch c.Template.Category {
-	case "":
-		c.Template.Category = CategoryMarketing
-	case CategoryMarketing, CategoryUtility, CategoryAuthentication:
-	default:
-		return nil, refuse(http.StatusBadRequest, "request.category", "%q is not MARKETING, UTILITY or AUTHENTICATION", req.Category)
-	}
 	var aerr *apiError
+	if c.Template.Category, categorySource, aerr = templateCategory(req); aerr != nil {
+		return nil, "", aerr
+	}
 	if c.Template.Body, aerr = variables("request.content_variables", req.ContentVariables, 1); aerr != nil {
-		return nil, aerr
+		return nil, "", aerr
 	}
 	if c.Template.Header, aerr = variables("request.header_variables", req.HeaderVariables, 1); aerr != nil {
-		return nil, aerr
+		return nil, "", aerr
 	}
 	buttons, aerr := variables("request.button_url_variables", req.ButtonURLVariables, 0)
 	if aerr != nil {
-		return nil, aerr
+		return nil, "", aerr
 	}
 	for i, v := range buttons {
 		if c.Template.ButtonURL == nil {
@@ -383,15 +380,15 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 	switch req.SendDate {
 	case "", "now":
 		if req.UseRecipientTimezone {
-			return nil, refuse(http.StatusBadRequest, "request.send_date", `use_recipient_timezone needs a "YYYY-MM-DD HH:mm" send_date`)
+			return nil, "", refuse(http.StatusBadRequest, "request.send_date", `use_recipient_timezone needs a "YYYY-MM-DD HH:mm" send_date`)
 		}
 	default:
 		at, err := time.Parse("2006-01-02 15:04", req.SendDate)
 		if err != nil {
-			return nil, refuse(http.StatusBadRequest, "request.send_date", `%q is not "now" or "YYYY-MM-DD HH:mm" (UTC)`, req.SendDate)
+			return nil, "", refuse(http.StatusBadRequest, "request.send_date", `%q is not "now" or "YYYY-MM-DD HH:mm" (UTC)`, req.SendDate)
 		}
 		if at.After(time.Now().Add(schemas.MaxScheduleAhead)) {
-			return nil, refuse(http.StatusBadRequest, "request.send_date", "is more than %s ahead", schemas.MaxScheduleAhead)
+			return nil, "", refuse(http.StatusBadRequest, "request.send_date", "is more than %s ahead", schemas.MaxScheduleAhead)
 		}
 		c.SendAt = at.UTC()
 		if req.UseRecipientTimezone {
@@ -401,11 +398,11 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 	}
 	if fc := req.FrequencyCap; fc != nil {
 		if fc.Max < 1 || fc.Max > schemas.MaxFrequencyCap {
-			return nil, refuse(http.StatusBadRequest, "request.frequency_cap.max", "is %d: give 1 to %d messages", fc.Max, schemas.MaxFrequencyCap)
+			return nil, "", refuse(http.StatusBadRequest, "request.frequency_cap.max", "is %d: give 1 to %d messages", fc.Max, schemas.MaxFrequencyCap)
 		}
 		period, ok := parsePeriod(fc.Period)
 		if !ok {
-			return nil, refuse(http.StatusBadRequest, "request.frequency_cap.period", `%q is not a period such as "7d", "2w" or "36h"`, fc.Period)
+			return nil, "", refuse(http.StatusBadRequest, "request.frequency_cap.period", `%q is not a period such as "7d", "2w" or "36h"`, fc.Period)
 		}
 		c.FrequencyCap = &schemas.FrequencyCap{Max: fc.Max, PeriodSeconds: int64(period / time.Second)}
 	}
@@ -414,17 +411,17 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 		_, _ = rand.Read(b[:])
 		c.ID = hex.EncodeToString(b[:])
 	} else if len(c.ID) > 128 || strings.ContainsAny(c.ID, "|\x00") {
-		return nil, refuse(http.StatusBadRequest, "request.campaign_id", "must be at most 128 bytes without '|'")
+		return nil, "", refuse(http.StatusBadRequest, "request.campaign_id", "must be at most 128 bytes without '|'")
 	}
 	if _, err := compileCampaign(app.ID, c); err != nil {
-		return nil, refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
+		return nil, "", refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
 	}
 	if req.DevicesFilter != "" {
 		if aerr := s.checkTags(ctx, app.ID, "request.devices_filter", c.Filter); aerr != nil {
-			return nil, aerr
+			return nil, "", aerr
 		}
 	}
-	return c, nil
+	return c, categorySource, nil
 }
 
 // checkTags compiles a filter against the app's tag registry, refusing one
@@ -463,19 +460,29 @@ func parsePeriod(s string) (time.Duration, bool) {
 const previewWait = 15 * time.Second
 
 // previewTargetedMessage counts a campaign's audience without sending (the
-// request of createTargetedMessage; campaign_id is ignored):
+// request of createTargetedMessage; campaign_id is ignored) and estimates
+// what Meta will charge for it:
 //
 //	-> {"audience":120,"sendable":100,"opted_out":15,"no_whatsapp":3,"unregistered":2,"empty_param":0,
-//	    "outside_window":97,"by_country":{"IN":60,"BR":40},"partitions":8}
+//	    "outside_window":97,"by_country":{"IN":60,"BR":40},"partitions":8,
+//	    "category_source":"request",
+//	    "estimated_cost":{"currency":"USD","total":3.208,"rules":"2025-07","rate_card":"...",
+//	      "lines":[{"category":"MARKETING","country":"BR","market":"Brazil","count":40,"billable":40,"rate":0.0625,"amount":2.5}, ...]}}
 //
 // Every partition's owner counts its profiles (a KindCampaign event with
 // Preview set) and writes its part to TopicPreviews; the answer sums them,
-// or is 503 when not every partition answered within 15 s. The estimated
-// cost and the messaging-tier headroom need the price table and the
-// dispatcher's tier counts (later issues) and are not in the answer yet.
+// or is 503 when not every partition answered within 15 s. The cost is the
+// rate card's (Config.Pricing) for the template's category, by country,
+// each user in or out of the 24-hour service window when the message is
+// due; category_source is "request" when request.category named the
+// category and "assumed_marketing" when it did not (MARKETING, the dearest,
+// is estimated). Amounts are exact decimals of the card's currency; the
+// figures are estimates (internal/pricing). The messaging-tier headroom
+// needs the dispatcher's tier counts (a later issue) and is not in the
+// answer yet.
 func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
 	req.CampaignID = ""
-	c, aerr := s.buildCampaign(ctx, app, req)
+	c, categorySource, aerr := s.buildCampaign(ctx, app, req)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -537,10 +544,16 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 			total.ByCountry[k] += v
 		}
 	}
+	cost, err := s.prices.Estimate(previewCounts(parts, c.Template.Category))
+	if err != nil {
+		s.log.Error("estimating the cost of a campaign preview", "app", app.ID, "campaign", c.ID, "err", err)
+		return nil, refuse(http.StatusInternalServerError, "", "estimating the cost: %v", err)
+	}
 	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
 		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
 		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
-		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n}, nil
+		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n,
+		"category_source": categorySource, "estimated_cost": cost}, nil
 }
 
 // variables orders a Pushwoosh variables object ({"1":"a","2":"b"}, keys

@@ -146,7 +146,8 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 	skipped := map[string]int{}
 	var pv *schemas.CampaignPreview
 	if cc.c.Preview {
-		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, ByCountry: map[string]int{}, Time: now}
+		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, Category: cc.c.Template.Category,
+			ByCountry: map[string]int{}, OutsideByCountry: map[string]int{}, Time: now}
 	}
 	missing, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
 		if !cc.f.Match(p, now) {
@@ -214,15 +215,22 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 }
 
 // countPreview adds a matching profile to pv: its request d, or the reason
-// it has none.
+// it has none. Whether the user is in the service window is judged when
+// the message is due (a deferred or scheduled one may find it closed): a
+// utility template is free in it.
 func countPreview(pv *schemas.CampaignPreview, d *schemas.DispatchRequest, skip string, p *Profile, now time.Time) {
 	pv.Matched++
 	switch skip {
 	case "":
 		pv.Sendable++
 		pv.ByCountry[d.Country]++
-		if !p.InServiceWindow(now) {
+		due := now
+		if d.SendAt.After(now) {
+			due = d.SendAt
+		}
+		if !p.InServiceWindow(due) {
 			pv.OutsideWindow++
+			pv.OutsideByCountry[d.Country]++
 		}
 	case skipOptedOut:
 		pv.OptedOut++

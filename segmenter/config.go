@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/pricing"
 )
 
 // Config defaults and limits.
@@ -142,6 +144,10 @@ type Config struct {
 	// over every profile of the partitions this member owns: membership
 	// changes without any event of the user. Default 1m; negative: never.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// Pricing chooses the rate card and rules of the campaign preview's
+	// estimated Meta cost. Default: the embedded card (an estimate; see
+	// internal/pricing) under the per-message rules of July 2025.
+	Pricing pricing.Config `yaml:"pricing"`
 }
 
 // DefaultSweepInterval is Config.SweepInterval's default.
@@ -280,6 +286,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
+	}
+	if err := c.Pricing.Validate(); err != nil {
+		return fmt.Errorf("segmenter: %w", err)
 	}
 	if c.Keywords == nil {
 		c.Keywords = DefaultKeywords()

@@ -27,8 +27,14 @@ import (
 // the channel Run's result arrives on.
 func runSegmenter(t *testing.T, c *kafkatest.Cluster, now time.Time) (*Segmenter, context.CancelFunc, <-chan error) {
 	t.Helper()
+	return runSegmenterConfig(t, c, Config{}, now)
+}
+
+// runSegmenterConfig is runSegmenter with cfg.
+func runSegmenterConfig(t *testing.T, c *kafkatest.Cluster, cfg Config, now time.Time) (*Segmenter, context.CancelFunc, <-chan error) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := New(Config{}, c.Config, log, prometheus.NewRegistry())
+	s, err := New(cfg, c.Config, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

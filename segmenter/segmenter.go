@@ -64,7 +64,12 @@
 // drop) and a cap on MARKETING messages per moving window, counted in the
 // profile (and its changelog). A preview (Campaign.Preview) counts instead
 // of sending and writes a schemas.CampaignPreview per partition to
-// TopicPreviews.
+// TopicPreviews: the sendable users by country, in and out of the service
+// window when their message is due, and the template category. The
+// segment API sums the parts and prices them with the rate card of
+// Config.Pricing (internal/pricing: an estimate, Meta's per-message rules);
+// the category comes from the request, else MARKETING is assumed and the
+// answer says so (templateCategory is the one place that decides it).
 //
 // # Keyword replies
 //
@@ -169,6 +174,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -189,8 +195,10 @@ type Segmenter struct {
 	cl    *kgo.Client // nil for a Segmenter used through Process only
 	kcfg  kafka.Config
 	rules *rules
-	m     *metrics
-	now   func() time.Time
+	// prices is the rate card of the preview's estimated cost.
+	prices *pricing.Table
+	m      *metrics
+	now    func() time.Time
 
 	// mu serialises Process and Profile: a profile update is a
 	// read-modify-write of a cache entry, and buf/enc are reused.
@@ -283,6 +291,12 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	prices, err := pricing.New(cfg.Pricing)
+	if err != nil {
+		return nil, fmt.Errorf("segmenter: loading the rate card: %w", err)
+	}
+	log.Info("rate card of the campaign preview's estimated cost", "card", prices.Source(), "currency", prices.Currency(),
+		"markets", prices.Markets(), "rules", prices.Rules())
 	cache := fastcache.New(cfg.CacheBytes)
 	m, err := newMetrics(prom, cache)
 	if err != nil {
@@ -299,6 +313,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		cfg:       cfg,
 		log:       log,
 		rules:     rs,
+		prices:    prices,
 		m:         m,
 		now:       time.Now,
 		cache:     cache,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/segmenter"
 )
 
@@ -24,6 +25,7 @@ type devFlags struct {
 	appsFile   string
 	keywords   string
 	limits     segmenter.Limits
+	pricing    pricing.Config
 	readRatio  float64
 }
 
@@ -44,6 +46,7 @@ func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f.Float64Var(&f.readRatio, "wasim.read-ratio", 0.8, "fraction of delivered messages the simulator reports as read (decided per wamid)")
 	f.StringVar(&f.appsFile, "apps", "", "apps file (YAML); default: one demo app with credentials generated into the data dir")
 	limitFlags(f.FlagSet, &f.limits)
+	pricingFlags(f.FlagSet, &f.pricing)
 	f.StringVar(&f.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	return f
 }
@@ -66,6 +69,7 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 		cfg.Brokers = splitList(f.brokers)
 	}
 	cfg.Segmenter.Limits = f.limits
+	cfg.Segmenter.Pricing = f.pricing
 	if f.keywords != "" {
 		rules, err := loadKeywords(f.keywords)
 		if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/internal/apps"
 	"github.com/heraldhq/herald/internal/broker"
 	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/internal/service"
 	"github.com/heraldhq/herald/internal/wasim"
 	"github.com/heraldhq/herald/schemas"
@@ -242,6 +243,7 @@ func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var scfg segmenter.Config
 	limitFlags(f.FlagSet, &scfg.Limits)
 	f.DurationVar(&scfg.SweepInterval, "segmenter.sweep-interval", segmenter.DefaultSweepInterval, "how often segments with relative times (\"-30d\") are re-evaluated over every profile; 0: never")
+	pricingFlags(f.FlagSet, &scfg.Pricing)
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -435,4 +437,16 @@ func limitFlags(fs *flag.FlagSet, l *segmenter.Limits) {
 	fs.StringVar(&l.QuietStart, "segmenter.quiet-start", "", "start of the quiet hours, HH:mm in each user's timezone (with -segmenter.quiet-end)")
 	fs.StringVar(&l.QuietEnd, "segmenter.quiet-end", "", "end of the quiet hours, HH:mm")
 	fs.StringVar(&l.QuietPolicy, "segmenter.quiet-policy", segmenter.QuietDefer, "campaign messages in quiet hours: defer (sent when they end) or drop")
+}
+
+// pricingFlags declares the flags of pricing.Config (the rate card of the
+// campaign preview's estimated cost) on fs.
+func pricingFlags(fs *flag.FlagSet, c *pricing.Config) {
+	fs.StringVar(&c.File, "pricing.file", "", "Meta rate card CSV for the estimated cost of campaign previews: Meta's published layout "+
+		"(Market,Currency,Marketing,Utility,Authentication,...) or country,currency,marketing,utility,authentication (docs/PRICING.md); "+
+		"default: the embedded USD card of 2026-01-01, an estimate")
+	fs.StringVar((*string)(&c.Rules), "pricing.rules", string(pricing.RulesJuly2025), "Meta's per-message pricing rules: "+
+		"2025-07 (utility templates free in the service window, service messages free) or 2026-10 (both charged)")
+	fs.StringVar(&c.BusinessCountry, "pricing.business-country", "", "your primary business location (ISO 3166 alpha-2) if Meta bills you "+
+		"authentication-international rates: AUTHENTICATION messages to other countries with such a rate are estimated at it")
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/chtest"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/internal/wasim"
 )
 
@@ -208,4 +210,20 @@ func TestLoadKeywords(t *testing.T) {
 	f("misspelt key", "keywords:\n  - app: '*'\n    keywrd: x\n    text: hi\n", "keywrd")
 	f("invalid rule", "keywords:\n  - app: '*'\n    keyword: x\n    text: hi\n    template: t\n", "keywords[0]")
 	f("not yaml", "keywords: [", "parsing keyword rules")
+}
+
+// TestPricingFlags: the stage's pricing flags fill segmenter.Config.Pricing.
+func TestPricingFlags(t *testing.T) {
+	fs := flag.NewFlagSet("segmenter", flag.ContinueOnError)
+	var c pricing.Config
+	pricingFlags(fs, &c)
+	if err := fs.Parse(nil); err != nil || c != (pricing.Config{Rules: pricing.RulesJuly2025}) {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	if err := fs.Parse([]string{"-pricing.file", "rates.csv", "-pricing.rules", "2026-10", "-pricing.business-country", "GB"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := (pricing.Config{File: "rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"}); c != want {
+		t.Fatalf("got %+v, want %+v", c, want)
+	}
 }
