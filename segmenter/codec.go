@@ -1,10 +1,12 @@
 package segmenter
 
 import (
+	_ "embed"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/schemas"
@@ -75,6 +77,84 @@ func appendEventName(b []byte, name string) []byte {
 	return appendString(b, name)
 }
 
+// zones are the time zones encoded as a number (v4), by code.
+//
+//go:embed zones.txt
+var zonesFile string
+
+var zones, zoneCodes = func() ([]string, map[string]uint64) {
+	l := []string{""}
+	m := map[string]uint64{}
+	for line := range strings.Lines(zonesFile) {
+		if z := strings.TrimSpace(line); z != "" && !strings.HasPrefix(z, "#") {
+			m[z] = uint64(len(l))
+			l = append(l, z)
+		}
+	}
+	return l, m
+}()
+
+// appendZone appends a time zone: a known IANA name's code after a zero
+// length (v4), any other as a string (an empty one as zero length and code
+// 0).
+func appendZone(b []byte, tz string) []byte {
+	if code, ok := zoneCodes[tz]; ok {
+		return binary.AppendUvarint(append(b, 0), code)
+	}
+	if tz == "" {
+		return append(b, 0, 0)
+	}
+	return appendString(b, tz)
+}
+
+// zone reads what appendZone wrote (a plain string before v4).
+func (d *decoder) zone(version byte) string {
+	if version < 4 || len(d.b) == 0 || d.b[0] != 0 {
+		return d.string("timezone")
+	}
+	d.b = d.b[1:]
+	code := d.uvarint("timezone code")
+	if code >= uint64(len(zones)) {
+		d.fail("timezone code")
+		return ""
+	}
+	return zones[code]
+}
+
+// appendTimeRel appends t relative to base (v4): 0 for the zero time, else
+// 1 plus the zigzag-encoded microseconds from base (from year 1 when base
+// is zero). Times of one profile are close together, so most take one to
+// four bytes instead of eight.
+func appendTimeRel(b []byte, t, base time.Time) []byte {
+	if t.IsZero() || t.Before(time.Time{}) {
+		return append(b, 0)
+	}
+	ref := zeroMicros
+	if !base.IsZero() && !base.Before(time.Time{}) {
+		ref = base.UnixMicro()
+	}
+	delta := t.UnixMicro() - ref
+	return binary.AppendUvarint(b, uint64(delta<<1^delta>>63)+1)
+}
+
+// timeRel reads what appendTimeRel wrote (an absolute time before v4).
+func (d *decoder) timeRel(version byte, what string, base time.Time) time.Time {
+	if version < 4 {
+		return d.time(what)
+	}
+	v := d.uvarint(what)
+	if v == 0 {
+		return time.Time{}
+	}
+	z := v - 1
+	delta := int64(z>>1) ^ -int64(z&1)
+	ref := zeroMicros
+	if !base.IsZero() {
+		ref = base.UnixMicro()
+	}
+	return time.UnixMicro(ref + delta).UTC()
+}
+
 // eventName reads what appendEventName wrote (a plain string before v4).
 func (d *decoder) eventName(version byte) string {
 	if version < 4 || len(d.b) == 0 || d.b[0] != 0 {
@@ -126,12 +206,12 @@ func appendProfile(b []byte, p *Profile) []byte {
 	b = binary.AppendVarint(b, int64(p.DeviceType))
 	b = appendString(b, p.UserID)
 	b = appendString(b, p.Language)
-	b = appendString(b, p.Timezone)
+	b = appendZone(b, p.Timezone)
 	b = appendString(b, p.Country)
 	b = appendString(b, p.WhatsApp)
 	b = appendTime(b, p.FirstSeen)
-	b = appendTime(b, p.LastSeen)
-	b = appendTime(b, p.LastInbound)
+	b = appendTimeRel(b, p.LastSeen, p.FirstSeen)
+	b = appendTimeRel(b, p.LastInbound, p.LastSeen)
 	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
 	for name, t := range p.Tags {
 		b = appendString(b, name)
@@ -141,8 +221,8 @@ func appendProfile(b []byte, p *Profile) []byte {
 	for _, c := range p.Events {
 		b = appendEventName(b, c.Name)
 		b = binary.AppendUvarint(b, c.Count)
-		b = appendTime(b, c.Last)
-		b = appendTime(b, c.First)
+		b = appendTimeRel(b, c.Last, p.LastSeen)
+		b = appendTimeRel(b, c.First, c.Last)
 		b = binary.AppendUvarint(b, uint64(len(c.Attrs)))
 		for _, a := range c.Attrs {
 			b = appendString(b, a.Name)
@@ -161,14 +241,14 @@ func appendProfile(b []byte, p *Profile) []byte {
 		b = appendString(b, tok)
 	}
 	b = appendString(b, p.AppVersion)
-	b = appendTime(b, p.FirstInstall)
+	b = appendTimeRel(b, p.FirstInstall, p.FirstSeen)
 	b = binary.AppendUvarint(b, uint64(len(p.segments)))
 	for _, id := range p.segments {
 		b = binary.LittleEndian.AppendUint64(b, id)
 	}
 	b = binary.AppendUvarint(b, uint64(len(p.sends)))
 	for _, m := range p.sends {
-		b = appendTime(b, m.at)
+		b = appendTimeRel(b, m.at, p.LastSeen)
 		b = binary.LittleEndian.AppendUint64(b, m.campaign)
 		var f byte
 		if m.marketing {
@@ -335,12 +415,12 @@ func decodeProfile(b []byte) (*Profile, error) {
 	p.DeviceType = int(d.varint("device type"))
 	p.UserID = d.string("user id")
 	p.Language = d.string("language")
-	p.Timezone = d.string("timezone")
+	p.Timezone = d.zone(version)
 	p.Country = d.string("country")
 	p.WhatsApp = d.string("whatsapp")
 	p.FirstSeen = d.time("first seen")
-	p.LastSeen = d.time("last seen")
-	p.LastInbound = d.time("last inbound")
+	p.LastSeen = d.timeRel(version, "last seen", p.FirstSeen)
+	p.LastInbound = d.timeRel(version, "last inbound", p.LastSeen)
 	if n := d.count("tag count", 3); n > 0 {
 		p.Tags = make(map[string]Tag, n)
 		for range n {
@@ -358,11 +438,11 @@ func decodeProfile(b []byte) (*Profile, error) {
 			c := &p.Events[i]
 			c.Name = d.eventName(version)
 			c.Count = d.uvarint("event count")
-			c.Last = d.time("event time")
+			c.Last = d.timeRel(version, "event time", p.LastSeen)
 			if version < 3 {
 				continue
 			}
-			c.First = d.time("event first time")
+			c.First = d.timeRel(version, "event first time", c.Last)
 			if m := d.count("event attribute count", 3); m > 0 {
 				c.Attrs = make([]Attr, m)
 				for j := range c.Attrs {
@@ -403,7 +483,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 			}
 		}
 		p.AppVersion = d.string("app version")
-		p.FirstInstall = d.time("first install")
+		p.FirstInstall = d.timeRel(version, "first install", p.FirstSeen)
 		if n := d.count("segment count", 8); n > 0 {
 			p.segments = make([]uint64, n)
 			for i := range p.segments {
@@ -413,7 +493,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 		if n := d.count("send count", 9); n > 0 {
 			p.sends = make([]sentMark, n)
 			for i := range p.sends {
-				p.sends[i] = sentMark{at: d.time("send time"), campaign: d.uint64("send campaign"), marketing: true}
+				p.sends[i] = sentMark{at: d.timeRel(version, "send time", p.LastSeen), campaign: d.uint64("send campaign"), marketing: true}
 				if version >= 4 {
 					p.sends[i].marketing = d.byte("send flags")&sendMarketing != 0
 				}

@@ -2,10 +2,14 @@ package segmenter
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"math"
+	"os"
 	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,12 +99,39 @@ func TestProfileCodecCorrupt(t *testing.T) {
 // without first time and attributes, no channels or install time, and (1)
 // no source position.
 func appendLegacy(version byte, p *Profile) []byte {
-	b := appendProfile(nil, &Profile{Registered: p.Registered, OptedOut: p.OptedOut, DeviceType: p.DeviceType, UserID: p.UserID,
-		Language: p.Language, Timezone: p.Timezone, Country: p.Country, WhatsApp: p.WhatsApp, Tags: p.Tags,
-		FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, LastInbound: p.LastInbound})
-	// Cut before the event count: every field up to there is unchanged.
-	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */ - 1 /* segments */ - 1 /* sends */
-	b = append([]byte{version}, b[1:cut]...)
+	var flags byte
+	if p.Registered {
+		flags |= flagRegistered
+	}
+	if p.OptedOut {
+		flags |= flagOptedOut
+	}
+	b := []byte{version, flags}
+	b = binary.AppendVarint(b, int64(p.DeviceType))
+	for _, s := range []string{p.UserID, p.Language, p.Timezone, p.Country, p.WhatsApp} {
+		b = appendString(b, s)
+	}
+	b = appendTime(b, p.FirstSeen)
+	b = appendTime(b, p.LastSeen)
+	b = appendTime(b, p.LastInbound)
+	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
+	for name, t := range p.Tags {
+		b = appendString(b, name)
+		b = append(b, byte(t.Kind)) // numbers as 8-byte floats, as before v4
+		switch t.Kind {
+		case TagString:
+			b = appendString(b, t.Str)
+		case TagNumber:
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Num))
+		case TagBool:
+			b = append(b, map[bool]byte{false: 0, true: 1}[t.Bool])
+		case TagList:
+			b = binary.AppendUvarint(b, uint64(len(t.List)))
+			for _, s := range t.List {
+				b = appendString(b, s)
+			}
+		}
+	}
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
 		b = appendString(b, c.Name)
@@ -241,5 +272,34 @@ func TestProfileCodecCompact(t *testing.T) {
 	small := appendProfile(nil, &Profile{Tags: map[string]Tag{"n": {Kind: TagNumber, Num: 42}}, Events: []EventCount{{Name: schemas.EventApplicationOpen}}})
 	if len(small) > 40 {
 		t.Fatalf("a profile with one small integer tag and one default event takes %d bytes", len(small))
+	}
+}
+
+// TestProfileCodecV3 decodes fullProfile as version 3 wrote it
+// (testdata/profile_v3.hex, made by the v3 code): absolute times, event
+// names and time zones as strings, numbers as floats, sends without
+// flags (all marketing then).
+func TestProfileCodecV3(t *testing.T) {
+	h, err := os.ReadFile("testdata/profile_v3.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(string(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeProfile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullProfile()
+	for i := range want.sends {
+		want.sends[i].marketing = true
+	}
+	for i := range got.Events { // v3 wrote attributes in map order
+		slices.SortFunc(got.Events[i].Attrs, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("v3 profile\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -48,7 +48,7 @@ func TestColdProfiles(t *testing.T) {
 
 	// Evict the even users, as a full fastcache would.
 	s.mu.Lock()
-	clear(s.hot)
+	s.clearHot()
 	for i := 0; i < 20; i += 2 {
 		s.cache.Del(schemas.EventKey(testApp, hwid(i), ""))
 	}

@@ -3,6 +3,7 @@ package segmenter
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"time"
 
@@ -144,6 +145,9 @@ type Config struct {
 	// over every profile of the partitions this member owns: membership
 	// changes without any event of the user. Default 1m; negative: never.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// Workers process a batch's partitions in parallel (partition p on
+	// worker p mod Workers). Default GOMAXPROCS.
+	Workers int `yaml:"workers"`
 	// Pricing chooses the rate card and rules of the campaign preview's
 	// estimated Meta cost. Default: the embedded card (an estimate; see
 	// internal/pricing) under the per-message rules of July 2025.
@@ -286,6 +290,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
+	}
+	switch {
+	case c.Workers == 0:
+		c.Workers = runtime.GOMAXPROCS(0)
+	case c.Workers < 0 || c.Workers > 1024:
+		return fmt.Errorf("segmenter: workers %d is not 1 to 1024", c.Workers)
 	}
 	if err := c.Pricing.Validate(); err != nil {
 		return fmt.Errorf("segmenter: %w", err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ pricing:
 		t.Fatal(err)
 	}
 	want := Config{
-		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute,
+		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0),
 		Limits:  Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
 		Pricing: pricing.Config{File: "/etc/herald/rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"},
 		Keywords: []KeywordRule{

@@ -277,7 +277,7 @@ func BenchmarkMemory(b *testing.B) {
 			}
 		}
 		took := time.Since(start)
-		clear(s.hot)
+		s.clearHot()
 		runtime.GC()
 		debug.FreeOSMemory()
 		var st fastcache.Stats

@@ -189,34 +189,26 @@ const (
 const stage = "segmenter"
 
 // Segmenter is the segmenter stage.
+//
+// Its state is shared (core: the cache, the key index, the registries,
+// the clients) and per worker (the batch state below). Process splits a
+// batch by partition among Config.Workers workers, each a Segmenter with
+// the same core; partition p is always worker p mod Workers's, so each
+// profile is only ever in one worker's hot map and processed in order.
 type Segmenter struct {
-	cfg   Config
-	log   *slog.Logger
-	cl    *kgo.Client // nil for a Segmenter used through Process only
-	kcfg  kafka.Config
-	rules *rules
-	// prices is the rate card of the preview's estimated cost.
-	prices *pricing.Table
-	m      *metrics
-	now    func() time.Time
+	*core
 
-	// mu serialises Process and Profile: a profile update is a
-	// read-modify-write of a cache entry, and buf/enc are reused.
-	mu    sync.Mutex
-	cache *fastcache.Cache
-	segs  *segments
-	owned ownedParts
-	// tagReg is the tag registry (TopicTagDefs); seenDefs are the
-	// registry records of the current batch, produced at its end.
-	tagReg   *tagRegistry
-	seenDefs []*kgo.Record
-	keys     *keyIndex
-	cold     coldReader
+	// The batch state of a worker. (The Segmenter New returns only uses
+	// buf, for Profile.)
+	//
 	// batchCtx is the context of the batch Process runs; coldErr, when
 	// set, is why the batch cannot complete (an evicted profile could not
 	// be read back).
 	batchCtx context.Context
 	coldErr  error
+	// seenDefs are the tag registry records of the current batch,
+	// produced at its end.
+	seenDefs []*kgo.Record
 	// hot are decoded profiles by key, each the same as the cache holds
 	// (save puts them here; a failed change is reverted). Cleared on
 	// restore and when full (hotMax).
@@ -230,8 +222,33 @@ type Segmenter struct {
 	changedAt map[string]int
 	// names is scratch space for appendTagsRecord.
 	names []string
-
 	dlLog throttle
+
+	// workers process the batches (nil in a worker).
+	workers []*Segmenter
+}
+
+// core is the state the workers of a Segmenter share.
+type core struct {
+	cfg   Config
+	log   *slog.Logger
+	cl    *kgo.Client // nil for a Segmenter used through Process only
+	kcfg  kafka.Config
+	rules *rules
+	// prices is the rate card of the preview's estimated cost.
+	prices *pricing.Table
+	m      *metrics
+	now    func() time.Time
+
+	// mu serialises Process and Profile: a profile update is a
+	// read-modify-write of a cache entry.
+	mu     sync.Mutex
+	cache  *fastcache.Cache
+	segs   *segments
+	owned  ownedParts
+	tagReg *tagRegistry // TopicTagDefs
+	keys   *keyIndex
+	cold   coldReader
 
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
@@ -303,22 +320,35 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		cache.Reset()
 		return nil, err
 	}
-	return &Segmenter{
-		changedAt: make(map[string]int),
-		segs:      newSegments(),
-		tagReg:    newTagRegistry(),
-		keys:      newKeyIndex(),
-		hot:       make(map[string]*Profile),
-		closing:   make(chan struct{}),
-		cfg:       cfg,
-		log:       log,
-		rules:     rs,
-		prices:    prices,
-		m:         m,
-		now:       time.Now,
-		cache:     cache,
-		dlLog:     throttle{every: 10 * time.Second},
-	}, nil
+	c := &core{
+		segs:    newSegments(),
+		tagReg:  newTagRegistry(),
+		keys:    newKeyIndex(),
+		closing: make(chan struct{}),
+		cfg:     cfg,
+		log:     log,
+		rules:   rs,
+		prices:  prices,
+		m:       m,
+		now:     time.Now,
+		cache:   cache,
+	}
+	s := &Segmenter{core: c}
+	for range cfg.Workers {
+		s.workers = append(s.workers, &Segmenter{core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
+			dlLog: throttle{every: 10 * time.Second}})
+	}
+	return s, nil
+}
+
+// worker returns the worker of partition p.
+func (s *Segmenter) worker(p int32) *Segmenter { return s.workers[int(p)%len(s.workers)] }
+
+// clearHot forgets every worker's decoded profiles; s.mu is held.
+func (s *Segmenter) clearHot() {
+	for _, w := range s.workers {
+		clear(w.hot)
+	}
 }
 
 // Run consumes TopicEvents until ctx is done: each polled batch goes through
@@ -399,7 +429,7 @@ func (s *Segmenter) Close() {
 		s.m.unregister()
 		s.mu.Lock()
 		s.cache.Reset()
-		clear(s.hot)
+		s.clearHot()
 		s.mu.Unlock()
 	})
 }
@@ -417,20 +447,58 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now().UTC()
+	if len(s.workers) == 1 {
+		out, changes, err := s.workers[0].processBatch(ctx, recs, now)
+		return append(out, changes...), err
+	}
+	parts := make([][]*kgo.Record, len(s.workers))
+	for _, r := range recs {
+		i := int(r.Partition) % len(s.workers)
+		parts[i] = append(parts[i], r)
+	}
+	outs := make([][]*kgo.Record, len(s.workers))
+	changes := make([][]*kgo.Record, len(s.workers))
+	errs := make([]error, len(s.workers))
+	var wg sync.WaitGroup
+	for i, w := range s.workers {
+		if len(parts[i]) > 0 {
+			wg.Go(func() { outs[i], changes[i], errs[i] = w.processBatch(ctx, parts[i], now) })
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	// The changelog, tags and tag registry records after every other
+	// output, in that order, as one worker orders them.
+	var out, all []*kgo.Record
+	for _, o := range outs {
+		out = append(out, o...)
+	}
+	for _, c := range changes {
+		all = append(all, c...)
+	}
+	rank := map[string]int{schemas.TopicProfiles: 0, schemas.TopicTags: 1, schemas.TopicTagDefs: 2}
+	slices.SortStableFunc(all, func(a, b *kgo.Record) int { return rank[a.Topic] - rank[b.Topic] })
+	return append(out, all...), nil
+}
+
+// processBatch is a worker's share of Process: its records in order, then
+// its changelog, tags and tag registry records.
+func (s *Segmenter) processBatch(ctx context.Context, recs []*kgo.Record, now time.Time) (out, changes []*kgo.Record, err error) {
 	s.batchCtx, s.coldErr = ctx, nil
 	defer func() { s.batchCtx = nil }()
-	now := s.now().UTC()
-	var out []*kgo.Record
 	for _, rec := range recs {
 		out = s.processRecord(out, rec, now)
 		if s.coldErr != nil {
 			// The batch cannot be applied without that profile; the
 			// stage stops rather than write it empty (a restart restores
 			// every profile from the changelog).
-			return nil, s.coldErr
+			return nil, nil, s.coldErr
 		}
 	}
-	return s.appendChanges(out), nil
+	return out, s.appendChanges(nil), nil
 }
 
 // changedProfile is a profile the current batch changed.

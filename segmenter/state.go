@@ -64,7 +64,7 @@ func (s *Segmenter) onAssigned(ctx context.Context, cl *kgo.Client, assigned map
 	s.owned.set(parts, true)
 	// Decoded copies may predate what the changelog restores.
 	s.mu.Lock()
-	clear(s.hot)
+	s.clearHot()
 	s.mu.Unlock()
 	for {
 		start := time.Now()
