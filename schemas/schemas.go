@@ -20,6 +20,8 @@
 //	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
+//	herald.templates.v1   TemplateDef     key TemplateDefKey(app, name, language), compacted;
+//	                      TemplateSignal (header HeaderRecord) key TemplateSignalKey
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -33,6 +35,13 @@
 // herald.dispatch.v1, and then writes a ScheduleRelease marker with the same
 // key to the request's partition of herald.scheduled.v1, so that a scheduler
 // re-reading the partition knows the request was released.
+//
+// Templates: herald.templates.v1 holds every app's WhatsApp message
+// templates as the dispatcher's sync last listed them from Meta (TemplateDef,
+// a tombstone when a template is gone), and the template changes Meta
+// reported by webhook (TemplateSignal, written by ingest, told apart by the
+// header HeaderRecord: RecordTemplateSignal). Every dispatcher replica reads
+// the whole topic to check sends against the templates before calling Meta.
 package schemas
 
 import (
@@ -66,10 +75,14 @@ const (
 	// TopicPreviews carries campaign audience counts back to the segment
 	// API (partition 0; short retention).
 	TopicPreviews = "herald.previews.v1"
+	// TopicTemplates is compacted: the WhatsApp message templates of every
+	// app (TemplateDef) and the last webhook change of each
+	// (TemplateSignal).
+	TopicTemplates = "herald.templates.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTemplates}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -80,9 +93,10 @@ var TopicConfigs = map[string]map[string]string{
 	// records for longer, with room for an outage. 120 days.
 	TopicScheduled: {"retention.ms": "10368000000", "cleanup.policy": "delete"},
 	// The latest record per key is the state.
-	TopicTags:     {"cleanup.policy": "compact"},
-	TopicProfiles: {"cleanup.policy": "compact"},
-	TopicSegments: {"cleanup.policy": "compact"},
+	TopicTags:      {"cleanup.policy": "compact"},
+	TopicProfiles:  {"cleanup.policy": "compact"},
+	TopicSegments:  {"cleanup.policy": "compact"},
+	TopicTemplates: {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
 }
@@ -202,6 +216,11 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicTags:
 		p := new(ProfileTags)
 		rec, version, key = p, func() int { return p.V }, p.Key
+	case TopicTemplates:
+		// What the sync writes; ingest's signals are told apart by a
+		// header, not the value (DecodeTemplateSignal checks them).
+		d := new(TemplateDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }
