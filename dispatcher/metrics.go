@@ -140,6 +140,9 @@ type templateMetrics struct {
 	changes   *prometheus.CounterVec
 	checks    *prometheus.CounterVec
 	ready     prometheus.GaugeFunc
+	// checked are the children of checks by result, resolved once: the
+	// check runs on every template send.
+	checked map[string]prometheus.Counter
 }
 
 func newTemplateMetrics(reg prometheus.Registerer, ready func() bool) (*templateMetrics, error) {
@@ -174,8 +177,9 @@ func newTemplateMetrics(reg prometheus.Registerer, ready func() bool) (*template
 			return 0
 		}),
 	}
+	m.checked = make(map[string]prometheus.Counter)
 	for _, r := range []string{checkPassed, checkUnchecked, checkUnknown, checkNotApproved, checkParams} {
-		m.checks.WithLabelValues(r)
+		m.checked[r] = m.checks.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.syncs.WithLabelValues(r)

@@ -63,7 +63,9 @@ type templateStore struct {
 	offsets map[int32]int64
 	applied chan struct{}
 
-	ready      atomic.Bool
+	ready atomic.Bool
+	// readyCh is closed when ready is set.
+	readyCh    chan struct{}
 	unchecked  sync.Map // app ids whose unchecked sends were logged
 	logInvalid *throttle
 }
@@ -95,6 +97,7 @@ func newTemplateStore(log *slog.Logger, m *templateMetrics) *templateStore {
 		known:      make(map[string]string),
 		offsets:    make(map[int32]int64),
 		applied:    make(chan struct{}),
+		readyCh:    make(chan struct{}),
 		logInvalid: newThrottle(10 * time.Second),
 	}
 }
@@ -157,6 +160,7 @@ func (s *templateStore) caughtUp() {
 	n := len(s.known)
 	s.mu.Unlock()
 	s.ready.Store(true)
+	close(s.readyCh)
 	s.log.Info("template store caught up", "apps", n)
 }
 
@@ -410,7 +414,7 @@ func (s *templateStore) check(app *apps.App, t *schemas.Template) error {
 			err = fmt.Errorf("%w: template %q in %s: %s", ErrTemplateParams, t.Name, t.Language, strings.Join(problems, "; "))
 		}
 	}
-	s.m.checks.WithLabelValues(result).Inc()
+	s.m.checked[result].Inc()
 	return err
 }
 
@@ -452,7 +456,7 @@ func paramProblems(def *schemas.TemplateDef, t *schemas.Template) []string {
 	}
 	out = append(out, headerProblems(def.Header, t.Header)...)
 	if len(t.Body) != def.BodyParams {
-		out = append(out, fmt.Sprintf("template.body has %d parameters, the template's body takes %d", len(t.Body), def.BodyParams))
+		out = append(out, fmt.Sprintf("template.body has %s, the template's body takes %d", params(len(t.Body)), def.BodyParams))
 	}
 	out = append(out, textProblems("template.body", t.Body)...)
 	out = append(out, buttonProblems(def.Buttons, t.ButtonURL)...)
@@ -462,7 +466,7 @@ func paramProblems(def *schemas.TemplateDef, t *schemas.Template) []string {
 func headerProblems(h *schemas.TemplateHeader, given []string) []string {
 	switch {
 	case h == nil && len(given) > 0:
-		return []string{fmt.Sprintf("template.header has %d parameters, the template has no header", len(given))}
+		return []string{fmt.Sprintf("template.header has %s, the template has no header", params(len(given)))}
 	case h == nil:
 		return nil
 	case h.Format != schemas.HeaderText:
@@ -470,7 +474,7 @@ func headerProblems(h *schemas.TemplateHeader, given []string) []string {
 		// which a dispatch request cannot carry.
 		return []string{fmt.Sprintf("the template's header is %s: its media or location parameter cannot be given in a dispatch request", h.Format)}
 	case len(given) != h.Params:
-		return []string{fmt.Sprintf("template.header has %d parameters, the template's TEXT header takes %d", len(given), h.Params)}
+		return []string{fmt.Sprintf("template.header has %s, the template's TEXT header takes %d", params(len(given)), h.Params)}
 	}
 	return textProblems("template.header", given)
 }
@@ -511,7 +515,17 @@ func buttonProblems(buttons []schemas.TemplateButton, given map[int]string) []st
 	}
 	slices.Sort(idx)
 	for _, i := range idx {
-		out = append(out, fmt.Sprintf("template.button_url[%d] is given, but the template has %d buttons", i, len(buttons)))
+		out = append(out, fmt.Sprintf("template.button_url[%d] is given, but the template has %s", i, plural(len(buttons), "button")))
 	}
 	return out
+}
+
+// params is "1 parameter", "2 parameters".
+func params(n int) string { return plural(n, "parameter") }
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -97,16 +97,12 @@ func (t *templates) run(ctx context.Context) {
 // waitReady waits until the store caught up with the topic (true) or ctx
 // is done (false).
 func (t *templates) waitReady(ctx context.Context) bool {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !t.store.ready.Load() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-tick.C:
-		}
+	select {
+	case <-t.store.readyCh:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	return true
 }
 
 func (t *templates) close() { t.cl.Close() }

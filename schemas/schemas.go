@@ -126,7 +126,8 @@ func ProfileKey(app, hwid, userID, anonymousID string) []byte {
 }
 
 // TemplateKey is the partitioning key of a KindTemplate event: the app and
-// the template's name (its id when the name is unknown).
+// the template's name (its id when the name is unknown). TemplateDefKey
+// builds the keys of TopicTemplates from it.
 func TemplateKey(app, template string) []byte {
 	return []byte(app + keySep + "template:" + template)
 }
