@@ -114,8 +114,10 @@ func FuzzTemplatePage(f *testing.F) {
 			if d.BodyParams < 0 || (d.Header != nil && d.Header.Params < 0) {
 				t.Fatalf("negative parameter counts %+v", d)
 			}
-			req := &schemas.Template{Name: d.Name, Language: d.Language, Body: make([]string, nBody%40), Header: make([]string, nHeader%3),
-				ButtonURL: map[int]string{int(nBody % 12): button}}
+			req := &schemas.Template{
+				Name: d.Name, Language: d.Language, Body: make([]string, nBody%40), Header: make([]string, nHeader%3),
+				ButtonURL: map[int]string{int(nBody % 12): button},
+			}
 			_ = paramProblems(d, req)
 		}
 	})

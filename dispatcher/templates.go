@@ -114,7 +114,7 @@ func (e *templateEntry) status() string {
 	}
 	st := e.def.Status
 	if s := e.sig; s != nil && s.Template.Field == fieldStatusUpdate {
-		if ns, ok := signalStatus(s.Template.Event); ok && !e.def.Synced.After(s.Received.Add(signalGrace)) {
+		if ns, ok := signalStatus(s.Template.Event); ok && !e.def.Synced.After(s.Time.Add(signalGrace)) {
 			st = ns
 		}
 	}
@@ -272,7 +272,7 @@ func (s *templateStore) setSignal(key string, sig *schemas.TemplateSignal) {
 		}
 	}
 	e := s.entry(sig.App, ref)
-	if e.sig != nil && e.sig.Received.After(sig.Received) {
+	if e.sig != nil && e.sig.Time.After(sig.Time) {
 		return // an older change read after a newer one
 	}
 	s.change(e, func() { e.sig = sig })

@@ -41,7 +41,6 @@ const (
 // following schemas.TopicTemplates into it, and the sync writing Meta's
 // listings to the topic.
 type templates struct {
-	cfg   TemplatesConfig
 	store *templateStore
 	sync  *templateSync
 	cl    *kgo.Client // follows TopicTemplates
@@ -59,7 +58,6 @@ func newTemplates(cfg Config, kcfg kafka.Config, reg *apps.Registry, producer *k
 	log = log.With("component", "templates")
 	store := newTemplateStore(log, m)
 	return &templates{
-		cfg:   cfg.Templates,
 		store: store,
 		cl:    cl,
 		sync: &templateSync{
@@ -306,7 +304,7 @@ func diffTemplates(have map[string]templateEntry, listed []*schemas.TemplateDef,
 		seen[ref] = true
 		e, ok := have[ref]
 		if ok && e.def != nil && sameTemplate(e.def, d) &&
-			(e.status() == d.Status || e.sig == nil || !start.After(e.sig.Received.Add(signalGrace))) {
+			(e.status() == d.Status || e.sig == nil || !start.After(e.sig.Time.Add(signalGrace))) {
 			continue
 		}
 		b, _ := d.Marshal() // cannot fail: plain fields only
@@ -319,7 +317,7 @@ func diffTemplates(have map[string]templateEntry, listed []*schemas.TemplateDef,
 		if e.def != nil && e.def.Synced.Before(start) {
 			recs = append(recs, &kgo.Record{Topic: schemas.TopicTemplates, Key: e.def.Key()})
 		}
-		if e.sig != nil && e.sig.Received.Before(start) {
+		if e.sig != nil && e.sig.Time.Before(start) {
 			recs = append(recs, &kgo.Record{Topic: schemas.TopicTemplates, Key: e.sig.Key(), Headers: signalHeaders()})
 		}
 	}
@@ -424,7 +422,7 @@ func (y *templateSync) page(ctx context.Context, app *apps.App, q url.Values) (*
 	if err != nil {
 		return nil, fmt.Errorf("listing templates of app %s: %w", app.ID, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxListingBytes))
 	if err != nil {
 		return nil, fmt.Errorf("listing templates of app %s: reading answer: %w", app.ID, err)

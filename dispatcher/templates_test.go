@@ -39,11 +39,15 @@ func simTemplates() []wasim.Template {
 		{Name: "promo_offer", Language: "en_US", Category: wasim.CategoryMarketing, Status: wasim.StatusApproved, BodyParams: 1},
 		{Name: "promo_offer", Language: "de_DE", Category: wasim.CategoryMarketing, Status: wasim.StatusApproved, BodyParams: 1},
 		{Name: "order_confirmation", Language: "en_US", Category: wasim.CategoryUtility, Status: wasim.StatusApproved, BodyParams: 2},
-		{Name: "order_shipped", Language: "en_US", Category: wasim.CategoryUtility, Status: wasim.StatusApproved, BodyParams: 1, HeaderParams: 1,
-			Buttons: []wasim.Button{{Type: wasim.ButtonQuickReply, Text: "Stop"}, {Type: wasim.ButtonURL, Text: "Track", URL: "https://shop.example/t/{{1}}"}}},
+		{
+			Name: "order_shipped", Language: "en_US", Category: wasim.CategoryUtility, Status: wasim.StatusApproved, BodyParams: 1, HeaderParams: 1,
+			Buttons: []wasim.Button{{Type: wasim.ButtonQuickReply, Text: "Stop"}, {Type: wasim.ButtonURL, Text: "Track", URL: "https://shop.example/t/{{1}}"}},
+		},
 		{Name: "new_arrivals", Language: "en_US", Category: wasim.CategoryMarketing, Status: wasim.StatusApproved, BodyParams: 1, HeaderFormat: wasim.HeaderImage},
-		{Name: "login_code", Language: "en_US", Category: wasim.CategoryAuthentication, Status: wasim.StatusApproved, BodyParams: 1,
-			Buttons: []wasim.Button{{Type: wasim.ButtonOTP, Text: "Copy code"}}},
+		{
+			Name: "login_code", Language: "en_US", Category: wasim.CategoryAuthentication, Status: wasim.StatusApproved, BodyParams: 1,
+			Buttons: []wasim.Button{{Type: wasim.ButtonOTP, Text: "Copy code"}},
+		},
 		{Name: "help_menu", Language: "en_US", Category: wasim.CategoryUtility, Status: wasim.StatusApproved},
 		{Name: "summer_sale", Language: "en_US", Category: wasim.CategoryMarketing, Status: wasim.StatusPending, BodyParams: 1},
 		{Name: "crypto_giveaway", Language: "en_US", Category: wasim.CategoryMarketing, Status: wasim.StatusRejected},
@@ -313,22 +317,37 @@ func TestTemplateChecks(t *testing.T) {
 		{"body-short", "shop", tm("order_confirmation", "en_US", "Ann"), CodeTemplateParams, []string{"template.body has 1 parameter, the template's body takes 2"}},
 		{"body-long", "shop", tm("help_menu", "en_US", "x"), CodeTemplateParams, []string{"template.body has 1 parameter, the template's body takes 0"}},
 		{"body-empty", "shop", tm("order_confirmation", "en_US", "Ann", ""), CodeTemplateParams, []string{"template.body[1] is empty"}},
-		{"header-missing", "shop", with(tm("order_shipped", "en_US", "A-1"), func(t *schemas.Template) { t.ButtonURL = map[int]string{1: "A-1"} }),
-			CodeTemplateParams, []string{"template.header has 0 parameters, the template's TEXT header takes 1"}},
-		{"header-none", "shop", with(tm("promo_offer", "en_US", "Ann"), func(t *schemas.Template) { t.Header = []string{"x"} }),
-			CodeTemplateParams, []string{"template.header has 1 parameter, the template has no header"}},
+		{
+			"header-missing", "shop", with(tm("order_shipped", "en_US", "A-1"), func(t *schemas.Template) { t.ButtonURL = map[int]string{1: "A-1"} }),
+			CodeTemplateParams,
+			[]string{"template.header has 0 parameters, the template's TEXT header takes 1"},
+		},
+		{
+			"header-none", "shop", with(tm("promo_offer", "en_US", "Ann"), func(t *schemas.Template) { t.Header = []string{"x"} }),
+			CodeTemplateParams,
+			[]string{"template.header has 1 parameter, the template has no header"},
+		},
 		{"image-header", "shop", tm("new_arrivals", "en_US", "Ann"), CodeTemplateParams, []string{"header is IMAGE"}},
 		{"location-header", "shop", tm("store_visit", "en_US"), CodeTemplateParams, []string{"header is LOCATION"}},
-		{"url-missing", "shop", with(tm("order_shipped", "en_US", "A-1"), func(t *schemas.Template) { t.Header = []string{"Ann"} }),
-			CodeTemplateParams, []string{"template.button_url[1] is missing: button 1 (URL)"}},
+		{
+			"url-missing", "shop", with(tm("order_shipped", "en_US", "A-1"), func(t *schemas.Template) { t.Header = []string{"Ann"} }),
+			CodeTemplateParams,
+			[]string{"template.button_url[1] is missing: button 1 (URL)"},
+		},
 		{"url-needless", "shop", with(tm("order_shipped", "en_US", "A-1"), func(t *schemas.Template) {
 			t.Header, t.ButtonURL = []string{"Ann"}, map[int]string{0: "x", 1: "A-1"}
 		}), CodeTemplateParams, []string{"template.button_url[0] is given, but button 0 (QUICK_REPLY) takes no URL parameter"}},
-		{"url-beyond", "shop", with(tm("promo_offer", "en_US", "Ann"), func(t *schemas.Template) { t.ButtonURL = map[int]string{3: "x"} }),
-			CodeTemplateParams, []string{"template.button_url[3] is given, but the template has 0 buttons"}},
+		{
+			"url-beyond", "shop", with(tm("promo_offer", "en_US", "Ann"), func(t *schemas.Template) { t.ButtonURL = map[int]string{3: "x"} }),
+			CodeTemplateParams,
+			[]string{"template.button_url[3] is given, but the template has 0 buttons"},
+		},
 		{"otp-missing", "shop", tm("login_code", "en_US", "123456"), CodeTemplateParams, []string{"template.button_url[0] is missing: button 0 (OTP)"}},
-		{"two-problems", "shop", with(tm("order_shipped", "en_US"), func(t *schemas.Template) { t.Header = []string{"Ann"} }),
-			CodeTemplateParams, []string{"template.body has 0 parameters", "; template.button_url[1] is missing"}},
+		{
+			"two-problems", "shop", with(tm("order_shipped", "en_US"), func(t *schemas.Template) { t.Header = []string{"Ann"} }),
+			CodeTemplateParams,
+			[]string{"template.body has 0 parameters", "; template.button_url[1] is missing"},
+		},
 		// Not synced: sent, and Meta (the simulator) refuses it.
 		{"plain-unknown", "plain", tm("no_such", "en_US"), 132001, nil},
 	}
@@ -374,8 +393,9 @@ func TestTemplateChecks(t *testing.T) {
 // status webhook.
 func signalRecord(t *testing.T, name, lang, event string) *kgo.Record {
 	t.Helper()
-	s := &schemas.TemplateSignal{App: "shop", EventID: "ev-" + name + event, Received: time.Now().UTC(), Template: schemas.TemplateUpdate{
-		Field: "message_template_status_update", WABAID: shopWABA, Name: name, Language: lang, Event: event, Reason: "NONE"}}
+	s := &schemas.TemplateSignal{App: "shop", EventID: "ev-" + name + event, Time: time.Now().UTC(), Received: time.Now().UTC(), Template: schemas.TemplateUpdate{
+		Field: "message_template_status_update", WABAID: shopWABA, Name: name, Language: lang, Event: event, Reason: "NONE",
+	}}
 	b, err := s.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -597,13 +617,19 @@ func TestTemplateDef(t *testing.T) {
 	app := &apps.App{ID: "shop", WhatsApp: apps.WhatsApp{WABAID: shopWABA}}
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	want := []schemas.TemplateDef{
-		{App: "shop", WABAID: shopWABA, ID: "1", Name: "limited_offer", Language: "en_US", Category: "MARKETING", Status: "APPROVED",
+		{
+			App: "shop", WABAID: shopWABA, ID: "1", Name: "limited_offer", Language: "en_US", Category: "MARKETING", Status: "APPROVED",
 			Header: &schemas.TemplateHeader{Format: "IMAGE"}, BodyParams: 3,
-			Buttons: []schemas.TemplateButton{{Type: "PHONE_NUMBER"}, {Type: "URL", URLParam: true}}},
-		{App: "shop", WABAID: shopWABA, ID: "2", Name: "auth", Language: "en", Category: "AUTHENTICATION", Status: "APPROVED",
-			BodyParams: 1, Buttons: []schemas.TemplateButton{{Type: "URL", URLParam: true}}},
-		{App: "shop", WABAID: shopWABA, ID: "3", Name: "named", Language: "en_US", Category: "UTILITY", Status: "PAUSED",
-			ParameterFormat: "NAMED", Header: &schemas.TemplateHeader{Format: "TEXT", Params: 1}, BodyParams: 2},
+			Buttons: []schemas.TemplateButton{{Type: "PHONE_NUMBER"}, {Type: "URL", URLParam: true}},
+		},
+		{
+			App: "shop", WABAID: shopWABA, ID: "2", Name: "auth", Language: "en", Category: "AUTHENTICATION", Status: "APPROVED",
+			BodyParams: 1, Buttons: []schemas.TemplateButton{{Type: "URL", URLParam: true}},
+		},
+		{
+			App: "shop", WABAID: shopWABA, ID: "3", Name: "named", Language: "en_US", Category: "UTILITY", Status: "PAUSED",
+			ParameterFormat: "NAMED", Header: &schemas.TemplateHeader{Format: "TEXT", Params: 1}, BodyParams: 2,
+		},
 		{App: "shop", WABAID: shopWABA, ID: "4", Name: "example_only", Language: "pt_BR", Category: "UTILITY", Status: "APPROVED", BodyParams: 2},
 	}
 	for i, w := range want {
@@ -656,7 +682,7 @@ func TestTemplateStatus(t *testing.T) {
 		return &schemas.TemplateDef{Status: status, Synced: synced}
 	}
 	sig := func(event string, at time.Time) *schemas.TemplateSignal {
-		return &schemas.TemplateSignal{Received: at, Template: schemas.TemplateUpdate{Field: fieldStatusUpdate, Event: event}}
+		return &schemas.TemplateSignal{Time: at, Received: at, Template: schemas.TemplateUpdate{Field: fieldStatusUpdate, Event: event}}
 	}
 	tests := []struct {
 		name string
@@ -669,8 +695,10 @@ func TestTemplateStatus(t *testing.T) {
 		{"listing long after the pause", templateEntry{def: def("APPROVED", t0.Add(2*signalGrace)), sig: sig("PAUSED", t0)}, "APPROVED"},
 		{"reinstated", templateEntry{def: def("PAUSED", t0), sig: sig("REINSTATED", t0.Add(time.Second))}, "APPROVED"},
 		{"flagged", templateEntry{def: def("APPROVED", t0), sig: sig("FLAGGED", t0.Add(time.Second))}, "APPROVED"},
-		{"quality update", templateEntry{def: def("APPROVED", t0), sig: &schemas.TemplateSignal{Received: t0.Add(time.Second),
-			Template: schemas.TemplateUpdate{Field: "message_template_quality_update", Quality: "RED"}}}, "APPROVED"},
+		{"quality update", templateEntry{def: def("APPROVED", t0), sig: &schemas.TemplateSignal{
+			Time:     t0.Add(time.Second),
+			Template: schemas.TemplateUpdate{Field: "message_template_quality_update", Quality: "RED"},
+		}}, "APPROVED"},
 		{"signal only", templateEntry{sig: sig("APPROVED", t0)}, ""},
 	}
 	for _, tt := range tests {
@@ -691,7 +719,7 @@ func TestDiffTemplates(t *testing.T) {
 		return &schemas.TemplateDef{V: 1, App: "shop", WABAID: shopWABA, ID: name, Name: name, Language: "en_US", Status: status, BodyParams: body, Synced: synced}
 	}
 	sig := func(name, event string, at time.Time) *schemas.TemplateSignal {
-		return &schemas.TemplateSignal{App: "shop", Received: at, Template: schemas.TemplateUpdate{Field: fieldStatusUpdate, Name: name, Language: "en_US", Event: event}}
+		return &schemas.TemplateSignal{App: "shop", Time: at, Received: at, Template: schemas.TemplateUpdate{Field: fieldStatusUpdate, Name: name, Language: "en_US", Event: event}}
 	}
 	have := map[string]templateEntry{
 		"same/en_US":    {def: mk("same", "APPROVED", 1, t0)},
@@ -745,16 +773,20 @@ func BenchmarkTemplateCheck(b *testing.B) {
 	for a := range 100 {
 		app := fmt.Sprintf("app%d", a)
 		for i := range 100 {
-			d := &schemas.TemplateDef{V: 1, App: app, WABAID: "w" + app, ID: strconv.Itoa(i), Name: fmt.Sprintf("tpl_%d", i), Language: "en_US",
+			d := &schemas.TemplateDef{
+				V: 1, App: app, WABAID: "w" + app, ID: strconv.Itoa(i), Name: fmt.Sprintf("tpl_%d", i), Language: "en_US",
 				Status: schemas.TemplateApproved, Header: &schemas.TemplateHeader{Format: schemas.HeaderText, Params: 1}, BodyParams: 3,
-				Buttons: []schemas.TemplateButton{{Type: "QUICK_REPLY"}, {Type: "URL", URLParam: true}}, Synced: now}
+				Buttons: []schemas.TemplateButton{{Type: "QUICK_REPLY"}, {Type: "URL", URLParam: true}}, Synced: now,
+			}
 			s.setDef(string(d.Key()), d)
 		}
 		s.markKnown(app, "w"+app)
 	}
 	app := &apps.App{ID: "app42", WhatsApp: apps.WhatsApp{WABAID: "wapp42"}}
-	tm := &schemas.Template{Name: "tpl_42", Language: "en_US", Header: []string{"Ann"}, Body: []string{"Ann", "A-1001", "tomorrow"},
-		ButtonURL: map[int]string{1: "A-1001"}}
+	tm := &schemas.Template{
+		Name: "tpl_42", Language: "en_US", Header: []string{"Ann"}, Body: []string{"Ann", "A-1001", "tomorrow"},
+		ButtonURL: map[int]string{1: "A-1001"},
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {

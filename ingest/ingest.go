@@ -373,9 +373,12 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 
 // templateSignal is the TopicTemplates record of a template change event.
 func templateSignal(e *schemas.Event) (*kgo.Record, error) {
-	sig := &schemas.TemplateSignal{App: e.App, EventID: e.ID, Template: *e.Template, Received: e.Received}
+	sig := &schemas.TemplateSignal{App: e.App, EventID: e.ID, Template: *e.Template, Time: e.Time, Received: e.Received}
 	if sig.Received.IsZero() {
 		sig.Received = time.Now().UTC()
+	}
+	if sig.Time.IsZero() {
+		sig.Time = sig.Received
 	}
 	v, err := sig.Marshal()
 	if err != nil {

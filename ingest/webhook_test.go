@@ -561,7 +561,7 @@ func TestWebhookTemplateUpdates(t *testing.T) {
 	}
 	for field, e := range got {
 		s := sigs[field]
-		if s == nil || s.App != "shop" || s.EventID != e.ID || s.Template != *e.Template || !s.Received.Equal(e.Received) {
+		if s == nil || s.App != "shop" || s.EventID != e.ID || s.Template != *e.Template || !s.Received.Equal(e.Received) || !s.Time.Equal(e.Time) {
 			t.Fatalf("%s: signal %+v, event %+v", field, s, e)
 		}
 	}

@@ -339,7 +339,7 @@ func TestTemplateRecords(t *testing.T) {
 		t.Fatalf("template key %q", key)
 	}
 
-	s := &TemplateSignal{App: "shop", EventID: "e1", Received: now, Template: TemplateUpdate{
+	s := &TemplateSignal{App: "shop", EventID: "e1", Time: now.Add(-time.Second), Received: now, Template: TemplateUpdate{
 		Field: "message_template_status_update", WABAID: "2001", TemplateID: "123", Name: "order_shipped", Language: "en_US", Event: TemplatePaused}}
 	b, err = s.Marshal()
 	if err != nil {
@@ -384,9 +384,10 @@ func TestTemplateRecords(t *testing.T) {
 		})
 	}
 	for name, in := range map[string]string{
-		"no field":    `{"v":1,"app":"shop","event_id":"e","template":{"name":"x","language":"en"},"received":"2026-11-23T10:00:00Z"}`,
-		"no template": `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","name":"x"},"received":"2026-11-23T10:00:00Z"}`,
-		"no received": `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","template_id":"1"}}`,
+		"no field":    `{"v":1,"app":"shop","event_id":"e","template":{"name":"x","language":"en"},"time":"2026-11-23T10:00:00Z","received":"2026-11-23T10:00:00Z"}`,
+		"no template": `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","name":"x"},"time":"2026-11-23T10:00:00Z","received":"2026-11-23T10:00:00Z"}`,
+		"no received": `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","template_id":"1"},"time":"2026-11-23T10:00:00Z"}`,
+		"no time":     `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","template_id":"1"},"received":"2026-11-23T10:00:00Z"}`,
 	} {
 		if _, err := DecodeTemplateSignal([]byte(in)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)

@@ -152,8 +152,11 @@ type TemplateSignal struct {
 	EventID string `json:"event_id"`
 	// Template is the change, as on the event.
 	Template TemplateUpdate `json:"template"`
-	// Received is when ingest received the webhook (Herald's clock, like
-	// TemplateDef.Synced).
+	// Time is when the change happened: Meta's time of the webhook entry
+	// (the event's Time), which a retried delivery repeats. Dispatchers
+	// order a change and a listing (TemplateDef.Synced) by it.
+	Time time.Time `json:"time"`
+	// Received is when ingest received the webhook.
 	Received time.Time `json:"received"`
 }
 
@@ -183,8 +186,8 @@ func (s *TemplateSignal) Validate() error {
 		return invalid("template signal: template.field is required")
 	case (t.Name == "" || t.Language == "") && t.TemplateID == "":
 		return invalid("template signal: template.name and template.language, or template.template_id, are required")
-	case s.Received.IsZero():
-		return invalid("template signal: received is required")
+	case s.Time.IsZero() || s.Received.IsZero():
+		return invalid("template signal: time and received are required")
 	}
 	return nil
 }

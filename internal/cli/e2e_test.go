@@ -337,7 +337,7 @@ func TestTemplateStatusWebhookEndToEnd(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rows.Close()
+			_ = rows.Close()
 			if found {
 				return state, code
 			}

@@ -162,8 +162,10 @@ func toTemplateJSON(waba string, t *Template) templateJSON {
 		}
 		out.Components = append(out.Components, h)
 	case HeaderImage, HeaderVideo, HeaderDocument:
-		out.Components = append(out.Components, componentJSON{Type: "HEADER", Format: t.HeaderFormat,
-			Example: map[string]any{"header_handle": []string{headerHandle}}})
+		out.Components = append(out.Components, componentJSON{
+			Type: "HEADER", Format: t.HeaderFormat,
+			Example: map[string]any{"header_handle": []string{headerHandle}},
+		})
 	case HeaderLocation:
 		out.Components = append(out.Components, componentJSON{Type: "HEADER", Format: HeaderLocation})
 	}
