@@ -39,6 +39,24 @@ type Config struct {
 	Concurrency int `yaml:"concurrency"`
 	// Breaker configures the circuit breaker of each (provider, sender).
 	Breaker BreakerConfig `yaml:"breaker"`
+	// Templates configures the template sync.
+	Templates TemplatesConfig `yaml:"templates"`
+}
+
+// TemplatesConfig configures the sync of every app's WhatsApp templates
+// from its WhatsApp Business account to schemas.TopicTemplates.
+type TemplatesConfig struct {
+	// SyncInterval is how often every app's templates are listed again,
+	// besides at start and after template webhooks; each replica adds
+	// ±10% jitter. Default 15m; negative: only at start and after webhooks.
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// ResyncDelay is how long after a template webhook (a status, quality
+	// or category change) its app's templates are listed again; the
+	// webhook's status applies at once. Default 5s.
+	ResyncDelay time.Duration `yaml:"resync_delay"`
+	// PageLimit is the templates asked for per page of the listing.
+	// Default 100.
+	PageLimit int `yaml:"page_limit"`
 }
 
 // BreakerConfig configures the circuit breaker of each (provider, sender).
@@ -108,7 +126,32 @@ func (c *Config) Validate() error {
 	if c.Concurrency == 0 {
 		c.Concurrency = 64
 	}
+	if err := c.Templates.validate(); err != nil {
+		return err
+	}
 	return c.Breaker.validate()
+}
+
+func (c *TemplatesConfig) validate() error {
+	switch {
+	case c.SyncInterval == 0:
+		c.SyncInterval = 15 * time.Minute
+	case c.SyncInterval > 0 && c.SyncInterval < time.Second:
+		return fmt.Errorf("dispatcher: templates.sync_interval %v: want at least 1s (or negative: no periodic sync)", c.SyncInterval)
+	}
+	switch {
+	case c.ResyncDelay < 0:
+		return fmt.Errorf("dispatcher: templates.resync_delay %v is negative", c.ResyncDelay)
+	case c.ResyncDelay == 0:
+		c.ResyncDelay = 5 * time.Second
+	}
+	switch {
+	case c.PageLimit < 0 || c.PageLimit > 1000:
+		return fmt.Errorf("dispatcher: templates.page_limit %d: want 1 to 1000", c.PageLimit)
+	case c.PageLimit == 0:
+		c.PageLimit = 100
+	}
+	return nil
 }
 
 func (c *BreakerConfig) validate() error {

@@ -15,7 +15,8 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{
 		Group: "herald-dispatcher", WhatsAppBaseURL: "https://graph.facebook.com", GraphVersion: "v23.0",
 		RatePerSender: 80, Burst: 80, RequestTimeout: 10 * time.Second, MaxAttempts: 5, Concurrency: 64,
-		Breaker: BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
+		Breaker:   BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
+		Templates: TemplatesConfig{SyncInterval: 15 * time.Minute, ResyncDelay: 5 * time.Second, PageLimit: 100},
 	}
 	if c != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -48,6 +49,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative concurrency", Config{Concurrency: -1}, "concurrency"},
 		{"negative breaker", Config{Breaker: BreakerConfig{OpenTimeout: -1}}, "breaker"},
 		{"huge breaker", Config{Breaker: BreakerConfig{ConsecutiveFailures: math.MaxUint32 + 1}}, "breaker"},
+		{"no periodic template sync", Config{Templates: TemplatesConfig{SyncInterval: -1}}, ""},
+		{"template sync too often", Config{Templates: TemplatesConfig{SyncInterval: time.Millisecond}}, "templates.sync_interval"},
+		{"negative resync delay", Config{Templates: TemplatesConfig{ResyncDelay: -time.Second}}, "templates.resync_delay"},
+		{"template page too large", Config{Templates: TemplatesConfig{PageLimit: 5000}}, "templates.page_limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

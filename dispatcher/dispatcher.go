@@ -25,6 +25,42 @@
 // release marker after it so that a restart does not release it again; see
 // Scheduler for the offsets it commits and the one case of a double release.
 //
+// Templates: a template request is checked against the app's templates
+// before any wait or call, so that Meta's 132000 and 132001 never happen:
+// a template unknown in that language ends as OutcomeFailed with
+// CodeTemplateUnknown, one whose status is not APPROVED with
+// CodeTemplateNotApproved (the message says the status), parameters that do
+// not fit with CodeTemplateParams (the message names each request field
+// that is wrong: the header's count, or a media or LOCATION header, which a
+// request cannot fill; the body's count; a missing, empty or needless
+// button_url; empty or over-long parameters; named-parameter templates).
+// Meta does not type body variables (text, currency and date_time all fit)
+// and requests carry text, so body parameters are checked by count. These
+// refusals are permanent: no retry, no provider call.
+//
+// The templates come from schemas.TopicTemplates (compacted), which every
+// replica reads whole into memory (templates.go); Run consumes no request
+// before the store holds what the topic held at start (Ready, for
+// /readyz). The sync (templates_sync.go) lists every app with a
+// whatsapp.waba_id (GET /{version}/{waba-id}/message_templates, every page)
+// once the store caught up, every Config.Templates.SyncInterval, and
+// ResyncDelay after a template webhook, and writes a schemas.TemplateDef for
+// each new or changed template and a tombstone for each no longer listed.
+// Any replica may sync: each compares Meta's listing with the store, so
+// several syncing write the same records at most twice and, once they read
+// each other's, nothing. A failed listing (Meta down, a bad token) is
+// logged and counted and writes nothing: the store keeps the last known
+// templates. Ingest writes each template webhook to the topic too, as a
+// schemas.TemplateSignal: its status (PAUSED, DISABLED, REJECTED, APPROVED
+// again...) applies at once and outranks listings started less than a
+// minute after it (Meta's listing may lag its webhooks).
+//
+// An app whose templates the store does not hold is not checked (its sends
+// go to Meta, which decides, as before templates were synced): an app
+// without a whatsapp.waba_id, or whose templates no sync has listed yet
+// (at the very first start, or with Meta down then). Its first such send is
+// logged.
+//
 // Requests of one batch run concurrently (Config.Concurrency), but requests
 // to one recipient (one record key) run one after the other, in record order.
 //
@@ -47,6 +83,12 @@
 //	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
 //	herald_dispatcher_inflight                        provider calls in flight
 //	herald_dispatcher_scheduled_total                 requests with a future send_at forwarded to the scheduled topic
+//	herald_dispatcher_templates{status}               templates in the store, by status
+//	herald_dispatcher_templates_ready                 1 once the template store caught up with the topic at start
+//	herald_dispatcher_template_records_total{result}  template topic records read: template, signal, deleted, invalid
+//	herald_dispatcher_template_syncs_total{result}    template listings of one app: ok, error
+//	herald_dispatcher_template_changes_total{change}  template records the sync wrote: written, deleted
+//	herald_dispatcher_template_checks_total{result}   template sends checked: passed, unchecked, unknown, not_approved, params
 //
 //	herald_scheduler_pending                          scheduled requests held in memory
 //	herald_scheduler_released_total                   requests released to the dispatch topic (marker acknowledged)
@@ -105,6 +147,7 @@ type Dispatcher struct {
 	limiter   Limiter
 	breakers  *breakers
 	throttle  *throttle
+	templates *templates
 
 	// backoffBase and backoffMax shape retries: base·2^(attempt-1), at most
 	// max, with the upper half jittered.
@@ -156,6 +199,15 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
 	}
+	var tpl *templates
+	tm, err := newTemplateMetrics(prom, func() bool { return tpl != nil && tpl.store.ready.Load() })
+	if err == nil {
+		tpl, err = newTemplates(cfg, kcfg, reg, cl, hc, log, tm)
+	}
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
 	return &Dispatcher{
 		cfg:  cfg,
 		reg:  reg,
@@ -169,6 +221,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		limiter:     newTokenBucket(cfg.RatePerSender, cfg.Burst),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
+		templates:   tpl,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -180,13 +233,33 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.log.Info("dispatcher running", "group", d.cfg.Group, "whatsapp", d.cfg.WhatsAppBaseURL,
 		"rate_per_sender", d.cfg.RatePerSender, "concurrency", d.cfg.Concurrency)
+	tctx, stop := context.WithCancel(ctx)
+	var tw sync.WaitGroup
+	tw.Go(func() { d.templates.run(tctx) })
+	defer func() { stop(); tw.Wait() }()
+	// Requests are checked against the templates: not before the store
+	// holds what the topic holds.
+	if !d.templates.waitReady(ctx) {
+		return nil
+	}
 	return kafka.Run(ctx, d.cl, d.log, d.handle)
+}
+
+// Ready returns nil once the dispatcher's template store has read
+// schemas.TopicTemplates up to its end at start (Run consumes no request
+// before): a readiness check for /readyz.
+func (d *Dispatcher) Ready(context.Context) error {
+	if !d.templates.store.ready.Load() {
+		return errors.New("reading the templates topic " + schemas.TopicTemplates)
+	}
+	return nil
 }
 
 // Close leaves the consumer group and releases connections. Call it after
 // Run returned.
 func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
+		d.templates.close()
 		d.cl.Close()
 		d.http.CloseIdleConnections()
 	})
@@ -344,6 +417,11 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: sender %s of app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender))
 		}
 		if err := checkRequest(req); err != nil {
+			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
+		// Unknown, unapproved or mismatched templates never reach Meta
+		// (132000/132001): see templates.go.
+		if err := d.templates.store.check(app, req.Template); err != nil {
 			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
 	}

@@ -26,6 +26,16 @@ const (
 	// CodeHTTP: the provider answered an HTTP error without a Graph error
 	// code (a proxy's 502 page, say).
 	CodeHTTP = -6
+	// CodeTemplateUnknown: the app's WhatsApp Business account has no
+	// template of that name in that language (Meta would answer 132001).
+	CodeTemplateUnknown = -7
+	// CodeTemplateNotApproved: the template is not APPROVED (PENDING,
+	// REJECTED, PAUSED, DISABLED, ...; the message says which).
+	CodeTemplateNotApproved = -8
+	// CodeTemplateParams: the request's parameters do not fit the
+	// template's components (Meta would answer 132000 or 132012); the
+	// message names each field that is wrong.
+	CodeTemplateParams = -9
 )
 
 // Sentinel errors.
@@ -44,6 +54,17 @@ var (
 	// ErrInvalidRequest is wrapped by WhatsApp.Send when the request cannot
 	// be encoded into a valid Graph call. Permanent.
 	ErrInvalidRequest = errors.New("invalid request")
+	// ErrTemplateUnknown is wrapped by the dispatcher's template check
+	// (before any wait or call) when the app's synced templates have none of
+	// the request's name in its language. Permanent.
+	ErrTemplateUnknown = errors.New("unknown template")
+	// ErrTemplateNotApproved is wrapped by the template check when the
+	// template's status is not APPROVED. Permanent for the request.
+	ErrTemplateNotApproved = errors.New("template not approved")
+	// ErrTemplateParams is wrapped by the template check when the request's
+	// header, body or button URL parameters do not fit the template.
+	// Permanent.
+	ErrTemplateParams = errors.New("template parameters do not fit the template")
 	// ErrUnreachable is wrapped by WhatsApp.Send when the HTTP call failed
 	// before the request was written (dial, DNS, TLS, connection refused):
 	// nothing reached Meta, so it is safe to retry.
@@ -184,6 +205,12 @@ func errorCode(err error) int {
 		return CodeUnsupportedChannel
 	case errors.Is(err, ErrInvalidRequest):
 		return CodeInvalidRequest
+	case errors.Is(err, ErrTemplateUnknown):
+		return CodeTemplateUnknown
+	case errors.Is(err, ErrTemplateNotApproved):
+		return CodeTemplateNotApproved
+	case errors.Is(err, ErrTemplateParams):
+		return CodeTemplateParams
 	case errors.Is(err, ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
 		return CodeUnreachable
 	}

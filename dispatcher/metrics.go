@@ -130,3 +130,67 @@ func newSchedulerMetrics(reg prometheus.Registerer) (*schedulerMetrics, error) {
 	}
 	return m, nil
 }
+
+// templateMetrics are the template store's and sync's Prometheus metrics,
+// listed in the package doc.
+type templateMetrics struct {
+	templates *prometheus.GaugeVec
+	records   *prometheus.CounterVec
+	syncs     *prometheus.CounterVec
+	changes   *prometheus.CounterVec
+	checks    *prometheus.CounterVec
+	ready     prometheus.GaugeFunc
+	// checked are the children of checks by result, resolved once: the
+	// check runs on every template send.
+	checked map[string]prometheus.Counter
+}
+
+func newTemplateMetrics(reg prometheus.Registerer, ready func() bool) (*templateMetrics, error) {
+	m := &templateMetrics{
+		templates: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_templates",
+			Help: "WhatsApp templates in the dispatcher's template store, by status (a webhook's status counts until a later sync).",
+		}, []string{"status"}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_records_total",
+			Help: "Template topic records read: template, signal, deleted (tombstones), invalid (not applied).",
+		}, []string{"result"}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_syncs_total",
+			Help: "Template listings of one app, by result: ok, error (the templates known stay as they were).",
+		}, []string{"result"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_changes_total",
+			Help: "Template records the sync wrote: written (new or changed template), deleted (tombstones).",
+		}, []string{"change"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_checks_total",
+			Help: "Template sends checked before any provider call, by result: passed, unchecked (app not synced or without a WABA id), and the refusals unknown, not_approved, params.",
+		}, []string{"result"}),
+		ready: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_templates_ready",
+			Help: "1 once the template store has read the templates topic up to its end at start.",
+		}, func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}),
+	}
+	m.checked = make(map[string]prometheus.Counter)
+	for _, r := range []string{checkPassed, checkUnchecked, checkUnknown, checkNotApproved, checkParams} {
+		m.checked[r] = m.checks.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.syncs.WithLabelValues(r)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.templates, m.records, m.syncs, m.changes, m.checks, m.ready} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering dispatcher template metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -12,7 +12,7 @@
 //	POST /json/1.3/getTags         Pushwoosh-compatible: a subscriber's tags, read from TopicTags (see TagView)
 //	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
-//	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate
+//	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate (and a TemplateSignal on TopicTemplates)
 //
 // Delivery: a handler answers 2xx only after Kafka acknowledged every record
 // of the request (acks=all, idempotent producer, see internal/kafka). When
@@ -42,7 +42,7 @@
 //
 //	herald_ingest_requests_total{route,code}            requests answered, by route and HTTP status
 //	herald_ingest_request_duration_seconds{route}        time to answer, Kafka acknowledgement included
-//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests)
+//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests, "template_signal" for template changes on TopicTemplates)
 //	herald_ingest_webhook_signature_failures_total       webhook POSTs refused for a missing or wrong X-Hub-Signature-256
 //	herald_ingest_webhook_foreign_changes_total          webhook changes skipped because their phone number is unknown or belongs to an app the signing secret does not
 //	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
@@ -338,7 +338,9 @@ var errProduce = errors.New("kafka did not acknowledge")
 
 // produce sends events (to TopicEvents) and dead letters (to
 // TopicDeadLetter) and waits until Kafka acknowledged every one, see
-// produceRecords.
+// produceRecords. A template change (KindTemplate) also goes to
+// TopicTemplates as a schemas.TemplateSignal, so that dispatchers apply it
+// before their next template sync.
 func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*schemas.DeadLetter) error {
 	recs := make([]*kgo.Record, 0, len(events)+len(dead))
 	kinds := make([]string, 0, len(events)+len(dead))
@@ -349,6 +351,14 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 		}
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: v})
 		kinds = append(kinds, string(e.Kind))
+		if e.Kind == schemas.KindTemplate && e.Template != nil {
+			r, err := templateSignal(e)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, r)
+			kinds = append(kinds, "template_signal")
+		}
 	}
 	for _, d := range dead {
 		v, err := d.Marshal()
@@ -359,6 +369,27 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 		kinds = append(kinds, "deadletter")
 	}
 	return s.produceRecords(ctx, recs, kinds)
+}
+
+// templateSignal is the TopicTemplates record of a template change event.
+func templateSignal(e *schemas.Event) (*kgo.Record, error) {
+	sig := &schemas.TemplateSignal{App: e.App, EventID: e.ID, Template: *e.Template, Time: e.Time, Received: e.Received}
+	if sig.Received.IsZero() {
+		sig.Received = time.Now().UTC()
+	}
+	if sig.Time.IsZero() {
+		sig.Time = sig.Received
+	}
+	v, err := sig.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding template signal of event %s: %w", e.ID, err)
+	}
+	return &kgo.Record{
+		Topic:   schemas.TopicTemplates,
+		Key:     sig.Key(),
+		Value:   v,
+		Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordTemplateSignal)}},
+	}, nil
 }
 
 // produceDispatch sends dispatch requests, see produceRecords: to

@@ -17,7 +17,8 @@ const MaxScheduleAhead = 90 * 24 * time.Hour
 // RecordScheduleRelease, and every other record is a DispatchRequest. A
 // header rather than a field in the value, so that telling the two apart does
 // not need a JSON decode, and so that producers writing requests need not add
-// anything.
+// anything. TopicTemplates tells its two record types apart the same way
+// (RecordTemplateSignal).
 const (
 	HeaderRecord          = "herald-record"
 	RecordScheduleRelease = "schedule-release"

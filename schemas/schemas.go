@@ -21,6 +21,8 @@
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
 //	herald.tagdefs.v1     TagDef          key TagDefKey(app, name, declared), compacted
+//	herald.templates.v1   TemplateDef     key TemplateDefKey(app, name, language), compacted;
+//	                      TemplateSignal (header HeaderRecord) key TemplateSignalKey
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -34,6 +36,13 @@
 // herald.dispatch.v1, and then writes a ScheduleRelease marker with the same
 // key to the request's partition of herald.scheduled.v1, so that a scheduler
 // re-reading the partition knows the request was released.
+//
+// Templates: herald.templates.v1 holds every app's WhatsApp message
+// templates as the dispatcher's sync last listed them from Meta (TemplateDef,
+// a tombstone when a template is gone), and the template changes Meta
+// reported by webhook (TemplateSignal, written by ingest, told apart by the
+// header HeaderRecord: RecordTemplateSignal). Every dispatcher replica reads
+// the whole topic to check sends against the templates before calling Meta.
 package schemas
 
 import (
@@ -70,10 +79,14 @@ const (
 	// TopicTagDefs is compacted: the tag names each app uses, and their
 	// types.
 	TopicTagDefs = "herald.tagdefs.v1"
+	// TopicTemplates is compacted: the WhatsApp message templates of every
+	// app (TemplateDef) and the last webhook change of each
+	// (TemplateSignal).
+	TopicTemplates = "herald.templates.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -84,10 +97,11 @@ var TopicConfigs = map[string]map[string]string{
 	// records for longer, with room for an outage. 120 days.
 	TopicScheduled: {"retention.ms": "10368000000", "cleanup.policy": "delete"},
 	// The latest record per key is the state.
-	TopicTags:     {"cleanup.policy": "compact"},
-	TopicProfiles: {"cleanup.policy": "compact"},
-	TopicSegments: {"cleanup.policy": "compact"},
-	TopicTagDefs:  {"cleanup.policy": "compact"},
+	TopicTags:      {"cleanup.policy": "compact"},
+	TopicProfiles:  {"cleanup.policy": "compact"},
+	TopicSegments:  {"cleanup.policy": "compact"},
+	TopicTagDefs:   {"cleanup.policy": "compact"},
+	TopicTemplates: {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
 }
@@ -117,7 +131,8 @@ func ProfileKey(app, hwid, userID, anonymousID string) []byte {
 }
 
 // TemplateKey is the partitioning key of a KindTemplate event: the app and
-// the template's name (its id when the name is unknown).
+// the template's name (its id when the name is unknown). TemplateDefKey
+// builds the keys of TopicTemplates from it.
 func TemplateKey(app, template string) []byte {
 	return []byte(app + keySep + "template:" + template)
 }
@@ -210,6 +225,11 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicTags:
 		p := new(ProfileTags)
 		rec, version, key = p, func() int { return p.V }, p.Key
+	case TopicTemplates:
+		// What the sync writes; ingest's signals are told apart by a
+		// header, not the value (DecodeTemplateSignal checks them).
+		d := new(TemplateDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

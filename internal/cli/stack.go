@@ -188,6 +188,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if s.disp, err = dispatcher.New(dcfg, s.kcfg, cfg.Apps, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
+	s.ops.AddCheck("templates", s.disp.Ready)
 	s.goRun("dispatcher", s.disp.Run, runCtx)
 	// The scheduler releases the requests of herald.scheduled.v1
 	// (createWhatsAppMessage with a future send_date) to the dispatcher.

@@ -283,6 +283,9 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	base := f.String("whatsapp.base-url", "https://graph.facebook.com", "WhatsApp Cloud API base URL (the simulator's in dev)")
 	rate := f.Float64("whatsapp.rate", 80, "messages per second per sending phone number")
 	maxPending := f.Int("scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
+	var tcfg dispatcher.TemplatesConfig
+	f.DurationVar(&tcfg.SyncInterval, "dispatcher.templates-sync", 15*time.Minute,
+		"how often every app's WhatsApp templates are listed again, besides at start and after template webhooks (negative: never)")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -292,11 +295,12 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	d, err := dispatcher.New(dispatcher.Config{WhatsAppBaseURL: *base, RatePerSender: *rate}, r.kcfg, reg, r.log, r.ops.Registry)
+	d, err := dispatcher.New(dispatcher.Config{WhatsAppBaseURL: *base, RatePerSender: *rate, Templates: tcfg}, r.kcfg, reg, r.log, r.ops.Registry)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	r.ops.AddCheck("templates", d.Ready)
 	// The scheduler runs next to the dispatcher: it releases the requests
 	// of herald.scheduled.v1 to herald.dispatch.v1 at their send_at.
 	sch, err := dispatcher.NewScheduler(dispatcher.SchedulerConfig{MaxPending: *maxPending}, r.kcfg, r.log, r.ops.Registry)
