@@ -118,7 +118,7 @@ func FuzzTemplatePage(f *testing.F) {
 				Name: d.Name, Language: d.Language, Body: make([]string, nBody%40), Header: make([]string, nHeader%3),
 				ButtonURL: map[int]string{int(nBody % 12): button},
 			}
-			_ = paramProblems(d, req)
+			_ = d.ParamProblems(req)
 		}
 	})
 }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -19,18 +17,12 @@ import (
 	"github.com/heraldhq/herald/schemas"
 )
 
-// signalGrace is how long a template webhook's status outranks a listing
-// that disagrees with it: Meta's listing may lag its webhook, and a sync
-// started just after a PAUSED webhook must not resume the template. A
-// listing started later than this after the webhook is believed.
-const signalGrace = time.Minute
-
-// maxParamChars is Meta's limit on a text parameter (TextParameter.text,
-// maxLength 32768).
-const maxParamChars = 32768
-
-// fieldStatusUpdate is the webhook field of template status changes.
-const fieldStatusUpdate = "message_template_status_update"
+// signalGrace, maxParamChars and fieldStatusUpdate are schemas'.
+const (
+	signalGrace       = schemas.TemplateSignalGrace
+	maxParamChars     = schemas.MaxTemplateParamChars
+	fieldStatusUpdate = schemas.FieldTemplateStatusUpdate
+)
 
 // Results of herald_dispatcher_template_checks_total.
 const (
@@ -112,26 +104,7 @@ func (e *templateEntry) status() string {
 	if e.def == nil {
 		return ""
 	}
-	st := e.def.Status
-	if s := e.sig; s != nil && s.Template.Field == fieldStatusUpdate {
-		if ns, ok := signalStatus(s.Template.Event); ok && !e.def.Synced.After(s.Time.Add(signalGrace)) {
-			st = ns
-		}
-	}
-	return st
-}
-
-// signalStatus maps a status webhook's event to the status it gives the
-// template. FLAGGED (quality dropped, still sending) and unknown events
-// change nothing; REINSTATED means approved again.
-func signalStatus(event string) (string, bool) {
-	switch event {
-	case "", "FLAGGED":
-		return "", false
-	case "REINSTATED":
-		return schemas.TemplateApproved, true
-	}
-	return event, true
+	return e.def.EffectiveStatus(e.sig)
 }
 
 // follow reads the topic into the store until ctx is done. onSignal is
@@ -409,7 +382,7 @@ func (s *templateStore) check(app *apps.App, t *schemas.Template) error {
 		result = checkNotApproved
 		err = fmt.Errorf("%w: template %q in %s is %s; only APPROVED templates send", ErrTemplateNotApproved, t.Name, t.Language, status)
 	default:
-		if problems := paramProblems(def, t); len(problems) > 0 {
+		if problems := def.ParamProblems(t); len(problems) > 0 {
 			result = checkParams
 			err = fmt.Errorf("%w: template %q in %s: %s", ErrTemplateParams, t.Name, t.Language, strings.Join(problems, "; "))
 		}
@@ -441,91 +414,4 @@ func (s *templateStore) logUnchecked(app *apps.App) {
 		why = "it has no whatsapp.waba_id"
 	}
 	s.log.Warn("sending templates of this app unchecked: Meta decides whether they exist and fit, because "+why, "app", app.ID)
-}
-
-// paramProblems lists how t's parameters do not fit def, each naming the
-// request field: the header's type and count, the body count, the URL
-// suffix of every button that takes one (and no other), no empty or
-// oversized parameter. Meta does not type body variables (text, currency
-// and date_time all fit) and requests carry text, so only body counts are
-// checked.
-func paramProblems(def *schemas.TemplateDef, t *schemas.Template) []string {
-	var out []string
-	if def.ParameterFormat == schemas.ParamsNamed && (def.BodyParams > 0 || (def.Header != nil && def.Header.Params > 0)) {
-		out = append(out, "it uses named parameters ({{name}}), dispatch requests carry positional ones")
-	}
-	out = append(out, headerProblems(def.Header, t.Header)...)
-	if len(t.Body) != def.BodyParams {
-		out = append(out, fmt.Sprintf("template.body has %s, the template's body takes %d", params(len(t.Body)), def.BodyParams))
-	}
-	out = append(out, textProblems("template.body", t.Body)...)
-	out = append(out, buttonProblems(def.Buttons, t.ButtonURL)...)
-	return out
-}
-
-func headerProblems(h *schemas.TemplateHeader, given []string) []string {
-	switch {
-	case h == nil && len(given) > 0:
-		return []string{fmt.Sprintf("template.header has %s, the template has no header", params(len(given)))}
-	case h == nil:
-		return nil
-	case h.Format != schemas.HeaderText:
-		// IMAGE, VIDEO, DOCUMENT, LOCATION: one parameter of that type,
-		// which a dispatch request cannot carry.
-		return []string{fmt.Sprintf("the template's header is %s: its media or location parameter cannot be given in a dispatch request", h.Format)}
-	case len(given) != h.Params:
-		return []string{fmt.Sprintf("template.header has %s, the template's TEXT header takes %d", params(len(given)), h.Params)}
-	}
-	return textProblems("template.header", given)
-}
-
-// textProblems reports empty parameters (Meta refuses them) and ones over
-// Meta's length limit.
-func textProblems(field string, vals []string) []string {
-	var out []string
-	for i, v := range vals {
-		switch n := utf8.RuneCountInString(v); {
-		case n == 0:
-			out = append(out, fmt.Sprintf("%s[%d] is empty", field, i))
-		case n > maxParamChars:
-			out = append(out, fmt.Sprintf("%s[%d] is %d characters, at most %d", field, i, n, maxParamChars))
-		}
-	}
-	return out
-}
-
-func buttonProblems(buttons []schemas.TemplateButton, given map[int]string) []string {
-	var out []string
-	for i, b := range buttons {
-		v, ok := given[i]
-		switch {
-		case b.URLParam && !ok:
-			out = append(out, fmt.Sprintf("template.button_url[%d] is missing: button %d (%s) takes a URL parameter", i, i, b.Type))
-		case b.URLParam && v == "":
-			out = append(out, fmt.Sprintf("template.button_url[%d] is empty", i))
-		case !b.URLParam && ok:
-			out = append(out, fmt.Sprintf("template.button_url[%d] is given, but button %d (%s) takes no URL parameter", i, i, b.Type))
-		}
-	}
-	idx := make([]int, 0, len(given))
-	for i := range given {
-		if i < 0 || i >= len(buttons) {
-			idx = append(idx, i)
-		}
-	}
-	slices.Sort(idx)
-	for _, i := range idx {
-		out = append(out, fmt.Sprintf("template.button_url[%d] is given, but the template has %s", i, plural(len(buttons), "button")))
-	}
-	return out
-}
-
-// params is "1 parameter", "2 parameters".
-func params(n int) string { return plural(n, "parameter") }
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return fmt.Sprintf("%d %ss", n, word)
 }

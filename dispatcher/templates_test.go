@@ -652,9 +652,9 @@ func TestTemplateDef(t *testing.T) {
 func TestParamProblems(t *testing.T) {
 	f := func(def schemas.TemplateDef, tm schemas.Template, want ...string) {
 		t.Helper()
-		got := paramProblems(&def, &tm)
+		got := def.ParamProblems(&tm)
 		if !slices.Equal(got, want) {
-			t.Errorf("paramProblems(%+v, %+v)\n got %q\nwant %q", def, tm, got, want)
+			t.Errorf("ParamProblems(%+v, %+v)\n got %q\nwant %q", def, tm, got, want)
 		}
 	}
 	f(schemas.TemplateDef{BodyParams: 2}, schemas.Template{Body: []string{"a", "b"}})

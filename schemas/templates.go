@@ -2,7 +2,10 @@ package schemas
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Template statuses, as Meta names them (TemplateDef.Status). Only
@@ -205,4 +208,132 @@ func DecodeTemplateSignal(b []byte) (*TemplateSignal, error) {
 func (s *TemplateSignal) Marshal() ([]byte, error) {
 	s.V = V1
 	return json.Marshal(s)
+}
+
+// TemplateSignalGrace is how long a template webhook's status outranks a
+// listing that disagrees with it: Meta's listing may lag its webhook, and
+// a sync started just after a PAUSED webhook must not resume the template.
+// A listing started later than this after the webhook is believed.
+const TemplateSignalGrace = time.Minute
+
+// MaxTemplateParamChars is Meta's limit on a text parameter
+// (TextParameter.text, maxLength 32768).
+const MaxTemplateParamChars = 32768
+
+// FieldTemplateStatusUpdate is the webhook field of template status
+// changes.
+const FieldTemplateStatusUpdate = "message_template_status_update"
+
+// EffectiveStatus is the status of the listed template d given sig, the
+// last webhook change of it (nil: none): the listed status, unless a
+// status change came later than the listing started, within
+// TemplateSignalGrace. Every reader of TopicTemplates decides it so.
+func (d *TemplateDef) EffectiveStatus(sig *TemplateSignal) string {
+	st := d.Status
+	if sig != nil && sig.Template.Field == FieldTemplateStatusUpdate {
+		if ns, ok := SignalStatus(sig.Template.Event); ok && !d.Synced.After(sig.Time.Add(TemplateSignalGrace)) {
+			st = ns
+		}
+	}
+	return st
+}
+
+// SignalStatus maps a status webhook's event to the status it gives the
+// template. FLAGGED (quality dropped, still sending) and unknown events
+// change nothing; REINSTATED means approved again.
+func SignalStatus(event string) (string, bool) {
+	switch event {
+	case "", "FLAGGED":
+		return "", false
+	case "REINSTATED":
+		return TemplateApproved, true
+	}
+	return event, true
+}
+
+// ParamProblems lists how t's parameters do not fit def, each naming the
+// request field: the header's type and count, the body count, the URL
+// suffix of every button that takes one (and no other), no empty or
+// oversized parameter. Meta does not type body variables (text, currency
+// and date_time all fit) and requests carry text, so only body counts are
+// checked.
+func (def *TemplateDef) ParamProblems(t *Template) []string {
+	var out []string
+	if def.ParameterFormat == ParamsNamed && (def.BodyParams > 0 || (def.Header != nil && def.Header.Params > 0)) {
+		out = append(out, "it uses named parameters ({{name}}), dispatch requests carry positional ones")
+	}
+	out = append(out, headerProblems(def.Header, t.Header)...)
+	if len(t.Body) != def.BodyParams {
+		out = append(out, fmt.Sprintf("template.body has %s, the template's body takes %d", params(len(t.Body)), def.BodyParams))
+	}
+	out = append(out, textProblems("template.body", t.Body)...)
+	out = append(out, buttonProblems(def.Buttons, t.ButtonURL)...)
+	return out
+}
+
+func headerProblems(h *TemplateHeader, given []string) []string {
+	switch {
+	case h == nil && len(given) > 0:
+		return []string{fmt.Sprintf("template.header has %s, the template has no header", params(len(given)))}
+	case h == nil:
+		return nil
+	case h.Format != HeaderText:
+		// IMAGE, VIDEO, DOCUMENT, LOCATION: one parameter of that type,
+		// which a dispatch request cannot carry.
+		return []string{fmt.Sprintf("the template's header is %s: its media or location parameter cannot be given in a dispatch request", h.Format)}
+	case len(given) != h.Params:
+		return []string{fmt.Sprintf("template.header has %s, the template's TEXT header takes %d", params(len(given)), h.Params)}
+	}
+	return textProblems("template.header", given)
+}
+
+// textProblems reports empty parameters (Meta refuses them) and ones over
+// Meta's length limit.
+func textProblems(field string, vals []string) []string {
+	var out []string
+	for i, v := range vals {
+		switch n := utf8.RuneCountInString(v); {
+		case n == 0:
+			out = append(out, fmt.Sprintf("%s[%d] is empty", field, i))
+		case n > MaxTemplateParamChars:
+			out = append(out, fmt.Sprintf("%s[%d] is %d characters, at most %d", field, i, n, MaxTemplateParamChars))
+		}
+	}
+	return out
+}
+
+func buttonProblems(buttons []TemplateButton, given map[int]string) []string {
+	var out []string
+	for i, b := range buttons {
+		v, ok := given[i]
+		switch {
+		case b.URLParam && !ok:
+			out = append(out, fmt.Sprintf("template.button_url[%d] is missing: button %d (%s) takes a URL parameter", i, i, b.Type))
+		case b.URLParam && v == "":
+			out = append(out, fmt.Sprintf("template.button_url[%d] is empty", i))
+		case !b.URLParam && ok:
+			out = append(out, fmt.Sprintf("template.button_url[%d] is given, but button %d (%s) takes no URL parameter", i, i, b.Type))
+		}
+	}
+	idx := make([]int, 0, len(given))
+	for i := range given {
+		if i < 0 || i >= len(buttons) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		out = append(out, fmt.Sprintf("template.button_url[%d] is given, but the template has %s", i, plural(len(buttons), "button")))
+	}
+	return out
+}
+
+// params is "1 parameter", "2 parameters".
+func params(n int) string { return plural(n, "parameter") }
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -421,6 +421,13 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 			return nil, "", aerr
 		}
 	}
+	tcat, aerr := s.checkTemplate(ctx, app, c)
+	if aerr != nil {
+		return nil, "", aerr
+	}
+	if categorySource, aerr = templateCategoryOf(c, tcat, categorySource); aerr != nil {
+		return nil, "", aerr
+	}
 	return c, categorySource, nil
 }
 

@@ -19,10 +19,10 @@ const (
 	categoryAssumedMarketing = "assumed_marketing"
 )
 
-// templateCategory decides the template category of a campaign request and
-// says where it came from. It is the one place that does: the templates
-// topic (template name -> category, from Meta's template webhooks) is to
-// be read here when it exists, before falling back to MARKETING.
+// templateCategory decides the template category of a campaign request
+// from the request, and says where it came from; when the app's templates
+// are on TopicTemplates, templateCategoryOf replaces it with the
+// template's (categoryFromTemplate).
 func templateCategory(req *apiRequest) (category, source string, aerr *apiError) {
 	switch c := strings.ToUpper(strings.TrimSpace(req.Category)); c {
 	case "":

@@ -68,8 +68,10 @@
 // window when their message is due, and the template category. The
 // segment API sums the parts and prices them with the rate card of
 // Config.Pricing (internal/pricing: an estimate, Meta's per-message rules);
-// the category comes from the request, else MARKETING is assumed and the
-// answer says so (templateCategory is the one place that decides it).
+// the category is the template's when the app's templates are on
+// TopicTemplates (templates.go: the campaign API also refuses unknown,
+// unapproved or ill-fitting templates then), else the request's, else
+// MARKETING is assumed and the answer says so.
 //
 // # Keyword replies
 //
@@ -246,7 +248,8 @@ type core struct {
 	cache  *fastcache.Cache
 	segs   *segments
 	owned  ownedParts
-	tagReg *tagRegistry // TopicTagDefs
+	tagReg *tagRegistry  // TopicTagDefs
+	tmpl   *templateView // TopicTemplates
 	keys   *keyIndex
 	cold   coldReader
 
@@ -323,6 +326,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	c := &core{
 		segs:    newSegments(),
 		tagReg:  newTagRegistry(),
+		tmpl:    newTemplateView(),
 		keys:    newKeyIndex(),
 		closing: make(chan struct{}),
 		cfg:     cfg,
@@ -379,6 +383,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 		}
 	}
 	feed.Go(func() { s.runSweeps(feedCtx) })
+	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	return kafka.Run(ctx, s.cl, s.log, s.handle)
 }
