@@ -242,6 +242,8 @@ func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	keywords := f.String("segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	var scfg segmenter.Config
 	limitFlags(f.FlagSet, &scfg.Limits)
+	f.IntVar(&scfg.CacheBytes, "segmenter.cache-bytes", segmenter.DefaultCacheBytes, "memory of the profile cache (fastcache): the hot profiles; evicted ones are read back from the changelog")
+	f.IntVar(&scfg.Workers, "segmenter.workers", 0, "partitions of a batch processed in parallel; 0: GOMAXPROCS")
 	f.DurationVar(&scfg.SweepInterval, "segmenter.sweep-interval", segmenter.DefaultSweepInterval, "how often segments with relative times (\"-30d\") are re-evaluated over every profile; 0: never")
 	pricingFlags(f.FlagSet, &scfg.Pricing)
 	r, err := startStage(ctx, f, args, stderr)
