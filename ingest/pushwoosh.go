@@ -261,13 +261,16 @@ func buildSetTags(s *Server, authHeader string, body []byte, now time.Time) (*sc
 }
 
 // reservedEvents are produced by Herald only (the webhook, the
-// segmenter): a client posting them would fake inbound messages, statuses
-// or segment membership.
+// segmenter): a client posting them would fake inbound messages, statuses,
+// segment membership or journey progress.
 var reservedEvents = map[string]bool{
 	strings.ToLower(schemas.EventWhatsAppReceived): true,
 	strings.ToLower(schemas.EventWhatsAppStatus):   true,
 	strings.ToLower(schemas.EventSegmentEntered):   true,
 	strings.ToLower(schemas.EventSegmentExited):    true,
+	strings.ToLower(schemas.EventJourneyEntered):   true,
+	strings.ToLower(schemas.EventJourneyStep):      true,
+	strings.ToLower(schemas.EventJourneyExited):    true,
 }
 
 // buildPostEvent is POST /json/1.3/postEvent.

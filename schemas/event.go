@@ -46,10 +46,21 @@ const (
 	// seen more than 30 days ago" changes without any event; each
 	// segmenter writes them for the partitions it owns).
 	KindSweep EventKind = "sweep"
+	// KindTick wakes the segmenter owning its partition to fire the
+	// journey timers that came due there (each owner writes them for its
+	// partitions while timers are due). It concerns no user and no app:
+	// App is TickApp.
+	KindTick EventKind = "tick"
 )
 
+// TickApp is the app of KindTick events.
+const TickApp = "_herald"
+
+// TickKey is the record key of a KindTick event.
+func TickKey() []byte { return []byte(TickApp + keySep + "tick") }
+
 // Kinds lists every EventKind.
-var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign, KindSweep}
+var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign, KindSweep, KindTick}
 
 // Default event names, as Pushwoosh names them.
 const (
@@ -68,6 +79,18 @@ const (
 	// EventUserRegistered is Pushwoosh registerUser: a user id bound to a
 	// device.
 	EventUserRegistered = "PW_UserRegistered"
+	// EventEmailOpened, EventEmailClicked and EventEmailUnsubscribed are
+	// produced by ingest's tracking links in the emails the dispatcher
+	// sends (internal/track): the open pixel, a rewritten link, the
+	// List-Unsubscribe link. Attributes: dispatch_id, source_kind,
+	// source_name, and url for clicks.
+	EventEmailOpened       = "PW_EmailOpened"
+	EventEmailClicked      = "PW_EmailClicked"
+	EventEmailUnsubscribed = "PW_EmailUnsubscribed"
+	// EventPushOpened is posted by the app (postEvent) when the user opens
+	// a push notification, with the notification's herald_dispatch_id
+	// data value as the attribute dispatch_id.
+	EventPushOpened = "PW_PushOpened"
 )
 
 // Tag types, as Pushwoosh names them (Event.TagTypes).
@@ -365,6 +388,8 @@ func (e *Event) Validate() error {
 			return invalid("event: sweep is required for kind sweep")
 		}
 		return nil
+	case e.Kind == KindTick:
+		return nil
 	case e.Kind == KindCampaign:
 		if c := e.Campaign; c == nil || c.ID == "" || c.Filter == "" || c.Sender == "" || c.Template.Name == "" || c.Template.Language == "" {
 			return invalid("event: campaign.id, filter, sender, template.name and template.language are required for kind campaign")
@@ -415,6 +440,9 @@ func (e *Event) Key() []byte {
 	}
 	if e.Kind == KindSweep && e.Sweep != nil {
 		return SweepKey(e.App, e.Sweep.Segment)
+	}
+	if e.Kind == KindTick {
+		return TickKey()
 	}
 	if e.Kind == KindTemplate && e.Template != nil {
 		id := e.Template.Name

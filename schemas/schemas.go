@@ -21,6 +21,7 @@
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
 //	herald.tagdefs.v1     TagDef          key TagDefKey(app, name, declared), compacted
+//	herald.journeys.v1    JourneyDef      key JourneyKey(app, id, version), compacted
 //	herald.templates.v1   TemplateDef     key TemplateDefKey(app, name, language), compacted;
 //	                      TemplateSignal (header HeaderRecord) key TemplateSignalKey
 //
@@ -83,10 +84,12 @@ const (
 	// app (TemplateDef) and the last webhook change of each
 	// (TemplateSignal).
 	TopicTemplates = "herald.templates.v1"
+	// TopicJourneys is compacted: every version of every app's journeys.
+	TopicJourneys = "herald.journeys.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -102,6 +105,7 @@ var TopicConfigs = map[string]map[string]string{
 	TopicSegments:  {"cleanup.policy": "compact"},
 	TopicTagDefs:   {"cleanup.policy": "compact"},
 	TopicTemplates: {"cleanup.policy": "compact"},
+	TopicJourneys:  {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
 }
@@ -218,6 +222,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 		rec, version, key = p, func() int { return p.V }, func() []byte { return CampaignKey(p.App, p.Campaign) }
 	case TopicSegments:
 		d := new(SegmentDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicJourneys:
+		d := new(JourneyDef)
 		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicTagDefs:
 		d := new(TagDef)

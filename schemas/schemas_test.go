@@ -26,6 +26,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"tags.v1.json", reflect.TypeFor[ProfileTags]()},
 		{"segment.v1.json", reflect.TypeFor[SegmentDef]()},
 		{"tagdef.v1.json", reflect.TypeFor[TagDef]()},
+		{"journey.v1.json", reflect.TypeFor[JourneyDef]()},
 		{"preview.v1.json", reflect.TypeFor[CampaignPreview]()},
 		{"schedule_release.v1.json", reflect.TypeFor[ScheduleRelease]()},
 		{"template.v1.json", reflect.TypeFor[TemplateDef]()},

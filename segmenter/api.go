@@ -66,6 +66,11 @@ func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
 		"/json/1.3/addTag":                 s.addTag,
 		"/json/1.3/listTags":               s.listTags,
 		"/json/1.3/deleteTag":              s.deleteTag,
+		"/json/1.3/createJourney":          s.createJourney,
+		"/json/1.3/listJourneys":           s.listJourneys,
+		"/json/1.3/getJourney":             s.getJourney,
+		"/json/1.3/archiveJourney":         s.archiveJourney,
+		"/json/1.3/startJourney":           s.startJourney,
 	}
 	mux := http.NewServeMux()
 	for _, path := range APIPaths {
@@ -80,6 +85,7 @@ var APIPaths = []string{
 	"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter",
 	"/json/1.3/createTargetedMessage", "/json/1.3/previewTargetedMessage",
 	"/json/1.3/addTag", "/json/1.3/listTags", "/json/1.3/deleteTag",
+	"/json/1.3/createJourney", "/json/1.3/listJourneys", "/json/1.3/getJourney", "/json/1.3/archiveJourney", "/json/1.3/startJourney",
 }
 
 // apiRequest is the request object of the segment API.
@@ -106,6 +112,12 @@ type apiRequest struct {
 	CampaignID string `json:"campaign_id"`
 	// addTag, deleteTag
 	Tag *apiTag `json:"tag"`
+	// the journey calls
+	Journey *apiJourney `json:"journey"`
+	ID      string      `json:"id"`
+	Version int         `json:"version"`
+	Devices []string    `json:"devices"`
+	Users   []string    `json:"users"`
 }
 
 // apiTag is addTag's and deleteTag's tag: a name and, for addTag, a type

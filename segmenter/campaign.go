@@ -15,6 +15,9 @@ import (
 // SourceCampaign is the Source.Kind of campaign sends.
 const SourceCampaign = "campaign"
 
+// SourceJourney is the Source.Kind of the segmenter's journey sends.
+const SourceJourney = "journey"
+
 // Campaign skip reasons (herald_segmenter_campaign_skipped_total).
 const (
 	skipNoWhatsApp   = "no_whatsapp"

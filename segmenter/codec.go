@@ -35,6 +35,10 @@ import (
 //	         per segment id (sorted), uvarint campaign send count + per
 //	         send time and 8-byte campaign hash and (v4) a flags byte
 //	         (1: marketing; v3 sends were all marketing)
+//	(v4)     uvarint journey run count + per run 8-byte journey hash,
+//	         uvarint version, uvarint step, time deadline, time entered,
+//	         uvarint seq, 8-byte last send hash; uvarint finished journey
+//	         count + 8-byte hashes
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
@@ -255,6 +259,20 @@ func appendProfile(b []byte, p *Profile) []byte {
 			f = sendMarketing
 		}
 		b = append(b, f)
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.journeys)))
+	for _, r := range p.journeys {
+		b = binary.LittleEndian.AppendUint64(b, r.journey)
+		b = binary.AppendUvarint(b, uint64(r.version))
+		b = binary.AppendUvarint(b, uint64(r.step))
+		b = appendTimeRel(b, r.deadline, p.LastSeen)
+		b = appendTimeRel(b, r.entered, p.LastSeen)
+		b = binary.AppendUvarint(b, uint64(r.seq))
+		b = binary.LittleEndian.AppendUint64(b, r.lastSend)
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.done)))
+	for _, h := range p.done {
+		b = binary.LittleEndian.AppendUint64(b, h)
 	}
 	return b
 }
@@ -496,6 +514,27 @@ func decodeProfile(b []byte) (*Profile, error) {
 				p.sends[i] = sentMark{at: d.timeRel(version, "send time", p.LastSeen), campaign: d.uint64("send campaign"), marketing: true}
 				if version >= 4 {
 					p.sends[i].marketing = d.byte("send flags")&sendMarketing != 0
+				}
+			}
+		}
+		if version >= 4 {
+			if n := d.count("journey count", 12); n > 0 {
+				p.journeys = make([]journeyRun, n)
+				for i := range p.journeys {
+					r := &p.journeys[i]
+					r.journey = d.uint64("journey")
+					r.version = uint32(d.uvarint("journey version"))
+					r.step = uint32(d.uvarint("journey step"))
+					r.deadline = d.timeRel(version, "journey deadline", p.LastSeen)
+					r.entered = d.timeRel(version, "journey entered", p.LastSeen)
+					r.seq = uint32(d.uvarint("journey seq"))
+					r.lastSend = d.uint64("journey last send")
+				}
+			}
+			if n := d.count("journeys done", 8); n > 0 {
+				p.done = make([]uint64, n)
+				for i := range p.done {
+					p.done[i] = d.uint64("journey done")
 				}
 			}
 		}

@@ -145,6 +145,13 @@ type Config struct {
 	// over every profile of the partitions this member owns: membership
 	// changes without any event of the user. Default 1m; negative: never.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// ClockSpeed speeds up the journeys' clock (waits, timeouts) from the
+	// segmenter's start: 3600 runs an hour of journey a second (the demo).
+	// Default 1 (real time).
+	ClockSpeed float64 `yaml:"clock_speed"`
+	// TickInterval is how often the segmenter checks for due journey
+	// timers. Default 100ms.
+	TickInterval time.Duration `yaml:"tick_interval"`
 	// Workers process a batch's partitions in parallel (partition p on
 	// worker p mod Workers). Default GOMAXPROCS.
 	Workers int `yaml:"workers"`
@@ -290,6 +297,15 @@ func (c *Config) Validate() error {
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.ClockSpeed < 0 {
+		return fmt.Errorf("segmenter: clock_speed %v is negative", c.ClockSpeed)
+	}
+	if c.ClockSpeed == 0 {
+		c.ClockSpeed = 1
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 100 * time.Millisecond
 	}
 	switch {
 	case c.Workers == 0:

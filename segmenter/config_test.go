@@ -60,7 +60,7 @@ pricing:
 		t.Fatal(err)
 	}
 	want := Config{
-		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0),
+		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0), ClockSpeed: 1, TickInterval: 100 * time.Millisecond,
 		Limits:  Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
 		Pricing: pricing.Config{File: "/etc/herald/rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"},
 		Keywords: []KeywordRule{

@@ -68,13 +68,52 @@ type Profile struct {
 	// segments are the ids (segmentID) of the saved segments the user is
 	// in, sorted.
 	segments []uint64
-	// sends are the user's latest MARKETING campaign messages, oldest
-	// first (at most maxSends): the frequency cap counts them.
+	// sends are the user's latest campaign and journey messages that a
+	// frequency cap counts, oldest first (at most maxSends).
 	sends []sentMark
+	// journeys are the user's runs of journeys in progress; done the
+	// journeys they finished (idHash, for ReentryNever), newest last, at
+	// most maxJourneysDone.
+	journeys []journeyRun
+	done     []uint64
 	// src is where in TopicEvents the latest applied event was: a
 	// redelivered record (a restart after the changelog was written but
 	// before the offset was committed) is recognised by its position.
 	src srcPos
+}
+
+// journeyRun is a user's position in a journey.
+type journeyRun struct {
+	journey uint64 // journeyHash
+	version uint32
+	step    uint32 // index of the current step
+	// deadline is when the current wait ends (zero: not waiting on time).
+	deadline time.Time
+	entered  time.Time
+	// seq numbers the user's entries into the journey: dispatch ids and
+	// A/B buckets derive from it.
+	seq uint32
+	// lastSend is the idHash of the journey's latest dispatch id, which
+	// feedback (an opened email, a read WhatsApp) must name to match.
+	lastSend uint64
+}
+
+// maxJourneyRuns bounds the journeys a user is in at once;
+// maxJourneysDone the journeys remembered as finished.
+const (
+	maxJourneyRuns  = 16
+	maxJourneysDone = 32
+)
+
+// nextDeadline is the earliest deadline of p's journeys, zero if none.
+func (p *Profile) nextDeadline() time.Time {
+	var t time.Time
+	for _, r := range p.journeys {
+		if !r.deadline.IsZero() && (t.IsZero() || r.deadline.Before(t)) {
+			t = r.deadline
+		}
+	}
+	return t
 }
 
 // sentMark is one campaign message to the user: when it is sent, which
@@ -106,6 +145,18 @@ func (p *Profile) sentSince(since time.Time, marketing bool) int {
 	n := 0
 	for _, m := range p.sends {
 		if !m.at.Before(since) && (m.marketing || !marketing) {
+			n++
+		}
+	}
+	return n
+}
+
+// sentSinceFor counts the messages of campaign or journey h sent at or
+// after since.
+func (p *Profile) sentSinceFor(since time.Time, h uint64) int {
+	n := 0
+	for _, m := range p.sends {
+		if m.campaign == h && !m.at.Before(since) {
 			n++
 		}
 	}

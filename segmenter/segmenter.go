@@ -222,9 +222,11 @@ type Segmenter struct {
 	// ProfileTags record on TopicTags at the end of the batch.
 	changed   []changedProfile
 	changedAt map[string]int
-	// names is scratch space for appendTagsRecord.
-	names []string
-	dlLog throttle
+	// names is scratch space for appendTagsRecord; entered the segments
+	// the current event entered.
+	names   []string
+	entered []string
+	dlLog   throttle
 
 	// workers process the batches (nil in a worker).
 	workers []*Segmenter
@@ -250,8 +252,13 @@ type core struct {
 	owned  ownedParts
 	tagReg *tagRegistry  // TopicTagDefs
 	tmpl   *templateView // TopicTemplates
-	keys   *keyIndex
-	cold   coldReader
+	// journeys are the compiled journeys (TopicJourneys); timers each
+	// partition's journey deadlines.
+	journeys *journeys
+	timers   *timers
+	started  time.Time // the journeys' clock starts here
+	keys     *keyIndex
+	cold     coldReader
 
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
@@ -324,18 +331,21 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		return nil, err
 	}
 	c := &core{
-		segs:    newSegments(),
-		tagReg:  newTagRegistry(),
-		tmpl:    newTemplateView(),
-		keys:    newKeyIndex(),
-		closing: make(chan struct{}),
-		cfg:     cfg,
-		log:     log,
-		rules:   rs,
-		prices:  prices,
-		m:       m,
-		now:     time.Now,
-		cache:   cache,
+		segs:     newSegments(),
+		tagReg:   newTagRegistry(),
+		tmpl:     newTemplateView(),
+		journeys: newJourneys(),
+		started:  time.Now(),
+		timers:   newTimers(),
+		keys:     newKeyIndex(),
+		closing:  make(chan struct{}),
+		cfg:      cfg,
+		log:      log,
+		rules:    rs,
+		prices:   prices,
+		m:        m,
+		now:      time.Now,
+		cache:    cache,
 	}
 	s := &Segmenter{core: c}
 	for range cfg.Workers {
@@ -371,11 +381,13 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	var feed sync.WaitGroup
 	defer func() { stopFeed(); feed.Wait() }()
-	ready, tagsReady := make(chan struct{}), make(chan struct{})
+	ready, tagsReady, journeysReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	feed.Go(func() { s.runSegmentsFeed(feedCtx, ready) })
-	// The tag registry too, so that tags it holds are not written again.
+	// The tag registry too, so that tags it holds are not written again,
+	// and the journeys, which events may enter or move on.
 	feed.Go(func() { s.runTagsFeed(feedCtx, tagsReady) })
-	for _, c := range []chan struct{}{ready, tagsReady} {
+	feed.Go(func() { s.runJourneysFeed(feedCtx, journeysReady) })
+	for _, c := range []chan struct{}{ready, tagsReady, journeysReady} {
 		select {
 		case <-c:
 		case <-ctx.Done():
@@ -383,6 +395,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 		}
 	}
 	feed.Go(func() { s.runSweeps(feedCtx) })
+	feed.Go(func() { s.runTicks(feedCtx) })
 	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	return kafka.Run(ctx, s.cl, s.log, s.handle)
@@ -552,7 +565,11 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 // then forgets them.
 func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 	for _, c := range s.changed {
-		out = append(out, &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc})
+		r := &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc}
+		if h, ok := timerHeader(c.p); ok {
+			r.Headers = []kgo.RecordHeader{h}
+		}
+		out = append(out, r)
 	}
 	s.m.changelogRecords.Add(float64(len(s.changed)))
 	n := 0
@@ -585,6 +602,9 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	}
 	if e.Kind == schemas.KindSweep {
 		return s.runSweep(out, rec, e, now)
+	}
+	if e.Kind == schemas.KindTick {
+		return s.runTick(out, rec, e)
 	}
 	if e.Kind == schemas.KindTemplate {
 		// A template change concerns no user; the dispatcher's template
@@ -621,7 +641,10 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
 		after := tagStateOf(p)
 		mark := len(out)
+		deadline := p.nextDeadline()
 		out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
+		var jtags bool
+		out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
 		if err := s.save(key, p); err != nil {
 			s.revert(key, p)
 			return s.deadLetter(out[:mark], rec, err.Error())
@@ -633,8 +656,11 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		if len(e.Tags) > 0 {
 			s.seenDefs = s.appendSeen(s.seenDefs, e, p, now)
 		}
-		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before
+		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before || jtags
 		s.noteChanged(key, rec.Partition, e, p, tags)
+		if d := p.nextDeadline(); !d.IsZero() && !d.Equal(deadline) {
+			s.timers.add(rec.Partition, key, d)
+		}
 	}
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
 		return out

@@ -191,6 +191,7 @@ func changeOf(e *schemas.Event, before, after tagState) change {
 // exit. The event ids are derived from e's id, the segment and the
 // direction, so a replay produces the same ones.
 func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile, c change, now time.Time) []*kgo.Record {
+	s.entered = s.entered[:0]
 	for _, sg := range s.segs.of(e.App) {
 		if !sg.affects(c) {
 			continue
@@ -208,6 +209,7 @@ func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile
 		name := schemas.EventSegmentExited
 		if member {
 			name = schemas.EventSegmentEntered
+			s.entered = append(s.entered, sg.name)
 		}
 		s.m.segmentChanges.WithLabelValues(name).Inc()
 		out = append(out, r)

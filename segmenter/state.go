@@ -160,6 +160,7 @@ func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int3
 			} else if len(r.Key) <= maxKeyBytes && len(r.Value) <= maxProfileBytes {
 				s.cache.Set(r.Key, r.Value)
 				s.keys.setOffset(r.Partition, r.Key, r.Offset)
+				s.restoreTimer(r)
 				n++
 			}
 			if r.Offset >= end-1 {

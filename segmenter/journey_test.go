@@ -1,0 +1,194 @@
+package segmenter
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
+)
+
+// seedJourney is the seed's journey: push, wait an hour for it to be
+// opened, email, wait a day for it to be opened, WhatsApp template; a user
+// who opens the push gets nothing more.
+func seedJourney(version int) *schemas.JourneyDef {
+	return &schemas.JourneyDef{App: testApp, ID: "welcome", Version: version, Sender: testPNID, Entry: schemas.JourneyEntry{Event: "SignedUp"},
+		Goal: &schemas.JourneyGoal{Event: "Purchase"},
+		Steps: []schemas.JourneyStep{
+			{ID: "push", Type: schemas.StepSend, Channel: schemas.ChannelPush, Push: &schemas.JourneyPush{Title: "Welcome {{tag:first_name|there}}", Body: "Open the app"}, Next: "wait_push"},
+			{ID: "wait_push", Type: schemas.StepWaitEvent, Event: schemas.EventPushOpened, Timeout: "1h", OnEvent: "opened", OnTimeout: "email"},
+			{ID: "email", Type: schemas.StepSend, Channel: schemas.ChannelEmail, Email: &schemas.JourneyEmail{Subject: "Welcome", Text: "Hi {{tag:first_name|there}}"}, Next: "wait_email"},
+			{ID: "wait_email", Type: schemas.StepWaitEvent, Event: schemas.EventEmailOpened, MatchSend: true, Timeout: "24h", OnEvent: "opened", OnTimeout: "whatsapp"},
+			{ID: "whatsapp", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Template: &schemas.Template{Name: "welcome_offer", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:first_name|there}}"}}, Next: "done"},
+			{ID: "opened", Type: schemas.StepExit},
+			{ID: "done", Type: schemas.StepExit},
+		}, Updated: t0}
+}
+
+func TestJourneyCompileErrors(t *testing.T) {
+	base := func(steps ...schemas.JourneyStep) *schemas.JourneyDef {
+		return &schemas.JourneyDef{App: testApp, ID: "j", Version: 1, Entry: schemas.JourneyEntry{API: true}, Steps: steps}
+	}
+	exit := schemas.JourneyStep{ID: "end", Type: schemas.StepExit}
+	for _, tt := range []struct {
+		name string
+		d    *schemas.JourneyDef
+		want string
+	}{
+		{"no entry", &schemas.JourneyDef{App: testApp, ID: "j", Version: 1, Steps: []schemas.JourneyStep{exit}}, "entry: give event, keyword, segment or api"},
+		{"dangling edge", base(schemas.JourneyStep{ID: "a", Type: schemas.StepUpdateTags, Tags: map[string]any{"x": "y"}, Next: "nowhere"}, exit), `steps[0] (a).next: no step "nowhere"`},
+		{"missing edge", base(schemas.JourneyStep{ID: "a", Type: schemas.StepWait, Duration: "1h"}, exit), "steps[0] (a).next is required"},
+		{"unreachable", base(exit, schemas.JourneyStep{ID: "lost", Type: schemas.StepExit}), "steps[1] (lost) cannot be reached from the first step"},
+		{"cycle without a wait", base(
+			schemas.JourneyStep{ID: "a", Type: schemas.StepUpdateTags, Tags: map[string]any{"x": 1.0}, Next: "b"},
+			schemas.JourneyStep{ID: "b", Type: schemas.StepSplitSegment, Filter: `T("x", EQ, 1)`, Yes: "a", No: "end"}, exit), "form a cycle without a wait"},
+		{"split not 100", base(schemas.JourneyStep{ID: "ab", Type: schemas.StepSplitAB, Branches: []schemas.JourneyBranch{{Percent: 50, Next: "end"}, {Percent: 40, Next: "end"}}}, exit), "percentages sum to 90, not 100"},
+		{"unknown channel", base(schemas.JourneyStep{ID: "s", Type: schemas.StepSend, Channel: "sms", Next: "end"}, exit), `channel "sms" is not whatsapp, email or push`},
+		{"unknown type", base(schemas.JourneyStep{ID: "s", Type: "teleport"}, exit), `type "teleport" is not`},
+		{"bad timeout", base(schemas.JourneyStep{ID: "w", Type: schemas.StepWaitEvent, Event: "X", Timeout: "soon", OnEvent: "end", OnTimeout: "end"}, exit), `timeout "soon"`},
+		{"bad filter", base(schemas.JourneyStep{ID: "s", Type: schemas.StepSplitSegment, Filter: `T("x" EQ)`, Yes: "end", No: "end"}, exit), "steps[0] (s).filter: column"},
+		{"duplicate id", base(exit, exit), `steps[1].id "end" is used twice`},
+		{"text and template", base(schemas.JourneyStep{ID: "s", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Text: "hi",
+			Template: &schemas.Template{Name: "t", Language: "en"}, Next: "end"}, exit), "template or text, not both"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := compileJourney(tt.d); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	// A cycle through a wait is fine (a reminder loop).
+	if _, err := compileJourney(base(
+		schemas.JourneyStep{ID: "w", Type: schemas.StepWait, Duration: "1d", Next: "s"},
+		schemas.JourneyStep{ID: "s", Type: schemas.StepSplitSegment, Filter: `T("done", EQ, true)`, Yes: "end", No: "w"}, exit)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compileJourney(seedJourney(1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// journeyOutputs splits outputs: dispatch requests by channel and journey
+// events as "name:step".
+func journeyOutputs(t *testing.T, out []*kgo.Record) (sends []string, steps []string) {
+	t.Helper()
+	for _, r := range out {
+		if r.Topic == schemas.TopicDispatch {
+			d, err := schemas.DecodeDispatchRequest(r.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sends = append(sends, string(d.Channel)+">"+d.To)
+		}
+		if r.Topic != schemas.TopicEvents {
+			continue
+		}
+		e, err := schemas.DecodeEvent(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name == schemas.EventJourneyStep {
+			steps = append(steps, e.Attributes["step"].(string))
+		}
+		if e.Name == schemas.EventJourneyExited {
+			steps = append(steps, "exit:"+e.Attributes["reason"].(string))
+		}
+	}
+	return sends, steps
+}
+
+// TestJourneySeed runs the seed's journey for three users: one opens the
+// push (nothing more), one opens the email (no WhatsApp), one opens
+// nothing (push, email, WhatsApp), on the journeys' clock.
+func TestJourneySeed(t *testing.T) {
+	s := newTest(t, Config{})
+	now := t0
+	s.now = func() time.Time { return now }
+	j, err := compileJourney(seedJourney(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.journeys.put(j)
+	user := func(i int) string { return fmt.Sprintf("whatsapp:+4790003%03d", i) }
+	for i := range 3 {
+		e := register(fmt.Sprint("r", i), now, map[string]any{"first_name": "Ana"})
+		e.HWID, e.Email, e.PushToken = user(i), fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("tok-%d", i)
+		s.process(t, record(t, e))
+	}
+	ev := func(id string, i int, name string, attrs map[string]any) *kgo.Record {
+		return record(t, &schemas.Event{ID: id, App: testApp, Kind: schemas.KindEvent, Name: name, Time: now, HWID: user(i), Attributes: attrs})
+	}
+	tick := func() []*kgo.Record {
+		t.Helper()
+		return s.process(t, record(t, &schemas.Event{ID: fmt.Sprint("tick-", now.UnixNano()), App: schemas.TickApp, Kind: schemas.KindTick, Time: now}))
+	}
+	for i := range 3 {
+		sends, steps := journeyOutputs(t, s.process(t, ev(fmt.Sprint("su", i), i, "SignedUp", nil)))
+		if !slices.Equal(sends, []string{"push>" + fmt.Sprintf("tok-%d", i)}) || !slices.Equal(steps, []string{"push", "wait_push"}) {
+			t.Fatalf("user %d on entry: sends %v, steps %v", i, sends, steps)
+		}
+	}
+	// User 0 opens the push: exits, nothing more.
+	if _, steps := journeyOutputs(t, s.process(t, ev("po0", 0, schemas.EventPushOpened, nil))); !slices.Equal(steps, []string{"opened", "exit:completed"}) {
+		t.Fatalf("push opened: steps %v", steps)
+	}
+	// Not yet an hour: no timer fires.
+	now = t0.Add(59 * time.Minute)
+	if sends, _ := journeyOutputs(t, tick()); len(sends) != 0 {
+		t.Fatalf("before the timeout: %v", sends)
+	}
+	now = t0.Add(61 * time.Minute)
+	sends, _ := journeyOutputs(t, tick())
+	if slices.Sort(sends); !slices.Equal(sends, []string{"email>u1@example.com", "email>u2@example.com"}) {
+		t.Fatalf("after the push timeout: %v", sends)
+	}
+	// User 1 opens the email; an open of another send matches nothing.
+	p1, _ := s.Profile(testApp, user(1))
+	var lastSend uint64
+	for _, r := range p1.journeys {
+		lastSend = r.lastSend
+	}
+	if _, steps := journeyOutputs(t, s.process(t, ev("eo-wrong", 1, schemas.EventEmailOpened, map[string]any{"dispatch_id": "someone-else"}))); len(steps) != 0 {
+		t.Fatalf("an open of another email moved the journey: %v", steps)
+	}
+	id := emailDispatchID(t, s, 1)
+	if idHash(id) != lastSend {
+		t.Fatal("the journey's last send is not the email's dispatch id")
+	}
+	if _, steps := journeyOutputs(t, s.process(t, ev("eo1", 1, schemas.EventEmailOpened, map[string]any{"dispatch_id": id}))); !slices.Equal(steps, []string{"opened", "exit:completed"}) {
+		t.Fatalf("email opened: %v", steps)
+	}
+	// User 2 opens nothing: WhatsApp after a day; a late push open is a
+	// counted no-op.
+	now = t0.Add(26 * time.Hour)
+	if sends, steps := journeyOutputs(t, tick()); !slices.Equal(sends, []string{"whatsapp>+4790003002"}) || !slices.Equal(steps, []string{"whatsapp", "done", "exit:completed"}) {
+		t.Fatalf("after the email timeout: %v %v", sends, steps)
+	}
+	before := s.metric(t, "herald_segmenter_journey_ignored_total", "reason", "not_waited_for")
+	s.process(t, ev("po-late", 2, schemas.EventPushOpened, map[string]any{"dispatch_id": "x"}))
+	if got := s.metric(t, "herald_segmenter_journey_ignored_total", "reason", "not_waited_for") - before; got != 0 {
+		t.Fatalf("a late open with no journey waiting counted %v", got)
+	}
+	p2, _ := s.Profile(testApp, user(2))
+	if len(p2.journeys) != 0 || !slices.Contains(p2.done, j.hash) {
+		t.Fatalf("user 2 after the journey: runs %+v done %v", p2.journeys, p2.done)
+	}
+	// Re-entry after exit: signing up again enters again (sequence 2,
+	// new dispatch ids).
+	sends, _ = journeyOutputs(t, s.process(t, ev("su2-again", 2, "SignedUp", nil)))
+	if len(sends) != 1 {
+		t.Fatalf("re-entry: %v", sends)
+	}
+}
+
+// emailDispatchID is the id of the email request the journey sent user i,
+// recomputed as journeySend derives it.
+func emailDispatchID(t *testing.T, s *testSegmenter, i int) string {
+	t.Helper()
+	key := schemas.EventKey(testApp, fmt.Sprintf("whatsapp:+4790003%03d", i), "")
+	return journeyDispatchID(testApp, "welcome", 1, key, 1, "email")
+}
