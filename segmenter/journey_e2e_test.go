@@ -1,0 +1,143 @@
+package segmenter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/kafkatest"
+	"github.com/heraldhq/herald/schemas"
+)
+
+// TestJourneyDurable on kfake: a journey saved and started through the
+// API; the segmenter stops while users wait, their timers come due while
+// it is down, and a new segmenter restores the runs and the timers from
+// the changelog and fires each once: late, not lost, not twice.
+func TestJourneyDurable(t *testing.T) {
+	c := kafkatest.New(t, 2)
+	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Second)
+	var clock atomic.Int64
+	clock.Store(start.UnixNano())
+	hwid := func(i int) string { return fmt.Sprintf("whatsapp:+4790004%03d", i) }
+	var recs []*kgo.Record
+	for i := range 10 {
+		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: start, HWID: hwid(i), DeviceType: schemas.DeviceWhatsApp, Email: fmt.Sprintf("u%d@example.com", i), PushToken: fmt.Sprintf("tok-%d", i)}))
+	}
+	produce(t, c, recs...)
+	adm := kadm.NewClient(c.Client(t))
+	run := func() (*Segmenter, func()) {
+		s, err := New(Config{TickInterval: 20 * time.Millisecond}, c.Config, nil, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		stopped := false
+		stop := func() {
+			if !stopped {
+				stopped = true
+				cancel()
+				<-done
+				s.Close()
+			}
+		}
+		t.Cleanup(stop)
+		return s, stop
+	}
+	call := func(s *Segmenter, path, body string) map[string]any {
+		t.Helper()
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Token shop-token-0123456789")
+		rec := httptest.NewRecorder()
+		s.APIHandler(reg).ServeHTTP(rec, req)
+		var m map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &m)
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+		}
+		return m
+	}
+	count := func(channel schemas.Channel) int {
+		n := 0
+		seen := map[string]bool{}
+		for _, r := range c.ReadAll(t, schemas.TopicDispatch, int(sum(endOffsets(t, adm, schemas.TopicDispatch)))) {
+			d, err := schemas.DecodeDispatchRequest(r.Value)
+			if err != nil || d.Channel != channel {
+				continue
+			}
+			if seen[d.ID] {
+				t.Fatalf("dispatch request %s produced twice", d.ID)
+			}
+			seen[d.ID] = true
+			n++
+		}
+		return n
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+
+	s1, stop1 := run()
+	waitCommitted(t, adm)
+	journey := `{"request":{"application":"shop","journey":{"id":"welcome","entry":{"api":true},"steps":[
+		{"id":"push","type":"send","channel":"push","push":{"title":"Hi","body":"Open me"},"next":"wait"},
+		{"id":"wait","type":"wait_event","event":"PW_PushOpened","timeout":"1h","on_event":"end","on_timeout":"email"},
+		{"id":"email","type":"send","channel":"email","email":{"subject":"Hi","text":"We miss you"},"next":"end"},
+		{"id":"end","type":"exit"}]}}}`
+	if m := call(s1, "/json/1.3/createJourney", journey); m["response"].(map[string]any)["version"] != 1.0 {
+		t.Fatalf("createJourney: %v", m)
+	}
+	var devices []string
+	for i := range 10 {
+		devices = append(devices, fmt.Sprintf("%q", hwid(i)))
+	}
+	call(s1, "/json/1.3/startJourney", `{"request":{"application":"shop","id":"welcome","devices":[`+strings.Join(devices, ",")+`]}}`)
+	wait("10 pushes", func() bool { return count(schemas.ChannelPush) == 10 })
+	// User 0 opens the push before the stop.
+	produce(t, c, record(t, &schemas.Event{ID: "open0", App: testApp, Kind: schemas.KindEvent, Name: schemas.EventPushOpened, Time: start, HWID: hwid(0)}))
+	wait("the open applied", func() bool {
+		p, ok := s1.Profile(testApp, hwid(0))
+		return ok && len(p.journeys) == 0
+	})
+	stop1()
+
+	// Two hours pass while no segmenter runs.
+	clock.Store(start.Add(2 * time.Hour).UnixNano())
+	s2, _ := run()
+	wait("9 emails after the restart", func() bool { return count(schemas.ChannelEmail) == 9 })
+	time.Sleep(200 * time.Millisecond) // ticks keep coming: none may fire again
+	if n, p := count(schemas.ChannelEmail), count(schemas.ChannelPush); n != 9 || p != 10 {
+		t.Fatalf("%d emails and %d pushes, want 9 and 10", n, p)
+	}
+	if n := s2.timers.size(); n != 0 {
+		t.Fatalf("%d timers left", n)
+	}
+	for i := range 10 {
+		if p, ok := s2.Profile(testApp, hwid(i)); !ok || len(p.journeys) != 0 {
+			t.Fatalf("user %d still in a journey: %+v", i, p)
+		}
+	}
+}
