@@ -33,11 +33,7 @@ func journeyEvent(seed, name string, who *schemas.Event, j *journey, attrs map[s
 	}
 	ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID, Attributes: a}
-	b, err := ev.Marshal()
-	if err != nil {
-		return nil
-	}
-	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: b}
+	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(nil, ev)}
 }
 
 // jctx is what one journey move needs.

@@ -192,3 +192,111 @@ func emailDispatchID(t *testing.T, s *testSegmenter, i int) string {
 	key := schemas.EventKey(testApp, fmt.Sprintf("whatsapp:+4790003%03d", i), "")
 	return journeyDispatchID(testApp, "welcome", 1, key, 1, "email")
 }
+
+// TestJourneyKeywordSupport: a keyword-started support journey: SUPPORT
+// gets an acknowledgement inside the service window, then a follow-up
+// offer if the user replies within the hour, nothing more if not.
+func TestJourneyKeywordSupport(t *testing.T) {
+	s := newTest(t, Config{Keywords: []KeywordRule{}})
+	now := t0
+	s.now = func() time.Time { return now }
+	d := &schemas.JourneyDef{App: testApp, ID: "support", Version: 1, Sender: testPNID, Entry: schemas.JourneyEntry{Keyword: "Support"},
+		Steps: []schemas.JourneyStep{
+			{ID: "ack", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Text: "Hi {{profile_name|there}}, what do you need?", Next: "wait"},
+			{ID: "wait", Type: schemas.StepWaitEvent, Event: schemas.WaitWhatsAppReply, Timeout: "1h", OnEvent: "offer", OnTimeout: "end"},
+			{ID: "offer", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Template: &schemas.Template{Name: "support_offer", Language: "en_US", Category: CategoryUtility}, Next: "end"},
+			{ID: "end", Type: schemas.StepExit},
+		}}
+	j, err := compileJourney(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.journeys.put(j)
+	in := func(id, text string) []*kgo.Record {
+		e := inbound(id, testApp, text, "Ana", now)
+		return s.process(t, record(t, e))
+	}
+	sends, steps := journeyOutputs(t, in("i1", "¡Support! my order"))
+	if !slices.Equal(sends, []string{"whatsapp>" + testPhone}) || !slices.Equal(steps, []string{"ack", "wait"}) {
+		t.Fatalf("on SUPPORT: %v %v", sends, steps)
+	}
+	now = t0.Add(10 * time.Minute)
+	sends, steps = journeyOutputs(t, in("i2", "it never came"))
+	if !slices.Equal(sends, []string{"whatsapp>" + testPhone}) || !slices.Equal(steps, []string{"offer", "end", "exit:completed"}) {
+		t.Fatalf("on the reply: %v %v", sends, steps)
+	}
+	// Again, and silence: the timeout ends it without a send.
+	in("i3", "support")
+	now = t0.Add(2 * time.Hour)
+	out := s.process(t, record(t, &schemas.Event{ID: "tick-1", App: schemas.TickApp, Kind: schemas.KindTick, Time: now}))
+	if sends, steps := journeyOutputs(t, out); len(sends) != 0 || !slices.Equal(steps, []string{"end", "exit:completed"}) {
+		t.Fatalf("on the timeout: %v %v", sends, steps)
+	}
+}
+
+// BenchmarkJourneyTimers measures timer firings: 100,000 users wait in a
+// journey (wait 1h, then a push, then the end) on two partitions; the
+// clock passes the hour and ticks fire them all, the two partitions on
+// their two workers. One op fires every user once.
+//
+//	go test -run '^$' -bench BenchmarkJourneyTimers -benchtime 3x -benchmem ./segmenter/
+func BenchmarkJourneyTimers(b *testing.B) {
+	const users = 100_000
+	s := newTest(b, Config{CacheBytes: 256 << 20})
+	now := t0
+	s.now = func() time.Time { return now }
+	j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "remind", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
+		Steps: []schemas.JourneyStep{
+			{ID: "wait", Type: schemas.StepWait, Duration: "1h", Next: "push"},
+			{ID: "push", Type: schemas.StepSend, Channel: schemas.ChannelPush, Push: &schemas.JourneyPush{Title: "Still there?", Body: "Come back"}, Next: "end"},
+			{ID: "end", Type: schemas.StepExit},
+		}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.journeys.put(j)
+	enter := func(round int) {
+		const batch = 1000
+		recs := make([]*kgo.Record, 0, batch)
+		for i := range users {
+			r := record(b, &schemas.Event{ID: fmt.Sprintf("e%d-%d", round, i), App: testApp, Kind: schemas.KindRegister,
+				Name: schemas.EventDeviceRegistered, Time: now, HWID: fmt.Sprintf("h%07d", i), PushToken: "tok"})
+			r.Partition = int32(i % 2)
+			recs = append(recs, r)
+			if len(recs) == batch {
+				if _, err := s.Process(b.Context(), recs); err != nil {
+					b.Fatal(err)
+				}
+				recs = recs[:0]
+			}
+		}
+	}
+	fired := 0
+	for round := 0; b.Loop(); round++ {
+		b.StopTimer()
+		enter(round)
+		now = now.Add(2 * time.Hour)
+		b.StartTimer()
+		for n := 0; s.timers.size() > 0; n++ {
+			var ticks []*kgo.Record
+			for p := range int32(2) {
+				r := record(b, &schemas.Event{ID: fmt.Sprintf("t%d-%d-%d", round, n, p), App: schemas.TickApp, Kind: schemas.KindTick, Time: now})
+				r.Partition = p
+				ticks = append(ticks, r)
+			}
+			out, err := s.Process(b.Context(), ticks)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, r := range out {
+				if r.Topic == schemas.TopicDispatch {
+					fired++
+				}
+			}
+		}
+	}
+	if fired != users*b.N {
+		b.Fatalf("%d pushes, want %d", fired, users*b.N)
+	}
+	b.ReportMetric(float64(fired)/b.Elapsed().Seconds(), "firings/s")
+}

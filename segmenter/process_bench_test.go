@@ -238,6 +238,9 @@ func BenchmarkCampaign(b *testing.B) {
 // GC, the cache's own size, and the key index's. One op is the whole load.
 //
 //	HERALD_BENCH_PROFILES=10000000 go test -run '^$' -bench BenchmarkMemory -benchtime 1x -timeout 30m ./segmenter/
+//
+// With HERALD_BENCH_JOURNEY set, every profile also enters a journey and
+// waits in it (issue 6: 1,000,000 users in active journeys).
 func BenchmarkMemory(b *testing.B) {
 	n := 10_000_000
 	if v := os.Getenv("HERALD_BENCH_PROFILES"); v != "" {
@@ -253,8 +256,21 @@ func BenchmarkMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	journeys := os.Getenv("HERALD_BENCH_JOURNEY") != ""
 	for b.Loop() {
 		s := newTest(b, Config{CacheBytes: cacheBytes})
+		if journeys {
+			// Every profile enters a journey and waits in it: its run is
+			// in the profile, its timer in the partition's heap.
+			j, err := compileJourney(&schemas.JourneyDef{App: "shop", ID: "onboarding", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
+				Steps: []schemas.JourneyStep{
+					{ID: "wait", Type: schemas.StepWaitEvent, Event: schemas.EventPushOpened, Timeout: "24h", OnEvent: "end", OnTimeout: "end"},
+					{ID: "end", Type: schemas.StepExit}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.journeys.put(j)
+		}
 		const batch = 1000
 		recs := make([]*kgo.Record, batch)
 		start := time.Now()
@@ -295,6 +311,9 @@ func BenchmarkMemory(b *testing.B) {
 		b.ReportMetric(float64(st.BytesSize)/(1<<30), "GiB-cache")
 		b.ReportMetric(float64(keyBytes)/(1<<30), "GiB-keys")
 		b.ReportMetric(float64(n)/took.Seconds(), "profiles/s")
+		if journeys {
+			b.ReportMetric(float64(s.timers.size()), "timers")
+		}
 		s.Close()
 	}
 }

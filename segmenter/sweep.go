@@ -75,11 +75,7 @@ func segmentEvent(seed string, who *schemas.Event, segment string, member bool, 
 	ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID,
 		Attributes: map[string]any{"segment": segment}}
-	b, err := ev.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: b}, nil
+	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(nil, ev)}, nil
 }
 
 // runSweep re-evaluates the segments sweep event e names over the profiles
