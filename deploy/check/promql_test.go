@@ -352,8 +352,8 @@ func TestPromQLCheckCanFail(t *testing.T) {
 	f(`sum by (state) (rate(herald_dispatcher_sends_total[$__rate_interval]))`, true)
 	f(`max by (group) (herald_kafka_consumer_group_lag{group="herald-analytics"})`, true)
 	f(`histogram_quantile(0.99, sum by (le) (rate(herald_analytics_insert_duration_seconds_bucket{table="events"}[5m])))`, true)
-	f(`rate(herald_dispatcher_sends_totl[5m])`, false)                     // misspelt
-	f(`rate(herald_dispatcher_sends_total{sender="x"}[5m])`, false)       // no such label
-	f(`sum(rate(herald_dispatcher_sends_total[5m])`, false)               // unbalanced
-	f(`{__name__=~"herald_.*_dead_letters_total"}`, false)                // unverifiable
+	f(`rate(herald_dispatcher_sends_totl[5m])`, false)              // misspelt
+	f(`rate(herald_dispatcher_sends_total{sender="x"}[5m])`, false) // no such label
+	f(`sum(rate(herald_dispatcher_sends_total[5m])`, false)         // unbalanced
+	f(`{__name__=~"herald_.*_dead_letters_total"}`, false)          // unverifiable
 }
