@@ -568,6 +568,7 @@ func newSegmenterCmd(stderr io.Writer) *segmenterCmd {
 	f.StringVar(&c.addr, "http.addr", "", "address of the segment API (createFilter, listFilters, deleteFilter, addTag, listTags, deleteTag, createTargetedMessage, previewTargetedMessage); empty: not served")
 	f.StringVar(&c.appsFile, "apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
 	f.StringVar(&c.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
+	f.IntVar(&c.scfg.CacheBytes, "segmenter.cache-bytes", segmenter.DefaultCacheBytes, "memory of the profile cache of this replica (fastcache); size it for the hot profiles of the partitions it owns (evicted ones are read back from the changelog)")
 	limitFlags(f.FlagSet, &c.scfg.Limits)
 	f.DurationVar(&c.scfg.SweepInterval, "segmenter.sweep-interval", segmenter.DefaultSweepInterval, "how often segments with relative times (\"-30d\") are re-evaluated over every profile; 0: never")
 	pricingFlags(f.FlagSet, &c.scfg.Pricing)
