@@ -139,3 +139,19 @@ func TestCompose(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeCheckCanFail: a compose file outside the schema does not load.
+func TestComposeCheckCanFail(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "compose.yml")
+	if err := os.WriteFile(path, []byte("services:\n  a:\n    image: x:1\n    stop_grace_perod: 45s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cli.NewProjectOptions([]string{path}, cli.WithWorkingDirectory(dir), cli.WithName("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "stop_grace_perod") {
+		t.Fatalf("a misspelt service key: err = %v", err)
+	}
+}
