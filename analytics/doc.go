@@ -8,7 +8,8 @@
 //	herald.outcomes.v1 -> messages (one row per outcome of a dispatch request)
 //
 // A Sink is a consumer-group member (group Config.Group) driven by
-// kafka.Run: each polled batch is decoded, split by table and inserted with
+// kafka.RunDraining (on shutdown the batch in hand is inserted and
+// committed first): each polled batch is decoded, split by table and inserted with
 // clickhouse-go's batch API (explicit column lists, at most Config.BatchRows
 // rows per insert); the batch's offsets are marked for commit only after
 // ClickHouse acknowledged every insert. ClickHouse errors are retried with

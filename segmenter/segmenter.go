@@ -96,8 +96,11 @@
 //
 // # Delivery
 //
-// Run consumes with internal/kafka.Run: a batch's offsets are committed only
-// after its dispatch requests and dead letters were acknowledged by Kafka.
+// Run consumes with internal/kafka.RunDraining: a batch's offsets are
+// committed only after its dispatch requests and dead letters were
+// acknowledged by Kafka; on shutdown the batch in hand is finished and
+// committed first (kafka.DefaultDrainGrace at most), so a graceful restart
+// repeats no keyword reply.
 // Records that are not valid events (bad JSON, unknown version, missing
 // fields) go to schemas.TopicDeadLetter with the reason; nothing is dropped
 // silently.
@@ -398,7 +401,9 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feed.Go(func() { s.runTicks(feedCtx) })
 	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
-	return kafka.Run(ctx, s.cl, s.log, s.handle)
+	// A stop finishes the batch in hand (its outputs and changelog are
+	// produced and its offsets committed), so a restart repeats no reply.
+	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
 }
 
 // handle is Run's batch handler.

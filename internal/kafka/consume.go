@@ -51,12 +51,36 @@ func CommitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
 	_ = cl.CommitMarkedOffsets(ctx)
 }
 
+// DefaultDrainGrace is the grace RunDraining gives the batch in hand after
+// its context ends: enough to produce and acknowledge a full poll's outputs.
+const DefaultDrainGrace = 15 * time.Second
+
+// RunDraining is Run for stages whose batches are short and whose outputs
+// should not be repeated on a graceful stop: when ctx ends, polling stops
+// but the batch in hand is finished (h's context ends only grace later),
+// marked and committed, so a restart redelivers nothing it did. A handler
+// that needs ctx's end at once (the dispatcher stops starting calls) uses
+// Run instead.
+func RunDraining(ctx context.Context, grace time.Duration, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	defer stop()
+	return run(ctx, hctx, cl, log, h)
+}
+
 // Run polls cl until ctx is done, hands each batch to h, and marks the batch's
 // records for commit after h returned nil (the client commits marked offsets
 // every second, on revoke and when Run returns). cl must be built with
 // Config.ConsumerOpts. Poll errors are logged; a handler
 // error stops the loop and is returned (ctx.Err() is not an error).
 func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	return run(ctx, ctx, cl, log, h)
+}
+
+// run is Run with the handler's context apart: polling stops with ctx, h
+// runs under hctx.
+func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
 	defer func() {
 		// Commit what was processed; a fresh context because ctx is done.
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -81,7 +105,7 @@ func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error
 			cl.AllowRebalance()
 			continue
 		}
-		if err := h(ctx, recs); err != nil {
+		if err := h(hctx, recs); err != nil {
 			cl.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
