@@ -27,17 +27,28 @@ type DispatchRequest struct {
 	ID      string  `json:"id"`
 	App     string  `json:"app"`
 	Channel Channel `json:"channel"`
-	// Sender is the sending address: the WhatsApp phone-number id.
+	// Sender is the sending address: the WhatsApp phone-number id; for
+	// email the From address (one of the app's, empty: its default); for
+	// push the app's FCM project id (empty: its own).
 	Sender string `json:"sender"`
-	// To is the recipient: E.164 with the plus sign for WhatsApp.
-	To   string `json:"to"`
-	HWID string `json:"hwid,omitempty"`
+	// To is the recipient: E.164 with the plus sign for WhatsApp, the
+	// address for email, the FCM registration token for push.
+	To string `json:"to"`
+	// HWID and UserID are the recipient's profile (the event key of its
+	// events): email open and click links carry them, so that the events
+	// they produce reach the user's partition.
+	HWID   string `json:"hwid,omitempty"`
+	UserID string `json:"user_id,omitempty"`
 	// Country of the recipient, ISO 3166-1 alpha-2, for cost accounting.
 	Country string `json:"country,omitempty"`
 
 	// Exactly one of Template and Text is set for WhatsApp.
 	Template *Template `json:"template,omitempty"`
 	Text     *Text     `json:"text,omitempty"`
+	// Email is the message of an email request (required for it).
+	Email *Email `json:"email,omitempty"`
+	// Push is the notification of a push request (required for it).
+	Push *Push `json:"push,omitempty"`
 
 	// Source says what produced the request.
 	Source Source `json:"source"`
@@ -76,6 +87,40 @@ type Text struct {
 	PreviewURL bool   `json:"preview_url,omitempty"`
 }
 
+// Email is an email message. At least one of Text and HTML is set; with
+// both the mail is multipart/alternative.
+type Email struct {
+	Subject string `json:"subject"`
+	// Text is the plain-text body; HTML the HTML body, whose http(s) links
+	// the dispatcher rewrites for click tracking (and to which it adds an
+	// open pixel) when tracking is configured.
+	Text string `json:"text,omitempty"`
+	HTML string `json:"html,omitempty"`
+	// FromName overrides the display name of the From address (which is
+	// Sender, or the app's default address).
+	FromName string `json:"from_name,omitempty"`
+	// ReplyTo overrides the app's Reply-To address.
+	ReplyTo string `json:"reply_to,omitempty"`
+	// Template names the template the body was rendered from, for
+	// analytics; the dispatcher sends Text and HTML as they are.
+	Template string `json:"template,omitempty"`
+}
+
+// Push is a push notification (FCM HTTP v1 message to one token).
+type Push struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
+	// Data are the message's data pairs, delivered to the app. Keys
+	// must not be FCM-reserved (from, notification, message_type, or
+	// starting with google or gcm); the dispatcher adds
+	// herald_dispatch_id, which the app sends back in the
+	// PW_PushOpened event's attributes as dispatch_id.
+	Data map[string]string `json:"data,omitempty"`
+	// Template names the template the notification was rendered from,
+	// for analytics.
+	Template string `json:"template,omitempty"`
+}
+
 // Source is what produced a dispatch request.
 type Source struct {
 	// Kind is keyword, campaign, journey or api.
@@ -112,7 +157,23 @@ func (d *DispatchRequest) Validate() error {
 		if d.Text != nil && d.Text.Body == "" {
 			return invalid("dispatch: text.body is required")
 		}
-	case ChannelEmail, ChannelPush:
+	case ChannelEmail:
+		if d.Email == nil {
+			return invalid("dispatch: email is required for channel email")
+		}
+		if d.Email.Subject == "" {
+			return invalid("dispatch: email.subject is required")
+		}
+		if d.Email.Text == "" && d.Email.HTML == "" {
+			return invalid("dispatch: email.text or email.html is required")
+		}
+	case ChannelPush:
+		if d.Push == nil {
+			return invalid("dispatch: push is required for channel push")
+		}
+		if d.Push.Title == "" && d.Push.Body == "" {
+			return invalid("dispatch: push.title or push.body is required")
+		}
 	default:
 		return invalid("dispatch: unknown channel %q", d.Channel)
 	}

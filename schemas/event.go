@@ -68,6 +68,18 @@ const (
 	// EventUserRegistered is Pushwoosh registerUser: a user id bound to a
 	// device.
 	EventUserRegistered = "PW_UserRegistered"
+	// EventEmailOpened, EventEmailClicked and EventEmailUnsubscribed are
+	// produced by ingest's tracking links in the emails the dispatcher
+	// sends (internal/track): the open pixel, a rewritten link, the
+	// List-Unsubscribe link. Attributes: dispatch_id, source_kind,
+	// source_name, and url for clicks.
+	EventEmailOpened       = "PW_EmailOpened"
+	EventEmailClicked      = "PW_EmailClicked"
+	EventEmailUnsubscribed = "PW_EmailUnsubscribed"
+	// EventPushOpened is posted by the app (postEvent) when the user opens
+	// a push notification, with the notification's herald_dispatch_id
+	// data value as the attribute dispatch_id.
+	EventPushOpened = "PW_PushOpened"
 )
 
 // Tag types, as Pushwoosh names them (Event.TagTypes).
