@@ -49,7 +49,7 @@ type Outcome struct {
 	// that does not exist (SMTP 550 5.1.1). Producers of dispatch requests
 	// should stop sending to it.
 	InvalidRecipient bool `json:"invalid_recipient,omitempty"`
-	Attempts     int    `json:"attempts"`
+	Attempts         int  `json:"attempts"`
 	// Requested is the request's Created time; Time is when this outcome was
 	// decided.
 	Requested time.Time `json:"requested"`
