@@ -39,6 +39,9 @@ type Config struct {
 	Concurrency int `yaml:"concurrency"`
 	// Breaker configures the circuit breaker of each (provider, sender).
 	Breaker BreakerConfig `yaml:"breaker"`
+	// Email and Push configure those channels (config_channels.go).
+	Email EmailConfig `yaml:"email"`
+	Push  PushConfig  `yaml:"push"`
 }
 
 // BreakerConfig configures the circuit breaker of each (provider, sender).
@@ -107,6 +110,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 64
+	}
+	if err := c.Email.validate(); err != nil {
+		return err
+	}
+	if err := c.Push.validate(); err != nil {
+		return err
 	}
 	return c.Breaker.validate()
 }

@@ -103,6 +103,9 @@ type Dispatcher struct {
 	http      *http.Client
 	providers map[schemas.Channel]Provider
 	limiter   Limiter
+	// channels holds the email and push providers' state and their own
+	// rate limits (channels.go).
+	channels channels
 	breakers  *breakers
 	throttle  *throttle
 
@@ -152,8 +155,13 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		// a GET. The 3xx is reported as a failed call instead.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	chans, err := newChannels(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
 	if err != nil {
+		chans.close()
 		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
 	}
 	return &Dispatcher{
@@ -165,7 +173,10 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		http: hc,
 		providers: map[schemas.Channel]Provider{
 			schemas.ChannelWhatsApp: NewWhatsApp(cfg.WhatsAppBaseURL, cfg.GraphVersion, hc),
+			schemas.ChannelEmail:    chans.email,
+			schemas.ChannelPush:     chans.push,
 		},
+		channels:    chans,
 		limiter:     newTokenBucket(cfg.RatePerSender, cfg.Burst),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
@@ -189,6 +200,7 @@ func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		d.cl.Close()
 		d.http.CloseIdleConnections()
+		d.channels.close()
 	})
 }
 
@@ -346,6 +358,11 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 		if err := checkRequest(req); err != nil {
 			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
+	} else if pp, ok := p.(preparer); ok {
+		// Email and push: the app's settings, its sender, the message.
+		if err := pp.prepare(app, req); err != nil {
+			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
 	}
 	rctx := ctx
 	if !req.Deadline.IsZero() {
@@ -367,7 +384,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
 		}
 		start := time.Now()
-		if err := d.limiter.Wait(rctx, req.Sender); err != nil {
+		if err := d.limiterFor(req.Channel).Wait(rctx, req.Sender); err != nil {
 			done(context.Canceled) // not a call: neither success nor failure
 			if ctx.Err() != nil {
 				return nil
@@ -378,8 +395,10 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 
 		id, err := d.call(ctx, p, app, req)
 		done(err)
-		if err == nil {
+		if err == nil && req.Channel == schemas.ChannelWhatsApp {
 			d.tokenWorks(app)
+		}
+		if err == nil {
 			return d.decide(req, schemas.OutcomeAccepted, id, attempt, nil)
 		}
 		last = err
@@ -436,7 +455,8 @@ func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
 	if errorCode(err) == codePairRate {
 		b = max(b, pairRateWait)
 	}
-	return b
+	// FCM's Retry-After (QUOTA_EXCEEDED, UNAVAILABLE) is a floor.
+	return max(b, retryAfter(err))
 }
 
 // decide builds the outcome of req, counts and logs it.
@@ -459,6 +479,7 @@ func (d *Dispatcher) decide(req *schemas.DispatchRequest, state schemas.OutcomeS
 		o.Template = t.Name
 		o.Category = t.Category
 	}
+	channelOutcome(o, req, err)
 	switch {
 	case state == schemas.OutcomeExpired:
 		o.ErrorMessage = "deadline passed before the message could be sent"
