@@ -106,8 +106,8 @@ type Dispatcher struct {
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
 	channels channels
-	breakers  *breakers
-	throttle  *throttle
+	breakers *breakers
+	throttle *throttle
 
 	// backoffBase and backoffMax shape retries: base·2^(attempt-1), at most
 	// max, with the upper half jittered.
