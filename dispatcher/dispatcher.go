@@ -103,11 +103,12 @@ type Dispatcher struct {
 	http      *http.Client
 	providers map[schemas.Channel]Provider
 	limiter   Limiter
+	breakers  *breakers
+	throttle  *throttle
+
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
 	channels channels
-	breakers *breakers
-	throttle *throttle
 
 	// backoffBase and backoffMax shape retries: base·2^(attempt-1), at most
 	// max, with the upper half jittered.

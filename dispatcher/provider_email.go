@@ -155,8 +155,8 @@ func (e *Email) Send(ctx context.Context, app *apps.App, req *schemas.DispatchRe
 		return "", err
 	}
 	// A reused connection may have been closed by the server while idle:
-	// if its first command fails on the wire, nothing was sent, and one
-	// fresh connection is tried at once.
+	// if its first command (MAIL) fails on the wire, nothing was sent, and
+	// one fresh connection is tried at once, within this attempt.
 	for try := 0; ; try++ {
 		c, reused, err := pool.get(ctx)
 		if err != nil {
@@ -177,7 +177,7 @@ func (e *Email) Send(ctx context.Context, app *apps.App, req *schemas.DispatchRe
 			return "", err
 		}
 		pool.put(c, false)
-		if reused && try == 0 && errors.Is(err, ErrUnreachable) && ctx.Err() == nil {
+		if reused && try == 0 && errors.Is(err, errFirstCommand) && ctx.Err() == nil {
 			continue
 		}
 		return "", err

@@ -353,7 +353,7 @@ func (c *smtpConn) sendMail(from, to string, msg []byte) (queued string, err err
 		if isReply(err) {
 			return "", err
 		}
-		return "", netErr(stageMail, err)
+		return "", fmt.Errorf("%w: %w", errFirstCommand, netErr(stageMail, err))
 	}
 	if _, err := c.cmd(stageRcpt, []int{250, 251}, "RCPT TO:<%s>", to); err != nil {
 		if isReply(err) {
@@ -385,6 +385,11 @@ func (c *smtpConn) sendMail(from, to string, msg []byte) (queued string, err err
 	}
 	return reply, nil
 }
+
+// errFirstCommand marks a connection that failed at the first command of
+// a transaction: on a reused connection, the sign of one the server closed
+// while it was idle.
+var errFirstCommand = errors.New("connection failed at MAIL")
 
 // reset ends a refused transaction so that the connection can be reused.
 func (c *smtpConn) reset() error {

@@ -62,6 +62,9 @@ type Config struct {
 	// ImplicitTLS serves TLS from the first byte (port 465 style) instead
 	// of offering STARTTLS. Default false.
 	ImplicitTLS bool
+	// DisableSTARTTLS offers no STARTTLS (an old relay, or a downgrade by
+	// someone in between); use with AllowPlain. Default false.
+	DisableSTARTTLS bool
 	// MaxMessageBytes is the SIZE advertised and enforced. Default 10 MiB.
 	MaxMessageBytes int
 	// MaxRecipients per message. Default 100.
@@ -227,6 +230,16 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+// CloseConnections closes every open connection, as a server does with
+// sessions idle too long; the server keeps listening.
+func (s *Server) CloseConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
 }
 
 // Script queues faults for messages to rcpt (compared case-insensitively),
@@ -455,7 +468,7 @@ func (ss *session) command(line string) (quit bool, err error) {
 func (ss *session) ehloLines() []string {
 	cfg := &ss.srv.cfg
 	lines := []string{cfg.Hostname + " greets you", "SIZE " + strconv.Itoa(cfg.MaxMessageBytes), "8BITMIME", "ENHANCEDSTATUSCODES"}
-	if !ss.tls {
+	if !ss.tls && !cfg.DisableSTARTTLS {
 		lines = append(lines, "STARTTLS")
 	}
 	if len(cfg.Users) > 0 && (ss.tls || cfg.AllowPlain) {
@@ -471,6 +484,9 @@ func (ss *session) resetTx() {
 func (ss *session) startTLS() error {
 	if ss.tls {
 		return ss.reply(503, "5.5.1 TLS already active")
+	}
+	if ss.srv.cfg.DisableSTARTTLS {
+		return ss.reply(502, "5.5.2 Command not recognized")
 	}
 	if err := ss.reply(220, "2.0.0 Ready to start TLS"); err != nil {
 		return err
