@@ -223,9 +223,9 @@ type (
 		Message      *wireMessage `json:"message"`
 	}
 	wireMessage struct {
-		Token        string            `json:"token"`
-		Topic        string            `json:"topic"`
-		Condition    string            `json:"condition"`
+		Token        string `json:"token"`
+		Topic        string `json:"topic"`
+		Condition    string `json:"condition"`
 		Notification *struct {
 			Title string `json:"title"`
 			Body  string `json:"body"`
