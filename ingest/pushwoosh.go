@@ -268,6 +268,10 @@ var reservedEvents = map[string]bool{
 	strings.ToLower(schemas.EventWhatsAppStatus):   true,
 	strings.ToLower(schemas.EventSegmentEntered):   true,
 	strings.ToLower(schemas.EventSegmentExited):    true,
+	// Email feedback comes from ingest's signed tracking links only.
+	strings.ToLower(schemas.EventEmailOpened):       true,
+	strings.ToLower(schemas.EventEmailClicked):      true,
+	strings.ToLower(schemas.EventEmailUnsubscribed): true,
 }
 
 // buildPostEvent is POST /json/1.3/postEvent.
