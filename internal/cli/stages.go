@@ -195,6 +195,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f.DurationVar(&icfg.ProduceTimeout, "ingest.produce-timeout", 10*time.Second, "how long a request waits for Kafka's acknowledgement before 503")
 	f.DurationVar(&icfg.DedupWindow, "ingest.dedup-window", 24*time.Hour, "how long redeliveries (Segment messageId, Meta webhook wamid+status) are recognised and dropped, at least")
 	f.IntVar(&icfg.DedupMaxBytes, "ingest.dedup-max-bytes", 32<<20, "memory bound of that window per generation (two are kept); past it the oldest keys are forgotten")
+	var trackKeys stringList
+	f.Var(&trackKeys, "ingest.tracking-keys", "keys verifying the email tracking links the dispatcher signs (comma-separated, any verifies; env:NAME or file:/path each; best set as HERALD_INGEST_TRACKING_KEYS); empty: /t/ routes answer 404")
 	var tcfg ingest.TagViewConfig
 	f.IntVar(&tcfg.CacheBytes, "ingest.tags-cache-bytes", 256<<20, "memory of the getTags view, a copy of the tags topic (every profile's tags) in each replica")
 	r, err := startStage(ctx, f, args, stderr)
@@ -211,6 +213,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("creating kafka client: %w", err)
 	}
 	defer cl.Close()
+	icfg.TrackingKeys = trackKeys
 	ing, err := ingest.New(icfg, reg, cl, r.log, r.ops.Registry)
 	if err != nil {
 		return err
@@ -283,6 +286,15 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	base := f.String("whatsapp.base-url", "https://graph.facebook.com", "WhatsApp Cloud API base URL (the simulator's in dev)")
 	rate := f.Float64("whatsapp.rate", 80, "messages per second per sending phone number")
 	maxPending := f.Int("scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
+	var email dispatcher.EmailConfig
+	var push dispatcher.PushConfig
+	var trackKeys stringList
+	f.StringVar(&email.TrackingURL, "email.tracking-url", "", "ingest's public URL for email open, click and unsubscribe links; empty: no tracking")
+	f.Var(&trackKeys, "email.tracking-keys", "keys signing email tracking links, the first signs (comma-separated; env:NAME or file:/path each; best set as HERALD_EMAIL_TRACKING_KEYS)")
+	f.Float64Var(&email.RatePerSender, "email.rate", 14, "emails per second per From address")
+	f.IntVar(&email.PoolSize, "email.pool-size", 4, "connections per SMTP server")
+	f.StringVar(&push.FCMBaseURL, "push.fcm-base-url", "https://fcm.googleapis.com", "FCM HTTP v1 base URL (the push simulator's in dev)")
+	f.Float64Var(&push.RatePerSender, "push.rate", 500, "pushes per second per FCM project")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
 		return err
@@ -292,7 +304,8 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	d, err := dispatcher.New(dispatcher.Config{WhatsAppBaseURL: *base, RatePerSender: *rate}, r.kcfg, reg, r.log, r.ops.Registry)
+	email.TrackingKeys = trackKeys
+	d, err := dispatcher.New(dispatcher.Config{WhatsAppBaseURL: *base, RatePerSender: *rate, Email: email, Push: push}, r.kcfg, reg, r.log, r.ops.Registry)
 	if err != nil {
 		return err
 	}
