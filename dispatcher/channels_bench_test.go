@@ -115,4 +115,3 @@ func benchApps(b *testing.B, srv *smtpsim.Server) *apps.Registry {
 	}
 	return reg
 }
-

@@ -1,8 +1,20 @@
 // Package dispatcher is Herald's send stage: it consumes dispatch requests
 // from schemas.TopicDispatch, sends each through its channel's provider
-// (WhatsApp Cloud API today) and produces one schemas.Outcome per request to
-// schemas.TopicOutcomes. Records that do not decode go to
-// schemas.TopicDeadLetter with the reason.
+// (WhatsApp Cloud API, provider_whatsapp.go; email over SMTP,
+// provider_email.go and smtp.go; push over FCM HTTP v1, provider_push.go)
+// and produces one schemas.Outcome per request to schemas.TopicOutcomes.
+// Records that do not decode go to schemas.TopicDeadLetter with the reason.
+//
+// Email and push (channels.go): the app's settings (internal/apps) give
+// the SMTP server and From addresses, or the FCM project; the request's
+// sender is the From address or the project (empty: the app's default),
+// and each channel has its own rate limit per sender (EmailConfig,
+// PushConfig) and the breakers of (channel, sender). SMTP 4xx replies and
+// connection failures before the end of DATA are retried, 5xx fail with
+// the reply code; FCM QUOTA_EXCEEDED, UNAVAILABLE and INTERNAL are retried
+// no sooner than their Retry-After, UNREGISTERED fails with
+// Outcome.InvalidRecipient set. A send that may have reached the provider
+// without an answer is in doubt, as for WhatsApp.
 //
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
