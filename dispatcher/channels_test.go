@@ -89,7 +89,7 @@ func emailReq(id, to string, now time.Time) *schemas.DispatchRequest {
 		Email: &schemas.Email{
 			Subject:  "Sushi 🍣 -20% tonight",
 			Text:     "Hello Ann,\nsushi is 20% off tonight: https://shop.example/sushi\n",
-			HTML:     `<html><body><p>Hello Ann,</p><a href="https://shop.example/sushi?utm=a&amp;b=1">Order</a> <a class=x href='mailto:help@shop.example'>Help</a> <A HREF=http://shop.example/plain>Plain</A></body></html>`,
+			HTML:     `<html><body><p>Hello Ann,</p><a href="https://shop.example/sushi?utm=a&amp;b=1">Order</a> <a class=x href='mailto:help@shop.example'>Help</a> <A HREF=http://shop.example/plain>Plain</A> <a data-href="https://shop.example/data" href="#top">Top</a></body></html>`,
 			Template: "sushi_promo",
 		},
 		Source:  schemas.Source{Kind: "journey", Name: "omni"},
@@ -289,7 +289,10 @@ func checkTrackedMail(t *testing.T, m smtpsim.Message, o *schemas.Outcome) {
 		t.Errorf("text part %q, want %q", parts[0], want)
 	}
 	htmlPart := parts[1]
-	hrefs := regexp.MustCompile(`(?i)href=["']([^"']*)["']`).FindAllStringSubmatch(htmlPart, -1)
+	if !strings.Contains(htmlPart, `data-href="https://shop.example/data"`) {
+		t.Errorf("data-href was rewritten: %s", htmlPart)
+	}
+	hrefs := regexp.MustCompile(`(?i)\shref=["']([^"']*)["']`).FindAllStringSubmatch(htmlPart, -1)
 	var targets []string
 	for _, m := range hrefs {
 		u := strings.ReplaceAll(m[1], "&amp;", "&")
@@ -309,7 +312,7 @@ func checkTrackedMail(t *testing.T, m smtpsim.Message, o *schemas.Outcome) {
 		}
 		targets = append(targets, l.URL)
 	}
-	wantTargets := []string{"https://shop.example/sushi?utm=a&b=1", "untracked:mailto:help@shop.example", "http://shop.example/plain"}
+	wantTargets := []string{"https://shop.example/sushi?utm=a&b=1", "untracked:mailto:help@shop.example", "http://shop.example/plain", "untracked:#top"}
 	if strings.Join(targets, " ") != strings.Join(wantTargets, " ") {
 		t.Errorf("link targets %q, want %q", targets, wantTargets)
 	}

@@ -335,7 +335,8 @@ func (e *Email) listUnsubscribe(app *apps.App, l track.Link) (string, error) {
 }
 
 // hrefRE finds the href attribute of <a> tags, quoted either way or not.
-var hrefRE = regexp.MustCompile(`(?is)(<a\s[^>]*?\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))`)
+// (Only an attribute named href: not data-href or xhref.)
+var hrefRE = regexp.MustCompile(`(?is)(<a(?:\s[^>]*?)?\shref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))`)
 
 // bodyCloseRE finds the last </body>.
 var bodyCloseRE = regexp.MustCompile(`(?i)</body\s*>`)
