@@ -41,6 +41,9 @@ type Config struct {
 	Breaker BreakerConfig `yaml:"breaker"`
 	// Templates configures the template sync.
 	Templates TemplatesConfig `yaml:"templates"`
+	// Email and Push configure those channels (config_channels.go).
+	Email EmailConfig `yaml:"email"`
+	Push  PushConfig  `yaml:"push"`
 }
 
 // TemplatesConfig configures the sync of every app's WhatsApp templates
@@ -127,6 +130,12 @@ func (c *Config) Validate() error {
 		c.Concurrency = 64
 	}
 	if err := c.Templates.validate(); err != nil {
+		return err
+	}
+	if err := c.Email.validate(); err != nil {
+		return err
+	}
+	if err := c.Push.validate(); err != nil {
 		return err
 	}
 	return c.Breaker.validate()

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,10 @@ func TestConfigDefaults(t *testing.T) {
 		RatePerSender: 80, Burst: 80, RequestTimeout: 10 * time.Second, MaxAttempts: 5, Concurrency: 64,
 		Breaker:   BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
 		Templates: TemplatesConfig{SyncInterval: 15 * time.Minute, ResyncDelay: 5 * time.Second, PageLimit: 100},
+		Email:     EmailConfig{RatePerSender: 14, Burst: 14, PoolSize: 4, MaxMessagesPerConn: 100, IdleTimeout: 30 * time.Second},
+		Push:      PushConfig{FCMBaseURL: "https://fcm.googleapis.com", RatePerSender: 500, Burst: 500},
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
 	}
 	c = Config{RatePerSender: 2.5}

@@ -1,8 +1,20 @@
 // Package dispatcher is Herald's send stage: it consumes dispatch requests
 // from schemas.TopicDispatch, sends each through its channel's provider
-// (WhatsApp Cloud API today) and produces one schemas.Outcome per request to
-// schemas.TopicOutcomes. Records that do not decode go to
-// schemas.TopicDeadLetter with the reason.
+// (WhatsApp Cloud API, provider_whatsapp.go; email over SMTP,
+// provider_email.go and smtp.go; push over FCM HTTP v1, provider_push.go)
+// and produces one schemas.Outcome per request to schemas.TopicOutcomes.
+// Records that do not decode go to schemas.TopicDeadLetter with the reason.
+//
+// Email and push (channels.go): the app's settings (internal/apps) give
+// the SMTP server and From addresses, or the FCM project; the request's
+// sender is the From address or the project (empty: the app's default),
+// and each channel has its own rate limit per sender (EmailConfig,
+// PushConfig) and the breakers of (channel, sender). SMTP 4xx replies and
+// connection failures before the end of DATA are retried, 5xx fail with
+// the reply code; FCM QUOTA_EXCEEDED, UNAVAILABLE and INTERNAL are retried
+// no sooner than their Retry-After, UNREGISTERED fails with
+// Outcome.InvalidRecipient set. A send that may have reached the provider
+// without an answer is in doubt, as for WhatsApp.
 //
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
@@ -149,6 +161,10 @@ type Dispatcher struct {
 	throttle  *throttle
 	templates *templates
 
+	// channels holds the email and push providers' state and their own
+	// rate limits (channels.go).
+	channels channels
+
 	// backoffBase and backoffMax shape retries: base·2^(attempt-1), at most
 	// max, with the upper half jittered.
 	backoffBase, backoffMax time.Duration
@@ -195,8 +211,13 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		// a GET. The 3xx is reported as a failed call instead.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	chans, err := newChannels(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
 	if err != nil {
+		chans.close()
 		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
 	}
 	var tpl *templates
@@ -217,7 +238,10 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		http: hc,
 		providers: map[schemas.Channel]Provider{
 			schemas.ChannelWhatsApp: NewWhatsApp(cfg.WhatsAppBaseURL, cfg.GraphVersion, hc),
+			schemas.ChannelEmail:    chans.email,
+			schemas.ChannelPush:     chans.push,
 		},
+		channels:    chans,
 		limiter:     newTokenBucket(cfg.RatePerSender, cfg.Burst),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
@@ -262,6 +286,7 @@ func (d *Dispatcher) Close() {
 		d.templates.close()
 		d.cl.Close()
 		d.http.CloseIdleConnections()
+		d.channels.close()
 	})
 }
 
@@ -424,6 +449,11 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 		if err := d.templates.store.check(app, req.Template); err != nil {
 			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
+	} else if pp, ok := p.(preparer); ok {
+		// Email and push: the app's settings, its sender, the message.
+		if err := pp.prepare(app, req); err != nil {
+			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
 	}
 	rctx := ctx
 	if !req.Deadline.IsZero() {
@@ -445,7 +475,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
 		}
 		start := time.Now()
-		if err := d.limiter.Wait(rctx, req.Sender); err != nil {
+		if err := d.limiterFor(req.Channel).Wait(rctx, req.Sender); err != nil {
 			done(context.Canceled) // not a call: neither success nor failure
 			if ctx.Err() != nil {
 				return nil
@@ -456,8 +486,10 @@ func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest)
 
 		id, err := d.call(ctx, p, app, req)
 		done(err)
-		if err == nil {
+		if err == nil && req.Channel == schemas.ChannelWhatsApp {
 			d.tokenWorks(app)
+		}
+		if err == nil {
 			return d.decide(req, schemas.OutcomeAccepted, id, attempt, nil)
 		}
 		last = err
@@ -514,7 +546,8 @@ func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
 	if errorCode(err) == codePairRate {
 		b = max(b, pairRateWait)
 	}
-	return b
+	// FCM's Retry-After (QUOTA_EXCEEDED, UNAVAILABLE) is a floor.
+	return max(b, retryAfter(err))
 }
 
 // decide builds the outcome of req, counts and logs it.
@@ -537,6 +570,7 @@ func (d *Dispatcher) decide(req *schemas.DispatchRequest, state schemas.OutcomeS
 		o.Template = t.Name
 		o.Category = t.Category
 	}
+	channelOutcome(o, req, err)
 	switch {
 	case state == schemas.OutcomeExpired:
 		o.ErrorMessage = "deadline passed before the message could be sent"

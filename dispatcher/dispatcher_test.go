@@ -166,7 +166,7 @@ func TestDispatcherEndToEnd(t *testing.T) {
 
 	email := req("email", "ann@example.com")
 	email.Channel, email.Sender = schemas.ChannelEmail, ""
-	email.Email = &schemas.Email{Subject: "Hi", Text: "Hello"}
+	email.Email = &schemas.Email{Subject: "Hi", Text: "Hello"} // app shop has no email settings
 	add(email, want{schemas.OutcomeFailed, CodeUnsupportedChannel, 0, false})
 
 	text := req("text", "+15550000010")

@@ -48,8 +48,9 @@ var (
 	// phone-number ids: one app can never send from another's number.
 	// Permanent.
 	ErrForeignSender = errors.New("sender is not a phone number id of the app")
-	// ErrUnsupportedChannel is returned by the dispatcher for channels that
-	// have no provider yet (email, push). Permanent.
+	// ErrUnsupportedChannel is returned by the dispatcher for a channel
+	// without a provider, and by the email and push providers for an app
+	// without email or push settings. Permanent.
 	ErrUnsupportedChannel = errors.New("no provider for channel")
 	// ErrInvalidRequest is wrapped by WhatsApp.Send when the request cannot
 	// be encoded into a valid Graph call. Permanent.
@@ -166,6 +167,9 @@ func IsRetryable(err error) bool {
 	if errors.Is(err, ErrInDoubt) {
 		return false
 	}
+	if pe, ok := asProviderError(err); ok { // email and push: errors_channels.go
+		return pe.retryable()
+	}
 	var ge *GraphError
 	if errors.As(err, &ge) {
 		switch {
@@ -182,6 +186,9 @@ func IsRetryable(err error) bool {
 // isRateLimit reports whether err is Meta asking to slow down (4, 80007,
 // 130429, 131056).
 func isRateLimit(err error) bool {
+	if pe, ok := asProviderError(err); ok {
+		return pe.rateLimited()
+	}
 	var ge *GraphError
 	return errors.As(err, &ge) && rateLimitCodes[ge.Code]
 }
@@ -192,6 +199,13 @@ func errorCode(err error) int {
 	switch {
 	case err == nil, errors.Is(err, ErrInDoubt):
 		return 0
+	case errors.As(err, new(providerError)):
+		pe, _ := asProviderError(err)
+		return pe.outcomeCode()
+	case errors.Is(err, ErrSMTPConfig):
+		return CodeSMTPConfig
+	case errors.Is(err, ErrPushToken):
+		return CodePushToken
 	case errors.As(err, &ge):
 		if ge.Code == 0 {
 			return CodeHTTP
@@ -224,6 +238,13 @@ func errorLabel(err error) string {
 	switch {
 	case errors.Is(err, ErrInDoubt):
 		return "in_doubt"
+	case errors.As(err, new(providerError)):
+		pe, _ := asProviderError(err)
+		return pe.metricLabel()
+	case errors.Is(err, ErrSMTPConfig):
+		return "smtp_config"
+	case errors.Is(err, ErrPushToken):
+		return "fcm_token"
 	case errors.As(err, &ge):
 		if ge.Code == 0 {
 			return "http_" + strconv.Itoa(ge.Status)

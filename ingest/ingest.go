@@ -13,6 +13,9 @@
 //	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
 //	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate (and a TemplateSignal on TopicTemplates)
+//	GET  /t/o/{token}.gif          email open pixel (signed, internal/track) -> KindEvent PW_EmailOpened
+//	GET  /t/c/{token}              email click: 302 to the signed URL -> KindEvent PW_EmailClicked
+//	GET|POST /t/u/{token}          List-Unsubscribe page and RFC 8058 one-click POST -> KindEvent PW_EmailUnsubscribed
 //
 // Delivery: a handler answers 2xx only after Kafka acknowledged every record
 // of the request (acks=all, idempotent producer, see internal/kafka). When
@@ -48,6 +51,8 @@
 //	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
 //	herald_ingest_webhook_skipped_total{reason}          webhook parts ignored on purpose (other objects and fields, malformed values)
 //	herald_ingest_duplicates_total{api}                  redeliveries dropped within the dedup window: webhook (Meta's retries), segment (messageId)
+//	herald_ingest_tracking_hits_total{kind,result}       email tracking link hits: event, malformed, forged, unknown_app, throttled, not_configured
+//	herald_ingest_tracking_lost_total                    clicks redirected without their event (Kafka did not acknowledge in time)
 package ingest
 
 import (
@@ -75,6 +80,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/apps"
 	"github.com/heraldhq/herald/internal/dedup"
+	"github.com/heraldhq/herald/internal/track"
 	"github.com/heraldhq/herald/schemas"
 
 	// Time zone names in registerDevice are validated with time.LoadLocation;
@@ -106,6 +112,10 @@ type Config struct {
 	// are kept); past it the oldest keys are forgotten early. Default and
 	// minimum 32 MiB.
 	DedupMaxBytes int `yaml:"dedup_max_bytes"`
+	// TrackingKeys verify the email tracking links the dispatcher signs
+	// (its email.tracking_keys; any of them verifies). Secrets: env:NAME
+	// or file:/path. Empty: the /t/ routes answer 404.
+	TrackingKeys []string `yaml:"tracking_keys"`
 }
 
 const (
@@ -168,6 +178,8 @@ type Server struct {
 	seen *dedup.Window
 	// tags serves getTags; nil until ServeTags.
 	tags *TagView
+	// tracker verifies email tracking links; nil without TrackingKeys.
+	tracker *track.Signer
 
 	// secrets are the distinct non-empty Meta app secrets of the registry,
 	// tried in turn against a webhook's signature.
@@ -200,6 +212,11 @@ func New(cfg Config, reg *apps.Registry, cl *kgo.Client, log *slog.Logger, prom 
 	s := &Server{cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m,
 		lim:  newLimiter(cfg.RatePerCredential, cfg.BurstPerCredential, time.Now),
 		seen: dedup.New(cfg.DedupWindow, cfg.DedupMaxBytes)}
+	if len(cfg.TrackingKeys) > 0 {
+		if s.tracker, err = newTracker(cfg.TrackingKeys); err != nil {
+			return nil, err
+		}
+	}
 	seen := make(map[string]bool)
 	for _, a := range reg.All() {
 		if sec := a.WhatsApp.AppSecret; sec != "" && !seen[sec] {
@@ -218,6 +235,9 @@ type route struct {
 	name    string
 	methods map[string]func(*statusWriter, *http.Request)
 	allow   string
+	// anyBody skips the JSON Content-Type check of POST (the one-click
+	// unsubscribe POST is a form).
+	anyBody bool
 }
 
 // Route names, the "route" label of the metrics.
@@ -262,6 +282,9 @@ func (s *Server) Handler() http.Handler {
 		}()
 		rt, ok := routes[r.URL.Path]
 		if !ok {
+			rt, ok = s.trackingRoute(r.URL.Path) // the /t/ prefixes, tracking.go
+		}
+		if !ok {
 			writeError(sw, &apiError{Code: http.StatusNotFound, Msg: fmt.Sprintf("no route %s", quote(r.URL.Path))})
 			return
 		}
@@ -272,7 +295,7 @@ func (s *Server) Handler() http.Handler {
 			writeError(sw, &apiError{Code: http.StatusMethodNotAllowed, Msg: fmt.Sprintf("method %s is not allowed, use %s", quote(r.Method), rt.allow)})
 			return
 		}
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost && !rt.anyBody {
 			if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
 				writeError(sw, aerr)
 				return

@@ -271,6 +271,10 @@ var reservedEvents = map[string]bool{
 	strings.ToLower(schemas.EventJourneyEntered):   true,
 	strings.ToLower(schemas.EventJourneyStep):      true,
 	strings.ToLower(schemas.EventJourneyExited):    true,
+	// Email feedback comes from ingest's signed tracking links only.
+	strings.ToLower(schemas.EventEmailOpened):       true,
+	strings.ToLower(schemas.EventEmailClicked):      true,
+	strings.ToLower(schemas.EventEmailUnsubscribed): true,
 }
 
 // buildPostEvent is POST /json/1.3/postEvent.

@@ -3,7 +3,7 @@
 // stage looks apps up here; one app's credentials never reach another's data.
 //
 // Secrets (api_token, segment_write_key, access_token, app_secret,
-// verify_token) may be written as "env:NAME" (read from the environment) or
+// verify_token, email.smtp.password, push.fcm.access_token) may be written as "env:NAME" (read from the environment) or
 // "file:/path" (read from a file, trimmed) in the apps file, so the file
 // itself can be committed without them. An App never prints its secrets:
 // its LogValue and String show the id only.
@@ -42,6 +42,12 @@ type App struct {
 	SegmentWriteKey string `yaml:"segment_write_key"`
 	// WhatsApp is the app's WhatsApp Business account.
 	WhatsApp WhatsApp `yaml:"whatsapp"`
+	// Email is the app's email identity and SMTP server; optional (without
+	// it the app's email requests fail as unsupported). See channels.go.
+	Email Email `yaml:"email"`
+	// Push is the app's Firebase Cloud Messaging project; optional. See
+	// channels.go.
+	Push Push `yaml:"push"`
 }
 
 // WhatsApp is an app's WhatsApp Business identity.
@@ -109,6 +115,12 @@ func New(list []App) (*Registry, error) {
 				return nil, fmt.Errorf("app %s: %w", a.ID, err)
 			}
 			*s = v
+		}
+		if err := a.Email.resolve(); err != nil {
+			return nil, fmt.Errorf("app %s: %w", a.ID, err)
+		}
+		if err := a.Push.resolve(); err != nil {
+			return nil, fmt.Errorf("app %s: %w", a.ID, err)
 		}
 		a.APITokens = append([]string(nil), a.APITokens...) // the caller's slice stays as it was
 		for j := range a.APITokens {

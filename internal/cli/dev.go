@@ -21,6 +21,8 @@ type devFlags struct {
 	chDSN      string
 	ingestAddr string
 	wasimAddr  string
+	smtpAddr   string
+	fcmAddr    string
 	opsAddr    string
 	appsFile   string
 	keywords   string
@@ -32,8 +34,10 @@ type devFlags struct {
 func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f := &devFlags{flags: newFlags(name, stderr)}
 	ingest, wasimA, ops, broker := "127.0.0.1:8080", "127.0.0.1:8090", "127.0.0.1:9100", 9092
+	smtpA, fcmA := "127.0.0.1:2525", "127.0.0.1:8091"
 	if !ports { // demo and tests: free ports, so nothing clashes
 		ingest, wasimA, ops, broker = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", 0
+		smtpA, fcmA = "127.0.0.1:0", "127.0.0.1:0"
 	}
 	f.StringVar(&f.dataDir, "data-dir", ".herald/"+name, "directory for the broker's and ClickHouse's data and the dev credentials")
 	f.IntVar(&f.brokerPort, "broker.port", broker, "port of the embedded Kafka broker (0: a free port)")
@@ -42,6 +46,8 @@ func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f.StringVar(&f.chDSN, "clickhouse.dsn", "", "use this ClickHouse (clickhouse://host:9000/db) instead of a private server")
 	f.StringVar(&f.ingestAddr, "http.addr", ingest, "ingest HTTP address (Pushwoosh API, Meta webhook)")
 	f.StringVar(&f.wasimAddr, "wasim.addr", wasimA, "WhatsApp Cloud API simulator address")
+	f.StringVar(&f.smtpAddr, "smtpsim.addr", smtpA, "SMTP sink address (STARTTLS, AUTH; keeps the emails the dispatcher sends)")
+	f.StringVar(&f.fcmAddr, "fcmsim.addr", fcmA, "FCM HTTP v1 push simulator address")
 	f.StringVar(&f.opsAddr, "ops.addr", ops, "address of /metrics, /healthz and /readyz")
 	f.Float64Var(&f.readRatio, "wasim.read-ratio", 0.8, "fraction of delivered messages the simulator reports as read (decided per wamid)")
 	f.StringVar(&f.appsFile, "apps", "", "apps file (YAML); default: one demo app with credentials generated into the data dir")
@@ -59,6 +65,8 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 		ClickHouseDSN: f.chDSN,
 		IngestAddr:    f.ingestAddr,
 		WasimAddr:     f.wasimAddr,
+		SMTPAddr:      f.smtpAddr,
+		FCMAddr:       f.fcmAddr,
 		OpsAddr:       f.opsAddr,
 	}
 	cfg.Wasim.ReadRatio = f.readRatio
@@ -89,11 +97,12 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 	if err != nil {
 		return cfg, nil, err
 	}
-	reg, err := apps.New([]apps.App{creds.app()})
-	if err != nil {
-		return cfg, nil, err
-	}
-	cfg.Apps = reg
+	// The registry is built at start: the app's email and push settings
+	// point at the SMTP sink and the push simulator started then.
+	app := creds.app()
+	creds.devChannels(&app)
+	cfg.DevApp = &app
+	cfg.TrackingKeys = []string{creds.TrackingKey}
 	return cfg, creds, nil
 }
 
@@ -139,6 +148,8 @@ func (s *stack) printBanner(w io.Writer, creds *devCredentials) {
 	fmt.Fprintf(w, "  kafka broker    %s\n", joinList(s.kcfg.Brokers))
 	fmt.Fprintf(w, "  clickhouse      %s\n", redactDSN(s.dsn))
 	fmt.Fprintf(w, "  whatsapp sim    %s  (Graph API; base URL for -whatsapp.base-url)\n", s.wasimSrv.URL())
+	fmt.Fprintf(w, "  smtp sink       %s  (STARTTLS, AUTH; email requests of the demo app land here)\n", s.sims.smtp.Addr())
+	fmt.Fprintf(w, "  push sim        %s  (FCM HTTP v1; base URL for -push.fcm-base-url)\n", s.sims.fcmSrv.URL())
 	fmt.Fprintf(w, "  metrics         %s/metrics  (/healthz, /readyz)\n", s.opsSrv.URL())
 	if creds != nil {
 		fmt.Fprintf(w, "demo app %q (dev-only credentials, kept in %s/credentials.json):\n", devAppID, s.cfg.DataDir)
@@ -147,5 +158,7 @@ func (s *stack) printBanner(w io.Writer, creds *devCredentials) {
 		fmt.Fprintf(w, "  webhook secret    %s  (X-Hub-Signature-256)\n", creds.AppSecret)
 		fmt.Fprintf(w, "  verify token      %s  (hub.verify_token)\n", creds.VerifyToken)
 		fmt.Fprintf(w, "  phone number id   %s\n", devPhoneNumberID)
+		fmt.Fprintf(w, "  email from        %s (smtp user %s)\n", devEmailFrom, devSMTPUser)
+		fmt.Fprintf(w, "  fcm project       %s\n", devFCMProject)
 	}
 }

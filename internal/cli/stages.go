@@ -480,6 +480,7 @@ type ingestCmd struct {
 	drainFor       time.Duration
 	icfg           ingest.Config
 	tcfg           ingest.TagViewConfig
+	trackKeys      stringList
 	reg            *apps.Registry
 }
 
@@ -495,6 +496,7 @@ func newIngestCmd(stderr io.Writer) *ingestCmd {
 	f.DurationVar(&c.icfg.DedupWindow, "ingest.dedup-window", 24*time.Hour, "how long redeliveries (Segment messageId, Meta webhook wamid+status) are recognised and dropped, at least")
 	f.IntVar(&c.icfg.DedupMaxBytes, "ingest.dedup-max-bytes", 32<<20, "memory bound of that window per generation (two are kept); past it the oldest keys are forgotten")
 	f.IntVar(&c.tcfg.CacheBytes, "ingest.tags-cache-bytes", 256<<20, "memory of the getTags view, a copy of the tags topic (every profile's tags) in each replica")
+	f.Var(&c.trackKeys, "ingest.tracking-keys", "keys verifying the email tracking links the dispatcher signs (comma-separated, any verifies; env:NAME or file:/path each; best set as HERALD_INGEST_TRACKING_KEYS); empty: /t/ routes answer 404")
 	f.DurationVar(&c.drainFor, "ingest.drain-timeout", 20*time.Second, "after SIGTERM: how long in-flight requests get to finish (each answers after Kafka's acknowledgement); within -shutdown.timeout")
 	return c
 }
@@ -503,6 +505,7 @@ func (c *ingestCmd) check() error {
 	if err := c.stageFlags.check(); err != nil {
 		return err
 	}
+	c.icfg.TrackingKeys = c.trackKeys
 	icfg, tcfg := c.icfg, c.tcfg
 	if err := icfg.Validate(); err != nil {
 		return fmt.Errorf("ingest: %w", err)
@@ -632,10 +635,11 @@ func runSegmenter(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // dispatcherCmd is `herald dispatcher` (and the scheduler beside it).
 type dispatcherCmd struct {
 	*stageFlags
-	appsFile string
-	dcfg     dispatcher.Config
-	schcfg   dispatcher.SchedulerConfig
-	reg      *apps.Registry
+	appsFile  string
+	dcfg      dispatcher.Config
+	schcfg    dispatcher.SchedulerConfig
+	trackKeys stringList
+	reg       *apps.Registry
 }
 
 func newDispatcherCmd(stderr io.Writer) *dispatcherCmd {
@@ -647,6 +651,12 @@ func newDispatcherCmd(stderr io.Writer) *dispatcherCmd {
 	f.IntVar(&c.schcfg.MaxPending, "scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
 	f.DurationVar(&c.dcfg.Templates.SyncInterval, "dispatcher.templates-sync", 15*time.Minute,
 		"how often every app's WhatsApp templates are listed again, besides at start and after template webhooks (negative: never)")
+	f.StringVar(&c.dcfg.Email.TrackingURL, "email.tracking-url", "", "ingest's public URL for email open, click and unsubscribe links; empty: no tracking")
+	f.Var(&c.trackKeys, "email.tracking-keys", "keys signing email tracking links, the first signs (comma-separated; env:NAME or file:/path each; best set as HERALD_EMAIL_TRACKING_KEYS)")
+	f.Float64Var(&c.dcfg.Email.RatePerSender, "email.rate", 14, "emails per second per From address")
+	f.IntVar(&c.dcfg.Email.PoolSize, "email.pool-size", 4, "connections per SMTP server")
+	f.StringVar(&c.dcfg.Push.FCMBaseURL, "push.fcm-base-url", "https://fcm.googleapis.com", "FCM HTTP v1 base URL (the push simulator's in dev)")
+	f.Float64Var(&c.dcfg.Push.RatePerSender, "push.rate", 500, "pushes per second per FCM project")
 	return c
 }
 
@@ -663,6 +673,7 @@ func (c *dispatcherCmd) check() (err error) {
 	if c.schcfg.MaxPending <= 0 {
 		return fmt.Errorf("scheduler.max-pending: want a positive number, got %d", c.schcfg.MaxPending)
 	}
+	c.dcfg.Email.TrackingKeys = c.trackKeys
 	dcfg, schcfg := c.dcfg, c.schcfg
 	if err := dcfg.Validate(); err != nil {
 		return err

@@ -144,6 +144,15 @@ func TestStandaloneStages(t *testing.T) {
 	// register + inbound + sent/delivered/read statuses as events; one send.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// The analytics process may still be creating its tables: counting
+		// a table that does not exist yet would fail the test.
+		if chtest.Count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('events', 'statuses', 'messages')") < 3 {
+			if time.Now().After(deadline) {
+				t.Fatal("analytics did not create its tables in 60s")
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		events := chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE app = 'shop'")
 		sends := chtest.Count(t, conn, "SELECT count() FROM messages FINAL WHERE app = 'shop' AND template = 'promo_offer' AND state = 'accepted' AND recipient = ?", phone)
 		statuses := chtest.Count(t, conn, "SELECT count() FROM statuses FINAL WHERE app = 'shop'")

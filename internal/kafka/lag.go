@@ -71,7 +71,12 @@ func (c *LagCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), lagTimeout)
 	defer cancel()
 	lags, err := c.adm.Lag(ctx, c.groups...)
+	seen := make(map[string]bool, len(c.groups))
 	for _, g := range c.groups {
+		if seen[g] {
+			continue // each group's series once, even if named twice
+		}
+		seen[g] = true
 		l, ok := lags[g]
 		if err != nil || !ok || l.Error() != nil {
 			c.errors.WithLabelValues(g).Inc()
