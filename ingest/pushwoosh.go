@@ -205,6 +205,22 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 	default:
 		return nil, badField("request.device_type", "unknown device type %d: want 21 WhatsApp, 18 SMS, 14 email, 1 iOS or 3 Android", dt)
 	}
+	// A WhatsApp or SMS subscriber's other addresses, so that one profile
+	// reaches the user on every channel (an omnichannel journey): an email
+	// and the push token of the app on their phone.
+	if dt := *req.DeviceType; dt == schemas.DeviceWhatsApp || dt == schemas.DeviceSMS {
+		if req.Email != "" {
+			if ev.Email, aerr = parseEmail("request.email", req.Email); aerr != nil {
+				return nil, aerr
+			}
+		}
+		if req.PushToken != "" {
+			if aerr := checkText("request.push_token", req.PushToken, maxPushToken); aerr != nil {
+				return nil, aerr
+			}
+			ev.PushToken = req.PushToken
+		}
+	}
 	if aerr := checkText("request.userId", req.UserID, maxIDLen); aerr != nil {
 		return nil, aerr
 	}

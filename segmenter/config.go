@@ -149,6 +149,9 @@ type Config struct {
 	// segmenter's start: 3600 runs an hour of journey a second (the demo).
 	// Default 1 (real time).
 	ClockSpeed float64 `yaml:"clock_speed"`
+	// Clock, when set, is the journeys' clock instead (the demo moves it
+	// forward by hours at once). Not configurable from YAML.
+	Clock func() time.Time `yaml:"-"`
 	// TickInterval is how often the segmenter checks for due journey
 	// timers. Default 100ms.
 	TickInterval time.Duration `yaml:"tick_interval"`

@@ -175,10 +175,12 @@ func (s *Segmenter) restoreTimer(r *kgo.Record) {
 	}
 }
 
-// journeyNow is the journeys' clock: real time, sped up by
-// Config.ClockSpeed from the segmenter's start (the demo runs hours of
-// journey in seconds).
+// journeyNow is the journeys' clock: Config.Clock, else real time sped up
+// by Config.ClockSpeed from the segmenter's start.
 func (s *Segmenter) journeyNow() time.Time {
+	if s.cfg.Clock != nil {
+		return s.cfg.Clock().UTC()
+	}
 	now := s.now()
 	if s.cfg.ClockSpeed <= 1 {
 		return now.UTC()
