@@ -76,7 +76,19 @@ func (s *Segmenter) createJourney(ctx context.Context, app *apps.App, req *apiRe
 		return nil, refuse(http.StatusBadRequest, "request.journey", "%v", err)
 	}
 	for i, st := range d.Steps {
-		if st.Type != schemas.StepSend || st.Template == nil {
+		if st.Type != schemas.StepSend {
+			continue
+		}
+		field := fmt.Sprintf("request.journey.steps[%d].channel", i)
+		switch {
+		case st.Channel == schemas.ChannelEmail && !app.Email.Enabled():
+			return nil, refuse(http.StatusBadRequest, field, "is email, but application %q has no email settings", app.ID)
+		case st.Channel == schemas.ChannelPush && !app.Push.Enabled():
+			return nil, refuse(http.StatusBadRequest, field, "is push, but application %q has no push (FCM) settings", app.ID)
+		case st.Channel == schemas.ChannelWhatsApp && app.Sender() == "":
+			return nil, refuse(http.StatusBadRequest, field, "is whatsapp, but application %q has no WhatsApp phone number id", app.ID)
+		}
+		if st.Template == nil {
 			continue
 		}
 		c := &schemas.Campaign{Template: *st.Template}

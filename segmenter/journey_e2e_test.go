@@ -141,3 +141,81 @@ func TestJourneyDurable(t *testing.T) {
 		}
 	}
 }
+
+// TestJourneyAPI: definitions are refused with the step and field, saved
+// as versions, archived, listed; only api journeys are started.
+func TestJourneyAPI(t *testing.T) {
+	c := kafkatest.New(t, 2)
+	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := runSegmenter(t, c, time.Now())
+	h := s.APIHandler(reg)
+	call := func(path, req string) (int, map[string]any) {
+		t.Helper()
+		r := httptest.NewRequestWithContext(t.Context(), http.MethodPost, path, strings.NewReader(`{"request":`+req+`}`))
+		r.Header.Set("Authorization", "Token shop-token-0123456789")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		var m map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+			t.Fatalf("%q is not JSON", rec.Body)
+		}
+		return rec.Code, m
+	}
+	journey := func(steps string, entry string) string {
+		return `{"application":"shop","journey":{"id":"j1","entry":` + entry + `,"steps":` + steps + `}}`
+	}
+	for _, tt := range []struct {
+		name, body, field, msg string
+	}{
+		{"no journey", `{"application":"shop"}`, "request.journey", "is required"},
+		{"cycle without a wait", journey(`[{"id":"a","type":"update_tags","tags":{"x":1},"next":"b"},{"id":"b","type":"update_tags","tags":{"y":1},"next":"a"}]`, `{"api":true}`),
+			"request.journey", "cycle without a wait"},
+		{"channel the app lacks", journey(`[{"id":"e","type":"send","channel":"email","email":{"subject":"s","text":"t"},"next":"x"},{"id":"x","type":"exit"}]`, `{"api":true}`),
+			"request.journey.steps[0].channel", `application "shop" has no email settings`},
+		{"split not 100", journey(`[{"id":"ab","type":"split_ab","branches":[{"percent":70,"next":"x"},{"percent":20,"next":"x"}]},{"id":"x","type":"exit"}]`, `{"api":true}`),
+			"request.journey", "percentages sum to 90"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, m := call("/json/1.3/createJourney", tt.body)
+			if msg, _ := m["status_message"].(string); code != 400 || m["field"] != tt.field || !strings.Contains(msg, tt.msg) {
+				t.Fatalf("got %d %v, want 400 %s %q", code, m, tt.field, tt.msg)
+			}
+		})
+	}
+	ok := journey(`[{"id":"w","type":"wait","duration":"1h","next":"x"},{"id":"x","type":"exit"}]`, `{"event":"Signup"}`)
+	for v := 1; v <= 2; v++ {
+		if code, m := call("/json/1.3/createJourney", ok); code != 200 || m["response"].(map[string]any)["version"] != float64(v) {
+			t.Fatalf("save %d: %d %v", v, code, m)
+		}
+	}
+	if code, m := call("/json/1.3/startJourney", `{"application":"shop","id":"j1","devices":["h1"]}`); code != 400 || !strings.Contains(m["status_message"].(string), "not entered through the API") {
+		t.Fatalf("start of a non-api journey: %d %v", code, m)
+	}
+	if code, m := call("/json/1.3/archiveJourney", `{"application":"shop","id":"j1"}`); code != 200 || m["response"].(map[string]any)["version"] != 3.0 {
+		t.Fatalf("archive: %d %v", code, m)
+	}
+	if code, m := call("/json/1.3/listJourneys", `{"application":"shop"}`); code != 200 {
+		t.Fatalf("list: %d %v", code, m)
+	} else if b, _ := json.Marshal(m["response"]); string(b) != `{"journeys":[{"archived":true,"id":"j1","version":3}]}` {
+		t.Fatalf("list: %s", b)
+	}
+	if code, m := call("/json/1.3/getJourney", `{"application":"shop","id":"j1","version":1}`); code != 200 || m["response"].(map[string]any)["version"] != 1.0 {
+		t.Fatalf("get v1: %d %v", code, m)
+	}
+	if code, _ := call("/json/1.3/getJourney", `{"application":"shop","id":"nope"}`); code != 404 {
+		t.Fatalf("get unknown: %d", code)
+	}
+	// The versions are on the topic; a new segmenter knows them.
+	s2, _, _ := runSegmenter(t, c, time.Now())
+	select {
+	case <-s2.journeys.ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("journeys not read")
+	}
+	if j := s2.journeys.latest(testApp, "j1"); j == nil || j.def.Version != 3 || !j.def.Archived || len(s2.journeys.of(testApp)) != 0 {
+		t.Fatalf("after a restart: %+v", j)
+	}
+}

@@ -300,3 +300,35 @@ func BenchmarkJourneyTimers(b *testing.B) {
 	}
 	b.ReportMetric(float64(fired)/b.Elapsed().Seconds(), "firings/s")
 }
+
+func TestWaitUntil(t *testing.T) {
+	mon := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC) // a Monday, 10:00 UTC
+	compile := func(st schemas.JourneyStep) *cstep {
+		t.Helper()
+		st.ID, st.Type, st.Next = "w", schemas.StepWait, "x"
+		j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "j", Version: 1, Entry: schemas.JourneyEntry{API: true},
+			Steps: []schemas.JourneyStep{st, {ID: "x", Type: schemas.StepExit}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &j.steps[0]
+	}
+	oslo := &Profile{Timezone: "Europe/Oslo", Tags: map[string]Tag{"renewal": {Kind: TagString, Str: "2026-12-24 08:00"}, "past": {Kind: TagString, Str: "2020-01-01"}}}
+	for _, tt := range []struct {
+		name string
+		st   schemas.JourneyStep
+		want time.Time
+	}{
+		{"duration", schemas.JourneyStep{Duration: "2d"}, mon.Add(48 * time.Hour)},
+		{"09:00 local, tomorrow", schemas.JourneyStep{UntilTime: "09:00"}, time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)},
+		{"12:00 local, today", schemas.JourneyStep{UntilTime: "12:00"}, time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC)},
+		{"friday 09:00 local", schemas.JourneyStep{UntilTime: "09:00", Weekdays: []string{"Friday"}}, time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)},
+		{"until a date tag", schemas.JourneyStep{UntilTag: "renewal"}, time.Date(2026, 12, 24, 8, 0, 0, 0, time.UTC)},
+		{"a past date tag ends now", schemas.JourneyStep{UntilTag: "past"}, mon},
+		{"an unset tag ends now", schemas.JourneyStep{UntilTag: "nope"}, mon},
+	} {
+		if got := waitUntil(compile(tt.st), oslo, mon); !got.Equal(tt.want) {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
