@@ -26,7 +26,8 @@ import (
 // the changelog and fires each once: late, not lost, not twice.
 func TestJourneyDurable(t *testing.T) {
 	c := kafkatest.New(t, 2)
-	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}}}})
+	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}},
+		Email: apps.Email{From: "shop@example.com", SMTP: apps.SMTP{Addr: "127.0.0.1:2525"}}, Push: apps.Push{FCM: apps.FCM{ProjectID: "shop-app", AccessToken: "token"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
