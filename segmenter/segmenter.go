@@ -123,6 +123,26 @@
 // the changelog has fewer partitions than the events topic, and stops when
 // a partition's profiles cannot be restored.
 //
+// # Journeys
+//
+// A journey (journey.go) is a versioned definition on TopicJourneys,
+// saved through the journey API (journey_api.go) after it compiled: steps
+// send (WhatsApp template or in-window text, email, push), wait (a
+// duration, a local time of day and weekdays, a date tag), wait for an
+// event with a timeout (any event, feedback on the journey's last send,
+// WhatsApp read, reply or button), split by segment or A/B/n, update tags,
+// and exit; journey-level goal, re-entry policy, frequency cap and quiet
+// hours. Users enter on an event with a filter, an inbound keyword, a
+// segment entry or the API (startJourney). Each user's runs are part of
+// their profile, so they are durable, exact and move with the partition
+// like every other field; waits are timers (timers.go) whose earliest
+// deadline each changelog record carries in a header, rebuilt at restore
+// and fired by KindTick events the partition's owner writes while a timer
+// is due. Every move is a PW_JourneyEntered, PW_JourneyStep or
+// PW_JourneyExited event for analysts, and every send a dispatch request
+// with an id derived from the journey, version, user, entry and step, so
+// a replay after a crash sends nothing new.
+//
 // # Known limits
 //
 //   - fastcache is a cache: when full it overwrites its oldest entries,
@@ -138,7 +158,10 @@
 //     transaction: a crash between them and the offset commit repeats the
 //     batch's dispatch requests (same ids) and tags records.
 //   - A user known by hwid and by user id has two profiles (no identity
-//     resolution yet).
+//     resolution yet): a journey reaches a user on the channels of one
+//     profile, so registerDevice of a WhatsApp subscriber takes their
+//     email and push token too.
+//   - Journey webhook steps are not built yet.
 //
 // # Metrics
 //
