@@ -20,12 +20,17 @@
 //	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
+//	herald.senders.v1     SenderState     key MemberKey(member), short retention
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
 // on seeing one user's events in order). Dispatch requests and outcomes are
 // keyed by app and recipient so that sends to one recipient stay in order
 // (Meta's pair rate, 131056, is per recipient).
+//
+// Dispatcher replicas share each sender's rate limit through
+// herald.senders.v1: every replica writes its demand and grant per sender a
+// few times a second and reads everyone's (see SenderState).
 //
 // Scheduled sends: a DispatchRequest whose SendAt is in the future goes to
 // herald.scheduled.v1, not herald.dispatch.v1. The scheduler (in the
@@ -66,10 +71,13 @@ const (
 	// TopicPreviews carries campaign audience counts back to the segment
 	// API (partition 0; short retention).
 	TopicPreviews = "herald.previews.v1"
+	// TopicSenders carries the dispatcher replicas' heartbeats of the
+	// global per-sender rate limit (SenderState; short retention).
+	TopicSenders = "herald.senders.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicSenders}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -85,6 +93,9 @@ var TopicConfigs = map[string]map[string]string{
 	TopicSegments: {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
+	// Replicas read heartbeats from the end and forget them after three
+	// periods (under a second): an hour is for operators looking.
+	TopicSenders: {"retention.ms": "3600000"},
 }
 
 // keySep separates the parts of a record key. App ids are validated not to
@@ -202,6 +213,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicTags:
 		p := new(ProfileTags)
 		rec, version, key = p, func() int { return p.V }, p.Key
+	case TopicSenders:
+		st := new(SenderState)
+		rec, version, key = st, func() int { return st.V }, st.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

@@ -275,7 +275,10 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	f := newStageFlags("dispatcher", stderr)
 	appsFile := f.String("apps", "", "apps file (YAML)")
 	base := f.String("whatsapp.base-url", "https://graph.facebook.com", "WhatsApp Cloud API base URL (the simulator's in dev)")
-	rate := f.Float64("whatsapp.rate", 80, "messages per second per sending phone number")
+	rate := f.Float64("whatsapp.rate", 80, "messages per second per sending phone number, all dispatcher replicas together (at most 1000; apps.yaml whatsapp.throughput overrides it per number)")
+	limiter := f.String("limiter.mode", dispatcher.LimiterGlobal, "per-sender rate limit: global (shared by every replica through herald.senders.v1, adaptive), local (each replica alone) or none")
+	heartbeat := f.Duration("limiter.heartbeat", 250*time.Millisecond, "how often replicas publish their demand per sender")
+	pairInterval := f.Duration("whatsapp.pair-interval", 6*time.Second, "least time between two messages to one recipient (Meta's pair rate); negative disables the planning")
 	maxPending := f.Int("scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
 	r, err := startStage(ctx, f, args, stderr)
 	if err != nil {
@@ -286,7 +289,10 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	d, err := dispatcher.New(dispatcher.Config{WhatsAppBaseURL: *base, RatePerSender: *rate}, r.kcfg, reg, r.log, r.ops.Registry)
+	d, err := dispatcher.New(dispatcher.Config{
+		WhatsAppBaseURL: *base, RatePerSender: *rate, PairInterval: *pairInterval,
+		Limiter: dispatcher.LimiterConfig{Mode: *limiter, Heartbeat: *heartbeat},
+	}, r.kcfg, reg, r.log, r.ops.Registry)
 	if err != nil {
 		return err
 	}

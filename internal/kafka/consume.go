@@ -12,9 +12,18 @@ import (
 	"github.com/heraldhq/herald/schemas"
 )
 
+// ErrHandledPart is returned by a Handler that finished only part of its
+// batch and took care of the rest itself: it marked the records that reached
+// their end (a prefix of each partition) and rewound the client to the first
+// unfinished record of each partition (kgo.Client.SetOffsets, safe there:
+// Run blocks rebalances while a handler runs), so the rest is fetched again.
+// Run marks nothing of the batch and goes on polling.
+var ErrHandledPart = errors.New("batch handled in part: the rest is fetched again")
+
 // Handler processes one polled batch of records. It returns only after every
 // record reached its durable end (produced downstream and acknowledged,
-// inserted, or dead-lettered): the loop then marks them for commit. A
+// inserted, or dead-lettered): the loop then marks them for commit (or, see
+// ErrHandledPart, after it marked and rewound the records itself). A
 // returned error means the batch did not reach its end; the loop stops
 // without marking, so the records are delivered again (to this or another
 // member) after a restart or rebalance. Handlers retry transient downstream
@@ -83,6 +92,9 @@ func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error
 			cl.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, ErrHandledPart) {
+				continue
 			}
 			return fmt.Errorf("handling batch: %w", err)
 		}
