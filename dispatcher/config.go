@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("dispatcher: max_batch_time %v is negative", c.MaxBatchTime)
 	}
 	if c.MaxBatchTime == 0 {
-		c.MaxBatchTime = 5 * time.Second
+		c.MaxBatchTime = 2 * time.Second
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("dispatcher: request_timeout %v is negative", c.RequestTimeout)

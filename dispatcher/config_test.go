@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 		Breaker: BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
 		Limiter: LimiterConfig{Mode: LimiterGlobal, Heartbeat: 250 * time.Millisecond, LowerFactor: 0.7,
 			LowerCooldown: time.Second, MinRate: 1, RaiseStep: 0.05, RaiseEvery: 5 * time.Second},
-		PairInterval: 6 * time.Second, MaxHold: time.Second, MaxBatchTime: 5 * time.Second,
+		PairInterval: 6 * time.Second, MaxHold: time.Second, MaxBatchTime: 2 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
