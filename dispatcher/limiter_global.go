@@ -16,7 +16,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/heraldhq/herald/internal/kafka"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -510,6 +509,10 @@ func newGlobalLimiter(cfg LimiterConfig, burst int, rateOf func(string) float64,
 		kgo.ConsumeTopics(schemas.TopicSenders),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
 		kgo.FetchMaxWait(cfg.Heartbeat/2),
+		// A heartbeat older than the ttl says nothing: fail it rather
+		// than let heartbeats pile up while the broker is away (franz-go
+		// allows no less than 1s).
+		kgo.RecordDeliveryTimeout(max(ttlBeats*cfg.Heartbeat, time.Second)),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: creating the limiter's kafka client: %w", err)
@@ -682,11 +685,19 @@ func (l *globalLimiter) leave() {
 	if !l.farewell {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	r := &schemas.SenderState{Member: l.member, PeriodMS: l.cfg.Heartbeat.Milliseconds(), Leaving: true, Time: l.now().UTC()}
 	b, _ := r.Marshal() // cannot fail: plain fields only
-	if err := kafka.ProduceAll(ctx, l.cl, []*kgo.Record{{Topic: schemas.TopicSenders, Key: r.Key(), Value: b}}); err != nil {
+	// Not ProduceSync: with the broker gone a produce can outlive its
+	// context; run closes the client after this, failing it.
+	done := make(chan error, 1)
+	l.cl.Produce(context.Background(), &kgo.Record{Topic: schemas.TopicSenders, Key: r.Key(), Value: b}, func(_ *kgo.Record, err error) { done <- err })
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Second):
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
 		l.log.Warn("publishing the limiter farewell (the others take this replica's shares over after the ttl)", "err", err)
 	}
 }

@@ -93,7 +93,7 @@ type replica struct {
 func (h *limitHarness) start(cfg Config) *replica {
 	h.t.Helper()
 	cfg.WhatsAppBaseURL = h.api.URL
-	d, err := New(cfg, h.c.Config, testRegistry(h.t.(*testing.T)), testLogger(), prometheus.NewRegistry())
+	d, err := New(cfg, h.c.Config, testRegistry(h.t), testLogger(), prometheus.NewRegistry())
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func (r *replica) members() int { return int(testutil.ToFloat64(r.d.m.limiterMem
 // settled waits for the steady state: the group stable with every
 // partition assigned, every replica seeing all of them, and their shares
 // adding up to (nearly) the rate, unchanged for a second.
-func settled(t *testing.T, h *limitHarness, rs []*replica, rate float64) {
+func settled(t testing.TB, h *limitHarness, rs []*replica, rate float64) {
 	t.Helper()
 	adm := kadm.NewClient(h.c.Client(t))
 	deadline := time.Now().Add(60 * time.Second)
@@ -161,7 +161,7 @@ func settled(t *testing.T, h *limitHarness, rs []*replica, rate float64) {
 
 // groupStable reports whether the dispatcher group is stable with n members
 // and every partition of the dispatch topic assigned.
-func groupStable(t *testing.T, adm *kadm.Client, n int) bool {
+func groupStable(t testing.TB, adm *kadm.Client, n int) bool {
 	t.Helper()
 	gs, err := adm.DescribeGroups(context.Background(), "herald-dispatcher")
 	if err != nil {
@@ -495,7 +495,7 @@ func TestPairRate(t *testing.T) {
 // sharing the number would.
 func sendDirect(h *limitHarness, to string) (string, error) {
 	w := NewWhatsApp(h.api.URL, "v23.0", nil)
-	app, _ := testRegistry(h.t.(*testing.T)).ByID("shop")
+	app, _ := testRegistry(h.t).ByID("shop")
 	now := time.Now()
 	return w.Send(context.Background(), app, &schemas.DispatchRequest{
 		ID: "direct", App: "shop", Channel: schemas.ChannelWhatsApp, Sender: testSender, To: to,
