@@ -141,7 +141,10 @@ type Dispatcher struct {
 	pairs  *pairPlan
 	// redo holds the records decided behind an undecided one in a batch
 	// handed back past MaxBatchTime (see handBack).
-	redo     redoSet
+	redo redoSet
+	// pollSize is the most records the next batch gets (see nextPoll);
+	// only the consume loop uses it.
+	pollSize int
 	breakers *breakers
 	throttle *throttle
 
@@ -233,6 +236,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		global:      global,
 		pairs:       newPairPlan(cfg.PairInterval),
 		redo:        make(redoSet),
+		pollSize:    max(cfg.Concurrency, minPoll),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
 		backoffBase: 500 * time.Millisecond,
@@ -247,7 +251,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.log.Info("dispatcher running", "group", d.cfg.Group, "whatsapp", d.cfg.WhatsAppBaseURL,
 		"rate_per_sender", d.cfg.RatePerSender, "limiter", d.cfg.Limiter.Mode, "concurrency", d.cfg.Concurrency)
 	if d.global == nil {
-		return kafka.Run(ctx, d.cl, d.log, d.handle)
+		return kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
 	}
 	// The limiter outlives the consume loop: sends in flight at shutdown
 	// still pace, and it says it leaves only after the last one.
@@ -257,7 +261,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		defer close(done)
 		d.global.run(lctx)
 	}()
-	err := kafka.Run(ctx, d.cl, d.log, d.handle)
+	err := kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
 	stop()
 	<-done
 	return err
@@ -360,6 +364,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 		return err
 	}
+	d.sizePoll(len(recs), results, undecided)
 	if undecided {
 		return d.handBack(ctx, recs, results)
 	}

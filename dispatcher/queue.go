@@ -335,6 +335,35 @@ func (p *pairPlan) changed() {
 	}
 }
 
+// nextPoll is the most records the next batch gets.
+func (d *Dispatcher) nextPoll() int { return d.pollSize }
+
+// minPoll is the fewest records a batch is offered (with Concurrency if
+// larger): enough that a burst to a few recipients and the others of
+// their partition share a batch, so that a recipient parked for its pair
+// rate lets the others go by.
+const minPoll = 256
+
+// sizePoll sizes the next batch from the last one of n records: a batch
+// cut short by MaxBatchTime is followed by one of as many records as it
+// decided (what the rate limit lets through in that time), one that
+// finished by one twice its size, at least minPoll (or Concurrency) and
+// at most kafka.MaxPollRecords. So a paced backlog is not fetched again and
+// again (each cut batch hands its undecided records back), while an
+// unpaced one soon gets full batches.
+func (d *Dispatcher) sizePoll(n int, results []*kgo.Record, cut bool) {
+	size := 2 * n
+	if cut {
+		size = 0
+		for _, r := range results {
+			if r != nil && r != decidedBefore {
+				size++
+			}
+		}
+	}
+	d.pollSize = min(max(size, d.cfg.Concurrency, minPoll), kafka.MaxPollRecords)
+}
+
 // decidedBefore stands, in a batch's results, for a record decided in an
 // earlier batch that was handed back: nothing is produced for it again.
 var decidedBefore = &kgo.Record{}

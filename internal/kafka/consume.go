@@ -64,6 +64,17 @@ func commitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
 // Config.ConsumerOpts. Poll errors are logged; a handler
 // error stops the loop and is returned (ctx.Err() is not an error).
 func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	return RunN(ctx, cl, log, func() int { return MaxPollRecords }, h)
+}
+
+// MaxPollRecords is the most records Run hands to a handler at once.
+const MaxPollRecords = 10000
+
+// RunN is Run handing at most maxRecords() records to h at once (asked
+// before each poll, between handler calls), for a handler whose batches
+// cost time per record: the dispatcher sizes its batches to what its rate
+// limit lets it send before it cuts a batch short.
+func RunN(ctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
 	defer func() {
 		// Commit what was processed; a fresh context because ctx is done.
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -73,7 +84,7 @@ func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error
 		}
 	}()
 	for {
-		fetches := cl.PollRecords(ctx, 10000)
+		fetches := cl.PollRecords(ctx, maxRecords())
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
