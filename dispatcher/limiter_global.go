@@ -59,9 +59,10 @@ const (
 	maxLowerings = 8
 )
 
-// rateLimitCodes that lower a sender's rate: 4 (application request
-// limit), 80007 (WABA rate limit), 130429 (throughput). 131056 (pair rate)
-// is about one recipient and is handled by the dispatcher's pair planning.
+// lowersRate reports whether a Graph code lowers a sender's rate: 4
+// (application request limit), 80007 (WABA rate limit), 130429
+// (throughput). 131056 (pair rate) is about one recipient: the
+// dispatcher's pair planning handles it.
 func lowersRate(code int) bool {
 	return code == codeTooManyCalls || code == codeRateLimitHit || code == codeThroughput
 }
@@ -485,6 +486,8 @@ type globalLimiter struct {
 	c        *coord
 	pacers   map[string]*pacer
 	wasBlind bool
+
+	closeOnce sync.Once
 }
 
 var _ Limiter = (*globalLimiter)(nil)
@@ -572,7 +575,11 @@ func (l *globalLimiter) apply(sender string, st *senderCoord) {
 // run publishes heartbeats and reads the others' until ctx is done, then
 // says it leaves (unless farewell is off) and closes the client.
 func (l *globalLimiter) run(ctx context.Context) {
-	defer l.cl.Close()
+	defer l.close()
+	l.mu.Lock()
+	// The warm-up and the blindness count from here, not from New.
+	l.c.started, l.c.lastTick = l.now(), l.now()
+	l.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { l.read(ctx) })
 	t := time.NewTicker(l.cfg.Heartbeat)
@@ -702,5 +709,6 @@ func (l *globalLimiter) leave() {
 	}
 }
 
-// close releases the client when run was never called.
-func (l *globalLimiter) close() { l.cl.Close() }
+// close releases the client (run does when it returns; Dispatcher.Close
+// when run was never called).
+func (l *globalLimiter) close() { l.closeOnce.Do(l.cl.Close) }
