@@ -379,7 +379,7 @@ func waitLong(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestPairRate: five requests to one recipient are planned 2 s apart (the
+// TestPairRate: five requests to one recipient are planned 3 s apart (the
 // simulator's pair interval), so the simulator answers 131056 only once:
 // to a recipient another system had just written to, whose request alone
 // is retried later. The waiting recipients hold no worker (there is one):
@@ -401,7 +401,7 @@ func TestPairRate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			const interval = 2 * time.Second
+			const interval = 3 * time.Second
 			deferred := tc.maxHold < interval
 			h := newLimitHarness(t, 1, func(c *wasim.Config) { c.Throughput = 1000; c.PairInterval = interval })
 			s, err := NewScheduler(SchedulerConfig{}, h.c.Config, testLogger(), prometheus.NewRegistry())
