@@ -26,8 +26,8 @@ func newChannels(cfg Config, hc *http.Client) (channels, error) {
 		email: email,
 		push:  NewPush(cfg.Push.FCMBaseURL, hc, nil),
 		limiters: map[schemas.Channel]Limiter{
-			schemas.ChannelEmail: newTokenBucket(cfg.Email.RatePerSender, cfg.Email.Burst),
-			schemas.ChannelPush:  newTokenBucket(cfg.Push.RatePerSender, cfg.Push.Burst),
+			schemas.ChannelEmail: newLocalLimiter(func(string) float64 { return cfg.Email.RatePerSender }, cfg.Email.Burst),
+			schemas.ChannelPush:  newLocalLimiter(func(string) float64 { return cfg.Push.RatePerSender }, cfg.Push.Burst),
 		},
 	}, nil
 }

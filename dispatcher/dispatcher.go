@@ -19,13 +19,32 @@
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
 // sender) (an open breaker holds the request until it half-opens, within the
-// request's deadline), the sender's token-bucket rate limit, and the provider
+// request's deadline), the sender's rate limit (Limiter), and the provider
 // call. Retryable errors (see IsRetryable) are retried with exponential
 // backoff and jitter up to Config.MaxAttempts and the request's Deadline
 // (past it: OutcomeExpired). A call that may have reached Meta without an
 // answer is never retried (Meta has no idempotency key): it ends as
 // OutcomeInDoubt, and the status webhooks, which echo the dispatch id in
 // biz_opaque_callback_data, reconcile it.
+//
+// Rate limits: by default (LimiterConfig.Mode global) each sender's rate
+// (Config.RatePerSender, or the app's whatsapp.throughput for the number;
+// at most 1,000 a second) holds for all dispatcher replicas together: the
+// replicas publish their demand per sender to schemas.TopicSenders every
+// heartbeat and each takes a max-min fair share, raising its share only
+// after the others have lowered theirs, so that joining and leaving
+// replicas do not overshoot (limiter_global.go, docs/LIMITS.md). Meta's
+// rate-limit answers (4, 80007, 130429) lower the sender's rate for every
+// replica; quiet periods raise it back by steps.
+//
+// Pair rate: requests to one recipient are planned Config.PairInterval
+// apart (Meta allows about one message per 6 s to one recipient, 131056
+// past it). A recipient waiting for its turn or for a retry's backoff holds
+// no worker: its queue is parked on a timer and the other recipients go on.
+// A wait longer than Config.MaxHold defers the recipient's remaining
+// requests of the batch to schemas.TopicScheduled with their planned
+// send_at (header schemas.HeaderAttempts carries the calls made), so that
+// no recipient holds the batch, and with it its partition, for long.
 //
 // Scheduled sends: a request whose SendAt is more than a second ahead of the
 // dispatcher's clock is not sent: it is forwarded, unchanged, to
@@ -74,15 +93,22 @@
 // logged.
 //
 // Requests of one batch run concurrently (Config.Concurrency), but requests
-// to one recipient (one record key) run one after the other, in record order.
+// to one recipient (one record key) run one after the other, in record order
+// (a deferred request keeps its place: later requests to its recipient are
+// deferred behind it, on this replica; after a rebalance a new request may
+// overtake deferred ones, see docs/LIMITS.md).
 //
 // Delivery: the offsets of a batch are committed only after all its outcomes
-// and dead letters were acknowledged by Kafka. On shutdown (Run's ctx done)
-// no new call starts, calls in flight finish (bounded by RequestTimeout),
-// their outcomes are produced, and per partition the records up to the first
-// undecided one are committed; the rest are delivered again later. A crash
-// redelivers the uncommitted batch, so a request may be sent twice; both
-// sends carry the same dispatch id.
+// and dead letters were acknowledged by Kafka. A batch starts sends for at
+// most Config.MaxBatchTime (a backlog paced at a sender's share of its rate
+// would otherwise hold a batch, and with it every rebalance, for minutes):
+// then its decided prefix of each partition is committed and the rest is
+// fetched again, the records already decided skipped. On shutdown (Run's
+// ctx done) no new call starts, calls in flight finish (bounded by
+// RequestTimeout), their outcomes are produced, and per partition the
+// records up to the first undecided one are committed; the rest are
+// delivered again later. A crash redelivers the uncommitted batch, so a
+// request may be sent twice; both sends carry the same dispatch id.
 //
 // Metrics:
 //
@@ -90,6 +116,12 @@
 //	herald_dispatcher_provider_errors_total{code}     failed provider calls, by Graph code (http_<status>, unreachable, in_doubt)
 //	herald_dispatcher_send_duration_seconds           duration of one provider call
 //	herald_dispatcher_limiter_wait_seconds            wait for the sender's rate limit
+//	herald_dispatcher_sender_rate{sender}             the sender's global adaptive rate (msg/s, all replicas)
+//	herald_dispatcher_sender_share{sender}            this replica's grant of it (msg/s)
+//	herald_dispatcher_rate_lowered_total{sender,code} rate lowerings made after a Meta rate-limit answer (4, 80007, 130429)
+//	herald_dispatcher_limiter_members                 replicas sharing the rates, this one included
+//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, queued)
+//	herald_dispatcher_batches_cut_total               batches cut short by Config.MaxBatchTime (the rest fetched again)
 //	herald_dispatcher_breaker_state{sender}           0 closed, 1 half-open, 2 open
 //	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
 //	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
@@ -136,8 +168,9 @@ const (
 	// shutdownGrace bounds producing the outcomes of finished sends after
 	// Run's ctx is done.
 	shutdownGrace = 10 * time.Second
-	// pairRateWait is the least backoff after 131056: Meta allows about one
-	// message per 6 s to one recipient.
+	// pairRateWait is the least backoff after 131056 when PairInterval
+	// planning is disabled: Meta allows about one message per 6 s to one
+	// recipient.
 	pairRateWait = 6 * time.Second
 	// sendAtSkew is how far in the future a request's SendAt may be and
 	// the request still be sent rather than forwarded to the scheduler:
@@ -157,6 +190,15 @@ type Dispatcher struct {
 	http      *http.Client
 	providers map[schemas.Channel]Provider
 	limiter   Limiter
+	// global is limiter when it is the global one (run by Run).
+	global *globalLimiter
+	pairs  *pairPlan
+	// redo holds the records decided behind an undecided one in a batch
+	// handed back past MaxBatchTime (see handBack).
+	redo redoSet
+	// pollSize is the most records the next batch gets (see nextPoll);
+	// only the consume loop uses it.
+	pollSize  int
 	breakers  *breakers
 	throttle  *throttle
 	templates *templates
@@ -215,9 +257,34 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	if err != nil {
 		return nil, err
 	}
+	rateOf := func(sender string) float64 {
+		if app, ok := reg.ByPhoneNumberID(sender); ok && app.Throughput(sender) > 0 {
+			return app.Throughput(sender)
+		}
+		return cfg.RatePerSender
+	}
+	var (
+		limiter Limiter
+		global  *globalLimiter
+	)
+	switch cfg.Limiter.Mode {
+	case LimiterGlobal:
+		if global, err = newGlobalLimiter(cfg.Limiter, cfg.Burst, rateOf, kcfg.Opts(log), log, m); err != nil {
+			chans.close()
+			return nil, err
+		}
+		limiter = global
+	case LimiterLocal:
+		limiter = newLocalLimiter(rateOf, cfg.Burst)
+	default:
+		limiter = noLimit{}
+	}
 	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
 	if err != nil {
 		chans.close()
+		if global != nil {
+			global.close()
+		}
 		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
 	}
 	var tpl *templates
@@ -242,7 +309,11 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 			schemas.ChannelPush:     chans.push,
 		},
 		channels:    chans,
-		limiter:     newTokenBucket(cfg.RatePerSender, cfg.Burst),
+		limiter:     limiter,
+		global:      global,
+		pairs:       newPairPlan(cfg.PairInterval),
+		redo:        make(redoSet),
+		pollSize:    max(cfg.Concurrency, minPoll),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
 		templates:   tpl,
@@ -256,17 +327,31 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 // batch).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.log.Info("dispatcher running", "group", d.cfg.Group, "whatsapp", d.cfg.WhatsAppBaseURL,
-		"rate_per_sender", d.cfg.RatePerSender, "concurrency", d.cfg.Concurrency)
-	tctx, stop := context.WithCancel(ctx)
+		"rate_per_sender", d.cfg.RatePerSender, "limiter", d.cfg.Limiter.Mode, "concurrency", d.cfg.Concurrency)
+	tctx, stopTemplates := context.WithCancel(ctx)
 	var tw sync.WaitGroup
 	tw.Go(func() { d.templates.run(tctx) })
-	defer func() { stop(); tw.Wait() }()
+	defer func() { stopTemplates(); tw.Wait() }()
 	// Requests are checked against the templates: not before the store
 	// holds what the topic holds.
 	if !d.templates.waitReady(ctx) {
 		return nil
 	}
-	return kafka.Run(ctx, d.cl, d.log, d.handle)
+	if d.global == nil {
+		return kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+	}
+	// The limiter outlives the consume loop: sends in flight at shutdown
+	// still pace, and it says it leaves only after the last one.
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.global.run(lctx)
+	}()
+	err := kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+	stop()
+	<-done
+	return err
 }
 
 // Ready returns nil once the dispatcher's template store has read
@@ -285,15 +370,23 @@ func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		d.templates.close()
 		d.cl.Close()
+		if d.global != nil {
+			d.global.close()
+		}
 		d.http.CloseIdleConnections()
 		d.channels.close()
 	})
 }
 
 // item is one decoded request and the index of its record in the batch.
+// attempts are the calls made before it was deferred (header
+// schemas.HeaderAttempts); planned says its SendAt is a turn this
+// dispatcher planned for the recipient.
 type item struct {
-	idx int
-	req *schemas.DispatchRequest
+	idx      int
+	req      *schemas.DispatchRequest
+	attempts int
+	planned  bool
 }
 
 // handle is the kafka.Handler: decode, send, produce outcomes and dead
@@ -304,7 +397,13 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	results := make([]*kgo.Record, len(recs))
 	var queues [][]item
 	byKey := make(map[string]int)
+	d.redo.prune(recs)
 	for i, rec := range recs {
+		if d.redo.decided(rec) {
+			// Decided in a batch handed back past MaxBatchTime.
+			results[i] = decidedBefore
+			continue
+		}
 		req, err := schemas.DecodeDispatchRequest(rec.Value)
 		if err != nil {
 			results[i] = kafka.DeadLetter(stage, rec, "decoding dispatch request: "+err.Error())
@@ -318,10 +417,11 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		if req.SendAt.After(time.Now().Add(sendAtSkew)) {
 			// Not to be sent yet: a producer wrote it here directly.
 			// The scheduler releases it back at SendAt, unchanged.
-			results[i] = &kgo.Record{Topic: schemas.TopicScheduled, Key: req.Key(), Value: rec.Value}
+			results[i] = &kgo.Record{Topic: schemas.TopicScheduled, Key: req.Key(), Value: rec.Value, Headers: rec.Headers}
 			d.m.scheduled.Inc()
 			continue
 		}
+		attempts, planned := deferredAttempts(rec)
 		// One queue per recipient keeps its sends in record order (Meta's
 		// pair rate and the user's reading order are per recipient).
 		k := string(req.Key())
@@ -331,13 +431,19 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 			byKey[k] = q
 			queues = append(queues, nil)
 		}
-		queues[q] = append(queues[q], item{idx: i, req: req})
+		queues[q] = append(queues[q], item{idx: i, req: req, attempts: attempts, planned: planned})
 	}
-	d.sendAll(ctx, queues, results)
+	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
+	defer cancelBatch()
+	d.sendAll(bctx, queues, results)
 
 	out := make([]*kgo.Record, 0, len(recs))
+	undecided := false
 	for _, r := range results {
-		if r != nil {
+		switch {
+		case r == nil:
+			undecided = true
+		case r != decidedBefore:
 			out = append(out, r)
 		}
 	}
@@ -357,37 +463,11 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 		return err
 	}
+	d.sizePoll(len(recs), results, undecided)
+	if undecided {
+		return d.handBack(ctx, recs, results)
+	}
 	return nil
-}
-
-// sendAll dispatches every queue, at most Concurrency at a time, each queue
-// in order, and stores each outcome record in results. A queue stops at its
-// first request left undecided because ctx ended.
-func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record) {
-	if len(queues) == 0 {
-		return
-	}
-	work := make(chan []item)
-	var wg sync.WaitGroup
-	for range min(d.cfg.Concurrency, len(queues)) {
-		wg.Go(func() {
-			for q := range work {
-				for _, it := range q {
-					o := d.dispatch(ctx, it.req)
-					if o == nil {
-						break
-					}
-					b, _ := o.Marshal() // cannot fail: plain fields only
-					results[it.idx] = &kgo.Record{Topic: schemas.TopicOutcomes, Key: o.Key(), Value: b}
-				}
-			}
-		})
-	}
-	for _, q := range queues {
-		work <- q
-	}
-	close(work)
-	wg.Wait()
 }
 
 // donePrefix returns, per partition, the last record before the first
@@ -421,101 +501,140 @@ func donePrefix(recs []*kgo.Record, results []*kgo.Record) []*kgo.Record {
 	return out
 }
 
-// dispatch sends one request and returns its outcome, or nil when ctx ended
-// before the request was decided (it is then delivered again later).
+// dispatch sends one request to its end, sleeping between attempts, and
+// returns its outcome, or nil when ctx ended before the request was decided
+// (it is then delivered again later). Batches use begin and attempt
+// through sendAll instead, which park a waiting recipient rather than
+// sleep.
 func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest) *schemas.Outcome {
 	if ctx.Err() != nil {
 		return nil
 	}
+	t, o := d.begin(req, 0)
+	if o != nil {
+		return o
+	}
+	for {
+		o, again := d.attempt(ctx, t)
+		if o != nil || again.IsZero() {
+			return o
+		}
+		if err := sleepCtx(ctx, time.Until(again)); err != nil {
+			return nil
+		}
+	}
+}
+
+// try is one request on its way: what begin checked, and the calls made.
+type try struct {
+	req      *schemas.DispatchRequest
+	app      *apps.App
+	p        Provider
+	attempts int
+	last     error
+}
+
+// begin checks req before any call; attempts are the calls made for it
+// before it was deferred. It returns the outcome when req is decided
+// without a call (refused, or its deadline passed), else its try.
+func (d *Dispatcher) begin(req *schemas.DispatchRequest, attempts int) (*try, *schemas.Outcome) {
 	app, ok := d.reg.ByID(req.App)
 	if !ok {
-		return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: app %s: %w", req.ID, req.App, ErrUnknownApp))
+		return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: app %s: %w", req.ID, req.App, ErrUnknownApp))
 	}
 	p, ok := d.providers[req.Channel]
 	if !ok {
-		return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %s: %w", req.ID, req.Channel, ErrUnsupportedChannel))
+		return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %s: %w", req.ID, req.Channel, ErrUnsupportedChannel))
 	}
 	if req.Channel == schemas.ChannelWhatsApp {
 		// Checked before any wait so that a foreign or unknown sender
 		// never gets a breaker or a bucket.
 		if !ownsSender(app, req.Sender) {
-			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: sender %s of app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender))
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: sender %s of app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender))
 		}
 		if err := checkRequest(req); err != nil {
-			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
 		// Unknown, unapproved or mismatched templates never reach Meta
 		// (132000/132001): see templates.go.
 		if err := d.templates.store.check(app, req.Template); err != nil {
-			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
 	} else if pp, ok := p.(preparer); ok {
 		// Email and push: the app's settings, its sender, the message.
 		if err := pp.prepare(app, req); err != nil {
-			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
+	}
+	if !req.Deadline.IsZero() && !time.Now().Before(req.Deadline) {
+		return nil, d.decide(req, schemas.OutcomeExpired, "", attempts, nil)
+	}
+	return &try{req: req, app: app, p: p, attempts: attempts}, nil
+}
+
+// attempt makes the next call of t: the breaker, the sender's rate limit,
+// the call. It returns the outcome when the request is decided, or the
+// time of its next call when a retryable error leaves room for one before
+// the deadline, or neither when ctx ended first.
+func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, time.Time) {
+	req := t.req
+	if ctx.Err() != nil {
+		return nil, time.Time{}
 	}
 	rctx := ctx
 	if !req.Deadline.IsZero() {
-		if !time.Now().Before(req.Deadline) {
-			return d.decide(req, schemas.OutcomeExpired, "", 0, nil)
-		}
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
 	}
 	br := d.breakers.get(string(req.Channel), req.Sender)
-	var last error
-	for attempt := 1; ; attempt++ {
-		done, err := br.allow(rctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
+	done, err := br.allow(rctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, time.Time{}
 		}
-		start := time.Now()
-		if err := d.limiterFor(req.Channel).Wait(rctx, req.Sender); err != nil {
-			done(context.Canceled) // not a call: neither success nor failure
-			if ctx.Err() != nil {
-				return nil
-			}
-			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
-		}
-		d.m.limiterWait.Observe(time.Since(start).Seconds())
-
-		id, err := d.call(ctx, p, app, req)
-		done(err)
-		if err == nil && req.Channel == schemas.ChannelWhatsApp {
-			d.tokenWorks(app)
-		}
-		if err == nil {
-			return d.decide(req, schemas.OutcomeAccepted, id, attempt, nil)
-		}
-		last = err
-		d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
-		switch {
-		case errors.Is(err, ErrInDoubt):
-			return d.decide(req, schemas.OutcomeInDoubt, "", attempt, err)
-		case !IsRetryable(err):
-			if errorCode(err) == codeAccessToken {
-				d.tokenBroken(app, err)
-			}
-			return d.decide(req, schemas.OutcomeFailed, "", attempt, err)
-		case attempt >= d.cfg.MaxAttempts:
-			return d.decide(req, schemas.OutcomeFailed, "", attempt, fmt.Errorf("giving up after %d attempts: %w", attempt, err))
-		}
-		wait := d.backoff(attempt, err)
-		if dl, ok := rctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-			return d.decide(req, schemas.OutcomeExpired, "", attempt, last)
-		}
-		if err := sleepCtx(rctx, wait); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return d.decide(req, schemas.OutcomeExpired, "", attempt, last)
-		}
+		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
+	start := time.Now()
+	lim := d.limiterFor(req.Channel)
+	if err := lim.Wait(rctx, req.Sender); err != nil {
+		done(context.Canceled) // not a call: neither success nor failure
+		if ctx.Err() != nil {
+			return nil, time.Time{}
+		}
+		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+	}
+	d.m.limiterWait.Observe(time.Since(start).Seconds())
+
+	t.attempts++
+	id, err := d.call(ctx, t.p, t.app, req)
+	done(err)
+	lim.Observe(req.Sender, err)
+	d.pairs.answered(req, err, time.Now())
+	if err == nil {
+		if req.Channel == schemas.ChannelWhatsApp {
+			d.tokenWorks(t.app)
+		}
+		return d.decide(req, schemas.OutcomeAccepted, id, t.attempts, nil), time.Time{}
+	}
+	t.last = err
+	d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
+	switch {
+	case errors.Is(err, ErrInDoubt):
+		return d.decide(req, schemas.OutcomeInDoubt, "", t.attempts, err), time.Time{}
+	case !IsRetryable(err):
+		if errorCode(err) == codeAccessToken {
+			d.tokenBroken(t.app, err)
+		}
+		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, err), time.Time{}
+	case t.attempts >= d.cfg.MaxAttempts:
+		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("giving up after %d attempts: %w", t.attempts, err)), time.Time{}
+	}
+	next := time.Now().Add(d.backoff(t.attempts, err))
+	if dl, ok := rctx.Deadline(); ok && next.After(dl) {
+		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+	}
+	return nil, next
 }
 
 // call makes one provider call. The call is not cancelled by ctx (shutdown):
@@ -536,7 +655,8 @@ func (d *Dispatcher) call(ctx context.Context, p Provider, app *apps.App, req *s
 }
 
 // backoff is the wait before attempt+1: base·2^(attempt-1) capped at max,
-// its upper half random; at least pairRateWait after a pair-rate error.
+// its upper half random; at least the pair interval (pairRateWait when
+// planning is off) after a pair-rate error.
 func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
 	b := d.backoffMax
 	if attempt-1 < 30 {
@@ -544,7 +664,11 @@ func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
 	}
 	b = b/2 + rand.N(b/2+1)
 	if errorCode(err) == codePairRate {
-		b = max(b, pairRateWait)
+		w := d.cfg.PairInterval
+		if w <= 0 {
+			w = pairRateWait
+		}
+		b = max(b, w)
 	}
 	// FCM's Retry-After (QUOTA_EXCEEDED, UNAVAILABLE) is a floor.
 	return max(b, retryAfter(err))

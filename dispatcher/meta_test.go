@@ -125,7 +125,7 @@ func (f *fakeMeta) allCalls() []metaCall {
 }
 
 // testRegistry has app "shop" (senders 1001, 1002) and app "other" (2001).
-func testRegistry(t *testing.T) *apps.Registry {
+func testRegistry(t testing.TB) *apps.Registry {
 	t.Helper()
 	reg, err := apps.New([]apps.App{
 		{ID: "shop", APIToken: "shop-api-token-0123456789", WhatsApp: apps.WhatsApp{

@@ -17,6 +17,12 @@ type metrics struct {
 	deadLetters        prometheus.Counter
 	inflight           prometheus.Gauge
 	scheduled          prometheus.Counter
+	senderRate         *prometheus.GaugeVec
+	senderShare        *prometheus.GaugeVec
+	rateLowered        *prometheus.CounterVec
+	limiterMembers     prometheus.Gauge
+	deferred           *prometheus.CounterVec
+	batchesCut         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +65,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_dispatcher_scheduled_total",
 			Help: "Dispatch requests with a send_at still in the future, forwarded to the scheduled topic instead of sent.",
 		}),
+		senderRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_sender_rate",
+			Help: "A sender's current global adaptive rate in messages a second, all replicas together, as this replica sees it.",
+		}, []string{"sender"}),
+		senderShare: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_sender_share",
+			Help: "This replica's grant of a sender's rate, in messages a second.",
+		}, []string{"sender"}),
+		rateLowered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_rate_lowered_total",
+			Help: "Lowerings of a sender's rate this replica made after a Meta rate-limit answer, by Graph code (4, 80007, 130429).",
+		}, []string{"sender", "code"}),
+		limiterMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_limiter_members",
+			Help: "Dispatcher replicas sharing the senders' rates, this one included, as this replica sees them.",
+		}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_deferred_total",
+			Help: "Requests deferred to the scheduled topic because their recipient's next turn was further than max_hold away, by reason (pair_rate, retry).",
+		}, []string{"reason"}),
+		batchesCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dispatcher_batches_cut_total",
+			Help: "Batches cut short by max_batch_time: their undecided records were fetched again.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -66,6 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.sends, m.providerErrors, m.sendDuration, m.limiterWait,
 		m.breakerState, m.breakerTransitions, m.deadLetters, m.inflight, m.scheduled,
+		m.senderRate, m.senderShare, m.rateLowered, m.limiterMembers, m.deferred, m.batchesCut,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering dispatcher metrics: %w", err)

@@ -8,7 +8,7 @@ import "embed"
 // deadletter.v1.json, schedule_release.v1.json (release markers on
 // TopicScheduled), tags.v1.json, segment.v1.json, preview.v1.json,
 // template.v1.json and template_signal.v1.json (the two record types of
-// TopicTemplates).
+// TopicTemplates), sender_state.v1.json (heartbeats on TopicSenders).
 //
 //go:embed jsonschema/*.json
 var JSONSchema embed.FS

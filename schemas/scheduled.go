@@ -24,6 +24,14 @@ const (
 	RecordScheduleRelease = "schedule-release"
 )
 
+// HeaderAttempts is set by the dispatcher on a request it deferred to
+// TopicScheduled because its recipient's next turn (Meta's pair rate, or a
+// retry's backoff) was too far away: the provider calls already made for
+// it, in decimal. It also says the request's SendAt is a turn the
+// dispatcher planned for the recipient. The scheduler releases a request
+// with every header it was written with; producers must not set this one.
+const HeaderAttempts = "herald-attempts"
+
 // ScheduleRelease is a release marker on TopicScheduled: the scheduler
 // produced the request ID (read from the same partition, at Offset) to
 // TopicDispatch at Released. It is written to the request's partition after

@@ -24,12 +24,17 @@
 //	herald.journeys.v1    JourneyDef      key JourneyKey(app, id, version), compacted
 //	herald.templates.v1   TemplateDef     key TemplateDefKey(app, name, language), compacted;
 //	                      TemplateSignal (header HeaderRecord) key TemplateSignalKey
+//	herald.senders.v1     SenderState     key MemberKey(member), short retention
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
 // on seeing one user's events in order). Dispatch requests and outcomes are
 // keyed by app and recipient so that sends to one recipient stay in order
 // (Meta's pair rate, 131056, is per recipient).
+//
+// Dispatcher replicas share each sender's rate limit through
+// herald.senders.v1: every replica writes its demand and grant per sender a
+// few times a second and reads everyone's (see SenderState).
 //
 // Scheduled sends: a DispatchRequest whose SendAt is in the future goes to
 // herald.scheduled.v1, not herald.dispatch.v1. The scheduler (in the
@@ -86,10 +91,13 @@ const (
 	TopicTemplates = "herald.templates.v1"
 	// TopicJourneys is compacted: every version of every app's journeys.
 	TopicJourneys = "herald.journeys.v1"
+	// TopicSenders carries the dispatcher replicas' heartbeats of the
+	// global per-sender rate limit (SenderState; short retention).
+	TopicSenders = "herald.senders.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -108,6 +116,9 @@ var TopicConfigs = map[string]map[string]string{
 	TopicJourneys:  {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
+	// Replicas read heartbeats from the end and forget them after three
+	// periods (under a second): an hour is for operators looking.
+	TopicSenders: {"retention.ms": "3600000"},
 }
 
 // keySep separates the parts of a record key. App ids are validated not to
@@ -237,6 +248,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 		// header, not the value (DecodeTemplateSignal checks them).
 		d := new(TemplateDef)
 		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicSenders:
+		st := new(SenderState)
+		rec, version, key = st, func() int { return st.V }, st.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

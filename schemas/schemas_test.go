@@ -31,6 +31,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"schedule_release.v1.json", reflect.TypeFor[ScheduleRelease]()},
 		{"template.v1.json", reflect.TypeFor[TemplateDef]()},
 		{"template_signal.v1.json", reflect.TypeFor[TemplateSignal]()},
+		{"sender_state.v1.json", reflect.TypeFor[SenderState]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -311,6 +312,7 @@ func FuzzDecode(f *testing.F) {
 		_, _ = DecodeScheduleRelease(b)
 		_, _ = DecodeTemplateDef(b)
 		_, _ = DecodeTemplateSignal(b)
+		_, _ = DecodeSenderState(b)
 	})
 }
 
@@ -395,4 +397,51 @@ func TestTemplateRecords(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
 		}
 	}
+}
+
+func TestSenderState(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	s := &SenderState{Member: "m1", Sender: "1001", PeriodMS: 250, Demand: 300, Backlog: 64, Grant: 40,
+		Rate: 56, Configured: 80, LoweredRate: 56, LoweredAt: now, LoweredCode: 130429, Time: now}
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ValidateRecord(TopicSenders, b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(key) != "m1" {
+		t.Fatalf("key %q, want the member id", key)
+	}
+	got, err := DecodeSenderState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, s)
+	}
+	// A member heartbeat leaves the lowering out.
+	hb := &SenderState{Member: "m1", PeriodMS: 250, Time: now}
+	if b, _ = hb.Marshal(); bytes.Contains(b, []byte("lowered")) {
+		t.Fatalf("heartbeat writes lowered fields: %s", b)
+	}
+	f := func(name string, mut func(*SenderState), want string) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			c := *s
+			mut(&c)
+			b, _ := json.Marshal(&c)
+			_, err := DecodeSenderState(b)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v, want ErrInvalid naming %q", err, want)
+			}
+		})
+	}
+	f("no member", func(c *SenderState) { c.Member = "" }, "member")
+	f("long member", func(c *SenderState) { c.Member = strings.Repeat("m", 65) }, "member")
+	f("no period", func(c *SenderState) { c.PeriodMS = 0 }, "period_ms")
+	f("no time", func(c *SenderState) { c.Time = time.Time{} }, "time")
+	f("negative grant", func(c *SenderState) { c.Grant = -1 }, "grant")
+	f("negative backlog", func(c *SenderState) { c.Backlog = -1 }, "backlog")
 }

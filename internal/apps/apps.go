@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -64,7 +65,16 @@ type WhatsApp struct {
 	AppSecret string `yaml:"app_secret"`
 	// VerifyToken answers Meta's webhook verification (hub.verify_token).
 	VerifyToken string `yaml:"verify_token"`
+	// Throughput overrides the dispatcher's messages per second for some
+	// of the app's numbers, by phone-number id: numbers Meta upgraded (up
+	// to MaxThroughput) or that should send slower. Numbers not listed get
+	// the dispatcher's rate_per_sender (default 80, Meta's default).
+	Throughput map[string]float64 `yaml:"throughput"`
 }
+
+// MaxThroughput is the most messages a second Meta lets one business phone
+// number send (an upgraded number; 80 by default).
+const MaxThroughput = 1000
 
 // LogValue shows the app id only, never a secret.
 func (a App) LogValue() slog.Value { return slog.StringValue(a.ID) }
@@ -78,6 +88,12 @@ func (a *App) Sender() string {
 		return ""
 	}
 	return a.WhatsApp.PhoneNumberIDs[0]
+}
+
+// Throughput returns the configured messages per second of one of the
+// app's numbers, 0 when it has no override.
+func (a *App) Throughput(phoneNumberID string) float64 {
+	return a.WhatsApp.Throughput[phoneNumberID]
 }
 
 // Registry finds apps by id and by credential.
@@ -155,6 +171,9 @@ func New(list []App) (*Registry, error) {
 			}
 			r.byKey[k] = ap
 		}
+		if err := checkThroughput(&a); err != nil {
+			return nil, err
+		}
 		for _, p := range a.WhatsApp.PhoneNumberIDs {
 			if other, dup := r.byPhone[p]; dup {
 				return nil, fmt.Errorf("app %s: phone number id %s belongs to app %s too", a.ID, p, other.ID)
@@ -225,6 +244,20 @@ func (r *Registry) ByVerifyToken(token string) (*App, bool) {
 		}
 	}
 	return nil, false
+}
+
+// checkThroughput checks a's throughput overrides: numbers of the app, rates
+// above 0 and at most MaxThroughput.
+func checkThroughput(a *App) error {
+	for id, v := range a.WhatsApp.Throughput {
+		if !slices.Contains(a.WhatsApp.PhoneNumberIDs, id) {
+			return fmt.Errorf("app %s: whatsapp.throughput: %s is not one of the app's phone_number_ids", a.ID, quoteCut(id))
+		}
+		if !(v > 0 && v <= MaxThroughput) { // NaN too
+			return fmt.Errorf("app %s: whatsapp.throughput[%s] %v: want more than 0 and at most %d messages a second", a.ID, id, v, MaxThroughput)
+		}
+	}
+	return nil
 }
 
 // ResolveSecret returns s, or the environment variable it names with

@@ -647,7 +647,10 @@ func newDispatcherCmd(stderr io.Writer) *dispatcherCmd {
 	f := c.stageFlags
 	f.StringVar(&c.appsFile, "apps", "", "apps file (YAML), required")
 	f.StringVar(&c.dcfg.WhatsAppBaseURL, "whatsapp.base-url", "https://graph.facebook.com", "WhatsApp Cloud API base URL (the simulator's in dev)")
-	f.Float64Var(&c.dcfg.RatePerSender, "whatsapp.rate", 80, "messages per second per sending phone number")
+	f.Float64Var(&c.dcfg.RatePerSender, "whatsapp.rate", 80, "messages per second per sending phone number, all dispatcher replicas together (at most 1000; apps.yaml whatsapp.throughput overrides it per number)")
+	f.StringVar(&c.dcfg.Limiter.Mode, "limiter.mode", dispatcher.LimiterGlobal, "per-sender rate limit: global (shared by every replica through herald.senders.v1, adaptive), local (each replica alone) or none")
+	f.DurationVar(&c.dcfg.Limiter.Heartbeat, "limiter.heartbeat", 250*time.Millisecond, "how often replicas publish their demand per sender")
+	f.DurationVar(&c.dcfg.PairInterval, "whatsapp.pair-interval", 6*time.Second, "least time between two messages to one recipient (Meta's pair rate); negative disables the planning")
 	f.IntVar(&c.schcfg.MaxPending, "scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
 	f.DurationVar(&c.dcfg.Templates.SyncInterval, "dispatcher.templates-sync", 15*time.Minute,
 		"how often every app's WhatsApp templates are listed again, besides at start and after template webhooks (negative: never)")

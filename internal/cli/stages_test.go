@@ -143,6 +143,16 @@ func TestStandaloneStages(t *testing.T) {
 
 	// register + inbound + sent/delivered/read statuses as events; one send.
 	deadline := time.Now().Add(60 * time.Second)
+	// The analytics stage creates its tables as it starts, maybe after
+	// this point: until then a count would fail, not be zero.
+	for _, table := range []string{"events", "messages", "statuses"} {
+		for chtest.Count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("table %s not created after 60s", table)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	for {
 		// The analytics process may still be creating its tables: counting
 		// a table that does not exist yet would fail the test.

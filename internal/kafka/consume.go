@@ -12,9 +12,18 @@ import (
 	"github.com/heraldhq/herald/schemas"
 )
 
+// ErrHandledPart is returned by a Handler that finished only part of its
+// batch and took care of the rest itself: it marked the records that reached
+// their end (a prefix of each partition) and rewound the client to the first
+// unfinished record of each partition (kgo.Client.SetOffsets, safe there:
+// Run blocks rebalances while a handler runs), so the rest is fetched again.
+// Run marks nothing of the batch and goes on polling.
+var ErrHandledPart = errors.New("batch handled in part: the rest is fetched again")
+
 // Handler processes one polled batch of records. It returns only after every
 // record reached its durable end (produced downstream and acknowledged,
-// inserted, or dead-lettered): the loop then marks them for commit. A
+// inserted, or dead-lettered): the loop then marks them for commit (or, see
+// ErrHandledPart, after it marked and rewound the records itself). A
 // returned error means the batch did not reach its end; the loop stops
 // without marking, so the records are delivered again (to this or another
 // member) after a restart or rebalance. Handlers retry transient downstream
@@ -66,7 +75,7 @@ func RunDraining(ctx context.Context, grace time.Duration, cl *kgo.Client, log *
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	defer stop()
-	return run(ctx, hctx, cl, log, h)
+	return run(ctx, hctx, cl, log, func() int { return MaxPollRecords }, h)
 }
 
 // Run polls cl until ctx is done, hands each batch to h, and marks the batch's
@@ -75,12 +84,23 @@ func RunDraining(ctx context.Context, grace time.Duration, cl *kgo.Client, log *
 // Config.ConsumerOpts. Poll errors are logged; a handler
 // error stops the loop and is returned (ctx.Err() is not an error).
 func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
-	return run(ctx, ctx, cl, log, h)
+	return RunN(ctx, cl, log, func() int { return MaxPollRecords }, h)
 }
 
-// run is Run with the handler's context apart: polling stops with ctx, h
+// MaxPollRecords is the most records Run hands to a handler at once.
+const MaxPollRecords = 10000
+
+// RunN is Run handing at most maxRecords() records to h at once (asked
+// before each poll, between handler calls), for a handler whose batches
+// cost time per record: the dispatcher sizes its batches to what its rate
+// limit lets it send before it cuts a batch short.
+func RunN(ctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
+	return run(ctx, ctx, cl, log, maxRecords, h)
+}
+
+// run is RunN with the handler's context apart: polling stops with ctx, h
 // runs under hctx.
-func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
+func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
 	defer func() {
 		// Commit what was processed; a fresh context because ctx is done.
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -90,7 +110,7 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler)
 		}
 	}()
 	for {
-		fetches := cl.PollRecords(ctx, 10000)
+		fetches := cl.PollRecords(ctx, maxRecords())
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
@@ -109,6 +129,9 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler)
 			cl.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, ErrHandledPart) {
+				continue
 			}
 			return fmt.Errorf("handling batch: %w", err)
 		}

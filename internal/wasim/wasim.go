@@ -46,7 +46,10 @@
 // send call instead.
 //
 // The simulator has no Prometheus metrics of its own; Sim.Stats counts what
-// it did, the requests to each endpoint included.
+// it did, the requests to each endpoint included, Sim.AcceptedPerSecond counts the accepted messages of each number
+// per second of the simulator's clock (what a throughput limit is judged
+// by), and Sim.SetThroughput changes the per-number throughput at run time
+// (Meta throttling or upgrading a number).
 //
 // Using it in-process (a test, or the demo):
 //
@@ -265,6 +268,23 @@ func (s *Sim) DeleteTemplate(wabaID, name, language string) error {
 		return fmt.Errorf("deleting template: %w", err)
 	}
 	return nil
+}
+
+// SetThroughput changes Config.Throughput at run time, as Meta does when it
+// upgrades a number or throttles it: from now on each number may send
+// perSecond messages a second before 130429 (a bucket holding one second of
+// sends, its current tokens capped to the new size); 0 or negative disables
+// the limit.
+func (s *Sim) SetThroughput(perSecond int) {
+	s.limits.setRate(perSecond)
+}
+
+// AcceptedPerSecond returns how many messages from phoneNumberID the
+// simulator accepted (let through its throughput and pair-rate limits) in
+// each second of its clock, by Unix second, for the last hour: the
+// throughput Meta saw. Seconds without a message are absent.
+func (s *Sim) AcceptedPerSecond(phoneNumberID string) map[int64]int {
+	return s.limits.acceptedPerSecond(phoneNumberID)
 }
 
 // Stats returns a copy of the counters.
