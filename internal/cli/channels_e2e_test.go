@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"io"
-	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -24,24 +23,7 @@ import (
 // link are followed through ingest; ClickHouse holds both sends (their
 // channel set) and the open and click events with the dispatch id.
 func TestEmailAndPushEndToEnd(t *testing.T) {
-	dsn, conn := chtest.DB(t)
-	creds := &devCredentials{
-		APIToken: "test-api-token-0123456789", SegmentWriteKey: "test-write-key",
-		AccessToken: "EAAGtest", AppSecret: "test-app-secret", VerifyToken: "test-verify",
-		SMTPPassword: "test-smtp-password", FCMToken: "ya29.test", TrackingKey: "test-tracking-key-0123456789abcdef",
-	}
-	app := creds.app()
-	creds.devChannels(&app)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := startStack(t.Context(), stackConfig{
-		DataDir: t.TempDir(), Partitions: 4, ClickHouseDSN: dsn,
-		IngestAddr: "127.0.0.1:0", WasimAddr: "127.0.0.1:0", OpsAddr: "127.0.0.1:0",
-		DevApp: &app, TrackingKeys: []string{creds.TrackingKey},
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s, _, conn := channelsStack(t, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 

@@ -8,14 +8,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/heraldhq/herald/internal/chtest"
 )
 
-// journeyStack is the dev stack with the email and push channels (the SMTP
-// sink and the push simulator) and a journey clock the test moves.
-func journeyStack(t *testing.T) (*stack, *workload, *demoClock) {
+// channelsStack is the dev stack with the email and push channels (the
+// SMTP sink and the push simulator, tracking links signed), edit changing
+// its config first; it returns the stack, a workload on its demo app and
+// the test database.
+func channelsStack(t *testing.T, edit func(*stackConfig)) (*stack, *workload, driver.Conn) {
 	t.Helper()
-	dsn, _ := chtest.DB(t)
+	dsn, conn := chtest.DB(t)
 	creds := &devCredentials{
 		APIToken: "test-api-token-0123456789", SegmentWriteKey: "test-write-key",
 		AccessToken: "EAAGtest", AppSecret: "test-app-secret", VerifyToken: "test-verify",
@@ -23,22 +27,33 @@ func journeyStack(t *testing.T) (*stack, *workload, *demoClock) {
 	}
 	app := creds.app()
 	creds.devChannels(&app)
-	clock := new(demoClock)
 	cfg := stackConfig{
 		DataDir: t.TempDir(), Partitions: 4, ClickHouseDSN: dsn,
 		IngestAddr: "127.0.0.1:0", WasimAddr: "127.0.0.1:0", OpsAddr: "127.0.0.1:0",
 		DevApp: &app, TrackingKeys: []string{creds.TrackingKey},
 	}
-	cfg.Segmenter.Clock = clock.now
-	cfg.Segmenter.TickInterval = 20 * time.Millisecond
-	cfg.Dispatcher.Email.RatePerSender = 1000
+	if edit != nil {
+		edit(&cfg)
+	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := startStack(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	return s, &workload{base: s.ingestSrv.URL(), token: creds.APIToken, app: devAppID}, clock
+	return s, &workload{base: s.ingestSrv.URL(), token: creds.APIToken, app: devAppID}, conn
+}
+
+// journeyStack is channelsStack with a journey clock the test moves.
+func journeyStack(t *testing.T) (*stack, *workload, *demoClock) {
+	t.Helper()
+	clock := new(demoClock)
+	s, w, _ := channelsStack(t, func(cfg *stackConfig) {
+		cfg.Segmenter.Clock = clock.now
+		cfg.Segmenter.TickInterval = 20 * time.Millisecond
+		cfg.Dispatcher.Email.RatePerSender = 1000
+	})
+	return s, w, clock
 }
 
 // TestSeedJourneyEndToEnd: the seed's journey through the whole pipeline:
