@@ -104,6 +104,25 @@ func (s *Segmenter) runJourneys(out []*kgo.Record, key []byte, e *schemas.Event,
 	return out, changed, tags
 }
 
+// enterSegmentJourneys enters p into the journeys whose entry is one of
+// the segments it just joined by a sweep (cause names it).
+func (s *Segmenter) enterSegmentJourneys(out []*kgo.Record, key []byte, who *schemas.Event, cause string, p *Profile, joined []string, real time.Time) ([]*kgo.Record, bool) {
+	if len(joined) == 0 {
+		return out, false
+	}
+	c := &jctx{key: key, who: who, cause: cause, now: s.journeyNow(), real: real}
+	tags := false
+	for _, j := range s.journeys.of(who.App) {
+		if j.def.Entry.Segment == "" || !slices.Contains(joined, j.def.Entry.Segment) || (j.entry != nil && !j.entry.Match(p, c.now)) {
+			continue
+		}
+		var t bool
+		out, _, t = s.enterJourney(out, c, p, j)
+		tags = tags || t
+	}
+	return out, tags
+}
+
 // isFeedback reports whether e is channel feedback a journey may wait for.
 func isFeedback(e *schemas.Event) bool {
 	switch e.Kind {

@@ -332,3 +332,36 @@ func TestWaitUntil(t *testing.T) {
 		}
 	}
 }
+
+// TestJourneySegmentEntry: entering a saved segment enters its journey,
+// by an event and by a sweep (a segment saved after the profiles).
+func TestJourneySegmentEntry(t *testing.T) {
+	s := newTest(t, Config{})
+	j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "vip", Version: 1, Entry: schemas.JourneyEntry{Segment: "vips"},
+		Steps: []schemas.JourneyStep{{ID: "wait", Type: schemas.StepWait, Duration: "1d", Next: "end"}, {ID: "end", Type: schemas.StepExit}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.journeys.put(j)
+	// A profile that is a VIP before the segment exists.
+	e := register("r1", t0, map[string]any{"VIP": true})
+	e.HWID = "whatsapp:+4790006001"
+	s.process(t, record(t, e))
+	s.process(t, record(t, &schemas.Event{ID: "sw1", App: testApp, Kind: schemas.KindSweep, Time: t0,
+		Sweep: &schemas.Sweep{Segment: "vips", Filter: `T("VIP", EQ, true)`}}))
+	if p, _ := s.Profile(testApp, "whatsapp:+4790006001"); len(p.journeys) != 1 || p.journeys[0].journey != j.hash {
+		t.Fatalf("after the sweep: %+v", p.journeys)
+	}
+	// One who becomes a VIP later, by an event.
+	s.segs.put(mustSegment(t, testApp, "vips", `T("VIP", EQ, true)`))
+	e2 := register("r2", t0, map[string]any{"VIP": false})
+	e2.HWID = "whatsapp:+4790006002"
+	s.process(t, record(t, e2))
+	s.process(t, record(t, &schemas.Event{ID: "t2", App: testApp, Kind: schemas.KindTags, Time: t0, HWID: e2.HWID, Tags: map[string]any{"VIP": true}}))
+	if p, _ := s.Profile(testApp, e2.HWID); len(p.journeys) != 1 {
+		t.Fatalf("after the event: %+v", p.journeys)
+	}
+	if n := s.timers.size(); n != 2 {
+		t.Fatalf("%d timers, want 2", n)
+	}
+}

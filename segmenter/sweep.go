@@ -114,6 +114,7 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 			changed = true
 		}
 		who := identity(e.App, key[len(prefix):])
+		var joined []string
 		for _, sg := range segs {
 			s.m.segmentEvals.Inc()
 			member := sg.f.Match(p, now)
@@ -129,6 +130,7 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 			out = append(out, r)
 			if member {
 				entered++
+				joined = append(joined, sg.name)
 				s.m.segmentChanges.WithLabelValues(schemas.EventSegmentEntered).Inc()
 			} else {
 				exited++
@@ -138,11 +140,19 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 		if !changed {
 			return
 		}
+		// Entering a segment enters its journeys, whether an event or a
+		// sweep moved the user in.
+		deadline := p.nextDeadline()
+		var tags bool
+		out, tags = s.enterSegmentJourneys(out, key, who, e.ID+"|"+string(key), p, joined, now)
 		if err := s.save(key, p); err != nil {
 			s.revert(key, p)
 			return
 		}
-		s.noteChanged(key, rec.Partition, who, p, false)
+		s.noteChanged(key, rec.Partition, who, p, tags)
+		if d := p.nextDeadline(); !d.IsZero() && !d.Equal(deadline) {
+			s.timers.add(rec.Partition, key, d)
+		}
 	})
 	if err != nil {
 		s.coldErr = fmt.Errorf("sweep %s: %w", e.ID, err)
