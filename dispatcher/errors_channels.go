@@ -13,9 +13,9 @@ const (
 	// CodeSMTPConfig: the app's SMTP server cannot be used as configured
 	// (no STARTTLS where it is required, no AUTH PLAIN or LOGIN, a CA file
 	// without certificates).
-	CodeSMTPConfig = -7
+	CodeSMTPConfig = -10
 	// CodePushToken: no OAuth2 token for the app's FCM project.
-	CodePushToken = -8
+	CodePushToken = -11
 )
 
 // ErrSMTPConfig is wrapped by the email provider when the app's SMTP server
