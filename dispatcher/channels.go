@@ -28,6 +28,9 @@ func newChannels(cfg Config, hc *http.Client) (channels, error) {
 		limiters: map[schemas.Channel]Limiter{
 			schemas.ChannelEmail: newLocalLimiter(func(string) float64 { return cfg.Email.RatePerSender }, cfg.Email.Burst),
 			schemas.ChannelPush:  newLocalLimiter(func(string) float64 { return cfg.Push.RatePerSender }, cfg.Push.Burst),
+			// A journey's webhook calls, per endpoint host: gentle on the
+			// app's own servers.
+			schemas.ChannelWebhook: newLocalLimiter(func(string) float64 { return webhookRate }, 10),
 		},
 	}, nil
 }

@@ -1,7 +1,8 @@
 // Package dispatcher is Herald's send stage: it consumes dispatch requests
 // from schemas.TopicDispatch, sends each through its channel's provider
 // (WhatsApp Cloud API, provider_whatsapp.go; email over SMTP,
-// provider_email.go and smtp.go; push over FCM HTTP v1, provider_push.go)
+// provider_email.go and smtp.go; push over FCM HTTP v1, provider_push.go;
+// journeys' webhook calls, signed, provider_webhook.go)
 // and produces one schemas.Outcome per request to schemas.TopicOutcomes.
 // Records that do not decode go to schemas.TopicDeadLetter with the reason.
 //
@@ -307,6 +308,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 			schemas.ChannelWhatsApp: NewWhatsApp(cfg.WhatsAppBaseURL, cfg.GraphVersion, hc),
 			schemas.ChannelEmail:    chans.email,
 			schemas.ChannelPush:     chans.push,
+			schemas.ChannelWebhook:  NewWebhook(nil),
 		},
 		channels:    chans,
 		limiter:     limiter,

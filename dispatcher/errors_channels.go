@@ -197,6 +197,10 @@ func retryAfter(err error) time.Duration {
 	if errors.As(err, &fe) {
 		return fe.RetryAfter
 	}
+	var we *WebhookError
+	if errors.As(err, &we) {
+		return we.RetryAfter
+	}
 	return 0
 }
 

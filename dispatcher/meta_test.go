@@ -130,7 +130,7 @@ func testRegistry(t testing.TB) *apps.Registry {
 	reg, err := apps.New([]apps.App{
 		{ID: "shop", APIToken: "shop-api-token-0123456789", WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{"1001", "1002"}, AccessToken: "tok-shop",
-		}},
+		}, Webhooks: apps.Webhooks{Secret: "whsec-test"}},
 		{ID: "other", APIToken: "other-api-token-0123456789", WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{"2001"}, AccessToken: "tok-other",
 		}},

@@ -2,6 +2,8 @@ package schemas
 
 import (
 	"encoding/json"
+	"net"
+	"net/url"
 	"time"
 )
 
@@ -13,6 +15,9 @@ const (
 	ChannelWhatsApp Channel = "whatsapp"
 	ChannelEmail    Channel = "email"
 	ChannelPush     Channel = "push"
+	// ChannelWebhook is an HTTPS call to the app's own endpoint (a
+	// journey's webhook step): Webhook is set, To is the URL's host.
+	ChannelWebhook Channel = "webhook"
 )
 
 // DispatchRequest is a record on TopicDispatch: one message to one recipient,
@@ -49,6 +54,8 @@ type DispatchRequest struct {
 	Email *Email `json:"email,omitempty"`
 	// Push is the notification of a push request (required for it).
 	Push *Push `json:"push,omitempty"`
+	// Webhook is the call of a webhook request (required for it).
+	Webhook *Webhook `json:"webhook,omitempty"`
 
 	// Source says what produced the request.
 	Source Source `json:"source"`
@@ -121,6 +128,34 @@ type Push struct {
 	Template string `json:"template,omitempty"`
 }
 
+// Webhook is a JSON POST to URL: https, or http to a loopback address
+// (a local receiver). The dispatcher sends Body with the request's
+// identity, signed with the app's webhook secret.
+type Webhook struct {
+	URL  string         `json:"url"`
+	Body map[string]any `json:"body,omitempty"`
+}
+
+// CheckWebhookURL reports what is wrong with a webhook URL, nil when it is
+// absolute https, or http to a loopback host.
+func CheckWebhookURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return invalid("webhook url %q: %v", raw, err)
+	case u.Host == "" || u.User != nil:
+		return invalid("webhook url %q: want https://host/path, without user info", raw)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http":
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			return nil
+		}
+		return invalid("webhook url %q: http only to a loopback address; use https", raw)
+	}
+	return invalid("webhook url %q: want https", raw)
+}
+
 // Source is what produced a dispatch request.
 type Source struct {
 	// Kind is keyword, campaign, journey or api.
@@ -173,6 +208,13 @@ func (d *DispatchRequest) Validate() error {
 		}
 		if d.Push.Title == "" && d.Push.Body == "" {
 			return invalid("dispatch: push.title or push.body is required")
+		}
+	case ChannelWebhook:
+		if d.Webhook == nil {
+			return invalid("dispatch: webhook is required for channel webhook")
+		}
+		if err := CheckWebhookURL(d.Webhook.URL); err != nil {
+			return err
 		}
 	default:
 		return invalid("dispatch: unknown channel %q", d.Channel)

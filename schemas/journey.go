@@ -31,6 +31,7 @@ const (
 	StepSplitSegment = "split_segment"
 	StepSplitAB      = "split_ab"
 	StepUpdateTags   = "update_tags"
+	StepWebhook      = "webhook"
 	StepExit         = "exit"
 )
 
@@ -130,6 +131,9 @@ type QuietHours struct {
 //	split_ab       Branches with percentages summing to 100, fixed per
 //	               user
 //	update_tags    Tags set on the profile; then Next
+//	webhook        a signed JSON POST of Body (string values may use
+//	               placeholders) and the user's identity to URL (https,
+//	               or http to loopback), through the dispatcher; then Next
 //	exit           the end
 //
 // Template, Text, Email and Push bodies may use {{tag:NAME|fallback}} and
@@ -164,6 +168,9 @@ type JourneyStep struct {
 	Branches []JourneyBranch `json:"branches,omitempty"`
 
 	Tags map[string]any `json:"tags,omitempty"`
+
+	URL  string         `json:"url,omitempty"`
+	Body map[string]any `json:"body,omitempty"`
 }
 
 // JourneyEmail is a send step's email.

@@ -49,7 +49,8 @@ type cstep struct {
 	text                               param
 	emailSubject, emailText, emailHTML param
 	pushTitle, pushBody                param
-	waitHash                           uint64 // idHash of Event
+	bodyParams                         map[string]param // webhook body string values
+	waitHash                           uint64           // idHash of Event
 }
 
 type cbranch struct {
@@ -321,11 +322,26 @@ func compileStep(d *schemas.JourneyDef, i int, st schemas.JourneyStep, ref func(
 		if cs.next, err = ref(i, "next", st.Next); err != nil {
 			return cs, err
 		}
+	case schemas.StepWebhook:
+		if err := schemas.CheckWebhookURL(st.URL); err != nil {
+			return cs, fmt.Errorf("%s.url: %w", where, err)
+		}
+		for name, v := range st.Body {
+			if s, ok := v.(string); ok {
+				if cs.bodyParams == nil {
+					cs.bodyParams = map[string]param{}
+				}
+				cs.bodyParams[name] = parse("body."+name, s)
+			}
+		}
+		if cs.next, err = ref(i, "next", st.Next); err != nil {
+			return cs, err
+		}
 	case schemas.StepExit:
 	case "":
-		return cs, fmt.Errorf("%s.type is required: send, wait, wait_event, split_segment, split_ab, update_tags or exit", where)
+		return cs, fmt.Errorf("%s.type is required: send, wait, wait_event, split_segment, split_ab, update_tags, webhook or exit", where)
 	default:
-		return cs, fmt.Errorf("%s.type %q is not send, wait, wait_event, split_segment, split_ab, update_tags or exit", where, st.Type)
+		return cs, fmt.Errorf("%s.type %q is not send, wait, wait_event, split_segment, split_ab, update_tags, webhook or exit", where, st.Type)
 	}
 	return cs, err
 }

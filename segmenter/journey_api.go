@@ -76,6 +76,10 @@ func (s *Segmenter) createJourney(ctx context.Context, app *apps.App, req *apiRe
 		return nil, refuse(http.StatusBadRequest, "request.journey", "%v", err)
 	}
 	for i, st := range d.Steps {
+		if st.Type == schemas.StepWebhook && app.Webhooks.Secret == "" {
+			return nil, refuse(http.StatusBadRequest, fmt.Sprintf("request.journey.steps[%d].type", i),
+				"is webhook, but application %q has no webhooks.secret to sign the calls", app.ID)
+		}
 		if st.Type != schemas.StepSend {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -261,6 +262,9 @@ func (s *Segmenter) advance(out []*kgo.Record, c *jctx, p *Profile, i int, j *jo
 				tags = true
 			}
 			r.step, from = uint32(st.next), st.ID
+		case schemas.StepWebhook:
+			out = s.journeyWebhook(out, c, p, r, j, st)
+			r.step, from = uint32(st.next), st.ID
 		case schemas.StepExit:
 			return s.exitJourney(out, c, p, i, j, "completed"), tags
 		}
@@ -451,6 +455,38 @@ func (s *Segmenter) finishJourneySend(out []*kgo.Record, c *jctx, p *Profile, r 
 		return skip("invalid")
 	}
 	r.lastSend = idHash(d.ID)
+	s.m.dispatch.WithLabelValues(SourceJourney).Inc()
+	return append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
+}
+
+// journeyWebhook produces the dispatch request of webhook step st: not a
+// message to the user, so no caps or quiet hours apply.
+func (s *Segmenter) journeyWebhook(out []*kgo.Record, c *jctx, p *Profile, r *journeyRun, j *journey, st *cstep) []*kgo.Record {
+	body := make(map[string]any, len(st.Body))
+	for k, v := range st.Body {
+		if pp, ok := st.bodyParams[k]; ok {
+			ev, _ := pp.expand("", p) // an empty placeholder posts ""
+			body[k] = ev
+			continue
+		}
+		body[k] = v
+	}
+	host := st.URL
+	if u, err := url.Parse(st.URL); err == nil {
+		host = u.Host
+	}
+	d := &schemas.DispatchRequest{ID: journeyDispatchID(j.def.App, j.def.ID, j.def.Version, c.key, r.seq, st.ID), App: j.def.App,
+		Channel: schemas.ChannelWebhook, Sender: host, To: host, HWID: c.who.HWID, UserID: c.who.UserID,
+		Webhook: &schemas.Webhook{URL: st.URL, Body: body},
+		Source:  schemas.Source{Kind: SourceJourney, Name: j.def.ID, EventID: c.cause}, Created: c.real, Deadline: c.real.Add(s.cfg.DispatchTTL)}
+	if d.UserID == "" {
+		d.UserID = p.UserID
+	}
+	b, err := d.Marshal()
+	if err != nil || d.Validate() != nil {
+		s.m.journeySkipped.WithLabelValues("invalid").Inc()
+		return out
+	}
 	s.m.dispatch.WithLabelValues(SourceJourney).Inc()
 	return append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 }

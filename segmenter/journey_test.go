@@ -365,3 +365,38 @@ func TestJourneySegmentEntry(t *testing.T) {
 		t.Fatalf("%d timers, want 2", n)
 	}
 }
+
+// TestJourneyWebhook: a webhook step produces a webhook dispatch request
+// with its body's placeholders filled from the profile.
+func TestJourneyWebhook(t *testing.T) {
+	s := newTest(t, Config{})
+	j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "crm", Version: 1, Entry: schemas.JourneyEntry{Event: "Signup"},
+		Steps: []schemas.JourneyStep{
+			{ID: "hook", Type: schemas.StepWebhook, URL: "https://crm.example.com/herald", Body: map[string]any{"name": "{{tag:first_name|friend}}", "score": 7.0}, Next: "end"},
+			{ID: "end", Type: schemas.StepExit}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.journeys.put(j)
+	s.process(t, record(t, register("r1", t0, map[string]any{"first_name": "Ana"})))
+	out := s.process(t, record(t, &schemas.Event{ID: "e1", App: testApp, Kind: schemas.KindEvent, Name: "Signup", Time: t0, HWID: testHWID}))
+	var d *schemas.DispatchRequest
+	for _, r := range out {
+		if r.Topic == schemas.TopicDispatch {
+			if d, err = schemas.DecodeDispatchRequest(r.Value); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if d == nil || d.Channel != schemas.ChannelWebhook || d.Webhook.URL != "https://crm.example.com/herald" || d.Webhook.Body["name"] != "Ana" ||
+		d.Webhook.Body["score"] != 7.0 || d.Sender != "crm.example.com" || d.HWID != testHWID {
+		t.Fatalf("webhook request %+v", d)
+	}
+	for _, bad := range []string{"http://crm.example.com/x", "ftp://x", "https://user:pw@crm.example.com/"} {
+		_, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "crm", Version: 1, Entry: schemas.JourneyEntry{API: true},
+			Steps: []schemas.JourneyStep{{ID: "hook", Type: schemas.StepWebhook, URL: bad, Next: "end"}, {ID: "end", Type: schemas.StepExit}}})
+		if err == nil || !strings.Contains(err.Error(), "steps[0] (hook).url") {
+			t.Errorf("%s: err = %v", bad, err)
+		}
+	}
+}

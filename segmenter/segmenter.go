@@ -131,7 +131,7 @@
 // duration, a local time of day and weekdays, a date tag), wait for an
 // event with a timeout (any event, feedback on the journey's last send,
 // WhatsApp read, reply or button), split by segment or A/B/n, update tags,
-// and exit; journey-level goal, re-entry policy, frequency cap and quiet
+// call the app's webhook (a signed POST through the dispatcher), and exit; journey-level goal, re-entry policy, frequency cap and quiet
 // hours. Users enter on an event with a filter, an inbound keyword, a
 // segment entry or the API (startJourney). Each user's runs are part of
 // their profile, so they are durable, exact and move with the partition
@@ -161,7 +161,6 @@
 //     resolution yet): a journey reaches a user on the channels of one
 //     profile, so registerDevice of a WhatsApp subscriber takes their
 //     email and push token too.
-//   - Journey webhook steps are not built yet.
 //
 // # Metrics
 //

@@ -49,6 +49,25 @@ type App struct {
 	// Push is the app's Firebase Cloud Messaging project; optional. See
 	// channels.go.
 	Push Push `yaml:"push"`
+	// Webhooks sign the calls of journeys' webhook steps; optional
+	// (without a secret webhook steps are refused).
+	Webhooks Webhooks `yaml:"webhooks"`
+}
+
+// Webhooks are an app's webhook settings.
+type Webhooks struct {
+	// Secret keys the HMAC-SHA256 signature of every call (header
+	// X-Herald-Signature: sha256=<hex>): "env:NAME", "file:/path" or the
+	// value. Never printed.
+	Secret string `yaml:"secret"`
+}
+
+// String shows whether a secret is set, never the secret.
+func (w Webhooks) String() string {
+	if w.Secret == "" {
+		return "webhooks: unsigned (refused)"
+	}
+	return "webhooks: signed"
 }
 
 // WhatsApp is an app's WhatsApp Business identity.
@@ -134,6 +153,13 @@ func New(list []App) (*Registry, error) {
 		}
 		if err := a.Email.resolve(); err != nil {
 			return nil, fmt.Errorf("app %s: %w", a.ID, err)
+		}
+		if a.Webhooks.Secret != "" {
+			sec, err := ResolveSecret(a.Webhooks.Secret)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: webhooks.secret: %w", a.ID, err)
+			}
+			a.Webhooks.Secret = sec
 		}
 		if err := a.Push.resolve(); err != nil {
 			return nil, fmt.Errorf("app %s: %w", a.ID, err)
