@@ -21,9 +21,11 @@ import (
 )
 
 // TestJourneyDurable on kfake: a journey saved and started through the
-// API; the segmenter stops while users wait, their timers come due while
-// it is down, and a new segmenter restores the runs and the timers from
-// the changelog and fires each once: late, not lost, not twice.
+// API; the segmenter is killed after producing the start batch's outputs
+// and before committing it, and its successor neither sends again nor
+// loses a run; then it stops while users wait, their timers come due
+// while it is down, and a new segmenter restores the runs and the timers
+// from the changelog and fires each once: late, not lost, not twice.
 func TestJourneyDurable(t *testing.T) {
 	c := kafkatest.New(t, 2)
 	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}},
@@ -42,12 +44,15 @@ func TestJourneyDurable(t *testing.T) {
 	}
 	produce(t, c, recs...)
 	adm := kadm.NewClient(c.Client(t))
-	run := func() (*Segmenter, func()) {
+	run := func(crash func() error) (*Segmenter, func()) {
 		s, err := New(Config{TickInterval: 20 * time.Millisecond}, c.Config, nil, prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
 		s.now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+		if crash != nil {
+			s.crashAfterProduce.Store(&crash)
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
@@ -101,7 +106,18 @@ func TestJourneyDurable(t *testing.T) {
 		}
 	}
 
-	s1, stop1 := run()
+	// The first segmenter is killed right after it produced the outputs
+	// of the batch that starts the journey, before that batch is
+	// committed (kill -9 there).
+	crashed := make(chan struct{})
+	var armed atomic.Bool
+	s1, stop1 := run(func() error {
+		if !armed.Load() {
+			return nil
+		}
+		close(crashed)
+		return fmt.Errorf("killed")
+	})
 	waitCommitted(t, adm)
 	journey := `{"request":{"application":"shop","journey":{"id":"welcome","entry":{"api":true},"steps":[
 		{"id":"push","type":"send","channel":"push","push":{"title":"Hi","body":"Open me"},"next":"wait"},
@@ -115,29 +131,42 @@ func TestJourneyDurable(t *testing.T) {
 	for i := range 10 {
 		devices = append(devices, fmt.Sprintf("%q", hwid(i)))
 	}
+	armed.Store(true)
 	call(s1, "/json/1.3/startJourney", `{"request":{"application":"shop","id":"welcome","devices":[`+strings.Join(devices, ",")+`]}}`)
-	wait("10 pushes", func() bool { return count(schemas.ChannelPush) == 10 })
-	// User 0 opens the push before the stop.
+	select {
+	case <-crashed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the start batch was not processed")
+	}
+	stop1()
+	if n := count(schemas.ChannelPush); n != 10 {
+		t.Fatalf("%d pushes before the crash, want 10", n)
+	}
+	// A new segmenter restores the profiles, in the journey, and gets the
+	// uncommitted start events again: nothing is sent twice.
+	s2, stop2 := run(nil)
+	waitCommitted(t, adm)
+	// User 0 opens the push.
 	produce(t, c, record(t, &schemas.Event{ID: "open0", App: testApp, Kind: schemas.KindEvent, Name: schemas.EventPushOpened, Time: start, HWID: hwid(0)}))
 	wait("the open applied", func() bool {
-		p, ok := s1.Profile(testApp, hwid(0))
+		p, ok := s2.Profile(testApp, hwid(0))
 		return ok && len(p.journeys) == 0
 	})
-	stop1()
+	stop2()
 
 	// Two hours pass while no segmenter runs.
 	clock.Store(start.Add(2 * time.Hour).UnixNano())
-	s2, _ := run()
+	s3, _ := run(nil)
 	wait("9 emails after the restart", func() bool { return count(schemas.ChannelEmail) == 9 })
 	time.Sleep(200 * time.Millisecond) // ticks keep coming: none may fire again
 	if n, p := count(schemas.ChannelEmail), count(schemas.ChannelPush); n != 9 || p != 10 {
 		t.Fatalf("%d emails and %d pushes, want 9 and 10", n, p)
 	}
-	if n := s2.timers.size(); n != 0 {
+	if n := s3.timers.size(); n != 0 {
 		t.Fatalf("%d timers left", n)
 	}
 	for i := range 10 {
-		if p, ok := s2.Profile(testApp, hwid(i)); !ok || len(p.journeys) != 0 {
+		if p, ok := s3.Profile(testApp, hwid(i)); !ok || len(p.journeys) != 0 {
 			t.Fatalf("user %d still in a journey: %+v", i, p)
 		}
 	}
