@@ -202,6 +202,8 @@ type Dispatcher struct {
 	breakers  *breakers
 	throttle  *throttle
 	templates *templates
+	// reach holds the window, opt-out and messaging-tier checks (reach.go).
+	reach *reachGate
 
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
@@ -292,7 +294,14 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	if err == nil {
 		tpl, err = newTemplates(cfg, kcfg, reg, cl, hc, log, tm)
 	}
+	var gate *reachGate
+	if err == nil {
+		gate, err = newReachGate(kcfg.Opts(log), reg, log, prom)
+	}
 	if err != nil {
+		if tpl != nil {
+			tpl.close()
+		}
 		cl.Close()
 		return nil, err
 	}
@@ -317,6 +326,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
 		templates:   tpl,
+		reach:       gate,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -331,10 +341,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	tctx, stopTemplates := context.WithCancel(ctx)
 	var tw sync.WaitGroup
 	tw.Go(func() { d.templates.run(tctx) })
+	tw.Go(func() { d.reach.run(tctx) })
 	defer func() { stopTemplates(); tw.Wait() }()
-	// Requests are checked against the templates: not before the store
-	// holds what the topic holds.
-	if !d.templates.waitReady(ctx) {
+	// Requests are checked against the templates and the suppressions: not
+	// before the stores hold what the topics hold.
+	if !d.templates.waitReady(ctx) || !d.reach.waitReady(ctx) {
 		return nil
 	}
 	if d.global == nil {
@@ -369,6 +380,7 @@ func (d *Dispatcher) Ready(context.Context) error {
 func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		d.templates.close()
+		d.reach.close()
 		d.cl.Close()
 		if d.global != nil {
 			d.global.close()
@@ -532,6 +544,8 @@ type try struct {
 	p        Provider
 	attempts int
 	last     error
+	// claimed: the recipient was granted within the messaging tier.
+	claimed bool
 }
 
 // begin checks req before any call; attempts are the calls made for it
@@ -560,6 +574,11 @@ func (d *Dispatcher) begin(req *schemas.DispatchRequest, attempts int) (*try, *s
 		if err := d.templates.store.check(app, req.Template); err != nil {
 			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
+		// Text outside the window (131047) and marketing to an opted-out
+		// recipient (131050) never reach Meta: see reach.go.
+		if err := d.reach.check(req, d.templates.store.category(app, req.Template), time.Now()); err != nil {
+			return nil, d.decide(req, schemas.OutcomeFailed, "", attempts, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
 	} else if pp, ok := p.(preparer); ok {
 		// Email and push: the app's settings, its sender, the message.
 		if err := pp.prepare(app, req); err != nil {
@@ -586,6 +605,11 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
+	}
+	if !t.claimed && needsClaim(t.app, req, time.Now()) {
+		if o, again, ok := d.claimTier(ctx, rctx, t); !ok {
+			return o, again
+		}
 	}
 	br := d.breakers.get(string(req.Channel), req.Sender)
 	done, err := br.allow(rctx)
@@ -626,6 +650,7 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		if errorCode(err) == codeAccessToken {
 			d.tokenBroken(t.app, err)
 		}
+		d.reach.learn(ctx, req, err)
 		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, err), time.Time{}
 	case t.attempts >= d.cfg.MaxAttempts:
 		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("giving up after %d attempts: %w", t.attempts, err)), time.Time{}
@@ -635,6 +660,28 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
 	return nil, next
+}
+
+// claimTier claims t's recipient within its business's messaging tier
+// (reach.go). It reports true when granted; else the outcome (refused, or
+// expired), the time to claim again, or neither when ctx ended.
+func (d *Dispatcher) claimTier(ctx, rctx context.Context, t *try) (*schemas.Outcome, time.Time, bool) {
+	err := d.reach.claim(rctx, t.app, t.req)
+	switch {
+	case err == nil:
+		t.claimed = true
+		return nil, time.Time{}, true
+	case errors.Is(err, ErrTierExceeded):
+		return d.decide(t.req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("dispatch %s: %w", t.req.ID, err)), time.Time{}, false
+	case ctx.Err() != nil:
+		return nil, time.Time{}, false
+	case rctx.Err() != nil:
+		return d.decide(t.req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}, false
+	}
+	if d.throttle.allow("claim") {
+		d.log.Warn("messaging-tier claim undecided, claiming again", "dispatch_id", t.req.ID, "app", t.req.App, "err", err)
+	}
+	return nil, time.Now().Add(claimRetry), false
 }
 
 // call makes one provider call. The call is not cancelled by ctx (shutdown):
