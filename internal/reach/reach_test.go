@@ -21,8 +21,8 @@ func TestLedger(t *testing.T) {
 	}
 	f("+1", 0, true)
 	f("+2", time.Hour, true)
-	f("+3", 2*time.Hour, false)             // tier 2 full
-	f("+1", 3*time.Hour, true)              // renewal: +1 counts until 27 h
+	f("+3", 2*time.Hour, false) // tier 2 full
+	f("+1", 3*time.Hour, true)  // renewal: +1 counts until 27 h
 	if n := l.Used("w1", t0.Add(4*time.Hour)); n != 2 {
 		t.Fatalf("used at 4h = %d, want 2", n)
 	}
