@@ -278,6 +278,7 @@ type core struct {
 	owned  ownedParts
 	tagReg *tagRegistry  // TopicTagDefs
 	tmpl   *templateView // TopicTemplates
+	tiers  *tierView     // TopicReach
 	// journeys are the compiled journeys (TopicJourneys); timers each
 	// partition's journey deadlines.
 	journeys *journeys
@@ -360,6 +361,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		segs:     newSegments(),
 		tagReg:   newTagRegistry(),
 		tmpl:     newTemplateView(),
+		tiers:    newTierView(),
 		journeys: newJourneys(),
 		started:  time.Now(),
 		timers:   newTimers(),
@@ -423,6 +425,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feed.Go(func() { s.runSweeps(feedCtx) })
 	feed.Go(func() { s.runTicks(feedCtx) })
 	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
+	feed.Go(func() { s.runTierFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	// A stop finishes the batch in hand (its outputs and changelog are
 	// produced and its offsets committed), so a restart repeats no reply.
