@@ -46,6 +46,25 @@
 // send_at (header schemas.HeaderAttempts carries the calls made), so that
 // no recipient holds the batch, and with it its partition, for long.
 //
+// Window, opt-out and messaging tier (reach.go, docs/LIMITS.md): WhatsApp
+// requests are checked after the templates, before any wait or call.
+// Free-form text whose WindowUntil passed, or to a recipient Meta answered
+// 131047 for since the window the request knows of ended (kept in memory
+// for 24 h), fails with CodeWindowClosed. A 131050 answer is written to
+// schemas.TopicSuppressions (compacted, read whole by every replica before
+// Run consumes a request) and later MARKETING templates to the recipient
+// (the request's category, else the synced template's) fail with
+// CodeOptedOut. For an app with a whatsapp.messaging_tier, a template not
+// known to be inside the recipient's window is claimed on partition 0 of
+// schemas.TopicReach before the breaker and the rate limit; it is sent only
+// once this replica read its claim back granted (internal/reach decides the
+// claims of every replica in partition order, alike everywhere: granted for
+// a recipient reached in the last 24 h, or while fewer than the tier were),
+// else it fails with CodeTierExceeded. Failed, not deferred: room comes
+// back only as the 24 h move on, past most requests' deadlines, and the
+// campaign API refuses campaigns over the headroom beforehand. These
+// refusals are counted in herald_dispatcher_refusals_total{reason}.
+//
 // Scheduled sends: a request whose SendAt is more than a second ahead of the
 // dispatcher's clock is not sent: it is forwarded, unchanged, to
 // schemas.TopicScheduled (produced and acknowledged before its offset is
@@ -133,6 +152,11 @@
 //	herald_dispatcher_template_syncs_total{result}    template listings of one app: ok, error
 //	herald_dispatcher_template_changes_total{change}  template records the sync wrote: written, deleted
 //	herald_dispatcher_template_checks_total{result}   template sends checked: passed, unchecked, unknown, not_approved, params
+//	herald_dispatcher_refusals_total{reason}          WhatsApp requests refused before the call: window, window_meta, opt_out, tier
+//	herald_dispatcher_learned_total{what}             Meta answers remembered per recipient: opt_out (131050), window_closed (131047)
+//	herald_dispatcher_reach_records_total{result}     reach and suppression records read: granted, refused (claims of every replica), suppression, invalid
+//	herald_dispatcher_tier_used{business}             unique recipients outside the window granted in the last 24 h (apps with a messaging_tier)
+//	herald_dispatcher_tier_headroom{business}         the business's messaging tier minus tier_used
 //
 //	herald_scheduler_pending                          scheduled requests held in memory
 //	herald_scheduler_released_total                   requests released to the dispatch topic (marker acknowledged)

@@ -71,7 +71,14 @@
 // the category is the template's when the app's templates are on
 // TopicTemplates (templates.go: the campaign API also refuses unknown,
 // unapproved or ill-fitting templates then), else the request's, else
-// MARKETING is assumed and the answer says so.
+// MARKETING is assumed and the answer says so. The preview also answers
+// the app's messaging tier and its headroom: the segmenter reads the
+// dispatchers' tier claims on schemas.TopicReach (tier.go, the same
+// internal/reach decisions), and createTargetedMessage refuses a campaign
+// with more users outside the window than the headroom unless
+// allow_over_tier. Every WhatsApp request (keyword reply, campaign, journey)
+// carries the user's window_until (last inbound + 24 h) for the
+// dispatcher's window and tier checks.
 //
 // # Keyword replies
 //
