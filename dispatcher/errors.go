@@ -36,17 +36,20 @@ const (
 	// template's components (Meta would answer 132000 or 132012); the
 	// message names each field that is wrong.
 	CodeTemplateParams = -9
+	// -10 and -11 are the email and push codes (errors_channels.go on the
+	// main branch); the reach codes follow them.
+
 	// CodeTierExceeded: a template to a recipient outside the service
 	// window would have taken the business past its messaging tier (unique
 	// recipients per moving 24 h, see reach.go).
-	CodeTierExceeded = -10
+	CodeTierExceeded = -12
 	// CodeWindowClosed: free-form text to a recipient whose 24-hour
 	// service window is known to be closed (the request's window_until
 	// passed, or Meta answered 131047 since); Meta would answer 131047.
-	CodeWindowClosed = -11
+	CodeWindowClosed = -13
 	// CodeOptedOut: a MARKETING template to a recipient Meta said stopped
 	// marketing messages (131050, remembered on herald.suppressions.v1).
-	CodeOptedOut = -12
+	CodeOptedOut = -14
 )
 
 // Sentinel errors.
