@@ -36,8 +36,7 @@ const (
 	// template's components (Meta would answer 132000 or 132012); the
 	// message names each field that is wrong.
 	CodeTemplateParams = -9
-	// -10 and -11 are the email and push codes (errors_channels.go on the
-	// main branch); the reach codes follow them.
+	// -10 and -11 are reserved for the email and push codes.
 
 	// CodeTierExceeded: a template to a recipient outside the service
 	// window would have taken the business past its messaging tier (unique
