@@ -680,7 +680,9 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("giving up after %d attempts: %w", t.attempts, err)), time.Time{}
 	}
 	next := time.Now().Add(d.backoff(t.attempts, err))
-	if dl, ok := rctx.Deadline(); ok && next.After(dl) {
+	// The request's deadline, not rctx's: ctx may be a batch's, which ends
+	// long before (the queue is then deferred, not expired).
+	if !req.Deadline.IsZero() && next.After(req.Deadline) {
 		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
 	return nil, next
