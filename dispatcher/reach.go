@@ -271,6 +271,9 @@ func (g *reachGate) claim(ctx context.Context, app *apps.App, req *schemas.Dispa
 // recipient: 131050 (stopped marketing messages) is written to
 // TopicSuppressions, 131047 (window closed) kept in memory.
 func (g *reachGate) learn(ctx context.Context, req *schemas.DispatchRequest, err error) {
+	if req.Channel != schemas.ChannelWhatsApp {
+		return
+	}
 	now := time.Now()
 	switch errorCode(err) {
 	case codeReengagement:
