@@ -47,6 +47,25 @@
 // send_at (header schemas.HeaderAttempts carries the calls made), so that
 // no recipient holds the batch, and with it its partition, for long.
 //
+// Window, opt-out and messaging tier (reach.go, docs/LIMITS.md): WhatsApp
+// requests are checked after the templates, before any wait or call.
+// Free-form text whose WindowUntil passed, or to a recipient Meta answered
+// 131047 for since the window the request knows of ended (kept in memory
+// for 24 h), fails with CodeWindowClosed. A 131050 answer is written to
+// schemas.TopicSuppressions (compacted, read whole by every replica before
+// Run consumes a request) and later MARKETING templates to the recipient
+// (the request's category, else the synced template's) fail with
+// CodeOptedOut. For an app with a whatsapp.messaging_tier, a template not
+// known to be inside the recipient's window is claimed on partition 0 of
+// schemas.TopicReach before the breaker and the rate limit; it is sent only
+// once this replica read its claim back granted (internal/reach decides the
+// claims of every replica in partition order, alike everywhere: granted for
+// a recipient reached in the last 24 h, or while fewer than the tier were),
+// else it fails with CodeTierExceeded. Failed, not deferred: room comes
+// back only as the 24 h move on, past most requests' deadlines, and the
+// campaign API refuses campaigns over the headroom beforehand. These
+// refusals are counted in herald_dispatcher_refusals_total{reason}.
+//
 // Scheduled sends: a request whose SendAt is more than a second ahead of the
 // dispatcher's clock is not sent: it is forwarded, unchanged, to
 // schemas.TopicScheduled (produced and acknowledged before its offset is
@@ -134,6 +153,11 @@
 //	herald_dispatcher_template_syncs_total{result}    template listings of one app: ok, error
 //	herald_dispatcher_template_changes_total{change}  template records the sync wrote: written, deleted
 //	herald_dispatcher_template_checks_total{result}   template sends checked: passed, unchecked, unknown, not_approved, params
+//	herald_dispatcher_refusals_total{reason}          WhatsApp requests refused before the call: window, window_meta, opt_out, tier
+//	herald_dispatcher_learned_total{what}             Meta answers remembered per recipient: opt_out (131050), window_closed (131047)
+//	herald_dispatcher_reach_records_total{result}     reach and suppression records read: granted, refused (claims of every replica), suppression, invalid
+//	herald_dispatcher_tier_used{business}             unique recipients outside the window granted in the last 24 h (apps with a messaging_tier)
+//	herald_dispatcher_tier_headroom{business}         the business's messaging tier minus tier_used
 //
 //	herald_scheduler_pending                          scheduled requests held in memory
 //	herald_scheduler_released_total                   requests released to the dispatch topic (marker acknowledged)
@@ -203,6 +227,8 @@ type Dispatcher struct {
 	breakers  *breakers
 	throttle  *throttle
 	templates *templates
+	// reach holds the window, opt-out and messaging-tier checks (reach.go).
+	reach *reachGate
 
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
@@ -293,7 +319,14 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	if err == nil {
 		tpl, err = newTemplates(cfg, kcfg, reg, cl, hc, log, tm)
 	}
+	var gate *reachGate
+	if err == nil {
+		gate, err = newReachGate(kcfg.Opts(log), reg, log, prom)
+	}
 	if err != nil {
+		if tpl != nil {
+			tpl.close()
+		}
 		cl.Close()
 		return nil, err
 	}
@@ -319,6 +352,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
 		templates:   tpl,
+		reach:       gate,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -333,10 +367,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	tctx, stopTemplates := context.WithCancel(ctx)
 	var tw sync.WaitGroup
 	tw.Go(func() { d.templates.run(tctx) })
+	tw.Go(func() { d.reach.run(tctx) })
 	defer func() { stopTemplates(); tw.Wait() }()
-	// Requests are checked against the templates: not before the store
-	// holds what the topic holds.
-	if !d.templates.waitReady(ctx) {
+	// Requests are checked against the templates and the suppressions: not
+	// before the stores hold what the topics hold.
+	if !d.templates.waitReady(ctx) || !d.reach.waitReady(ctx) {
 		return nil
 	}
 	if d.global == nil {
@@ -371,6 +406,7 @@ func (d *Dispatcher) Ready(context.Context) error {
 func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		d.templates.close()
+		d.reach.close()
 		d.cl.Close()
 		if d.global != nil {
 			d.global.close()
@@ -534,6 +570,8 @@ type try struct {
 	p        Provider
 	attempts int
 	last     error
+	// claimed: the recipient was granted within the messaging tier.
+	claimed bool
 }
 
 // begin checks req before any call; attempts are the calls made for it
@@ -562,6 +600,11 @@ func (d *Dispatcher) begin(req *schemas.DispatchRequest, attempts int) (*try, *s
 		if err := d.templates.store.check(app, req.Template); err != nil {
 			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
+		// Text outside the window (131047) and marketing to an opted-out
+		// recipient (131050) never reach Meta: see reach.go.
+		if err := d.reach.check(req, d.templates.store.category(app, req.Template), time.Now()); err != nil {
+			return nil, d.decide(req, schemas.OutcomeFailed, "", attempts, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
 	} else if pp, ok := p.(preparer); ok {
 		// Email and push: the app's settings, its sender, the message.
 		if err := pp.prepare(app, req); err != nil {
@@ -588,6 +631,11 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
+	}
+	if !t.claimed && needsClaim(t.app, req, time.Now()) {
+		if o, again, ok := d.claimTier(ctx, rctx, t); !ok {
+			return o, again
+		}
 	}
 	br := d.breakers.get(string(req.Channel), req.Sender)
 	done, err := br.allow(rctx)
@@ -628,15 +676,40 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		if errorCode(err) == codeAccessToken {
 			d.tokenBroken(t.app, err)
 		}
+		d.reach.learn(ctx, req, err)
 		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, err), time.Time{}
 	case t.attempts >= d.cfg.MaxAttempts:
 		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("giving up after %d attempts: %w", t.attempts, err)), time.Time{}
 	}
 	next := time.Now().Add(d.backoff(t.attempts, err))
-	if dl, ok := rctx.Deadline(); ok && next.After(dl) {
+	// The request's deadline, not rctx's: ctx may be a batch's, which ends
+	// long before (the queue is then deferred, not expired).
+	if !req.Deadline.IsZero() && next.After(req.Deadline) {
 		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
 	return nil, next
+}
+
+// claimTier claims t's recipient within its business's messaging tier
+// (reach.go). It reports true when granted; else the outcome (refused, or
+// expired), the time to claim again, or neither when ctx ended.
+func (d *Dispatcher) claimTier(ctx, rctx context.Context, t *try) (*schemas.Outcome, time.Time, bool) {
+	err := d.reach.claim(rctx, t.app, t.req)
+	switch {
+	case err == nil:
+		t.claimed = true
+		return nil, time.Time{}, true
+	case errors.Is(err, ErrTierExceeded):
+		return d.decide(t.req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("dispatch %s: %w", t.req.ID, err)), time.Time{}, false
+	case ctx.Err() != nil:
+		return nil, time.Time{}, false
+	case rctx.Err() != nil:
+		return d.decide(t.req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}, false
+	}
+	if d.throttle.allow("claim") {
+		d.log.Warn("messaging-tier claim undecided, claiming again", "dispatch_id", t.req.ID, "app", t.req.App, "err", err)
+	}
+	return nil, time.Now().Add(claimRetry), false
 }
 
 // call makes one provider call. The call is not cancelled by ctx (shutdown):

@@ -36,6 +36,19 @@ const (
 	// template's components (Meta would answer 132000 or 132012); the
 	// message names each field that is wrong.
 	CodeTemplateParams = -9
+	// -10 and -11 are reserved for the email and push codes.
+
+	// CodeTierExceeded: a template to a recipient outside the service
+	// window would have taken the business past its messaging tier (unique
+	// recipients per moving 24 h, see reach.go).
+	CodeTierExceeded = -12
+	// CodeWindowClosed: free-form text to a recipient whose 24-hour
+	// service window is known to be closed (the request's window_until
+	// passed, or Meta answered 131047 since); Meta would answer 131047.
+	CodeWindowClosed = -13
+	// CodeOptedOut: a MARKETING template to a recipient Meta said stopped
+	// marketing messages (131050, remembered on herald.suppressions.v1).
+	CodeOptedOut = -14
 )
 
 // Sentinel errors.
@@ -66,6 +79,18 @@ var (
 	// header, body or button URL parameters do not fit the template.
 	// Permanent.
 	ErrTemplateParams = errors.New("template parameters do not fit the template")
+	// ErrTierExceeded is wrapped by the dispatcher's tier check (before any
+	// call) when the business's messaging tier has no room for another
+	// recipient outside the service window. Permanent for the request.
+	ErrTierExceeded = errors.New("messaging tier reached")
+	// ErrWindowClosed is wrapped by the dispatcher's window check (before
+	// any call) for free-form text outside the recipient's service window.
+	// Permanent.
+	ErrWindowClosed = errors.New("customer-service window closed")
+	// ErrOptedOut is wrapped by the dispatcher's suppression check (before
+	// any call) for a MARKETING template to a recipient who stopped
+	// marketing messages. Permanent.
+	ErrOptedOut = errors.New("recipient stopped marketing messages")
 	// ErrUnreachable is wrapped by WhatsApp.Send when the HTTP call failed
 	// before the request was written (dial, DNS, TLS, connection refused):
 	// nothing reached Meta, so it is safe to retry.
@@ -225,6 +250,12 @@ func errorCode(err error) int {
 		return CodeTemplateNotApproved
 	case errors.Is(err, ErrTemplateParams):
 		return CodeTemplateParams
+	case errors.Is(err, ErrTierExceeded):
+		return CodeTierExceeded
+	case errors.Is(err, ErrWindowClosed):
+		return CodeWindowClosed
+	case errors.Is(err, ErrOptedOut):
+		return CodeOptedOut
 	case errors.Is(err, ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
 		return CodeUnreachable
 	}

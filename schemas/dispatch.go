@@ -70,6 +70,26 @@ type DispatchRequest struct {
 	// still bounds the send: a request released after its Deadline ends as
 	// OutcomeExpired.
 	SendAt time.Time `json:"send_at,omitzero"`
+	// WindowUntil, when set, is the end of the recipient's 24-hour
+	// customer-service window as the producer knew it (the user's last
+	// inbound WhatsApp message plus 24 h). The dispatcher refuses free-form
+	// text whose WindowUntil has passed before calling Meta (which would
+	// answer 131047), and counts a template sent after it toward the
+	// business's messaging tier. Omitted (zero) means unknown: text is left
+	// to Meta, and a template counts toward the tier.
+	WindowUntil time.Time `json:"window_until,omitzero"`
+}
+
+// InWindow reports whether the request is known to be inside its
+// recipient's service window at now.
+func (d *DispatchRequest) InWindow(now time.Time) bool {
+	return !d.WindowUntil.IsZero() && now.Before(d.WindowUntil)
+}
+
+// WindowClosed reports whether the request is known to be outside its
+// recipient's service window at now (WindowUntil set and passed).
+func (d *DispatchRequest) WindowClosed(now time.Time) bool {
+	return !d.WindowUntil.IsZero() && !now.Before(d.WindowUntil)
 }
 
 // Template is a WhatsApp template message.

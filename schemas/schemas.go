@@ -25,6 +25,8 @@
 //	herald.templates.v1   TemplateDef     key TemplateDefKey(app, name, language), compacted;
 //	                      TemplateSignal (header HeaderRecord) key TemplateSignalKey
 //	herald.senders.v1     SenderState     key MemberKey(member), short retention
+//	herald.reach.v1       ReachClaim      key ReachKey(business, to), partition 0, 48 h retention
+//	herald.suppressions.v1 Suppression    key SuppressionKey(app, to), compacted
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -35,6 +37,13 @@
 // Dispatcher replicas share each sender's rate limit through
 // herald.senders.v1: every replica writes its demand and grant per sender a
 // few times a second and reads everyone's (see SenderState).
+//
+// Messaging tier and opt-outs: dispatcher replicas claim each recipient
+// they reach outside the service window on partition 0 of herald.reach.v1,
+// which orders the claims of all replicas, and send after reading their
+// claim back granted (ReachClaim); the segmenter reads the same claims for
+// the tier headroom of campaign previews. herald.suppressions.v1 holds the
+// recipients Meta said stopped marketing messages (131050).
 //
 // Scheduled sends: a DispatchRequest whose SendAt is in the future goes to
 // herald.scheduled.v1, not herald.dispatch.v1. The scheduler (in the
@@ -94,10 +103,16 @@ const (
 	// TopicSenders carries the dispatcher replicas' heartbeats of the
 	// global per-sender rate limit (SenderState; short retention).
 	TopicSenders = "herald.senders.v1"
+	// TopicReach carries the dispatchers' messaging-tier claims
+	// (ReachClaim), all on partition 0; 48 h retention.
+	TopicReach = "herald.reach.v1"
+	// TopicSuppressions is compacted: recipients not to send a kind of
+	// message to (Suppression).
+	TopicSuppressions = "herald.suppressions.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders, TopicReach, TopicSuppressions}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -119,6 +134,10 @@ var TopicConfigs = map[string]map[string]string{
 	// Replicas read heartbeats from the end and forget them after three
 	// periods (under a second): an hour is for operators looking.
 	TopicSenders: {"retention.ms": "3600000"},
+	// Claims matter for the 24 h after them; 48 h leaves room for a reader
+	// that was down.
+	TopicReach:        {"retention.ms": "172800000", "cleanup.policy": "delete"},
+	TopicSuppressions: {"cleanup.policy": "compact"},
 }
 
 // keySep separates the parts of a record key. App ids are validated not to
@@ -251,6 +270,12 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicSenders:
 		st := new(SenderState)
 		rec, version, key = st, func() int { return st.V }, st.Key
+	case TopicReach:
+		c := new(ReachClaim)
+		rec, version, key = c, func() int { return c.V }, c.Key
+	case TopicSuppressions:
+		sp := new(Suppression)
+		rec, version, key = sp, func() int { return sp.V }, sp.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

@@ -32,6 +32,8 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"template.v1.json", reflect.TypeFor[TemplateDef]()},
 		{"template_signal.v1.json", reflect.TypeFor[TemplateSignal]()},
 		{"sender_state.v1.json", reflect.TypeFor[SenderState]()},
+		{"reach_claim.v1.json", reflect.TypeFor[ReachClaim]()},
+		{"suppression.v1.json", reflect.TypeFor[Suppression]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

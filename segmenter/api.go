@@ -110,6 +110,9 @@ type apiRequest struct {
 		Period string `json:"period"`
 	} `json:"frequency_cap"`
 	CampaignID string `json:"campaign_id"`
+	// AllowOverTier sends a campaign whose users outside the service
+	// window exceed the messaging tier's headroom (see checkTier).
+	AllowOverTier bool `json:"allow_over_tier"`
 	// addTag, deleteTag
 	Tag *apiTag `json:"tag"`
 	// the journey calls
@@ -334,11 +337,48 @@ func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, re
 	if aerr != nil {
 		return nil, aerr
 	}
+	ans := map[string]any{"campaign": c.ID}
+	if app.Tier() != apps.TierUnlimited {
+		outside, tr, aerr := s.checkTier(ctx, app, c, req.AllowOverTier)
+		if aerr != nil {
+			return nil, aerr
+		}
+		ans["outside_window"], ans["tier_headroom"] = outside, tr.Headroom
+	}
 	n, aerr := s.produceCampaign(ctx, app.ID, c)
 	if aerr != nil {
 		return nil, aerr
 	}
-	return map[string]any{"campaign": c.ID, "partitions": n}, nil
+	ans["partitions"] = n
+	return ans, nil
+}
+
+// checkTier is createTargetedMessage's pre-flight check of an app with a
+// messaging tier: it counts campaign c's audience (a preview of it, under
+// its own id) and refuses the campaign when more of its sendable users are
+// outside the service window than the tier has room for, unless allowOver
+// (then the dispatchers send to the first ones up to the headroom and
+// refuse the others with their tier code). It returns the users outside the
+// window and the tier.
+func (s *Segmenter) checkTier(ctx context.Context, app *apps.App, c *schemas.Campaign, allowOver bool) (int, tier, *apiError) {
+	tr, aerr := s.headroom(ctx, app, time.Now())
+	if aerr != nil {
+		return 0, tr, aerr
+	}
+	pc := *c
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	pc.ID, pc.Preview = "tier-"+hex.EncodeToString(b[:]), true
+	total, _, _, aerr := s.countCampaign(ctx, app, &pc)
+	if aerr != nil {
+		return 0, tr, aerr
+	}
+	if total.OutsideWindow > tr.Headroom && !allowOver {
+		return 0, tr, refuse(http.StatusBadRequest, "request.allow_over_tier",
+			"the campaign reaches %d users outside the 24-hour service window; the messaging tier of %d has room for %d more in the next 24 h (%d used): narrow the audience, wait, or set allow_over_tier to send up to the headroom",
+			total.OutsideWindow, tr.Limit, tr.Headroom, tr.Used)
+	}
+	return total.OutsideWindow, tr, nil
 }
 
 // buildCampaign checks a createTargetedMessage or previewTargetedMessage
@@ -496,19 +536,68 @@ const previewWait = 15 * time.Second
 // due; category_source is "request" when request.category named the
 // category and "assumed_marketing" when it did not (MARKETING, the dearest,
 // is estimated). Amounts are exact decimals of the card's currency; the
-// figures are estimates (internal/pricing). The messaging-tier headroom
-// needs the dispatcher's tier counts (a later issue) and is not in the
-// answer yet.
+// figures are estimates (internal/pricing). tier is the app's
+// whatsapp.messaging_tier (a number, or "unlimited"), tier_used the unique
+// recipients outside the service window the dispatchers reached for its
+// business in the last 24 h (their claims on TopicReach, read by every
+// segmenter), and tier_headroom what is left (or "unlimited"):
+//
+//	"tier":250,"tier_used":40,"tier_headroom":210
+//
+// A campaign whose outside_window exceeds tier_headroom is refused by
+// createTargetedMessage unless it sets allow_over_tier.
 func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
 	req.CampaignID = ""
 	c, categorySource, aerr := s.buildCampaign(ctx, app, req)
 	if aerr != nil {
 		return nil, aerr
 	}
+	tr, aerr := s.headroom(ctx, app, time.Now())
+	if aerr != nil {
+		return nil, aerr
+	}
 	c.Preview = true
+	total, parts, n, aerr := s.countCampaign(ctx, app, c)
+	if aerr != nil {
+		return nil, aerr
+	}
+	cost, err := s.prices.Estimate(previewCounts(parts, c.Template.Category))
+	if err != nil {
+		s.log.Error("estimating the cost of a campaign preview", "app", app.ID, "campaign", c.ID, "err", err)
+		return nil, refuse(http.StatusInternalServerError, "", "estimating the cost: %v", err)
+	}
+	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
+		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
+		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
+		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n,
+		"category_source": categorySource, "estimated_cost": cost,
+		"tier": tierValue(tr), "tier_used": tr.Used, "tier_headroom": headroomValue(tr)}, nil
+}
+
+// tierValue is the preview's "tier": the number, or "unlimited".
+func tierValue(t tier) any {
+	if t.Limit == apps.TierUnlimited {
+		return "unlimited"
+	}
+	return t.Limit
+}
+
+// headroomValue is the preview's "tier_headroom": the number, or
+// "unlimited".
+func headroomValue(t tier) any {
+	if t.Headroom < 0 {
+		return "unlimited"
+	}
+	return t.Headroom
+}
+
+// countCampaign runs preview campaign c (Preview set) on every partition
+// and returns the sum of the partitions' counts, the parts, and the number
+// of partitions; 503 when not every partition answered within previewWait.
+func (s *Segmenter) countCampaign(ctx context.Context, app *apps.App, c *schemas.Campaign) (*schemas.CampaignPreview, map[int32]*schemas.CampaignPreview, int, *apiError) {
 	cl, err := s.campaignClient()
 	if err != nil {
-		return nil, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+		return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
 	}
 	// Read the answers from the end of partition 0 as it is now.
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -519,18 +608,18 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 	}
 	end, ok := ends.Lookup(schemas.TopicPreviews, 0)
 	if err != nil || !ok {
-		return nil, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
+		return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
 	}
 	rd, err := kgo.NewClient(append(s.kcfg.Opts(s.log),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicPreviews: {0: kgo.NewOffset().At(end.Offset)}}),
 		kgo.FetchMaxWait(200*time.Millisecond))...)
 	if err != nil {
-		return nil, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+		return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
 	}
 	defer rd.Close()
 	n, aerr := s.produceCampaign(ctx, app.ID, c)
 	if aerr != nil {
-		return nil, aerr
+		return nil, nil, 0, aerr
 	}
 	wctx, cancel := context.WithTimeout(ctx, previewWait)
 	defer cancel()
@@ -538,7 +627,7 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 	for len(parts) < n {
 		fs := rd.PollFetches(wctx)
 		if wctx.Err() != nil {
-			return nil, refuse(http.StatusServiceUnavailable, "", "%d of %d partitions answered within %s: are the segmenters running? retry", len(parts), n, previewWait)
+			return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "%d of %d partitions answered within %s: are the segmenters running? retry", len(parts), n, previewWait)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			pv, err := schemas.DecodeCampaignPreview(r.Value)
@@ -563,16 +652,7 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 			total.ByCountry[k] += v
 		}
 	}
-	cost, err := s.prices.Estimate(previewCounts(parts, c.Template.Category))
-	if err != nil {
-		s.log.Error("estimating the cost of a campaign preview", "app", app.ID, "campaign", c.ID, "err", err)
-		return nil, refuse(http.StatusInternalServerError, "", "estimating the cost: %v", err)
-	}
-	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
-		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
-		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
-		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n,
-		"category_source": categorySource, "estimated_cost": cost}, nil
+	return total, parts, n, nil
 }
 
 // variables orders a Pushwoosh variables object ({"1":"a","2":"b"}, keys

@@ -355,7 +355,7 @@ func (s *Segmenter) campaignRequest(cc *compiledCampaign, e *schemas.Event, id [
 		ID: hex.EncodeToString(sum[:16]), App: e.App, Channel: schemas.ChannelWhatsApp,
 		Sender: cc.c.Sender, To: p.WhatsApp, Country: p.Country, Template: t,
 		Source:  schemas.Source{Kind: SourceCampaign, Name: cc.srcName, EventID: e.ID},
-		Created: now,
+		Created: now, WindowUntil: p.WindowUntil(),
 	}
 	if !bytes.HasPrefix(id, []byte("user:")) && !bytes.HasPrefix(id, []byte("anon:")) {
 		d.HWID = string(id)

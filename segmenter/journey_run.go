@@ -370,6 +370,9 @@ func (s *Segmenter) journeySend(out []*kgo.Record, c *jctx, p *Profile, r *journ
 	d := &schemas.DispatchRequest{ID: journeyDispatchID(j.def.App, j.def.ID, j.def.Version, c.key, r.seq, st.ID), App: j.def.App, Channel: st.Channel, HWID: c.who.HWID,
 		Country: p.Country, Source: schemas.Source{Kind: SourceJourney, Name: j.def.ID, EventID: c.cause},
 		Created: c.real, Deadline: c.real.Add(s.cfg.DispatchTTL)}
+	if st.Channel == schemas.ChannelWhatsApp {
+		d.WindowUntil = p.WindowUntil()
+	}
 	marketing := false
 	switch st.Channel {
 	case schemas.ChannelWhatsApp:

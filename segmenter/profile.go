@@ -284,6 +284,16 @@ func pushwooshDate(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04")
 }
 
+// WindowUntil is the end of the user's 24-hour service window (the last
+// inbound message plus 24 h), zero when the user never wrote: what dispatch
+// requests carry as window_until.
+func (p *Profile) WindowUntil() time.Time {
+	if p.LastInbound.IsZero() {
+		return time.Time{}
+	}
+	return p.LastInbound.Add(serviceWindow).UTC()
+}
+
 // InServiceWindow reports whether a free-form message may be sent to the
 // user at now: within 24 hours of the last inbound message.
 func (p *Profile) InServiceWindow(now time.Time) bool {

@@ -71,7 +71,14 @@
 // the category is the template's when the app's templates are on
 // TopicTemplates (templates.go: the campaign API also refuses unknown,
 // unapproved or ill-fitting templates then), else the request's, else
-// MARKETING is assumed and the answer says so.
+// MARKETING is assumed and the answer says so. The preview also answers
+// the app's messaging tier and its headroom: the segmenter reads the
+// dispatchers' tier claims on schemas.TopicReach (tier.go, the same
+// internal/reach decisions), and createTargetedMessage refuses a campaign
+// with more users outside the window than the headroom unless
+// allow_over_tier. Every WhatsApp request (keyword reply, campaign, journey)
+// carries the user's window_until (last inbound + 24 h) for the
+// dispatcher's window and tier checks.
 //
 // # Keyword replies
 //
@@ -277,6 +284,7 @@ type core struct {
 	owned  ownedParts
 	tagReg *tagRegistry  // TopicTagDefs
 	tmpl   *templateView // TopicTemplates
+	tiers  *tierView     // TopicReach
 	// journeys are the compiled journeys (TopicJourneys); timers each
 	// partition's journey deadlines.
 	journeys *journeys
@@ -359,6 +367,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		segs:     newSegments(),
 		tagReg:   newTagRegistry(),
 		tmpl:     newTemplateView(),
+		tiers:    newTierView(),
 		journeys: newJourneys(),
 		started:  time.Now(),
 		timers:   newTimers(),
@@ -422,6 +431,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feed.Go(func() { s.runSweeps(feedCtx) })
 	feed.Go(func() { s.runTicks(feedCtx) })
 	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
+	feed.Go(func() { s.runTierFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	// A stop finishes the batch in hand (its outputs and changelog are
 	// produced and its offsets committed), so a restart repeats no reply.

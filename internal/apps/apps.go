@@ -89,6 +89,58 @@ type WhatsApp struct {
 	// to MaxThroughput) or that should send slower. Numbers not listed get
 	// the dispatcher's rate_per_sender (default 80, Meta's default).
 	Throughput map[string]float64 `yaml:"throughput"`
+	// MessagingTier is Meta's messaging tier of the business: the most
+	// unique recipients it may reach outside the 24-hour service window
+	// in a moving 24 hours, all its numbers together. One of "250",
+	// "2000", "10000", "100000" or "unlimited" (YAML numbers fit too;
+	// "2K", "10K", "100K" as Meta writes them). Empty: not enforced
+	// (unlimited), as before Herald counted tiers; a new WhatsApp Business
+	// account starts at 250, so set it to what WhatsApp Manager shows. The
+	// dispatcher refuses sends past it (docs/LIMITS.md) and the campaign
+	// preview shows the headroom.
+	MessagingTier string `yaml:"messaging_tier"`
+}
+
+// Tiers are the messaging tiers Meta grants, smallest first.
+var Tiers = []int{250, 2000, 10000, 100000}
+
+// TierUnlimited is what Tier returns for an unlimited (or unset) tier.
+const TierUnlimited = 0
+
+// Tier returns the app's messaging tier in unique recipients per 24 h, or
+// TierUnlimited (0). The registry validated it.
+func (a *App) Tier() int {
+	n, _ := parseTier(a.WhatsApp.MessagingTier)
+	return n
+}
+
+// Business returns what Meta counts the app's messaging tier for: its
+// WhatsApp Business account id, or "app:" and the app id without one.
+func (a *App) Business() string {
+	if a.WhatsApp.WABAID != "" {
+		return a.WhatsApp.WABAID
+	}
+	return "app:" + a.ID
+}
+
+// parseTier parses a messaging_tier value.
+func parseTier(s string) (int, error) {
+	switch v := strings.ToUpper(strings.TrimSpace(s)); v {
+	case "", "UNLIMITED":
+		return TierUnlimited, nil
+	case "2K":
+		return 2000, nil
+	case "10K":
+		return 10000, nil
+	case "100K":
+		return 100000, nil
+	default:
+		n, err := strconv.Atoi(v)
+		if err == nil && slices.Contains(Tiers, n) {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: want one of 250, 2000, 10000, 100000 or unlimited", quoteCut(s))
 }
 
 // MaxThroughput is the most messages a second Meta lets one business phone
@@ -199,6 +251,9 @@ func New(list []App) (*Registry, error) {
 		}
 		if err := checkThroughput(&a); err != nil {
 			return nil, err
+		}
+		if _, err := parseTier(a.WhatsApp.MessagingTier); err != nil {
+			return nil, fmt.Errorf("app %s: whatsapp.messaging_tier %w", a.ID, err)
 		}
 		for _, p := range a.WhatsApp.PhoneNumberIDs {
 			if other, dup := r.byPhone[p]; dup {

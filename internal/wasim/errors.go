@@ -52,6 +52,10 @@ const (
 	// customer-service window. A failed status webhook, or HTTP 400 with
 	// Config.SyncDeliveryErrors.
 	CodeReEngagement = 131047
+	// CodeMarketingOptOut (131050): a MARKETING template to a user who
+	// stopped marketing messages from the business (Sim.SetMarketingOptOut).
+	// A failed status webhook, or HTTP 400 with Config.SyncDeliveryErrors.
+	CodeMarketingOptOut = 131050
 	// CodePairRate (131056, HTTP 429): a message to the same recipient from
 	// the same number sooner than Config.PairInterval after the last one.
 	CodePairRate = 131056
@@ -208,6 +212,8 @@ var deliveryErrors = map[int]struct{ title, details string }{
 	CodeUndeliverable: {"Message undeliverable", "Message Undeliverable."},
 	CodeReEngagement: {"Re-engagement message",
 		"Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
+	CodeMarketingOptOut: {"Unable to deliver marketing message",
+		"This message was not delivered because the user has chosen to stop receiving marketing messages from this business."},
 }
 
 // errDelivery is the synchronous form of a delivery error

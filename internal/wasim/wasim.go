@@ -94,7 +94,11 @@ type Sim struct {
 	templates  *registry
 	limits     *limits
 	sched      *scheduler
-	client     *http.Client
+	// optOuts are the (WABA, wa_id) pairs that stopped marketing
+	// messages (SetMarketingOptOut).
+	optMu   sync.Mutex
+	optOuts map[[2]string]bool
+	client  *http.Client
 	// now is the clock of the limits and windows; tests replace it.
 	now func() time.Time
 
@@ -268,6 +272,25 @@ func (s *Sim) DeleteTemplate(wabaID, name, language string) error {
 		return fmt.Errorf("deleting template: %w", err)
 	}
 	return nil
+}
+
+// SetMarketingOptOut makes waID (digits, no plus) a user who stopped
+// marketing messages from the WhatsApp Business account wabaID: MARKETING
+// templates to it fail with 131050 (as a failed status, or at once with
+// Config.SyncDeliveryErrors); other messages go through.
+func (s *Sim) SetMarketingOptOut(wabaID, waID string) {
+	s.optMu.Lock()
+	defer s.optMu.Unlock()
+	if s.optOuts == nil {
+		s.optOuts = make(map[[2]string]bool)
+	}
+	s.optOuts[[2]string{wabaID, waID}] = true
+}
+
+func (s *Sim) optedOut(wabaID, waID string) bool {
+	s.optMu.Lock()
+	defer s.optMu.Unlock()
+	return s.optOuts[[2]string{wabaID, waID}]
 }
 
 // SetThroughput changes Config.Throughput at run time, as Meta does when it
@@ -457,6 +480,7 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 	undeliverable := strings.HasSuffix(req.waID, UndeliverableSuffix)
 	inWindow := s.limits.inWindow(num.PhoneNumberID, req.waID, now)
 	closed := req.freeForm() && !inWindow
+	optedOut := req.Type == "template" && tmpl.Category == CategoryMarketing && s.optedOut(num.WABAID, req.waID)
 	if s.cfg.SyncDeliveryErrors {
 		switch {
 		case undeliverable:
@@ -464,6 +488,9 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 			return
 		case closed:
 			s.writeError(w, errDelivery(CodeReEngagement))
+			return
+		case optedOut:
+			s.writeError(w, errDelivery(CodeMarketingOptOut))
 			return
 		}
 	}
@@ -484,6 +511,8 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		m.steps, m.failCode = []string{"failed"}, CodeUndeliverable
 	case closed:
 		m.steps, m.failCode = []string{"failed"}, CodeReEngagement
+	case optedOut:
+		m.steps, m.failCode = []string{"failed"}, CodeMarketingOptOut
 	case hit(m.wamid, "drop", f.DropRatio):
 		dropped = true
 	case hit(m.wamid, "fail", f.FailRatio):
