@@ -97,8 +97,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	byCountry, _ := json.Marshal(pv["by_country"])
-	fmt.Fprintf(stdout, "preview of campaign sushi-week: audience %v, sendable %v (opted out %v), outside the service window %v, by country %s\n",
-		pv["audience"], pv["sendable"], pv["opted_out"], pv["outside_window"], byCountry)
+	fmt.Fprintf(stdout, "preview of campaign sushi-week: audience %v, sendable %v (opted out %v), outside the service window %v, by country %s; messaging tier %v, headroom %v\n",
+		pv["audience"], pv["sendable"], pv["opted_out"], pv["outside_window"], byCountry, pv["tier"], pv["tier_headroom"])
 	if cost, ok := pv["estimated_cost"].(map[string]any); ok {
 		fmt.Fprintf(stdout, "estimated Meta cost of sushi-week: %v %v (category %s, rate card %v; an estimate, see docs/PRICING.md)\n",
 			cost["currency"], cost["total"], pv["category_source"], cost["rate_card"])
