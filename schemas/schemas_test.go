@@ -32,6 +32,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"template.v1.json", reflect.TypeFor[TemplateDef]()},
 		{"template_signal.v1.json", reflect.TypeFor[TemplateSignal]()},
 		{"sender_state.v1.json", reflect.TypeFor[SenderState]()},
+		{"delivery_mark.v1.json", reflect.TypeFor[DeliveryMark]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
