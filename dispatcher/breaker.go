@@ -55,6 +55,19 @@ func (bs *breakers) get(provider, sender string) *breaker {
 	return b
 }
 
+// allOpen returns how many breakers there are when every one is open, else
+// 0: every sender this replica sent for is paused (Dispatcher.Ready).
+func (bs *breakers) allOpen() int {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	for _, b := range bs.byKey {
+		if b.cb.State() != gobreaker.StateOpen {
+			return 0
+		}
+	}
+	return len(bs.byKey)
+}
+
 // breaker is one gobreaker with a way to sleep until it may let a request
 // through again.
 type breaker struct {

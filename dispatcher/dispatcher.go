@@ -154,6 +154,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/apps"
@@ -202,6 +203,12 @@ type Dispatcher struct {
 	breakers  *breakers
 	throttle  *throttle
 	templates *templates
+	// ledger remembers the recent dispatch ids of the assigned partitions
+	// (delivery.go).
+	ledger *ledger
+	// crashAfterCall, set by tests only, is called after each provider
+	// call; returning true drops the call's outcome as a crash would.
+	crashAfterCall func(*schemas.DispatchRequest) bool
 
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
@@ -279,7 +286,16 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	default:
 		limiter = noLimit{}
 	}
-	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
+	var led *ledger
+	copts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)
+	copts = append(copts,
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+			kafka.CommitOnRevoke(ctx, cl, lost)
+			led.drop(lost)
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) { led.drop(lost) }),
+	)
+	cl, err := kgo.NewClient(copts...)
 	if err != nil {
 		chans.close()
 		if global != nil {
@@ -296,8 +312,10 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		cl.Close()
 		return nil, err
 	}
+	led = newLedger(cfg.Delivery, kcfg.Opts(log), kadm.NewClient(cl), m)
 	return &Dispatcher{
-		cfg:  cfg,
+		ledger: led,
+		cfg:    cfg,
 		reg:  reg,
 		log:  log,
 		m:    m,
@@ -361,6 +379,9 @@ func (d *Dispatcher) Ready(context.Context) error {
 	if !d.templates.store.ready.Load() {
 		return errors.New("reading the templates topic " + schemas.TopicTemplates)
 	}
+	if n := d.breakers.allOpen(); n > 0 {
+		return fmt.Errorf("the circuit breakers of all %d senders are open", n)
+	}
 	return nil
 }
 
@@ -395,9 +416,17 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	// results[i] is what record i produced (an outcome or a dead letter);
 	// nil while undecided.
 	results := make([]*kgo.Record, len(recs))
+	// outs[i] is the outcome in results[i], if any.
+	outs := make([]*schemas.Outcome, len(recs))
 	var queues [][]item
 	byKey := make(map[string]int)
 	d.redo.prune(recs)
+	// The outcomes and intents of partitions new to this replica: no
+	// request decided before is sent again (delivery.go).
+	if err := d.ledger.load(ctx, recs); err != nil {
+		return fmt.Errorf("reading back decided requests: %w", err)
+	}
+	refreshed := make(map[int32]bool)
 	for i, rec := range recs {
 		if d.redo.decided(rec) {
 			// Decided in a batch handed back past MaxBatchTime.
@@ -421,6 +450,14 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 			d.m.scheduled.Inc()
 			continue
 		}
+		r, o, err := d.settle(ctx, rec, req, refreshed)
+		if err != nil {
+			return fmt.Errorf("reconciling dispatch %s: %w", req.ID, err)
+		}
+		if r != nil {
+			results[i], outs[i] = r, o
+			continue
+		}
 		attempts, planned := deferredAttempts(rec)
 		// One queue per recipient keeps its sends in record order (Meta's
 		// pair rate and the user's reading order are per recipient).
@@ -435,7 +472,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
 	defer cancelBatch()
-	d.sendAll(bctx, queues, results)
+	d.sendAll(bctx, queues, results, outs)
 
 	out := make([]*kgo.Record, 0, len(recs))
 	undecided := false
@@ -456,6 +493,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
 		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
 	}
+	d.noteDecided(recs, outs)
 	if err := ctx.Err(); err != nil {
 		// Interrupted batch: kafka.Run will not mark it; mark what is done.
 		if done := donePrefix(recs, results); len(done) > 0 {
@@ -468,6 +506,19 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		return d.handBack(ctx, recs, results)
 	}
 	return nil
+}
+
+// noteDecided tells the ledger the outcomes of a batch, acknowledged.
+func (d *Dispatcher) noteDecided(recs []*kgo.Record, outs []*schemas.Outcome) {
+	byPart := make(map[int32][]*schemas.Outcome)
+	for i, o := range outs {
+		if o != nil {
+			byPart[recs[i].Partition] = append(byPart[recs[i].Partition], o)
+		}
+	}
+	for p, os := range byPart {
+		d.ledger.decided(p, os)
+	}
 }
 
 // donePrefix returns, per partition, the last record before the first
@@ -606,8 +657,25 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	}
 	d.m.limiterWait.Observe(time.Since(start).Seconds())
 
+	// The intent first, acknowledged: a replica that finds it without an
+	// outcome knows this call may have been made (delivery.go).
+	if err := d.intend(ctx, t); err != nil {
+		done(context.Canceled) // not a call
+		if ctx.Err() != nil {
+			return nil, time.Time{}
+		}
+		d.m.intentErrors.Inc()
+		if d.throttle.allow("intent") {
+			d.log.Warn("writing a send intent, retrying", "dispatch_id", req.ID, "err", err)
+		}
+		return nil, time.Now().Add(d.backoff(t.attempts+1, nil))
+	}
 	t.attempts++
 	id, err := d.call(ctx, t.p, t.app, req)
+	if d.crashAfterCall != nil && d.crashAfterCall(req) {
+		done(context.Canceled)
+		return nil, time.Time{}
+	}
 	done(err)
 	lim.Observe(req.Sender, err)
 	d.pairs.answered(req, err, time.Now())
@@ -621,6 +689,7 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
 	switch {
 	case errors.Is(err, ErrInDoubt):
+		d.m.inDoubt.WithLabelValues(inDoubtCall).Inc()
 		return d.decide(req, schemas.OutcomeInDoubt, "", t.attempts, err), time.Time{}
 	case !IsRetryable(err):
 		if errorCode(err) == codeAccessToken {
@@ -634,6 +703,8 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	if dl, ok := rctx.Deadline(); ok && next.After(dl) {
 		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
+	// Undecided after an answered call: that call is not in doubt.
+	d.answered(ctx, req, t.attempts)
 	return nil, next
 }
 

@@ -31,6 +31,8 @@ type batchRun struct {
 	d       *Dispatcher
 	ctx     context.Context
 	results []*kgo.Record
+	// outs[i] is the outcome in results[i], if any.
+	outs []*schemas.Outcome
 	// ready holds the queues a worker may take (each queue is in it at
 	// most once, so it never blocks: its capacity is the queue count).
 	ready chan *recipientQueue
@@ -45,17 +47,17 @@ type batchRun struct {
 
 // sendAll runs every queue, at most Concurrency calls at a time, each queue
 // in order, and stores each request's result record (outcome, or request
-// deferred to the scheduled topic) in results. A queue whose head must
+// deferred to the scheduled topic) in results, and its outcome in outs. A queue whose head must
 // wait, for its recipient's pair-rate turn or a retry's backoff, is parked
 // on a timer and holds no worker; a wait longer than MaxHold defers the
 // queue's remaining requests (see batchRun.deferRest). A queue stops at its
 // first request left undecided because ctx ended.
-func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record) {
+func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record, outs []*schemas.Outcome) {
 	if len(queues) == 0 {
 		return
 	}
 	b := &batchRun{
-		d: d, ctx: ctx, results: results,
+		d: d, ctx: ctx, results: results, outs: outs,
 		ready:  make(chan *recipientQueue, len(queues)),
 		done:   make(chan struct{}),
 		timers: make(map[*recipientQueue]*time.Timer),
@@ -139,8 +141,8 @@ func (b *batchRun) run(q *recipientQueue) {
 
 // decided stores the head's outcome and moves q to its next request.
 func (b *batchRun) decided(q *recipientQueue, o *schemas.Outcome) {
-	bs, _ := o.Marshal() // cannot fail: plain fields only
-	b.results[q.items[q.next].idx] = &kgo.Record{Topic: schemas.TopicOutcomes, Key: o.Key(), Value: bs}
+	idx := q.items[q.next].idx
+	b.results[idx], b.outs[idx] = outcomeRecord(o), o
 	q.next++
 	q.try, q.retryAt = nil, time.Time{}
 }

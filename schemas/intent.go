@@ -18,6 +18,11 @@ const (
 	// that carries a dispatch id (biz_opaque_callback_data): proof that
 	// Meta got the message.
 	MarkStatus MarkKind = "status"
+	// MarkAnswered is written by the dispatcher after a call of an intent
+	// was answered with an error it will retry: that call is not in doubt
+	// even if the request is left undecided (deferred, or its replica
+	// stopped before the retry).
+	MarkAnswered MarkKind = "answered"
 )
 
 // DeliveryMark is a record on TopicIntents, keyed by RecipientKey(app, to)
@@ -35,7 +40,8 @@ type DeliveryMark struct {
 	// To is the recipient, as in the dispatch request (E.164 for
 	// WhatsApp).
 	To string `json:"to"`
-	// Sender and Attempt (the call's number, from 1) are set on intents.
+	// Sender and Attempt (the call's number, from 1) are set on intents;
+	// Attempt on answered marks too.
 	Sender  string `json:"sender,omitempty"`
 	Attempt int    `json:"attempt,omitempty"`
 	// WAMID and Status (sent, delivered, read, failed) are set on statuses.
@@ -48,8 +54,8 @@ type DeliveryMark struct {
 // Validate checks the fields consumers rely on.
 func (m *DeliveryMark) Validate() error {
 	switch {
-	case m.Kind != MarkIntent && m.Kind != MarkStatus:
-		return invalid("delivery mark: kind %q: want intent or status", m.Kind)
+	case m.Kind != MarkIntent && m.Kind != MarkStatus && m.Kind != MarkAnswered:
+		return invalid("delivery mark: kind %q: want intent, status or answered", m.Kind)
 	case m.DispatchID == "":
 		return invalid("delivery mark: dispatch_id is required")
 	case !ValidAppID(m.App):
