@@ -19,8 +19,12 @@
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
 // sender) (an open breaker holds the request until it half-opens, within the
-// request's deadline), the sender's rate limit (Limiter), and the provider
-// call. Retryable errors (see IsRetryable) are retried with exponential
+// request's deadline: the request waits on the breaker's state change or
+// its open timeout, without polling, and goes as the half-open probe or
+// after it succeeded; it is expired only past its own deadline), the
+// sender's rate limit (Limiter), the intent, and the provider call. Ready
+// (/readyz) reports not ready while the breaker of every sender this
+// replica has sent for is open. Retryable errors (see IsRetryable) are retried with exponential
 // backoff and jitter up to Config.MaxAttempts and the request's Deadline
 // (past it: OutcomeExpired). A call that may have reached Meta without an
 // answer is never retried (Meta has no idempotency key): it ends as
@@ -107,8 +111,33 @@
 // ctx done) no new call starts, calls in flight finish (bounded by
 // RequestTimeout), their outcomes are produced, and per partition the
 // records up to the first undecided one are committed; the rest are
-// delivered again later. A crash redelivers the uncommitted batch, so a
-// request may be sent twice; both sends carry the same dispatch id.
+// delivered again later.
+//
+// No silent duplicates (delivery.go, docs/DELIVERY.md): Meta has no
+// idempotency key, so before each call the dispatcher writes an intent
+// (schemas.DeliveryMark, kind intent) to schemas.TopicIntents and waits for
+// its ack, and after a call answered with an error it will retry, an
+// answered mark. The call carries the dispatch id as
+// biz_opaque_callback_data, and ingest writes each status webhook that
+// echoes one to the same topic (kind status). Requests, outcomes and marks
+// are all keyed by (app, recipient), so partition p of the three topics is
+// about the same requests. When a replica first sees a dispatch partition
+// after its assignment, it reads that partition of the outcomes and
+// intents topics back for DeliveryConfig.Window (kadm
+// ListOffsetsAfterMilli; at most DeliveryConfig.MaxIDs records of each) into
+// a ledger of dispatch ids, kept up to date with its own outcomes and
+// dropped on revocation. A request whose id has an outcome is a duplicate:
+// skipped and committed, not sent. One with an intent not matched by an
+// outcome or an answered mark was possibly sent by a replica that stopped
+// between the call and its outcome: the ledger reads the intents partition
+// again for a status, and a status makes it an accepted outcome with the
+// status's wamid (reconciled); without one, DeliveryConfig.InDoubt decides:
+// hold (the default) produces an in_doubt outcome and never sends it again,
+// resend sends it again once ResendAfter has passed since the intent
+// (deferring it to the scheduler until then), counted as a possible
+// duplicate. A call without an answer (a timeout after the request was
+// written) ends in_doubt at once. Every in-doubt send is counted in
+// herald_dispatcher_in_doubt_total by reason.
 //
 // Metrics:
 //
@@ -120,13 +149,18 @@
 //	herald_dispatcher_sender_share{sender}            this replica's grant of it (msg/s)
 //	herald_dispatcher_rate_lowered_total{sender,code} rate lowerings made after a Meta rate-limit answer (4, 80007, 130429)
 //	herald_dispatcher_limiter_members                 replicas sharing the rates, this one included
-//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, queued)
+//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, queued, in_doubt)
 //	herald_dispatcher_batches_cut_total               batches cut short by Config.MaxBatchTime (the rest fetched again)
 //	herald_dispatcher_breaker_state{sender}           0 closed, 1 half-open, 2 open
 //	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
 //	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
 //	herald_dispatcher_inflight                        provider calls in flight
 //	herald_dispatcher_scheduled_total                 requests with a future send_at forwarded to the scheduled topic
+//	herald_dispatcher_in_doubt_total{reason}          sends in doubt: call (no answer), crash (intent without outcome, held), resent (sent again, policy resend)
+//	herald_dispatcher_duplicates_total                redelivered requests whose id was decided already, skipped
+//	herald_dispatcher_reconciled_total                sends in doubt a status webhook proved accepted
+//	herald_dispatcher_ledger_ids                      dispatch ids remembered for deduplication, all assigned partitions
+//	herald_dispatcher_intent_errors_total             intents or answered marks that could not be written
 //	herald_dispatcher_templates{status}               templates in the store, by status
 //	herald_dispatcher_templates_ready                 1 once the template store caught up with the topic at start
 //	herald_dispatcher_template_records_total{result}  template topic records read: template, signal, deleted, invalid
@@ -314,8 +348,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	}
 	led = newLedger(cfg.Delivery, kcfg.Opts(log), kadm.NewClient(cl), m)
 	return &Dispatcher{
-		ledger: led,
-		cfg:    cfg,
+		cfg:  cfg,
 		reg:  reg,
 		log:  log,
 		m:    m,
@@ -335,6 +368,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
 		templates:   tpl,
+		ledger:      led,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil

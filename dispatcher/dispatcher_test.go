@@ -321,8 +321,15 @@ func TestDispatcherWaitsForOpenBreaker(t *testing.T) {
 	b.mu.Lock()
 	openUntil := b.openUntil
 	b.mu.Unlock()
+	// Every sender this replica used has its breaker open: not ready.
+	if err := d.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "breakers of all 1 senders are open") {
+		t.Fatalf("Ready with the only breaker open: %v", err)
+	}
 	produce(t, c.Client(t), dispatchRecord(t, r("after", "+15550000002")))
 	outs := readOutcomes(t, c, 2)
+	if err := d.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready after the probe closed the breaker: %v", err)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
