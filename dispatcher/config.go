@@ -108,7 +108,9 @@ type DeliveryConfig struct {
 	Window time.Duration `yaml:"window"`
 	// MaxIDs bounds the dispatch ids remembered per partition (the oldest
 	// are forgotten first) and the records read back at assignment.
-	// Default 1,000,000 (about 150 MB at most per partition).
+	// Default 250,000 (at most about 40 MB per partition; at 1,000
+	// requests a second into one partition, about 4 minutes of them, far
+	// more than a crash or rebalance redelivers).
 	MaxIDs int `yaml:"max_ids"`
 }
 
@@ -136,7 +138,7 @@ func (c *DeliveryConfig) validate() error {
 	case c.MaxIDs < 0:
 		return fmt.Errorf("dispatcher: delivery.max_ids %d is negative", c.MaxIDs)
 	case c.MaxIDs == 0:
-		c.MaxIDs = 1_000_000
+		c.MaxIDs = 250_000
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ func TestConfigDefaults(t *testing.T) {
 		Limiter: LimiterConfig{Mode: LimiterGlobal, Heartbeat: 250 * time.Millisecond, LowerFactor: 0.7,
 			LowerCooldown: time.Second, MinRate: 1, RaiseStep: 0.05, RaiseEvery: 5 * time.Second},
 		PairInterval: 6 * time.Second, MaxHold: time.Second, MaxBatchTime: 2 * time.Second,
-		Delivery: DeliveryConfig{InDoubt: InDoubtHold, ResendAfter: 10 * time.Minute, Window: 24 * time.Hour, MaxIDs: 1_000_000},
+		Delivery: DeliveryConfig{InDoubt: InDoubtHold, ResendAfter: 10 * time.Minute, Window: 24 * time.Hour, MaxIDs: 250_000},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)

@@ -62,6 +62,9 @@ type idState struct {
 	// wamid is Meta's message id from a status webhook: Meta got it.
 	wamid string
 	seen  time.Time
+	// resent is set once this replica let it go again (policy resend), so
+	// that a batch fetched again does not count it twice.
+	resent bool
 }
 
 func newLedger(cfg DeliveryConfig, opts []kgo.Opt, adm *kadm.Client, m *metrics) *ledger {
@@ -79,6 +82,20 @@ func (l *ledger) state(p int32, id string) *idState {
 		}
 	}
 	return nil
+}
+
+// resend notes that id of p is sent again, and reports whether it was not
+// noted before.
+func (l *ledger) resend(p int32, id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pl := l.parts[p]; pl != nil {
+		if s := pl.ids[id]; s != nil && !s.resent {
+			s.resent = true
+			return true
+		}
+	}
+	return false
 }
 
 // decided notes the outcomes this replica produced for partition p.
@@ -370,12 +387,7 @@ func (d *Dispatcher) settle(ctx context.Context, rec *kgo.Record, req *schemas.D
 		return decidedBefore, nil, nil
 	}
 	inDoubt := s.outcome == schemas.OutcomeInDoubt || s.attempts > s.answered
-	if !inDoubt {
-		// No intent (a status only), or every call was answered: a
-		// retry left undecided. It goes on.
-		return nil, nil, nil
-	}
-	if s.wamid == "" && !refreshed[p] {
+	if s.wamid == "" && inDoubt && !refreshed[p] {
 		refreshed[p] = true
 		if err := d.ledger.refresh(ctx, p); err != nil {
 			return nil, nil, err
@@ -385,10 +397,16 @@ func (d *Dispatcher) settle(ctx context.Context, rec *kgo.Record, req *schemas.D
 		}
 	}
 	if s.wamid != "" {
-		// Meta got it: the status webhook proves the call was accepted.
+		// Meta got it: a status webhook proves the call was accepted
+		// (also when no intent is known: one older than the window).
 		d.m.reconciled.Inc()
 		o := d.decide(req, schemas.OutcomeAccepted, s.wamid, s.attempts, nil)
 		return outcomeRecord(o), o, nil
+	}
+	if !inDoubt {
+		// No intent, or every call was answered (a retry left
+		// undecided): it goes on.
+		return nil, nil, nil
 	}
 	if s.outcome == schemas.OutcomeInDoubt {
 		d.m.duplicates.Inc()
@@ -411,6 +429,9 @@ func (d *Dispatcher) settle(ctx context.Context, rec *kgo.Record, req *schemas.D
 		bs, _ := r.Marshal() // cannot fail: plain fields only
 		d.m.deferred.WithLabelValues("in_doubt").Inc()
 		return &kgo.Record{Topic: schemas.TopicScheduled, Key: r.Key(), Value: bs, Headers: rec.Headers}, nil, nil
+	}
+	if !d.ledger.resend(p, req.ID) {
+		return nil, nil, nil // counted when its batch was first fetched
 	}
 	d.m.inDoubt.WithLabelValues(inDoubtResent).Inc()
 	if d.throttle.allow("resend") {

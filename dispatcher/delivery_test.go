@@ -359,3 +359,34 @@ func TestLedgerBounds(t *testing.T) {
 		t.Fatal("a revoked partition is kept")
 	}
 }
+
+// TestStatusWithoutIntent: a status webhook for a dispatch id proves Meta
+// got the message even when no intent is known (older than the window, or
+// sent before intents): the request is reported accepted, not sent.
+func TestStatusWithoutIntent(t *testing.T) {
+	c := kafkatest.New(t, 2)
+	meta := newFakeMeta(t)
+	now := time.Now().UTC()
+	req := &schemas.DispatchRequest{
+		ID: "seen-1", App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+15550000003",
+		Text: &schemas.Text{Body: "hi"}, Source: schemas.Source{Kind: "api"}, Created: now,
+	}
+	produce(t, c.Client(t),
+		markRecord(t, &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: req.ID, App: req.App, To: req.To,
+			WAMID: "wamid.seen", Status: "delivered", Time: now}),
+		dispatchRecord(t, req))
+	d, stop := startDispatcher(t, c, meta, Config{PairInterval: -1})
+	o := readOutcomes(t, c, 1)[0]
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if o.State != schemas.OutcomeAccepted || o.ProviderID != "wamid.seen" {
+		t.Fatalf("outcome %+v, want accepted with the status's wamid", o)
+	}
+	if n := len(meta.allCalls()); n != 0 {
+		t.Fatalf("%d calls, want none", n)
+	}
+	if v := value(d.m.reconciled); v != 1 {
+		t.Fatalf("reconciled_total %v", v)
+	}
+}
