@@ -68,6 +68,19 @@ func (bs *breakers) allOpen() int {
 	return len(bs.byKey)
 }
 
+// pausedUntil returns when b, open, lets its next probe through, or zero
+// when it is not open: a request to its sender waits until then without a
+// worker (batchRun.run parks its queue).
+func (b *breaker) pausedUntil() time.Time {
+	if b.cb.State() != gobreaker.StateOpen { // State turns it half-open once the timeout passed
+		return time.Time{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// gobreaker turns half-open strictly after the timeout.
+	return b.openUntil.Add(time.Millisecond)
+}
+
 // breaker is one gobreaker with a way to sleep until it may let a request
 // through again.
 type breaker struct {

@@ -19,9 +19,11 @@
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
 // sender) (an open breaker holds the request until it half-opens, within the
-// request's deadline: the request waits on the breaker's state change or
-// its open timeout, without polling, and goes as the half-open probe or
-// after it succeeded; it is expired only past its own deadline), the
+// request's deadline: its recipient's queue is parked without a worker
+// until the breaker's open timeout ends, or deferred to the scheduler like
+// a pair-rate wait when that is more than MaxHold away; then it waits on
+// the breaker's state change, without polling, and goes as the half-open
+// probe or after it succeeded; it is expired only past its own deadline), the
 // sender's rate limit (Limiter), the intent, and the provider call. Ready
 // (/readyz) reports not ready while the breaker of every sender this
 // replica has sent for is open. Retryable errors (see IsRetryable) are retried with exponential
@@ -149,7 +151,7 @@
 //	herald_dispatcher_sender_share{sender}            this replica's grant of it (msg/s)
 //	herald_dispatcher_rate_lowered_total{sender,code} rate lowerings made after a Meta rate-limit answer (4, 80007, 130429)
 //	herald_dispatcher_limiter_members                 replicas sharing the rates, this one included
-//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, queued, in_doubt)
+//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, breaker, queued, in_doubt)
 //	herald_dispatcher_batches_cut_total               batches cut short by Config.MaxBatchTime (the rest fetched again)
 //	herald_dispatcher_breaker_state{sender}           0 closed, 1 half-open, 2 open
 //	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
@@ -666,11 +668,17 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	if ctx.Err() != nil {
 		return nil, time.Time{}
 	}
-	rctx := ctx
+	// The waits below end at the request's own deadline (then it is
+	// expired) or when ctx ends (then it is left undecided and fetched
+	// again): ctx's deadline, the batch's MaxBatchTime, must not expire a
+	// request that may wait longer.
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
 	if !req.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
-		defer cancel()
+		var cancelDl context.CancelFunc
+		rctx, cancelDl = context.WithDeadline(rctx, req.Deadline)
+		defer cancelDl()
 	}
 	br := d.breakers.get(string(req.Channel), req.Sender)
 	done, err := br.allow(rctx)

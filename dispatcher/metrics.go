@@ -88,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_dispatcher_deferred_total",
-			Help: "Requests deferred to the scheduled topic because their recipient's next turn was further than max_hold away, by reason (pair_rate, retry).",
+			Help: "Requests deferred to the scheduled topic because their recipient's next turn was further than max_hold away, by reason (pair_rate, retry, breaker, queued, in_doubt).",
 		}, []string{"reason"}),
 		batchesCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_dispatcher_batches_cut_total",

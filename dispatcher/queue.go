@@ -113,13 +113,19 @@ func (b *batchRun) run(q *recipientQueue) {
 		if turn := d.pairs.turn(it.req, it.planned); turn.After(wake) {
 			wake = turn
 		}
+		// An open breaker pauses its sender's queues: parked (or
+		// deferred) until its next probe, holding no worker.
+		reason := ""
+		if until := d.breakers.get(string(it.req.Channel), it.req.Sender).pausedUntil(); until.After(wake) {
+			wake, reason = until, "breaker"
+		}
 		if wait := time.Until(wake); wait > 0 {
 			if dl := it.req.Deadline; !dl.IsZero() && !wake.Before(dl) {
 				b.decided(q, d.decide(it.req, schemas.OutcomeExpired, "", q.try.attempts, q.try.last))
 				continue
 			}
 			if wait > d.cfg.MaxHold {
-				b.deferRest(q, wake)
+				b.deferRest(q, wake, reason)
 				break
 			}
 			b.park(q, wait)
@@ -172,18 +178,22 @@ func (b *batchRun) finish() {
 	}
 }
 
-// deferRest defers q's undecided requests to schemas.TopicScheduled: the
+// deferRest defers q's undecided requests to schemas.TopicScheduled, for
+// reason (empty: retry or pair_rate, from q's state): the
 // head with send_at wake, each next one PairInterval later (its planned
 // turn), each with schemas.HeaderAttempts. The turns are reserved in the
 // pair plan, so that later requests to the recipient on this replica are
 // planned behind them. A request whose turn falls at or after its deadline
 // is expired instead (its turn goes to the next), one refused by begin is
 // decided as begin says.
-func (b *batchRun) deferRest(q *recipientQueue, wake time.Time) {
+func (b *batchRun) deferRest(q *recipientQueue, wake time.Time, reason string) {
 	d := b.d
-	reason := "pair_rate"
-	if !q.retryAt.IsZero() && !q.retryAt.Before(wake) {
+	switch {
+	case reason != "":
+	case !q.retryAt.IsZero() && !q.retryAt.Before(wake):
 		reason = "retry"
+	default:
+		reason = "pair_rate"
 	}
 	slot := wake
 	for q.next < len(q.items) {
