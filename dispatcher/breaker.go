@@ -55,6 +55,32 @@ func (bs *breakers) get(provider, sender string) *breaker {
 	return b
 }
 
+// allOpen returns how many breakers there are when every one is open, else
+// 0: every sender this replica sent for is paused (Dispatcher.Ready).
+func (bs *breakers) allOpen() int {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	for _, b := range bs.byKey {
+		if b.cb.State() != gobreaker.StateOpen {
+			return 0
+		}
+	}
+	return len(bs.byKey)
+}
+
+// pausedUntil returns when b, open, lets its next probe through, or zero
+// when it is not open: a request to its sender waits until then without a
+// worker (batchRun.run parks its queue).
+func (b *breaker) pausedUntil() time.Time {
+	if b.cb.State() != gobreaker.StateOpen { // State turns it half-open once the timeout passed
+		return time.Time{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// gobreaker turns half-open strictly after the timeout.
+	return b.openUntil.Add(time.Millisecond)
+}
+
 // breaker is one gobreaker with a way to sleep until it may let a request
 // through again.
 type breaker struct {

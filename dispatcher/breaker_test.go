@@ -208,3 +208,25 @@ func value(m prometheus.Metric) float64 {
 	}
 	return d.GetCounter().GetValue()
 }
+
+// TestBreakersAllOpen: allOpen counts the breakers only when every one is
+// open (Dispatcher.Ready).
+func TestBreakersAllOpen(t *testing.T) {
+	bs, _ := testBreakers(t, time.Hour)
+	if n := bs.allOpen(); n != 0 {
+		t.Fatalf("no breakers: allOpen %d", n)
+	}
+	a, b := bs.get("whatsapp", "1001"), bs.get("whatsapp", "1002")
+	for range bs.cfg.ConsecutiveFailures {
+		call(t, a, err5xx)
+	}
+	if n := bs.allOpen(); n != 0 {
+		t.Fatalf("one of two open: allOpen %d", n)
+	}
+	for range bs.cfg.ConsecutiveFailures {
+		call(t, b, err5xx)
+	}
+	if n := bs.allOpen(); n != 2 {
+		t.Fatalf("both open: allOpen %d, want 2", n)
+	}
+}

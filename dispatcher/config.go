@@ -73,9 +73,74 @@ type Config struct {
 	Breaker BreakerConfig `yaml:"breaker"`
 	// Templates configures the template sync.
 	Templates TemplatesConfig `yaml:"templates"`
+	// Delivery configures the deduplication of redelivered requests and
+	// what becomes of sends in doubt after a crash (delivery.go).
+	Delivery DeliveryConfig `yaml:"delivery"`
 	// Email and Push configure those channels (config_channels.go).
 	Email EmailConfig `yaml:"email"`
 	Push  PushConfig  `yaml:"push"`
+}
+
+// In-doubt policies, see DeliveryConfig.InDoubt.
+const (
+	InDoubtHold   = "hold"
+	InDoubtResend = "resend"
+)
+
+// DeliveryConfig configures delivery.go: which dispatch ids a replica
+// remembers as decided, and what it does with a send a crashed replica may
+// have made (its intent is on schemas.TopicIntents, its outcome is not).
+type DeliveryConfig struct {
+	// InDoubt is the policy for a request whose intent was written but
+	// whose outcome was not, and for which no status webhook proves that
+	// Meta got it: "hold" reports it as an in_doubt outcome and does not
+	// send it again; "resend" sends it again once ResendAfter passed since
+	// the intent without a status (a possible duplicate, counted as
+	// in_doubt{reason="resent"}). Default hold.
+	InDoubt string `yaml:"in_doubt"`
+	// ResendAfter is how long after its intent a send in doubt is sent
+	// again under the resend policy, for Meta's status webhook to arrive
+	// first (sent comes within seconds of an accepted call). Default 10m.
+	ResendAfter time.Duration `yaml:"resend_after"`
+	// Window is how far back a replica reads the outcomes and intents of a
+	// partition it is assigned: a request redelivered or produced again
+	// within it is not sent twice. Default 24h.
+	Window time.Duration `yaml:"window"`
+	// MaxIDs bounds the dispatch ids remembered per partition (the oldest
+	// are forgotten first) and the records read back at assignment.
+	// Default 250,000 (at most about 40 MB per partition; at 1,000
+	// requests a second into one partition, about 4 minutes of them, far
+	// more than a crash or rebalance redelivers).
+	MaxIDs int `yaml:"max_ids"`
+}
+
+func (c *DeliveryConfig) validate() error {
+	switch c.InDoubt {
+	case "":
+		c.InDoubt = InDoubtHold
+	case InDoubtHold, InDoubtResend:
+	default:
+		return fmt.Errorf("dispatcher: delivery.in_doubt %q: want hold or resend", c.InDoubt)
+	}
+	switch {
+	case c.ResendAfter < 0:
+		return fmt.Errorf("dispatcher: delivery.resend_after %v is negative", c.ResendAfter)
+	case c.ResendAfter == 0:
+		c.ResendAfter = 10 * time.Minute
+	}
+	switch {
+	case c.Window < 0:
+		return fmt.Errorf("dispatcher: delivery.window %v is negative", c.Window)
+	case c.Window == 0:
+		c.Window = 24 * time.Hour
+	}
+	switch {
+	case c.MaxIDs < 0:
+		return fmt.Errorf("dispatcher: delivery.max_ids %d is negative", c.MaxIDs)
+	case c.MaxIDs == 0:
+		c.MaxIDs = 250_000
+	}
+	return nil
 }
 
 // TemplatesConfig configures the sync of every app's WhatsApp templates
@@ -269,6 +334,9 @@ func (c *Config) Validate() error {
 		c.Concurrency = 64
 	}
 	if err := c.Templates.validate(); err != nil {
+		return err
+	}
+	if err := c.Delivery.validate(); err != nil {
 		return err
 	}
 	if err := c.Email.validate(); err != nil {

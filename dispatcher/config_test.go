@@ -23,6 +23,7 @@ func TestConfigDefaults(t *testing.T) {
 		Limiter: LimiterConfig{Mode: LimiterGlobal, Heartbeat: 250 * time.Millisecond, LowerFactor: 0.7,
 			LowerCooldown: time.Second, MinRate: 1, RaiseStep: 0.05, RaiseEvery: 5 * time.Second},
 		PairInterval: 6 * time.Second, MaxHold: time.Second, MaxBatchTime: 2 * time.Second,
+		Delivery: DeliveryConfig{InDoubt: InDoubtHold, ResendAfter: 10 * time.Minute, Window: 24 * time.Hour, MaxIDs: 250_000},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -57,6 +58,11 @@ func TestConfigValidate(t *testing.T) {
 		{"min rate above Meta's most", Config{Limiter: LimiterConfig{MinRate: 2000}}, "limiter.min_rate"},
 		{"raise step above 1", Config{Limiter: LimiterConfig{RaiseStep: 2}}, "limiter.raise_step"},
 		{"pair planning off", Config{PairInterval: -1}, ""},
+		{"resend policy", Config{Delivery: DeliveryConfig{InDoubt: InDoubtResend}}, ""},
+		{"unknown in-doubt policy", Config{Delivery: DeliveryConfig{InDoubt: "drop"}}, "delivery.in_doubt \"drop\": want hold or resend"},
+		{"negative resend_after", Config{Delivery: DeliveryConfig{ResendAfter: -1}}, "delivery.resend_after"},
+		{"negative window", Config{Delivery: DeliveryConfig{Window: -1}}, "delivery.window"},
+		{"negative max_ids", Config{Delivery: DeliveryConfig{MaxIDs: -1}}, "delivery.max_ids"},
 		{"negative max hold", Config{MaxHold: -time.Second}, "max_hold"},
 		{"negative batch time", Config{MaxBatchTime: -time.Second}, "max_batch_time"},
 		{"negative timeout", Config{RequestTimeout: -time.Second}, "request_timeout"},

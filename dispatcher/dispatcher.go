@@ -20,8 +20,14 @@
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
 // sender) (an open breaker holds the request until it half-opens, within the
-// request's deadline), the sender's rate limit (Limiter), and the provider
-// call. Retryable errors (see IsRetryable) are retried with exponential
+// request's deadline: its recipient's queue is parked without a worker
+// until the breaker's open timeout ends, or deferred to the scheduler like
+// a pair-rate wait when that is more than MaxHold away; then it waits on
+// the breaker's state change, without polling, and goes as the half-open
+// probe or after it succeeded; it is expired only past its own deadline), the
+// sender's rate limit (Limiter), the intent, and the provider call. Ready
+// (/readyz) reports not ready while the breaker of every sender this
+// replica has sent for is open. Retryable errors (see IsRetryable) are retried with exponential
 // backoff and jitter up to Config.MaxAttempts and the request's Deadline
 // (past it: OutcomeExpired). A call that may have reached Meta without an
 // answer is never retried (Meta has no idempotency key): it ends as
@@ -127,8 +133,33 @@
 // ctx done) no new call starts, calls in flight finish (bounded by
 // RequestTimeout), their outcomes are produced, and per partition the
 // records up to the first undecided one are committed; the rest are
-// delivered again later. A crash redelivers the uncommitted batch, so a
-// request may be sent twice; both sends carry the same dispatch id.
+// delivered again later.
+//
+// No silent duplicates (delivery.go, docs/DELIVERY.md): Meta has no
+// idempotency key, so before each call the dispatcher writes an intent
+// (schemas.DeliveryMark, kind intent) to schemas.TopicIntents and waits for
+// its ack, and after a call answered with an error it will retry, an
+// answered mark. The call carries the dispatch id as
+// biz_opaque_callback_data, and ingest writes each status webhook that
+// echoes one to the same topic (kind status). Requests, outcomes and marks
+// are all keyed by (app, recipient), so partition p of the three topics is
+// about the same requests. When a replica first sees a dispatch partition
+// after its assignment, it reads that partition of the outcomes and
+// intents topics back for DeliveryConfig.Window (kadm
+// ListOffsetsAfterMilli; at most DeliveryConfig.MaxIDs records of each) into
+// a ledger of dispatch ids, kept up to date with its own outcomes and
+// dropped on revocation. A request whose id has an outcome is a duplicate:
+// skipped and committed, not sent. One with an intent not matched by an
+// outcome or an answered mark was possibly sent by a replica that stopped
+// between the call and its outcome: the ledger reads the intents partition
+// again for a status, and a status makes it an accepted outcome with the
+// status's wamid (reconciled); without one, DeliveryConfig.InDoubt decides:
+// hold (the default) produces an in_doubt outcome and never sends it again,
+// resend sends it again once ResendAfter has passed since the intent
+// (deferring it to the scheduler until then), counted as a possible
+// duplicate. A call without an answer (a timeout after the request was
+// written) ends in_doubt at once. Every in-doubt send is counted in
+// herald_dispatcher_in_doubt_total by reason.
 //
 // Metrics:
 //
@@ -140,13 +171,18 @@
 //	herald_dispatcher_sender_share{sender}            this replica's grant of it (msg/s)
 //	herald_dispatcher_rate_lowered_total{sender,code} rate lowerings made after a Meta rate-limit answer (4, 80007, 130429)
 //	herald_dispatcher_limiter_members                 replicas sharing the rates, this one included
-//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, queued)
+//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, breaker, queued, in_doubt)
 //	herald_dispatcher_batches_cut_total               batches cut short by Config.MaxBatchTime (the rest fetched again)
 //	herald_dispatcher_breaker_state{sender}           0 closed, 1 half-open, 2 open
 //	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
 //	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
 //	herald_dispatcher_inflight                        provider calls in flight
 //	herald_dispatcher_scheduled_total                 requests with a future send_at forwarded to the scheduled topic
+//	herald_dispatcher_in_doubt_total{reason}          sends in doubt: call (no answer), crash (intent without outcome, held), resent (sent again, policy resend)
+//	herald_dispatcher_duplicates_total                redelivered requests whose id was decided already, skipped
+//	herald_dispatcher_reconciled_total                sends in doubt a status webhook proved accepted
+//	herald_dispatcher_ledger_ids                      dispatch ids remembered for deduplication, all assigned partitions
+//	herald_dispatcher_intent_errors_total             intents or answered marks that could not be written
 //	herald_dispatcher_templates{status}               templates in the store, by status
 //	herald_dispatcher_templates_ready                 1 once the template store caught up with the topic at start
 //	herald_dispatcher_template_records_total{result}  template topic records read: template, signal, deleted, invalid
@@ -179,6 +215,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/apps"
@@ -229,6 +266,12 @@ type Dispatcher struct {
 	templates *templates
 	// reach holds the window, opt-out and messaging-tier checks (reach.go).
 	reach *reachGate
+	// ledger remembers the recent dispatch ids of the assigned partitions
+	// (delivery.go).
+	ledger *ledger
+	// crashAfterCall, set by tests only, is called after each provider
+	// call; returning true drops the call's outcome as a crash would.
+	crashAfterCall func(*schemas.DispatchRequest) bool
 
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
@@ -306,7 +349,16 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	default:
 		limiter = noLimit{}
 	}
-	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
+	var led *ledger
+	copts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)
+	copts = append(copts,
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+			kafka.CommitOnRevoke(ctx, cl, lost)
+			led.drop(lost)
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) { led.drop(lost) }),
+	)
+	cl, err := kgo.NewClient(copts...)
 	if err != nil {
 		chans.close()
 		if global != nil {
@@ -330,6 +382,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		cl.Close()
 		return nil, err
 	}
+	led = newLedger(cfg.Delivery, kcfg.Opts(log), kadm.NewClient(cl), m)
 	return &Dispatcher{
 		cfg:  cfg,
 		reg:  reg,
@@ -353,6 +406,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		throttle:    newThrottle(time.Second),
 		templates:   tpl,
 		reach:       gate,
+		ledger:      led,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -398,6 +452,9 @@ func (d *Dispatcher) Ready(context.Context) error {
 	if !d.templates.store.ready.Load() {
 		return errors.New("reading the templates topic " + schemas.TopicTemplates)
 	}
+	if n := d.breakers.allOpen(); n > 0 {
+		return fmt.Errorf("the circuit breakers of all %d senders are open", n)
+	}
 	return nil
 }
 
@@ -433,9 +490,17 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	// results[i] is what record i produced (an outcome or a dead letter);
 	// nil while undecided.
 	results := make([]*kgo.Record, len(recs))
+	// outs[i] is the outcome in results[i], if any.
+	outs := make([]*schemas.Outcome, len(recs))
 	var queues [][]item
 	byKey := make(map[string]int)
 	d.redo.prune(recs)
+	// The outcomes and intents of partitions new to this replica: no
+	// request decided before is sent again (delivery.go).
+	if err := d.ledger.load(ctx, recs); err != nil {
+		return fmt.Errorf("reading back decided requests: %w", err)
+	}
+	refreshed := make(map[int32]bool)
 	for i, rec := range recs {
 		if d.redo.decided(rec) {
 			// Decided in a batch handed back past MaxBatchTime.
@@ -459,6 +524,14 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 			d.m.scheduled.Inc()
 			continue
 		}
+		r, o, err := d.settle(ctx, rec, req, refreshed)
+		if err != nil {
+			return fmt.Errorf("reconciling dispatch %s: %w", req.ID, err)
+		}
+		if r != nil {
+			results[i], outs[i] = r, o
+			continue
+		}
 		attempts, planned := deferredAttempts(rec)
 		// One queue per recipient keeps its sends in record order (Meta's
 		// pair rate and the user's reading order are per recipient).
@@ -473,7 +546,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
 	defer cancelBatch()
-	d.sendAll(bctx, queues, results)
+	d.sendAll(bctx, queues, results, outs)
 
 	out := make([]*kgo.Record, 0, len(recs))
 	undecided := false
@@ -494,6 +567,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
 		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
 	}
+	d.noteDecided(recs, outs)
 	if err := ctx.Err(); err != nil {
 		// Interrupted batch: kafka.Run will not mark it; mark what is done.
 		if done := donePrefix(recs, results); len(done) > 0 {
@@ -506,6 +580,19 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		return d.handBack(ctx, recs, results)
 	}
 	return nil
+}
+
+// noteDecided tells the ledger the outcomes of a batch, acknowledged.
+func (d *Dispatcher) noteDecided(recs []*kgo.Record, outs []*schemas.Outcome) {
+	byPart := make(map[int32][]*schemas.Outcome)
+	for i, o := range outs {
+		if o != nil {
+			byPart[recs[i].Partition] = append(byPart[recs[i].Partition], o)
+		}
+	}
+	for p, os := range byPart {
+		d.ledger.decided(p, os)
+	}
 }
 
 // donePrefix returns, per partition, the last record before the first
@@ -626,11 +713,17 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	if ctx.Err() != nil {
 		return nil, time.Time{}
 	}
-	rctx := ctx
+	// The waits below end at the request's own deadline (then it is
+	// expired) or when ctx ends (then it is left undecided and fetched
+	// again): ctx's deadline, the batch's MaxBatchTime, must not expire a
+	// request that may wait longer.
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
 	if !req.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
-		defer cancel()
+		var cancelDl context.CancelFunc
+		rctx, cancelDl = context.WithDeadline(rctx, req.Deadline)
+		defer cancelDl()
 	}
 	if !t.claimed && needsClaim(t.app, req, time.Now()) {
 		if o, again, ok := d.claimTier(ctx, rctx, t); !ok {
@@ -656,8 +749,25 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	}
 	d.m.limiterWait.Observe(time.Since(start).Seconds())
 
+	// The intent first, acknowledged: a replica that finds it without an
+	// outcome knows this call may have been made (delivery.go).
+	if err := d.intend(ctx, t); err != nil {
+		done(context.Canceled) // not a call
+		if ctx.Err() != nil {
+			return nil, time.Time{}
+		}
+		d.m.intentErrors.Inc()
+		if d.throttle.allow("intent") {
+			d.log.Warn("writing a send intent, retrying", "dispatch_id", req.ID, "err", err)
+		}
+		return nil, time.Now().Add(d.backoff(t.attempts+1, nil))
+	}
 	t.attempts++
 	id, err := d.call(ctx, t.p, t.app, req)
+	if d.crashAfterCall != nil && d.crashAfterCall(req) {
+		done(context.Canceled)
+		return nil, time.Time{}
+	}
 	done(err)
 	lim.Observe(req.Sender, err)
 	d.pairs.answered(req, err, time.Now())
@@ -671,6 +781,7 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
 	switch {
 	case errors.Is(err, ErrInDoubt):
+		d.m.inDoubt.WithLabelValues(inDoubtCall).Inc()
 		return d.decide(req, schemas.OutcomeInDoubt, "", t.attempts, err), time.Time{}
 	case !IsRetryable(err):
 		if errorCode(err) == codeAccessToken {
@@ -687,6 +798,8 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	if !req.Deadline.IsZero() && next.After(req.Deadline) {
 		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
+	// Undecided after an answered call: that call is not in doubt.
+	d.answered(ctx, req, t.attempts)
 	return nil, next
 }
 

@@ -321,8 +321,15 @@ func TestDispatcherWaitsForOpenBreaker(t *testing.T) {
 	b.mu.Lock()
 	openUntil := b.openUntil
 	b.mu.Unlock()
+	// Every sender this replica used has its breaker open: not ready.
+	if err := d.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "breakers of all 1 senders are open") {
+		t.Fatalf("Ready with the only breaker open: %v", err)
+	}
 	produce(t, c.Client(t), dispatchRecord(t, r("after", "+15550000002")))
 	outs := readOutcomes(t, c, 2)
+	if err := d.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready after the probe closed the breaker: %v", err)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -480,5 +487,98 @@ func TestBackoff(t *testing.T) {
 	}
 	if b := d.backoff(1, &GraphError{Status: 400, Code: 131056}); b < pairRateWait {
 		t.Fatalf("backoff after 131056 = %v, want at least %v", b, pairRateWait)
+	}
+}
+
+// TestBreakerPausesWithoutWorker: while a sender's breaker is open, its
+// requests wait without holding a worker (the only one here): a request of
+// another sender behind them goes first, and the paused one goes by itself
+// once the breaker half-opens, even though it has no deadline and waits
+// longer than the batch would allow a blocked call. Nothing is dropped.
+func TestBreakerPausesWithoutWorker(t *testing.T) {
+	c := kafkatest.New(t, 1)
+	meta := newFakeMeta(t)
+	now := time.Now().UTC()
+	r := func(id, sender, to string) *schemas.DispatchRequest {
+		return &schemas.DispatchRequest{
+			ID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: sender, To: to,
+			Text: &schemas.Text{Body: "hi"}, Source: schemas.Source{Kind: "api"}, Created: now,
+		}
+	}
+	meta.script("+15550000001", graphErr(500, 0, 0, false), graphErr(502, 0, 0, false))
+	produce(t, c.Client(t), dispatchRecord(t, r("broken", "1002", "+15550000001")))
+	d, stop := startDispatcher(t, c, meta, Config{
+		MaxAttempts: 2, Concurrency: 1, PairInterval: -1,
+		MaxHold: time.Minute, MaxBatchTime: time.Minute,
+		Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: time.Second},
+	})
+	if o := readOutcomes(t, c, 1)[0]; o.State != schemas.OutcomeFailed {
+		t.Fatalf("broken: %+v", o)
+	}
+	b := d.breakers.get("whatsapp", "1002")
+	if b.pausedUntil().IsZero() {
+		t.Fatal("breaker of 1002 not open")
+	}
+	// In record order: paused (open breaker) first, then other (1001).
+	produce(t, c.Client(t), dispatchRecord(t, r("paused", "1002", "+15550000002")), dispatchRecord(t, r("other", "1001", "+15550000003")))
+	outs := readOutcomes(t, c, 3)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range outs[1:] {
+		if o.State != schemas.OutcomeAccepted || o.Attempts != 1 {
+			t.Fatalf("outcome %+v, want accepted at the first call", o)
+		}
+	}
+	var ids []string
+	for _, c := range meta.allCalls() {
+		ids = append(ids, c.ID)
+	}
+	if !slices.Equal(ids, []string{"broken", "broken", "other", "paused"}) {
+		t.Fatalf("calls %v, want other's before paused's (paused must not hold the worker)", ids)
+	}
+	if s := b.cb.State().String(); s != "closed" {
+		t.Fatalf("breaker %s after the probe, want closed", s)
+	}
+}
+
+// TestBreakerPauseDefers: a pause longer than max_hold defers the sender's
+// queued requests to the scheduler until the breaker's next probe, like a
+// pair-rate wait: not expired, not dropped.
+func TestBreakerPauseDefers(t *testing.T) {
+	c := kafkatest.New(t, 1)
+	meta := newFakeMeta(t)
+	now := time.Now().UTC()
+	r := func(id, to string) *schemas.DispatchRequest {
+		return &schemas.DispatchRequest{
+			ID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1002", To: to,
+			Text: &schemas.Text{Body: "hi"}, Source: schemas.Source{Kind: "api"}, Created: now,
+		}
+	}
+	meta.script("+15550000001", graphErr(500, 0, 0, false), graphErr(502, 0, 0, false))
+	produce(t, c.Client(t), dispatchRecord(t, r("broken", "+15550000001")))
+	d, stop := startDispatcher(t, c, meta, Config{
+		MaxAttempts: 2, PairInterval: -1,
+		Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: time.Hour},
+	})
+	readOutcomes(t, c, 1)
+	until := d.breakers.get("whatsapp", "1002").pausedUntil()
+	produce(t, c.Client(t), dispatchRecord(t, r("later", "+15550000002")))
+	recs := c.ReadAll(t, schemas.TopicScheduled, 1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := schemas.DecodeDispatchRequest(recs[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != "later" || got.SendAt.Before(until.Add(-time.Millisecond).Truncate(time.Millisecond)) {
+		t.Fatalf("deferred %s to %v, want later at the breaker's probe %v", got.ID, got.SendAt, until)
+	}
+	if v := value(d.m.deferred.WithLabelValues("breaker")); v != 1 {
+		t.Fatalf("deferred_total{breaker} %v, want 1", v)
+	}
+	if n := len(meta.allCalls()); n != 2 {
+		t.Fatalf("%d calls, want the 2 that opened the breaker", n)
 	}
 }

@@ -23,6 +23,11 @@ type metrics struct {
 	limiterMembers     prometheus.Gauge
 	deferred           *prometheus.CounterVec
 	batchesCut         prometheus.Counter
+	inDoubt            *prometheus.CounterVec
+	duplicates         prometheus.Counter
+	reconciled         prometheus.Counter
+	ledgerIDs          prometheus.Gauge
+	intentErrors       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -83,12 +88,35 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_dispatcher_deferred_total",
-			Help: "Requests deferred to the scheduled topic because their recipient's next turn was further than max_hold away, by reason (pair_rate, retry).",
+			Help: "Requests deferred to the scheduled topic because their recipient's next turn was further than max_hold away, by reason (pair_rate, retry, breaker, queued, in_doubt).",
 		}, []string{"reason"}),
 		batchesCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_dispatcher_batches_cut_total",
 			Help: "Batches cut short by max_batch_time: their undecided records were fetched again.",
 		}),
+		inDoubt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_in_doubt_total",
+			Help: "Sends that may or may not have reached the provider, by reason: call (no answer to a call), crash (an intent without outcome found after a restart or rebalance, held and reported), resent (such a send made again, policy resend).",
+		}, []string{"reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dispatcher_duplicates_total",
+			Help: "Redelivered dispatch requests skipped because their id was already decided.",
+		}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dispatcher_reconciled_total",
+			Help: "Sends in doubt that a status webhook proved Meta got: reported accepted instead of sent again.",
+		}),
+		ledgerIDs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_ledger_ids",
+			Help: "Dispatch ids held for deduplication, all assigned partitions together.",
+		}),
+		intentErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dispatcher_intent_errors_total",
+			Help: "Intents that could not be written before a call (the call waits and is tried again).",
+		}),
+	}
+	for _, r := range []string{inDoubtCall, inDoubtCrash, inDoubtResent} {
+		m.inDoubt.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
@@ -97,6 +125,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.sends, m.providerErrors, m.sendDuration, m.limiterWait,
 		m.breakerState, m.breakerTransitions, m.deadLetters, m.inflight, m.scheduled,
 		m.senderRate, m.senderShare, m.rateLowered, m.limiterMembers, m.deferred, m.batchesCut,
+		m.inDoubt, m.duplicates, m.reconciled, m.ledgerIDs, m.intentErrors,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering dispatcher metrics: %w", err)

@@ -31,6 +31,8 @@ type batchRun struct {
 	d       *Dispatcher
 	ctx     context.Context
 	results []*kgo.Record
+	// outs[i] is the outcome in results[i], if any.
+	outs []*schemas.Outcome
 	// ready holds the queues a worker may take (each queue is in it at
 	// most once, so it never blocks: its capacity is the queue count).
 	ready chan *recipientQueue
@@ -45,17 +47,17 @@ type batchRun struct {
 
 // sendAll runs every queue, at most Concurrency calls at a time, each queue
 // in order, and stores each request's result record (outcome, or request
-// deferred to the scheduled topic) in results. A queue whose head must
+// deferred to the scheduled topic) in results, and its outcome in outs. A queue whose head must
 // wait, for its recipient's pair-rate turn or a retry's backoff, is parked
 // on a timer and holds no worker; a wait longer than MaxHold defers the
 // queue's remaining requests (see batchRun.deferRest). A queue stops at its
 // first request left undecided because ctx ended.
-func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record) {
+func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record, outs []*schemas.Outcome) {
 	if len(queues) == 0 {
 		return
 	}
 	b := &batchRun{
-		d: d, ctx: ctx, results: results,
+		d: d, ctx: ctx, results: results, outs: outs,
 		ready:  make(chan *recipientQueue, len(queues)),
 		done:   make(chan struct{}),
 		timers: make(map[*recipientQueue]*time.Timer),
@@ -111,13 +113,19 @@ func (b *batchRun) run(q *recipientQueue) {
 		if turn := d.pairs.turn(it.req, it.planned); turn.After(wake) {
 			wake = turn
 		}
+		// An open breaker pauses its sender's queues: parked (or
+		// deferred) until its next probe, holding no worker.
+		reason := ""
+		if until := d.breakers.get(string(it.req.Channel), it.req.Sender).pausedUntil(); until.After(wake) {
+			wake, reason = until, "breaker"
+		}
 		if wait := time.Until(wake); wait > 0 {
 			if dl := it.req.Deadline; !dl.IsZero() && !wake.Before(dl) {
 				b.decided(q, d.decide(it.req, schemas.OutcomeExpired, "", q.try.attempts, q.try.last))
 				continue
 			}
 			if wait > d.cfg.MaxHold {
-				b.deferRest(q, wake)
+				b.deferRest(q, wake, reason)
 				break
 			}
 			b.park(q, wait)
@@ -139,8 +147,8 @@ func (b *batchRun) run(q *recipientQueue) {
 
 // decided stores the head's outcome and moves q to its next request.
 func (b *batchRun) decided(q *recipientQueue, o *schemas.Outcome) {
-	bs, _ := o.Marshal() // cannot fail: plain fields only
-	b.results[q.items[q.next].idx] = &kgo.Record{Topic: schemas.TopicOutcomes, Key: o.Key(), Value: bs}
+	idx := q.items[q.next].idx
+	b.results[idx], b.outs[idx] = outcomeRecord(o), o
 	q.next++
 	q.try, q.retryAt = nil, time.Time{}
 }
@@ -170,18 +178,22 @@ func (b *batchRun) finish() {
 	}
 }
 
-// deferRest defers q's undecided requests to schemas.TopicScheduled: the
+// deferRest defers q's undecided requests to schemas.TopicScheduled, for
+// reason (empty: retry or pair_rate, from q's state): the
 // head with send_at wake, each next one PairInterval later (its planned
 // turn), each with schemas.HeaderAttempts. The turns are reserved in the
 // pair plan, so that later requests to the recipient on this replica are
 // planned behind them. A request whose turn falls at or after its deadline
 // is expired instead (its turn goes to the next), one refused by begin is
 // decided as begin says.
-func (b *batchRun) deferRest(q *recipientQueue, wake time.Time) {
+func (b *batchRun) deferRest(q *recipientQueue, wake time.Time, reason string) {
 	d := b.d
-	reason := "pair_rate"
-	if !q.retryAt.IsZero() && !q.retryAt.Before(wake) {
+	switch {
+	case reason != "":
+	case !q.retryAt.IsZero() && !q.retryAt.Before(wake):
 		reason = "retry"
+	default:
+		reason = "pair_rate"
 	}
 	slot := wake
 	for q.next < len(q.items) {

@@ -177,18 +177,31 @@ func (e *tplEnv) send(t *testing.T, reqs ...*schemas.DispatchRequest) map[string
 	for i, r := range reqs {
 		recs[i] = dispatchRecord(t, r)
 	}
-	cl := e.c.Client(t, kgo.ConsumeTopics(schemas.TopicOutcomes), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
-	// Make the consumer take its position before producing.
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	cl.PollFetches(ctx)
-	cancel()
+	// Read from the end offsets listed before producing (a consumer
+	// starting at the end may take its position after the outcomes on a
+	// loaded machine).
+	ends, err := kadm.NewClient(e.c.Client(t)).ListEndOffsets(t.Context(), schemas.TopicOutcomes)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := make(map[string]map[int32]kgo.Offset)
+	ends.Each(func(o kadm.ListedOffset) {
+		if from[o.Topic] == nil {
+			from[o.Topic] = make(map[int32]kgo.Offset)
+		}
+		from[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
+	})
+	cl := e.c.Client(t, kgo.ConsumePartitions(from))
 	produce(t, e.c.Client(t), recs...)
 	want := make(map[string]bool, len(reqs))
 	for _, r := range reqs {
 		want[r.ID] = true
 	}
 	out := make(map[string]*schemas.Outcome)
-	ctx, cancel = context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	for len(out) < len(reqs) {
 		fs := cl.PollFetches(ctx)

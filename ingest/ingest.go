@@ -45,7 +45,7 @@
 //
 //	herald_ingest_requests_total{route,code}            requests answered, by route and HTTP status
 //	herald_ingest_request_duration_seconds{route}        time to answer, Kafka acknowledgement included
-//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests, "template_signal" for template changes on TopicTemplates)
+//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests, "template_signal" for template changes on TopicTemplates, "delivery_status" for statuses by dispatch id on TopicIntents)
 //	herald_ingest_webhook_signature_failures_total       webhook POSTs refused for a missing or wrong X-Hub-Signature-256
 //	herald_ingest_webhook_foreign_changes_total          webhook changes skipped because their phone number is unknown or belongs to an app the signing secret does not
 //	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
@@ -382,6 +382,14 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 			recs = append(recs, r)
 			kinds = append(kinds, "template_signal")
 		}
+		if e.Kind == schemas.KindStatus && e.Status != nil && e.Status.DispatchID != "" {
+			r, err := deliveryStatus(e)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, r)
+			kinds = append(kinds, "delivery_status")
+		}
 	}
 	for _, d := range dead {
 		v, err := d.Marshal()
@@ -392,6 +400,24 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 		kinds = append(kinds, "deadletter")
 	}
 	return s.produceRecords(ctx, recs, kinds)
+}
+
+// deliveryStatus is the TopicIntents record of a status event of a message
+// the dispatcher sent (its dispatch id echoed in biz_opaque_callback_data):
+// keyed like the dispatch request, so that the dispatcher owning the
+// request's partition finds it when it reconciles sends in doubt.
+func deliveryStatus(e *schemas.Event) (*kgo.Record, error) {
+	st := e.Status
+	m := &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: st.DispatchID, App: e.App, To: st.Recipient,
+		WAMID: st.WAMID, Status: st.Status, Time: e.Time}
+	if m.Time.IsZero() {
+		m.Time = time.Now().UTC()
+	}
+	v, err := m.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding delivery status of %s: %w", st.DispatchID, err)
+	}
+	return &kgo.Record{Topic: schemas.TopicIntents, Key: m.Key(), Value: v}, nil
 }
 
 // templateSignal is the TopicTemplates record of a template change event.

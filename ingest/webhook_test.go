@@ -170,6 +170,20 @@ func TestWebhookDelivery(t *testing.T) {
 	if n := metricValue(t, h.srv.m.produced.WithLabelValues(string(schemas.KindInbound))); n != 5 {
 		t.Fatalf("inbound records produced %v, want 5", n)
 	}
+	// The one status with a dispatch id is also a delivery mark, keyed
+	// like the dispatch request, for the dispatcher's reconciliation.
+	marks := h.records(schemas.TopicIntents, 1)
+	m, err := schemas.DecodeDeliveryMark(marks[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != schemas.MarkStatus || m.DispatchID != "disp-1" || m.App != "shop" || m.To != "+4915123456789" ||
+		m.WAMID != "wamid.S1" || m.Status != "delivered" || !m.Time.Equal(time.Unix(1750000100, 0)) {
+		t.Fatalf("delivery mark %+v", m)
+	}
+	if string(marks[0].Key) != string(schemas.RecipientKey("shop", "+4915123456789")) {
+		t.Fatalf("delivery mark key %q", marks[0].Key)
+	}
 
 	// Meta retries the same delivery: 200, and nothing new reaches Kafka.
 	resp = wantOK(t, h.webhook(secretA, body))

@@ -8,7 +8,8 @@ import "embed"
 // deadletter.v1.json, schedule_release.v1.json (release markers on
 // TopicScheduled), tags.v1.json, segment.v1.json, preview.v1.json,
 // template.v1.json and template_signal.v1.json (the two record types of
-// TopicTemplates), sender_state.v1.json (heartbeats on TopicSenders).
+// TopicTemplates), sender_state.v1.json (heartbeats on TopicSenders), delivery_mark.v1.json
+// (intents and statuses on TopicIntents).
 //
 //go:embed jsonschema/*.json
 var JSONSchema embed.FS

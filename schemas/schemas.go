@@ -15,6 +15,8 @@
 //	                      ScheduleRelease markers (header HeaderRecord)
 //	                      key RecipientKey(app, to)
 //	herald.outcomes.v1    Outcome         key RecipientKey(app, to)
+//	herald.intents.v1     DeliveryMark    key RecipientKey(app, to): the dispatcher's
+//	                      intents before each call, ingest's statuses by dispatch id
 //	herald.deadletter.v1  DeadLetter      key: the key of the record it carries
 //	herald.tags.v1        ProfileTags     key ProfileKey(app, hwid, userID, anonymousID), compacted
 //	herald.profiles.v1    (segmenter-private changelog) key as the events', same partition, compacted
@@ -100,6 +102,12 @@ const (
 	TopicTemplates = "herald.templates.v1"
 	// TopicJourneys is compacted: every version of every app's journeys.
 	TopicJourneys = "herald.journeys.v1"
+	// TopicIntents carries DeliveryMark records: the dispatcher's intent
+	// before each provider call and ingest's status webhooks by dispatch
+	// id, keyed like the dispatch requests (same partition count), so
+	// that a dispatcher assigned a dispatch partition finds the sends a
+	// crashed replica may have made and Meta's word on them.
+	TopicIntents = "herald.intents.v1"
 	// TopicSenders carries the dispatcher replicas' heartbeats of the
 	// global per-sender rate limit (SenderState; short retention).
 	TopicSenders = "herald.senders.v1"
@@ -112,7 +120,7 @@ const (
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders, TopicReach, TopicSuppressions}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicIntents, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders, TopicReach, TopicSuppressions}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -122,6 +130,9 @@ var TopicConfigs = map[string]map[string]string{
 	// keeps its partition's committed offset at it: the topic must keep
 	// records for longer, with room for an outage. 120 days.
 	TopicScheduled: {"retention.ms": "10368000000", "cleanup.policy": "delete"},
+	// Marks are read back for the dispatcher's dedupe window (default
+	// 24 h): a week leaves room for an outage.
+	TopicIntents: {"retention.ms": "604800000", "cleanup.policy": "delete"},
 	// The latest record per key is the state.
 	TopicTags:      {"cleanup.policy": "compact"},
 	TopicProfiles:  {"cleanup.policy": "compact"},
@@ -247,6 +258,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicOutcomes:
 		o := new(Outcome)
 		rec, version, key = o, func() int { return o.V }, o.Key
+	case TopicIntents:
+		m := new(DeliveryMark)
+		rec, version, key = m, func() int { return m.V }, m.Key
 	case TopicPreviews:
 		p := new(CampaignPreview)
 		rec, version, key = p, func() int { return p.V }, func() []byte { return CampaignKey(p.App, p.Campaign) }

@@ -34,6 +34,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"sender_state.v1.json", reflect.TypeFor[SenderState]()},
 		{"reach_claim.v1.json", reflect.TypeFor[ReachClaim]()},
 		{"suppression.v1.json", reflect.TypeFor[Suppression]()},
+		{"delivery_mark.v1.json", reflect.TypeFor[DeliveryMark]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

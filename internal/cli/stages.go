@@ -651,6 +651,10 @@ func newDispatcherCmd(stderr io.Writer) *dispatcherCmd {
 	f.StringVar(&c.dcfg.Limiter.Mode, "limiter.mode", dispatcher.LimiterGlobal, "per-sender rate limit: global (shared by every replica through herald.senders.v1, adaptive), local (each replica alone) or none")
 	f.DurationVar(&c.dcfg.Limiter.Heartbeat, "limiter.heartbeat", 250*time.Millisecond, "how often replicas publish their demand per sender")
 	f.DurationVar(&c.dcfg.PairInterval, "whatsapp.pair-interval", 6*time.Second, "least time between two messages to one recipient (Meta's pair rate); negative disables the planning")
+	f.StringVar(&c.dcfg.Delivery.InDoubt, "dispatcher.in-doubt", dispatcher.InDoubtHold,
+		"a send a crashed replica may have made, without a status webhook: hold (report it in_doubt, never send it again) or resend (send it again after dispatcher.resend-after)")
+	f.DurationVar(&c.dcfg.Delivery.ResendAfter, "dispatcher.resend-after", 10*time.Minute, "with dispatcher.in-doubt resend: how long after its intent a send in doubt is sent again, for Meta's status webhook to come first")
+	f.DurationVar(&c.dcfg.Delivery.Window, "dispatcher.dedupe-window", 24*time.Hour, "how far back a replica reads the outcomes and intents of a partition it is assigned: requests decided within it are not sent again")
 	f.IntVar(&c.schcfg.MaxPending, "scheduler.max-pending", 1_000_000, "scheduled requests held in memory before the scheduler stops fetching")
 	f.DurationVar(&c.dcfg.Templates.SyncInterval, "dispatcher.templates-sync", 15*time.Minute,
 		"how often every app's WhatsApp templates are listed again, besides at start and after template webhooks (negative: never)")
