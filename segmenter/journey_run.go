@@ -34,7 +34,7 @@ func journeyEvent(seed, name string, who *schemas.Event, j *journey, attrs map[s
 	}
 	ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID, Attributes: a}
-	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(nil, ev)}
+	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(make([]byte, 0, 384), ev)}
 }
 
 // jctx is what one journey move needs.

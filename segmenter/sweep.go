@@ -75,7 +75,7 @@ func segmentEvent(seed string, who *schemas.Event, segment string, member bool, 
 	ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID,
 		Attributes: map[string]any{"segment": segment}}
-	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(nil, ev)}, nil
+	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(make([]byte, 0, 384), ev)}, nil
 }
 
 // runSweep re-evaluates the segments sweep event e names over the profiles
