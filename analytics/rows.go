@@ -66,6 +66,10 @@ var outcomeStates = map[schemas.OutcomeState]string{
 	schemas.OutcomeInDoubt:  "in_doubt",
 }
 
+// costRanks choose the status whose day a cost row keeps: Meta charges a
+// message when it is delivered, so delivered, else read, else sent.
+var costRanks = map[string]uint8{"delivered": 3, "read": 2, "sent": 1}
+
 // stateVersion is message_state's version: the rank, then the time.
 func stateVersion(rank uint8, t time.Time) uint64 {
 	return uint64(rank)<<40 | uint64(t.Unix())
@@ -305,7 +309,7 @@ func (r *rows) costRowOf(st *statusRow) *costRow {
 	c := &costRow{
 		app: st.app, wamid: st.wamid, dispatchID: st.dispatchID, pricingCategory: st.pricingCategory,
 		pricingType: st.pricingType, country: st.country, inWindow: boolUInt8(inWindow),
-		time: st.time, date: st.date, version: stateVersion(stateRanks[st.status], st.time),
+		time: st.time, date: st.date, version: stateVersion(costRanks[st.status], st.time),
 	}
 	if r.pricer != nil {
 		if micros, currency, ok := r.pricer.Price(st.pricingCategory, st.country, inWindow); ok {
