@@ -377,25 +377,78 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("report", stderr)
 	dsn := f.String("clickhouse.dsn", "clickhouse://127.0.0.1:9000/default", "ClickHouse DSN")
-	app := f.String("app", "", "only this app (default: all)")
-	since := f.Duration("since", 0, "only the last duration, e.g. 24h (default: everything)")
+	app := f.String("app", "", "the app to report on; without it, a short summary of every app")
+	since := f.Duration("since", 0, "summary only: the last duration, e.g. 24h (default: everything)")
+	campaign := f.String("campaign", "", "only this campaign's messages (with -app)")
+	journey := f.String("journey", "", "only this journey's messages and events (with -app)")
+	from := f.String("from", "", "first day, YYYY-MM-DD UTC (with -app; default: the first)")
+	to := f.String("to", "", "last day, YYYY-MM-DD UTC, included (with -app; default: the last)")
+	asJSON := f.Bool("json", false, "print JSON instead of tables (with -app)")
 	if err := f.parse(args); err != nil {
 		return err
+	}
+	p, err := reportParams(*app, *campaign, *journey, *from, *to)
+	if err != nil {
+		return err
+	}
+	if *app == "" && (*asJSON || *campaign != "" || *journey != "" || *from != "" || *to != "") {
+		return errors.New("report: -campaign, -journey, -from, -to and -json need -app")
 	}
 	conn, err := analytics.Open(ctx, *dsn)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	var from time.Time
-	if *since > 0 {
-		from = time.Now().Add(-*since)
+	if *app == "" {
+		var since0 time.Time
+		if *since > 0 {
+			since0 = time.Now().Add(-*since)
+		}
+		sum, err := analytics.Summarize(ctx, conn, "", since0)
+		if err != nil {
+			return err
+		}
+		return sum.WriteText(stdout)
 	}
-	sum, err := analytics.Summarize(ctx, conn, *app, from)
+	rep, err := analytics.RunReport(ctx, conn, p, nil)
 	if err != nil {
 		return err
 	}
-	return sum.WriteText(stdout)
+	if *asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout)
+}
+
+// reportParams builds the query parameters of herald report's flags.
+func reportParams(app, campaign, journey, from, to string) (analytics.Params, error) {
+	p := analytics.Params{App: app}
+	if campaign != "" && journey != "" {
+		return p, errors.New("report: -campaign and -journey exclude each other")
+	}
+	if campaign != "" {
+		p.SourceKind, p.SourceName = "campaign", campaign
+	}
+	if journey != "" {
+		p.SourceKind, p.SourceName, p.Journey = "journey", journey, journey
+	}
+	for _, d := range []struct {
+		flag, value string
+		into        *time.Time
+	}{{"-from", from, &p.From}, {"-to", to, &p.To}} {
+		if d.value == "" {
+			continue
+		}
+		t, err := time.Parse(time.DateOnly, d.value)
+		if err != nil {
+			return p, fmt.Errorf("report: %s %q: want a day, YYYY-MM-DD", d.flag, d.value)
+		}
+		*d.into = t
+	}
+	if !p.From.IsZero() && !p.To.IsZero() && p.To.Before(p.From) {
+		return p, fmt.Errorf("report: -to %s is before -from %s", to, from)
+	}
+	return p, nil
 }
 
 // loadKeywords reads a keyword rules file: a YAML list of
