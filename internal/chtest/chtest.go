@@ -128,7 +128,9 @@ func NewPrivate(t testing.TB) *Private {
 }
 
 // DSN is the native-protocol DSN of the server's default database.
-func (p *Private) DSN() string { return fmt.Sprintf("clickhouse://127.0.0.1:%d/default?dial_timeout=2s", p.cfg.TCPPort) }
+func (p *Private) DSN() string {
+	return fmt.Sprintf("clickhouse://127.0.0.1:%d/default?dial_timeout=2s", p.cfg.TCPPort)
+}
 
 // Addr is the server's native-protocol address.
 func (p *Private) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.cfg.TCPPort) }
