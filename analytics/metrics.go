@@ -15,6 +15,8 @@ type metrics struct {
 	batchRows      prometheus.Histogram
 	rowsRejected   *prometheus.CounterVec
 	paused         prometheus.Gauge
+	factsPending   prometheus.Counter
+	factsResolved  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,6 +51,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_analytics_fetch_paused",
 			Help: "1 while fetching is paused because ClickHouse refuses inserts, else 0.",
 		}),
+		factsPending: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_pending_total",
+			Help: "Facts of statuses and replies parked in pending_facts because their dispatch was not known yet.",
+		}),
+		factsResolved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_resolved_total",
+			Help: "Parked facts attributed to their dispatch later.",
+		}),
 	}
 	for _, table := range tableNames {
 		m.rowsInserted.WithLabelValues(table)
@@ -59,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused} {
+	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering analytics metrics: %w", err)
 		}

@@ -93,6 +93,9 @@ const source = `(? = '' OR source_kind = ?) AND (? = '' OR source_name = ?)`
 
 var sourceArgs = []string{"source_kind", "source_kind", "source_name", "source_name"}
 
+// funnelDays is the filter of funnel_daily on the request day.
+const funnelDays = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`
+
 // messageDays is the filter of messages on the request day.
 const messageDays = `app = ? AND date BETWEEN toDate(?) AND toDate(?)`
 
@@ -106,26 +109,6 @@ func args(lists ...[]string) []string {
 	}
 	return out
 }
-
-// dispatchesOf is the IN list of the dispatch ids of the app's requests in
-// the days and source (messages read without FINAL: a set of ids does not
-// care about copies).
-const dispatchesOf = `SELECT dispatch_id FROM messages WHERE ` + messageDays + ` AND ` + source
-
-var dispatchesArgs = args(dayArgs, sourceArgs)
-
-// reached is when each of the dispatches reached each state (0: never);
-// delivered also counts a read message whose delivered status was skipped,
-// sent also counts a message whose sent status was skipped.
-const reached = `SELECT dispatch_id,
-        minIfMerge(sent_at) AS sent_at,
-        minIfMerge(delivered_at) AS delivered_at,
-        minIfMerge(read_at) AS read_at
-    FROM message_times
-    WHERE app = ? AND dispatch_id IN (` + dispatchesOf + `)
-    GROUP BY dispatch_id`
-
-var reachedArgs = args([]string{"app"}, dispatchesArgs)
 
 // Journey event names: the events the journey engine writes (issue
 // "journeys"; not built yet), each with the attributes journey (its name)
@@ -148,106 +131,95 @@ var Queries = []Query{
 		Name:  "funnel",
 		Title: "Delivery funnel per campaign (requested → sent → delivered → read → replied)",
 		Doc: "Dispatches by source (campaign, journey, keyword, api) requested in the days, and how many " +
-			"reached each state: sent (accepted by Meta, or a sent status), delivered (a delivered or read " +
+			"reached each state: sent (accepted by Meta, or any status), delivered (a delivered or read " +
 			"status: Meta may skip delivered), read, and replied (an inbound message whose context is the " +
-			"message's wamid, known when the dispatcher accepted it).",
+			"message), from the attributed daily aggregate funnel_daily.",
 		SQL: `SELECT source_kind, source_name,
-    count() AS requested,
-    countIf(sent_at > 0 OR delivered_at > 0 OR read_at > 0) AS sent,
-    countIf(delivered_at > 0 OR read_at > 0) AS delivered,
-    countIf(read_at > 0) AS read,
-    countIf(replied) AS replied
+    sumIf(n, state = 'requested') AS requested,
+    sumIf(n, state = 'sent') AS sent,
+    sumIf(n, state = 'delivered') AS delivered,
+    sumIf(n, state = 'read') AS read,
+    sumIf(n, state = 'replied') AS replied
 FROM
 (
-    SELECT dispatch_id, source_kind, source_name,
-        provider_id != '' AND provider_id IN (SELECT context_id FROM inbound WHERE app = ? AND context_id != '') AS replied
-    FROM messages FINAL
-    WHERE ` + messageDays + ` AND ` + source + `
+    SELECT day, source_kind, source_name, state, uniqExactMerge(dispatches) AS n
+    FROM funnel_daily
+    WHERE ` + funnelDays + ` AND ` + source + `
+        AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')
+    GROUP BY day, source_kind, source_name, state
 )
-ANY LEFT JOIN
-(
-    ` + reached + `
-) USING dispatch_id
 GROUP BY source_kind, source_name
 ORDER BY requested DESC, source_kind, source_name`,
-		Args: args([]string{"app"}, dayArgs, sourceArgs, reachedArgs),
+		Args: args(dayArgs, sourceArgs),
 	},
 	{
 		Name:  "read_rate_by_template",
 		Title: "Read rate by template",
 		Doc: "Template messages sent (accepted by Meta or a sent status) per template, how many were " +
 			"delivered and read, and read / delivered.",
-		SQL: `SELECT template, category,
-    count() AS sent,
-    countIf(delivered_at > 0 OR read_at > 0) AS delivered,
-    countIf(read_at > 0) AS read,
+		SQL: `SELECT template, category, sent, delivered, read,
     round(if(delivered = 0, 0, read / delivered), 4) AS read_rate
 FROM
 (
-    SELECT dispatch_id, template, category
-    FROM messages FINAL
-    WHERE ` + messageDays + ` AND ` + source + ` AND template != ''
+    SELECT template, category,
+        sumIf(n, state = 'sent') AS sent,
+        sumIf(n, state = 'delivered') AS delivered,
+        sumIf(n, state = 'read') AS read
+    FROM
+    (
+        SELECT day, template, category, state, uniqExactMerge(dispatches) AS n
+        FROM funnel_daily
+        WHERE ` + funnelDays + ` AND ` + source + ` AND template != ''
+            AND state IN ('sent', 'delivered', 'read')
+        GROUP BY day, template, category, state
+    )
+    GROUP BY template, category
 )
-ANY INNER JOIN
-(
-    ` + reached + `
-    HAVING sent_at > 0 OR delivered_at > 0 OR read_at > 0
-) USING dispatch_id
-GROUP BY template, category
+WHERE sent > 0
 ORDER BY sent DESC, template, category`,
-		Args: args(dayArgs, sourceArgs, reachedArgs),
+		Args: args(dayArgs, sourceArgs),
 	},
 	{
 		Name:  "cost_by_category_country",
 		Title: "Cost by pricing category and country per day",
-		Doc: "Billable WhatsApp messages (one per wamid) by the day Meta priced them, Meta's pricing " +
-			"category and the recipient's country: how many, how many were in the service window (free), " +
-			"how many had no known rate, and their estimated cost in millionths of the currency.",
-		SQL: `SELECT date AS day, pricing_category, country, currency,
-    count() AS billable,
-    countIf(in_window = 1) AS in_window,
-    countIf(price_known = 0) AS unpriced,
-    sum(price_micros) AS cost_micros
+		Doc: "Billable WhatsApp messages of Herald's dispatches by the day of the request, Meta's pricing " +
+			"category and the recipient's country: how many, how many had no known rate, and their " +
+			"estimated cost in millionths of the currency (messages in the service window are priced 0). " +
+			"The exact per-message table is costs (one row per wamid, by the day Meta charged it).",
+		SQL: `SELECT day, pricing_category, country, currency,
+    sum(n) AS billable,
+    sumIf(n, amount = -1) AS unpriced,
+    sumIf(n * amount, amount > 0) AS cost_micros
 FROM
 (
-    SELECT date, pricing_category, country, currency, in_window, price_known, price_micros
-    FROM costs FINAL
-    WHERE app = ?
+    SELECT day, detail AS pricing_category, country, currency, amount, uniqExactMerge(dispatches) AS n
+    FROM funnel_daily
+    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
+    GROUP BY day, pricing_category, country, currency, amount
 )
-WHERE date BETWEEN toDate(?) AND toDate(?)
 GROUP BY day, pricing_category, country, currency
 ORDER BY day, pricing_category, country, currency`,
-		Args: []string{"app", "from", "to"},
+		Args: args(dayArgs, sourceArgs),
 	},
 	{
 		Name:  "cost_by_source",
 		Title: "Cost by campaign or journey and template",
-		Doc: "The billable messages of Herald's dispatches and their estimated cost, by source and " +
-			"template (the day is the day Meta priced them).",
+		Doc: "The billable messages of Herald's dispatches and their estimated cost by source and template, " +
+			"over the days of the requests.",
 		SQL: `SELECT source_kind, source_name, template,
-    count() AS billable,
-    countIf(price_known = 0) AS unpriced,
-    sum(price_micros) AS cost_micros
+    sum(n) AS billable,
+    sumIf(n, amount = -1) AS unpriced,
+    sumIf(n * amount, amount > 0) AS cost_micros
 FROM
 (
-    SELECT dispatch_id, price_known, price_micros
-    FROM
-    (
-        SELECT dispatch_id, date, price_known, price_micros
-        FROM costs FINAL
-        WHERE app = ? AND dispatch_id != ''
-    )
-    WHERE date BETWEEN toDate(?) AND toDate(?)
+    SELECT day, source_kind, source_name, template, amount, uniqExactMerge(dispatches) AS n
+    FROM funnel_daily
+    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
+    GROUP BY day, source_kind, source_name, template, amount
 )
-ANY INNER JOIN
-(
-    SELECT DISTINCT dispatch_id, source_kind, source_name, template
-    FROM messages
-    WHERE app = ? AND ` + source + `
-) USING dispatch_id
 GROUP BY source_kind, source_name, template
 ORDER BY cost_micros DESC, billable DESC, source_kind, source_name, template`,
-		Args: args([]string{"app", "from", "to", "app"}, sourceArgs),
+		Args: args(dayArgs, sourceArgs),
 	},
 	{
 		Name:  "failures_by_error_code",
@@ -344,21 +316,18 @@ ORDER BY journey`,
 	{
 		Name:  "time_to_read",
 		Title: "Time-to-read distribution",
-		Doc:   "Messages read, by the time from sent to read (the first of each), in buckets.",
-		SQL: `SELECT multiIf(secs < 60, '< 1 min', secs < 300, '1-5 min', secs < 3600, '5-60 min',
-        secs < 21600, '1-6 h', secs < 86400, '6-24 h', '>= 24 h') AS bucket,
-    count() AS messages
+		Doc: "Messages read, by the time from the request's creation to the read status, in buckets.",
+		SQL: `SELECT bucket, sum(n) AS messages
 FROM
 (
-    SELECT greatest(toInt64(minIfMerge(read_at)) - toInt64(minIfMerge(sent_at)), 0) AS secs
-    FROM message_times
-    WHERE app = ? AND dispatch_id IN (` + dispatchesOf + `)
-    GROUP BY dispatch_id
-    HAVING minIfMerge(sent_at) > 0 AND minIfMerge(read_at) > 0
+    SELECT day, detail AS bucket, uniqExactMerge(dispatches) AS n
+    FROM funnel_daily
+    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'read'
+    GROUP BY day, bucket
 )
 GROUP BY bucket
-ORDER BY min(secs)`,
-		Args: reachedArgs,
+ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'], bucket)`,
+		Args: args(dayArgs, sourceArgs),
 	},
 	{
 		Name:  "opt_out_rate",
@@ -442,13 +411,22 @@ ORDER BY day, source_kind, source_name, template, category, country, state`,
 		Name:  "current_states",
 		Title: "Messages by current state",
 		Doc: "The dispatches requested in the days by their current state (the highest-ranked state " +
-			"reached: requested < in_doubt < expired < sent < failed < delivered < read).",
-		SQL: `SELECT state, count() AS messages
-FROM message_state FINAL
-WHERE app = ? AND dispatch_id IN (` + dispatchesOf + `)
-GROUP BY state
-ORDER BY min(rank)`,
-		Args: args([]string{"app"}, dispatchesArgs),
+			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from their " +
+			"attributed facts; message_state FINAL has the same per dispatch.",
+		SQL: `SELECT arrayElement(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], rank) AS state,
+    count() AS messages
+FROM
+(
+    SELECT dispatch_id,
+        max(indexOf(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], state)) AS rank
+    FROM message_facts
+    WHERE ` + funnelDays + ` AND ` + source + `
+        AND state IN ('requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read')
+    GROUP BY dispatch_id
+)
+GROUP BY rank, state
+ORDER BY rank`,
+		Args: args(dayArgs, sourceArgs),
 	},
 	{
 		Name:  "events_by_name",

@@ -265,11 +265,12 @@ func TestQueries(t *testing.T) {
 			"welcome_series MARKETING 1 1 1 1",
 		}},
 		{"cost_by_category_country", all, []string{
-			"2025-03-10 marketing BD USD 3 0 0 30000",
-			"2025-03-11 marketing IN USD 1 0 0 15000",
-			`2025-03-11 utility BD "" 1 0 1 0`,
+			"2025-03-10 marketing BD USD 3 0 30000",
+			"2025-03-11 marketing IN USD 1 0 15000",
+			`2025-03-11 utility BD "" 1 1 0`,
 		}},
-		{"cost_by_category_country", Params{App: "shop", From: day1, To: day1}, []string{"2025-03-10 marketing BD USD 3 0 0 30000"}},
+		{"cost_by_category_country", Params{App: "shop", From: day1, To: day1}, []string{"2025-03-10 marketing BD USD 3 0 30000"}},
+		{"cost_by_category_country", Params{App: "shop", SourceKind: "journey"}, []string{"2025-03-11 marketing IN USD 1 0 15000"}},
 		{"cost_by_source", all, []string{
 			"campaign spring spring_sale 3 0 30000",
 			"journey onboarding welcome_series 1 0 15000",

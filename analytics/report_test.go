@@ -293,7 +293,7 @@ func TestReportJSON(t *testing.T) {
 		t.Fatalf("report %+v", got)
 	}
 	costs := got.Results[0]
-	if costs.Query != "cost_by_category_country" || len(costs.Rows) != 3 || costs.Rows[0][0] != "2025-03-10" || costs.Rows[0][7] != 30000.0 {
+	if costs.Query != "cost_by_category_country" || len(costs.Rows) != 3 || costs.Rows[0][0] != "2025-03-10" || costs.Rows[0][6] != 30000.0 {
 		t.Fatalf("costs %+v", costs)
 	}
 	opt := got.Results[1]

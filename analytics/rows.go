@@ -92,11 +92,15 @@ type rows struct {
 	messages []messageRow
 	states   []stateRow
 	costs    []costRow
+	metas    []metaRow
+	wamids   []wamidRow
+	open     []openFact
 	pricer   Pricer
 }
 
 func (r *rows) len() int {
-	return len(r.events) + len(r.statuses) + len(r.inbound) + len(r.messages) + len(r.states) + len(r.costs)
+	return len(r.events) + len(r.statuses) + len(r.inbound) + len(r.messages) + len(r.states) + len(r.costs) +
+		len(r.metas) + len(r.wamids) + len(r.open)
 }
 
 // add decodes rec, the src'th record of the batch, into rows. On error
@@ -122,6 +126,11 @@ func (r *rows) add(rec *kgo.Record, src int) error {
 		}
 		mr.src = src
 		r.messages = append(r.messages, mr)
+		r.metas = append(r.metas, metaOf(&mr))
+		if mr.providerID != "" {
+			r.wamids = append(r.wamids, wamidRow{src: src, app: mr.app, wamid: mr.providerID, dispatchID: mr.dispatchID})
+		}
+		r.open = append(r.open, messageFacts(&mr)...)
 		st := outcomeStates[o.State]
 		rank := stateRanks[st]
 		r.states = append(r.states, stateRow{
@@ -139,6 +148,8 @@ func (r *rows) add(rec *kgo.Record, src int) error {
 		}
 		mr.src = src
 		r.messages = append(r.messages, mr)
+		r.metas = append(r.metas, metaOf(&mr))
+		r.open = append(r.open, messageFacts(&mr)...)
 		rank := stateRanks["requested"]
 		r.states = append(r.states, stateRow{
 			src: src, app: mr.app, dispatchID: mr.dispatchID, state: "requested", rank: rank,
@@ -190,10 +201,19 @@ func (r *rows) addEvent(e *schemas.Event, src int) error {
 	if in != nil {
 		in.src = src
 		r.inbound = append(r.inbound, *in)
+		if in.contextID != "" {
+			r.open = append(r.open, openFact{src: src, app: in.app, ref: "w:" + in.contextID, state: "replied", time: in.time})
+		}
 	}
 	if st != nil {
 		st.src = src
 		r.statuses = append(r.statuses, *st)
+		if st.dispatchID != "" {
+			if st.wamid != "" {
+				r.wamids = append(r.wamids, wamidRow{src: src, app: st.app, wamid: st.wamid, dispatchID: st.dispatchID})
+			}
+			r.open = append(r.open, statusFacts(st, cost)...)
+		}
 	}
 	if ms != nil {
 		ms.src = src

@@ -49,6 +49,9 @@ type Sink struct {
 	// acknowledged its rows and before its offsets are marked: a crash
 	// between insert and commit.
 	crashAfterInsert atomic.Pointer[func() error]
+	// beforePark, in tests, runs after a batch's first lookup of its open
+	// facts and before the unresolved ones are parked.
+	beforePark atomic.Pointer[func()]
 }
 
 // topics are the topics the sink consumes.
@@ -162,8 +165,16 @@ func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kg
 	if err := insertAll(ctx, s, costsTable, without(r.costs, rejected, costsTable.src), rejected); err != nil {
 		return nil, err
 	}
+	if err := s.attribute(ctx, &r.rows, rejected); err != nil {
+		return nil, err
+	}
 	s.resume()
 	for src, reason := range rejected {
+		if src < 0 {
+			// A parked fact of an earlier batch: its record is committed.
+			s.log.Warn("clickhouse refused a pending fact", "reason", reason)
+			continue
+		}
 		reasons[src] = reason
 	}
 	if len(reasons) == 0 {

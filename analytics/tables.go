@@ -248,4 +248,85 @@ var costsTable = table[costRow]{name: "costs", src: func(r *costRow) int { retur
 }}
 
 // tableNames are the tables the sink writes, in insert order.
-var tableNames = []string{eventsTable.name, statusesTable.name, inboundTable.name, messagesTable.name, stateTable.name, costsTable.name}
+var tableNames = []string{eventsTable.name, statusesTable.name, inboundTable.name, messagesTable.name, stateTable.name, costsTable.name,
+	dispatchMetaTable.name, wamidsTable.name, factsTable.name, pendingTable.name}
+
+type metaRow struct {
+	src                              int
+	app, dispatchID                  string
+	day, due                         time.Time
+	sourceKind, sourceName, template string
+	category, country                string
+}
+
+var dispatchMetaTable = table[metaRow]{name: "dispatch_meta", src: func(r *metaRow) int { return r.src }, cols: []column[metaRow]{
+	col("app", func(r *metaRow) string { return r.app }),
+	col("dispatch_id", func(r *metaRow) string { return r.dispatchID }),
+	col("day", func(r *metaRow) time.Time { return r.day }),
+	col("due", func(r *metaRow) time.Time { return r.due }),
+	col("source_kind", func(r *metaRow) string { return r.sourceKind }),
+	col("source_name", func(r *metaRow) string { return r.sourceName }),
+	col("template", func(r *metaRow) string { return r.template }),
+	col("category", func(r *metaRow) string { return r.category }),
+	col("country", func(r *metaRow) string { return r.country }),
+}}
+
+type wamidRow struct {
+	src                    int
+	app, wamid, dispatchID string
+}
+
+var wamidsTable = table[wamidRow]{name: "wamids", src: func(r *wamidRow) int { return r.src }, cols: []column[wamidRow]{
+	col("app", func(r *wamidRow) string { return r.app }),
+	col("wamid", func(r *wamidRow) string { return r.wamid }),
+	col("dispatch_id", func(r *wamidRow) string { return r.dispatchID }),
+}}
+
+type factRow struct {
+	src                              int
+	app                              string
+	day                              time.Time
+	sourceKind, sourceName, template string
+	category, country, dispatchID    string
+	state, detail                    string
+	amount                           int64
+	currency                         string
+	time                             time.Time
+}
+
+var factsTable = table[factRow]{name: "message_facts", src: func(r *factRow) int { return r.src }, cols: []column[factRow]{
+	col("app", func(r *factRow) string { return r.app }),
+	col("day", func(r *factRow) time.Time { return r.day }),
+	col("source_kind", func(r *factRow) string { return r.sourceKind }),
+	col("source_name", func(r *factRow) string { return r.sourceName }),
+	col("template", func(r *factRow) string { return r.template }),
+	col("category", func(r *factRow) string { return r.category }),
+	col("country", func(r *factRow) string { return r.country }),
+	col("dispatch_id", func(r *factRow) string { return r.dispatchID }),
+	col("state", func(r *factRow) string { return r.state }),
+	col("detail", func(r *factRow) string { return r.detail }),
+	col("amount", func(r *factRow) int64 { return r.amount }),
+	col("currency", func(r *factRow) string { return r.currency }),
+	col("time", func(r *factRow) time.Time { return r.time }),
+}}
+
+type pendingRow struct {
+	src                     int
+	app, ref, state, detail string
+	amount                  int64
+	currency                string
+	time                    time.Time
+	resolved, version       uint8
+}
+
+var pendingTable = table[pendingRow]{name: "pending_facts", src: func(r *pendingRow) int { return r.src }, cols: []column[pendingRow]{
+	col("app", func(r *pendingRow) string { return r.app }),
+	col("ref", func(r *pendingRow) string { return r.ref }),
+	col("state", func(r *pendingRow) string { return r.state }),
+	col("detail", func(r *pendingRow) string { return r.detail }),
+	col("amount", func(r *pendingRow) int64 { return r.amount }),
+	col("currency", func(r *pendingRow) string { return r.currency }),
+	col("time", func(r *pendingRow) time.Time { return r.time }),
+	col("resolved", func(r *pendingRow) uint8 { return r.resolved }),
+	col("version", func(r *pendingRow) uint8 { return r.version }),
+}}
