@@ -34,8 +34,9 @@ func benchMessages(b *testing.B) int {
 // (read 1 min to 2 h after sent), billable when the template is not
 // free-form. Inbound: N/10 messages (2% of sends get a reply with their
 // context, the rest keywords), events: N/5 (journey and segment events).
-// Each statement is one INSERT ... SELECT FROM numbers(N); the views fill
-// the aggregates as they would from the sink.
+// Each statement is one INSERT ... SELECT FROM numbers(N), message_facts
+// holding the attributed facts the sink would write; the views fill the
+// aggregates as they would from the sink.
 func loadSQL(n int) []string {
 	N := strconv.Itoa(n)
 	msg := `
@@ -94,6 +95,21 @@ SELECT 'bench', wamid, dispatch_id, lower(category), 'regular', country, 0, 1, '
 SELECT 'bench', concat('wamid.in.', toString(n)), recipient, '1001', 'text', kw, if(n % 5 = 0, wamid, ''), lower(kw), country,
     read_time + 30 AS t, toDate(t), concat('in-', toString(n))
 FROM (SELECT *, ['Thanks', 'HELP', 'PROMO', 'STOP', 'hi', 'price'][n % 6 + 1] AS kw` + from + ` WHERE n % 10 = 0)`,
+		`INSERT INTO message_facts (app, day, source_kind, source_name, template, category, country, dispatch_id,
+    state, detail, amount, currency, time)
+SELECT 'bench', toDate(requested), source_kind, source_name, template, category, country, dispatch_id,
+    tupleElement(f, 1), tupleElement(f, 2), tupleElement(f, 3), tupleElement(f, 4), tupleElement(f, 5)
+FROM (SELECT *, arrayJoin(arrayFilter(x -> tupleElement(x, 1) != '', [
+    ('requested', '', toInt64(0), '', requested),
+    (if(outcome = 'accepted', 'sent', outcome), if(outcome = 'failed', '131026', ''), toInt64(0), '', requested + 1),
+    (if(outcome = 'accepted' AND r2 < 88, 'delivered', ''), '', toInt64(0), '', delivered_time),
+    (if(outcome = 'accepted' AND r2 < 55, 'read', ''),
+        multiIf(read_time - requested < 60, '< 1 min', read_time - requested < 300, '1-5 min', read_time - requested < 3600, '5-60 min',
+            read_time - requested < 21600, '1-6 h', read_time - requested < 86400, '6-24 h', '>= 24 h'), toInt64(0), '', read_time),
+    (if(outcome = 'accepted' AND category != '', 'billed', ''), lower(category),
+        toInt64(multiIf(category = 'MARKETING', 10000, category = 'UTILITY', 4000, 3000)), 'USD', sent_time),
+    (if(outcome = 'accepted' AND n % 10 = 0, 'replied', ''), '', toInt64(0), '', read_time + 30)
+])) AS f` + from + `)`,
 		`INSERT INTO events (id, app, kind, name, time, date, user_id, attr_keys, attr_values, attributes, tags)
 SELECT concat('ev-', toString(n)), 'bench', 'event',
     ['PW_JourneyEntered', 'PW_JourneyStep', 'PW_JourneyConverted', 'PW_SegmentEntered', 'PW_SegmentExited'][n % 5 + 1] AS name,

@@ -93,7 +93,7 @@ CREATE TABLE IF NOT EXISTS funnel_daily
     detail String,
     amount Int64,
     currency String,
-    dispatches AggregateFunction(uniqExact, String)
+    dispatches AggregateFunction(uniqExact, UInt64)
 )
 ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(day)
@@ -102,7 +102,7 @@ ORDER BY (app, day, source_kind, source_name, template, category, country, state
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS funnel_daily_mv TO funnel_daily AS
 SELECT app, day, source_kind, source_name, template, category, country, state, detail, amount, currency,
-    uniqExactState(dispatch_id) AS dispatches
+    uniqExactState(cityHash64(dispatch_id)) AS dispatches
 FROM message_facts
 GROUP BY app, day, source_kind, source_name, template, category, country, state, detail, amount, currency
 ;
