@@ -165,6 +165,33 @@ func messageFacts(m *messageRow) []openFact {
 	return out
 }
 
+// metaCacheSize bounds the dispatches a sink remembers between batches
+// (two generations of half as many; about 150 bytes each).
+const metaCacheSize = 200_000
+
+// metaCache remembers the dispatches of recent batches, so that the
+// statuses following a dispatch by seconds need no lookup when the same
+// sink saw the request. Dispatches never change, so a remembered one is
+// always right. Only the goroutine of Write uses it.
+type metaCache struct {
+	cur, prev map[appKey]dispatchMeta
+}
+
+func (c *metaCache) get(k appKey) (dispatchMeta, bool) {
+	if m, ok := c.cur[k]; ok {
+		return m, true
+	}
+	m, ok := c.prev[k]
+	return m, ok
+}
+
+func (c *metaCache) put(k appKey, m dispatchMeta) {
+	if c.cur == nil || len(c.cur) >= metaCacheSize/2 {
+		c.prev, c.cur = c.cur, make(map[appKey]dispatchMeta, metaCacheSize/2)
+	}
+	c.cur[k] = m
+}
+
 // attribution is the state of one batch's attribution.
 type attribution struct {
 	metas  map[appKey]dispatchMeta
@@ -189,7 +216,9 @@ func (s *Sink) attribute(ctx context.Context, r *rows, rejected map[int]string) 
 	}
 	a := &attribution{metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids))}
 	for i := range metas {
-		a.metas[appKey{metas[i].app, metas[i].dispatchID}] = metas[i].meta()
+		k, m := appKey{metas[i].app, metas[i].dispatchID}, metas[i].meta()
+		a.metas[k] = m
+		s.metas.put(k, m)
 	}
 	for i := range wamids {
 		a.wamids[appKey{wamids[i].app, wamids[i].wamid}] = wamids[i].dispatchID
@@ -298,10 +327,15 @@ func (s *Sink) resolve(ctx context.Context, a *attribution, open []openFact) ([]
 			}
 			refs[i] = "d:" + d
 		}
-		id := strings.TrimPrefix(refs[i], "d:")
-		if _, known := a.metas[appKey{open[i].app, id}]; !known {
-			missD = append(missD, appKey{open[i].app, id})
+		k := appKey{open[i].app, strings.TrimPrefix(refs[i], "d:")}
+		if _, known := a.metas[k]; known {
+			continue
 		}
+		if m, ok := s.metas.get(k); ok {
+			a.metas[k] = m
+			continue
+		}
+		missD = append(missD, k)
 	}
 	if err := s.lookupMetas(ctx, a, missD); err != nil {
 		return nil, err
@@ -401,6 +435,7 @@ func (s *Sink) lookupMetas(ctx context.Context, a *attribution, keys []appKey) e
 					}
 					m.day, m.due = m.day.UTC(), m.due.UTC()
 					a.metas[appKey{app, id}] = m
+					s.metas.put(appKey{app, id}, m)
 					return nil
 				})
 		})
@@ -414,6 +449,23 @@ func (s *Sink) lookupMetas(ctx context.Context, a *attribution, keys []appKey) e
 // readPending reads the unresolved pending facts that wait for a dispatch
 // or wamid of the batch.
 func (s *Sink) readPending(ctx context.Context, a *attribution) ([]openFact, error) {
+	if len(a.metas)+len(a.wamids) == 0 {
+		return nil, nil
+	}
+	// Nothing was ever parked unresolved (the usual case): a count of the
+	// small table instead of a lookup of every id of the batch. Rows of
+	// facts resolved since stay until merges replace them, so a non-zero
+	// count only means "look".
+	var waiting uint64
+	err := retry(ctx, s.log, "counting pending facts", func() error {
+		return s.conn.QueryRow(ctx, "SELECT count() FROM pending_facts WHERE resolved = 0").Scan(&waiting)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if waiting == 0 {
+		return nil, nil
+	}
 	keys := make([]appKey, 0, len(a.metas)+len(a.wamids))
 	for k := range a.metas {
 		keys = append(keys, appKey{k.app, "d:" + k.id})

@@ -42,6 +42,8 @@ type Sink struct {
 	log  *slog.Logger
 	m    *metrics
 
+	// metas remembers recent dispatches for attribution (attribute.go).
+	metas metaCache
 	// paused is set while fetching is paused because ClickHouse refuses
 	// inserts (only the goroutine of Write touches it).
 	paused bool
