@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,8 @@ func BenchmarkWrite(b *testing.B) {
 // clickhouse-client inserting the same rows in Native format, into the
 // same tables (views included) of a private ClickHouse:
 //
-//   - sink_insert: the decoded rows of 200,000 records inserted as the sink
+//   - sink_insert: the decoded rows of 200,000 records (HERALD_BENCH_RECORDS)
+//     inserted as the sink
 //     does (Config.BatchRows rows per INSERT, table by table);
 //   - sink_write: Write of the same records in polls of 10,000 (JSON
 //     decode included);
@@ -93,7 +95,13 @@ func BenchmarkSinkVsClient(b *testing.B) {
 	if err != nil {
 		b.Skip("clickhouse-client is not installed")
 	}
-	const n = 200_000
+	n := 200_000
+	if v := os.Getenv("HERALD_BENCH_RECORDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			b.Fatalf("HERALD_BENCH_RECORDS=%q: want a number >= 100", v)
+		}
+	}
 	recs, _ := benchRecords(b, n)
 	var r rows
 	for i, rec := range recs {
@@ -168,6 +176,7 @@ func insertRows(ctx context.Context, s *Sink, r *rows) error {
 		func() error { return insertAll(ctx, s, messagesTable, r.messages, rejected) },
 		func() error { return insertAll(ctx, s, stateTable, r.states, rejected) },
 		func() error { return insertAll(ctx, s, costsTable, r.costs, rejected) },
+		func() error { return s.attribute(ctx, r, rejected) },
 	} {
 		if err := f(); err != nil {
 			return err
@@ -191,6 +200,9 @@ func tableColumns() []tableCols {
 		{messagesTable.name, cols(messagesTable.insertQuery())},
 		{stateTable.name, cols(stateTable.insertQuery())},
 		{costsTable.name, cols(costsTable.insertQuery())},
+		{dispatchMetaTable.name, cols(dispatchMetaTable.insertQuery())},
+		{wamidsTable.name, cols(wamidsTable.insertQuery())},
+		{factsTable.name, cols(factsTable.insertQuery())},
 	}
 }
 
