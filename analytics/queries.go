@@ -316,7 +316,7 @@ ORDER BY journey`,
 	{
 		Name:  "time_to_read",
 		Title: "Time-to-read distribution",
-		Doc: "Messages read, by the time from the request's creation to the read status, in buckets.",
+		Doc:   "Messages read, by the time from the request's creation to the read status, in buckets.",
 		SQL: `SELECT bucket, sum(n) AS messages
 FROM
 (
