@@ -164,7 +164,7 @@ CREATE TABLE IF NOT EXISTS sends_daily
 )
 ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(day)
-ORDER BY (app, day, source_kind, source_name, template, category, country, state, error_code)
+ORDER BY (app, source_kind, source_name, day, template, category, country, state, error_code)
 ;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS sends_daily_mv TO sends_daily AS

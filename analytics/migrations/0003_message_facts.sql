@@ -55,7 +55,9 @@ SETTINGS index_granularity = 256
 -- pricing category of billed and the error code of failed; amount is the
 -- price of billed in millionths of currency (-1 when no rate was known).
 -- day is the request's day, shared by every
--- fact of a dispatch; copies collapse on the sorting key.
+-- fact of a dispatch; copies collapse on the sorting key. The source comes
+-- first in the sorting keys: a campaign's report reads only its granules
+-- (with the day first, every granule mixes sources and is read whole).
 CREATE TABLE IF NOT EXISTS message_facts
 (
     app String,
@@ -74,7 +76,7 @@ CREATE TABLE IF NOT EXISTS message_facts
 )
 ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(day)
-ORDER BY (app, day, source_kind, source_name, dispatch_id, state)
+ORDER BY (app, source_kind, source_name, day, dispatch_id, state)
 ;
 
 -- funnel_daily: dispatches per day and source that reached each state
@@ -97,7 +99,7 @@ CREATE TABLE IF NOT EXISTS funnel_daily
 )
 ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(day)
-ORDER BY (app, day, source_kind, source_name, template, category, country, state, detail, amount, currency)
+ORDER BY (app, source_kind, source_name, day, template, category, country, state, detail, amount, currency)
 ;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS funnel_daily_mv TO funnel_daily AS
