@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS funnel_daily
 ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(day)
 ORDER BY (app, source_kind, source_name, day, template, category, country, state, detail, amount, currency)
+SETTINGS index_granularity = 128
 ;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS funnel_daily_mv TO funnel_daily AS
