@@ -29,7 +29,8 @@ type Query struct {
 	// SQL is the query, with ? placeholders.
 	SQL string
 	// Args names the parameter of each ?, in order: app, from, to (dates),
-	// source_kind, source_name, journey.
+	// source_kind_from, source_kind_to, source_name_from, source_name_to
+	// (ranges: the value twice, or "" and "\xff" for any), journey.
 	Args []string
 }
 
@@ -59,10 +60,14 @@ func (q Query) Bind(p Params) ([]any, error) {
 			args[i] = dateArg(p.From, minTime)
 		case "to":
 			args[i] = dateArg(p.To, maxTime)
-		case "source_kind":
-			args[i] = p.SourceKind
-		case "source_name":
-			args[i] = p.SourceName
+		case "source_kind_from":
+			args[i], _ = rangeOf(p.SourceKind)
+		case "source_kind_to":
+			_, args[i] = rangeOf(p.SourceKind)
+		case "source_name_from":
+			args[i], _ = rangeOf(p.SourceName)
+		case "source_name_to":
+			_, args[i] = rangeOf(p.SourceName)
 		case "journey":
 			args[i] = p.Journey
 		default:
@@ -88,10 +93,26 @@ func dateArg(t, def time.Time) string {
 	return t.Format(time.DateOnly)
 }
 
-// source is the filter of message queries on a source.
-const source = `(? = '' OR source_kind = ?) AND (? = '' OR source_name = ?)`
+// source is the filter of message queries on a source: ranges, because
+// ClickHouse 18.16 does not use the sorting key for (? = '' OR col = ?)
+// (a campaign's facts: 2.4 s that way, 0.09 s with the range). Bind sets
+// each range to the value, or to everything ('' to "\xff", above any
+// UTF-8 string) when the value is "".
+const source = `source_kind BETWEEN ? AND ? AND source_name BETWEEN ? AND ?`
 
-var sourceArgs = []string{"source_kind", "source_kind", "source_name", "source_name"}
+var sourceArgs = []string{"source_kind_from", "source_kind_to", "source_name_from", "source_name_to"}
+
+// anyHigh is above every valid UTF-8 string: the upper end of an
+// unrestricted range.
+const anyHigh = "\xff"
+
+// rangeOf returns the range matching v, or every string when v is "".
+func rangeOf(v string) (from, to string) {
+	if v == "" {
+		return "", anyHigh
+	}
+	return v, v
+}
 
 // funnelDays is the filter of funnel_daily on the request day.
 const funnelDays = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`

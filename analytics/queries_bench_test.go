@@ -179,7 +179,7 @@ func BenchmarkQueries(b *testing.B) {
 	}
 	for _, q := range Queries {
 		for _, pp := range params {
-			if pp.name != "all" && !usesAny(q, "source_kind", "from") {
+			if pp.name != "all" && !usesAny(q, "source_kind_from", "from") {
 				continue
 			}
 			b.Run(q.Name+"/"+pp.name, func(b *testing.B) {
