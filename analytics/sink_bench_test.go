@@ -22,7 +22,7 @@ import (
 // events, a quarter status events (which also fill statuses, message_state
 // and costs), an eighth dispatch requests and an eighth outcomes (each
 // also a message_state row).
-func benchRecords(b *testing.B, n int) (recs []*kgo.Record, bytes int64) {
+func benchRecords(b testing.TB, n int) (recs []*kgo.Record, bytes int64) {
 	o := offsets{}
 	recs = make([]*kgo.Record, 0, n)
 	for i := range n {
@@ -33,7 +33,9 @@ func benchRecords(b *testing.B, n int) (recs []*kgo.Record, bytes int64) {
 			e := inbound(fmt.Sprintf("in-%d", i), "demo", fmt.Sprintf("+88017110%05d", i%100000), "hi there", at)
 			rec = o.rec(b, schemas.TopicEvents, e.Key(), e)
 		case 4, 5:
-			e := status(fmt.Sprintf("st-%d", i), "demo", fmt.Sprintf("wamid.%d", i), "delivered", fmt.Sprintf("d%d", i), at)
+			// Statuses of the dispatch requested at i%8 == 6.
+			d := i - i%8 + 6
+			e := status(fmt.Sprintf("st-%d", i), "demo", fmt.Sprintf("wamid.d%d", d), []string{"sent", "delivered"}[i%2], fmt.Sprintf("d%d", d), at)
 			e.Country = "BD"
 			rec = o.rec(b, schemas.TopicEvents, e.Key(), e)
 		case 6:
@@ -102,6 +104,10 @@ func BenchmarkSinkVsClient(b *testing.B) {
 			b.Fatalf("HERALD_BENCH_RECORDS=%q: want a number >= 100", v)
 		}
 	}
+	cfg := Config{}
+	if v := os.Getenv("HERALD_BENCH_BATCH_ROWS"); v != "" {
+		cfg.BatchRows, _ = strconv.Atoi(v)
+	}
 	recs, _ := benchRecords(b, n)
 	var r rows
 	for i, rec := range recs {
@@ -116,7 +122,7 @@ func BenchmarkSinkVsClient(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			_, conn := migratedDB(b)
-			s, _, _ := newSink(b, Config{}, conn)
+			s, _, _ := newSink(b, cfg, conn)
 			b.StartTimer()
 			if err := insertRows(b.Context(), s, &r); err != nil {
 				b.Fatal(err)
@@ -128,7 +134,7 @@ func BenchmarkSinkVsClient(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			_, conn := migratedDB(b)
-			s, _, _ := newSink(b, Config{}, conn)
+			s, _, _ := newSink(b, cfg, conn)
 			b.StartTimer()
 			for i := 0; i < len(recs); i += pollRecords {
 				if _, err := s.Write(b.Context(), recs[i:min(i+pollRecords, len(recs))]); err != nil {
