@@ -7,14 +7,19 @@
 //
 //	herald.events.v1   -> events   (every event)
 //	                      inbound  (kind inbound)
-//	                      statuses, message_state, costs (kind status)
-//	herald.dispatch.v1 -> messages, message_state (state requested)
-//	herald.outcomes.v1 -> messages, message_state (sent, failed, expired, in_doubt)
+//	                      statuses, message_state, costs, wamids (kind status)
+//	herald.dispatch.v1 -> messages, message_state (state requested), dispatch_meta
+//	herald.outcomes.v1 -> messages, message_state (sent, failed, expired, in_doubt),
+//	                      dispatch_meta, wamids
+//	all three          -> message_facts (every state attributed to its source,
+//	                      see attribute.go), pending_facts (facts waiting for
+//	                      their dispatch)
 //
 // and, filled by materialized views on insert: message_times (when each
 // dispatch reached each state), sends_daily, events_daily, statuses_daily,
-// inbound_hourly (daily aggregates of uniqExact states). docs/ANALYTICS.md
-// documents every table and column.
+// inbound_hourly, funnel_daily (daily aggregates of uniqExact states).
+// docs/ANALYTICS.md documents every table and column; Queries are its
+// analyst queries.
 //
 // A Sink is a consumer-group member (group Config.Group) driven by
 // kafka.Run: each polled batch is decoded, split by table and inserted with
@@ -106,4 +111,6 @@
 //	herald_analytics_dead_letters_total               counter: records sent to the dead-letter topic
 //	herald_analytics_batch_rows                       histogram: rows decoded from one polled batch
 //	herald_analytics_fetch_paused                     gauge: 1 while fetching is paused (ClickHouse refuses inserts)
+//	herald_analytics_facts_pending_total              counter: facts parked because their dispatch was not known yet
+//	herald_analytics_facts_resolved_total             counter: parked facts attributed later
 package analytics
