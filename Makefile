@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -shuffle=on -timeout 20m
 LINT_VERSION := v2.6.2
 FUZZTIME ?= 5s
 
-.PHONY: all deps build test fuzz test-short demo bench bench-go fmt vet lint tidy-check clean
+.PHONY: all deps build test fuzz test-short demo bench bench-go fmt vet lint tidy-check deploy-check docs image clean
 
 all: build
 
@@ -19,10 +19,24 @@ build:
 	$(GO) build $(GOFLAGS) -o $(BIN) ./cmd/herald
 
 # Everything, the ClickHouse-backed tests included (they start a private
-# server on a free port).
+# server on a free port), and the offline checks of deploy/.
 test: deps tidy-check vet
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+	GO=$(GO) ./scripts/deploy-check.sh
+
+# The Kubernetes manifests, compose file, Dockerfile, dashboard and alert
+# rules, checked offline (deploy/check, its own module).
+deploy-check:
+	GO=$(GO) ./scripts/deploy-check.sh
+
+# docs/CONFIG.md from the flag sets (a test fails when it is stale).
+docs:
+	$(GO) run ./cmd/herald config docs > docs/CONFIG.md
+
+# The container image of deploy/ (needs a Docker engine).
+image:
+	docker build -t herald:dev .
 
 # Every fuzz target for FUZZTIME each (part of `make test`).
 fuzz:

@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -66,12 +67,40 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Dial holds what reaches ClickHouse beyond the DSN: credentials an
+// operator keeps out of it (a password read from a file or the
+// environment) and TLS with a CA bundle or a client certificate, which a
+// DSN cannot carry.
+type Dial struct {
+	// User replaces the DSN's user when not empty.
+	User string
+	// Password replaces the DSN's password when not empty. Never logged.
+	Password string
+	// TLS, when not nil, is used for the connection (the DSN's secure=true
+	// alone uses the system roots).
+	TLS *tls.Config
+}
+
 // Open connects to ClickHouse with the native protocol and pings it. Errors
 // name the DSN's hosts and database, never its password.
 func Open(ctx context.Context, dsn string) (driver.Conn, error) {
+	return OpenWith(ctx, dsn, Dial{})
+}
+
+// OpenWith is Open with credentials and TLS set apart from the DSN.
+func OpenWith(ctx context.Context, dsn string, d Dial) (driver.Conn, error) {
 	opts, err := parseDSN(dsn)
 	if err != nil {
 		return nil, err
+	}
+	if d.User != "" {
+		opts.Auth.Username = d.User
+	}
+	if d.Password != "" {
+		opts.Auth.Password = d.Password
+	}
+	if d.TLS != nil {
+		opts.TLS = d.TLS
 	}
 	where := strings.Join(opts.Addr, ",") + "/" + opts.Auth.Database
 	conn, err := clickhouse.Open(opts)

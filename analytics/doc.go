@@ -8,7 +8,7 @@
 //	herald.events.v1   -> events   (every event)
 //	                      inbound  (kind inbound)
 //	                      statuses, message_state, costs, wamids (kind status)
-//	herald.dispatch.v1 -> messages, message_state (state requested), dispatch_meta
+//	herald.dispatch.v1 -> message_state (state requested), dispatch_meta
 //	herald.outcomes.v1 -> messages, message_state (sent, failed, expired, in_doubt),
 //	                      dispatch_meta, wamids
 //	all three          -> message_facts (every state attributed to its source,
@@ -22,8 +22,10 @@
 // analyst queries.
 //
 // A Sink is a consumer-group member (group Config.Group) driven by
-// kafka.Run: each polled batch is decoded, split by table and inserted with
-// clickhouse-go's batch API, column by column (at most Config.BatchRows
+// kafka.RunDraining (on shutdown the batch in hand is inserted and
+// committed first): each polled batch is decoded, split by table and
+// inserted with clickhouse-go's batch API, column by column (at most
+// Config.BatchRows
 // rows per insert); the batch's offsets are marked for commit only after
 // ClickHouse acknowledged every insert. ClickHouse errors are retried with
 // backoff until the context ends; while they last, fetching is paused
@@ -99,8 +101,10 @@
 //
 // # Costs
 //
-// Each billable status becomes a costs row (one per wamid) priced by
-// Config.Pricer when one is set; without one the rows say price_known = 0.
+// Each billable status becomes a costs row (one per wamid) and a billed
+// fact priced by Config.Pricer: TablePricer prices with internal/pricing's
+// rate card, which the CLI loads; without a Pricer the rows say
+// price_known = 0.
 //
 // # Metrics
 //

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 // Query is one of the analyst queries documented in docs/ANALYTICS.md
@@ -131,14 +133,13 @@ func args(lists ...[]string) []string {
 	return out
 }
 
-// Journey event names: the events the journey engine writes (issue
-// "journeys"; not built yet), each with the attributes journey (its name)
-// and, for PW_JourneyStep, node and branch.
+// Journey events are the segmenter's (schemas.EventJourneyEntered,
+// EventJourneyStep, EventJourneyExited), with the attributes journey,
+// version, step and from (steps), reason (exits: completed, goal,
+// archived, replaced). A user converted when they exited with reason goal.
 const (
-	EventJourneyEntered   = "PW_JourneyEntered"
-	EventJourneyStep      = "PW_JourneyStep"
-	EventJourneyConverted = "PW_JourneyConverted"
-	EventJourneyExited    = "PW_JourneyExited"
+	journeyEvents = "'" + schemas.EventJourneyEntered + "', '" + schemas.EventJourneyStep + "', '" + schemas.EventJourneyExited + "'"
+	journeyGoal   = "goal"
 )
 
 // OptOutKeywords are the first words of inbound messages that count as a
@@ -292,42 +293,45 @@ LIMIT 20`,
 	{
 		Name:  "journey_steps",
 		Title: "Journey branch counts",
-		Doc: "Journey events by journey, event, node and branch: events and distinct users " +
-			"(user id, else hwid). The journey engine writes " + EventJourneyEntered + ", " + EventJourneyStep +
-			" (attributes node, branch), " + EventJourneyConverted + " and " + EventJourneyExited + ", each with the attribute journey.",
-		SQL: `SELECT journey, name, node, branch, uniqExact(id) AS events, uniqExact(user) AS users
+		Doc: "Journey events by journey, event, step, the step or branch it came from (from: timeout, " +
+			"event, an A/B branch, yes/no) and exit reason: events and distinct users (user id, else hwid). " +
+			"The segmenter writes " + schemas.EventJourneyEntered + ", " + schemas.EventJourneyStep + " and " +
+			schemas.EventJourneyExited + " as users move through journeys.",
+		SQL: `SELECT journey, name, step, from_step, reason, uniqExact(id) AS events, uniqExact(user) AS users
 FROM
 (
     SELECT id, name,
         arrayElement(attr_values, indexOf(attr_keys, 'journey')) AS journey,
-        arrayElement(attr_values, indexOf(attr_keys, 'node')) AS node,
-        arrayElement(attr_values, indexOf(attr_keys, 'branch')) AS branch,
+        arrayElement(attr_values, indexOf(attr_keys, 'step')) AS step,
+        arrayElement(attr_values, indexOf(attr_keys, 'from')) AS from_step,
+        arrayElement(attr_values, indexOf(attr_keys, 'reason')) AS reason,
         if(user_id != '', concat('u:', user_id), concat('h:', hwid)) AS user
     FROM events
-    WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event'
-        AND name IN ('` + EventJourneyEntered + `', '` + EventJourneyStep + `', '` + EventJourneyConverted + `', '` + EventJourneyExited + `')
+    WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event' AND name IN (` + journeyEvents + `)
 )
 WHERE ? = '' OR journey = ?
-GROUP BY journey, name, node, branch
-ORDER BY journey, name, node, branch`,
+GROUP BY journey, name, step, from_step, reason
+ORDER BY journey, name, step, from_step, reason`,
 		Args: args(dayArgs, []string{"journey", "journey"}),
 	},
 	{
 		Name:  "journey_conversion",
 		Title: "Journey conversion",
-		Doc:   "Distinct users who entered each journey, who reached its conversion goal, and converted / entered.",
+		Doc: "Distinct users who entered each journey, who reached its conversion goal (exited with " +
+			"reason goal), and converted / entered.",
 		SQL: `SELECT journey,
-    uniqExactIf(user, name = '` + EventJourneyEntered + `') AS entered,
-    uniqExactIf(user, name = '` + EventJourneyConverted + `') AS converted,
+    uniqExactIf(user, name = '` + schemas.EventJourneyEntered + `') AS entered,
+    uniqExactIf(user, name = '` + schemas.EventJourneyExited + `' AND reason = '` + journeyGoal + `') AS converted,
     round(if(entered = 0, 0, converted / entered), 4) AS conversion_rate
 FROM
 (
     SELECT name,
         arrayElement(attr_values, indexOf(attr_keys, 'journey')) AS journey,
+        arrayElement(attr_values, indexOf(attr_keys, 'reason')) AS reason,
         if(user_id != '', concat('u:', user_id), concat('h:', hwid)) AS user
     FROM events
     WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event'
-        AND name IN ('` + EventJourneyEntered + `', '` + EventJourneyConverted + `')
+        AND name IN ('` + schemas.EventJourneyEntered + `', '` + schemas.EventJourneyExited + `')
 )
 WHERE ? = '' OR journey = ?
 GROUP BY journey
@@ -354,8 +358,8 @@ ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'
 		Name:  "opt_out_rate",
 		Title: "Opt-out rate",
 		Doc: "Distinct users who sent an opt-out keyword (STOP, UNSUBSCRIBE) in the days, distinct " +
-			"recipients of MARKETING messages requested in the days, their ratio, and the marketing " +
-			"dispatches Meta refused because the user opted out (131050).",
+			"recipients of the MARKETING messages the dispatcher handled (requested in the days), their " +
+			"ratio, and the marketing dispatches Meta refused because the user opted out (131050).",
 		SQL: `SELECT opted_out, marketing_recipients,
     round(if(marketing_recipients = 0, 0, opted_out / marketing_recipients), 4) AS opt_out_rate,
     refused_131050
@@ -417,9 +421,8 @@ ORDER BY segment, day`,
 	{
 		Name:  "sends_by_day",
 		Title: "Sends per day by source, template, category, country and state",
-		Doc: "Dispatches per request day that reached each dispatcher state (requested, accepted, " +
-			"failed, expired, in_doubt), from the daily aggregate; a dispatch counts once in each state it " +
-			"reached.",
+		Doc: "Dispatches per request day by the dispatcher's outcomes (accepted, failed, expired, " +
+			"in_doubt), from the daily aggregate; a dispatch counts once in each outcome it had.",
 		SQL: `SELECT day, source_kind, source_name, template, category, country, state,
     uniqExactMerge(dispatches) AS dispatches
 FROM sends_daily

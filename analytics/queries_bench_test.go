@@ -112,10 +112,11 @@ FROM (SELECT *, arrayJoin(arrayFilter(x -> tupleElement(x, 1) != '', [
 ])) AS f` + from + `)`,
 		`INSERT INTO events (id, app, kind, name, time, date, user_id, attr_keys, attr_values, attributes, tags)
 SELECT concat('ev-', toString(n)), 'bench', 'event',
-    ['PW_JourneyEntered', 'PW_JourneyStep', 'PW_JourneyConverted', 'PW_SegmentEntered', 'PW_SegmentExited'][n % 5 + 1] AS name,
+    ['PW_JourneyEntered', 'PW_JourneyStep', 'PW_JourneyExited', 'PW_SegmentEntered', 'PW_SegmentExited'][n % 5 + 1] AS name,
     requested, toDate(requested), concat('u', toString(n % 3000000)),
-    if(n % 5 < 3, ['branch', 'journey', 'node'], ['segment']),
-    if(n % 5 < 3, [['opened', 'not_opened'][n % 2 + 1], concat('j', toString(n % 10)), 'wait_open'], [concat('s', toString(n % 20))]),
+    if(n % 5 < 3, ['from', 'journey', 'reason', 'step'], ['segment']),
+    if(n % 5 < 3, [if(n % 5 = 1, ['event', 'timeout'][n % 2 + 1], ''), concat('j', toString(n % 10)),
+        if(n % 5 = 2, ['goal', 'completed'][n % 2 + 1], ''), if(n % 5 = 1, 'offer', '')], [concat('s', toString(n % 20))]),
     '{}', '{}'` + from + ` WHERE n % 5 != 4 OR n % 3 = 0`,
 	}
 }

@@ -51,8 +51,8 @@ var (
 //	  delivered, read 25 h after sent
 //	inbound: a reply to c1, HELP, help, STOP and stop from one user,
 //	  Unsubscribe, an image
-//	journeys onboarding (3 users entered, steps, 1 converted) and winback
-//	  (1 entered); segment vip: +2 on day1-1, +1 -1 on day1, -1 on day2
+//	journeys onboarding (3 users entered, steps, 1 exited at the goal, 1
+//	  completed) and winback (1 entered); segment vip: +2 on day1-1, +1 -1 on day1, -1 on day2
 func queryData(t testing.TB) []*kgo.Record {
 	t.Helper()
 	o := offsets{}
@@ -169,14 +169,15 @@ func queryData(t testing.TB) []*kgo.Record {
 		}
 		return m
 	}
-	evt("je1", "u1", EventJourneyEntered, at(day2, 8, 0, 0), j("onboarding"))
-	evt("je2", "u2", EventJourneyEntered, at(day2, 8, 0, 0), j("onboarding"))
-	evt("je3", "u3", EventJourneyEntered, at(day2, 8, 0, 0), j("onboarding"))
-	evt("js1", "u1", EventJourneyStep, at(day2, 9, 0, 0), j("onboarding", "node", "wait_open", "branch", "opened"))
-	evt("js2", "u2", EventJourneyStep, at(day2, 9, 0, 0), j("onboarding", "node", "wait_open", "branch", "opened"))
-	evt("js3", "u3", EventJourneyStep, at(day2, 9, 0, 0), j("onboarding", "node", "wait_open", "branch", "not_opened"))
-	evt("jc1", "u1", EventJourneyConverted, at(day2, 12, 0, 0), j("onboarding", "goal", "purchase"))
-	evt("jw1", "u4", EventJourneyEntered, at(day2, 8, 0, 0), j("winback"))
+	evt("je1", "u1", schemas.EventJourneyEntered, at(day2, 8, 0, 0), j("onboarding"))
+	evt("je2", "u2", schemas.EventJourneyEntered, at(day2, 8, 0, 0), j("onboarding"))
+	evt("je3", "u3", schemas.EventJourneyEntered, at(day2, 8, 0, 0), j("onboarding"))
+	evt("js1", "u1", schemas.EventJourneyStep, at(day2, 9, 0, 0), j("onboarding", "step", "offer", "from", "event"))
+	evt("js2", "u2", schemas.EventJourneyStep, at(day2, 9, 0, 0), j("onboarding", "step", "offer", "from", "event"))
+	evt("js3", "u3", schemas.EventJourneyStep, at(day2, 9, 0, 0), j("onboarding", "step", "reminder", "from", "timeout"))
+	evt("jx1", "u1", schemas.EventJourneyExited, at(day2, 12, 0, 0), j("onboarding", "reason", "goal"))
+	evt("jx3", "u3", schemas.EventJourneyExited, at(day2, 13, 0, 0), j("onboarding", "reason", "completed"))
+	evt("jw1", "u4", schemas.EventJourneyEntered, at(day2, 8, 0, 0), j("winback"))
 
 	seg := func(id, user, name string, when time.Time) {
 		evt(id, user, name, when, map[string]any{"segment": "vip"})
@@ -283,25 +284,25 @@ func TestQueries(t *testing.T) {
 		{"keyword_triggers", Params{App: "shop", From: day1, To: day1}, []string{"HELP 1"}},
 		{"inbound_keywords", all, []string{"help 2", "stop 2", `"" 1`, "thanks! 1", "unsubscribe 1"}},
 		{"journey_steps", all, []string{
-			"onboarding PW_JourneyConverted \"\" \"\" 1 1",
-			"onboarding PW_JourneyEntered \"\" \"\" 3 3",
-			"onboarding PW_JourneyStep wait_open not_opened 1 1",
-			"onboarding PW_JourneyStep wait_open opened 2 2",
-			"winback PW_JourneyEntered \"\" \"\" 1 1",
+			`onboarding PW_JourneyEntered "" "" "" 3 3`,
+			`onboarding PW_JourneyExited "" "" completed 1 1`,
+			`onboarding PW_JourneyExited "" "" goal 1 1`,
+			`onboarding PW_JourneyStep offer event "" 2 2`,
+			`onboarding PW_JourneyStep reminder timeout "" 1 1`,
+			`winback PW_JourneyEntered "" "" "" 1 1`,
 		}},
 		{"journey_conversion", all, []string{"onboarding 3 1 0.3333", "winback 1 0 0"}},
 		{"journey_conversion", Params{App: "shop", Journey: "winback"}, []string{"winback 1 0 0"}},
 		{"time_to_read", all, []string{"< 1 min 1", "5-60 min 1", "1-6 h 1", ">= 24 h 1"}},
 		{"time_to_read", Params{App: "shop", SourceKind: "keyword"}, []string{"1-6 h 1"}},
-		{"opt_out_rate", all, []string{"2 6 0.3333 1"}},
-		{"opt_out_rate", Params{App: "shop", From: day1, To: day1}, []string{"1 5 0.2 1"}},
+		{"opt_out_rate", all, []string{"2 5 0.4 1"}},
+		{"opt_out_rate", Params{App: "shop", From: day1, To: day1}, []string{"1 4 0.25 1"}},
 		{"inbound_by_hour", all, []string{"9 1", "10 1", "11 2", "14 2", "16 1"}},
 		{"segment_size", all, []string{"vip 2025-03-09 2 0 2", "vip 2025-03-10 1 1 2", "vip 2025-03-11 0 1 1"}},
 		{"segment_size", onDay2, []string{"vip 2025-03-11 0 1 1"}},
 		{"sends_by_day", restock, []string{
 			"2025-03-11 campaign restock back_in_stock UTILITY BD accepted 1",
 			"2025-03-11 campaign restock back_in_stock UTILITY BD expired 1",
-			"2025-03-11 campaign restock back_in_stock UTILITY BD requested 2",
 		}},
 		{"current_states", all, []string{"requested 1", "expired 1", "failed 2", "delivered 2", "read 4"}},
 		{"current_states", restock, []string{"expired 1", "failed 1"}},

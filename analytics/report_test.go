@@ -252,8 +252,6 @@ Read rate by template
   spring_sale MARKETING    3         3    2    0.6667
 
 Journey branch counts
-  journey name                node      branch     events users
-  onboarding PW_JourneyConverted                           1     1
 `
 	got := buf.String()
 	// The journey queries do not follow -campaign: check the head exactly,
@@ -261,7 +259,7 @@ Journey branch counts
 	if !strings.HasPrefix(got, want[:strings.Index(want, "Journey branch counts")]) {
 		t.Fatalf("report:\n%s\nwant it to start with:\n%s", got, want)
 	}
-	if !strings.Contains(got, "PW_JourneyStep") || !strings.Contains(got, "wait_open") {
+	if !strings.Contains(got, "PW_JourneyStep") || !strings.Contains(got, "reminder") {
 		t.Fatalf("journey steps missing:\n%s", got)
 	}
 }
@@ -297,7 +295,7 @@ func TestReportJSON(t *testing.T) {
 		t.Fatalf("costs %+v", costs)
 	}
 	opt := got.Results[1]
-	if len(opt.Rows) != 1 || opt.Rows[0][0] != 2.0 || opt.Rows[0][1] != 6.0 || opt.Rows[0][2] != 0.3333 {
+	if len(opt.Rows) != 1 || opt.Rows[0][0] != 2.0 || opt.Rows[0][1] != 5.0 || opt.Rows[0][2] != 0.4 {
 		t.Fatalf("opt-out %+v", opt)
 	}
 }

@@ -146,8 +146,10 @@ func (r *rows) add(rec *kgo.Record, src int) error {
 		if err != nil {
 			return fmt.Errorf("dispatch request %s: %w", clip(d.ID, 64), err)
 		}
+		// Not a messages row: that table holds the dispatcher's outcomes
+		// (its version is a time in seconds, and a request created in the
+		// second its outcome was decided could replace the outcome).
 		mr.src = src
-		r.messages = append(r.messages, mr)
 		r.metas = append(r.metas, metaOf(&mr))
 		r.open = append(r.open, messageFacts(&mr)...)
 		rank := stateRanks["requested"]
@@ -371,9 +373,9 @@ func messageRowOf(o *schemas.Outcome) (messageRow, error) {
 	return mr, checkMessage(&mr)
 }
 
-// requestRowOf is the messages row of a dispatch request: state
-// "requested", time the request's creation (so any outcome, decided later,
-// replaces it).
+// requestRowOf is what a dispatch request says of its dispatch, as a
+// messages row (state "requested", time its creation): the source of its
+// dispatch_meta row and facts.
 func requestRowOf(d *schemas.DispatchRequest) (messageRow, error) {
 	t, err := requiredTime("created", d.Created)
 	if err != nil {

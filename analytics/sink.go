@@ -94,7 +94,8 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 // ending.
 func (s *Sink) Run(ctx context.Context) error {
 	s.log.Info("analytics sink running", "group", s.cfg.Group, "batch_rows", s.cfg.BatchRows, "flush_interval", s.cfg.FlushInterval)
-	return kafka.Run(ctx, s.cl, s.log, s.handle)
+	// A stop finishes the insert in hand and commits it.
+	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
 }
 
 // Close closes the Kafka client. Call it after Run returned.

@@ -141,6 +141,9 @@ func breakerFailure(err error) bool {
 	if err == nil {
 		return false
 	}
+	if pe, ok := asProviderError(err); ok { // email and push: errors_channels.go
+		return pe.endpointFailure()
+	}
 	var ge *GraphError
 	if errors.As(err, &ge) {
 		switch ge.Code {

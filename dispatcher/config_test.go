@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,15 +15,17 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		Group: "herald-dispatcher", WhatsAppBaseURL: "https://graph.facebook.com", GraphVersion: "v23.0",
-		RatePerSender: 80, Burst: 80, RequestTimeout: 10 * time.Second, MaxAttempts: 5, Concurrency: 64,
-		Breaker: BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
+		RatePerSender: 80, Burst: 1, RequestTimeout: 10 * time.Second, MaxAttempts: 5, Concurrency: 64,
+		Breaker:   BreakerConfig{ConsecutiveFailures: 5, OpenTimeout: 10 * time.Second, HalfOpenRequests: 1},
+		Templates: TemplatesConfig{SyncInterval: 15 * time.Minute, ResyncDelay: 5 * time.Second, PageLimit: 100},
+		Email:     EmailConfig{RatePerSender: 14, Burst: 14, PoolSize: 4, MaxMessagesPerConn: 100, IdleTimeout: 30 * time.Second},
+		Push:      PushConfig{FCMBaseURL: "https://fcm.googleapis.com", RatePerSender: 500, Burst: 500},
+		Limiter: LimiterConfig{Mode: LimiterGlobal, Heartbeat: 250 * time.Millisecond, LowerFactor: 0.7,
+			LowerCooldown: time.Second, MinRate: 1, RaiseStep: 0.05, RaiseEvery: 5 * time.Second},
+		PairInterval: 6 * time.Second, MaxHold: time.Second, MaxBatchTime: 2 * time.Second,
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
-	}
-	c = Config{RatePerSender: 2.5}
-	if err := c.Validate(); err != nil || c.Burst != 3 {
-		t.Fatalf("burst for rate 2.5 = %d, %v; want 3", c.Burst, err)
 	}
 }
 
@@ -43,11 +46,28 @@ func TestConfigValidate(t *testing.T) {
 		{"nan rate", Config{RatePerSender: math.NaN()}, "rate_per_sender"},
 		{"inf rate", Config{RatePerSender: math.Inf(1)}, "rate_per_sender"},
 		{"negative burst", Config{Burst: -1}, "burst"},
+		{"Meta's most", Config{RatePerSender: 1000}, ""},
+		{"above Meta's most", Config{RatePerSender: 1000.5}, "rate_per_sender 1000.5: want above 0 and at most 1000"},
+		{"huge burst", Config{Burst: 5000}, "burst"},
+		{"unknown limiter", Config{Limiter: LimiterConfig{Mode: "cluster"}}, "limiter.mode"},
+		{"local limiter", Config{Limiter: LimiterConfig{Mode: LimiterLocal}}, ""},
+		{"fast heartbeat", Config{Limiter: LimiterConfig{Heartbeat: time.Millisecond}}, "limiter.heartbeat"},
+		{"lower factor 1", Config{Limiter: LimiterConfig{LowerFactor: 1}}, "limiter.lower_factor"},
+		{"negative cooldown", Config{Limiter: LimiterConfig{LowerCooldown: -1}}, "limiter.lower_cooldown"},
+		{"min rate above Meta's most", Config{Limiter: LimiterConfig{MinRate: 2000}}, "limiter.min_rate"},
+		{"raise step above 1", Config{Limiter: LimiterConfig{RaiseStep: 2}}, "limiter.raise_step"},
+		{"pair planning off", Config{PairInterval: -1}, ""},
+		{"negative max hold", Config{MaxHold: -time.Second}, "max_hold"},
+		{"negative batch time", Config{MaxBatchTime: -time.Second}, "max_batch_time"},
 		{"negative timeout", Config{RequestTimeout: -time.Second}, "request_timeout"},
 		{"negative attempts", Config{MaxAttempts: -1}, "max_attempts"},
 		{"negative concurrency", Config{Concurrency: -1}, "concurrency"},
 		{"negative breaker", Config{Breaker: BreakerConfig{OpenTimeout: -1}}, "breaker"},
 		{"huge breaker", Config{Breaker: BreakerConfig{ConsecutiveFailures: math.MaxUint32 + 1}}, "breaker"},
+		{"no periodic template sync", Config{Templates: TemplatesConfig{SyncInterval: -1}}, ""},
+		{"template sync too often", Config{Templates: TemplatesConfig{SyncInterval: time.Millisecond}}, "templates.sync_interval"},
+		{"negative resync delay", Config{Templates: TemplatesConfig{ResyncDelay: -time.Second}}, "templates.resync_delay"},
+		{"template page too large", Config{Templates: TemplatesConfig{PageLimit: 5000}}, "templates.page_limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,19 +1,70 @@
 // Package dispatcher is Herald's send stage: it consumes dispatch requests
 // from schemas.TopicDispatch, sends each through its channel's provider
-// (WhatsApp Cloud API today) and produces one schemas.Outcome per request to
-// schemas.TopicOutcomes. Records that do not decode go to
-// schemas.TopicDeadLetter with the reason.
+// (WhatsApp Cloud API, provider_whatsapp.go; email over SMTP,
+// provider_email.go and smtp.go; push over FCM HTTP v1, provider_push.go;
+// journeys' webhook calls, signed, provider_webhook.go)
+// and produces one schemas.Outcome per request to schemas.TopicOutcomes.
+// Records that do not decode go to schemas.TopicDeadLetter with the reason.
+//
+// Email and push (channels.go): the app's settings (internal/apps) give
+// the SMTP server and From addresses, or the FCM project; the request's
+// sender is the From address or the project (empty: the app's default),
+// and each channel has its own rate limit per sender (EmailConfig,
+// PushConfig) and the breakers of (channel, sender). SMTP 4xx replies and
+// connection failures before the end of DATA are retried, 5xx fail with
+// the reply code; FCM QUOTA_EXCEEDED, UNAVAILABLE and INTERNAL are retried
+// no sooner than their Retry-After, UNREGISTERED fails with
+// Outcome.InvalidRecipient set. A send that may have reached the provider
+// without an answer is in doubt, as for WhatsApp.
 //
 // Each send passes, in order: the app check (the sender must be one of the
 // request's app's phone-number ids), the circuit breaker of its (provider,
 // sender) (an open breaker holds the request until it half-opens, within the
-// request's deadline), the sender's token-bucket rate limit, and the provider
+// request's deadline), the sender's rate limit (Limiter), and the provider
 // call. Retryable errors (see IsRetryable) are retried with exponential
 // backoff and jitter up to Config.MaxAttempts and the request's Deadline
 // (past it: OutcomeExpired). A call that may have reached Meta without an
 // answer is never retried (Meta has no idempotency key): it ends as
 // OutcomeInDoubt, and the status webhooks, which echo the dispatch id in
 // biz_opaque_callback_data, reconcile it.
+//
+// Rate limits: by default (LimiterConfig.Mode global) each sender's rate
+// (Config.RatePerSender, or the app's whatsapp.throughput for the number;
+// at most 1,000 a second) holds for all dispatcher replicas together: the
+// replicas publish their demand per sender to schemas.TopicSenders every
+// heartbeat and each takes a max-min fair share, raising its share only
+// after the others have lowered theirs, so that joining and leaving
+// replicas do not overshoot (limiter_global.go, docs/LIMITS.md). Meta's
+// rate-limit answers (4, 80007, 130429) lower the sender's rate for every
+// replica; quiet periods raise it back by steps.
+//
+// Pair rate: requests to one recipient are planned Config.PairInterval
+// apart (Meta allows about one message per 6 s to one recipient, 131056
+// past it). A recipient waiting for its turn or for a retry's backoff holds
+// no worker: its queue is parked on a timer and the other recipients go on.
+// A wait longer than Config.MaxHold defers the recipient's remaining
+// requests of the batch to schemas.TopicScheduled with their planned
+// send_at (header schemas.HeaderAttempts carries the calls made), so that
+// no recipient holds the batch, and with it its partition, for long.
+//
+// Window, opt-out and messaging tier (reach.go, docs/LIMITS.md): WhatsApp
+// requests are checked after the templates, before any wait or call.
+// Free-form text whose WindowUntil passed, or to a recipient Meta answered
+// 131047 for since the window the request knows of ended (kept in memory
+// for 24 h), fails with CodeWindowClosed. A 131050 answer is written to
+// schemas.TopicSuppressions (compacted, read whole by every replica before
+// Run consumes a request) and later MARKETING templates to the recipient
+// (the request's category, else the synced template's) fail with
+// CodeOptedOut. For an app with a whatsapp.messaging_tier, a template not
+// known to be inside the recipient's window is claimed on partition 0 of
+// schemas.TopicReach before the breaker and the rate limit; it is sent only
+// once this replica read its claim back granted (internal/reach decides the
+// claims of every replica in partition order, alike everywhere: granted for
+// a recipient reached in the last 24 h, or while fewer than the tier were),
+// else it fails with CodeTierExceeded. Failed, not deferred: room comes
+// back only as the 24 h move on, past most requests' deadlines, and the
+// campaign API refuses campaigns over the headroom beforehand. These
+// refusals are counted in herald_dispatcher_refusals_total{reason}.
 //
 // Scheduled sends: a request whose SendAt is more than a second ahead of the
 // dispatcher's clock is not sent: it is forwarded, unchanged, to
@@ -25,16 +76,59 @@
 // release marker after it so that a restart does not release it again; see
 // Scheduler for the offsets it commits and the one case of a double release.
 //
+// Templates: a template request is checked against the app's templates
+// before any wait or call, so that Meta's 132000 and 132001 never happen:
+// a template unknown in that language ends as OutcomeFailed with
+// CodeTemplateUnknown, one whose status is not APPROVED with
+// CodeTemplateNotApproved (the message says the status), parameters that do
+// not fit with CodeTemplateParams (the message names each request field
+// that is wrong: the header's count, or a media or LOCATION header, which a
+// request cannot fill; the body's count; a missing, empty or needless
+// button_url; empty or over-long parameters; named-parameter templates).
+// Meta does not type body variables (text, currency and date_time all fit)
+// and requests carry text, so body parameters are checked by count. These
+// refusals are permanent: no retry, no provider call.
+//
+// The templates come from schemas.TopicTemplates (compacted), which every
+// replica reads whole into memory (templates.go); Run consumes no request
+// before the store holds what the topic held at start (Ready, for
+// /readyz). The sync (templates_sync.go) lists every app with a
+// whatsapp.waba_id (GET /{version}/{waba-id}/message_templates, every page)
+// once the store caught up, every Config.Templates.SyncInterval, and
+// ResyncDelay after a template webhook, and writes a schemas.TemplateDef for
+// each new or changed template and a tombstone for each no longer listed.
+// Any replica may sync: each compares Meta's listing with the store, so
+// several syncing write the same records at most twice and, once they read
+// each other's, nothing. A failed listing (Meta down, a bad token) is
+// logged and counted and writes nothing: the store keeps the last known
+// templates. Ingest writes each template webhook to the topic too, as a
+// schemas.TemplateSignal: its status (PAUSED, DISABLED, REJECTED, APPROVED
+// again...) applies at once and outranks listings started less than a
+// minute after it (Meta's listing may lag its webhooks).
+//
+// An app whose templates the store does not hold is not checked (its sends
+// go to Meta, which decides, as before templates were synced): an app
+// without a whatsapp.waba_id, or whose templates no sync has listed yet
+// (at the very first start, or with Meta down then). Its first such send is
+// logged.
+//
 // Requests of one batch run concurrently (Config.Concurrency), but requests
-// to one recipient (one record key) run one after the other, in record order.
+// to one recipient (one record key) run one after the other, in record order
+// (a deferred request keeps its place: later requests to its recipient are
+// deferred behind it, on this replica; after a rebalance a new request may
+// overtake deferred ones, see docs/LIMITS.md).
 //
 // Delivery: the offsets of a batch are committed only after all its outcomes
-// and dead letters were acknowledged by Kafka. On shutdown (Run's ctx done)
-// no new call starts, calls in flight finish (bounded by RequestTimeout),
-// their outcomes are produced, and per partition the records up to the first
-// undecided one are committed; the rest are delivered again later. A crash
-// redelivers the uncommitted batch, so a request may be sent twice; both
-// sends carry the same dispatch id.
+// and dead letters were acknowledged by Kafka. A batch starts sends for at
+// most Config.MaxBatchTime (a backlog paced at a sender's share of its rate
+// would otherwise hold a batch, and with it every rebalance, for minutes):
+// then its decided prefix of each partition is committed and the rest is
+// fetched again, the records already decided skipped. On shutdown (Run's
+// ctx done) no new call starts, calls in flight finish (bounded by
+// RequestTimeout), their outcomes are produced, and per partition the
+// records up to the first undecided one are committed; the rest are
+// delivered again later. A crash redelivers the uncommitted batch, so a
+// request may be sent twice; both sends carry the same dispatch id.
 //
 // Metrics:
 //
@@ -42,11 +136,28 @@
 //	herald_dispatcher_provider_errors_total{code}     failed provider calls, by Graph code (http_<status>, unreachable, in_doubt)
 //	herald_dispatcher_send_duration_seconds           duration of one provider call
 //	herald_dispatcher_limiter_wait_seconds            wait for the sender's rate limit
+//	herald_dispatcher_sender_rate{sender}             the sender's global adaptive rate (msg/s, all replicas)
+//	herald_dispatcher_sender_share{sender}            this replica's grant of it (msg/s)
+//	herald_dispatcher_rate_lowered_total{sender,code} rate lowerings made after a Meta rate-limit answer (4, 80007, 130429)
+//	herald_dispatcher_limiter_members                 replicas sharing the rates, this one included
+//	herald_dispatcher_deferred_total{reason}          requests deferred to the scheduled topic (pair_rate, retry, queued)
+//	herald_dispatcher_batches_cut_total               batches cut short by Config.MaxBatchTime (the rest fetched again)
 //	herald_dispatcher_breaker_state{sender}           0 closed, 1 half-open, 2 open
 //	herald_dispatcher_breaker_transitions_total{to}   breaker state changes
 //	herald_dispatcher_dead_letters_total              undecodable records dead-lettered
 //	herald_dispatcher_inflight                        provider calls in flight
 //	herald_dispatcher_scheduled_total                 requests with a future send_at forwarded to the scheduled topic
+//	herald_dispatcher_templates{status}               templates in the store, by status
+//	herald_dispatcher_templates_ready                 1 once the template store caught up with the topic at start
+//	herald_dispatcher_template_records_total{result}  template topic records read: template, signal, deleted, invalid
+//	herald_dispatcher_template_syncs_total{result}    template listings of one app: ok, error
+//	herald_dispatcher_template_changes_total{change}  template records the sync wrote: written, deleted
+//	herald_dispatcher_template_checks_total{result}   template sends checked: passed, unchecked, unknown, not_approved, params
+//	herald_dispatcher_refusals_total{reason}          WhatsApp requests refused before the call: window, window_meta, opt_out, tier
+//	herald_dispatcher_learned_total{what}             Meta answers remembered per recipient: opt_out (131050), window_closed (131047)
+//	herald_dispatcher_reach_records_total{result}     reach and suppression records read: granted, refused (claims of every replica), suppression, invalid
+//	herald_dispatcher_tier_used{business}             unique recipients outside the window granted in the last 24 h (apps with a messaging_tier)
+//	herald_dispatcher_tier_headroom{business}         the business's messaging tier minus tier_used
 //
 //	herald_scheduler_pending                          scheduled requests held in memory
 //	herald_scheduler_released_total                   requests released to the dispatch topic (marker acknowledged)
@@ -82,8 +193,9 @@ const (
 	// shutdownGrace bounds producing the outcomes of finished sends after
 	// Run's ctx is done.
 	shutdownGrace = 10 * time.Second
-	// pairRateWait is the least backoff after 131056: Meta allows about one
-	// message per 6 s to one recipient.
+	// pairRateWait is the least backoff after 131056 when PairInterval
+	// planning is disabled: Meta allows about one message per 6 s to one
+	// recipient.
 	pairRateWait = 6 * time.Second
 	// sendAtSkew is how far in the future a request's SendAt may be and
 	// the request still be sent rather than forwarded to the scheduler:
@@ -103,8 +215,24 @@ type Dispatcher struct {
 	http      *http.Client
 	providers map[schemas.Channel]Provider
 	limiter   Limiter
+	// global is limiter when it is the global one (run by Run).
+	global *globalLimiter
+	pairs  *pairPlan
+	// redo holds the records decided behind an undecided one in a batch
+	// handed back past MaxBatchTime (see handBack).
+	redo redoSet
+	// pollSize is the most records the next batch gets (see nextPoll);
+	// only the consume loop uses it.
+	pollSize  int
 	breakers  *breakers
 	throttle  *throttle
+	templates *templates
+	// reach holds the window, opt-out and messaging-tier checks (reach.go).
+	reach *reachGate
+
+	// channels holds the email and push providers' state and their own
+	// rate limits (channels.go).
+	channels channels
 
 	// backoffBase and backoffMax shape retries: base·2^(attempt-1), at most
 	// max, with the upper half jittered.
@@ -152,9 +280,55 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		// a GET. The 3xx is reported as a failed call instead.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	chans, err := newChannels(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	rateOf := func(sender string) float64 {
+		if app, ok := reg.ByPhoneNumberID(sender); ok && app.Throughput(sender) > 0 {
+			return app.Throughput(sender)
+		}
+		return cfg.RatePerSender
+	}
+	var (
+		limiter Limiter
+		global  *globalLimiter
+	)
+	switch cfg.Limiter.Mode {
+	case LimiterGlobal:
+		if global, err = newGlobalLimiter(cfg.Limiter, cfg.Burst, rateOf, kcfg.Opts(log), log, m); err != nil {
+			chans.close()
+			return nil, err
+		}
+		limiter = global
+	case LimiterLocal:
+		limiter = newLocalLimiter(rateOf, cfg.Burst)
+	default:
+		limiter = noLimit{}
+	}
 	cl, err := kgo.NewClient(append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)...)
 	if err != nil {
+		chans.close()
+		if global != nil {
+			global.close()
+		}
 		return nil, fmt.Errorf("dispatcher: creating kafka client: %w", err)
+	}
+	var tpl *templates
+	tm, err := newTemplateMetrics(prom, func() bool { return tpl != nil && tpl.store.ready.Load() })
+	if err == nil {
+		tpl, err = newTemplates(cfg, kcfg, reg, cl, hc, log, tm)
+	}
+	var gate *reachGate
+	if err == nil {
+		gate, err = newReachGate(kcfg.Opts(log), reg, log, prom)
+	}
+	if err != nil {
+		if tpl != nil {
+			tpl.close()
+		}
+		cl.Close()
+		return nil, err
 	}
 	return &Dispatcher{
 		cfg:  cfg,
@@ -165,10 +339,20 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		http: hc,
 		providers: map[schemas.Channel]Provider{
 			schemas.ChannelWhatsApp: NewWhatsApp(cfg.WhatsAppBaseURL, cfg.GraphVersion, hc),
+			schemas.ChannelEmail:    chans.email,
+			schemas.ChannelPush:     chans.push,
+			schemas.ChannelWebhook:  NewWebhook(nil),
 		},
-		limiter:     newTokenBucket(cfg.RatePerSender, cfg.Burst),
+		channels:    chans,
+		limiter:     limiter,
+		global:      global,
+		pairs:       newPairPlan(cfg.PairInterval),
+		redo:        make(redoSet),
+		pollSize:    max(cfg.Concurrency, minPoll),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
+		templates:   tpl,
+		reach:       gate,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -179,23 +363,68 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 // batch).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.log.Info("dispatcher running", "group", d.cfg.Group, "whatsapp", d.cfg.WhatsAppBaseURL,
-		"rate_per_sender", d.cfg.RatePerSender, "concurrency", d.cfg.Concurrency)
-	return kafka.Run(ctx, d.cl, d.log, d.handle)
+		"rate_per_sender", d.cfg.RatePerSender, "limiter", d.cfg.Limiter.Mode, "concurrency", d.cfg.Concurrency)
+	tctx, stopTemplates := context.WithCancel(ctx)
+	var tw sync.WaitGroup
+	tw.Go(func() { d.templates.run(tctx) })
+	tw.Go(func() { d.reach.run(tctx) })
+	defer func() { stopTemplates(); tw.Wait() }()
+	// Requests are checked against the templates and the suppressions: not
+	// before the stores hold what the topics hold.
+	if !d.templates.waitReady(ctx) || !d.reach.waitReady(ctx) {
+		return nil
+	}
+	if d.global == nil {
+		return kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+	}
+	// The limiter outlives the consume loop: sends in flight at shutdown
+	// still pace, and it says it leaves only after the last one.
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.global.run(lctx)
+	}()
+	err := kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+	stop()
+	<-done
+	return err
+}
+
+// Ready returns nil once the dispatcher's template store has read
+// schemas.TopicTemplates up to its end at start (Run consumes no request
+// before): a readiness check for /readyz.
+func (d *Dispatcher) Ready(context.Context) error {
+	if !d.templates.store.ready.Load() {
+		return errors.New("reading the templates topic " + schemas.TopicTemplates)
+	}
+	return nil
 }
 
 // Close leaves the consumer group and releases connections. Call it after
 // Run returned.
 func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
+		d.templates.close()
+		d.reach.close()
 		d.cl.Close()
+		if d.global != nil {
+			d.global.close()
+		}
 		d.http.CloseIdleConnections()
+		d.channels.close()
 	})
 }
 
 // item is one decoded request and the index of its record in the batch.
+// attempts are the calls made before it was deferred (header
+// schemas.HeaderAttempts); planned says its SendAt is a turn this
+// dispatcher planned for the recipient.
 type item struct {
-	idx int
-	req *schemas.DispatchRequest
+	idx      int
+	req      *schemas.DispatchRequest
+	attempts int
+	planned  bool
 }
 
 // handle is the kafka.Handler: decode, send, produce outcomes and dead
@@ -206,7 +435,13 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	results := make([]*kgo.Record, len(recs))
 	var queues [][]item
 	byKey := make(map[string]int)
+	d.redo.prune(recs)
 	for i, rec := range recs {
+		if d.redo.decided(rec) {
+			// Decided in a batch handed back past MaxBatchTime.
+			results[i] = decidedBefore
+			continue
+		}
 		req, err := schemas.DecodeDispatchRequest(rec.Value)
 		if err != nil {
 			results[i] = kafka.DeadLetter(stage, rec, "decoding dispatch request: "+err.Error())
@@ -220,10 +455,11 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		if req.SendAt.After(time.Now().Add(sendAtSkew)) {
 			// Not to be sent yet: a producer wrote it here directly.
 			// The scheduler releases it back at SendAt, unchanged.
-			results[i] = &kgo.Record{Topic: schemas.TopicScheduled, Key: req.Key(), Value: rec.Value}
+			results[i] = &kgo.Record{Topic: schemas.TopicScheduled, Key: req.Key(), Value: rec.Value, Headers: rec.Headers}
 			d.m.scheduled.Inc()
 			continue
 		}
+		attempts, planned := deferredAttempts(rec)
 		// One queue per recipient keeps its sends in record order (Meta's
 		// pair rate and the user's reading order are per recipient).
 		k := string(req.Key())
@@ -233,13 +469,19 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 			byKey[k] = q
 			queues = append(queues, nil)
 		}
-		queues[q] = append(queues[q], item{idx: i, req: req})
+		queues[q] = append(queues[q], item{idx: i, req: req, attempts: attempts, planned: planned})
 	}
-	d.sendAll(ctx, queues, results)
+	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
+	defer cancelBatch()
+	d.sendAll(bctx, queues, results)
 
 	out := make([]*kgo.Record, 0, len(recs))
+	undecided := false
 	for _, r := range results {
-		if r != nil {
+		switch {
+		case r == nil:
+			undecided = true
+		case r != decidedBefore:
 			out = append(out, r)
 		}
 	}
@@ -259,37 +501,11 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 		return err
 	}
+	d.sizePoll(len(recs), results, undecided)
+	if undecided {
+		return d.handBack(ctx, recs, results)
+	}
 	return nil
-}
-
-// sendAll dispatches every queue, at most Concurrency at a time, each queue
-// in order, and stores each outcome record in results. A queue stops at its
-// first request left undecided because ctx ended.
-func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record) {
-	if len(queues) == 0 {
-		return
-	}
-	work := make(chan []item)
-	var wg sync.WaitGroup
-	for range min(d.cfg.Concurrency, len(queues)) {
-		wg.Go(func() {
-			for q := range work {
-				for _, it := range q {
-					o := d.dispatch(ctx, it.req)
-					if o == nil {
-						break
-					}
-					b, _ := o.Marshal() // cannot fail: plain fields only
-					results[it.idx] = &kgo.Record{Topic: schemas.TopicOutcomes, Key: o.Key(), Value: b}
-				}
-			}
-		})
-	}
-	for _, q := range queues {
-		work <- q
-	}
-	close(work)
-	wg.Wait()
 }
 
 // donePrefix returns, per partition, the last record before the first
@@ -323,89 +539,177 @@ func donePrefix(recs []*kgo.Record, results []*kgo.Record) []*kgo.Record {
 	return out
 }
 
-// dispatch sends one request and returns its outcome, or nil when ctx ended
-// before the request was decided (it is then delivered again later).
+// dispatch sends one request to its end, sleeping between attempts, and
+// returns its outcome, or nil when ctx ended before the request was decided
+// (it is then delivered again later). Batches use begin and attempt
+// through sendAll instead, which park a waiting recipient rather than
+// sleep.
 func (d *Dispatcher) dispatch(ctx context.Context, req *schemas.DispatchRequest) *schemas.Outcome {
 	if ctx.Err() != nil {
 		return nil
 	}
+	t, o := d.begin(req, 0)
+	if o != nil {
+		return o
+	}
+	for {
+		o, again := d.attempt(ctx, t)
+		if o != nil || again.IsZero() {
+			return o
+		}
+		if err := sleepCtx(ctx, time.Until(again)); err != nil {
+			return nil
+		}
+	}
+}
+
+// try is one request on its way: what begin checked, and the calls made.
+type try struct {
+	req      *schemas.DispatchRequest
+	app      *apps.App
+	p        Provider
+	attempts int
+	last     error
+	// claimed: the recipient was granted within the messaging tier.
+	claimed bool
+}
+
+// begin checks req before any call; attempts are the calls made for it
+// before it was deferred. It returns the outcome when req is decided
+// without a call (refused, or its deadline passed), else its try.
+func (d *Dispatcher) begin(req *schemas.DispatchRequest, attempts int) (*try, *schemas.Outcome) {
 	app, ok := d.reg.ByID(req.App)
 	if !ok {
-		return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: app %s: %w", req.ID, req.App, ErrUnknownApp))
+		return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: app %s: %w", req.ID, req.App, ErrUnknownApp))
 	}
 	p, ok := d.providers[req.Channel]
 	if !ok {
-		return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %s: %w", req.ID, req.Channel, ErrUnsupportedChannel))
+		return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %s: %w", req.ID, req.Channel, ErrUnsupportedChannel))
 	}
 	if req.Channel == schemas.ChannelWhatsApp {
 		// Checked before any wait so that a foreign or unknown sender
 		// never gets a breaker or a bucket.
 		if !ownsSender(app, req.Sender) {
-			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: sender %s of app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender))
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: sender %s of app %s: %w", req.ID, req.Sender, app.ID, ErrForeignSender))
 		}
 		if err := checkRequest(req); err != nil {
-			return d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
 		}
+		// Unknown, unapproved or mismatched templates never reach Meta
+		// (132000/132001): see templates.go.
+		if err := d.templates.store.check(app, req.Template); err != nil {
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
+		// Text outside the window (131047) and marketing to an opted-out
+		// recipient (131050) never reach Meta: see reach.go.
+		if err := d.reach.check(req, d.templates.store.category(app, req.Template), time.Now()); err != nil {
+			return nil, d.decide(req, schemas.OutcomeFailed, "", attempts, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
+	} else if pp, ok := p.(preparer); ok {
+		// Email and push: the app's settings, its sender, the message.
+		if err := pp.prepare(app, req); err != nil {
+			return nil, d.decide(req, schemas.OutcomeFailed, "", 0, fmt.Errorf("dispatch %s: %w", req.ID, err))
+		}
+	}
+	if !req.Deadline.IsZero() && !time.Now().Before(req.Deadline) {
+		return nil, d.decide(req, schemas.OutcomeExpired, "", attempts, nil)
+	}
+	return &try{req: req, app: app, p: p, attempts: attempts}, nil
+}
+
+// attempt makes the next call of t: the breaker, the sender's rate limit,
+// the call. It returns the outcome when the request is decided, or the
+// time of its next call when a retryable error leaves room for one before
+// the deadline, or neither when ctx ended first.
+func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, time.Time) {
+	req := t.req
+	if ctx.Err() != nil {
+		return nil, time.Time{}
 	}
 	rctx := ctx
 	if !req.Deadline.IsZero() {
-		if !time.Now().Before(req.Deadline) {
-			return d.decide(req, schemas.OutcomeExpired, "", 0, nil)
-		}
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithDeadline(ctx, req.Deadline)
 		defer cancel()
 	}
-	br := d.breakers.get(string(req.Channel), req.Sender)
-	var last error
-	for attempt := 1; ; attempt++ {
-		done, err := br.allow(rctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
-		}
-		start := time.Now()
-		if err := d.limiter.Wait(rctx, req.Sender); err != nil {
-			done(context.Canceled) // not a call: neither success nor failure
-			if ctx.Err() != nil {
-				return nil
-			}
-			return d.decide(req, schemas.OutcomeExpired, "", attempt-1, last)
-		}
-		d.m.limiterWait.Observe(time.Since(start).Seconds())
-
-		id, err := d.call(ctx, p, app, req)
-		done(err)
-		if err == nil {
-			d.tokenWorks(app)
-			return d.decide(req, schemas.OutcomeAccepted, id, attempt, nil)
-		}
-		last = err
-		d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
-		switch {
-		case errors.Is(err, ErrInDoubt):
-			return d.decide(req, schemas.OutcomeInDoubt, "", attempt, err)
-		case !IsRetryable(err):
-			if errorCode(err) == codeAccessToken {
-				d.tokenBroken(app, err)
-			}
-			return d.decide(req, schemas.OutcomeFailed, "", attempt, err)
-		case attempt >= d.cfg.MaxAttempts:
-			return d.decide(req, schemas.OutcomeFailed, "", attempt, fmt.Errorf("giving up after %d attempts: %w", attempt, err))
-		}
-		wait := d.backoff(attempt, err)
-		if dl, ok := rctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-			return d.decide(req, schemas.OutcomeExpired, "", attempt, last)
-		}
-		if err := sleepCtx(rctx, wait); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return d.decide(req, schemas.OutcomeExpired, "", attempt, last)
+	if !t.claimed && needsClaim(t.app, req, time.Now()) {
+		if o, again, ok := d.claimTier(ctx, rctx, t); !ok {
+			return o, again
 		}
 	}
+	br := d.breakers.get(string(req.Channel), req.Sender)
+	done, err := br.allow(rctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, time.Time{}
+		}
+		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+	}
+	start := time.Now()
+	lim := d.limiterFor(req.Channel)
+	if err := lim.Wait(rctx, req.Sender); err != nil {
+		done(context.Canceled) // not a call: neither success nor failure
+		if ctx.Err() != nil {
+			return nil, time.Time{}
+		}
+		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+	}
+	d.m.limiterWait.Observe(time.Since(start).Seconds())
+
+	t.attempts++
+	id, err := d.call(ctx, t.p, t.app, req)
+	done(err)
+	lim.Observe(req.Sender, err)
+	d.pairs.answered(req, err, time.Now())
+	if err == nil {
+		if req.Channel == schemas.ChannelWhatsApp {
+			d.tokenWorks(t.app)
+		}
+		return d.decide(req, schemas.OutcomeAccepted, id, t.attempts, nil), time.Time{}
+	}
+	t.last = err
+	d.m.providerErrors.WithLabelValues(errorLabel(err)).Inc()
+	switch {
+	case errors.Is(err, ErrInDoubt):
+		return d.decide(req, schemas.OutcomeInDoubt, "", t.attempts, err), time.Time{}
+	case !IsRetryable(err):
+		if errorCode(err) == codeAccessToken {
+			d.tokenBroken(t.app, err)
+		}
+		d.reach.learn(ctx, req, err)
+		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, err), time.Time{}
+	case t.attempts >= d.cfg.MaxAttempts:
+		return d.decide(req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("giving up after %d attempts: %w", t.attempts, err)), time.Time{}
+	}
+	next := time.Now().Add(d.backoff(t.attempts, err))
+	// The request's deadline, not rctx's: ctx may be a batch's, which ends
+	// long before (the queue is then deferred, not expired).
+	if !req.Deadline.IsZero() && next.After(req.Deadline) {
+		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+	}
+	return nil, next
+}
+
+// claimTier claims t's recipient within its business's messaging tier
+// (reach.go). It reports true when granted; else the outcome (refused, or
+// expired), the time to claim again, or neither when ctx ended.
+func (d *Dispatcher) claimTier(ctx, rctx context.Context, t *try) (*schemas.Outcome, time.Time, bool) {
+	err := d.reach.claim(rctx, t.app, t.req)
+	switch {
+	case err == nil:
+		t.claimed = true
+		return nil, time.Time{}, true
+	case errors.Is(err, ErrTierExceeded):
+		return d.decide(t.req, schemas.OutcomeFailed, "", t.attempts, fmt.Errorf("dispatch %s: %w", t.req.ID, err)), time.Time{}, false
+	case ctx.Err() != nil:
+		return nil, time.Time{}, false
+	case rctx.Err() != nil:
+		return d.decide(t.req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}, false
+	}
+	if d.throttle.allow("claim") {
+		d.log.Warn("messaging-tier claim undecided, claiming again", "dispatch_id", t.req.ID, "app", t.req.App, "err", err)
+	}
+	return nil, time.Now().Add(claimRetry), false
 }
 
 // call makes one provider call. The call is not cancelled by ctx (shutdown):
@@ -426,7 +730,8 @@ func (d *Dispatcher) call(ctx context.Context, p Provider, app *apps.App, req *s
 }
 
 // backoff is the wait before attempt+1: base·2^(attempt-1) capped at max,
-// its upper half random; at least pairRateWait after a pair-rate error.
+// its upper half random; at least the pair interval (pairRateWait when
+// planning is off) after a pair-rate error.
 func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
 	b := d.backoffMax
 	if attempt-1 < 30 {
@@ -434,9 +739,14 @@ func (d *Dispatcher) backoff(attempt int, err error) time.Duration {
 	}
 	b = b/2 + rand.N(b/2+1)
 	if errorCode(err) == codePairRate {
-		b = max(b, pairRateWait)
+		w := d.cfg.PairInterval
+		if w <= 0 {
+			w = pairRateWait
+		}
+		b = max(b, w)
 	}
-	return b
+	// FCM's Retry-After (QUOTA_EXCEEDED, UNAVAILABLE) is a floor.
+	return max(b, retryAfter(err))
 }
 
 // decide builds the outcome of req, counts and logs it.
@@ -459,6 +769,7 @@ func (d *Dispatcher) decide(req *schemas.DispatchRequest, state schemas.OutcomeS
 		o.Template = t.Name
 		o.Category = t.Category
 	}
+	channelOutcome(o, req, err)
 	switch {
 	case state == schemas.OutcomeExpired:
 		o.ErrorMessage = "deadline passed before the message could be sent"

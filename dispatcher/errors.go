@@ -26,6 +26,29 @@ const (
 	// CodeHTTP: the provider answered an HTTP error without a Graph error
 	// code (a proxy's 502 page, say).
 	CodeHTTP = -6
+	// CodeTemplateUnknown: the app's WhatsApp Business account has no
+	// template of that name in that language (Meta would answer 132001).
+	CodeTemplateUnknown = -7
+	// CodeTemplateNotApproved: the template is not APPROVED (PENDING,
+	// REJECTED, PAUSED, DISABLED, ...; the message says which).
+	CodeTemplateNotApproved = -8
+	// CodeTemplateParams: the request's parameters do not fit the
+	// template's components (Meta would answer 132000 or 132012); the
+	// message names each field that is wrong.
+	CodeTemplateParams = -9
+	// -10 and -11 are reserved for the email and push codes.
+
+	// CodeTierExceeded: a template to a recipient outside the service
+	// window would have taken the business past its messaging tier (unique
+	// recipients per moving 24 h, see reach.go).
+	CodeTierExceeded = -12
+	// CodeWindowClosed: free-form text to a recipient whose 24-hour
+	// service window is known to be closed (the request's window_until
+	// passed, or Meta answered 131047 since); Meta would answer 131047.
+	CodeWindowClosed = -13
+	// CodeOptedOut: a MARKETING template to a recipient Meta said stopped
+	// marketing messages (131050, remembered on herald.suppressions.v1).
+	CodeOptedOut = -14
 )
 
 // Sentinel errors.
@@ -38,12 +61,36 @@ var (
 	// phone-number ids: one app can never send from another's number.
 	// Permanent.
 	ErrForeignSender = errors.New("sender is not a phone number id of the app")
-	// ErrUnsupportedChannel is returned by the dispatcher for channels that
-	// have no provider yet (email, push). Permanent.
+	// ErrUnsupportedChannel is returned by the dispatcher for a channel
+	// without a provider, and by the email and push providers for an app
+	// without email or push settings. Permanent.
 	ErrUnsupportedChannel = errors.New("no provider for channel")
 	// ErrInvalidRequest is wrapped by WhatsApp.Send when the request cannot
 	// be encoded into a valid Graph call. Permanent.
 	ErrInvalidRequest = errors.New("invalid request")
+	// ErrTemplateUnknown is wrapped by the dispatcher's template check
+	// (before any wait or call) when the app's synced templates have none of
+	// the request's name in its language. Permanent.
+	ErrTemplateUnknown = errors.New("unknown template")
+	// ErrTemplateNotApproved is wrapped by the template check when the
+	// template's status is not APPROVED. Permanent for the request.
+	ErrTemplateNotApproved = errors.New("template not approved")
+	// ErrTemplateParams is wrapped by the template check when the request's
+	// header, body or button URL parameters do not fit the template.
+	// Permanent.
+	ErrTemplateParams = errors.New("template parameters do not fit the template")
+	// ErrTierExceeded is wrapped by the dispatcher's tier check (before any
+	// call) when the business's messaging tier has no room for another
+	// recipient outside the service window. Permanent for the request.
+	ErrTierExceeded = errors.New("messaging tier reached")
+	// ErrWindowClosed is wrapped by the dispatcher's window check (before
+	// any call) for free-form text outside the recipient's service window.
+	// Permanent.
+	ErrWindowClosed = errors.New("customer-service window closed")
+	// ErrOptedOut is wrapped by the dispatcher's suppression check (before
+	// any call) for a MARKETING template to a recipient who stopped
+	// marketing messages. Permanent.
+	ErrOptedOut = errors.New("recipient stopped marketing messages")
 	// ErrUnreachable is wrapped by WhatsApp.Send when the HTTP call failed
 	// before the request was written (dial, DNS, TLS, connection refused):
 	// nothing reached Meta, so it is safe to retry.
@@ -145,6 +192,9 @@ func IsRetryable(err error) bool {
 	if errors.Is(err, ErrInDoubt) {
 		return false
 	}
+	if pe, ok := asProviderError(err); ok { // email and push: errors_channels.go
+		return pe.retryable()
+	}
 	var ge *GraphError
 	if errors.As(err, &ge) {
 		switch {
@@ -161,6 +211,9 @@ func IsRetryable(err error) bool {
 // isRateLimit reports whether err is Meta asking to slow down (4, 80007,
 // 130429, 131056).
 func isRateLimit(err error) bool {
+	if pe, ok := asProviderError(err); ok {
+		return pe.rateLimited()
+	}
 	var ge *GraphError
 	return errors.As(err, &ge) && rateLimitCodes[ge.Code]
 }
@@ -171,6 +224,13 @@ func errorCode(err error) int {
 	switch {
 	case err == nil, errors.Is(err, ErrInDoubt):
 		return 0
+	case errors.As(err, new(providerError)):
+		pe, _ := asProviderError(err)
+		return pe.outcomeCode()
+	case errors.Is(err, ErrSMTPConfig):
+		return CodeSMTPConfig
+	case errors.Is(err, ErrPushToken):
+		return CodePushToken
 	case errors.As(err, &ge):
 		if ge.Code == 0 {
 			return CodeHTTP
@@ -184,6 +244,18 @@ func errorCode(err error) int {
 		return CodeUnsupportedChannel
 	case errors.Is(err, ErrInvalidRequest):
 		return CodeInvalidRequest
+	case errors.Is(err, ErrTemplateUnknown):
+		return CodeTemplateUnknown
+	case errors.Is(err, ErrTemplateNotApproved):
+		return CodeTemplateNotApproved
+	case errors.Is(err, ErrTemplateParams):
+		return CodeTemplateParams
+	case errors.Is(err, ErrTierExceeded):
+		return CodeTierExceeded
+	case errors.Is(err, ErrWindowClosed):
+		return CodeWindowClosed
+	case errors.Is(err, ErrOptedOut):
+		return CodeOptedOut
 	case errors.Is(err, ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
 		return CodeUnreachable
 	}
@@ -197,6 +269,13 @@ func errorLabel(err error) string {
 	switch {
 	case errors.Is(err, ErrInDoubt):
 		return "in_doubt"
+	case errors.As(err, new(providerError)):
+		pe, _ := asProviderError(err)
+		return pe.metricLabel()
+	case errors.Is(err, ErrSMTPConfig):
+		return "smtp_config"
+	case errors.Is(err, ErrPushToken):
+		return "fcm_token"
 	case errors.As(err, &ge):
 		if ge.Code == 0 {
 			return "http_" + strconv.Itoa(ge.Status)

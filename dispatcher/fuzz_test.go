@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/heraldhq/herald/internal/apps"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -79,6 +81,44 @@ func FuzzEncodeMessage(f *testing.F) {
 		if got.Type != "template" || got.Template == nil || got.Template.Name != rt(name) || len(got.Template.Components) != 2 ||
 			got.Template.Components[0].Parameters[0].Text != rt(param) || got.Template.Components[1].Parameters[0].Text != rt(button) {
 			t.Fatalf("template message %s", b)
+		}
+	})
+}
+
+// FuzzTemplatePage feeds arbitrary template listings (Meta's answer, outside
+// input) to the decoder and the mapping: no panic, every template kept is a
+// valid record, and the parameter checks judge any request against it.
+func FuzzTemplatePage(f *testing.F) {
+	f.Add([]byte(`{"data":[{"name":"n","language":"en_US","status":"APPROVED","category":"UTILITY","id":"1","components":[`+
+		`{"type":"HEADER","format":"TEXT","text":"Hi {{1}}"},{"type":"BODY","text":"{{1}} {{2}}"},`+
+		`{"type":"BUTTONS","buttons":[{"type":"URL","url":"https://x/{{1}}"},{"type":"OTP"}]}]}],"paging":{"cursors":{"after":"a"},"next":"x"}}`),
+		uint8(2), uint8(1), "suffix")
+	f.Add([]byte(`{"data":[{"name":"n","language":"en","status":"PAUSED","parameter_format":"NAMED","components":[{"type":"body","example":{"body_text":[[]],"body_text_named_params":[{}]}}]}]}`),
+		uint8(0), uint8(0), "")
+	f.Add([]byte(`{"data":[{"components":[{"type":"HEADER","format":"image"},{"type":"BUTTONS","buttons":null}]}]}`), uint8(1), uint8(1), "x")
+	app := &apps.App{ID: "shop", WhatsApp: apps.WhatsApp{WABAID: "2001"}}
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte, nBody, nHeader uint8, button string) {
+		var p graphTemplatePage
+		if json.Unmarshal(body, &p) != nil {
+			return
+		}
+		for i := range p.Data {
+			d, err := templateDef(app, &p.Data[i], now)
+			if err != nil {
+				continue
+			}
+			if err := d.Validate(); err != nil {
+				t.Fatalf("templateDef kept an invalid record %+v: %v", d, err)
+			}
+			if d.BodyParams < 0 || (d.Header != nil && d.Header.Params < 0) {
+				t.Fatalf("negative parameter counts %+v", d)
+			}
+			req := &schemas.Template{
+				Name: d.Name, Language: d.Language, Body: make([]string, nBody%40), Header: make([]string, nHeader%3),
+				ButtonURL: map[int]string{int(nBody % 12): button},
+			}
+			_ = d.ParamProblems(req)
 		}
 	})
 }

@@ -2,101 +2,245 @@ package dispatcher
 
 import (
 	"context"
-	"fmt"
+	"math"
 	"sync"
 	"time"
 )
 
 // Limiter bounds how fast each sender (a WhatsApp phone-number id) sends.
-// The dispatcher calls Wait once per provider call. This replica's token
-// bucket implements it today; a global, adaptive one (shared across
-// replicas, following 130429) can replace it behind the same interface.
+// The dispatcher calls Wait once per provider call and Observe with the
+// call's answer. Three implementations, chosen by LimiterConfig.Mode: the
+// global limiter (limiter_global.go: one rate per sender shared by every
+// replica, adaptive), a per-replica pacer at the configured rate (local),
+// and none.
 type Limiter interface {
-	// Wait blocks until sender may make one call. It returns an error, and
-	// takes no token, when ctx is done first or when ctx's deadline comes
-	// before the sender's turn.
+	// Wait blocks until sender may make one call. It returns ctx's error,
+	// and takes no turn, when ctx is done first.
 	Wait(ctx context.Context, sender string) error
+	// Observe reports the answer of a call Wait allowed: nil or the
+	// provider's error. The global limiter lowers the sender's rate on
+	// Meta's rate-limit codes (4, 80007, 130429).
+	Observe(sender string, err error)
 }
 
-var _ Limiter = (*tokenBucket)(nil)
+var (
+	_ Limiter = (*localLimiter)(nil)
+	_ Limiter = noLimit{}
+)
 
-// tokenBucket is a per-sender token bucket: rate tokens a second, at most
-// burst saved up. Waiters reserve their token first (the count goes
-// negative), so turns are handed out in call order and never faster than
-// rate.
-type tokenBucket struct {
-	rate  float64
-	burst float64
-	// now and sleep are the clock, replaced in tests.
-	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) error
+// pacerSlack is how much timer lateness a pacer makes up: its bucket holds
+// this much time's worth of tokens on top of the burst, so that a timer
+// firing a little late does not lose the slot (which would make a backlog
+// run below the rate).
+const pacerSlack = 5 * time.Millisecond
+
+// tokenEps absorbs the rounding of timer durations: a token 1e-9 short is
+// a whole one.
+const tokenEps = 1e-9
+
+// pacer paces one sender's calls on this replica: a token bucket filling at
+// rate tokens a second, at most burst (plus pacerSlack's worth) saved up,
+// that hands its tokens to the waiters in arrival order. A waiter holds no
+// reservation, so a change of rate applies from the next token on (the
+// global limiter lowers a replica's grant at once). Rate 0 lets nothing
+// through until it is raised.
+type pacer struct {
+	// now and afterFunc are the clock, replaced in tests.
+	now       func() time.Time
+	afterFunc func(d time.Duration, f func()) stopper
 
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	rate    float64
+	burst   float64
+	tokens  float64
+	last    time.Time
+	queue   []*waiter
+	timer   stopper
+	granted int // turns given since the last take
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
+// stopper is a timer that can be stopped (*time.Timer).
+type stopper interface{ Stop() bool }
+
+// waiter is one Wait in a pacer's queue.
+type waiter struct {
+	ch      chan struct{}
+	granted bool
 }
 
-// newTokenBucket returns a limiter of rate calls a second per sender with
-// bursts of burst. rate and burst must be positive (Config.Validate).
-func newTokenBucket(rate float64, burst int) *tokenBucket {
-	return &tokenBucket{
-		rate:    rate,
-		burst:   float64(burst),
-		now:     time.Now,
-		sleep:   sleepCtx,
-		buckets: make(map[string]*bucket),
+// newPacer returns a pacer of rate calls a second and bursts of burst
+// (at least 1) that starts full.
+func newPacer(rate float64, burst int) *pacer {
+	p := &pacer{
+		now:       time.Now,
+		afterFunc: func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) },
+		rate:      rate,
+		burst:     float64(max(burst, 1)),
+	}
+	p.last = p.now()
+	p.tokens = p.depth()
+	return p
+}
+
+// depth is the most tokens the bucket holds at the current rate: none at
+// rate 0 (a replica with no share sends nothing, not even a saved token).
+func (p *pacer) depth() float64 {
+	if p.rate <= 0 {
+		return 0
+	}
+	return p.burst + p.rate*pacerSlack.Seconds()
+}
+
+// refill adds the tokens earned since p.last. Call with p.mu held.
+func (p *pacer) refill(now time.Time) {
+	if el := now.Sub(p.last); el > 0 {
+		p.tokens = min(p.depth(), p.tokens+el.Seconds()*p.rate)
+		p.last = now
 	}
 }
 
-// refill adds the tokens earned since b.last, at most burst in the bucket.
-func (l *tokenBucket) refill(b *bucket, now time.Time) {
-	if el := now.Sub(b.last); el > 0 {
-		b.tokens = min(l.burst, b.tokens+el.Seconds()*l.rate)
-		b.last = now
-	}
-}
-
-// Wait implements Limiter.
-func (l *tokenBucket) Wait(ctx context.Context, sender string) error {
+// wait blocks until a token is handed to the caller or ctx is done.
+func (p *pacer) wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	now := l.now()
-	b := l.buckets[sender]
-	if b == nil {
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[sender] = b
-	}
-	l.refill(b, now)
-	b.tokens--
-	var wait time.Duration
-	if b.tokens < 0 {
-		wait = time.Duration(-b.tokens / l.rate * float64(time.Second))
-	}
-	if dl, ok := ctx.Deadline(); ok && wait > 0 && now.Add(wait).After(dl) {
-		b.tokens++
-		l.mu.Unlock()
-		return fmt.Errorf("waiting %v for a send slot of sender %s: %w", wait, sender, context.DeadlineExceeded)
-	}
-	l.mu.Unlock()
-	if wait <= 0 {
+	p.mu.Lock()
+	now := p.now()
+	p.refill(now)
+	if len(p.queue) == 0 && p.tokens >= 1-tokenEps {
+		p.tokens--
+		p.granted++
+		p.mu.Unlock()
 		return nil
 	}
-	if err := l.sleep(ctx, wait); err != nil {
-		// Give the reserved token back: this call will not be made.
-		l.mu.Lock()
-		l.refill(b, l.now())
-		b.tokens = min(l.burst, b.tokens+1)
-		l.mu.Unlock()
-		return err
+	w := &waiter{ch: make(chan struct{})}
+	p.queue = append(p.queue, w)
+	if len(p.queue) == 1 {
+		p.arm(now)
 	}
-	return nil
+	p.mu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if w.granted {
+			return nil // handed a token as ctx ended: use it
+		}
+		for i, q := range p.queue {
+			if q == w {
+				p.queue = append(p.queue[:i], p.queue[i+1:]...)
+				break
+			}
+		}
+		if len(p.queue) == 0 && p.timer != nil {
+			p.timer.Stop()
+			p.timer = nil
+		}
+		return ctx.Err()
+	}
 }
+
+// arm sets the timer for the head waiter's token. Call with p.mu held.
+func (p *pacer) arm(now time.Time) {
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	if len(p.queue) == 0 || p.rate <= 0 {
+		return
+	}
+	d := time.Duration(math.Ceil((1 - p.tokens) / p.rate * float64(time.Second)))
+	p.timer = p.afterFunc(max(d, 0), p.fire)
+}
+
+// fire hands the tokens earned to the waiters at the head of the queue.
+func (p *pacer) fire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.timer = nil
+	now := p.now()
+	p.refill(now)
+	p.release()
+	p.arm(now)
+}
+
+// release hands whole tokens to waiters in order. Call with p.mu held.
+func (p *pacer) release() {
+	for len(p.queue) > 0 && p.tokens >= 1-tokenEps {
+		w := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		w.granted = true
+		close(w.ch)
+		p.tokens--
+		p.granted++
+	}
+}
+
+// setRate changes the rate from now on.
+func (p *pacer) setRate(rate float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rate == p.rate {
+		return
+	}
+	now := p.now()
+	p.refill(now)
+	p.rate = rate
+	p.tokens = min(p.tokens, p.depth())
+	p.release()
+	p.arm(now)
+}
+
+// take returns the turns given since the last take and the waiters now
+// queued.
+func (p *pacer) take() (granted, waiting int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	granted, p.granted = p.granted, 0
+	return granted, len(p.queue)
+}
+
+// localLimiter gives every sender its configured rate on this replica
+// alone (LimiterConfig.Mode "local"): N replicas send up to N times it.
+type localLimiter struct {
+	rateOf func(sender string) float64
+	burst  int
+
+	mu     sync.Mutex
+	pacers map[string]*pacer
+}
+
+func newLocalLimiter(rateOf func(string) float64, burst int) *localLimiter {
+	return &localLimiter{rateOf: rateOf, burst: burst, pacers: make(map[string]*pacer)}
+}
+
+// Wait implements Limiter.
+func (l *localLimiter) Wait(ctx context.Context, sender string) error {
+	l.mu.Lock()
+	p := l.pacers[sender]
+	if p == nil {
+		p = newPacer(l.rateOf(sender), l.burst)
+		l.pacers[sender] = p
+	}
+	l.mu.Unlock()
+	return p.wait(ctx)
+}
+
+// Observe implements Limiter: a local limiter does not adapt.
+func (l *localLimiter) Observe(string, error) {}
+
+// noLimit lets every call through (LimiterConfig.Mode "none": benchmarks
+// against a simulator without limits).
+type noLimit struct{}
+
+// Wait implements Limiter.
+func (noLimit) Wait(ctx context.Context, _ string) error { return ctx.Err() }
+
+// Observe implements Limiter.
+func (noLimit) Observe(string, error) {}
 
 // sleepCtx sleeps d or until ctx is done.
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -3,181 +3,310 @@ package dispatcher
 import (
 	"context"
 	"errors"
-	"math"
+	"sort"
 	"sync"
 	"testing"
 	"time"
 )
 
-// fakeClock drives a tokenBucket: sleeps are recorded and, when advance is
-// set, move the clock.
-type fakeClock struct {
-	mu      sync.Mutex
-	t       time.Time
-	advance bool
-	slept   []time.Duration
-	// sleepErr, when set, is returned by sleep instead of sleeping.
-	sleepErr error
+// fakeTime drives a pacer: a clock the test moves and timers that fire when
+// it passes them.
+type fakeTime struct {
+	mu     sync.Mutex
+	t      time.Time
+	timers []*fakeTimer
 }
 
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
+type fakeTimer struct {
+	ft      *fakeTime
+	due     time.Time
+	f       func()
+	stopped bool
 }
 
-func (c *fakeClock) sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.slept = append(c.slept, d)
-	if c.sleepErr != nil {
-		return c.sleepErr
+func (t *fakeTimer) Stop() bool {
+	t.ft.mu.Lock()
+	defer t.ft.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+func (ft *fakeTime) now() time.Time {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return ft.t
+}
+
+func (ft *fakeTime) afterFunc(d time.Duration, f func()) stopper {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	tm := &fakeTimer{ft: ft, due: ft.t.Add(d), f: f}
+	ft.timers = append(ft.timers, tm)
+	return tm
+}
+
+// advance moves the clock by d, firing every timer due on the way at its
+// due time.
+func (ft *fakeTime) advance(d time.Duration) {
+	ft.mu.Lock()
+	end := ft.t.Add(d)
+	ft.mu.Unlock()
+	for {
+		ft.mu.Lock()
+		sort.SliceStable(ft.timers, func(i, j int) bool { return ft.timers[i].due.Before(ft.timers[j].due) })
+		var next *fakeTimer
+		for len(ft.timers) > 0 {
+			tm := ft.timers[0]
+			ft.timers = ft.timers[1:]
+			if !tm.stopped {
+				next = tm
+				break
+			}
+		}
+		if next == nil || next.due.After(end) {
+			if next != nil {
+				ft.timers = append(ft.timers, next)
+			}
+			ft.t = end
+			ft.mu.Unlock()
+			return
+		}
+		if next.due.After(ft.t) {
+			ft.t = next.due
+		}
+		next.stopped = true
+		ft.mu.Unlock()
+		next.f()
 	}
-	if c.advance {
-		c.t = c.t.Add(d)
+}
+
+func fakePacer(rate float64, burst int) (*pacer, *fakeTime) {
+	ft := &fakeTime{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
+	p := newPacer(0, burst)
+	p.now, p.afterFunc = ft.now, ft.afterFunc
+	p.last = ft.now()
+	p.setRate(rate)
+	p.tokens = p.depth()
+	return p, ft
+}
+
+// waiters starts n waits on p and returns the channel their results
+// arrive on, in the order they are granted (each sends its index).
+func waiters(t *testing.T, ctx context.Context, p *pacer, n int) <-chan int {
+	t.Helper()
+	out := make(chan int, n)
+	for i := range n {
+		ready := make(chan struct{})
+		go func() {
+			close(ready)
+			if err := p.wait(ctx); err == nil {
+				out <- i
+			}
+		}()
+		<-ready
+		waitFor(t, "waiter queued", func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return len(p.queue) == i+1 || (i == 0 && p.granted > 0)
+		})
 	}
-	return ctx.Err()
+	return out
 }
 
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) takeSlept() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.slept
-	c.slept = nil
-	return s
-}
-
-func fakeBucket(rate float64, burst int, advance bool) (*tokenBucket, *fakeClock) {
-	c := &fakeClock{t: time.Now(), advance: advance}
-	l := newTokenBucket(rate, burst)
-	l.now, l.sleep = c.now, c.sleep
-	return l, c
-}
-
-func near(a, b time.Duration) bool { return math.Abs(float64(a-b)) < float64(time.Microsecond) }
-
-func TestTokenBucketReservesInOrder(t *testing.T) {
-	l, c := fakeBucket(10, 3, false) // frozen clock: waits pile up
-	ctx := t.Context()
-	for i := range 6 {
-		if err := l.Wait(ctx, "1001"); err != nil {
-			t.Fatalf("wait %d: %v", i, err)
+func drain(ch <-chan int) []int {
+	var got []int
+	for {
+		select {
+		case i := <-ch:
+			got = append(got, i)
+		default:
+			return got
 		}
 	}
-	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond}
-	got := c.takeSlept()
-	if len(got) != len(want) {
-		t.Fatalf("slept %v, want %v (burst of 3 free)", got, want)
-	}
-	for i := range want {
-		if !near(got[i], want[i]) {
-			t.Fatalf("slept %v, want %v", got, want)
-		}
-	}
-	// Another sender has its own bucket.
-	if err := l.Wait(ctx, "1002"); err != nil {
+}
+
+// TestPacerSpacesTurnsInOrder: at rate 10 with burst 1 the first call goes
+// at once and each next one 100 ms after the previous (the first queued
+// one 5 ms early: the bucket's slack), in arrival order.
+func TestPacerSpacesTurnsInOrder(t *testing.T) {
+	p, ft := fakePacer(10, 1)
+	if err := p.wait(t.Context()); err != nil { // the saved token
 		t.Fatal(err)
 	}
-	if s := c.takeSlept(); len(s) != 0 {
-		t.Fatalf("sender 1002 slept %v, want no wait", s)
+	p.take()
+	got := waiters(t, t.Context(), p, 5)
+	granted := func() int { g, _ := p.take(); return g }
+	ft.advance(94 * time.Millisecond)
+	if g := granted(); g != 0 {
+		t.Fatalf("%d granted within 94ms", g)
+	}
+	for step := range 5 {
+		ft.advance(time.Millisecond)
+		if g := granted(); g != 1 {
+			t.Fatalf("turn %d: %d granted, want 1", step, g)
+		}
+		waitFor(t, "the granted waiter returned", func() bool { return len(got) == 1 })
+		if w := <-got; w != step {
+			t.Fatalf("turn %d went to waiter %d, want arrival order", step, w)
+		}
+		ft.advance(99 * time.Millisecond)
+		if g := granted(); g != 0 {
+			t.Fatalf("turn %d: %d more granted within the next 99ms", step, g)
+		}
 	}
 }
 
-func TestTokenBucketNeverExceedsRate(t *testing.T) {
-	const rate, burst = 80.0, 80
-	l, c := fakeBucket(rate, burst, true)
-	start := c.now()
-	for i := 1; i <= 1000; i++ {
-		if err := l.Wait(t.Context(), "1001"); err != nil {
+// TestPacerRateChange: a lower rate applies from the next token (waiters
+// hold no reservation), rate 0 stops everything, a raise resumes.
+func TestPacerRateChange(t *testing.T) {
+	p, ft := fakePacer(100, 1) // depth 1.5: half a token is left after a call
+	_ = p.wait(t.Context())
+	got := waiters(t, t.Context(), p, 3)
+	p.setRate(1) // from 10ms a turn to 1s: the half token takes 500ms
+	ft.advance(499 * time.Millisecond)
+	if g := drain(got); len(g) != 0 {
+		t.Fatalf("granted %v within 499ms at rate 1", g)
+	}
+	ft.advance(time.Millisecond)
+	waitFor(t, "a turn at 500ms", func() bool { return len(got) == 1 })
+	drain(got)
+	ft.advance(999 * time.Millisecond)
+	if g := drain(got); len(g) != 0 {
+		t.Fatalf("granted %v within 999ms of the last turn at rate 1", g)
+	}
+	p.setRate(0)
+	ft.advance(time.Hour)
+	if g := drain(got); len(g) != 0 {
+		t.Fatalf("granted %v at rate 0", g)
+	}
+	p.setRate(1000)
+	ft.advance(2 * time.Millisecond)
+	waitFor(t, "both after the raise", func() bool { return len(got) == 2 })
+}
+
+// TestPacerIdleRefillCapsAtBurst: after an idle hour only burst (plus the
+// slack) calls go at once.
+func TestPacerIdleRefillCapsAtBurst(t *testing.T) {
+	p, ft := fakePacer(10, 3)
+	ft.advance(time.Hour)
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		// A done context is refused before the bucket is touched...
+		if err := p.wait(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("done ctx: %v", err)
+		}
+		// ...and a live one takes a saved token at once.
+		if err := p.wait(t.Context()); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	got := waiters(t, t.Context(), p, 1)
+	if g := drain(got); len(g) != 0 {
+		t.Fatalf("a fourth call went at once after an idle hour (burst 3)")
+	}
+	ft.advance(100 * time.Millisecond)
+	waitFor(t, "the fourth after 100ms", func() bool { return len(got) == 1 })
+}
+
+// TestPacerCancelLeavesQueue: a cancelled waiter leaves the queue and takes
+// no token; the one behind it gets the next turn.
+func TestPacerCancelLeavesQueue(t *testing.T) {
+	p, ft := fakePacer(10, 1)
+	_ = p.wait(t.Context())
+	ctx, cancel := context.WithCancel(t.Context())
+	res := make(chan error, 1)
+	go func() { res <- p.wait(ctx) }()
+	waitFor(t, "first queued", func() bool { _, w := p.take(); return w == 1 })
+	second := make(chan error, 1)
+	go func() { second <- p.wait(t.Context()) }()
+	waitFor(t, "second queued", func() bool { _, w := p.take(); return w == 2 })
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait = %v", err)
+	}
+	ft.advance(100 * time.Millisecond)
+	select {
+	case err := <-second:
+		if err != nil {
 			t.Fatal(err)
 		}
-		// Calls allowed by time T: burst + rate·T.
-		elapsed := c.now().Sub(start).Seconds()
-		if allowed := burst + rate*elapsed + 1e-6; float64(i) > allowed {
-			t.Fatalf("call %d at %.4fs: only %.1f allowed", i, elapsed, allowed)
-		}
-	}
-	// And it is not slower than the rate either: 920 calls past the burst
-	// take 920/80 s of (fake) time.
-	if got, want := c.now().Sub(start), time.Duration(float64(1000-burst)/rate*float64(time.Second)); !near(got, want) {
-		t.Fatalf("1000 calls took %v, want %v", got, want)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second waiter did not get the turn the cancelled one left")
 	}
 }
 
-func TestTokenBucketRefillCapsAtBurst(t *testing.T) {
-	l, c := fakeBucket(10, 2, false)
-	for range 2 {
-		_ = l.Wait(t.Context(), "1001")
-	}
-	c.add(time.Hour) // idle: the bucket fills up to burst, not 36000
-	for range 3 {
-		_ = l.Wait(t.Context(), "1001")
-	}
-	if s := c.takeSlept(); len(s) != 1 || !near(s[0], 100*time.Millisecond) {
-		t.Fatalf("slept %v, want one 100ms wait after the burst of 2", s)
-	}
-}
-
-func TestTokenBucketDeadlineAndCancel(t *testing.T) {
-	l, c := fakeBucket(10, 1, false)
-	_ = l.Wait(t.Context(), "1001") // the burst
-
-	// The turn (100ms away) comes after the deadline: refused at once, no
-	// token taken.
-	ctx, cancel := context.WithDeadline(t.Context(), c.now().Add(50*time.Millisecond))
-	err := l.Wait(ctx, "1001")
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Wait past deadline = %v, want DeadlineExceeded", err)
-	}
-	if s := c.takeSlept(); len(s) != 0 {
-		t.Fatalf("slept %v, want no sleep", s)
-	}
-
-	// A wait that is interrupted gives its token back.
-	c.sleepErr = context.Canceled
-	if err := l.Wait(t.Context(), "1001"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted Wait = %v, want Canceled", err)
-	}
-	c.sleepErr = nil
-	c.takeSlept()
-
-	// Neither refused call kept a token: the next waits 100ms, not 200 or 300.
-	if err := l.Wait(t.Context(), "1001"); err != nil {
-		t.Fatal(err)
-	}
-	if s := c.takeSlept(); len(s) != 1 || !near(s[0], 100*time.Millisecond) {
-		t.Fatalf("slept %v, want [100ms]", s)
-	}
-
-	// A done context is refused before touching the bucket.
-	done, cancel := context.WithCancel(t.Context())
-	cancel()
-	if err := l.Wait(done, "1001"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait with done ctx = %v", err)
-	}
-}
-
-func TestTokenBucketRealClockConcurrent(t *testing.T) {
-	// Real clock, high rate: checks the locking under -race and that
-	// every waiter gets through; no timing is asserted.
-	l := newTokenBucket(1e5, 10)
+// TestPacerNeverExceedsRate queues a backlog of 1,000 calls at rate 80 and
+// moves the fake clock in 1 ms steps (timers fire inside the step, so each
+// step's grants are counted at its time): no window of one second lets
+// more than 80 calls through plus the bucket's depth (the burst of 1 and
+// 5 ms of slack), and the backlog is not served slower than the rate.
+func TestPacerNeverExceedsRate(t *testing.T) {
+	const rate, n = 80.0, 1000
+	p, ft := fakePacer(rate, 1)
 	var wg sync.WaitGroup
-	for i := range 8 {
+	for range n {
 		wg.Go(func() {
-			for range 50 {
-				if err := l.Wait(t.Context(), []string{"1001", "1002"}[i%2]); err != nil {
-					t.Error(err)
-					return
-				}
+			if err := p.wait(t.Context()); err != nil {
+				t.Error(err)
 			}
 		})
 	}
+	waitFor(t, "the backlog queued", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue)+p.granted == n
+	})
+	g0, _ := p.take() // the saved token, at step 0
+	perStep := []int{g0}
+	for total := g0; total < n; {
+		ft.advance(time.Millisecond)
+		g, _ := p.take()
+		perStep = append(perStep, g)
+		total += g
+		if len(perStep) > 20000 {
+			t.Fatalf("%d of %d calls after 20 s of fake time", total, n)
+		}
+	}
 	wg.Wait()
+	depth := 1 + rate*pacerSlack.Seconds()
+	window := 0
+	for i, g := range perStep {
+		window += g
+		if i >= 1000 {
+			window -= perStep[i-1000]
+		}
+		if float64(window) > rate+depth {
+			t.Fatalf("%d calls in the second ending at %d ms, want at most %.1f", window, i, rate+depth)
+		}
+	}
+	// 999 turns after the first at 80 a second, the 0.4 token of slack
+	// left by the first call included: 12,483 ms, give or take the
+	// rounding of each timer to the next millisecond step.
+	if ms, want := len(perStep)-1, 12483; ms < want-1 || ms > want+20 {
+		t.Fatalf("the backlog took %d ms of fake time, want about %d", ms, want)
+	}
+}
+
+func TestLocalLimiterAndNoLimit(t *testing.T) {
+	l := newLocalLimiter(func(s string) float64 { return map[string]float64{"1001": 1e-3, "1002": 1000}[s] }, 1)
+	if err := l.Wait(t.Context(), "1001"); err != nil { // the saved token
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if err := l.Wait(ctx, "1001"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second call at 0.001/s: %v, want the deadline", err)
+	}
+	// Another sender has its own pacer.
+	for range 3 {
+		if err := l.Wait(t.Context(), "1002"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Observe("1001", &GraphError{Code: codeThroughput}) // no effect, no panic
+	if err := (noLimit{}).Wait(t.Context(), "x"); err != nil {
+		t.Fatal(err)
+	}
 }

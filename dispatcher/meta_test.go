@@ -125,12 +125,12 @@ func (f *fakeMeta) allCalls() []metaCall {
 }
 
 // testRegistry has app "shop" (senders 1001, 1002) and app "other" (2001).
-func testRegistry(t *testing.T) *apps.Registry {
+func testRegistry(t testing.TB) *apps.Registry {
 	t.Helper()
 	reg, err := apps.New([]apps.App{
 		{ID: "shop", APIToken: "shop-api-token-0123456789", WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{"1001", "1002"}, AccessToken: "tok-shop",
-		}},
+		}, Webhooks: apps.Webhooks{Secret: "whsec-test"}},
 		{ID: "other", APIToken: "other-api-token-0123456789", WhatsApp: apps.WhatsApp{
 			PhoneNumberIDs: []string{"2001"}, AccessToken: "tok-other",
 		}},

@@ -17,6 +17,12 @@ type metrics struct {
 	deadLetters        prometheus.Counter
 	inflight           prometheus.Gauge
 	scheduled          prometheus.Counter
+	senderRate         *prometheus.GaugeVec
+	senderShare        *prometheus.GaugeVec
+	rateLowered        *prometheus.CounterVec
+	limiterMembers     prometheus.Gauge
+	deferred           *prometheus.CounterVec
+	batchesCut         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +65,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_dispatcher_scheduled_total",
 			Help: "Dispatch requests with a send_at still in the future, forwarded to the scheduled topic instead of sent.",
 		}),
+		senderRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_sender_rate",
+			Help: "A sender's current global adaptive rate in messages a second, all replicas together, as this replica sees it.",
+		}, []string{"sender"}),
+		senderShare: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_sender_share",
+			Help: "This replica's grant of a sender's rate, in messages a second.",
+		}, []string{"sender"}),
+		rateLowered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_rate_lowered_total",
+			Help: "Lowerings of a sender's rate this replica made after a Meta rate-limit answer, by Graph code (4, 80007, 130429).",
+		}, []string{"sender", "code"}),
+		limiterMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_limiter_members",
+			Help: "Dispatcher replicas sharing the senders' rates, this one included, as this replica sees them.",
+		}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_deferred_total",
+			Help: "Requests deferred to the scheduled topic because their recipient's next turn was further than max_hold away, by reason (pair_rate, retry).",
+		}, []string{"reason"}),
+		batchesCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dispatcher_batches_cut_total",
+			Help: "Batches cut short by max_batch_time: their undecided records were fetched again.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -66,6 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.sends, m.providerErrors, m.sendDuration, m.limiterWait,
 		m.breakerState, m.breakerTransitions, m.deadLetters, m.inflight, m.scheduled,
+		m.senderRate, m.senderShare, m.rateLowered, m.limiterMembers, m.deferred, m.batchesCut,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering dispatcher metrics: %w", err)
@@ -126,6 +157,70 @@ func newSchedulerMetrics(reg prometheus.Registerer) (*schedulerMetrics, error) {
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering scheduler metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// templateMetrics are the template store's and sync's Prometheus metrics,
+// listed in the package doc.
+type templateMetrics struct {
+	templates *prometheus.GaugeVec
+	records   *prometheus.CounterVec
+	syncs     *prometheus.CounterVec
+	changes   *prometheus.CounterVec
+	checks    *prometheus.CounterVec
+	ready     prometheus.GaugeFunc
+	// checked are the children of checks by result, resolved once: the
+	// check runs on every template send.
+	checked map[string]prometheus.Counter
+}
+
+func newTemplateMetrics(reg prometheus.Registerer, ready func() bool) (*templateMetrics, error) {
+	m := &templateMetrics{
+		templates: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_templates",
+			Help: "WhatsApp templates in the dispatcher's template store, by status (a webhook's status counts until a later sync).",
+		}, []string{"status"}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_records_total",
+			Help: "Template topic records read: template, signal, deleted (tombstones), invalid (not applied).",
+		}, []string{"result"}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_syncs_total",
+			Help: "Template listings of one app, by result: ok, error (the templates known stay as they were).",
+		}, []string{"result"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_changes_total",
+			Help: "Template records the sync wrote: written (new or changed template), deleted (tombstones).",
+		}, []string{"change"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_template_checks_total",
+			Help: "Template sends checked before any provider call, by result: passed, unchecked (app not synced or without a WABA id), and the refusals unknown, not_approved, params.",
+		}, []string{"result"}),
+		ready: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_dispatcher_templates_ready",
+			Help: "1 once the template store has read the templates topic up to its end at start.",
+		}, func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}),
+	}
+	m.checked = make(map[string]prometheus.Counter)
+	for _, r := range []string{checkPassed, checkUnchecked, checkUnknown, checkNotApproved, checkParams} {
+		m.checked[r] = m.checks.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.syncs.WithLabelValues(r)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.templates, m.records, m.syncs, m.changes, m.checks, m.ready} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering dispatcher template metrics: %w", err)
 		}
 	}
 	return m, nil

@@ -255,20 +255,10 @@ type graphResponse struct {
 func decodeResponse(status int, body []byte) (string, error) {
 	var r graphResponse
 	jerr := json.Unmarshal(body, &r)
-	if jerr == nil && r.Error != nil {
-		ge := &GraphError{
-			Status:    status,
-			Code:      r.Error.Code,
-			Subcode:   r.Error.Subcode,
-			Message:   r.Error.Message,
-			Type:      r.Error.Type,
-			Transient: r.Error.IsTransient,
-			FBTraceID: r.Error.FBTraceID,
+	if jerr == nil {
+		if ge := graphError(status, &r); ge != nil {
+			return "", ge
 		}
-		if d := r.Error.ErrorData; d != nil && d.Details != "" {
-			ge.Message += ": " + d.Details
-		}
-		return "", ge
 	}
 	if status/100 != 2 {
 		return "", &GraphError{Status: status, Message: snippet(body)}
@@ -280,6 +270,27 @@ func decodeResponse(status int, body []byte) (string, error) {
 		return "", fmt.Errorf("%w: http %d answer has no messages[0].id", ErrInDoubt, status)
 	}
 	return r.Messages[0].ID, nil
+}
+
+// graphError is the *GraphError of an answer carrying Graph's error
+// object, nil when it carries none.
+func graphError(status int, r *graphResponse) *GraphError {
+	if r.Error == nil {
+		return nil
+	}
+	ge := &GraphError{
+		Status:    status,
+		Code:      r.Error.Code,
+		Subcode:   r.Error.Subcode,
+		Message:   r.Error.Message,
+		Type:      r.Error.Type,
+		Transient: r.Error.IsTransient,
+		FBTraceID: r.Error.FBTraceID,
+	}
+	if d := r.Error.ErrorData; d != nil && d.Details != "" {
+		ge.Message += ": " + d.Details
+	}
+	return ge
 }
 
 // snippet is the start of a non-Graph answer for error messages.

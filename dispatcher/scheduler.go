@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,8 +78,8 @@ func (c *SchedulerConfig) Validate() error {
 }
 
 // Scheduler holds dispatch requests from schemas.TopicScheduled until their
-// SendAt and then produces them, unchanged (same ID, SendAt kept), to
-// schemas.TopicDispatch. Build it with NewScheduler, run it with Run, release
+// SendAt and then produces them, unchanged (same ID, SendAt kept, the
+// record's headers too), to schemas.TopicDispatch. Build it with NewScheduler, run it with Run, release
 // it with Close. It consumes in its own group (SchedulerConfig.Group), next to
 // the dispatcher.
 //
@@ -181,7 +182,9 @@ type entry struct {
 	key    []byte // RecipientKey: the dispatch record's key
 	recKey []byte // the scheduled record's key: the marker's key
 	value  []byte
-	sendAt time.Time
+	// headers go with the released record (schemas.HeaderAttempts).
+	headers []kgo.RecordHeader
+	sendAt  time.Time
 	// idx is the entry's index in the heap, -1 when not in it.
 	idx     int
 	settled bool
@@ -416,15 +419,16 @@ func (s *Scheduler) readRecord(p *schedPartition, rec *kgo.Record) *kgo.Record {
 			d.SendAt.Format(time.RFC3339), schemas.MaxScheduleAhead/(24*time.Hour), rec.Timestamp.UTC().Format(time.RFC3339)))
 	}
 	e := &entry{
-		part:   p,
-		offset: rec.Offset,
-		epoch:  rec.LeaderEpoch,
-		id:     d.ID,
-		key:    d.Key(),
-		recKey: append([]byte(nil), rec.Key...),
-		value:  append([]byte(nil), rec.Value...),
-		sendAt: d.SendAt,
-		idx:    -1,
+		part:    p,
+		offset:  rec.Offset,
+		epoch:   rec.LeaderEpoch,
+		id:      d.ID,
+		key:     d.Key(),
+		recKey:  append([]byte(nil), rec.Key...),
+		value:   append([]byte(nil), rec.Value...),
+		headers: slices.Clone(rec.Headers),
+		sendAt:  d.SendAt,
+		idx:     -1,
 	}
 	p.queue = append(p.queue, e)
 	p.open++
@@ -493,7 +497,7 @@ func (s *Scheduler) settle(e *entry) {
 	} else {
 		p.byID[e.id] = same
 	}
-	e.value = nil
+	e.value, e.headers = nil, nil
 }
 
 // advance marks p's settled prefix for commit.
@@ -562,7 +566,7 @@ func (s *Scheduler) release(ctx context.Context) error {
 	byRec := make(map[*kgo.Record]*entry, len(batch))
 	recs := make([]*kgo.Record, 0, len(batch))
 	for _, e := range batch {
-		r := &kgo.Record{Topic: schemas.TopicDispatch, Key: e.key, Value: e.value}
+		r := &kgo.Record{Topic: schemas.TopicDispatch, Key: e.key, Value: e.value, Headers: e.headers}
 		byRec[r] = e
 		recs = append(recs, r)
 	}

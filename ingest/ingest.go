@@ -12,7 +12,10 @@
 //	POST /json/1.3/getTags         Pushwoosh-compatible: a subscriber's tags, read from TopicTags (see TagView)
 //	POST /v1/track|identify|page|screen|group|alias|batch  Segment spec for CDPs (see segment.go)
 //	GET  /whatsapp/webhooks        Meta's webhook verification (hub.challenge echo)
-//	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate
+//	POST /whatsapp/webhooks        Meta's signed webhook: inbound messages, statuses, template changes -> KindInbound, KindStatus, KindTemplate (and a TemplateSignal on TopicTemplates)
+//	GET  /t/o/{token}.gif          email open pixel (signed, internal/track) -> KindEvent PW_EmailOpened
+//	GET  /t/c/{token}              email click: 302 to the signed URL -> KindEvent PW_EmailClicked
+//	GET|POST /t/u/{token}          List-Unsubscribe page and RFC 8058 one-click POST -> KindEvent PW_EmailUnsubscribed
 //
 // Delivery: a handler answers 2xx only after Kafka acknowledged every record
 // of the request (acks=all, idempotent producer, see internal/kafka). When
@@ -42,12 +45,14 @@
 //
 //	herald_ingest_requests_total{route,code}            requests answered, by route and HTTP status
 //	herald_ingest_request_duration_seconds{route}        time to answer, Kafka acknowledgement included
-//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests)
+//	herald_ingest_records_produced_total{kind}           records acknowledged by Kafka, by event kind ("deadletter" for dead letters, "dispatch" and "scheduled" for dispatch requests, "template_signal" for template changes on TopicTemplates)
 //	herald_ingest_webhook_signature_failures_total       webhook POSTs refused for a missing or wrong X-Hub-Signature-256
 //	herald_ingest_webhook_foreign_changes_total          webhook changes skipped because their phone number is unknown or belongs to an app the signing secret does not
 //	herald_ingest_throttled_total                       requests refused with 429: a credential over its rate
 //	herald_ingest_webhook_skipped_total{reason}          webhook parts ignored on purpose (other objects and fields, malformed values)
 //	herald_ingest_duplicates_total{api}                  redeliveries dropped within the dedup window: webhook (Meta's retries), segment (messageId)
+//	herald_ingest_tracking_hits_total{kind,result}       email tracking link hits: event, malformed, forged, unknown_app, throttled, not_configured
+//	herald_ingest_tracking_lost_total                    clicks redirected without their event (Kafka did not acknowledge in time)
 package ingest
 
 import (
@@ -75,6 +80,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/apps"
 	"github.com/heraldhq/herald/internal/dedup"
+	"github.com/heraldhq/herald/internal/track"
 	"github.com/heraldhq/herald/schemas"
 
 	// Time zone names in registerDevice are validated with time.LoadLocation;
@@ -106,6 +112,10 @@ type Config struct {
 	// are kept); past it the oldest keys are forgotten early. Default and
 	// minimum 32 MiB.
 	DedupMaxBytes int `yaml:"dedup_max_bytes"`
+	// TrackingKeys verify the email tracking links the dispatcher signs
+	// (its email.tracking_keys; any of them verifies). Secrets: env:NAME
+	// or file:/path. Empty: the /t/ routes answer 404.
+	TrackingKeys []string `yaml:"tracking_keys"`
 }
 
 const (
@@ -168,6 +178,8 @@ type Server struct {
 	seen *dedup.Window
 	// tags serves getTags; nil until ServeTags.
 	tags *TagView
+	// tracker verifies email tracking links; nil without TrackingKeys.
+	tracker *track.Signer
 
 	// secrets are the distinct non-empty Meta app secrets of the registry,
 	// tried in turn against a webhook's signature.
@@ -200,6 +212,11 @@ func New(cfg Config, reg *apps.Registry, cl *kgo.Client, log *slog.Logger, prom 
 	s := &Server{cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m,
 		lim:  newLimiter(cfg.RatePerCredential, cfg.BurstPerCredential, time.Now),
 		seen: dedup.New(cfg.DedupWindow, cfg.DedupMaxBytes)}
+	if len(cfg.TrackingKeys) > 0 {
+		if s.tracker, err = newTracker(cfg.TrackingKeys); err != nil {
+			return nil, err
+		}
+	}
 	seen := make(map[string]bool)
 	for _, a := range reg.All() {
 		if sec := a.WhatsApp.AppSecret; sec != "" && !seen[sec] {
@@ -218,6 +235,9 @@ type route struct {
 	name    string
 	methods map[string]func(*statusWriter, *http.Request)
 	allow   string
+	// anyBody skips the JSON Content-Type check of POST (the one-click
+	// unsubscribe POST is a form).
+	anyBody bool
 }
 
 // Route names, the "route" label of the metrics.
@@ -262,6 +282,9 @@ func (s *Server) Handler() http.Handler {
 		}()
 		rt, ok := routes[r.URL.Path]
 		if !ok {
+			rt, ok = s.trackingRoute(r.URL.Path) // the /t/ prefixes, tracking.go
+		}
+		if !ok {
 			writeError(sw, &apiError{Code: http.StatusNotFound, Msg: fmt.Sprintf("no route %s", quote(r.URL.Path))})
 			return
 		}
@@ -272,7 +295,7 @@ func (s *Server) Handler() http.Handler {
 			writeError(sw, &apiError{Code: http.StatusMethodNotAllowed, Msg: fmt.Sprintf("method %s is not allowed, use %s", quote(r.Method), rt.allow)})
 			return
 		}
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost && !rt.anyBody {
 			if aerr := checkContentType(r.Header.Get("Content-Type")); aerr != nil {
 				writeError(sw, aerr)
 				return
@@ -338,7 +361,9 @@ var errProduce = errors.New("kafka did not acknowledge")
 
 // produce sends events (to TopicEvents) and dead letters (to
 // TopicDeadLetter) and waits until Kafka acknowledged every one, see
-// produceRecords.
+// produceRecords. A template change (KindTemplate) also goes to
+// TopicTemplates as a schemas.TemplateSignal, so that dispatchers apply it
+// before their next template sync.
 func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*schemas.DeadLetter) error {
 	recs := make([]*kgo.Record, 0, len(events)+len(dead))
 	kinds := make([]string, 0, len(events)+len(dead))
@@ -349,6 +374,14 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 		}
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: v})
 		kinds = append(kinds, string(e.Kind))
+		if e.Kind == schemas.KindTemplate && e.Template != nil {
+			r, err := templateSignal(e)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, r)
+			kinds = append(kinds, "template_signal")
+		}
 	}
 	for _, d := range dead {
 		v, err := d.Marshal()
@@ -359,6 +392,27 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 		kinds = append(kinds, "deadletter")
 	}
 	return s.produceRecords(ctx, recs, kinds)
+}
+
+// templateSignal is the TopicTemplates record of a template change event.
+func templateSignal(e *schemas.Event) (*kgo.Record, error) {
+	sig := &schemas.TemplateSignal{App: e.App, EventID: e.ID, Template: *e.Template, Time: e.Time, Received: e.Received}
+	if sig.Received.IsZero() {
+		sig.Received = time.Now().UTC()
+	}
+	if sig.Time.IsZero() {
+		sig.Time = sig.Received
+	}
+	v, err := sig.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding template signal of event %s: %w", e.ID, err)
+	}
+	return &kgo.Record{
+		Topic:   schemas.TopicTemplates,
+		Key:     sig.Key(),
+		Value:   v,
+		Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordTemplateSignal)}},
+	}, nil
 }
 
 // produceDispatch sends dispatch requests, see produceRecords: to

@@ -16,6 +16,9 @@ type metrics struct {
 	skipped     *prometheus.CounterVec
 	throttled   prometheus.Counter
 	duplicates  *prometheus.CounterVec
+	// tracking.go
+	tracked      *prometheus.CounterVec
+	trackingLost prometheus.Counter
 }
 
 // newMetrics builds the metrics and registers them on reg unless it is nil.
@@ -54,11 +57,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_ingest_throttled_total",
 			Help: "Requests refused with 429 because their credential (API token, write key) was over its rate.",
 		}),
+		tracked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_ingest_tracking_hits_total",
+			Help: "Hits of email tracking links, by kind (open, click, unsubscribe) and result (event, malformed, forged, unknown_app, throttled, not_configured).",
+		}, []string{"kind", "result"}),
+		trackingLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_ingest_tracking_lost_total",
+			Help: "Clicks redirected without their event because Kafka did not acknowledge it in time (the reader is never kept from the link).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped, m.throttled, m.duplicates} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.produced, m.sigFailures, m.foreign, m.skipped, m.throttled, m.duplicates, m.tracked, m.trackingLost} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering ingest metrics: %w", err)
 		}

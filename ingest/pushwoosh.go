@@ -205,6 +205,22 @@ func buildRegister(s *Server, authHeader string, body []byte, now time.Time) (*s
 	default:
 		return nil, badField("request.device_type", "unknown device type %d: want 21 WhatsApp, 18 SMS, 14 email, 1 iOS or 3 Android", dt)
 	}
+	// A WhatsApp or SMS subscriber's other addresses, so that one profile
+	// reaches the user on every channel (an omnichannel journey): an email
+	// and the push token of the app on their phone.
+	if dt := *req.DeviceType; dt == schemas.DeviceWhatsApp || dt == schemas.DeviceSMS {
+		if req.Email != "" {
+			if ev.Email, aerr = parseEmail("request.email", req.Email); aerr != nil {
+				return nil, aerr
+			}
+		}
+		if req.PushToken != "" {
+			if aerr := checkText("request.push_token", req.PushToken, maxPushToken); aerr != nil {
+				return nil, aerr
+			}
+			ev.PushToken = req.PushToken
+		}
+	}
 	if aerr := checkText("request.userId", req.UserID, maxIDLen); aerr != nil {
 		return nil, aerr
 	}
@@ -261,13 +277,20 @@ func buildSetTags(s *Server, authHeader string, body []byte, now time.Time) (*sc
 }
 
 // reservedEvents are produced by Herald only (the webhook, the
-// segmenter): a client posting them would fake inbound messages, statuses
-// or segment membership.
+// segmenter): a client posting them would fake inbound messages, statuses,
+// segment membership or journey progress.
 var reservedEvents = map[string]bool{
 	strings.ToLower(schemas.EventWhatsAppReceived): true,
 	strings.ToLower(schemas.EventWhatsAppStatus):   true,
 	strings.ToLower(schemas.EventSegmentEntered):   true,
 	strings.ToLower(schemas.EventSegmentExited):    true,
+	strings.ToLower(schemas.EventJourneyEntered):   true,
+	strings.ToLower(schemas.EventJourneyStep):      true,
+	strings.ToLower(schemas.EventJourneyExited):    true,
+	// Email feedback comes from ingest's signed tracking links only.
+	strings.ToLower(schemas.EventEmailOpened):       true,
+	strings.ToLower(schemas.EventEmailClicked):      true,
+	strings.ToLower(schemas.EventEmailUnsubscribed): true,
 }
 
 // buildPostEvent is POST /json/1.3/postEvent.

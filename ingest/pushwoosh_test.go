@@ -40,6 +40,12 @@ func TestRegisterDevice(t *testing.T) {
 		want: &schemas.Event{App: "news", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
 			HWID: "whatsapp:+447400123456", DeviceType: 21, Timezone: "+05:30", Country: "GB"},
 	}, {
+		name:   "whatsapp with the user's email and app push token",
+		header: shopToken,
+		body:   `{"request":{"application":"shop","device_type":21,"hwid":"whatsapp:+16505551234","email":"Ana@Example.com","push_token":"fcm-tok-1"}}`,
+		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "whatsapp:+16505551234", DeviceType: 21, Country: "US", Email: "ana@example.com", PushToken: "fcm-tok-1"},
+	}, {
 		name:   "sms",
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":18,"hwid":"sms:+49 151 23456789","timezone":"-03:00"}}`,

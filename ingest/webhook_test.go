@@ -543,9 +543,34 @@ func TestWebhookTemplateUpdates(t *testing.T) {
 	if n := metricValue(t, h.srv.m.foreign); n != 2 {
 		t.Fatalf("foreign changes %v, want 2", n)
 	}
-	// The retry is dropped.
+	// Each change is also a signal to the dispatchers, on the templates
+	// topic, marked by its header and keyed apart from the template.
+	sigs := map[string]*schemas.TemplateSignal{}
+	for _, r := range h.records(schemas.TopicTemplates, 3) {
+		if len(r.Headers) != 1 || r.Headers[0].Key != schemas.HeaderRecord || string(r.Headers[0].Value) != schemas.RecordTemplateSignal {
+			t.Fatalf("signal headers %+v", r.Headers)
+		}
+		s, err := schemas.DecodeTemplateSignal(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(r.Key) != "shop|template-signal:order_update/en_US" || string(r.Key) != string(s.Key()) {
+			t.Fatalf("signal key %q", r.Key)
+		}
+		sigs[s.Template.Field] = s
+	}
+	for field, e := range got {
+		s := sigs[field]
+		if s == nil || s.App != "shop" || s.EventID != e.ID || s.Template != *e.Template || !s.Received.Equal(e.Received) || !s.Time.Equal(e.Time) {
+			t.Fatalf("%s: signal %+v, event %+v", field, s, e)
+		}
+	}
+	// The retry is dropped, its signals too.
 	resp = wantOK(t, h.webhook(secretA, body))
 	if resp["events"] != float64(0) || resp["duplicates"] != float64(3) {
 		t.Fatalf("retry answered %v", resp)
+	}
+	if n := h.endOffset(schemas.TopicTemplates); n != 3 {
+		t.Fatalf("templates topic holds %d records after the retry, want 3", n)
 	}
 }

@@ -2,6 +2,8 @@ package schemas
 
 import (
 	"encoding/json"
+	"net"
+	"net/url"
 	"time"
 )
 
@@ -13,6 +15,9 @@ const (
 	ChannelWhatsApp Channel = "whatsapp"
 	ChannelEmail    Channel = "email"
 	ChannelPush     Channel = "push"
+	// ChannelWebhook is an HTTPS call to the app's own endpoint (a
+	// journey's webhook step): Webhook is set, To is the URL's host.
+	ChannelWebhook Channel = "webhook"
 )
 
 // DispatchRequest is a record on TopicDispatch: one message to one recipient,
@@ -27,17 +32,30 @@ type DispatchRequest struct {
 	ID      string  `json:"id"`
 	App     string  `json:"app"`
 	Channel Channel `json:"channel"`
-	// Sender is the sending address: the WhatsApp phone-number id.
+	// Sender is the sending address: the WhatsApp phone-number id; for
+	// email the From address (one of the app's, empty: its default); for
+	// push the app's FCM project id (empty: its own).
 	Sender string `json:"sender"`
-	// To is the recipient: E.164 with the plus sign for WhatsApp.
-	To   string `json:"to"`
-	HWID string `json:"hwid,omitempty"`
+	// To is the recipient: E.164 with the plus sign for WhatsApp, the
+	// address for email, the FCM registration token for push.
+	To string `json:"to"`
+	// HWID and UserID are the recipient's profile (the event key of its
+	// events): email open and click links carry them, so that the events
+	// they produce reach the user's partition.
+	HWID   string `json:"hwid,omitempty"`
+	UserID string `json:"user_id,omitempty"`
 	// Country of the recipient, ISO 3166-1 alpha-2, for cost accounting.
 	Country string `json:"country,omitempty"`
 
 	// Exactly one of Template and Text is set for WhatsApp.
 	Template *Template `json:"template,omitempty"`
 	Text     *Text     `json:"text,omitempty"`
+	// Email is the message of an email request (required for it).
+	Email *Email `json:"email,omitempty"`
+	// Push is the notification of a push request (required for it).
+	Push *Push `json:"push,omitempty"`
+	// Webhook is the call of a webhook request (required for it).
+	Webhook *Webhook `json:"webhook,omitempty"`
 
 	// Source says what produced the request.
 	Source Source `json:"source"`
@@ -52,6 +70,26 @@ type DispatchRequest struct {
 	// still bounds the send: a request released after its Deadline ends as
 	// OutcomeExpired.
 	SendAt time.Time `json:"send_at,omitzero"`
+	// WindowUntil, when set, is the end of the recipient's 24-hour
+	// customer-service window as the producer knew it (the user's last
+	// inbound WhatsApp message plus 24 h). The dispatcher refuses free-form
+	// text whose WindowUntil has passed before calling Meta (which would
+	// answer 131047), and counts a template sent after it toward the
+	// business's messaging tier. Omitted (zero) means unknown: text is left
+	// to Meta, and a template counts toward the tier.
+	WindowUntil time.Time `json:"window_until,omitzero"`
+}
+
+// InWindow reports whether the request is known to be inside its
+// recipient's service window at now.
+func (d *DispatchRequest) InWindow(now time.Time) bool {
+	return !d.WindowUntil.IsZero() && now.Before(d.WindowUntil)
+}
+
+// WindowClosed reports whether the request is known to be outside its
+// recipient's service window at now (WindowUntil set and passed).
+func (d *DispatchRequest) WindowClosed(now time.Time) bool {
+	return !d.WindowUntil.IsZero() && !now.Before(d.WindowUntil)
 }
 
 // Template is a WhatsApp template message.
@@ -74,6 +112,68 @@ type Template struct {
 type Text struct {
 	Body       string `json:"body"`
 	PreviewURL bool   `json:"preview_url,omitempty"`
+}
+
+// Email is an email message. At least one of Text and HTML is set; with
+// both the mail is multipart/alternative.
+type Email struct {
+	Subject string `json:"subject"`
+	// Text is the plain-text body; HTML the HTML body, whose http(s) links
+	// the dispatcher rewrites for click tracking (and to which it adds an
+	// open pixel) when tracking is configured.
+	Text string `json:"text,omitempty"`
+	HTML string `json:"html,omitempty"`
+	// FromName overrides the display name of the From address (which is
+	// Sender, or the app's default address).
+	FromName string `json:"from_name,omitempty"`
+	// ReplyTo overrides the app's Reply-To address.
+	ReplyTo string `json:"reply_to,omitempty"`
+	// Template names the template the body was rendered from, for
+	// analytics; the dispatcher sends Text and HTML as they are.
+	Template string `json:"template,omitempty"`
+}
+
+// Push is a push notification (FCM HTTP v1 message to one token).
+type Push struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
+	// Data are the message's data pairs, delivered to the app. Keys
+	// must not be FCM-reserved (from, notification, message_type, or
+	// starting with google or gcm); the dispatcher adds
+	// herald_dispatch_id, which the app sends back in the
+	// PW_PushOpened event's attributes as dispatch_id.
+	Data map[string]string `json:"data,omitempty"`
+	// Template names the template the notification was rendered from,
+	// for analytics.
+	Template string `json:"template,omitempty"`
+}
+
+// Webhook is a JSON POST to URL: https, or http to a loopback address
+// (a local receiver). The dispatcher sends Body with the request's
+// identity, signed with the app's webhook secret.
+type Webhook struct {
+	URL  string         `json:"url"`
+	Body map[string]any `json:"body,omitempty"`
+}
+
+// CheckWebhookURL reports what is wrong with a webhook URL, nil when it is
+// absolute https, or http to a loopback host.
+func CheckWebhookURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return invalid("webhook url %q: %v", raw, err)
+	case u.Host == "" || u.User != nil:
+		return invalid("webhook url %q: want https://host/path, without user info", raw)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http":
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			return nil
+		}
+		return invalid("webhook url %q: http only to a loopback address; use https", raw)
+	}
+	return invalid("webhook url %q: want https", raw)
 }
 
 // Source is what produced a dispatch request.
@@ -112,7 +212,30 @@ func (d *DispatchRequest) Validate() error {
 		if d.Text != nil && d.Text.Body == "" {
 			return invalid("dispatch: text.body is required")
 		}
-	case ChannelEmail, ChannelPush:
+	case ChannelEmail:
+		if d.Email == nil {
+			return invalid("dispatch: email is required for channel email")
+		}
+		if d.Email.Subject == "" {
+			return invalid("dispatch: email.subject is required")
+		}
+		if d.Email.Text == "" && d.Email.HTML == "" {
+			return invalid("dispatch: email.text or email.html is required")
+		}
+	case ChannelPush:
+		if d.Push == nil {
+			return invalid("dispatch: push is required for channel push")
+		}
+		if d.Push.Title == "" && d.Push.Body == "" {
+			return invalid("dispatch: push.title or push.body is required")
+		}
+	case ChannelWebhook:
+		if d.Webhook == nil {
+			return invalid("dispatch: webhook is required for channel webhook")
+		}
+		if err := CheckWebhookURL(d.Webhook.URL); err != nil {
+			return err
+		}
 	default:
 		return invalid("dispatch: unknown channel %q", d.Channel)
 	}

@@ -39,10 +39,28 @@ const (
 	// matching users of its profiles. The segment API writes one record per
 	// partition of TopicEvents, keyed CampaignKey, partition set explicitly.
 	KindCampaign EventKind = "campaign"
+	// KindSweep is one partition's share of a re-evaluation of saved
+	// segments over every profile (Sweep): after a segment is saved or
+	// deleted (the segment API writes one per partition, keyed SweepKey),
+	// and periodically for segments whose filters read the clock ("last
+	// seen more than 30 days ago" changes without any event; each
+	// segmenter writes them for the partitions it owns).
+	KindSweep EventKind = "sweep"
+	// KindTick wakes the segmenter owning its partition to fire the
+	// journey timers that came due there (each owner writes them for its
+	// partitions while timers are due). It concerns no user and no app:
+	// App is TickApp.
+	KindTick EventKind = "tick"
 )
 
+// TickApp is the app of KindTick events.
+const TickApp = "_herald"
+
+// TickKey is the record key of a KindTick event.
+func TickKey() []byte { return []byte(TickApp + keySep + "tick") }
+
 // Kinds lists every EventKind.
-var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign}
+var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign, KindSweep, KindTick}
 
 // Default event names, as Pushwoosh names them.
 const (
@@ -61,6 +79,18 @@ const (
 	// EventUserRegistered is Pushwoosh registerUser: a user id bound to a
 	// device.
 	EventUserRegistered = "PW_UserRegistered"
+	// EventEmailOpened, EventEmailClicked and EventEmailUnsubscribed are
+	// produced by ingest's tracking links in the emails the dispatcher
+	// sends (internal/track): the open pixel, a rewritten link, the
+	// List-Unsubscribe link. Attributes: dispatch_id, source_kind,
+	// source_name, and url for clicks.
+	EventEmailOpened       = "PW_EmailOpened"
+	EventEmailClicked      = "PW_EmailClicked"
+	EventEmailUnsubscribed = "PW_EmailUnsubscribed"
+	// EventPushOpened is posted by the app (postEvent) when the user opens
+	// a push notification, with the notification's herald_dispatch_id
+	// data value as the attribute dispatch_id.
+	EventPushOpened = "PW_PushOpened"
 )
 
 // Tag types, as Pushwoosh names them (Event.TagTypes).
@@ -157,7 +187,23 @@ type Event struct {
 	Status   *Status         `json:"status,omitempty"`
 	Template *TemplateUpdate `json:"template,omitempty"`
 	Campaign *Campaign       `json:"campaign,omitempty"`
+	Sweep    *Sweep          `json:"sweep,omitempty"`
 }
+
+// Sweep is a KindSweep event's re-evaluation.
+type Sweep struct {
+	// Segment names the saved segment to evaluate on every profile;
+	// empty: every segment of the app whose filter reads the clock.
+	Segment string `json:"segment,omitempty"`
+	// Filter is the segment's filter as saved, so that a segmenter that
+	// has not read the definition from TopicSegments yet evaluates the
+	// right one; empty with Segment set: the segment was deleted, and the
+	// profiles drop its membership (without exit events).
+	Filter string `json:"filter,omitempty"`
+}
+
+// SweepKey is the record key of a KindSweep event.
+func SweepKey(app, segment string) []byte { return []byte(app + keySep + "sweep:" + segment) }
 
 // Campaign is a targeted WhatsApp template campaign (Pushwoosh
 // createTargetedMessage): a template to the users a filter selects.
@@ -182,6 +228,21 @@ type Campaign struct {
 	// Preview counts the audience instead of sending: each partition's
 	// owner writes a CampaignPreview to TopicPreviews.
 	Preview bool `json:"preview,omitempty"`
+	// FrequencyCap, when set, skips the users who got Max campaign
+	// messages (any campaign, any category) in the PeriodSeconds before
+	// this one's send time; the segmenter's global marketing cap applies
+	// too.
+	FrequencyCap *FrequencyCap `json:"frequency_cap,omitempty"`
+}
+
+// MaxFrequencyCap is the largest FrequencyCap.Max: the segmenter
+// remembers the latest 32 campaign messages of each user.
+const MaxFrequencyCap = 32
+
+// FrequencyCap is a campaign's own per-user cap.
+type FrequencyCap struct {
+	Max           int   `json:"max"`
+	PeriodSeconds int64 `json:"period_seconds"`
 }
 
 // CampaignKey is the record key of a KindCampaign event.
@@ -322,9 +383,19 @@ func (e *Event) Validate() error {
 			return invalid("event: template.field and template.name or template.template_id are required for kind template")
 		}
 		return nil
+	case e.Kind == KindSweep:
+		if e.Sweep == nil {
+			return invalid("event: sweep is required for kind sweep")
+		}
+		return nil
+	case e.Kind == KindTick:
+		return nil
 	case e.Kind == KindCampaign:
 		if c := e.Campaign; c == nil || c.ID == "" || c.Filter == "" || c.Sender == "" || c.Template.Name == "" || c.Template.Language == "" {
 			return invalid("event: campaign.id, filter, sender, template.name and template.language are required for kind campaign")
+		}
+		if fc := e.Campaign.FrequencyCap; fc != nil && (fc.Max < 1 || fc.Max > MaxFrequencyCap || fc.PeriodSeconds < 1) {
+			return invalid("event: campaign.frequency_cap needs max 1 to %d and a positive period_seconds", MaxFrequencyCap)
 		}
 		return nil
 	case e.HWID == "" && e.UserID == "" && e.AnonymousID == "":
@@ -366,6 +437,12 @@ func (e *Event) Validate() error {
 func (e *Event) Key() []byte {
 	if e.Kind == KindCampaign && e.Campaign != nil {
 		return CampaignKey(e.App, e.Campaign.ID)
+	}
+	if e.Kind == KindSweep && e.Sweep != nil {
+		return SweepKey(e.App, e.Sweep.Segment)
+	}
+	if e.Kind == KindTick {
+		return TickKey()
 	}
 	if e.Kind == KindTemplate && e.Template != nil {
 		id := e.Template.Name

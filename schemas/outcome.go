@@ -33,7 +33,8 @@ type Outcome struct {
 	To         string       `json:"to"`
 	Country    string       `json:"country,omitempty"`
 	State      OutcomeState `json:"state"`
-	// ProviderID is the provider's message id (Meta's wamid) when accepted.
+	// ProviderID is the provider's message id when accepted: Meta's wamid,
+	// the email's Message-ID, FCM's message name.
 	ProviderID string `json:"provider_id,omitempty"`
 	// Template name and category, or empty for free-form text.
 	Template string `json:"template,omitempty"`
@@ -43,7 +44,12 @@ type Outcome struct {
 	// Herald code below 0 for refusals before the call.
 	ErrorCode    int    `json:"error_code,omitempty"`
 	ErrorMessage string `json:"error_message,omitempty"`
-	Attempts     int    `json:"attempts"`
+	// InvalidRecipient is set when the provider said the recipient is gone
+	// for good: an unregistered push token (FCM UNREGISTERED), a mailbox
+	// that does not exist (SMTP 550 5.1.1). Producers of dispatch requests
+	// should stop sending to it.
+	InvalidRecipient bool `json:"invalid_recipient,omitempty"`
+	Attempts         int  `json:"attempts"`
 	// Requested is the request's Created time; Time is when this outcome was
 	// decided.
 	Requested time.Time `json:"requested"`

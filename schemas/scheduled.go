@@ -17,11 +17,20 @@ const MaxScheduleAhead = 90 * 24 * time.Hour
 // RecordScheduleRelease, and every other record is a DispatchRequest. A
 // header rather than a field in the value, so that telling the two apart does
 // not need a JSON decode, and so that producers writing requests need not add
-// anything.
+// anything. TopicTemplates tells its two record types apart the same way
+// (RecordTemplateSignal).
 const (
 	HeaderRecord          = "herald-record"
 	RecordScheduleRelease = "schedule-release"
 )
+
+// HeaderAttempts is set by the dispatcher on a request it deferred to
+// TopicScheduled because its recipient's next turn (Meta's pair rate, or a
+// retry's backoff) was too far away: the provider calls already made for
+// it, in decimal. It also says the request's SendAt is a turn the
+// dispatcher planned for the recipient. The scheduler releases a request
+// with every header it was written with; producers must not set this one.
+const HeaderAttempts = "herald-attempts"
 
 // ScheduleRelease is a release marker on TopicScheduled: the scheduler
 // produced the request ID (read from the same partition, at Offset) to

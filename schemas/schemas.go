@@ -21,6 +21,12 @@
 //	herald.segments.v1    SegmentDef      key SegmentKey(app, name), compacted
 //	herald.previews.v1    CampaignPreview key CampaignKey(app, id), partition 0
 //	herald.tagdefs.v1     TagDef          key TagDefKey(app, name, declared), compacted
+//	herald.journeys.v1    JourneyDef      key JourneyKey(app, id, version), compacted
+//	herald.templates.v1   TemplateDef     key TemplateDefKey(app, name, language), compacted;
+//	                      TemplateSignal (header HeaderRecord) key TemplateSignalKey
+//	herald.senders.v1     SenderState     key MemberKey(member), short retention
+//	herald.reach.v1       ReachClaim      key ReachKey(business, to), partition 0, 48 h retention
+//	herald.suppressions.v1 Suppression    key SuppressionKey(app, to), compacted
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -28,12 +34,30 @@
 // keyed by app and recipient so that sends to one recipient stay in order
 // (Meta's pair rate, 131056, is per recipient).
 //
+// Dispatcher replicas share each sender's rate limit through
+// herald.senders.v1: every replica writes its demand and grant per sender a
+// few times a second and reads everyone's (see SenderState).
+//
+// Messaging tier and opt-outs: dispatcher replicas claim each recipient
+// they reach outside the service window on partition 0 of herald.reach.v1,
+// which orders the claims of all replicas, and send after reading their
+// claim back granted (ReachClaim); the segmenter reads the same claims for
+// the tier headroom of campaign previews. herald.suppressions.v1 holds the
+// recipients Meta said stopped marketing messages (131050).
+//
 // Scheduled sends: a DispatchRequest whose SendAt is in the future goes to
 // herald.scheduled.v1, not herald.dispatch.v1. The scheduler (in the
 // dispatcher stage) holds it until SendAt, produces it unchanged to
 // herald.dispatch.v1, and then writes a ScheduleRelease marker with the same
 // key to the request's partition of herald.scheduled.v1, so that a scheduler
 // re-reading the partition knows the request was released.
+//
+// Templates: herald.templates.v1 holds every app's WhatsApp message
+// templates as the dispatcher's sync last listed them from Meta (TemplateDef,
+// a tombstone when a template is gone), and the template changes Meta
+// reported by webhook (TemplateSignal, written by ingest, told apart by the
+// header HeaderRecord: RecordTemplateSignal). Every dispatcher replica reads
+// the whole topic to check sends against the templates before calling Meta.
 package schemas
 
 import (
@@ -70,10 +94,25 @@ const (
 	// TopicTagDefs is compacted: the tag names each app uses, and their
 	// types.
 	TopicTagDefs = "herald.tagdefs.v1"
+	// TopicTemplates is compacted: the WhatsApp message templates of every
+	// app (TemplateDef) and the last webhook change of each
+	// (TemplateSignal).
+	TopicTemplates = "herald.templates.v1"
+	// TopicJourneys is compacted: every version of every app's journeys.
+	TopicJourneys = "herald.journeys.v1"
+	// TopicSenders carries the dispatcher replicas' heartbeats of the
+	// global per-sender rate limit (SenderState; short retention).
+	TopicSenders = "herald.senders.v1"
+	// TopicReach carries the dispatchers' messaging-tier claims
+	// (ReachClaim), all on partition 0; 48 h retention.
+	TopicReach = "herald.reach.v1"
+	// TopicSuppressions is compacted: recipients not to send a kind of
+	// message to (Suppression).
+	TopicSuppressions = "herald.suppressions.v1"
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders, TopicReach, TopicSuppressions}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -84,12 +123,21 @@ var TopicConfigs = map[string]map[string]string{
 	// records for longer, with room for an outage. 120 days.
 	TopicScheduled: {"retention.ms": "10368000000", "cleanup.policy": "delete"},
 	// The latest record per key is the state.
-	TopicTags:     {"cleanup.policy": "compact"},
-	TopicProfiles: {"cleanup.policy": "compact"},
-	TopicSegments: {"cleanup.policy": "compact"},
-	TopicTagDefs:  {"cleanup.policy": "compact"},
+	TopicTags:      {"cleanup.policy": "compact"},
+	TopicProfiles:  {"cleanup.policy": "compact"},
+	TopicSegments:  {"cleanup.policy": "compact"},
+	TopicTagDefs:   {"cleanup.policy": "compact"},
+	TopicTemplates: {"cleanup.policy": "compact"},
+	TopicJourneys:  {"cleanup.policy": "compact"},
 	// Previews are read within seconds of being written: a day is plenty.
 	TopicPreviews: {"retention.ms": "86400000"},
+	// Replicas read heartbeats from the end and forget them after three
+	// periods (under a second): an hour is for operators looking.
+	TopicSenders: {"retention.ms": "3600000"},
+	// Claims matter for the 24 h after them; 48 h leaves room for a reader
+	// that was down.
+	TopicReach:        {"retention.ms": "172800000", "cleanup.policy": "delete"},
+	TopicSuppressions: {"cleanup.policy": "compact"},
 }
 
 // keySep separates the parts of a record key. App ids are validated not to
@@ -117,7 +165,8 @@ func ProfileKey(app, hwid, userID, anonymousID string) []byte {
 }
 
 // TemplateKey is the partitioning key of a KindTemplate event: the app and
-// the template's name (its id when the name is unknown).
+// the template's name (its id when the name is unknown). TemplateDefKey
+// builds the keys of TopicTemplates from it.
 func TemplateKey(app, template string) []byte {
 	return []byte(app + keySep + "template:" + template)
 }
@@ -204,12 +253,29 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicSegments:
 		d := new(SegmentDef)
 		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicJourneys:
+		d := new(JourneyDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicTagDefs:
 		d := new(TagDef)
 		rec, version, key = d, func() int { return d.V }, d.Key
 	case TopicTags:
 		p := new(ProfileTags)
 		rec, version, key = p, func() int { return p.V }, p.Key
+	case TopicTemplates:
+		// What the sync writes; ingest's signals are told apart by a
+		// header, not the value (DecodeTemplateSignal checks them).
+		d := new(TemplateDef)
+		rec, version, key = d, func() int { return d.V }, d.Key
+	case TopicSenders:
+		st := new(SenderState)
+		rec, version, key = st, func() int { return st.V }, st.Key
+	case TopicReach:
+		c := new(ReachClaim)
+		rec, version, key = c, func() int { return c.V }, c.Key
+	case TopicSuppressions:
+		sp := new(Suppression)
+		rec, version, key = sp, func() int { return sp.V }, sp.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

@@ -26,8 +26,14 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"tags.v1.json", reflect.TypeFor[ProfileTags]()},
 		{"segment.v1.json", reflect.TypeFor[SegmentDef]()},
 		{"tagdef.v1.json", reflect.TypeFor[TagDef]()},
+		{"journey.v1.json", reflect.TypeFor[JourneyDef]()},
 		{"preview.v1.json", reflect.TypeFor[CampaignPreview]()},
 		{"schedule_release.v1.json", reflect.TypeFor[ScheduleRelease]()},
+		{"template.v1.json", reflect.TypeFor[TemplateDef]()},
+		{"template_signal.v1.json", reflect.TypeFor[TemplateSignal]()},
+		{"sender_state.v1.json", reflect.TypeFor[SenderState]()},
+		{"reach_claim.v1.json", reflect.TypeFor[ReachClaim]()},
+		{"suppression.v1.json", reflect.TypeFor[Suppression]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -306,5 +312,138 @@ func FuzzDecode(f *testing.F) {
 		_, _ = DecodeOutcome(b)
 		_, _ = DecodeDeadLetter(b)
 		_, _ = DecodeScheduleRelease(b)
+		_, _ = DecodeTemplateDef(b)
+		_, _ = DecodeTemplateSignal(b)
+		_, _ = DecodeSenderState(b)
 	})
+}
+
+// TestTemplateRecords: both record types of TopicTemplates round-trip, carry
+// distinct keys (so compaction keeps a template and its last signal), and
+// name the field that is wrong.
+func TestTemplateRecords(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	d := &TemplateDef{App: "shop", WABAID: "2001", ID: "123", Name: "order_shipped", Language: "en_US", Category: "UTILITY",
+		Status: TemplateApproved, Header: &TemplateHeader{Format: HeaderText, Params: 1}, BodyParams: 2,
+		Buttons: []TemplateButton{{Type: "QUICK_REPLY"}, {Type: "URL", URLParam: true}}, Synced: now}
+	b, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeTemplateDef(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, d) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, d)
+	}
+	key, err := ValidateRecord(TopicTemplates, b, true)
+	if err != nil {
+		t.Fatalf("ValidateRecord: %v", err)
+	}
+	if string(key) != "shop|template:order_shipped/en_US" {
+		t.Fatalf("template key %q", key)
+	}
+
+	s := &TemplateSignal{App: "shop", EventID: "e1", Time: now.Add(-time.Second), Received: now, Template: TemplateUpdate{
+		Field: "message_template_status_update", WABAID: "2001", TemplateID: "123", Name: "order_shipped", Language: "en_US", Event: TemplatePaused}}
+	b, err = s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, err := DecodeTemplateSignal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gs, s) {
+		t.Fatalf("signal round trip:\n got %+v\nwant %+v", gs, s)
+	}
+	if k := string(s.Key()); k != "shop|template-signal:order_shipped/en_US" || k == string(d.Key()) {
+		t.Fatalf("signal key %q (template key %q)", k, d.Key())
+	}
+	s.Template.Language = ""
+	if k := string(s.Key()); k != "shop|template-signal:id:123" {
+		t.Fatalf("signal key without language %q", k)
+	}
+
+	bad := []struct {
+		name string
+		mut  func(*TemplateDef)
+		want string
+	}{
+		{"app", func(d *TemplateDef) { d.App = "a|b" }, "not a valid app id"},
+		{"waba", func(d *TemplateDef) { d.WABAID = "" }, "waba_id is required"},
+		{"language", func(d *TemplateDef) { d.Language = "" }, "name and language"},
+		{"status", func(d *TemplateDef) { d.Status = "" }, "status is required"},
+		{"body params", func(d *TemplateDef) { d.BodyParams = -1 }, "body_params -1"},
+		{"header", func(d *TemplateDef) { d.Header = &TemplateHeader{} }, "header.format"},
+		{"synced", func(d *TemplateDef) { d.Synced = time.Time{} }, "synced is required"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			c := *d
+			tt.mut(&c)
+			b, _ := c.Marshal()
+			if _, err := DecodeTemplateDef(b); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+	for name, in := range map[string]string{
+		"no field":    `{"v":1,"app":"shop","event_id":"e","template":{"name":"x","language":"en"},"time":"2026-11-23T10:00:00Z","received":"2026-11-23T10:00:00Z"}`,
+		"no template": `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","name":"x"},"time":"2026-11-23T10:00:00Z","received":"2026-11-23T10:00:00Z"}`,
+		"no received": `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","template_id":"1"},"time":"2026-11-23T10:00:00Z"}`,
+		"no time":     `{"v":1,"app":"shop","event_id":"e","template":{"field":"message_template_status_update","template_id":"1"},"received":"2026-11-23T10:00:00Z"}`,
+	} {
+		if _, err := DecodeTemplateSignal([]byte(in)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func TestSenderState(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	s := &SenderState{Member: "m1", Sender: "1001", PeriodMS: 250, Demand: 300, Backlog: 64, Grant: 40,
+		Rate: 56, Configured: 80, LoweredRate: 56, LoweredAt: now, LoweredCode: 130429, Time: now}
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ValidateRecord(TopicSenders, b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(key) != "m1" {
+		t.Fatalf("key %q, want the member id", key)
+	}
+	got, err := DecodeSenderState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, s)
+	}
+	// A member heartbeat leaves the lowering out.
+	hb := &SenderState{Member: "m1", PeriodMS: 250, Time: now}
+	if b, _ = hb.Marshal(); bytes.Contains(b, []byte("lowered")) {
+		t.Fatalf("heartbeat writes lowered fields: %s", b)
+	}
+	f := func(name string, mut func(*SenderState), want string) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			c := *s
+			mut(&c)
+			b, _ := json.Marshal(&c)
+			_, err := DecodeSenderState(b)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v, want ErrInvalid naming %q", err, want)
+			}
+		})
+	}
+	f("no member", func(c *SenderState) { c.Member = "" }, "member")
+	f("long member", func(c *SenderState) { c.Member = strings.Repeat("m", 65) }, "member")
+	f("no period", func(c *SenderState) { c.PeriodMS = 0 }, "period_ms")
+	f("no time", func(c *SenderState) { c.Time = time.Time{} }, "time")
+	f("negative grant", func(c *SenderState) { c.Grant = -1 }, "grant")
+	f("negative backlog", func(c *SenderState) { c.Backlog = -1 }, "backlog")
 }

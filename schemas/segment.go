@@ -90,12 +90,21 @@ type CampaignPreview struct {
 	QuietHours   int `json:"quiet_hours"`
 	Deferred     int `json:"deferred"`
 	// OutsideWindow of the sendable users are outside the 24-hour service
-	// window (what matters for utility pricing and the messaging tier).
+	// window when their message is due (what matters for utility pricing
+	// and the messaging tier).
 	OutsideWindow int `json:"outside_window"`
-	// ByCountry counts the sendable users by recipient country (pricing
-	// depends on it).
-	ByCountry map[string]int `json:"by_country"`
-	Time      time.Time      `json:"time"`
+	// ByCountry counts the sendable users by recipient country (ISO
+	// 3166-1 alpha-2, "" when unknown: pricing depends on it), and
+	// OutsideByCountry those of them outside the service window; the
+	// others are inside it. A record without OutsideByCountry (written
+	// before it existed) tells no split: readers count all its users as
+	// outside.
+	ByCountry        map[string]int `json:"by_country"`
+	OutsideByCountry map[string]int `json:"outside_by_country"`
+	// Category is the template category the partition counted for (Meta
+	// prices by it); empty in records written before it existed.
+	Category string    `json:"category"`
+	Time     time.Time `json:"time"`
 }
 
 // Validate checks the fields consumers rely on.

@@ -3,6 +3,7 @@ package segmenter
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,7 @@ import (
 //	POST /json/1.3/listFilters   {"application"}                            -> {"filters":[{"name","filter_expression"}]}
 //	POST /json/1.3/deleteFilter  {"application","name"}                     -> {"name"}
 //	POST /json/1.3/createTargetedMessage  a campaign (see createTargetedMessage)  -> {"campaign","partitions"}
-//	POST /json/1.3/previewTargetedMessage the same, counted, not sent               -> {"audience","sendable",...}
+//	POST /json/1.3/previewTargetedMessage the same, counted, not sent               -> {"audience","sendable",...,"estimated_cost"}
 //	POST /json/1.3/addTag        {"application","tag":{"name","type"}}      -> {"result":true}
 //	POST /json/1.3/listTags      {"application"}                            -> {"tags":[{"name","type","type_name","declared"}]}
 //	POST /json/1.3/deleteTag     {"application","tag":{"name"}}             -> {"result":true}
@@ -65,6 +66,11 @@ func (s *Segmenter) APIHandler(reg *apps.Registry) http.Handler {
 		"/json/1.3/addTag":                 s.addTag,
 		"/json/1.3/listTags":               s.listTags,
 		"/json/1.3/deleteTag":              s.deleteTag,
+		"/json/1.3/createJourney":          s.createJourney,
+		"/json/1.3/listJourneys":           s.listJourneys,
+		"/json/1.3/getJourney":             s.getJourney,
+		"/json/1.3/archiveJourney":         s.archiveJourney,
+		"/json/1.3/startJourney":           s.startJourney,
 	}
 	mux := http.NewServeMux()
 	for _, path := range APIPaths {
@@ -79,6 +85,7 @@ var APIPaths = []string{
 	"/json/1.3/createFilter", "/json/1.3/listFilters", "/json/1.3/deleteFilter",
 	"/json/1.3/createTargetedMessage", "/json/1.3/previewTargetedMessage",
 	"/json/1.3/addTag", "/json/1.3/listTags", "/json/1.3/deleteTag",
+	"/json/1.3/createJourney", "/json/1.3/listJourneys", "/json/1.3/getJourney", "/json/1.3/archiveJourney", "/json/1.3/startJourney",
 }
 
 // apiRequest is the request object of the segment API.
@@ -98,9 +105,22 @@ type apiRequest struct {
 	ButtonURLVariables   map[string]string `json:"button_url_variables"`
 	SendDate             string            `json:"send_date"`
 	UseRecipientTimezone bool              `json:"use_recipient_timezone"`
-	CampaignID           string            `json:"campaign_id"`
+	FrequencyCap         *struct {
+		Max    int    `json:"max"`
+		Period string `json:"period"`
+	} `json:"frequency_cap"`
+	CampaignID string `json:"campaign_id"`
+	// AllowOverTier sends a campaign whose users outside the service
+	// window exceed the messaging tier's headroom (see checkTier).
+	AllowOverTier bool `json:"allow_over_tier"`
 	// addTag, deleteTag
 	Tag *apiTag `json:"tag"`
+	// the journey calls
+	Journey *apiJourney `json:"journey"`
+	ID      string      `json:"id"`
+	Version int         `json:"version"`
+	Devices []string    `json:"devices"`
+	Users   []string    `json:"users"`
 }
 
 // apiTag is addTag's and deleteTag's tag: a name and, for addTag, a type
@@ -221,6 +241,9 @@ func (s *Segmenter) createFilter(ctx context.Context, app *apps.App, req *apiReq
 		return nil, aerr
 	}
 	s.segs.put(sg)
+	if aerr := s.sweepSegment(ctx, d.App, d.Name, d.Filter, d.Updated); aerr != nil {
+		return nil, aerr
+	}
 	return map[string]string{"name": d.Name}, nil
 }
 
@@ -251,7 +274,29 @@ func (s *Segmenter) deleteFilter(ctx context.Context, app *apps.App, req *apiReq
 		return nil, aerr
 	}
 	s.segs.remove(app.ID, req.Name)
+	if aerr := s.sweepSegment(ctx, app.ID, req.Name, "", time.Now().UTC()); aerr != nil {
+		return nil, aerr
+	}
 	return map[string]string{"name": req.Name}, nil
+}
+
+// sweepSegment writes a sweep of the segment app/name to every partition:
+// its owner evaluates filter (empty: the segment was deleted) over its
+// profiles, so the segment's members are the profiles that match now, not
+// only those with a later event. The sweep id is derived from the
+// definition, so a retried call sweeps once more to the same effect.
+func (s *Segmenter) sweepSegment(ctx context.Context, app, name, filter string, saved time.Time) *apiError {
+	sum := sha256.Sum256([]byte(app + "|" + name + "|" + filter + "|" + saved.Format(time.RFC3339Nano)))
+	id := "sweep-" + hex.EncodeToString(sum[:12])
+	_, aerr := s.produceEveryPartition(ctx, func(p int32, now time.Time) *schemas.Event {
+		return &schemas.Event{ID: id + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindSweep, Name: "PW_SegmentSweep",
+			Time: now, Received: now, Sweep: &schemas.Sweep{Segment: name, Filter: filter}}
+	})
+	if aerr != nil {
+		s.log.Warn("kafka did not acknowledge a segment sweep", "app", app, "segment", name, "err", aerr.msg)
+		aerr.msg = "the segment is saved, but Kafka did not acknowledge the evaluation of its existing members: save it again"
+	}
+	return aerr
 }
 
 // produceSegment writes a definition or tombstone and waits for Kafka.
@@ -276,6 +321,7 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 //	  "content_variables":{"1":"{{tag:Name|there}}"},"header_variables":{"1":"..."},"button_url_variables":{"0":"..."},
 //	  "send_date":"now",                  // or "YYYY-MM-DD HH:mm" UTC
 //	  "use_recipient_timezone":false,     // true: send_date's time in each user's timezone
+//	  "frequency_cap":{"max":2,"period":"7d"},  // optional: skip users who got 2 campaign messages in the 7 days before
 //	  "campaign_id":"optional-own-id"}}   // a retry with the same id sends nothing new
 //	-> {"campaign":"<id>","partitions":8}
 //
@@ -287,29 +333,67 @@ func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiErr
 // {{profile_name}} with a "|fallback". A future send time is kept by the
 // dispatcher stage's scheduler.
 func (s *Segmenter) createTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
-	c, aerr := s.buildCampaign(ctx, app, req)
+	c, _, aerr := s.buildCampaign(ctx, app, req)
 	if aerr != nil {
 		return nil, aerr
+	}
+	ans := map[string]any{"campaign": c.ID}
+	if app.Tier() != apps.TierUnlimited {
+		outside, tr, aerr := s.checkTier(ctx, app, c, req.AllowOverTier)
+		if aerr != nil {
+			return nil, aerr
+		}
+		ans["outside_window"], ans["tier_headroom"] = outside, tr.Headroom
 	}
 	n, aerr := s.produceCampaign(ctx, app.ID, c)
 	if aerr != nil {
 		return nil, aerr
 	}
-	return map[string]any{"campaign": c.ID, "partitions": n}, nil
+	ans["partitions"] = n
+	return ans, nil
+}
+
+// checkTier is createTargetedMessage's pre-flight check of an app with a
+// messaging tier: it counts campaign c's audience (a preview of it, under
+// its own id) and refuses the campaign when more of its sendable users are
+// outside the service window than the tier has room for, unless allowOver
+// (then the dispatchers send to the first ones up to the headroom and
+// refuse the others with their tier code). It returns the users outside the
+// window and the tier.
+func (s *Segmenter) checkTier(ctx context.Context, app *apps.App, c *schemas.Campaign, allowOver bool) (int, tier, *apiError) {
+	tr, aerr := s.headroom(ctx, app, time.Now())
+	if aerr != nil {
+		return 0, tr, aerr
+	}
+	pc := *c
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	pc.ID, pc.Preview = "tier-"+hex.EncodeToString(b[:]), true
+	total, _, _, aerr := s.countCampaign(ctx, app, &pc)
+	if aerr != nil {
+		return 0, tr, aerr
+	}
+	if total.OutsideWindow > tr.Headroom && !allowOver {
+		return 0, tr, refuse(http.StatusBadRequest, "request.allow_over_tier",
+			"the campaign reaches %d users outside the 24-hour service window; the messaging tier of %d has room for %d more in the next 24 h (%d used): narrow the audience, wait, or set allow_over_tier to send up to the headroom",
+			total.OutsideWindow, tr.Limit, tr.Headroom, tr.Used)
+	}
+	return total.OutsideWindow, tr, nil
 }
 
 // buildCampaign checks a createTargetedMessage or previewTargetedMessage
-// request and builds its campaign.
-func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRequest) (*schemas.Campaign, *apiError) {
+// request and builds its campaign; categorySource says where its template
+// category came from (see templateCategory).
+func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRequest) (_ *schemas.Campaign, categorySource string, _ *apiError) {
 	c := &schemas.Campaign{ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
-		Template: schemas.Template{Name: req.Template, Language: req.Language, Category: strings.ToUpper(req.Category)}}
+		Template: schemas.Template{Name: req.Template, Language: req.Language}}
 	switch {
 	case c.Sender == "":
-		return nil, refuse(http.StatusBadRequest, "request.application", "%q has no WhatsApp phone number id to send from", app.ID)
+		return nil, "", refuse(http.StatusBadRequest, "request.application", "%q has no WhatsApp phone number id to send from", app.ID)
 	case req.Template == "":
-		return nil, refuse(http.StatusBadRequest, "request.template", "is required: the name of an approved template")
+		return nil, "", refuse(http.StatusBadRequest, "request.template", "is required: the name of an approved template")
 	case req.DevicesFilter != "" && req.Filter != "":
-		return nil, refuse(http.StatusBadRequest, "request.filter", "give devices_filter or filter (a saved segment), not both")
+		return nil, "", refuse(http.StatusBadRequest, "request.filter", "give devices_filter or filter (a saved segment), not both")
 	case req.Filter != "":
 		for _, sg := range s.segs.of(app.ID) {
 			if sg.name == req.Filter {
@@ -317,31 +401,27 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 			}
 		}
 		if c.Filter == "" {
-			return nil, refuse(http.StatusNotFound, "request.filter", "no segment %q in application %q", req.Filter, app.ID)
+			return nil, "", refuse(http.StatusNotFound, "request.filter", "no segment %q in application %q", req.Filter, app.ID)
 		}
 	case c.Filter == "":
-		return nil, refuse(http.StatusBadRequest, "request.devices_filter", `is required (or filter, a saved segment), e.g. T("City", EQ, "Oslo")`)
+		return nil, "", refuse(http.StatusBadRequest, "request.devices_filter", `is required (or filter, a saved segment), e.g. T("City", EQ, "Oslo")`)
 	}
 	if c.Template.Language == "" {
 		c.Template.Language = DefaultLanguage
 	}
-	switch c.Template.Category {
-	case "":
-		c.Template.Category = CategoryMarketing
-	case CategoryMarketing, CategoryUtility, CategoryAuthentication:
-	default:
-		return nil, refuse(http.StatusBadRequest, "request.category", "%q is not MARKETING, UTILITY or AUTHENTICATION", req.Category)
-	}
 	var aerr *apiError
+	if c.Template.Category, categorySource, aerr = templateCategory(req); aerr != nil {
+		return nil, "", aerr
+	}
 	if c.Template.Body, aerr = variables("request.content_variables", req.ContentVariables, 1); aerr != nil {
-		return nil, aerr
+		return nil, "", aerr
 	}
 	if c.Template.Header, aerr = variables("request.header_variables", req.HeaderVariables, 1); aerr != nil {
-		return nil, aerr
+		return nil, "", aerr
 	}
 	buttons, aerr := variables("request.button_url_variables", req.ButtonURLVariables, 0)
 	if aerr != nil {
-		return nil, aerr
+		return nil, "", aerr
 	}
 	for i, v := range buttons {
 		if c.Template.ButtonURL == nil {
@@ -352,15 +432,15 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 	switch req.SendDate {
 	case "", "now":
 		if req.UseRecipientTimezone {
-			return nil, refuse(http.StatusBadRequest, "request.send_date", `use_recipient_timezone needs a "YYYY-MM-DD HH:mm" send_date`)
+			return nil, "", refuse(http.StatusBadRequest, "request.send_date", `use_recipient_timezone needs a "YYYY-MM-DD HH:mm" send_date`)
 		}
 	default:
 		at, err := time.Parse("2006-01-02 15:04", req.SendDate)
 		if err != nil {
-			return nil, refuse(http.StatusBadRequest, "request.send_date", `%q is not "now" or "YYYY-MM-DD HH:mm" (UTC)`, req.SendDate)
+			return nil, "", refuse(http.StatusBadRequest, "request.send_date", `%q is not "now" or "YYYY-MM-DD HH:mm" (UTC)`, req.SendDate)
 		}
 		if at.After(time.Now().Add(schemas.MaxScheduleAhead)) {
-			return nil, refuse(http.StatusBadRequest, "request.send_date", "is more than %s ahead", schemas.MaxScheduleAhead)
+			return nil, "", refuse(http.StatusBadRequest, "request.send_date", "is more than %s ahead", schemas.MaxScheduleAhead)
 		}
 		c.SendAt = at.UTC()
 		if req.UseRecipientTimezone {
@@ -368,22 +448,39 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 			c.SendAt = time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 		}
 	}
+	if fc := req.FrequencyCap; fc != nil {
+		if fc.Max < 1 || fc.Max > schemas.MaxFrequencyCap {
+			return nil, "", refuse(http.StatusBadRequest, "request.frequency_cap.max", "is %d: give 1 to %d messages", fc.Max, schemas.MaxFrequencyCap)
+		}
+		period, ok := parsePeriod(fc.Period)
+		if !ok {
+			return nil, "", refuse(http.StatusBadRequest, "request.frequency_cap.period", `%q is not a period such as "7d", "2w" or "36h"`, fc.Period)
+		}
+		c.FrequencyCap = &schemas.FrequencyCap{Max: fc.Max, PeriodSeconds: int64(period / time.Second)}
+	}
 	if c.ID == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
 		c.ID = hex.EncodeToString(b[:])
 	} else if len(c.ID) > 128 || strings.ContainsAny(c.ID, "|\x00") {
-		return nil, refuse(http.StatusBadRequest, "request.campaign_id", "must be at most 128 bytes without '|'")
+		return nil, "", refuse(http.StatusBadRequest, "request.campaign_id", "must be at most 128 bytes without '|'")
 	}
 	if _, err := compileCampaign(app.ID, c); err != nil {
-		return nil, refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
+		return nil, "", refuse(http.StatusBadRequest, "request.devices_filter", "%v", err)
 	}
 	if req.DevicesFilter != "" {
 		if aerr := s.checkTags(ctx, app.ID, "request.devices_filter", c.Filter); aerr != nil {
-			return nil, aerr
+			return nil, "", aerr
 		}
 	}
-	return c, nil
+	tcat, aerr := s.checkTemplate(ctx, app, c)
+	if aerr != nil {
+		return nil, "", aerr
+	}
+	if categorySource, aerr = templateCategoryOf(c, tcat, categorySource); aerr != nil {
+		return nil, "", aerr
+	}
+	return c, categorySource, nil
 }
 
 // checkTags compiles a filter against the app's tag registry, refusing one
@@ -399,31 +496,108 @@ func (s *Segmenter) checkTags(ctx context.Context, app, field, src string) *apiE
 	return nil
 }
 
+// parsePeriod parses a positive period: a whole number of days ("7d") or
+// weeks ("2w"), or a Go duration of at least a second ("36h", "90m").
+func parsePeriod(s string) (time.Duration, bool) {
+	if n := len(s); n > 1 && (s[n-1] == 'd' || s[n-1] == 'w') {
+		v, err := strconv.Atoi(s[:n-1])
+		if err != nil || v < 1 || v > 3660 {
+			return 0, false
+		}
+		unit := 24 * time.Hour
+		if s[n-1] == 'w' {
+			unit *= 7
+		}
+		return time.Duration(v) * unit, true
+	}
+	d, err := time.ParseDuration(s)
+	return d, err == nil && d >= time.Second
+}
+
 // previewWait bounds how long previewTargetedMessage waits for every
 // partition's count.
 const previewWait = 15 * time.Second
 
 // previewTargetedMessage counts a campaign's audience without sending (the
-// request of createTargetedMessage; campaign_id is ignored):
+// request of createTargetedMessage; campaign_id is ignored) and estimates
+// what Meta will charge for it:
 //
 //	-> {"audience":120,"sendable":100,"opted_out":15,"no_whatsapp":3,"unregistered":2,"empty_param":0,
-//	    "outside_window":97,"by_country":{"IN":60,"BR":40},"partitions":8}
+//	    "outside_window":97,"by_country":{"IN":60,"BR":40},"partitions":8,
+//	    "category_source":"request",
+//	    "estimated_cost":{"currency":"USD","total":3.208,"rules":"2025-07","rate_card":"...",
+//	      "lines":[{"category":"MARKETING","country":"BR","market":"Brazil","count":40,"billable":40,"rate":0.0625,"amount":2.5}, ...]}}
 //
 // Every partition's owner counts its profiles (a KindCampaign event with
 // Preview set) and writes its part to TopicPreviews; the answer sums them,
-// or is 503 when not every partition answered within 15 s. The estimated
-// cost and the messaging-tier headroom need the price table and the
-// dispatcher's tier counts (later issues) and are not in the answer yet.
+// or is 503 when not every partition answered within 15 s. The cost is the
+// rate card's (Config.Pricing) for the template's category, by country,
+// each user in or out of the 24-hour service window when the message is
+// due; category_source is "request" when request.category named the
+// category and "assumed_marketing" when it did not (MARKETING, the dearest,
+// is estimated). Amounts are exact decimals of the card's currency; the
+// figures are estimates (internal/pricing). tier is the app's
+// whatsapp.messaging_tier (a number, or "unlimited"), tier_used the unique
+// recipients outside the service window the dispatchers reached for its
+// business in the last 24 h (their claims on TopicReach, read by every
+// segmenter), and tier_headroom what is left (or "unlimited"):
+//
+//	"tier":250,"tier_used":40,"tier_headroom":210
+//
+// A campaign whose outside_window exceeds tier_headroom is refused by
+// createTargetedMessage unless it sets allow_over_tier.
 func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
 	req.CampaignID = ""
-	c, aerr := s.buildCampaign(ctx, app, req)
+	c, categorySource, aerr := s.buildCampaign(ctx, app, req)
+	if aerr != nil {
+		return nil, aerr
+	}
+	tr, aerr := s.headroom(ctx, app, time.Now())
 	if aerr != nil {
 		return nil, aerr
 	}
 	c.Preview = true
+	total, parts, n, aerr := s.countCampaign(ctx, app, c)
+	if aerr != nil {
+		return nil, aerr
+	}
+	cost, err := s.prices.Estimate(previewCounts(parts, c.Template.Category))
+	if err != nil {
+		s.log.Error("estimating the cost of a campaign preview", "app", app.ID, "campaign", c.ID, "err", err)
+		return nil, refuse(http.StatusInternalServerError, "", "estimating the cost: %v", err)
+	}
+	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
+		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
+		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
+		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n,
+		"category_source": categorySource, "estimated_cost": cost,
+		"tier": tierValue(tr), "tier_used": tr.Used, "tier_headroom": headroomValue(tr)}, nil
+}
+
+// tierValue is the preview's "tier": the number, or "unlimited".
+func tierValue(t tier) any {
+	if t.Limit == apps.TierUnlimited {
+		return "unlimited"
+	}
+	return t.Limit
+}
+
+// headroomValue is the preview's "tier_headroom": the number, or
+// "unlimited".
+func headroomValue(t tier) any {
+	if t.Headroom < 0 {
+		return "unlimited"
+	}
+	return t.Headroom
+}
+
+// countCampaign runs preview campaign c (Preview set) on every partition
+// and returns the sum of the partitions' counts, the parts, and the number
+// of partitions; 503 when not every partition answered within previewWait.
+func (s *Segmenter) countCampaign(ctx context.Context, app *apps.App, c *schemas.Campaign) (*schemas.CampaignPreview, map[int32]*schemas.CampaignPreview, int, *apiError) {
 	cl, err := s.campaignClient()
 	if err != nil {
-		return nil, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+		return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
 	}
 	// Read the answers from the end of partition 0 as it is now.
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -434,18 +608,18 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 	}
 	end, ok := ends.Lookup(schemas.TopicPreviews, 0)
 	if err != nil || !ok {
-		return nil, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
+		return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
 	}
 	rd, err := kgo.NewClient(append(s.kcfg.Opts(s.log),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicPreviews: {0: kgo.NewOffset().At(end.Offset)}}),
 		kgo.FetchMaxWait(200*time.Millisecond))...)
 	if err != nil {
-		return nil, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
+		return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
 	}
 	defer rd.Close()
 	n, aerr := s.produceCampaign(ctx, app.ID, c)
 	if aerr != nil {
-		return nil, aerr
+		return nil, nil, 0, aerr
 	}
 	wctx, cancel := context.WithTimeout(ctx, previewWait)
 	defer cancel()
@@ -453,7 +627,7 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 	for len(parts) < n {
 		fs := rd.PollFetches(wctx)
 		if wctx.Err() != nil {
-			return nil, refuse(http.StatusServiceUnavailable, "", "%d of %d partitions answered within %s: are the segmenters running? retry", len(parts), n, previewWait)
+			return nil, nil, 0, refuse(http.StatusServiceUnavailable, "", "%d of %d partitions answered within %s: are the segmenters running? retry", len(parts), n, previewWait)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			pv, err := schemas.DecodeCampaignPreview(r.Value)
@@ -478,10 +652,7 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 			total.ByCountry[k] += v
 		}
 	}
-	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
-		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
-		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
-		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n}, nil
+	return total, parts, n, nil
 }
 
 // variables orders a Pushwoosh variables object ({"1":"a","2":"b"}, keys
@@ -507,9 +678,23 @@ func variables(field string, m map[string]string, first int) ([]string, *apiErro
 // produceCampaign writes one KindCampaign event per partition of
 // TopicEvents and returns how many.
 func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.Campaign) (int, *apiError) {
+	n, aerr := s.produceEveryPartition(ctx, func(p int32, now time.Time) *schemas.Event {
+		return &schemas.Event{ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
+			Time: now, Received: now, Campaign: c}
+	})
+	if aerr != nil {
+		s.log.Warn("kafka did not acknowledge a campaign", "campaign", c.ID, "err", aerr.msg)
+		aerr.msg = "kafka did not acknowledge the campaign: retry with the same campaign_id"
+	}
+	return n, aerr
+}
+
+// produceEveryPartition writes the event build makes for each partition of
+// TopicEvents to that partition, and returns how many it wrote.
+func (s *Segmenter) produceEveryPartition(ctx context.Context, build func(p int32, now time.Time) *schemas.Event) (int, *apiError) {
 	cl, err := s.campaignClient()
 	if err != nil {
-		s.log.Error("creating the campaign producer", "err", err)
+		s.log.Error("creating the partition producer", "err", err)
 		return 0, refuse(http.StatusServiceUnavailable, "", "cannot reach Kafka: retry")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -519,15 +704,14 @@ func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.
 		err = tds.Error()
 	}
 	if err != nil {
-		s.log.Warn("listing the events topic for a campaign", "err", err)
+		s.log.Warn("listing the events topic", "err", err)
 		return 0, refuse(http.StatusServiceUnavailable, "", "kafka did not answer: retry")
 	}
 	parts := tds[schemas.TopicEvents].Partitions.Numbers()
 	now := time.Now().UTC()
 	recs := make([]*kgo.Record, 0, len(parts))
 	for _, p := range parts {
-		e := &schemas.Event{ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
-			Time: now, Received: now, Campaign: c}
+		e := build(p, now)
 		b, err := e.Marshal()
 		if err != nil {
 			return 0, refuse(http.StatusInternalServerError, "", "internal error")
@@ -535,8 +719,7 @@ func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Partition: p, Key: e.Key(), Value: b})
 	}
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		s.log.Warn("kafka did not acknowledge a campaign", "campaign", c.ID, "err", err)
-		return 0, refuse(http.StatusServiceUnavailable, "", "kafka did not acknowledge the campaign: retry with the same campaign_id")
+		return 0, refuse(http.StatusServiceUnavailable, "", "%v", err)
 	}
 	return len(recs), nil
 }

@@ -137,7 +137,10 @@ func TestCampaignAPI(t *testing.T) {
 	preq.Header.Set("Authorization", "Token shop-token-0123456789")
 	prec := httptest.NewRecorder()
 	h.ServeHTTP(prec, preq)
-	want := `"response":{"audience":10,"by_country":{"NO":10},"deferred":0,"empty_param":0,"frequency_cap":0,"no_whatsapp":0,"opted_out":0,"outside_window":10,"partitions":4,"quiet_hours":0,"sendable":10,"unregistered":0}`
+	want := `"response":{"audience":10,"by_country":{"NO":10},"category_source":"assumed_marketing","deferred":0,"empty_param":0,` +
+		`"estimated_cost":{"currency":"USD","total":0.592,"rules":"2025-07","rate_card":"meta_usd_2026-01-01.csv (embedded): Cost per message in USD on the WhatsApp Business Platform, effective January 1, 2026",` +
+		`"lines":[{"category":"MARKETING","country":"NO","market":"Rest of Western Europe","count":10,"billable":10,"rate":0.0592,"amount":0.592}]},` +
+		`"frequency_cap":0,"no_whatsapp":0,"opted_out":0,"outside_window":10,"partitions":4,"quiet_hours":0,"sendable":10,"tier":"unlimited","tier_headroom":"unlimited","tier_used":0,"unregistered":0}`
 	if prec.Code != 200 || !strings.Contains(prec.Body.String(), want) {
 		t.Fatalf("preview: %d %s\nwant %s", prec.Code, prec.Body, want)
 	}

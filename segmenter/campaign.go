@@ -15,12 +15,16 @@ import (
 // SourceCampaign is the Source.Kind of campaign sends.
 const SourceCampaign = "campaign"
 
+// SourceJourney is the Source.Kind of the segmenter's journey sends.
+const SourceJourney = "journey"
+
 // Campaign skip reasons (herald_segmenter_campaign_skipped_total).
 const (
 	skipNoWhatsApp   = "no_whatsapp"
 	skipUnregistered = "unregistered"
 	skipEvicted      = "evicted"
 	skipFrequencyCap = "frequency_cap"
+	skipCampaignCap  = "campaign_cap" // the campaign's own Campaign.FrequencyCap
 	skipQuietHours   = "quiet_hours"
 )
 
@@ -145,19 +149,12 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 	skipped := map[string]int{}
 	var pv *schemas.CampaignPreview
 	if cc.c.Preview {
-		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, ByCountry: map[string]int{}, Time: now}
+		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, Category: cc.c.Template.Category,
+			ByCountry: map[string]int{}, OutsideByCountry: map[string]int{}, Time: now}
 	}
-	for _, key := range s.keys.keys(rec.Partition) {
-		if !bytes.HasPrefix(key, prefix) || bytes.HasPrefix(key[len(prefix):], []byte("campaign:")) {
-			continue
-		}
-		p, ok := s.lookup(key)
-		if !ok {
-			skipped[skipEvicted]++
-			continue
-		}
+	missing, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
 		if !cc.f.Match(p, now) {
-			continue
+			return
 		}
 		d, skip := s.campaignRequest(cc, e, key[len(prefix):], p, now)
 		var deferred, counted bool
@@ -172,11 +169,11 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			if deferred {
 				pv.Deferred++
 			}
-			continue
+			return
 		}
 		if d == nil {
 			skipped[skip]++
-			continue
+			return
 		}
 		if counted {
 			// The send is part of the profile (the cap counts it): saved
@@ -184,17 +181,24 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 			if err := s.save(key, p); err != nil {
 				s.revert(key, p)
 				skipped[skipProfileFull]++
-				continue
+				return
 			}
 			s.noteChanged(key, rec.Partition, identity(e.App, key[len(prefix):]), p, false)
 		}
 		b, err := d.Marshal()
 		if err != nil {
 			skipped["encoding"]++
-			continue
+			return
 		}
 		out = append(out, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b})
 		sent++
+	})
+	if err != nil {
+		s.coldErr = fmt.Errorf("campaign %s: %w", cc.c.ID, err)
+		return out
+	}
+	if missing > 0 {
+		skipped[skipEvicted] += missing
 	}
 	if pv != nil {
 		b, err := pv.Marshal()
@@ -214,15 +218,22 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 }
 
 // countPreview adds a matching profile to pv: its request d, or the reason
-// it has none.
+// it has none. Whether the user is in the service window is judged when
+// the message is due (a deferred or scheduled one may find it closed): a
+// utility template is free in it.
 func countPreview(pv *schemas.CampaignPreview, d *schemas.DispatchRequest, skip string, p *Profile, now time.Time) {
 	pv.Matched++
 	switch skip {
 	case "":
 		pv.Sendable++
 		pv.ByCountry[d.Country]++
-		if !p.InServiceWindow(now) {
+		due := now
+		if d.SendAt.After(now) {
+			due = d.SendAt
+		}
+		if !p.InServiceWindow(due) {
 			pv.OutsideWindow++
+			pv.OutsideByCountry[d.Country]++
 		}
 	case skipOptedOut:
 		pv.OptedOut++
@@ -232,7 +243,7 @@ func countPreview(pv *schemas.CampaignPreview, d *schemas.DispatchRequest, skip 
 		pv.Unregistered++
 	case skipEmptyParam:
 		pv.EmptyParam++
-	case skipFrequencyCap:
+	case skipFrequencyCap, skipCampaignCap:
 		pv.FrequencyCap++
 	case skipQuietHours:
 		pv.QuietHours++
@@ -254,8 +265,9 @@ func identity(app string, id []byte) *schemas.Event {
 	return e
 }
 
-// limit applies the quiet hours and the frequency cap (Config.Limits) to
-// d, a campaign message for p. It returns the skip reason, whether d was
+// limit applies the quiet hours and the frequency caps (Config.Limits,
+// and the campaign's own Campaign.FrequencyCap) to d, a campaign message for
+// p. It returns the skip reason, whether d was
 // deferred to the end of the quiet hours, and whether the send was counted
 // in p (record set and not counted before: p then needs saving). A re-run
 // of a campaign that counted p already sends again (same id) without
@@ -283,7 +295,10 @@ func (s *Segmenter) limit(cc *compiledCampaign, d *schemas.DispatchRequest, p *P
 			d.SendAt, d.Deadline = end, end.Add(campaignValidity)
 		}
 	}
-	if d.Template.Category != CategoryMarketing || l.MaxMarketing == 0 {
+	marketing := d.Template.Category == CategoryMarketing
+	global := marketing && l.MaxMarketing > 0
+	own := cc.c.FrequencyCap
+	if !global && own == nil {
 		// Without a cap nothing is counted (nor written to the changelog):
 		// a cap set later counts from then on.
 		return "", deferred, false
@@ -292,11 +307,14 @@ func (s *Segmenter) limit(cc *compiledCampaign, d *schemas.DispatchRequest, p *P
 	if _, ok := p.sentFor(h); ok {
 		return "", deferred, false
 	}
-	if l.MaxMarketing > 0 && p.sentSince(at.Add(-l.MarketingWindow)) >= l.MaxMarketing {
+	if global && p.sentSince(at.Add(-l.MarketingWindow), true) >= l.MaxMarketing {
 		return skipFrequencyCap, false, false
 	}
+	if own != nil && p.sentSince(at.Add(-time.Duration(own.PeriodSeconds)*time.Second), false) >= own.Max {
+		return skipCampaignCap, false, false
+	}
 	if record {
-		p.addSend(at, h)
+		p.addSend(at, h, marketing)
 		return "", deferred, true
 	}
 	return "", deferred, false
@@ -337,7 +355,7 @@ func (s *Segmenter) campaignRequest(cc *compiledCampaign, e *schemas.Event, id [
 		ID: hex.EncodeToString(sum[:16]), App: e.App, Channel: schemas.ChannelWhatsApp,
 		Sender: cc.c.Sender, To: p.WhatsApp, Country: p.Country, Template: t,
 		Source:  schemas.Source{Kind: SourceCampaign, Name: cc.srcName, EventID: e.ID},
-		Created: now,
+		Created: now, WindowUntil: p.WindowUntil(),
 	}
 	if !bytes.HasPrefix(id, []byte("user:")) && !bytes.HasPrefix(id, []byte("anon:")) {
 		d.HWID = string(id)

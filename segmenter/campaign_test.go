@@ -210,3 +210,48 @@ func TestCampaignQuietDrop(t *testing.T) {
 		t.Fatalf("authentication: %s", dump(ds))
 	}
 }
+
+// TestCampaignOwnCap: a campaign's own frequency cap counts every campaign
+// message (utility ones too), while the global cap counts marketing ones
+// only; both survive the profile codec.
+func TestCampaignOwnCap(t *testing.T) {
+	s := newTest(t, Config{Limits: Limits{MaxMarketing: 5, MarketingWindow: 7 * 24 * time.Hour}})
+	s.process(t, record(t, &schemas.Event{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		Time: t0, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp}))
+	camp := func(id, category string, cap *schemas.FrequencyCap) int {
+		t.Helper()
+		c := &schemas.Campaign{ID: id, Filter: `T("Registered", EQ, true)`, Sender: testPNID, FrequencyCap: cap,
+			Template: schemas.Template{Name: "order_update", Language: "en_US", Category: category, Body: []string{"x"}}}
+		ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c)))
+		return len(ds)
+	}
+	week := &schemas.FrequencyCap{Max: 2, PeriodSeconds: 7 * 24 * 3600}
+	if n := camp("u1", CategoryUtility, week); n != 1 {
+		t.Fatalf("u1: %d sends", n)
+	}
+	if n := camp("u2", CategoryUtility, week); n != 1 {
+		t.Fatalf("u2: %d sends", n)
+	}
+	// Two utility messages this week: a capped campaign skips the user,
+	// whatever its category; the global marketing cap (5) is not reached.
+	if n := camp("m1", CategoryMarketing, week); n != 0 {
+		t.Fatalf("m1 past its own cap: %d sends", n)
+	}
+	if got := s.metric(t, "herald_segmenter_campaign_skipped_total", "reason", skipCampaignCap); got != 1 {
+		t.Fatalf("campaign_cap skips %v, want 1", got)
+	}
+	if n := camp("m2", CategoryMarketing, nil); n != 1 {
+		t.Fatalf("m2 without its own cap: %d sends", n)
+	}
+	p, _ := s.Profile(testApp, testHWID)
+	if got := p.sentSince(t0, true); got != 1 {
+		t.Fatalf("%d marketing sends counted, want 1 (m2)", got)
+	}
+	if got := p.sentSince(t0, false); got != 3 {
+		t.Fatalf("%d sends counted, want 3 (u1, u2, m2)", got)
+	}
+	// A cap of 4 in a day lets one more through.
+	if n := camp("m3", CategoryMarketing, &schemas.FrequencyCap{Max: 4, PeriodSeconds: 86400}); n != 1 {
+		t.Fatalf("m3 under a cap of 4: %d sends", n)
+	}
+}

@@ -2,12 +2,18 @@ package segmenter
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"math"
+	"os"
 	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 func fullProfile() *Profile {
@@ -80,7 +86,7 @@ func TestProfileCodecCorrupt(t *testing.T) {
 	}
 	for _, bad := range [][]byte{
 		append(append([]byte{}, b...), 0),                                  // trailing byte
-		append([]byte{4}, b[1:]...),                                        // unknown version
+		append([]byte{profileVersion + 1}, b[1:]...),                       // unknown version
 		{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, // huge tag count
 	} {
 		if _, err := decodeProfile(bad); err == nil {
@@ -93,12 +99,39 @@ func TestProfileCodecCorrupt(t *testing.T) {
 // without first time and attributes, no channels or install time, and (1)
 // no source position.
 func appendLegacy(version byte, p *Profile) []byte {
-	b := appendProfile(nil, &Profile{Registered: p.Registered, OptedOut: p.OptedOut, DeviceType: p.DeviceType, UserID: p.UserID,
-		Language: p.Language, Timezone: p.Timezone, Country: p.Country, WhatsApp: p.WhatsApp, Tags: p.Tags,
-		FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, LastInbound: p.LastInbound})
-	// Cut before the event count: every field up to there is unchanged.
-	cut := len(b) - 1 /* event count 0 */ - 1 /* recent 0 */ - 2 /* src */ - 1 /* email */ - 1 /* tokens */ - 1 /* version */ - 1 /* install */ - 1 /* segments */ - 1 /* sends */
-	b = append([]byte{version}, b[1:cut]...)
+	var flags byte
+	if p.Registered {
+		flags |= flagRegistered
+	}
+	if p.OptedOut {
+		flags |= flagOptedOut
+	}
+	b := []byte{version, flags}
+	b = binary.AppendVarint(b, int64(p.DeviceType))
+	for _, s := range []string{p.UserID, p.Language, p.Timezone, p.Country, p.WhatsApp} {
+		b = appendString(b, s)
+	}
+	b = appendTime(b, p.FirstSeen)
+	b = appendTime(b, p.LastSeen)
+	b = appendTime(b, p.LastInbound)
+	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
+	for name, t := range p.Tags {
+		b = appendString(b, name)
+		b = append(b, byte(t.Kind)) // numbers as 8-byte floats, as before v4
+		switch t.Kind {
+		case TagString:
+			b = appendString(b, t.Str)
+		case TagNumber:
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(t.Num))
+		case TagBool:
+			b = append(b, map[bool]byte{false: 0, true: 1}[t.Bool])
+		case TagList:
+			b = binary.AppendUvarint(b, uint64(len(t.List)))
+			for _, s := range t.List {
+				b = appendString(b, s)
+			}
+		}
+	}
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
 		b = appendString(b, c.Name)
@@ -209,4 +242,64 @@ func BenchmarkProfileCodec(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestProfileCodecCompact: whole numbers and default event names take the
+// short forms, and every number and name still round-trips exactly.
+func TestProfileCodecCompact(t *testing.T) {
+	nums := []float64{0, math.Copysign(0, -1), 1, -1, 42, -4200, 1<<53 - 1, -(1<<53 - 1), 1 << 53, 1e300, 0.5, -2.25, math.MaxInt64, math.MinInt64, math.Inf(1), math.Inf(-1)}
+	p := &Profile{Tags: map[string]Tag{}}
+	for i, n := range nums {
+		p.Tags[strconv.Itoa(i)] = Tag{Kind: TagNumber, Num: n}
+	}
+	p.Events = []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1}, {Name: "OrderPlaced", Count: 2}, {Name: schemas.EventSegmentExited, Count: 3}, {Name: "", Count: 4}}
+	b := appendProfile(nil, p)
+	got, err := decodeProfile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nums {
+		g := got.Tags[strconv.Itoa(i)].Num
+		if math.Float64bits(g) != math.Float64bits(n) {
+			t.Fatalf("number %v decoded as %v", n, g)
+		}
+	}
+	for i, c := range p.Events {
+		if got.Events[i].Name != c.Name || got.Events[i].Count != c.Count {
+			t.Fatalf("event %d: %+v, want %+v", i, got.Events[i], c)
+		}
+	}
+	small := appendProfile(nil, &Profile{Tags: map[string]Tag{"n": {Kind: TagNumber, Num: 42}}, Events: []EventCount{{Name: schemas.EventApplicationOpen}}})
+	if len(small) > 40 {
+		t.Fatalf("a profile with one small integer tag and one default event takes %d bytes", len(small))
+	}
+}
+
+// TestProfileCodecV3 decodes fullProfile as version 3 wrote it
+// (testdata/profile_v3.hex, made by the v3 code): absolute times, event
+// names and time zones as strings, numbers as floats, sends without
+// flags (all marketing then).
+func TestProfileCodecV3(t *testing.T) {
+	h, err := os.ReadFile("testdata/profile_v3.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(string(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeProfile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullProfile()
+	for i := range want.sends {
+		want.sends[i].marketing = true
+	}
+	for i := range got.Events { // v3 wrote attributes in map order
+		slices.SortFunc(got.Events[i].Attrs, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("v3 profile\n got %+v\nwant %+v", got, want)
+	}
 }

@@ -3,8 +3,11 @@ package segmenter
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/pricing"
 )
 
 // Config defaults and limits.
@@ -137,7 +140,32 @@ type Config struct {
 	// Limits are the per-user frequency cap and quiet hours that campaigns
 	// respect (keyword replies, which the user asked for, do not count).
 	Limits Limits `yaml:"limits"`
+	// SweepInterval is how often the segments whose filters read the clock
+	// (relative times: "last seen more than 30 days ago") are re-evaluated
+	// over every profile of the partitions this member owns: membership
+	// changes without any event of the user. Default 1m; negative: never.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// ClockSpeed speeds up the journeys' clock (waits, timeouts) from the
+	// segmenter's start: 3600 runs an hour of journey a second (the demo).
+	// Default 1 (real time).
+	ClockSpeed float64 `yaml:"clock_speed"`
+	// Clock, when set, is the journeys' clock instead (the demo moves it
+	// forward by hours at once). Not configurable from YAML.
+	Clock func() time.Time `yaml:"-"`
+	// TickInterval is how often the segmenter checks for due journey
+	// timers. Default 100ms.
+	TickInterval time.Duration `yaml:"tick_interval"`
+	// Workers process a batch's partitions in parallel (partition p on
+	// worker p mod Workers). Default GOMAXPROCS.
+	Workers int `yaml:"workers"`
+	// Pricing chooses the rate card and rules of the campaign preview's
+	// estimated Meta cost. Default: the embedded card (an estimate; see
+	// internal/pricing) under the per-message rules of July 2025.
+	Pricing pricing.Config `yaml:"pricing"`
 }
+
+// DefaultSweepInterval is Config.SweepInterval's default.
+const DefaultSweepInterval = time.Minute
 
 // Limits protect users from too many messages. The zero value limits
 // nothing.
@@ -268,6 +296,27 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("segmenter: dispatch_ttl %s is negative", c.DispatchTTL)
 	}
 	if err := c.Limits.validate(); err != nil {
+		return fmt.Errorf("segmenter: %w", err)
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.ClockSpeed < 0 {
+		return fmt.Errorf("segmenter: clock_speed %v is negative", c.ClockSpeed)
+	}
+	if c.ClockSpeed == 0 {
+		c.ClockSpeed = 1
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	switch {
+	case c.Workers == 0:
+		c.Workers = runtime.GOMAXPROCS(0)
+	case c.Workers < 0 || c.Workers > 1024:
+		return fmt.Errorf("segmenter: workers %d is not 1 to 1024", c.Workers)
+	}
+	if err := c.Pricing.Validate(); err != nil {
 		return fmt.Errorf("segmenter: %w", err)
 	}
 	if c.Keywords == nil {

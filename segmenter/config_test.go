@@ -1,11 +1,17 @@
 package segmenter
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/heraldhq/herald/internal/pricing"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -31,6 +37,7 @@ func TestConfigYAML(t *testing.T) {
 group: g1
 cache_bytes: 67108864
 dispatch_ttl: 2h
+sweep_interval: 5m
 keywords:
   - app: shop
     keyword: promo
@@ -40,6 +47,10 @@ keywords:
   - app: "*"
     keyword: help
     text: "Hi {{profile_name}}"
+pricing:
+  file: /etc/herald/rates.csv
+  rules: "2026-10"
+  business_country: gb
 `
 	var c Config
 	if err := yaml.Unmarshal([]byte(doc), &c); err != nil {
@@ -49,8 +60,9 @@ keywords:
 		t.Fatal(err)
 	}
 	want := Config{
-		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour,
-		Limits: Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
+		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0), ClockSpeed: 1, TickInterval: 100 * time.Millisecond,
+		Limits:  Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
+		Pricing: pricing.Config{File: "/etc/herald/rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"},
 		Keywords: []KeywordRule{
 			{App: "shop", Mode: ModeFirstWord, Keyword: "promo", Template: "promo_offer", Language: "en_US", Category: "MARKETING", BodyParams: []string{"{{profile_name|there}}"}},
 			{App: "*", Mode: ModeFirstWord, Keyword: "help", Text: "Hi {{profile_name}}"},
@@ -205,5 +217,22 @@ func TestConfigValidate(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := newSegmenter(Config{CacheBytes: 1}, nil, nil); err == nil {
 		t.Fatal("no error for a 1-byte cache")
+	}
+}
+
+// TestConfigPricing: a bad pricing config or rate card stops the segmenter
+// from starting, naming what is wrong.
+func TestConfigPricing(t *testing.T) {
+	c := Config{Pricing: pricing.Config{Rules: "2027"}}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `segmenter: pricing: rules "2027"`) {
+		t.Fatalf("Validate: %v", err)
+	}
+	card := filepath.Join(t.TempDir(), "rates.csv")
+	if err := os.WriteFile(card, []byte("Market,Currency,Marketing,Utility,Authentication\nIndia,USD,0.01,0.001,0.001\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newSegmenter(Config{Pricing: pricing.Config{File: card}}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "loading the rate card") || !strings.Contains(err.Error(), "no Other row") {
+		t.Fatalf("newSegmenter with a card without Other: %v", err)
 	}
 }

@@ -693,6 +693,8 @@ func (s *Segmenter) keywordReply(e *schemas.Event, p *Profile, r *rule, now time
 		Source:   schemas.Source{Kind: SourceKeyword, Name: r.name, EventID: e.ID},
 		Created:  now,
 		Deadline: now.Add(s.cfg.DispatchTTL),
+		// The inbound message of e opened the window (p has it applied).
+		WindowUntil: p.WindowUntil(),
 	}
 	name := e.Inbound.ProfileName
 	if r.Template != "" {

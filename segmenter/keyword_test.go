@@ -87,7 +87,7 @@ func TestKeywordReplyContent(t *testing.T) {
 			Sender: testPNID, To: testPhone, HWID: testHWID, Country: "US",
 			Template: &schemas.Template{Name: "promo_offer", Language: "en_US", Category: "MARKETING", Body: []string{"Ana"}},
 			Source:   schemas.Source{Kind: "keyword", Name: "PROMO", EventID: "i1"},
-			Created:  now, Deadline: now.Add(48 * time.Hour),
+			Created:  now, Deadline: now.Add(48 * time.Hour), WindowUntil: t0.Add(24 * time.Hour),
 		},
 		{
 			V: schemas.V1, ID: wantID("i2", "HELP"), App: testApp, Channel: schemas.ChannelWhatsApp,
@@ -96,7 +96,7 @@ func TestKeywordReplyContent(t *testing.T) {
 			Source: schemas.Source{Kind: "keyword", Name: "HELP", EventID: "i2"},
 			// The window of the latest inbound (i1, t0) closes before
 			// Created+DispatchTTL.
-			Created: now, Deadline: t0.Add(24 * time.Hour),
+			Created: now, Deadline: t0.Add(24 * time.Hour), WindowUntil: t0.Add(24 * time.Hour),
 		},
 	}
 	if !reflect.DeepEqual(ds, want) {
@@ -205,7 +205,7 @@ func optOut(t *testing.T, s *testSegmenter) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.save(schemas.EventKey(testApp, testHWID, ""), &Profile{OptedOut: true}); err != nil {
+	if err := s.worker(0).save(schemas.EventKey(testApp, testHWID, ""), &Profile{OptedOut: true}); err != nil {
 		t.Fatal(err)
 	}
 }

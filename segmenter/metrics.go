@@ -26,6 +26,14 @@ type metrics struct {
 	ignoredTags      prometheus.Counter
 	tagRecords       prometheus.Counter
 	tagDefs          prometheus.Counter
+	journeyEntries   prometheus.Counter
+	journeySteps     prometheus.Counter
+	journeyTimers    prometheus.Counter
+	journeyExits     *prometheus.CounterVec
+	journeySkipped   *prometheus.CounterVec
+	journeyIgnored   *prometheus.CounterVec
+	coldLoads        prometheus.Counter
+	coldErrors       prometheus.Counter
 	changelogRecords prometheus.Counter
 	restoredProfiles prometheus.Counter
 	restoreDuration  prometheus.Histogram
@@ -93,6 +101,38 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Help:    "Time to restore the profiles of newly assigned partitions from the changelog, before processing them.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
 		}),
+		journeyEntries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_journey_entries_total",
+			Help: "Users entered into a journey.",
+		}),
+		journeySteps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_journey_steps_total",
+			Help: "Journey steps run.",
+		}),
+		journeyTimers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_journey_timers_fired_total",
+			Help: "Journey waits and timeouts that ended on their timer.",
+		}),
+		journeyExits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_journey_exits_total",
+			Help: "Users who left a journey, by reason (completed, goal).",
+		}, []string{"reason"}),
+		journeySkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_journey_skipped_total",
+			Help: "Journey send steps that sent nothing, by reason (no_address, opted_out, window_closed, empty_param, frequency_cap, invalid).",
+		}, []string{"reason"}),
+		journeyIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_journey_ignored_total",
+			Help: "Counted no-ops: feedback no step waited for (late, duplicate), entries refused by the re-entry policy or the run limit, runs of unknown journeys dropped.",
+		}, []string{"reason"}),
+		coldLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_cold_loads_total",
+			Help: "Profiles evicted from the cache and read back from the changelog.",
+		}),
+		coldErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_cold_read_errors_total",
+			Help: "Failed reads of evicted profiles from the changelog (each is retried).",
+		}),
 		tagDefs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_tag_definitions_total",
 			Help: "Tag registry records written for tag names (or value types) new to the registry.",
@@ -139,7 +179,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
 	if reg == nil {
 		return m, nil
 	}

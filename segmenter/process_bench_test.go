@@ -3,11 +3,17 @@ package segmenter
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -224,4 +230,109 @@ func BenchmarkCampaign(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(profiles)*float64(b.N)/b.Elapsed().Seconds(), "requests/s")
+}
+
+// BenchmarkMemory loads profiles with 10 tags each (HERALD_BENCH_PROFILES,
+// default 10,000,000) through Process, as register events in batches of
+// 1,000 on 8 partitions, and reports the process's resident memory after a
+// GC, the cache's own size, and the key index's. One op is the whole load.
+//
+//	HERALD_BENCH_PROFILES=10000000 go test -run '^$' -bench BenchmarkMemory -benchtime 1x -timeout 30m ./segmenter/
+//
+// With HERALD_BENCH_JOURNEY set, every profile also enters a journey and
+// waits in it (issue 6: 1,000,000 users in active journeys).
+func BenchmarkMemory(b *testing.B) {
+	n := 10_000_000
+	if v := os.Getenv("HERALD_BENCH_PROFILES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cacheBytes := 3 << 30
+	if v := os.Getenv("HERALD_BENCH_CACHE_BYTES"); v != "" {
+		var err error
+		if cacheBytes, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	journeys := os.Getenv("HERALD_BENCH_JOURNEY") != ""
+	for b.Loop() {
+		s := newTest(b, Config{CacheBytes: cacheBytes})
+		if journeys {
+			// Every profile enters a journey and waits in it: its run is
+			// in the profile, its timer in the partition's heap.
+			j, err := compileJourney(&schemas.JourneyDef{App: "shop", ID: "onboarding", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
+				Steps: []schemas.JourneyStep{
+					{ID: "wait", Type: schemas.StepWaitEvent, Event: schemas.EventPushOpened, Timeout: "24h", OnEvent: "end", OnTimeout: "end"},
+					{ID: "end", Type: schemas.StepExit}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.journeys.put(j)
+		}
+		const batch = 1000
+		recs := make([]*kgo.Record, batch)
+		start := time.Now()
+		for i := 0; i < n; i += batch {
+			for j := range recs {
+				u := i + j
+				e := &schemas.Event{ID: "m" + strconv.Itoa(u), App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+					Time: t0, Received: t0, HWID: "whatsapp:+1" + strconv.Itoa(4150000000+u), DeviceType: schemas.DeviceWhatsApp,
+					Language: "en", Country: "US", Timezone: "America/Los_Angeles", Tags: map[string]any{
+						"first_name": "Ana", "last_name": "Silva", "city": "Lisbon", "tier": "gold", "points": float64(u % 5000),
+						"vip": u%2 == 0, "cuisines": []any{"asian", "italian"}, "last_order": "2026-11-30 10:00", "plan": "monthly", "app_lang": "pt"}}
+				v, err := e.Marshal()
+				if err != nil {
+					b.Fatal(err)
+				}
+				recs[j] = &kgo.Record{Topic: schemas.TopicEvents, Partition: int32(u % 8), Key: e.Key(), Value: v, Offset: int64(u)}
+			}
+			if _, err := s.Process(b.Context(), recs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		took := time.Since(start)
+		s.clearHot()
+		runtime.GC()
+		debug.FreeOSMemory()
+		var st fastcache.Stats
+		s.cache.UpdateStats(&st)
+		if int(st.EntriesCount) != n {
+			b.Fatalf("%d profiles in the cache, want %d (evicted: raise HERALD_BENCH_CACHE_BYTES)", st.EntriesCount, n)
+		}
+		var keyBytes int
+		for p := range int32(8) {
+			if pk := s.keys.parts[p]; pk != nil {
+				keyBytes += cap(pk.arena) + 4*cap(pk.ends)
+			}
+		}
+		b.ReportMetric(float64(rss(b))/(1<<30), "GiB-rss")
+		b.ReportMetric(float64(st.BytesSize)/(1<<30), "GiB-cache")
+		b.ReportMetric(float64(keyBytes)/(1<<30), "GiB-keys")
+		b.ReportMetric(float64(n)/took.Seconds(), "profiles/s")
+		if journeys {
+			b.ReportMetric(float64(s.timers.size()), "timers")
+		}
+		s.Close()
+	}
+}
+
+// rss is the resident memory of the process, from /proc/self/status.
+func rss(tb testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Skipf("no /proc/self/status: %v", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatal("no VmRSS in /proc/self/status")
+	return 0
 }

@@ -68,20 +68,61 @@ type Profile struct {
 	// segments are the ids (segmentID) of the saved segments the user is
 	// in, sorted.
 	segments []uint64
-	// sends are the user's latest MARKETING campaign messages, oldest
-	// first (at most maxSends): the frequency cap counts them.
+	// sends are the user's latest campaign and journey messages that a
+	// frequency cap counts, oldest first (at most maxSends).
 	sends []sentMark
+	// journeys are the user's runs of journeys in progress; done the
+	// journeys they finished (idHash, for ReentryNever), newest last, at
+	// most maxJourneysDone.
+	journeys []journeyRun
+	done     []uint64
 	// src is where in TopicEvents the latest applied event was: a
 	// redelivered record (a restart after the changelog was written but
 	// before the offset was committed) is recognised by its position.
 	src srcPos
 }
 
-// sentMark is one campaign message to the user: when it is sent and which
-// campaign (idHash of its id).
+// journeyRun is a user's position in a journey.
+type journeyRun struct {
+	journey uint64 // journeyHash
+	version uint32
+	step    uint32 // index of the current step
+	// deadline is when the current wait ends (zero: not waiting on time).
+	deadline time.Time
+	entered  time.Time
+	// seq numbers the user's entries into the journey: dispatch ids and
+	// A/B buckets derive from it.
+	seq uint32
+	// lastSend is the idHash of the journey's latest dispatch id, which
+	// feedback (an opened email, a read WhatsApp) must name to match.
+	lastSend uint64
+}
+
+// maxJourneyRuns bounds the journeys a user is in at once;
+// maxJourneysDone the journeys remembered as finished.
+const (
+	maxJourneyRuns  = 16
+	maxJourneysDone = 32
+)
+
+// nextDeadline is the earliest deadline of p's journeys, zero if none.
+func (p *Profile) nextDeadline() time.Time {
+	var t time.Time
+	for _, r := range p.journeys {
+		if !r.deadline.IsZero() && (t.IsZero() || r.deadline.Before(t)) {
+			t = r.deadline
+		}
+	}
+	return t
+}
+
+// sentMark is one campaign message to the user: when it is sent, which
+// campaign (idHash of its id), and whether it was MARKETING (what the
+// global cap counts; a campaign's own cap counts every send).
 type sentMark struct {
-	at       time.Time
-	campaign uint64
+	at        time.Time
+	campaign  uint64
+	marketing bool
 }
 
 // maxSends bounds Profile.sends.
@@ -98,11 +139,24 @@ func (p *Profile) sentFor(campaign uint64) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// sentSince counts the messages sent at or after since.
-func (p *Profile) sentSince(since time.Time) int {
+// sentSince counts the messages sent at or after since, only MARKETING
+// ones when marketing is set.
+func (p *Profile) sentSince(since time.Time, marketing bool) int {
 	n := 0
 	for _, m := range p.sends {
-		if !m.at.Before(since) {
+		if !m.at.Before(since) && (m.marketing || !marketing) {
+			n++
+		}
+	}
+	return n
+}
+
+// sentSinceFor counts the messages of campaign or journey h sent at or
+// after since.
+func (p *Profile) sentSinceFor(since time.Time, h uint64) int {
+	n := 0
+	for _, m := range p.sends {
+		if m.campaign == h && !m.at.Before(since) {
 			n++
 		}
 	}
@@ -111,11 +165,11 @@ func (p *Profile) sentSince(since time.Time) int {
 
 // addSend records a campaign message at at, dropping the oldest past
 // maxSends.
-func (p *Profile) addSend(at time.Time, campaign uint64) {
+func (p *Profile) addSend(at time.Time, campaign uint64, marketing bool) {
 	if len(p.sends) >= maxSends {
 		p.sends = slices.Delete(p.sends, 0, len(p.sends)-maxSends+1)
 	}
-	p.sends = append(p.sends, sentMark{at: at.UTC().Truncate(time.Microsecond), campaign: campaign})
+	p.sends = append(p.sends, sentMark{at: at.UTC().Truncate(time.Microsecond), campaign: campaign, marketing: marketing})
 }
 
 // srcPos is a position in TopicEvents: the records of partition before
@@ -228,6 +282,16 @@ func pushwooshDate(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format("2006-01-02 15:04")
+}
+
+// WindowUntil is the end of the user's 24-hour service window (the last
+// inbound message plus 24 h), zero when the user never wrote: what dispatch
+// requests carry as window_until.
+func (p *Profile) WindowUntil() time.Time {
+	if p.LastInbound.IsZero() {
+		return time.Time{}
+	}
+	return p.LastInbound.Add(serviceWindow).UTC()
 }
 
 // InServiceWindow reports whether a free-form message may be sent to the

@@ -27,8 +27,14 @@ import (
 // the channel Run's result arrives on.
 func runSegmenter(t *testing.T, c *kafkatest.Cluster, now time.Time) (*Segmenter, context.CancelFunc, <-chan error) {
 	t.Helper()
+	return runSegmenterConfig(t, c, Config{}, now)
+}
+
+// runSegmenterConfig is runSegmenter with cfg.
+func runSegmenterConfig(t *testing.T, c *kafkatest.Cluster, cfg Config, now time.Time) (*Segmenter, context.CancelFunc, <-chan error) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := New(Config{}, c.Config, log, prometheus.NewRegistry())
+	s, err := New(cfg, c.Config, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +160,7 @@ func TestRunCommitsAfterOutputs(t *testing.T) {
 			Sender: testPNID, To: phone, HWID: hwid, Country: "US",
 			Template: &schemas.Template{Name: "promo_offer", Language: "en_US", Category: "MARKETING", Body: []string{name}},
 			Source:   schemas.Source{Kind: "keyword", Name: "PROMO", EventID: promo.ID},
-			Created:  now, Deadline: now.Add(24 * time.Hour),
+			Created:  now, Deadline: now.Add(24 * time.Hour), WindowUntil: at.Add(24 * time.Hour),
 		})
 		if i == 1 {
 			help := inbound("help-1", testApp, "help", name, at)
@@ -166,6 +172,7 @@ func TestRunCommitsAfterOutputs(t *testing.T) {
 				Text:    &schemas.Text{Body: DefaultKeywords()[1].Text},
 				Source:  schemas.Source{Kind: "keyword", Name: "HELP", EventID: help.ID},
 				Created: now, Deadline: at.Add(24 * time.Hour), // the service window closes first
+				WindowUntil: at.Add(24 * time.Hour),
 			})
 		}
 	}

@@ -41,9 +41,12 @@
 // profile and of its changelog) and a PW_SegmentEntered or
 // PW_SegmentExited event (attribute "segment") is produced on TopicEvents
 // for the user, with an id derived from the causing event, the segment and
-// the direction. A new or changed segment applies to a profile from its
-// next change on; filters with relative times ("-30d") are not yet
-// re-evaluated as time passes without events (Filter.UsesNow tells which).
+// the direction. Where no event of the user comes, sweeps (sweep.go)
+// re-evaluate segments over every profile of a partition: the segment API
+// writes one per partition when a segment is saved (its existing members
+// enter) or deleted (membership dropped), and each member writes one per
+// owned partition every Config.SweepInterval for segments with relative
+// times ("-30d", Filter.UsesNow), whose membership changes as time passes.
 //
 // # Campaigns
 //
@@ -61,7 +64,21 @@
 // drop) and a cap on MARKETING messages per moving window, counted in the
 // profile (and its changelog). A preview (Campaign.Preview) counts instead
 // of sending and writes a schemas.CampaignPreview per partition to
-// TopicPreviews.
+// TopicPreviews: the sendable users by country, in and out of the service
+// window when their message is due, and the template category. The
+// segment API sums the parts and prices them with the rate card of
+// Config.Pricing (internal/pricing: an estimate, Meta's per-message rules);
+// the category is the template's when the app's templates are on
+// TopicTemplates (templates.go: the campaign API also refuses unknown,
+// unapproved or ill-fitting templates then), else the request's, else
+// MARKETING is assumed and the answer says so. The preview also answers
+// the app's messaging tier and its headroom: the segmenter reads the
+// dispatchers' tier claims on schemas.TopicReach (tier.go, the same
+// internal/reach decisions), and createTargetedMessage refuses a campaign
+// with more users outside the window than the headroom unless
+// allow_over_tier. Every WhatsApp request (keyword reply, campaign, journey)
+// carries the user's window_until (last inbound + 24 h) for the
+// dispatcher's window and tier checks.
 //
 // # Keyword replies
 //
@@ -86,8 +103,11 @@
 //
 // # Delivery
 //
-// Run consumes with internal/kafka.Run: a batch's offsets are committed only
-// after its dispatch requests and dead letters were acknowledged by Kafka.
+// Run consumes with internal/kafka.RunDraining: a batch's offsets are
+// committed only after its dispatch requests and dead letters were
+// acknowledged by Kafka; on shutdown the batch in hand is finished and
+// committed first (kafka.DefaultDrainGrace at most), so a graceful restart
+// repeats no keyword reply.
 // Records that are not valid events (bad JSON, unknown version, missing
 // fields) go to schemas.TopicDeadLetter with the reason; nothing is dropped
 // silently.
@@ -110,25 +130,51 @@
 // the changelog has fewer partitions than the events topic, and stops when
 // a partition's profiles cannot be restored.
 //
+// # Journeys
+//
+// A journey (journey.go) is a versioned definition on TopicJourneys,
+// saved through the journey API (journey_api.go) after it compiled: steps
+// send (WhatsApp template or in-window text, email, push), wait (a
+// duration, a local time of day and weekdays, a date tag), wait for an
+// event with a timeout (any event, feedback on the journey's last send,
+// WhatsApp read, reply or button), split by segment or A/B/n, update tags,
+// call the app's webhook (a signed POST through the dispatcher), and exit; journey-level goal, re-entry policy, frequency cap and quiet
+// hours. Users enter on an event with a filter, an inbound keyword, a
+// segment entry or the API (startJourney). Each user's runs are part of
+// their profile, so they are durable, exact and move with the partition
+// like every other field; waits are timers (timers.go) whose earliest
+// deadline each changelog record carries in a header, rebuilt at restore
+// and fired by KindTick events the partition's owner writes while a timer
+// is due. Every move is a PW_JourneyEntered, PW_JourneyStep or
+// PW_JourneyExited event for analysts, and every send a dispatch request
+// with an id derived from the journey, version, user, entry and step, so
+// a replay after a crash sends nothing new.
+//
 // # Known limits
 //
-//   - The cache must hold the profiles of every partition a member owns:
-//     fastcache evicts the oldest entries when full, and an evicted
-//     profile starts empty on its next event (and is written so to the
-//     changelog). Size Config.CacheBytes for the profiles (about 2x their
-//     encoded size; herald_segmenter_profiles counts them).
+//   - fastcache is a cache: when full it overwrites its oldest entries,
+//     live or not. An evicted profile is read back from its latest
+//     changelog record, whose offset the key index keeps (cold.go): one
+//     fetch per event of a cold user, one sequential read per partition for
+//     a campaign or sweep. Size Config.CacheBytes for the hot profiles
+//     (herald_segmenter_profiles counts the cached ones,
+//     herald_segmenter_cold_loads_total the reads back).
 //   - Profiles of partitions that moved to another member stay in the cache
 //     until evicted or overwritten by the next restore of that partition.
 //   - Outputs and the changelog are produced together but not in a Kafka
 //     transaction: a crash between them and the offset commit repeats the
 //     batch's dispatch requests (same ids) and tags records.
 //   - A user known by hwid and by user id has two profiles (no identity
-//     resolution yet).
+//     resolution yet): a journey reaches a user on the channels of one
+//     profile, so registerDevice of a WhatsApp subscriber takes their
+//     email and push token too.
 //
 // # Metrics
 //
 //	herald_segmenter_events_total{kind}               events applied, by kind
 //	herald_segmenter_duplicate_events_total           events skipped as already applied
+//	herald_segmenter_cold_loads_total                 evicted profiles read back from the changelog
+//	herald_segmenter_cold_read_errors_total           failed changelog reads of evicted profiles (retried)
 //	herald_segmenter_tag_definitions_total            tag registry records written (tag names or value types new to the registry)
 //	herald_segmenter_dispatch_requests_total{source}  dispatch requests produced (source: keyword)
 //	herald_segmenter_keyword_matches_total{mode}      inbound texts a rule fired for: first_word, exact, pattern, any, builtin
@@ -162,6 +208,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -176,25 +223,26 @@ const (
 const stage = "segmenter"
 
 // Segmenter is the segmenter stage.
+//
+// Its state is shared (core: the cache, the key index, the registries,
+// the clients) and per worker (the batch state below). Process splits a
+// batch by partition among Config.Workers workers, each a Segmenter with
+// the same core; partition p is always worker p mod Workers's, so each
+// profile is only ever in one worker's hot map and processed in order.
 type Segmenter struct {
-	cfg   Config
-	log   *slog.Logger
-	cl    *kgo.Client // nil for a Segmenter used through Process only
-	kcfg  kafka.Config
-	rules *rules
-	m     *metrics
-	now   func() time.Time
+	*core
 
-	// mu serialises Process and Profile: a profile update is a
-	// read-modify-write of a cache entry, and buf/enc are reused.
-	mu    sync.Mutex
-	cache *fastcache.Cache
-	segs  *segments
-	// tagReg is the tag registry (TopicTagDefs); seenDefs are the
-	// registry records of the current batch, produced at its end.
-	tagReg   *tagRegistry
+	// The batch state of a worker. (The Segmenter New returns only uses
+	// buf, for Profile.)
+	//
+	// batchCtx is the context of the batch Process runs; coldErr, when
+	// set, is why the batch cannot complete (an evicted profile could not
+	// be read back).
+	batchCtx context.Context
+	coldErr  error
+	// seenDefs are the tag registry records of the current batch,
+	// produced at its end.
 	seenDefs []*kgo.Record
-	keys     *keyIndex
 	// hot are decoded profiles by key, each the same as the cache holds
 	// (save puts them here; a failed change is reverted). Cleared on
 	// restore and when full (hotMax).
@@ -206,10 +254,44 @@ type Segmenter struct {
 	// ProfileTags record on TopicTags at the end of the batch.
 	changed   []changedProfile
 	changedAt map[string]int
-	// names is scratch space for appendTagsRecord.
-	names []string
+	// names is scratch space for appendTagsRecord; entered the segments
+	// the current event entered.
+	names   []string
+	entered []string
+	dlLog   throttle
 
-	dlLog throttle
+	// workers process the batches (nil in a worker).
+	workers []*Segmenter
+}
+
+// core is the state the workers of a Segmenter share.
+type core struct {
+	cfg   Config
+	log   *slog.Logger
+	cl    *kgo.Client // nil for a Segmenter used through Process only
+	kcfg  kafka.Config
+	rules *rules
+	// prices is the rate card of the preview's estimated cost.
+	prices *pricing.Table
+	m      *metrics
+	now    func() time.Time
+
+	// mu serialises Process and Profile: a profile update is a
+	// read-modify-write of a cache entry.
+	mu     sync.Mutex
+	cache  *fastcache.Cache
+	segs   *segments
+	owned  ownedParts
+	tagReg *tagRegistry  // TopicTagDefs
+	tmpl   *templateView // TopicTemplates
+	tiers  *tierView     // TopicReach
+	// journeys are the compiled journeys (TopicJourneys); timers each
+	// partition's journey deadlines.
+	journeys *journeys
+	timers   *timers
+	started  time.Time // the journeys' clock starts here
+	keys     *keyIndex
+	cold     coldReader
 
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
@@ -241,7 +323,12 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Regist
 	}
 	s.kcfg = kcfg
 	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
-	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned))
+	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			kafka.CommitOnRevoke(ctx, cl, revoked)
+			s.onLost(ctx, cl, revoked)
+		}),
+		kgo.OnPartitionsLost(s.onLost))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		s.Close()
@@ -264,27 +351,52 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	prices, err := pricing.New(cfg.Pricing)
+	if err != nil {
+		return nil, fmt.Errorf("segmenter: loading the rate card: %w", err)
+	}
+	log.Info("rate card of the campaign preview's estimated cost", "card", prices.Source(), "currency", prices.Currency(),
+		"markets", prices.Markets(), "rules", prices.Rules())
 	cache := fastcache.New(cfg.CacheBytes)
 	m, err := newMetrics(prom, cache)
 	if err != nil {
 		cache.Reset()
 		return nil, err
 	}
-	return &Segmenter{
-		changedAt: make(map[string]int),
-		segs:      newSegments(),
-		tagReg:    newTagRegistry(),
-		keys:      newKeyIndex(),
-		hot:       make(map[string]*Profile),
-		closing:   make(chan struct{}),
-		cfg:       cfg,
-		log:       log,
-		rules:     rs,
-		m:         m,
-		now:       time.Now,
-		cache:     cache,
-		dlLog:     throttle{every: 10 * time.Second},
-	}, nil
+	c := &core{
+		segs:     newSegments(),
+		tagReg:   newTagRegistry(),
+		tmpl:     newTemplateView(),
+		tiers:    newTierView(),
+		journeys: newJourneys(),
+		started:  time.Now(),
+		timers:   newTimers(),
+		keys:     newKeyIndex(),
+		closing:  make(chan struct{}),
+		cfg:      cfg,
+		log:      log,
+		rules:    rs,
+		prices:   prices,
+		m:        m,
+		now:      time.Now,
+		cache:    cache,
+	}
+	s := &Segmenter{core: c}
+	for range cfg.Workers {
+		s.workers = append(s.workers, &Segmenter{core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
+			dlLog: throttle{every: 10 * time.Second}})
+	}
+	return s, nil
+}
+
+// worker returns the worker of partition p.
+func (s *Segmenter) worker(p int32) *Segmenter { return s.workers[int(p)%len(s.workers)] }
+
+// clearHot forgets every worker's decoded profiles; s.mu is held.
+func (s *Segmenter) clearHot() {
+	for _, w := range s.workers {
+		clear(w.hot)
+	}
 }
 
 // Run consumes TopicEvents until ctx is done: each polled batch goes through
@@ -303,19 +415,27 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	var feed sync.WaitGroup
 	defer func() { stopFeed(); feed.Wait() }()
-	ready, tagsReady := make(chan struct{}), make(chan struct{})
+	ready, tagsReady, journeysReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	feed.Go(func() { s.runSegmentsFeed(feedCtx, ready) })
-	// The tag registry too, so that tags it holds are not written again.
+	// The tag registry too, so that tags it holds are not written again,
+	// and the journeys, which events may enter or move on.
 	feed.Go(func() { s.runTagsFeed(feedCtx, tagsReady) })
-	for _, c := range []chan struct{}{ready, tagsReady} {
+	feed.Go(func() { s.runJourneysFeed(feedCtx, journeysReady) })
+	for _, c := range []chan struct{}{ready, tagsReady, journeysReady} {
 		select {
 		case <-c:
 		case <-ctx.Done():
 			return nil
 		}
 	}
+	feed.Go(func() { s.runSweeps(feedCtx) })
+	feed.Go(func() { s.runTicks(feedCtx) })
+	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
+	feed.Go(func() { s.runTierFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
-	return kafka.Run(ctx, s.cl, s.log, s.handle)
+	// A stop finishes the batch in hand (its outputs and changelog are
+	// produced and its offsets committed), so a restart repeats no reply.
+	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
 }
 
 // handle is Run's batch handler.
@@ -330,6 +450,13 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	if err := kafka.ProduceAll(ctx, s.cl, out); err != nil {
 		return fmt.Errorf("producing %d records: %w", len(out), err)
+	}
+	// Where each profile's latest state is now, for when fastcache evicts
+	// it.
+	for _, r := range out {
+		if r.Topic == schemas.TopicProfiles {
+			s.keys.setOffset(r.Partition, r.Key, r.Offset)
+		}
 	}
 	if f := s.crashAfterProduce.Load(); f != nil {
 		return (*f)()
@@ -347,13 +474,17 @@ func (s *Segmenter) Close() {
 		if s.campCl != nil {
 			s.campCl.Close()
 		}
+		s.cold.once.Do(func() {})
+		if s.cold.cl != nil {
+			s.cold.cl.Close()
+		}
 		if s.cl != nil {
 			s.cl.Close()
 		}
 		s.m.unregister()
 		s.mu.Lock()
 		s.cache.Reset()
-		clear(s.hot)
+		s.clearHot()
 		s.mu.Unlock()
 	})
 }
@@ -372,11 +503,57 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UTC()
-	var out []*kgo.Record
+	if len(s.workers) == 1 {
+		out, changes, err := s.workers[0].processBatch(ctx, recs, now)
+		return append(out, changes...), err
+	}
+	parts := make([][]*kgo.Record, len(s.workers))
+	for _, r := range recs {
+		i := int(r.Partition) % len(s.workers)
+		parts[i] = append(parts[i], r)
+	}
+	outs := make([][]*kgo.Record, len(s.workers))
+	changes := make([][]*kgo.Record, len(s.workers))
+	errs := make([]error, len(s.workers))
+	var wg sync.WaitGroup
+	for i, w := range s.workers {
+		if len(parts[i]) > 0 {
+			wg.Go(func() { outs[i], changes[i], errs[i] = w.processBatch(ctx, parts[i], now) })
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	// The changelog, tags and tag registry records after every other
+	// output, in that order, as one worker orders them.
+	var out, all []*kgo.Record
+	for _, o := range outs {
+		out = append(out, o...)
+	}
+	for _, c := range changes {
+		all = append(all, c...)
+	}
+	rank := map[string]int{schemas.TopicProfiles: 0, schemas.TopicTags: 1, schemas.TopicTagDefs: 2}
+	slices.SortStableFunc(all, func(a, b *kgo.Record) int { return rank[a.Topic] - rank[b.Topic] })
+	return append(out, all...), nil
+}
+
+// processBatch is a worker's share of Process: its records in order, then
+// its changelog, tags and tag registry records.
+func (s *Segmenter) processBatch(ctx context.Context, recs []*kgo.Record, now time.Time) (out, changes []*kgo.Record, err error) {
+	s.batchCtx, s.coldErr = ctx, nil
+	defer func() { s.batchCtx = nil }()
 	for _, rec := range recs {
 		out = s.processRecord(out, rec, now)
+		if s.coldErr != nil {
+			// The batch cannot be applied without that profile; the
+			// stage stops rather than write it empty (a restart restores
+			// every profile from the changelog).
+			return nil, nil, s.coldErr
+		}
 	}
-	return s.appendChanges(out), nil
+	return out, s.appendChanges(nil), nil
 }
 
 // changedProfile is a profile the current batch changed.
@@ -425,7 +602,11 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 // then forgets them.
 func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 	for _, c := range s.changed {
-		out = append(out, &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc})
+		r := &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc}
+		if h, ok := timerHeader(c.p); ok {
+			r.Headers = []kgo.RecordHeader{h}
+		}
+		out = append(out, r)
 	}
 	s.m.changelogRecords.Add(float64(len(s.changed)))
 	n := 0
@@ -456,6 +637,12 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 	if e.Kind == schemas.KindCampaign {
 		return s.runCampaign(out, rec, e, now)
 	}
+	if e.Kind == schemas.KindSweep {
+		return s.runSweep(out, rec, e, now)
+	}
+	if e.Kind == schemas.KindTick {
+		return s.runTick(out, rec, e)
+	}
 	if e.Kind == schemas.KindTemplate {
 		// A template change concerns no user; the dispatcher's template
 		// sync reads it.
@@ -467,6 +654,13 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
 	p, known := s.lookup(key)
+	if !known {
+		var err error
+		if p, known, err = s.loadCold(s.batchCtx, rec.Partition, key); err != nil {
+			s.coldErr = fmt.Errorf("reading the evicted profile of an event at partition %d offset %d: %w", rec.Partition, rec.Offset, err)
+			return out
+		}
+	}
 	if !known {
 		p = new(Profile)
 	}
@@ -484,7 +678,10 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
 		after := tagStateOf(p)
 		mark := len(out)
+		deadline := p.nextDeadline()
 		out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
+		var jtags bool
+		out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
 		if err := s.save(key, p); err != nil {
 			s.revert(key, p)
 			return s.deadLetter(out[:mark], rec, err.Error())
@@ -496,8 +693,11 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.T
 		if len(e.Tags) > 0 {
 			s.seenDefs = s.appendSeen(s.seenDefs, e, p, now)
 		}
-		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before
+		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before || jtags
 		s.noteChanged(key, rec.Partition, e, p, tags)
+		if d := p.nextDeadline(); !d.IsZero() && !d.Equal(deadline) {
+			s.timers.add(rec.Partition, key, d)
+		}
 	}
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
 		return out

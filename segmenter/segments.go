@@ -2,8 +2,6 @@ package segmenter
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -193,6 +191,7 @@ func changeOf(e *schemas.Event, before, after tagState) change {
 // exit. The event ids are derived from e's id, the segment and the
 // direction, so a replay produces the same ones.
 func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile, c change, now time.Time) []*kgo.Record {
+	s.entered = s.entered[:0]
 	for _, sg := range s.segs.of(e.App) {
 		if !sg.affects(c) {
 			continue
@@ -203,20 +202,17 @@ func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile
 			continue
 		}
 		p.setIn(sg.id, member)
-		name := schemas.EventSegmentExited
-		if member {
-			name = schemas.EventSegmentEntered
-		}
-		sum := sha256.Sum256([]byte("seg|" + e.ID + "|" + sg.name + "|" + name))
-		ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: e.App, Kind: schemas.KindEvent, Name: name,
-			Time: now, Received: now, HWID: e.HWID, UserID: e.UserID, AnonymousID: e.AnonymousID,
-			Attributes: map[string]any{"segment": sg.name}}
-		b, err := ev.Marshal()
+		r, err := segmentEvent(e.ID, e, sg.name, member, now)
 		if err != nil { // cannot happen: plain fields
 			continue
 		}
+		name := schemas.EventSegmentExited
+		if member {
+			name = schemas.EventSegmentEntered
+			s.entered = append(s.entered, sg.name)
+		}
 		s.m.segmentChanges.WithLabelValues(name).Inc()
-		out = append(out, &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: b})
+		out = append(out, r)
 	}
 	return out
 }

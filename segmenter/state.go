@@ -61,9 +61,10 @@ func (s *Segmenter) onAssigned(ctx context.Context, cl *kgo.Client, assigned map
 	if len(parts) == 0 {
 		return
 	}
+	s.owned.set(parts, true)
 	// Decoded copies may predate what the changelog restores.
 	s.mu.Lock()
-	clear(s.hot)
+	s.clearHot()
 	s.mu.Unlock()
 	for {
 		start := time.Now()
@@ -155,9 +156,11 @@ func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int3
 			}
 			if len(r.Value) == 0 {
 				s.cache.Del(r.Key)
+				s.keys.drop(r.Partition, r.Key)
 			} else if len(r.Key) <= maxKeyBytes && len(r.Value) <= maxProfileBytes {
 				s.cache.Set(r.Key, r.Value)
-				s.keys.add(r.Partition, r.Key)
+				s.keys.setOffset(r.Partition, r.Key, r.Offset)
+				s.restoreTimer(r)
 				n++
 			}
 			if r.Offset >= end-1 {

@@ -195,3 +195,59 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// appendSimpleEvent appends the JSON of e, an event the segmenter makes
+// (journey and segment events): identity, name, times and attributes of
+// strings and numbers. Other fields must be empty; it is what
+// e.Marshal() produces (TestAppendSimpleEvent), without reflection.
+func appendSimpleEvent(b []byte, e *schemas.Event) []byte {
+	b = append(b, `{"v":1,"id":`...)
+	b = appendJSONString(b, e.ID)
+	b = append(b, `,"app":`...)
+	b = appendJSONString(b, e.App)
+	b = append(b, `,"kind":`...)
+	b = appendJSONString(b, string(e.Kind))
+	if e.Name != "" {
+		b = append(b, `,"name":`...)
+		b = appendJSONString(b, e.Name)
+	}
+	b = append(b, `,"time":`...)
+	b = appendJSONTime(b, e.Time)
+	b = append(b, `,"received":`...)
+	b = appendJSONTime(b, e.Received)
+	for _, f := range [...]struct{ k, v string }{{"hwid", e.HWID}, {"user_id", e.UserID}, {"anonymous_id", e.AnonymousID}} {
+		if f.v != "" {
+			b = append(b, ',', '"')
+			b = append(b, f.k...)
+			b = append(b, '"', ':')
+			b = appendJSONString(b, f.v)
+		}
+	}
+	if len(e.Attributes) > 0 {
+		b = append(b, `,"attributes":{`...)
+		keys := make([]string, 0, len(e.Attributes))
+		for k := range e.Attributes {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			switch v := e.Attributes[k].(type) {
+			case string:
+				b = appendJSONString(b, v)
+			case float64:
+				b = appendJSONFloat(b, v)
+			case bool:
+				b = strconv.AppendBool(b, v)
+			default:
+				b = append(b, "null"...)
+			}
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}

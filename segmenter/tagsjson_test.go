@@ -99,3 +99,21 @@ func TestAppendTagsRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendSimpleEvent checks appendSimpleEvent against encoding/json.
+func TestAppendSimpleEvent(t *testing.T) {
+	for i, e := range []*schemas.Event{
+		{ID: "a", App: "shop", Kind: schemas.KindEvent, Name: schemas.EventJourneyStep, Time: t0, Received: t0.Add(time.Nanosecond), HWID: "whatsapp:+1<&>",
+			Attributes: map[string]any{"journey": "wélcome \"x\"", "version": 3.0, "step": "a\u2028b", "flag": true}},
+		{ID: "b", App: "shop", Kind: schemas.KindEvent, Name: schemas.EventSegmentEntered, Time: t0, Received: t0, UserID: "u1", Attributes: map[string]any{"segment": "s"}},
+		{ID: "c", App: "shop", Kind: schemas.KindEvent, Time: t0, Received: t0, AnonymousID: "x\xff"},
+	} {
+		want, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendSimpleEvent(nil, e); !bytes.Equal(got, want) {
+			t.Fatalf("event %d:\ngot  %s\nwant %s", i, got, want)
+		}
+	}
+}

@@ -3,7 +3,7 @@
 // stage looks apps up here; one app's credentials never reach another's data.
 //
 // Secrets (api_token, segment_write_key, access_token, app_secret,
-// verify_token) may be written as "env:NAME" (read from the environment) or
+// verify_token, email.smtp.password, push.fcm.access_token) may be written as "env:NAME" (read from the environment) or
 // "file:/path" (read from a file, trimmed) in the apps file, so the file
 // itself can be committed without them. An App never prints its secrets:
 // its LogValue and String show the id only.
@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -42,6 +43,31 @@ type App struct {
 	SegmentWriteKey string `yaml:"segment_write_key"`
 	// WhatsApp is the app's WhatsApp Business account.
 	WhatsApp WhatsApp `yaml:"whatsapp"`
+	// Email is the app's email identity and SMTP server; optional (without
+	// it the app's email requests fail as unsupported). See channels.go.
+	Email Email `yaml:"email"`
+	// Push is the app's Firebase Cloud Messaging project; optional. See
+	// channels.go.
+	Push Push `yaml:"push"`
+	// Webhooks sign the calls of journeys' webhook steps; optional
+	// (without a secret webhook steps are refused).
+	Webhooks Webhooks `yaml:"webhooks"`
+}
+
+// Webhooks are an app's webhook settings.
+type Webhooks struct {
+	// Secret keys the HMAC-SHA256 signature of every call (header
+	// X-Herald-Signature: sha256=<hex>): "env:NAME", "file:/path" or the
+	// value. Never printed.
+	Secret string `yaml:"secret"`
+}
+
+// String shows whether a secret is set, never the secret.
+func (w Webhooks) String() string {
+	if w.Secret == "" {
+		return "webhooks: unsigned (refused)"
+	}
+	return "webhooks: signed"
 }
 
 // WhatsApp is an app's WhatsApp Business identity.
@@ -58,7 +84,68 @@ type WhatsApp struct {
 	AppSecret string `yaml:"app_secret"`
 	// VerifyToken answers Meta's webhook verification (hub.verify_token).
 	VerifyToken string `yaml:"verify_token"`
+	// Throughput overrides the dispatcher's messages per second for some
+	// of the app's numbers, by phone-number id: numbers Meta upgraded (up
+	// to MaxThroughput) or that should send slower. Numbers not listed get
+	// the dispatcher's rate_per_sender (default 80, Meta's default).
+	Throughput map[string]float64 `yaml:"throughput"`
+	// MessagingTier is Meta's messaging tier of the business: the most
+	// unique recipients it may reach outside the 24-hour service window
+	// in a moving 24 hours, all its numbers together. One of "250",
+	// "2000", "10000", "100000" or "unlimited" (YAML numbers fit too;
+	// "2K", "10K", "100K" as Meta writes them). Empty: not enforced
+	// (unlimited), as before Herald counted tiers; a new WhatsApp Business
+	// account starts at 250, so set it to what WhatsApp Manager shows. The
+	// dispatcher refuses sends past it (docs/LIMITS.md) and the campaign
+	// preview shows the headroom.
+	MessagingTier string `yaml:"messaging_tier"`
 }
+
+// Tiers are the messaging tiers Meta grants, smallest first.
+var Tiers = []int{250, 2000, 10000, 100000}
+
+// TierUnlimited is what Tier returns for an unlimited (or unset) tier.
+const TierUnlimited = 0
+
+// Tier returns the app's messaging tier in unique recipients per 24 h, or
+// TierUnlimited (0). The registry validated it.
+func (a *App) Tier() int {
+	n, _ := parseTier(a.WhatsApp.MessagingTier)
+	return n
+}
+
+// Business returns what Meta counts the app's messaging tier for: its
+// WhatsApp Business account id, or "app:" and the app id without one.
+func (a *App) Business() string {
+	if a.WhatsApp.WABAID != "" {
+		return a.WhatsApp.WABAID
+	}
+	return "app:" + a.ID
+}
+
+// parseTier parses a messaging_tier value.
+func parseTier(s string) (int, error) {
+	switch v := strings.ToUpper(strings.TrimSpace(s)); v {
+	case "", "UNLIMITED":
+		return TierUnlimited, nil
+	case "2K":
+		return 2000, nil
+	case "10K":
+		return 10000, nil
+	case "100K":
+		return 100000, nil
+	default:
+		n, err := strconv.Atoi(v)
+		if err == nil && slices.Contains(Tiers, n) {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: want one of 250, 2000, 10000, 100000 or unlimited", quoteCut(s))
+}
+
+// MaxThroughput is the most messages a second Meta lets one business phone
+// number send (an upgraded number; 80 by default).
+const MaxThroughput = 1000
 
 // LogValue shows the app id only, never a secret.
 func (a App) LogValue() slog.Value { return slog.StringValue(a.ID) }
@@ -72,6 +159,12 @@ func (a *App) Sender() string {
 		return ""
 	}
 	return a.WhatsApp.PhoneNumberIDs[0]
+}
+
+// Throughput returns the configured messages per second of one of the
+// app's numbers, 0 when it has no override.
+func (a *App) Throughput(phoneNumberID string) float64 {
+	return a.WhatsApp.Throughput[phoneNumberID]
 }
 
 // Registry finds apps by id and by credential.
@@ -110,6 +203,19 @@ func New(list []App) (*Registry, error) {
 			}
 			*s = v
 		}
+		if err := a.Email.resolve(); err != nil {
+			return nil, fmt.Errorf("app %s: %w", a.ID, err)
+		}
+		if a.Webhooks.Secret != "" {
+			sec, err := ResolveSecret(a.Webhooks.Secret)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: webhooks.secret: %w", a.ID, err)
+			}
+			a.Webhooks.Secret = sec
+		}
+		if err := a.Push.resolve(); err != nil {
+			return nil, fmt.Errorf("app %s: %w", a.ID, err)
+		}
 		a.APITokens = append([]string(nil), a.APITokens...) // the caller's slice stays as it was
 		for j := range a.APITokens {
 			v, err := ResolveSecret(a.APITokens[j])
@@ -142,6 +248,12 @@ func New(list []App) (*Registry, error) {
 				return nil, fmt.Errorf("app %s: segment_write_key is used by another app", a.ID)
 			}
 			r.byKey[k] = ap
+		}
+		if err := checkThroughput(&a); err != nil {
+			return nil, err
+		}
+		if _, err := parseTier(a.WhatsApp.MessagingTier); err != nil {
+			return nil, fmt.Errorf("app %s: whatsapp.messaging_tier %w", a.ID, err)
 		}
 		for _, p := range a.WhatsApp.PhoneNumberIDs {
 			if other, dup := r.byPhone[p]; dup {
@@ -213,6 +325,20 @@ func (r *Registry) ByVerifyToken(token string) (*App, bool) {
 		}
 	}
 	return nil, false
+}
+
+// checkThroughput checks a's throughput overrides: numbers of the app, rates
+// above 0 and at most MaxThroughput.
+func checkThroughput(a *App) error {
+	for id, v := range a.WhatsApp.Throughput {
+		if !slices.Contains(a.WhatsApp.PhoneNumberIDs, id) {
+			return fmt.Errorf("app %s: whatsapp.throughput: %s is not one of the app's phone_number_ids", a.ID, quoteCut(id))
+		}
+		if !(v > 0 && v <= MaxThroughput) { // NaN too
+			return fmt.Errorf("app %s: whatsapp.throughput[%s] %v: want more than 0 and at most %d messages a second", a.ID, id, v, MaxThroughput)
+		}
+	}
+	return nil
 }
 
 // ResolveSecret returns s, or the environment variable it names with

@@ -140,8 +140,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	simCtx, simStop := context.WithCancel(ctx)
 	defer simStop()
 	go func() { _ = sim.Run(simCtx) }()
-	disp, err := dispatcher.New(dispatcher.Config{Group: "bench-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6},
-		kcfg, reg, log, nil)
+	disp, err := dispatcher.New(benchDispatcherConfig("bench-dispatcher", simSrv.URL()), kcfg, reg, log, nil)
 	if err != nil {
 		return err
 	}
@@ -172,7 +171,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		e2eStop()
 		return err
 	}
-	disp2, err := dispatcher.New(dispatcher.Config{Group: "e2e-dispatcher", WhatsAppBaseURL: simSrv.URL(), RatePerSender: 1e6, Burst: 1e6}, kcfg, reg, log, nil)
+	disp2, err := dispatcher.New(benchDispatcherConfig("e2e-dispatcher", simSrv.URL()), kcfg, reg, log, nil)
 	if err != nil {
 		e2eStop()
 		return err
@@ -360,6 +359,17 @@ func waitGroupsDone(ctx context.Context, adm *kadm.Client, groups ...groupTopics
 		}
 	}
 	return fmt.Errorf("stages did not finish within 30 minutes")
+}
+
+// benchDispatcherConfig is a dispatcher without rate limit or pair-rate
+// planning, like the simulator it sends to (benchSim): its own cost is
+// measured.
+func benchDispatcherConfig(group, url string) dispatcher.Config {
+	return dispatcher.Config{
+		Group: group, WhatsAppBaseURL: url,
+		Limiter:      dispatcher.LimiterConfig{Mode: dispatcher.LimiterNone},
+		PairInterval: -1,
+	}
 }
 
 // benchSim is a simulator with no throughput or pair limit, no status delay

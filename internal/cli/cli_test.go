@@ -53,7 +53,7 @@ func TestFlagsFromConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := newStageFlags("x", &bytes.Buffer{}).parse([]string{"-config", path})
-	if err == nil || !strings.Contains(err.Error(), `unknown option "kafka.brokerz"`) {
+	if err == nil || !strings.Contains(err.Error(), "herald.yaml:1: kafka.brokerz: unknown option") {
 		t.Fatalf("unknown key: err = %v", err)
 	}
 }

@@ -30,6 +30,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	promo := f.Int("promo", 300, "subscribers who send PROMO")
 	help := f.Int("help", 100, "subscribers who send HELP")
 	other := f.Int("other", 50, "subscribers who send other text (no keyword)")
+	journeyUsers := f.Int("journey-users", 300, "subscribers who go through the welcome journey (push, email, WhatsApp)")
 	keep := f.Bool("keep", false, "keep the data dir of an earlier demo (default: start clean)")
 	timeout := f.Duration("timeout", 3*time.Minute, "give up waiting for the pipeline to drain after this")
 	f.logLevel = "warn"
@@ -55,6 +56,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if creds == nil {
 		return fmt.Errorf("demo runs on the generated demo app; drop -apps")
 	}
+	clock := new(demoClock)
+	cfg.Segmenter.Clock = clock.now
+	cfg.Segmenter.TickInterval = 20 * time.Millisecond
+	cfg.Dispatcher.Email.RatePerSender = 1000 // the local SMTP sink, not a provider's quota
 	fmt.Fprintln(stdout, "starting the pipeline: embedded Kafka, private ClickHouse, WhatsApp simulator, every stage...")
 	start := time.Now()
 	s, err := startStack(ctx, cfg, log)
@@ -92,8 +97,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	byCountry, _ := json.Marshal(pv["by_country"])
-	fmt.Fprintf(stdout, "preview of campaign sushi-week: audience %v, sendable %v (opted out %v), outside the service window %v, by country %s\n",
-		pv["audience"], pv["sendable"], pv["opted_out"], pv["outside_window"], byCountry)
+	fmt.Fprintf(stdout, "preview of campaign sushi-week: audience %v, sendable %v (opted out %v), outside the service window %v, by country %s; messaging tier %v, headroom %v\n",
+		pv["audience"], pv["sendable"], pv["opted_out"], pv["outside_window"], byCountry, pv["tier"], pv["tier_headroom"])
+	if cost, ok := pv["estimated_cost"].(map[string]any); ok {
+		fmt.Fprintf(stdout, "estimated Meta cost of sushi-week: %v %v (category %s, rate card %v; an estimate, see docs/PRICING.md)\n",
+			cost["currency"], cost["total"], pv["category_source"], cost["rate_card"])
+	}
 	if err := w.post(ctx, "createTargetedMessage", campaign()); err != nil {
 		return err
 	}
@@ -108,6 +117,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "%d users wrote to the business number (%d PROMO, %d HELP, %d other) through signed webhooks in %s\n",
 		sent, *promo, *help, *other, time.Since(t0).Round(time.Millisecond))
+	if *journeyUsers > 0 {
+		if err := runDemoJourney(ctx, stdout, s, w, clock, phones, *journeyUsers); err != nil {
+			return err
+		}
+	}
 
 	fmt.Fprint(stdout, "waiting for the pipeline to drain (keyword replies are rate limited to 80 msg/s per number, like Meta)...")
 	t0 = time.Now()
@@ -135,6 +149,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fmt.Fprintf(stdout, "campaign sushi-week: sushi_promo sent to %d users, %d of them outside the segment\n", sushi, outside)
+	if *journeyUsers > 0 {
+		br, err := journeyBranches(ctx, s)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "journey welcome, users per step (PW_JourneyStep events in ClickHouse): push %d -> push opened %d | email %d -> email opened %d | whatsapp %d\n",
+			br["push"], br["push_opened"], br["email"], br["email_opened"], br["whatsapp"])
+	}
 	fmt.Fprintf(stdout, "\nwhole demo: %s. Run `herald dev` to keep it running and try the API yourself.\n", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/segmenter"
 )
 
@@ -20,18 +21,23 @@ type devFlags struct {
 	chDSN      string
 	ingestAddr string
 	wasimAddr  string
+	smtpAddr   string
+	fcmAddr    string
 	opsAddr    string
 	appsFile   string
 	keywords   string
 	limits     segmenter.Limits
+	pricing    pricing.Config
 	readRatio  float64
 }
 
 func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f := &devFlags{flags: newFlags(name, stderr)}
 	ingest, wasimA, ops, broker := "127.0.0.1:8080", "127.0.0.1:8090", "127.0.0.1:9100", 9092
+	smtpA, fcmA := "127.0.0.1:2525", "127.0.0.1:8091"
 	if !ports { // demo and tests: free ports, so nothing clashes
 		ingest, wasimA, ops, broker = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", 0
+		smtpA, fcmA = "127.0.0.1:0", "127.0.0.1:0"
 	}
 	f.StringVar(&f.dataDir, "data-dir", ".herald/"+name, "directory for the broker's and ClickHouse's data and the dev credentials")
 	f.IntVar(&f.brokerPort, "broker.port", broker, "port of the embedded Kafka broker (0: a free port)")
@@ -40,10 +46,13 @@ func newDevFlags(name string, stderr io.Writer, ports bool) *devFlags {
 	f.StringVar(&f.chDSN, "clickhouse.dsn", "", "use this ClickHouse (clickhouse://host:9000/db) instead of a private server")
 	f.StringVar(&f.ingestAddr, "http.addr", ingest, "ingest HTTP address (Pushwoosh API, Meta webhook)")
 	f.StringVar(&f.wasimAddr, "wasim.addr", wasimA, "WhatsApp Cloud API simulator address")
+	f.StringVar(&f.smtpAddr, "smtpsim.addr", smtpA, "SMTP sink address (STARTTLS, AUTH; keeps the emails the dispatcher sends)")
+	f.StringVar(&f.fcmAddr, "fcmsim.addr", fcmA, "FCM HTTP v1 push simulator address")
 	f.StringVar(&f.opsAddr, "ops.addr", ops, "address of /metrics, /healthz and /readyz")
 	f.Float64Var(&f.readRatio, "wasim.read-ratio", 0.8, "fraction of delivered messages the simulator reports as read (decided per wamid)")
 	f.StringVar(&f.appsFile, "apps", "", "apps file (YAML); default: one demo app with credentials generated into the data dir")
 	limitFlags(f.FlagSet, &f.limits)
+	pricingFlags(f.FlagSet, &f.pricing)
 	f.StringVar(&f.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	return f
 }
@@ -56,6 +65,8 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 		ClickHouseDSN: f.chDSN,
 		IngestAddr:    f.ingestAddr,
 		WasimAddr:     f.wasimAddr,
+		SMTPAddr:      f.smtpAddr,
+		FCMAddr:       f.fcmAddr,
 		OpsAddr:       f.opsAddr,
 	}
 	cfg.Wasim.ReadRatio = f.readRatio
@@ -66,6 +77,7 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 		cfg.Brokers = splitList(f.brokers)
 	}
 	cfg.Segmenter.Limits = f.limits
+	cfg.Segmenter.Pricing = f.pricing
 	if f.keywords != "" {
 		rules, err := loadKeywords(f.keywords)
 		if err != nil {
@@ -85,11 +97,12 @@ func (f *devFlags) stackConfig() (stackConfig, *devCredentials, error) {
 	if err != nil {
 		return cfg, nil, err
 	}
-	reg, err := apps.New([]apps.App{creds.app()})
-	if err != nil {
-		return cfg, nil, err
-	}
-	cfg.Apps = reg
+	// The registry is built at start: the app's email and push settings
+	// point at the SMTP sink and the push simulator started then.
+	app := creds.app()
+	creds.devChannels(&app)
+	cfg.DevApp = &app
+	cfg.TrackingKeys = []string{creds.TrackingKey}
 	return cfg, creds, nil
 }
 
@@ -135,6 +148,8 @@ func (s *stack) printBanner(w io.Writer, creds *devCredentials) {
 	fmt.Fprintf(w, "  kafka broker    %s\n", joinList(s.kcfg.Brokers))
 	fmt.Fprintf(w, "  clickhouse      %s\n", redactDSN(s.dsn))
 	fmt.Fprintf(w, "  whatsapp sim    %s  (Graph API; base URL for -whatsapp.base-url)\n", s.wasimSrv.URL())
+	fmt.Fprintf(w, "  smtp sink       %s  (STARTTLS, AUTH; email requests of the demo app land here)\n", s.sims.smtp.Addr())
+	fmt.Fprintf(w, "  push sim        %s  (FCM HTTP v1; base URL for -push.fcm-base-url)\n", s.sims.fcmSrv.URL())
 	fmt.Fprintf(w, "  metrics         %s/metrics  (/healthz, /readyz)\n", s.opsSrv.URL())
 	if creds != nil {
 		fmt.Fprintf(w, "demo app %q (dev-only credentials, kept in %s/credentials.json):\n", devAppID, s.cfg.DataDir)
@@ -143,5 +158,7 @@ func (s *stack) printBanner(w io.Writer, creds *devCredentials) {
 		fmt.Fprintf(w, "  webhook secret    %s  (X-Hub-Signature-256)\n", creds.AppSecret)
 		fmt.Fprintf(w, "  verify token      %s  (hub.verify_token)\n", creds.VerifyToken)
 		fmt.Fprintf(w, "  phone number id   %s\n", devPhoneNumberID)
+		fmt.Fprintf(w, "  email from        %s (smtp user %s)\n", devEmailFrom, devSMTPUser)
+		fmt.Fprintf(w, "  fcm project       %s\n", devFCMProject)
 	}
 }

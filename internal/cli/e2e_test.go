@@ -272,3 +272,110 @@ func TestSushiSegmentEndToEnd(t *testing.T) {
 		t.Fatalf("sushi sends %d, outside the segment %d, to the members %d; want 2, 0, 2", sends, outside, to)
 	}
 }
+
+// TestTemplateStatusWebhookEndToEnd: Meta pauses a template; its signed
+// status webhook goes through ingest to the templates topic, and the
+// dispatcher refuses the template at once, without calling Meta; approved
+// again, it sends. ClickHouse holds both outcomes and the template events.
+func TestTemplateStatusWebhookEndToEnd(t *testing.T) {
+	s, _, conn := testStack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	metric := func(name, label, value string) float64 {
+		mfs, err := s.ops.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == value {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	waitMetric := func(what, name, label, value string, atLeast float64) {
+		t.Helper()
+		for metric(name, label, value) < atLeast {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	send := func(id string) {
+		t.Helper()
+		d := &schemas.DispatchRequest{
+			ID: id, App: devAppID, Channel: schemas.ChannelWhatsApp, Sender: devPhoneNumberID, To: "+919812345680", Country: "IN",
+			Template: &schemas.Template{Name: "promo_offer", Language: "en_US", Category: "MARKETING", Body: []string{"Asha"}},
+			Source:   schemas.Source{Kind: "api"}, Created: time.Now().UTC(), Deadline: time.Now().Add(time.Hour),
+		}
+		b, err := d.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.admin.ProduceSync(ctx, &kgo.Record{Topic: schemas.TopicDispatch, Key: d.Key(), Value: b}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outcome := func(id string) (state string, code int32) {
+		t.Helper()
+		for ctx.Err() == nil {
+			rows, err := conn.Query(ctx, "SELECT state, error_code FROM messages FINAL WHERE dispatch_id = ?", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := rows.Next()
+			if found {
+				if err := rows.Scan(&state, &code); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = rows.Close()
+			if found {
+				return state, code
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("no outcome of %s in ClickHouse", id)
+		return "", 0
+	}
+
+	waitMetric("the first template sync", "herald_dispatcher_template_syncs_total", "result", "ok", 1)
+	if err := s.disp.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sim.SetTemplateStatus(ctx, devWABAID, "promo_offer", "en_US", "PAUSED", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric("the pause signal", "herald_dispatcher_template_records_total", "result", "signal", 1)
+	calls := s.sim.Stats().MessageRequests
+	send("tpl-paused")
+	if state, code := outcome("tpl-paused"); state != "failed" || code != -8 {
+		t.Fatalf("paused template: %s %d, want failed -8", state, code)
+	}
+	if n := s.sim.Stats().MessageRequests; n != calls {
+		t.Fatalf("the paused template's request reached the simulator")
+	}
+
+	if err := s.sim.SetTemplateStatus(ctx, devWABAID, "promo_offer", "en_US", "APPROVED", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric("the approval signal", "herald_dispatcher_template_records_total", "result", "signal", 2)
+	send("tpl-approved")
+	if state, code := outcome("tpl-approved"); state != "accepted" || code != 0 {
+		t.Fatalf("approved template: %s %d, want accepted", state, code)
+	}
+	for chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE kind = 'template'") < 2 {
+		if ctx.Err() != nil {
+			t.Fatal("the two template events did not reach ClickHouse")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

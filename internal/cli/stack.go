@@ -24,6 +24,7 @@ import (
 	"github.com/heraldhq/herald/internal/broker"
 	"github.com/heraldhq/herald/internal/chserver"
 	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/internal/service"
 	"github.com/heraldhq/herald/internal/wasim"
 	"github.com/heraldhq/herald/schemas"
@@ -45,8 +46,19 @@ type stackConfig struct {
 	ClickHouseDSN string
 	// Listen addresses; ":0" style for free ports.
 	IngestAddr, WasimAddr, OpsAddr string
+	// SMTPAddr and FCMAddr are the listen addresses of the SMTP sink and
+	// the push simulator; empty: free ports on 127.0.0.1.
+	SMTPAddr, FCMAddr string
 
-	Apps       *apps.Registry
+	// Apps are the apps served; with DevApp set instead, the registry is
+	// built at start from DevApp with email and push settings pointing at
+	// the SMTP sink and the push simulator (channels.go).
+	Apps   *apps.Registry
+	DevApp *apps.App
+	// TrackingKeys sign and verify email tracking links (dispatcher and
+	// ingest); empty: no tracking.
+	TrackingKeys []string
+
 	Segmenter  segmenter.Config
 	Dispatcher dispatcher.Config
 	Scheduler  dispatcher.SchedulerConfig
@@ -70,6 +82,7 @@ type stack struct {
 
 	ingestSrv, wasimSrv, opsSrv *service.Server
 	sim                         *wasim.Sim
+	sims                        channelSims
 	tagView                     *ingest.TagView
 	seg                         *segmenter.Segmenter
 	disp                        *dispatcher.Dispatcher
@@ -95,6 +108,11 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
+	// The email and push sinks first: the dev app's settings point at them.
+	if err := s.startChannelSims(&cfg, log); err != nil {
+		return nil, err
+	}
+	s.cfg = cfg
 
 	// Kafka: embedded unless brokers were given.
 	brokers := cfg.Brokers
@@ -143,7 +161,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if s.ingCl, err = kgo.NewClient(s.kcfg.Opts(log)...); err != nil {
 		return nil, fmt.Errorf("creating ingest kafka client: %w", err)
 	}
-	ing, err := ingest.New(ingest.Config{}, cfg.Apps, s.ingCl, log, s.ops.Registry)
+	ing, err := ingest.New(ingest.Config{TrackingKeys: cfg.TrackingKeys}, cfg.Apps, s.ingCl, log, s.ops.Registry)
 	if err != nil {
 		return nil, err
 	}
@@ -185,9 +203,11 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if dcfg.WhatsAppBaseURL == "" {
 		dcfg.WhatsAppBaseURL = s.wasimSrv.URL()
 	}
+	s.channelConfig(&dcfg)
 	if s.disp, err = dispatcher.New(dcfg, s.kcfg, cfg.Apps, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
+	s.ops.AddCheck("templates", s.disp.Ready)
 	s.goRun("dispatcher", s.disp.Run, runCtx)
 	// The scheduler releases the requests of herald.scheduled.v1
 	// (createWhatsAppMessage with a future send_date) to the dispatcher.
@@ -198,6 +218,14 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 
 	acfg := cfg.Analytics
 	acfg.DSN = s.dsn
+	if acfg.Pricer == nil {
+		// The segmenter's rate card prices the sends into costs too.
+		t, err := pricing.New(cfg.Segmenter.Pricing)
+		if err != nil {
+			return nil, fmt.Errorf("pricing: %w", err)
+		}
+		acfg.Pricer = analytics.TablePricer{Table: t}
+	}
 	if s.sink, err = analytics.New(acfg, s.kcfg, s.conn, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
@@ -258,6 +286,7 @@ func (s *stack) Close() {
 			_ = srv.Shutdown(5 * time.Second)
 		}
 	}
+	s.sims.close()
 	if s.ingCl != nil {
 		s.ingCl.Close()
 	}
@@ -315,6 +344,12 @@ type devCredentials struct {
 	AccessToken     string `json:"access_token"`
 	AppSecret       string `json:"app_secret"`
 	VerifyToken     string `json:"verify_token"`
+	// SMTPPassword (the SMTP sink's), FCMToken (the push simulator's) and
+	// TrackingKey (email tracking links) were added later: a credentials
+	// file without them gets them generated and written back.
+	SMTPPassword string `json:"smtp_password"`
+	FCMToken     string `json:"fcm_token"`
+	TrackingKey  string `json:"tracking_key"`
 }
 
 // Dev app identity: the simulator's business number and account.
@@ -332,7 +367,11 @@ func loadDevCredentials(dir string) (*devCredentials, error) {
 		if err := json.Unmarshal(b, c); err != nil {
 			return nil, fmt.Errorf("reading %s: %w", path, err)
 		}
-		return c, nil
+		if c.SMTPPassword != "" && c.FCMToken != "" && c.TrackingKey != "" {
+			return c, nil
+		}
+		c.fillChannels()
+		return c, c.write(path)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("reading dev credentials: %w", err)
@@ -344,14 +383,32 @@ func loadDevCredentials(dir string) (*devCredentials, error) {
 		AppSecret:       randHex(16),
 		VerifyToken:     randHex(12),
 	}
+	c.fillChannels()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	b, _ = json.MarshalIndent(c, "", "  ")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		return nil, fmt.Errorf("writing dev credentials: %w", err)
+	return c, c.write(path)
+}
+
+// fillChannels generates the email and push secrets that are missing.
+func (c *devCredentials) fillChannels() {
+	if c.SMTPPassword == "" {
+		c.SMTPPassword = randHex(16)
 	}
-	return c, nil
+	if c.FCMToken == "" {
+		c.FCMToken = "ya29." + randHex(24)
+	}
+	if c.TrackingKey == "" {
+		c.TrackingKey = randHex(32)
+	}
+}
+
+func (c *devCredentials) write(path string) error {
+	b, _ := json.MarshalIndent(c, "", "  ")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("writing dev credentials: %w", err)
+	}
+	return nil
 }
 
 func (c *devCredentials) app() apps.App {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/analytics"
 	"github.com/heraldhq/herald/internal/chtest"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/internal/wasim"
 )
 
@@ -142,7 +144,26 @@ func TestStandaloneStages(t *testing.T) {
 
 	// register + inbound + sent/delivered/read statuses as events; one send.
 	deadline := time.Now().Add(60 * time.Second)
+	// The analytics stage creates its tables as it starts, maybe after
+	// this point: until then a count would fail, not be zero.
+	for _, table := range []string{"events", "messages", "statuses"} {
+		for chtest.Count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("table %s not created after 60s", table)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	for {
+		// The analytics process may still be creating its tables: counting
+		// a table that does not exist yet would fail the test.
+		if chtest.Count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('events', 'statuses', 'messages')") < 3 {
+			if time.Now().After(deadline) {
+				t.Fatal("analytics did not create its tables in 60s")
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		events := chtest.Count(t, conn, "SELECT count() FROM events FINAL WHERE app = 'shop'")
 		sends := chtest.Count(t, conn, "SELECT count() FROM messages FINAL WHERE app = 'shop' AND template = 'promo_offer' AND state = 'accepted' AND recipient = ?", phone)
 		statuses := chtest.Count(t, conn, "SELECT count() FROM statuses FINAL WHERE app = 'shop'")
@@ -244,5 +265,21 @@ func TestReportNeedsApp(t *testing.T) {
 	err := runReport(t.Context(), []string{"-campaign", "spring", "-clickhouse.dsn", "clickhouse://127.0.0.1:1/default"}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "need -app") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestPricingFlags: the stage's pricing flags fill segmenter.Config.Pricing.
+func TestPricingFlags(t *testing.T) {
+	fs := flag.NewFlagSet("segmenter", flag.ContinueOnError)
+	var c pricing.Config
+	pricingFlags(fs, &c)
+	if err := fs.Parse(nil); err != nil || c != (pricing.Config{Rules: pricing.RulesJuly2025}) {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	if err := fs.Parse([]string{"-pricing.file", "rates.csv", "-pricing.rules", "2026-10", "-pricing.business-country", "GB"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := (pricing.Config{File: "rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"}); c != want {
+		t.Fatalf("got %+v, want %+v", c, want)
 	}
 }

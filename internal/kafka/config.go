@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kslog"
 
+	"github.com/heraldhq/herald/internal/tlsconf"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -38,12 +39,19 @@ type Config struct {
 	// default. Default -1.
 	ReplicationFactor int16 `yaml:"replication_factor"`
 	// SASLMechanism is "", PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	// Default "": no SASL.
 	SASLMechanism string `yaml:"sasl_mechanism"`
-	SASLUser      string `yaml:"sasl_user"`
+	// SASLUser is the SASL user, required with a mechanism.
+	SASLUser string `yaml:"sasl_user"`
 	// SASLPassword is read from the environment or a file, never logged.
 	SASLPassword string `yaml:"-"`
-	// TLS enables TLS with the system roots.
+	// TLS enables TLS with the system roots (TLSFiles can set a CA bundle
+	// and a client certificate; setting one turns TLS on too).
+	// Default false.
 	TLS bool `yaml:"tls"`
+	// TLSFiles are the CA bundle, client certificate and server name of the
+	// TLS connection; TLSFiles.Enabled is the same switch as TLS.
+	TLSFiles tlsconf.Files `yaml:"tls_files"`
 	// CommitInterval is how often consumers commit the offsets of processed
 	// records. Default 1s, at least 100ms (franz-go's floor). A crash
 	// redelivers at most this much work.
@@ -55,6 +63,9 @@ type Config struct {
 	// acknowledgement) wait. A few milliseconds can save broker CPU with
 	// many sparse producers.
 	Linger time.Duration `yaml:"linger"`
+
+	// tlsConfig is built by Validate from TLS and TLSFiles.
+	tlsConfig *tls.Config
 }
 
 // Validate checks the config and fills defaults.
@@ -88,6 +99,13 @@ func (c *Config) Validate() error {
 	if c.SASLMechanism != "" && c.SASLUser == "" {
 		return errors.New("kafka: sasl user is required with a sasl mechanism")
 	}
+	files := c.TLSFiles
+	files.Enabled = files.Enabled || c.TLS
+	tc, err := files.Config("kafka.tls")
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	c.tlsConfig = tc
 	return nil
 }
 
@@ -116,7 +134,11 @@ func (c *Config) Opts(log *slog.Logger) []kgo.Opt {
 	if log != nil {
 		opts = append(opts, kgo.WithLogger(kslog.New(log.With("component", "kafka"))))
 	}
-	if c.TLS {
+	switch {
+	case c.tlsConfig != nil:
+		opts = append(opts, kgo.DialTLSConfig(c.tlsConfig.Clone()))
+	case c.TLS || c.TLSFiles.On():
+		// Not validated: the files are read by Validate only.
 		opts = append(opts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
 	}
 	switch strings.ToUpper(c.SASLMechanism) {

@@ -12,9 +12,18 @@ import (
 	"github.com/heraldhq/herald/schemas"
 )
 
+// ErrHandledPart is returned by a Handler that finished only part of its
+// batch and took care of the rest itself: it marked the records that reached
+// their end (a prefix of each partition) and rewound the client to the first
+// unfinished record of each partition (kgo.Client.SetOffsets, safe there:
+// Run blocks rebalances while a handler runs), so the rest is fetched again.
+// Run marks nothing of the batch and goes on polling.
+var ErrHandledPart = errors.New("batch handled in part: the rest is fetched again")
+
 // Handler processes one polled batch of records. It returns only after every
 // record reached its durable end (produced downstream and acknowledged,
-// inserted, or dead-lettered): the loop then marks them for commit. A
+// inserted, or dead-lettered): the loop then marks them for commit (or, see
+// ErrHandledPart, after it marked and rewound the records itself). A
 // returned error means the batch did not reach its end; the loop stops
 // without marking, so the records are delivered again (to this or another
 // member) after a restart or rebalance. Handlers retry transient downstream
@@ -36,17 +45,37 @@ func (c *Config) ConsumerOpts(group string, topics ...string) []kgo.Opt {
 		kgo.AutoCommitInterval(interval),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(250 * time.Millisecond),
-		kgo.OnPartitionsRevoked(commitOnRevoke),
+		kgo.OnPartitionsRevoked(CommitOnRevoke),
 	}
 }
 
-// commitOnRevoke commits what was processed before partitions move away.
-// With BlockRebalanceOnPoll the loop is not inside a batch when this runs, so
-// every marked (fully processed) record is committed and nothing half-done is.
-func commitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+// CommitOnRevoke commits what was processed before partitions move away:
+// the OnPartitionsRevoked of ConsumerOpts, for a stage that sets its own
+// to call. With BlockRebalanceOnPoll the loop is not inside a batch when
+// this runs, so every marked (fully processed) record is committed and
+// nothing half-done is.
+func CommitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
 	// An error here only means the next owner reprocesses a few records,
 	// which every stage tolerates; the client logs it.
 	_ = cl.CommitMarkedOffsets(ctx)
+}
+
+// DefaultDrainGrace is the grace RunDraining gives the batch in hand after
+// its context ends: enough to produce and acknowledge a full poll's outputs.
+const DefaultDrainGrace = 15 * time.Second
+
+// RunDraining is Run for stages whose batches are short and whose outputs
+// should not be repeated on a graceful stop: when ctx ends, polling stops
+// but the batch in hand is finished (h's context ends only grace later),
+// marked and committed, so a restart redelivers nothing it did. A handler
+// that needs ctx's end at once (the dispatcher stops starting calls) uses
+// Run instead.
+func RunDraining(ctx context.Context, grace time.Duration, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	defer stop()
+	return run(ctx, hctx, cl, log, func() int { return MaxPollRecords }, h)
 }
 
 // Run polls cl until ctx is done, hands each batch to h, and marks the batch's
@@ -55,6 +84,23 @@ func commitOnRevoke(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
 // Config.ConsumerOpts. Poll errors are logged; a handler
 // error stops the loop and is returned (ctx.Err() is not an error).
 func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	return RunN(ctx, cl, log, func() int { return MaxPollRecords }, h)
+}
+
+// MaxPollRecords is the most records Run hands to a handler at once.
+const MaxPollRecords = 10000
+
+// RunN is Run handing at most maxRecords() records to h at once (asked
+// before each poll, between handler calls), for a handler whose batches
+// cost time per record: the dispatcher sizes its batches to what its rate
+// limit lets it send before it cuts a batch short.
+func RunN(ctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
+	return run(ctx, ctx, cl, log, maxRecords, h)
+}
+
+// run is RunN with the handler's context apart: polling stops with ctx, h
+// runs under hctx.
+func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
 	defer func() {
 		// Commit what was processed; a fresh context because ctx is done.
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -64,7 +110,7 @@ func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error
 		}
 	}()
 	for {
-		fetches := cl.PollRecords(ctx, 10000)
+		fetches := cl.PollRecords(ctx, maxRecords())
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
@@ -79,10 +125,13 @@ func Run(ctx context.Context, cl *kgo.Client, log *slog.Logger, h Handler) error
 			cl.AllowRebalance()
 			continue
 		}
-		if err := h(ctx, recs); err != nil {
+		if err := h(hctx, recs); err != nil {
 			cl.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, ErrHandledPart) {
+				continue
 			}
 			return fmt.Errorf("handling batch: %w", err)
 		}

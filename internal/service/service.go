@@ -24,12 +24,14 @@ import (
 type Check func(ctx context.Context) error
 
 // Ops serves /metrics from its registry, /healthz (the process is alive) and
-// /readyz (every registered check passes, each within 2 s).
+// /readyz (every registered check passes, each within 2 s, and the process
+// is not draining: see Drain).
 type Ops struct {
 	Registry *prometheus.Registry
 
-	mu     sync.Mutex
-	checks map[string]Check
+	mu       sync.Mutex
+	checks   map[string]Check
+	draining bool
 }
 
 // NewOps returns ops endpoints with a fresh registry holding the Go and
@@ -47,6 +49,15 @@ func (o *Ops) AddCheck(name string, c Check) {
 	o.checks[name] = c
 }
 
+// Drain makes /readyz answer 503 {"status":"draining"} from now on: the
+// process is shutting down, so load balancers and Kubernetes Services stop
+// sending it work while it finishes what it has (/healthz stays 200).
+func (o *Ops) Drain() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.draining = true
+}
+
 // Handler serves the ops endpoints.
 func (o *Ops) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -60,6 +71,11 @@ func (o *Ops) Handler() http.Handler {
 
 func (o *Ops) ready(w http.ResponseWriter, r *http.Request) {
 	o.mu.Lock()
+	if o.draining {
+		o.mu.Unlock()
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
 	names := make([]string, 0, len(o.checks))
 	for n := range o.checks {
 		names = append(names, n)

@@ -44,10 +44,59 @@ type Template struct {
 	// HeaderParams is how many header parameters a send must give (0 for a
 	// template without a header variable).
 	HeaderParams int `yaml:"header_params"`
+	// HeaderFormat is the header's format: TEXT (HeaderParams text
+	// variables, at most 1), IMAGE, VIDEO or DOCUMENT (a send gives one
+	// parameter of that media type), LOCATION (a send gives a location).
+	// Default: TEXT when HeaderParams is set, else no header.
+	HeaderFormat string `yaml:"header_format"`
 	// Text is the body text shown by the message_templates endpoint.
 	// Optional: when empty a text with BodyParams placeholders is made up;
 	// when set, its {{n}} placeholders must number BodyParams.
 	Text string `yaml:"text"`
+	// Buttons are the template's buttons, at most 10; a send names a button
+	// by its position here (its index).
+	Buttons []Button `yaml:"buttons"`
+}
+
+// Header formats of Template.HeaderFormat, as Meta names them.
+const (
+	HeaderText     = "TEXT"
+	HeaderImage    = "IMAGE"
+	HeaderVideo    = "VIDEO"
+	HeaderDocument = "DOCUMENT"
+	HeaderLocation = "LOCATION"
+)
+
+// Button types of Button.Type, as Meta lists them.
+const (
+	ButtonQuickReply  = "QUICK_REPLY"
+	ButtonURL         = "URL"
+	ButtonPhoneNumber = "PHONE_NUMBER"
+	ButtonOTP         = "OTP"
+)
+
+// maxButtons is the most buttons a template has.
+const maxButtons = 10
+
+// Button is one button of a template.
+type Button struct {
+	// Type is QUICK_REPLY, URL, PHONE_NUMBER or OTP (an authentication
+	// template's copy-code button).
+	Type string `yaml:"type"`
+	// Text is the button's label.
+	Text string `yaml:"text"`
+	// URL is a URL button's address. Ending in {{1}} makes its suffix a
+	// variable: a send must then give the button a text parameter
+	// (component button, sub_type url, at its index). An OTP button always
+	// takes one: the code.
+	URL string `yaml:"url"`
+	// PhoneNumber is a PHONE_NUMBER button's number.
+	PhoneNumber string `yaml:"phone_number"`
+}
+
+// takesParam reports whether a send must give the button a text parameter.
+func (b *Button) takesParam() bool {
+	return b.Type == ButtonOTP || (b.Type == ButtonURL && strings.HasSuffix(b.URL, "{{1}}"))
 }
 
 // Number is a business phone number of the simulated Cloud API. Messages
@@ -287,6 +336,16 @@ func (t *Template) validate() error {
 	case t.HeaderParams > 1:
 		// Meta allows one variable in a text header.
 		return fmt.Errorf("template %s: header_params %d: a header takes at most 1 parameter", t.Name, t.HeaderParams)
+	case len(t.Buttons) > maxButtons:
+		return fmt.Errorf("template %s: %d buttons, at most %d", t.Name, len(t.Buttons), maxButtons)
+	}
+	if err := t.validateHeader(); err != nil {
+		return err
+	}
+	for i := range t.Buttons {
+		if err := t.Buttons[i].validate(); err != nil {
+			return fmt.Errorf("template %s: buttons[%d]: %w", t.Name, i, err)
+		}
 	}
 	switch t.Category {
 	case CategoryMarketing, CategoryUtility, CategoryAuthentication:
@@ -302,6 +361,45 @@ func (t *Template) validate() error {
 		if n := countPlaceholders(t.Text); n != t.BodyParams {
 			return fmt.Errorf("template %s: text has %d placeholders, body_params is %d", t.Name, n, t.BodyParams)
 		}
+	}
+	return nil
+}
+
+// validateHeader checks HeaderFormat against HeaderParams and fills the
+// TEXT default.
+func (t *Template) validateHeader() error {
+	switch t.HeaderFormat {
+	case "":
+		if t.HeaderParams > 0 {
+			t.HeaderFormat = HeaderText
+		}
+	case HeaderText:
+	case HeaderImage, HeaderVideo, HeaderDocument, HeaderLocation:
+		if t.HeaderParams > 0 {
+			return fmt.Errorf("template %s: a %s header has no text variables, header_params must be 0", t.Name, t.HeaderFormat)
+		}
+	default:
+		return fmt.Errorf("template %s: header_format %q: want TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION", t.Name, t.HeaderFormat)
+	}
+	return nil
+}
+
+func (b *Button) validate() error {
+	switch b.Type {
+	case ButtonQuickReply, ButtonOTP:
+	case ButtonURL:
+		if b.URL == "" {
+			return errors.New("a URL button needs a url")
+		}
+		if n := countPlaceholders(b.URL); n > 1 || (n == 1 && !strings.HasSuffix(b.URL, "{{1}}")) {
+			return fmt.Errorf("url %q: only a {{1}} at the end may be variable", b.URL)
+		}
+	case ButtonPhoneNumber:
+		if b.PhoneNumber == "" {
+			return errors.New("a PHONE_NUMBER button needs a phone_number")
+		}
+	default:
+		return fmt.Errorf("type %q: want QUICK_REPLY, URL, PHONE_NUMBER or OTP", b.Type)
 	}
 	return nil
 }

@@ -41,6 +41,15 @@ func TestConfigValidate(t *testing.T) {
 		{"template negative params", func(c *Config) { c.Templates[0].BodyParams = -1 }, "negative"},
 		{"template two header params", func(c *Config) { c.Templates[0].HeaderParams = 2 }, "header"},
 		{"template text disagrees", func(c *Config) { c.Templates[0].BodyParams = 2 }, "placeholders"},
+		{"template bad header format", func(c *Config) { c.Templates[0].HeaderFormat = "AUDIO" }, "header_format"},
+		{"template image header with params", func(c *Config) { c.Templates[0].HeaderFormat, c.Templates[0].HeaderParams = HeaderImage, 1 }, "header_params must be 0"},
+		{"template url button without url", func(c *Config) { c.Templates[0].Buttons = []Button{{Type: ButtonURL}} }, "needs a url"},
+		{"template url variable not at the end", func(c *Config) {
+			c.Templates[0].Buttons = []Button{{Type: ButtonURL, URL: "https://x.example/{{1}}/a"}}
+		}, "at the end"},
+		{"template phone button without number", func(c *Config) { c.Templates[0].Buttons = []Button{{Type: ButtonPhoneNumber}} }, "phone_number"},
+		{"template bad button type", func(c *Config) { c.Templates[0].Buttons = []Button{{Type: "MPM"}} }, "buttons[0]"},
+		{"template eleven buttons", func(c *Config) { c.Templates[0].Buttons = make([]Button, 11) }, "at most 10"},
 		{"duplicate template", func(c *Config) { c.Templates = append(c.Templates, c.Templates[0]) }, "twice"},
 		{"read ratio above 1", func(c *Config) { c.ReadRatio = 1.5 }, "read_ratio"},
 		{"read ratio NaN", func(c *Config) { c.ReadRatio = math.NaN() }, "read_ratio"},

@@ -52,12 +52,24 @@ const (
 	// customer-service window. A failed status webhook, or HTTP 400 with
 	// Config.SyncDeliveryErrors.
 	CodeReEngagement = 131047
+	// CodeMarketingOptOut (131050): a MARKETING template to a user who
+	// stopped marketing messages from the business (Sim.SetMarketingOptOut).
+	// A failed status webhook, or HTTP 400 with Config.SyncDeliveryErrors.
+	CodeMarketingOptOut = 131050
 	// CodePairRate (131056, HTTP 429): a message to the same recipient from
 	// the same number sooner than Config.PairInterval after the last one.
 	CodePairRate = 131056
-	// CodeTemplateParams (132000, HTTP 400): the body or header parameter
-	// count differs from the template's.
+	// CodeParamMissing (131008, HTTP 400): a button of the template that
+	// takes a parameter (a URL button with a variable suffix, an OTP
+	// button) got none.
+	CodeParamMissing = 131008
+	// CodeTemplateParams (132000, HTTP 400): the body, header or button
+	// parameter count differs from the template's.
 	CodeTemplateParams = 132000
+	// CodeParamFormat (132012, HTTP 400): a parameter's type does not fit
+	// the template (text for an IMAGE header, an image for a TEXT header, a
+	// button parameter that is not a url text).
+	CodeParamFormat = 132012
 	// CodeTemplateMissing (132001, HTTP 404): no template of that name in
 	// that language, or the template is not approved (PENDING, REJECTED).
 	CodeTemplateMissing = 132001
@@ -155,6 +167,14 @@ func errTemplateParams(component string, got, want int) *graphError {
 		fmt.Sprintf("%s: number of localizable_params (%d) does not match the expected number of params (%d)", component, got, want))
 }
 
+func errParamMissing(details string) *graphError {
+	return waError(http.StatusBadRequest, CodeParamMissing, "Required parameter is missing", details)
+}
+
+func errParamFormat(details string) *graphError {
+	return waError(http.StatusBadRequest, CodeParamFormat, "Parameter format does not match format in the created template", details)
+}
+
 func errTemplateMissing(name, lang, why string) *graphError {
 	d := fmt.Sprintf("template name (%s) does not exist in %s", name, lang)
 	if why != "" {
@@ -192,6 +212,8 @@ var deliveryErrors = map[int]struct{ title, details string }{
 	CodeUndeliverable: {"Message undeliverable", "Message Undeliverable."},
 	CodeReEngagement: {"Re-engagement message",
 		"Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
+	CodeMarketingOptOut: {"Unable to deliver marketing message",
+		"This message was not delivered because the user has chosen to stop receiving marketing messages from this business."},
 }
 
 // errDelivery is the synchronous form of a delivery error

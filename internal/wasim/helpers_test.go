@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -32,14 +33,33 @@ const (
 // The test side of the webhook payload, written from Meta's webhook
 // reference independently of the simulator's own types.
 type hookPayload struct {
-	Object string `json:"object"`
-	Entry  []struct {
-		ID      string `json:"id"`
-		Changes []struct {
-			Field string    `json:"field"`
-			Value hookValue `json:"value"`
-		} `json:"changes"`
-	} `json:"entry"`
+	Object string      `json:"object"`
+	Entry  []hookEntry `json:"entry"`
+}
+
+type hookEntry struct {
+	ID string `json:"id"`
+	// Time is set on template changes (Unix seconds).
+	Time    int64        `json:"time"`
+	Changes []hookChange `json:"changes"`
+}
+
+// hookChange is a change; its value is decoded strictly by field: Value
+// for messages, Template for message_template_status_update.
+type hookChange struct {
+	Field    string          `json:"field"`
+	Raw      json.RawMessage `json:"value"`
+	Value    hookValue       `json:"-"`
+	Template hookTemplate    `json:"-"`
+}
+
+// hookTemplate is the value of a message_template_status_update change.
+type hookTemplate struct {
+	Event    string      `json:"event"`
+	ID       json.Number `json:"message_template_id"`
+	Name     string      `json:"message_template_name"`
+	Language string      `json:"message_template_language"`
+	Reason   string      `json:"reason"`
 }
 
 type hookValue struct {
@@ -148,10 +168,8 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	var p hookPayload
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	p, err := decodeHook(body)
+	if err != nil {
 		rc.t.Errorf("webhook body does not match Meta's shape: %v\n%s", err, body)
 		w.WriteHeader(http.StatusBadRequest)
 		return
@@ -165,6 +183,54 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// decodeHook decodes a webhook body, refusing keys Meta's shape lacks.
+func decodeHook(body []byte) (hookPayload, error) {
+	strict := func(b []byte, v any) error {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		return dec.Decode(v)
+	}
+	var p hookPayload
+	if err := strict(body, &p); err != nil {
+		return p, err
+	}
+	for i := range p.Entry {
+		for j := range p.Entry[i].Changes {
+			c := &p.Entry[i].Changes[j]
+			var err error
+			switch c.Field {
+			case "messages":
+				err = strict(c.Raw, &c.Value)
+			case "message_template_status_update":
+				err = strict(c.Raw, &c.Template)
+			default:
+				err = fmt.Errorf("unexpected field %q", c.Field)
+			}
+			if err != nil {
+				return p, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// templateChanges returns the template status changes received, in order.
+func (rc *receiver) templateChanges() []hookTemplate {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []hookTemplate
+	for _, p := range rc.payloads {
+		for _, e := range p.Entry {
+			for _, c := range e.Changes {
+				if c.Field == "message_template_status_update" {
+					out = append(out, c.Template)
+				}
+			}
+		}
+	}
+	return out
 }
 
 func (rc *receiver) setFail(f func(n int) bool) {
@@ -238,7 +304,13 @@ func testConfig(rc1, rc3 *receiver) Config {
 		Template{Name: "flash_sale", Language: "en_US", Category: CategoryMarketing, Status: StatusPaused, BodyParams: 1},
 		Template{Name: "old_terms", Language: "en_US", Category: CategoryUtility, Status: StatusDisabled},
 		Template{Name: "order_confirmation", Language: "pt_BR", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2},
-		Template{Name: "ticket_update", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 1, HeaderParams: 1},
+		Template{Name: "ticket_update", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 1, HeaderParams: 1,
+			Buttons: []Button{{Type: ButtonQuickReply, Text: "Stop"}, {Type: ButtonURL, Text: "Track", URL: "https://help.example/t/{{1}}"}}},
+		Template{Name: "new_arrivals", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1, HeaderFormat: HeaderImage,
+			Buttons: []Button{{Type: ButtonURL, Text: "Shop", URL: "https://shop.example/new"}, {Type: ButtonPhoneNumber, Text: "Call", PhoneNumber: "+15550100"}}},
+		Template{Name: "store_visit", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, HeaderFormat: HeaderLocation},
+		Template{Name: "login_code", Language: "en_US", Category: CategoryAuthentication, Status: StatusApproved, BodyParams: 1,
+			Buttons: []Button{{Type: ButtonOTP, Text: "Copy code"}}},
 	)
 	return Config{
 		Numbers: []Number{

@@ -13,6 +13,10 @@ const serviceWindow = 24 * time.Hour
 // expired pair and window entries.
 const sweepEvery = 4096
 
+// keepSeconds is how many seconds of per-number accepted counts are kept
+// (see Sim.AcceptedPerSecond).
+const keepSeconds = 3600
+
 type pairKey struct{ phone, waID string }
 
 // bucket is a token bucket holding one second of a number's throughput.
@@ -31,6 +35,9 @@ type limits struct {
 	lastSend     map[pairKey]time.Time
 	windows      map[pairKey]time.Time // window end
 	admitted     int
+	// perSecond counts the admitted messages of each number by Unix
+	// second of the simulator's clock, for the last keepSeconds.
+	perSecond map[string]map[int64]int
 }
 
 func newLimits(throughput int, pairInterval time.Duration) *limits {
@@ -40,7 +47,48 @@ func newLimits(throughput int, pairInterval time.Duration) *limits {
 		buckets:      make(map[string]*bucket),
 		lastSend:     make(map[pairKey]time.Time),
 		windows:      make(map[pairKey]time.Time),
+		perSecond:    make(map[string]map[int64]int),
 	}
+}
+
+// setRate changes the throughput at run time; buckets keep their tokens up
+// to one second of the new rate.
+func (l *limits) setRate(throughput int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = float64(throughput)
+	for _, b := range l.buckets {
+		b.tokens = min(b.tokens, max(l.rate, 0))
+	}
+}
+
+// count adds one admitted message of phone at now to its per-second counts.
+func (l *limits) count(phone string, now time.Time) {
+	m := l.perSecond[phone]
+	if m == nil {
+		m = make(map[int64]int)
+		l.perSecond[phone] = m
+	}
+	sec := now.Unix()
+	if _, ok := m[sec]; !ok && len(m) >= keepSeconds {
+		for s := range m {
+			if s <= sec-keepSeconds {
+				delete(m, s)
+			}
+		}
+	}
+	m[sec]++
+}
+
+// acceptedPerSecond copies the per-second counts of phone.
+func (l *limits) acceptedPerSecond(phone string) map[int64]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[int64]int, len(l.perSecond[phone]))
+	for s, n := range l.perSecond[phone] {
+		out[s] = n
+	}
+	return out
 }
 
 // admit applies the throughput limit (130429) and then the pair rate
@@ -73,6 +121,7 @@ func (l *limits) admit(phone, waID string, now time.Time) *graphError {
 		l.lastSend[k] = now
 	}
 	l.admitted++
+	l.count(phone, now)
 	if l.admitted%sweepEvery == 0 {
 		l.sweep(now)
 	}

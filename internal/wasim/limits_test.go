@@ -169,3 +169,48 @@ func TestLimitsSweep(t *testing.T) {
 		t.Errorf("wrong window swept")
 	}
 }
+
+// TestAcceptedPerSecondAndSetThroughput counts accepted messages per second
+// of the simulator's clock, and lowers then disables the throughput at run
+// time.
+func TestAcceptedPerSecondAndSetThroughput(t *testing.T) {
+	h := newHarness(t, hopts{frozen: true, mod: func(c *Config) { c.Throughput = 10; c.PairInterval = -1 }})
+	send := func(i int) int {
+		return h.send(t, phone1, token1, templateBody("+1555500"+strconv.Itoa(1000+i), "help_menu", "en_US")).code()
+	}
+	sec0 := h.clock.now().Unix()
+	for i := range 15 { // 10 pass, 5 get 130429
+		send(i)
+	}
+	h.clock.advance(time.Second)
+	h.sim.SetThroughput(4) // the bucket refilled to 10, capped to 4 now
+	passed := 0
+	for i := range 10 {
+		if send(100+i) == 0 {
+			passed++
+		}
+	}
+	if passed != 4 {
+		t.Errorf("after SetThroughput(4): %d passed, want 4", passed)
+	}
+	h.clock.advance(time.Second)
+	h.sim.SetThroughput(-1)
+	for i := range 50 {
+		if c := send(200 + i); c != 0 {
+			t.Fatalf("throughput disabled: code %d", c)
+		}
+	}
+	got := h.sim.AcceptedPerSecond(phone1)
+	want := map[int64]int{sec0: 10, sec0 + 1: 4, sec0 + 2: 50}
+	if len(got) != len(want) {
+		t.Fatalf("AcceptedPerSecond = %v, want %v", got, want)
+	}
+	for s, n := range want {
+		if got[s] != n {
+			t.Errorf("second %d: %d accepted, want %d (all: %v)", s-sec0, got[s], n, got)
+		}
+	}
+	if other := h.sim.AcceptedPerSecond(phone2); len(other) != 0 {
+		t.Errorf("phone 1002 counts %v, want none", other)
+	}
+}

@@ -67,6 +67,40 @@ func (r *registry) set(waba string, t Template) error {
 	return nil
 }
 
+// setStatus changes the status of a template and returns it.
+func (r *registry) setStatus(waba, name, lang, status string) (Template, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list, ok := r.byWABA[waba]
+	if !ok {
+		return Template{}, fmt.Errorf("waba %s is not configured", waba)
+	}
+	for i := range list {
+		if list[i].Name == name && list[i].Language == lang {
+			list[i].Status = status
+			return list[i], nil
+		}
+	}
+	return Template{}, fmt.Errorf("waba %s has no template %s in %s", waba, name, lang)
+}
+
+// remove deletes a template.
+func (r *registry) remove(waba, name, lang string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list, ok := r.byWABA[waba]
+	if !ok {
+		return fmt.Errorf("waba %s is not configured", waba)
+	}
+	for i := range list {
+		if list[i].Name == name && list[i].Language == lang {
+			r.byWABA[waba] = append(list[:i:i], list[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("waba %s has no template %s in %s", waba, name, lang)
+}
+
 func (r *registry) list(waba string) ([]Template, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -97,18 +131,43 @@ type componentJSON struct {
 	Format  string         `json:"format,omitempty"`
 	Text    string         `json:"text,omitempty"`
 	Example map[string]any `json:"example,omitempty"`
+	Buttons []buttonJSON   `json:"buttons,omitempty"`
 }
+
+// buttonJSON is one button of a BUTTONS component, as Meta lists it.
+type buttonJSON struct {
+	Type        string   `json:"type"`
+	Text        string   `json:"text"`
+	URL         string   `json:"url,omitempty"`
+	PhoneNumber string   `json:"phone_number,omitempty"`
+	OTPType     string   `json:"otp_type,omitempty"`
+	Example     []string `json:"example,omitempty"`
+}
+
+// headerHandle is an example media handle, shaped like the upload handles
+// Meta lists for media headers.
+const headerHandle = "4::aW1hZ2UvanBn:ARYytyb0kLp5htbBB8vWlclG5M9gMBxiEyt4FNCvrueWBOmFmRAztEuNtPGUnEC22Etc_SAAVU0YJOk3B7A"
 
 func toTemplateJSON(waba string, t *Template) templateJSON {
 	out := templateJSON{
 		Name: t.Name, ParameterFormat: "POSITIONAL", Language: t.Language,
 		Status: t.Status, Category: t.Category, ID: templateID(waba, t),
 	}
-	if t.HeaderParams > 0 {
+	switch t.HeaderFormat {
+	case HeaderText:
+		h := componentJSON{Type: "HEADER", Format: HeaderText, Text: "Hello"}
+		if t.HeaderParams > 0 {
+			h.Text = "Hello {{1}}"
+			h.Example = map[string]any{"header_text": []string{"Jane"}}
+		}
+		out.Components = append(out.Components, h)
+	case HeaderImage, HeaderVideo, HeaderDocument:
 		out.Components = append(out.Components, componentJSON{
-			Type: "HEADER", Format: "TEXT", Text: "Hello {{1}}",
-			Example: map[string]any{"header_text": []string{"Jane"}},
+			Type: "HEADER", Format: t.HeaderFormat,
+			Example: map[string]any{"header_handle": []string{headerHandle}},
 		})
+	case HeaderLocation:
+		out.Components = append(out.Components, componentJSON{Type: "HEADER", Format: HeaderLocation})
 	}
 	body := componentJSON{Type: "BODY", Text: t.bodyText()}
 	if t.BodyParams > 0 {
@@ -119,6 +178,19 @@ func toTemplateJSON(waba string, t *Template) templateJSON {
 		body.Example = map[string]any{"body_text": [][]string{ex}}
 	}
 	out.Components = append(out.Components, body)
+	if len(t.Buttons) > 0 {
+		bs := make([]buttonJSON, len(t.Buttons))
+		for i, b := range t.Buttons {
+			bs[i] = buttonJSON{Type: b.Type, Text: b.Text, URL: b.URL, PhoneNumber: b.PhoneNumber}
+			switch {
+			case b.Type == ButtonOTP:
+				bs[i].OTPType = "COPY_CODE"
+			case b.takesParam():
+				bs[i].Example = []string{strings.TrimSuffix(b.URL, "{{1}}") + "example"}
+			}
+		}
+		out.Components = append(out.Components, componentJSON{Type: "BUTTONS", Buttons: bs})
+	}
 	return out
 }
 

@@ -22,6 +22,14 @@ type pageJSON struct {
 			Format  string          `json:"format"`
 			Text    string          `json:"text"`
 			Example json.RawMessage `json:"example"`
+			Buttons []struct {
+				Type        string   `json:"type"`
+				Text        string   `json:"text"`
+				URL         string   `json:"url"`
+				PhoneNumber string   `json:"phone_number"`
+				OTPType     string   `json:"otp_type"`
+				Example     []string `json:"example"`
+			} `json:"buttons"`
 		} `json:"components"`
 	} `json:"data"`
 	Paging *struct {
@@ -138,11 +146,11 @@ func TestTemplateListing(t *testing.T) {
 		query string
 		want  []string
 	}{
-		{"status=APPROVED&category=MARKETING", []string{"promo_offer", "sushi_promo", "welcome_back"}},
+		{"status=APPROVED&category=MARKETING", []string{"promo_offer", "sushi_promo", "welcome_back", "new_arrivals"}},
 		{"name=order", []string{"order_confirmation", "order_confirmation"}},
 		{"name=order&language=pt_BR", []string{"order_confirmation"}},
 		{"status=paused", []string{"flash_sale"}},
-		{"category=AUTHENTICATION", []string{"otp_code"}},
+		{"category=AUTHENTICATION", []string{"otp_code", "login_code"}},
 	}
 	for _, f := range filters {
 		p := h.page(t, "/v23.0/"+waba1+"/message_templates?"+f.query, token1)
@@ -186,5 +194,160 @@ func TestSetTemplate(t *testing.T) {
 	}
 	if err := h.sim.SetTemplate(waba1, Template{Name: "Bad Name", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved}); err == nil {
 		t.Errorf("SetTemplate with a bad name succeeded")
+	}
+}
+
+// TestTemplateComponents: headers of every format and buttons are listed as
+// Meta lists them (format, example handle, buttons with their url and the
+// example of a variable suffix).
+func TestTemplateComponents(t *testing.T) {
+	h := newHarness(t, hopts{})
+	type comp struct{ typ, format string }
+	want := map[string]struct {
+		comps   []comp
+		buttons []string // type:url
+	}{
+		"ticket_update": {[]comp{{"HEADER", "TEXT"}, {"BODY", ""}, {"BUTTONS", ""}}, []string{"QUICK_REPLY:", "URL:https://help.example/t/{{1}}"}},
+		"new_arrivals":  {[]comp{{"HEADER", "IMAGE"}, {"BODY", ""}, {"BUTTONS", ""}}, []string{"URL:https://shop.example/new", "PHONE_NUMBER:"}},
+		"store_visit":   {[]comp{{"HEADER", "LOCATION"}, {"BODY", ""}}, nil},
+		"login_code":    {[]comp{{"BODY", ""}, {"BUTTONS", ""}}, []string{"OTP:"}},
+		"promo_offer":   {[]comp{{"BODY", ""}}, nil},
+	}
+	p := h.page(t, "/v23.0/"+waba1+"/message_templates?limit=100", token1)
+	seen := 0
+	for _, d := range p.Data {
+		w, ok := want[d.Name]
+		if !ok || d.Language != "en_US" {
+			continue
+		}
+		seen++
+		var comps []comp
+		var buttons []string
+		for _, c := range d.Components {
+			comps = append(comps, comp{c.Type, c.Format})
+			if c.Type == "HEADER" && c.Format == "IMAGE" && !strings.Contains(string(c.Example), "header_handle") {
+				t.Errorf("%s: image header without an example handle: %s", d.Name, c.Example)
+			}
+			for _, b := range c.Buttons {
+				buttons = append(buttons, b.Type+":"+b.URL)
+				if strings.HasSuffix(b.URL, "{{1}}") && len(b.Example) != 1 {
+					t.Errorf("%s: variable url button without an example", d.Name)
+				}
+				if b.Type == "OTP" && b.OTPType != "COPY_CODE" {
+					t.Errorf("%s: otp_type %q", d.Name, b.OTPType)
+				}
+			}
+		}
+		if !slices.Equal(comps, w.comps) || !slices.Equal(buttons, w.buttons) {
+			t.Errorf("%s: components %v buttons %v, want %v %v", d.Name, comps, buttons, w.comps, w.buttons)
+		}
+	}
+	if seen != len(want) {
+		t.Fatalf("found %d of %d templates", seen, len(want))
+	}
+}
+
+// TestTemplateSendChecks: a send must give each header its type, every
+// button that takes a parameter its url text, and nothing for the others.
+func TestTemplateSendChecks(t *testing.T) {
+	h := newHarness(t, hopts{mod: func(c *Config) { c.PairInterval = -1 }})
+	send := func(name string, comps ...string) apiResult {
+		return h.send(t, phone1, token1, `{"messaging_product":"whatsapp","to":"+15557770002","type":"template","template":{"name":"`+
+			name+`","language":{"code":"en_US"},"components":[`+strings.Join(comps, ",")+`]}}`)
+	}
+	const (
+		textHeader = `{"type":"header","parameters":[{"type":"text","text":"T-1"}]}`
+		imgHeader  = `{"type":"header","parameters":[{"type":"image","image":{"link":"https://shop.example/a.jpg"}}]}`
+		locHeader  = `{"type":"header","parameters":[{"type":"location","location":{"latitude":1,"longitude":2}}]}`
+		body1      = `{"type":"body","parameters":[{"type":"text","text":"Ann"}]}`
+		url1       = `{"type":"button","sub_type":"url","index":"1","parameters":[{"type":"text","text":"abc"}]}`
+		url0       = `{"type":"button","sub_type":"url","index":"0","parameters":[{"type":"text","text":"abc"}]}`
+		reply0     = `{"type":"button","sub_type":"quick_reply","index":"0","parameters":[{"type":"payload","payload":"STOP"}]}`
+	)
+	tests := []struct {
+		name  string
+		tmpl  string
+		comps []string
+		code  int
+	}{
+		{"text header and url suffix", "ticket_update", []string{textHeader, body1, url1}, 0},
+		{"quick reply payload is optional", "ticket_update", []string{textHeader, body1, reply0, url1}, 0},
+		{"url suffix missing", "ticket_update", []string{textHeader, body1}, CodeParamMissing},
+		{"url suffix on the quick reply", "ticket_update", []string{textHeader, body1, url0, url1}, CodeTemplateParams},
+		{"image for a text header", "ticket_update", []string{imgHeader, body1, url1}, CodeParamFormat},
+		{"image header", "new_arrivals", []string{imgHeader, body1}, 0},
+		{"image header missing", "new_arrivals", []string{body1}, CodeTemplateParams},
+		{"text for an image header", "new_arrivals", []string{textHeader, body1}, CodeParamFormat},
+		{"static url takes no suffix", "new_arrivals", []string{imgHeader, body1, url0}, CodeTemplateParams},
+		{"button past the last", "new_arrivals", []string{imgHeader, body1, `{"type":"button","sub_type":"quick_reply","index":"5","parameters":[{"type":"payload","payload":"x"}]}`}, CodeInvalidParameter},
+		{"location header", "store_visit", []string{locHeader}, 0},
+		{"location header missing", "store_visit", nil, CodeTemplateParams},
+		{"otp code", "login_code", []string{body1, url0}, 0},
+		{"otp code missing", "login_code", []string{body1}, CodeParamMissing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := send(tt.tmpl, tt.comps...)
+			if r.code() != tt.code {
+				t.Fatalf("code %d, want %d: %s", r.code(), tt.code, r.raw)
+			}
+		})
+	}
+}
+
+// TestSetTemplateStatus: a status change is seen by sends and the listing at
+// once, and Meta's signed message_template_status_update webhook reaches
+// the WABA's webhook.
+func TestSetTemplateStatus(t *testing.T) {
+	h := newHarness(t, hopts{mod: func(c *Config) { c.PairInterval = -1 }})
+	promo := func() int {
+		return h.send(t, phone1, token1, templateBody("+15557770003", "promo_offer", "en_US", "Ann")).code()
+	}
+	if err := h.sim.SetTemplateStatus(t.Context(), waba1, "promo_offer", "en_US", StatusPaused, ""); err != nil {
+		t.Fatal(err)
+	}
+	if c := promo(); c != CodeTemplatePaused {
+		t.Fatalf("paused: code %d", c)
+	}
+	changes := h.rc1.templateChanges()
+	p := h.page(t, "/v23.0/"+waba1+"/message_templates?name=promo_offer", token1)
+	if len(changes) != 1 || len(p.Data) != 1 {
+		t.Fatalf("webhooks %+v, listing %+v", changes, p.Data)
+	}
+	want := hookTemplate{Event: StatusPaused, ID: json.Number(p.Data[0].ID), Name: "promo_offer", Language: "en_US", Reason: "NONE"}
+	if changes[0] != want || p.Data[0].Status != StatusPaused {
+		t.Fatalf("webhook %+v, want %+v; listed status %s", changes[0], want, p.Data[0].Status)
+	}
+	if err := h.sim.SetTemplateStatus(t.Context(), waba1, "promo_offer", "en_US", StatusApproved, ""); err != nil {
+		t.Fatal(err)
+	}
+	if c := promo(); c != 0 {
+		t.Fatalf("approved again: code %d", c)
+	}
+	if n := len(h.rc3.templateChanges()); n != 0 {
+		t.Errorf("WABA 2's webhook got %d template changes", n)
+	}
+	if st := h.sim.Stats(); st.TemplateWebhooks != 2 || st.MessageRequests != 2 || st.TemplateRequests != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	for _, bad := range []struct{ waba, name, status string }{
+		{waba1, "promo_offer", "SLEEPING"}, {waba1, "nope", StatusPaused}, {"9999", "promo_offer", StatusPaused},
+	} {
+		if err := h.sim.SetTemplateStatus(t.Context(), bad.waba, bad.name, "en_US", bad.status, ""); err == nil {
+			t.Errorf("SetTemplateStatus(%+v) succeeded", bad)
+		}
+	}
+
+	if err := h.sim.DeleteTemplate(waba1, "promo_offer", "en_US"); err != nil {
+		t.Fatal(err)
+	}
+	if c := promo(); c != CodeTemplateMissing {
+		t.Fatalf("deleted: code %d", c)
+	}
+	if p := h.page(t, "/v23.0/"+waba1+"/message_templates?name=promo_offer", token1); len(p.Data) != 0 {
+		t.Fatalf("deleted template listed: %+v", p.Data)
+	}
+	if err := h.sim.DeleteTemplate(waba1, "promo_offer", "en_US"); err == nil {
+		t.Error("deleting twice succeeded")
 	}
 }

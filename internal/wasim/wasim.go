@@ -24,6 +24,20 @@
 // authentication), "service" for free-form messages; utility templates and
 // free-form messages inside the customer-service window are not billable.
 //
+// Templates (Config.Templates, one registry per WABA) have a body with
+// variables, an optional header (TEXT with at most one variable, IMAGE,
+// VIDEO, DOCUMENT or LOCATION) and buttons; message_templates lists them
+// with Meta's components (HEADER, BODY, BUTTONS) and examples. A template
+// send is checked as Meta checks it: the template must exist in that
+// language (132001) and be APPROVED (132001 for PENDING and REJECTED,
+// 132015 PAUSED, 132016 DISABLED); the body and header parameter counts
+// must match (132000), the header parameter must be of the header's type
+// (132012), and every button that takes a parameter (a URL button whose url
+// ends in {{1}}, an OTP button) needs a url text parameter (131008).
+// Sim.SetTemplate, SetTemplateStatus and DeleteTemplate change a registry
+// at run time; SetTemplateStatus also sends Meta's signed
+// message_template_status_update webhook.
+//
 // The 24-hour customer-service window of a user opens when the user writes
 // to the number: Sim.SendInbound. Free-form messages outside it, and
 // messages to recipients whose digits end in UndeliverableSuffix ("0000"),
@@ -32,7 +46,10 @@
 // send call instead.
 //
 // The simulator has no Prometheus metrics of its own; Sim.Stats counts what
-// it did.
+// it did, the requests to each endpoint included, Sim.AcceptedPerSecond counts the accepted messages of each number
+// per second of the simulator's clock (what a throughput limit is judged
+// by), and Sim.SetThroughput changes the per-number throughput at run time
+// (Meta throttling or upgrading a number).
 //
 // Using it in-process (a test, or the demo):
 //
@@ -48,6 +65,7 @@
 package wasim
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
@@ -76,7 +94,11 @@ type Sim struct {
 	templates  *registry
 	limits     *limits
 	sched      *scheduler
-	client     *http.Client
+	// optOuts are the (WABA, wa_id) pairs that stopped marketing
+	// messages (SetMarketingOptOut).
+	optMu   sync.Mutex
+	optOuts map[[2]string]bool
+	client  *http.Client
 	// now is the clock of the limits and windows; tests replace it.
 	now func() time.Time
 
@@ -117,6 +139,13 @@ type Stats struct {
 	Inbound int
 	// Pending are accepted messages whose statuses are not all sent yet.
 	Pending int
+	// MessageRequests and TemplateRequests count the requests to the
+	// messages and message_templates endpoints, whatever their answer
+	// (injected faults included).
+	MessageRequests, TemplateRequests int
+	// TemplateWebhooks counts the template status webhooks delivered
+	// (SetTemplateStatus).
+	TemplateWebhooks int
 }
 
 // New validates cfg and builds a simulator. log may be nil.
@@ -192,6 +221,95 @@ func (s *Sim) SetTemplate(wabaID string, t Template) error {
 	return nil
 }
 
+// SetTemplateStatus changes the status of a WABA's template at run time,
+// as Meta does when it approves, rejects, pauses or disables one, and then
+// sends the signed message_template_status_update webhook (event status,
+// reason, default "NONE") to the WebhookURL of the WABA's first number
+// that has one, and waits for the answer. Without such a number only the
+// status changes. The error wraps ErrWebhookRejected when the webhook did
+// not answer 200 (the status is changed all the same).
+func (s *Sim) SetTemplateStatus(ctx context.Context, wabaID, name, language, status, reason string) error {
+	t := Template{Name: name, Language: language, Category: CategoryUtility, Status: status}
+	if err := t.validate(); err != nil {
+		return fmt.Errorf("setting template status: %w", err)
+	}
+	t, err := s.templates.setStatus(wabaID, name, language, status)
+	if err != nil {
+		return fmt.Errorf("setting template status: %w", err)
+	}
+	if reason == "" {
+		reason = "NONE"
+	}
+	var n *Number
+	for i := range s.cfg.Numbers {
+		if s.cfg.Numbers[i].WABAID == wabaID && s.cfg.Numbers[i].WebhookURL != "" {
+			n = &s.cfg.Numbers[i]
+			break
+		}
+	}
+	if n == nil {
+		return nil
+	}
+	body, err := templateStatusBody(wabaID, &t, reason, s.now())
+	if err != nil {
+		return fmt.Errorf("encoding template status webhook: %w", err)
+	}
+	if err := s.post(ctx, n, body); err != nil {
+		s.count(func(st *Stats) { st.WebhooksFailed++ })
+		return fmt.Errorf("sending template status webhook of %s: %w", name, err)
+	}
+	s.count(func(st *Stats) {
+		st.WebhooksSent++
+		st.TemplateWebhooks++
+	})
+	return nil
+}
+
+// DeleteTemplate removes a template from a WABA's registry: it is no longer
+// listed and sends answer 132001.
+func (s *Sim) DeleteTemplate(wabaID, name, language string) error {
+	if err := s.templates.remove(wabaID, name, language); err != nil {
+		return fmt.Errorf("deleting template: %w", err)
+	}
+	return nil
+}
+
+// SetMarketingOptOut makes waID (digits, no plus) a user who stopped
+// marketing messages from the WhatsApp Business account wabaID: MARKETING
+// templates to it fail with 131050 (as a failed status, or at once with
+// Config.SyncDeliveryErrors); other messages go through.
+func (s *Sim) SetMarketingOptOut(wabaID, waID string) {
+	s.optMu.Lock()
+	defer s.optMu.Unlock()
+	if s.optOuts == nil {
+		s.optOuts = make(map[[2]string]bool)
+	}
+	s.optOuts[[2]string{wabaID, waID}] = true
+}
+
+func (s *Sim) optedOut(wabaID, waID string) bool {
+	s.optMu.Lock()
+	defer s.optMu.Unlock()
+	return s.optOuts[[2]string{wabaID, waID}]
+}
+
+// SetThroughput changes Config.Throughput at run time, as Meta does when it
+// upgrades a number or throttles it: from now on each number may send
+// perSecond messages a second before 130429 (a bucket holding one second of
+// sends, its current tokens capped to the new size); 0 or negative disables
+// the limit.
+func (s *Sim) SetThroughput(perSecond int) {
+	s.limits.setRate(perSecond)
+}
+
+// AcceptedPerSecond returns how many messages from phoneNumberID the
+// simulator accepted (let through its throughput and pair-rate limits) in
+// each second of its clock, by Unix second, for the last hour: the
+// throughput Meta saw. Seconds without a message are absent.
+func (s *Sim) AcceptedPerSecond(phoneNumberID string) map[int64]int {
+	return s.limits.acceptedPerSecond(phoneNumberID)
+}
+
 // Stats returns a copy of the counters.
 func (s *Sim) Stats() Stats {
 	s.statsMu.Lock()
@@ -219,6 +337,7 @@ func (s *Sim) count(f func(*Stats)) {
 func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/{version}/{id}/messages", func(w http.ResponseWriter, r *http.Request) {
+		s.count(func(st *Stats) { st.MessageRequests++ })
 		s.api(w, r, func(version, id string) {
 			if r.Method != http.MethodPost {
 				s.writeError(w, errNoObject(strings.ToLower(r.Method), id))
@@ -228,6 +347,7 @@ func (s *Sim) Handler() http.Handler {
 		})
 	})
 	mux.HandleFunc("/{version}/{id}/message_templates", func(w http.ResponseWriter, r *http.Request) {
+		s.count(func(st *Stats) { st.TemplateRequests++ })
 		s.api(w, r, func(version, id string) {
 			if r.Method != http.MethodGet {
 				s.writeError(w, errNoObject(strings.ToLower(r.Method), id))
@@ -360,6 +480,7 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 	undeliverable := strings.HasSuffix(req.waID, UndeliverableSuffix)
 	inWindow := s.limits.inWindow(num.PhoneNumberID, req.waID, now)
 	closed := req.freeForm() && !inWindow
+	optedOut := req.Type == "template" && tmpl.Category == CategoryMarketing && s.optedOut(num.WABAID, req.waID)
 	if s.cfg.SyncDeliveryErrors {
 		switch {
 		case undeliverable:
@@ -367,6 +488,9 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 			return
 		case closed:
 			s.writeError(w, errDelivery(CodeReEngagement))
+			return
+		case optedOut:
+			s.writeError(w, errDelivery(CodeMarketingOptOut))
 			return
 		}
 	}
@@ -387,6 +511,8 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		m.steps, m.failCode = []string{"failed"}, CodeUndeliverable
 	case closed:
 		m.steps, m.failCode = []string{"failed"}, CodeReEngagement
+	case optedOut:
+		m.steps, m.failCode = []string{"failed"}, CodeMarketingOptOut
 	case hit(m.wamid, "drop", f.DropRatio):
 		dropped = true
 	case hit(m.wamid, "fail", f.FailRatio):
@@ -432,7 +558,9 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 }
 
 // checkTemplate finds the template of a send and checks its status and
-// parameter counts.
+// parameters: the count of body and header parameters, the header's type
+// (text, a media of the header's format, a location), and the URL
+// parameters of the template's buttons.
 func (s *Sim) checkTemplate(waba string, tm *templateMsg) (Template, *graphError) {
 	t, found, _ := s.templates.lookup(waba, tm.Name, tm.Language.Code)
 	if !found {
@@ -446,22 +574,79 @@ func (s *Sim) checkTemplate(waba string, tm *templateMsg) (Template, *graphError
 	case StatusDisabled:
 		return t, errTemplateDisabled(t.Name)
 	}
-	var body, header int
-	for _, c := range tm.Components {
+	var body int
+	var header []parameter
+	buttons := make(map[int]*component)
+	for i := range tm.Components {
+		c := &tm.Components[i]
 		switch strings.ToLower(c.Type) {
 		case "body":
 			body += len(c.Parameters)
 		case "header":
-			header += len(c.Parameters)
+			header = append(header, c.Parameters...)
+		case "button":
+			buttons[int(*c.Index)] = c // decodeSend checked the index
 		}
 	}
-	if header != t.HeaderParams {
-		return t, errTemplateParams("header", header, t.HeaderParams)
+	if gerr := checkHeader(&t, header); gerr != nil {
+		return t, gerr
 	}
 	if body != t.BodyParams {
 		return t, errTemplateParams("body", body, t.BodyParams)
 	}
-	return t, nil
+	return t, checkButtons(&t, buttons)
+}
+
+// checkHeader checks the header parameters of a send against the
+// template's header.
+func checkHeader(t *Template, params []parameter) *graphError {
+	switch t.HeaderFormat {
+	case "", HeaderText:
+		if len(params) != t.HeaderParams {
+			return errTemplateParams("header", len(params), t.HeaderParams)
+		}
+		for _, p := range params {
+			if p.Type != "text" {
+				return errParamFormat(fmt.Sprintf("header: parameter of type %s, the template's header is TEXT", p.Type))
+			}
+		}
+		return nil
+	}
+	if len(params) != 1 {
+		return errTemplateParams("header", len(params), 1)
+	}
+	if want := strings.ToLower(t.HeaderFormat); params[0].Type != want {
+		return errParamFormat(fmt.Sprintf("header: parameter of type %s, the template's header is %s", params[0].Type, t.HeaderFormat))
+	}
+	return nil
+}
+
+// checkButtons checks the button components of a send: every button that
+// takes a parameter gets one text parameter with sub_type url, and no
+// button component names a button that takes none.
+func checkButtons(t *Template, given map[int]*component) *graphError {
+	for i := range t.Buttons {
+		b := &t.Buttons[i]
+		c := given[i]
+		if !b.takesParam() {
+			if c != nil && strings.EqualFold(c.SubType, "url") {
+				return errTemplateParams(fmt.Sprintf("button at index %d (%s)", i, b.Type), len(c.Parameters), 0)
+			}
+			continue
+		}
+		if c == nil {
+			return errParamMissing(fmt.Sprintf("buttons: button at index %d of type %s requires a parameter", i, b.Type))
+		}
+		if !strings.EqualFold(c.SubType, "url") || len(c.Parameters) != 1 || c.Parameters[0].Type != "text" {
+			return errParamFormat(fmt.Sprintf("button at index %d of type %s takes one text parameter with sub_type url", i, b.Type))
+		}
+	}
+	for i := range given {
+		if i >= len(t.Buttons) {
+			return errParam("Param template['components']: button index %d, the template has %d buttons.", i, len(t.Buttons))
+		}
+	}
+	return nil
 }
 
 // pricingFor is the pricing of a message's statuses under Meta's

@@ -100,6 +100,44 @@ func (s *Sim) envelope(n *Number, v webhookValue) webhookPayload {
 	}
 }
 
+// templateStatusPayload is the webhook body of a template status change
+// (field message_template_status_update): its entry id is the WABA id and
+// its value has no metadata.
+type templateStatusPayload struct {
+	Object string                `json:"object"`
+	Entry  []templateStatusEntry `json:"entry"`
+}
+
+type templateStatusEntry struct {
+	ID      string                 `json:"id"`
+	Time    int64                  `json:"time"`
+	Changes []templateStatusChange `json:"changes"`
+}
+
+type templateStatusChange struct {
+	Value templateStatusValue `json:"value"`
+	Field string              `json:"field"`
+}
+
+type templateStatusValue struct {
+	Event    string      `json:"event"`
+	ID       json.Number `json:"message_template_id"`
+	Name     string      `json:"message_template_name"`
+	Language string      `json:"message_template_language"`
+	Reason   string      `json:"reason"`
+}
+
+// templateStatusBody is the webhook body of t's status change at now.
+func templateStatusBody(waba string, t *Template, reason string, now time.Time) ([]byte, error) {
+	return json.Marshal(templateStatusPayload{
+		Object: "whatsapp_business_account",
+		Entry: []templateStatusEntry{{ID: waba, Time: now.Unix(), Changes: []templateStatusChange{{
+			Field: "message_template_status_update",
+			Value: templateStatusValue{Event: t.Status, ID: json.Number(templateID(waba, t)), Name: t.Name, Language: t.Language, Reason: reason},
+		}}}},
+	})
+}
+
 // statusBody is the webhook body of one status of m at now. Conversation
 // and pricing ride on sent and delivered, as Meta sends them; read carries
 // neither, failed carries the error.
