@@ -28,6 +28,9 @@ type Config struct {
 	// FlushInterval is the least time between two inserts of batches
 	// smaller than BatchRows (see the package doc). Default 1s.
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// Pricer prices billable messages into the costs table; nil stores
+	// their rows with price_known = 0 (no price table loaded). Default nil.
+	Pricer Pricer `yaml:"-"`
 }
 
 // Config defaults.

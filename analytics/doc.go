@@ -1,22 +1,45 @@
-// Package analytics is Herald's last stage: it sinks the events topic and the
-// outcomes topic into ClickHouse, owns the ClickHouse schema (versioned
-// migrations) and prints the summary report of `herald report` and the demo.
+// Package analytics is Herald's last stage: it sinks the events, dispatch
+// and outcomes topics into ClickHouse, owns the ClickHouse schema (versioned
+// migrations), and holds the analyst queries of docs/ANALYTICS.md and the
+// reports of `herald report`.
 //
 // # Data flow
 //
-//	herald.events.v1   -> events   (every event; kind status also -> statuses)
-//	herald.outcomes.v1 -> messages (one row per outcome of a dispatch request)
+//	herald.events.v1   -> events   (every event)
+//	                      inbound  (kind inbound)
+//	                      statuses, message_state, costs, wamids (kind status)
+//	herald.dispatch.v1 -> message_state (state requested), dispatch_meta
+//	herald.outcomes.v1 -> messages, message_state (sent, failed, expired, in_doubt),
+//	                      dispatch_meta, wamids
+//	all three          -> message_facts (every state attributed to its source,
+//	                      see attribute.go), pending_facts (facts waiting for
+//	                      their dispatch)
+//
+// and, filled by materialized views on insert: message_times (when each
+// dispatch reached each state), sends_daily, events_daily, statuses_daily,
+// inbound_hourly, funnel_daily (daily aggregates of uniqExact states).
+// docs/ANALYTICS.md documents every table and column; Queries are its
+// analyst queries.
 //
 // A Sink is a consumer-group member (group Config.Group) driven by
 // kafka.RunDraining (on shutdown the batch in hand is inserted and
-// committed first): each polled batch is decoded, split by table and inserted with
-// clickhouse-go's batch API (explicit column lists, at most Config.BatchRows
+// committed first): each polled batch is decoded, split by table and
+// inserted with clickhouse-go's batch API, column by column (at most
+// Config.BatchRows
 // rows per insert); the batch's offsets are marked for commit only after
 // ClickHouse acknowledged every insert. ClickHouse errors are retried with
-// backoff until the context ends, holding only the batch in memory while
-// consumption pauses. Records that cannot be decoded or stored (bad JSON, an
-// invalid record, a value that does not fit its column) go to
-// herald.deadletter.v1 with the reason before the batch is marked.
+// backoff until the context ends; while they last, fetching is paused
+// (kgo.Client.PauseFetchTopics), so memory holds the batch in hand and at
+// most the fetch that was in flight, and consumption resumes by itself.
+//
+// Records that cannot be stored go to herald.deadletter.v1 with the reason
+// before the batch is marked, and never hold the partition up: records that
+// do not decode or validate, values that do not fit their column (times
+// outside DateTime, numbers outside their type), strings over their limit
+// (ids 1 KiB, text 64 KiB, JSON 1 MiB, each error naming the field), and
+// rows ClickHouse itself refuses (an insert failing with a data error, see
+// isRowError, is split in halves down to the refused rows). Invalid UTF-8 is
+// stored with U+FFFD in place of each bad sequence.
 //
 // Batches are formed by size and time: a poll hands over whatever is
 // buffered (up to BatchRows records); after inserting a batch smaller than
@@ -28,32 +51,43 @@
 //
 // # Exactly-once results from at-least-once delivery
 //
-// Redelivery (a crash before the commit, a rebalance) inserts rows again.
-// The tables are ReplacingMergeTree keyed by deterministic ids, so copies
-// collapse: events by event id, statuses by (wamid, status), messages by
-// dispatch id (the latest outcome wins: version column time). Merges happen
-// in the background, so every query of Summarize reads with FINAL.
+// Redelivery (a crash before the commit, a rebalance, an insert retried
+// after a timeout that the server had in fact stored) inserts rows again.
+// The raw tables are ReplacingMergeTree keyed by deterministic ids, with
+// every copy of a row in one partition: events by event id, inbound by
+// wamid, statuses by (wamid, status), messages by dispatch id (the latest
+// outcome wins), message_state by dispatch id (the highest-ranked state
+// wins: version = rank << 40 | unix time, so statuses arriving late and out
+// of order still advance it), costs by wamid. Merges happen in the
+// background, so exact queries read with FINAL or count distinct ids. The
+// daily aggregates hold uniqExact states, so a copy adds nothing.
 //
 // # ClickHouse 18.16
 //
 // The schema must run on Debian's ClickHouse 18.16 as well as on the current
-// LTS, which forces these choices (also written in migrations/0001_init.sql):
+// LTS, which forces these choices (also written in the migrations and in
+// docs/ANALYTICS.md):
 //
 //   - times are DateTime (seconds, UTC) plus a time_ms UInt16 column for the
 //     milliseconds: DateTime64 arrived in 20.1;
 //   - attributes and tags are JSON String columns, attributes also as
 //     parallel Array(String) attr_keys / attr_values (arrayElement(attr_values,
 //     indexOf(attr_keys, 'k'))): Map arrived in 21.1;
-//   - no TTL (19.6) and no LowCardinality (experimental before 19.x);
+//   - no TTL (19.6), no LowCardinality (experimental before 19.x), no
+//     SimpleAggregateFunction (19.8);
 //   - PARTITION BY toYYYYMM(date) with date a Date column filled from the
-//     UTC time, the custom partitioning syntax both versions accept;
+//     UTC time, the custom partitioning syntax both versions accept; none on
+//     message_state, message_times and costs, whose rows of one message can
+//     fall on different days;
+//   - no ALTER TABLE ... ADD COLUMN IF NOT EXISTS: Migrate skips an ADD
+//     COLUMN whose column exists;
+//   - daily aggregates as MATERIALIZED VIEW ... TO an AggregatingMergeTree
+//     of uniqExact states (SummingMergeTree would count copies: no insert
+//     deduplication for non-replicated tables on 18.16);
 //   - only the native protocol (the HTTP interface of clickhouse-go fails
 //     on 18.16), inserts only through batches (INSERT ... VALUES sent with
 //     Exec hangs on 18.16), no {name:Type} query parameters (? placeholders,
 //     which clickhouse-go binds client side).
-//
-// Times outside DateTime's range (1970-01-01 to 2105-12-31 UTC) and numbers
-// outside their column's range are dead-lettered, never wrapped around.
 //
 // # Migrations
 //
@@ -62,13 +96,25 @@
 // forward only. A file may hold several statements separated by a line
 // holding only ';'. ClickHouse has no transactions: a migration interrupted
 // half way is run again from its first statement, so statements are written
-// to be re-runnable (CREATE TABLE IF NOT EXISTS, ADD COLUMN IF NOT EXISTS).
+// to be re-runnable (CREATE ... IF NOT EXISTS; ADD COLUMN is skipped when
+// the column exists).
+//
+// # Costs
+//
+// Each billable status becomes a costs row (one per wamid) and a billed
+// fact priced by Config.Pricer: TablePricer prices with internal/pricing's
+// rate card, which the CLI loads; without a Pricer the rows say
+// price_known = 0.
 //
 // # Metrics
 //
 //	herald_analytics_rows_inserted_total{table}       counter: rows ClickHouse acknowledged
 //	herald_analytics_insert_duration_seconds{table}   histogram: one insert attempt, success or not
-//	herald_analytics_insert_errors_total{table}       counter: failed insert attempts (each is retried)
+//	herald_analytics_insert_errors_total{table}       counter: failed insert attempts (each is retried or split)
+//	herald_analytics_rows_rejected_total{table}       counter: rows ClickHouse refused, their records dead-lettered
 //	herald_analytics_dead_letters_total               counter: records sent to the dead-letter topic
 //	herald_analytics_batch_rows                       histogram: rows decoded from one polled batch
+//	herald_analytics_fetch_paused                     gauge: 1 while fetching is paused (ClickHouse refuses inserts)
+//	herald_analytics_facts_pending_total              counter: facts parked because their dispatch was not known yet
+//	herald_analytics_facts_resolved_total             counter: parked facts attributed later
 package analytics

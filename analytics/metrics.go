@@ -13,6 +13,10 @@ type metrics struct {
 	insertErrors   *prometheus.CounterVec
 	deadLetters    prometheus.Counter
 	batchRows      prometheus.Histogram
+	rowsRejected   *prometheus.CounterVec
+	paused         prometheus.Gauge
+	factsPending   prometheus.Counter
+	factsResolved  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,16 +43,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Rows decoded from one polled batch of records.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 .. 65536
 		}),
+		rowsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_analytics_rows_rejected_total",
+			Help: "Rows ClickHouse refused (found by splitting a refused insert); their records are dead-lettered, by table.",
+		}, []string{"table"}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_analytics_fetch_paused",
+			Help: "1 while fetching is paused because ClickHouse refuses inserts, else 0.",
+		}),
+		factsPending: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_pending_total",
+			Help: "Facts of statuses and replies parked in pending_facts because their dispatch was not known yet.",
+		}),
+		factsResolved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_resolved_total",
+			Help: "Parked facts attributed to their dispatch later.",
+		}),
 	}
-	for _, table := range []string{eventsTable.name, statusesTable.name, messagesTable.name} {
+	for _, table := range tableNames {
 		m.rowsInserted.WithLabelValues(table)
 		m.insertDuration.WithLabelValues(table)
 		m.insertErrors.WithLabelValues(table)
+		m.rowsRejected.WithLabelValues(table)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows} {
+	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering analytics metrics: %w", err)
 		}

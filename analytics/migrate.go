@@ -79,6 +79,13 @@ func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger, ms []migra
 		}
 		start := time.Now()
 		for i, stmt := range m.statements {
+			skip, err := columnExists(ctx, conn, stmt)
+			if err != nil {
+				return applied, fmt.Errorf("applying migration %s, statement %d of %d: %w", m.name, i+1, len(m.statements), err)
+			}
+			if skip {
+				continue
+			}
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return applied, fmt.Errorf("applying migration %s, statement %d of %d: %w", m.name, i+1, len(m.statements), err)
 			}
@@ -90,6 +97,26 @@ func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger, ms []migra
 		applied = append(applied, m.name)
 	}
 	return applied, nil
+}
+
+// addColumn matches an ALTER TABLE t ADD COLUMN c statement (after any
+// leading comment lines).
+var addColumn = regexp.MustCompile(`(?is)^(?:\s*--[^\n]*\n)*\s*ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+
+// columnExists reports whether stmt is an ALTER TABLE ... ADD COLUMN whose
+// column the table has already: ClickHouse 18.16 has no ADD COLUMN IF NOT
+// EXISTS, so a migration interrupted after it would fail on the re-run.
+func columnExists(ctx context.Context, conn driver.Conn, stmt string) (bool, error) {
+	m := addColumn.FindStringSubmatch(stmt)
+	if m == nil {
+		return false, nil
+	}
+	var n uint64
+	err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?", m[1], m[2]).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("checking for column %s.%s: %w", m[1], m[2], err)
+	}
+	return n > 0, nil
 }
 
 func appliedVersions(ctx context.Context, conn driver.Conn) (map[uint32]bool, error) {

@@ -16,8 +16,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first Migrate: %v", err)
 	}
-	if !slices.Equal(applied, []string{"0001_init"}) {
-		t.Fatalf("first Migrate applied %v, want [0001_init]", applied)
+	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts"}; !slices.Equal(applied, want) {
+		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
 	if err != nil {
@@ -26,12 +26,15 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if len(applied) != 0 {
 		t.Fatalf("second Migrate applied %v, want nothing", applied)
 	}
-	for _, table := range []string{"events", "statuses", "messages", "herald_migrations"} {
+	for _, table := range []string{"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
+		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
+		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
+		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
 	}
-	for _, table := range []string{"events", "statuses", "messages"} {
+	for _, table := range []string{"events", "statuses", "messages", "inbound", "message_state", "costs"} {
 		var engine string
 		if err := conn.QueryRow(t.Context(), "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&engine); err != nil {
 			t.Fatal(err)
@@ -43,6 +46,57 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if n := count(t, conn, "SELECT count() FROM herald_migrations WHERE version = 1 AND name = '0001_init'"); n != 1 {
 		t.Fatalf("herald_migrations holds %d rows for 0001_init, want 1", n)
 	}
+}
+
+// TestMigrateRerunsInterruptedMigration runs 0002 again as if it had been
+// interrupted before it was recorded: its ALTER TABLE ... ADD COLUMN
+// statements (no IF NOT EXISTS on 18.16) must be skipped, the rest re-run.
+func TestMigrateRerunsInterruptedMigration(t *testing.T) {
+	_, conn := chtest.DB(t)
+	if _, err := Migrate(t.Context(), conn, nil); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := loadMigrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m0002 migration
+	for _, m := range ms {
+		if m.version == 2 {
+			m0002 = m
+		}
+	}
+	m0002.version = 99 // unrecorded: applied again from its first statement
+	applied, err := migrate(t.Context(), conn, nil, []migration{m0002})
+	if err != nil {
+		t.Fatalf("re-running 0002: %v", err)
+	}
+	if len(applied) != 1 {
+		t.Fatalf("applied %v, want the re-run", applied)
+	}
+	if n := count(t, conn, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'statuses' AND name = 'country'"); n != 1 {
+		t.Fatalf("statuses.country appears %d times", n)
+	}
+}
+
+func TestAddColumnPattern(t *testing.T) {
+	f := func(stmt, table, column string) {
+		t.Helper()
+		m := addColumn.FindStringSubmatch(stmt)
+		if table == "" {
+			if m != nil {
+				t.Fatalf("%q matched %v", stmt, m)
+			}
+			return
+		}
+		if m == nil || m[1] != table || m[2] != column {
+			t.Fatalf("%q: got %v, want %s.%s", stmt, m, table, column)
+		}
+	}
+	f("ALTER TABLE statuses ADD COLUMN country String", "statuses", "country")
+	f("-- why\n-- more\nalter table s add column c UInt8 DEFAULT 0", "s", "c")
+	f("ALTER TABLE s DROP COLUMN c", "", "")
+	f("CREATE TABLE IF NOT EXISTS x (n UInt8) ENGINE = Memory", "", "")
 }
 
 func TestMigrateRecordsOnlyCompleteMigrations(t *testing.T) {

@@ -2,9 +2,11 @@ package analytics
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -376,4 +378,172 @@ func clip(s string, n int) string {
 		r = append(r[:n-1], '~')
 	}
 	return string(r)
+}
+
+// ReportQueries are the queries `herald report -app` prints, in order.
+var ReportQueries = []string{
+	"funnel", "current_states", "read_rate_by_template", "failures_by_error_code",
+	"cost_by_category_country", "cost_by_source", "keyword_triggers", "inbound_keywords",
+	"inbound_by_hour", "time_to_read", "opt_out_rate", "journey_conversion", "journey_steps", "segment_size",
+}
+
+// Report is the result of the report queries for one set of parameters.
+type Report struct {
+	Params  Params
+	Results []*Result
+}
+
+// RunReport runs the named queries (ReportQueries when names is empty)
+// with p.
+func RunReport(ctx context.Context, conn driver.Conn, p Params, names []string) (*Report, error) {
+	if len(names) == 0 {
+		names = ReportQueries
+	}
+	r := &Report{Params: p}
+	for _, name := range names {
+		q, ok := QueryByName(name)
+		if !ok {
+			return nil, fmt.Errorf("report: unknown query %q", name)
+		}
+		res, err := q.Run(ctx, conn, p)
+		if err != nil {
+			return nil, err
+		}
+		r.Results = append(r.Results, res)
+	}
+	return r, nil
+}
+
+// scope describes the report's parameters in one line.
+func (r *Report) scope() string {
+	p := r.Params
+	parts := []string{"app " + p.App}
+	switch {
+	case p.SourceKind != "" && p.SourceName != "":
+		parts = append(parts, p.SourceKind+" "+p.SourceName)
+	case p.SourceKind != "":
+		parts = append(parts, "source "+p.SourceKind)
+	}
+	switch {
+	case p.From.IsZero() && p.To.IsZero():
+		parts = append(parts, "all days")
+	default:
+		parts = append(parts, "days "+dateArg(p.From, minTime)+" to "+dateArg(p.To, maxTime))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// WriteText writes each result as a titled fixed-width table: text columns
+// left-aligned, numbers right-aligned, every value made safe for a
+// terminal and cut at 40 characters.
+func (r *Report) WriteText(w io.Writer) error {
+	p := &printer{w: w}
+	p.f("Herald analytics report: %s\n", clip(r.scope(), 100))
+	for _, res := range r.Results {
+		p.f("\n%s\n", res.Title)
+		if len(res.Rows) == 0 {
+			p.f("  (no rows)\n")
+			continue
+		}
+		cells := make([][]string, len(res.Rows))
+		widths := make([]int, len(res.Columns))
+		numeric := make([]bool, len(res.Columns))
+		for i, c := range res.Columns {
+			widths[i] = utf8.RuneCountInString(c)
+			numeric[i] = true
+		}
+		for i, row := range res.Rows {
+			cells[i] = make([]string, len(row))
+			for j, v := range row {
+				s := clip(cell(v), 40)
+				if _, isString := v.(string); isString {
+					numeric[j] = false
+				}
+				if _, isTime := v.(time.Time); isTime {
+					numeric[j] = false
+				}
+				cells[i][j] = s
+				widths[j] = max(widths[j], utf8.RuneCountInString(s))
+			}
+		}
+		line := func(vals []string) {
+			var sb strings.Builder
+			sb.WriteString(" ")
+			for j, v := range vals {
+				pad := strings.Repeat(" ", widths[j]-utf8.RuneCountInString(v))
+				sb.WriteString(" ")
+				if numeric[j] {
+					sb.WriteString(pad + v)
+				} else {
+					sb.WriteString(v + pad)
+				}
+			}
+			p.f("%s\n", strings.TrimRight(sb.String(), " "))
+		}
+		line(res.Columns)
+		for _, c := range cells {
+			line(c)
+		}
+	}
+	return p.err
+}
+
+// WriteJSON writes the report as one JSON object: the parameters and, in
+// order, each result's query, title, columns and rows (dates as
+// "YYYY-MM-DD", times as RFC 3339).
+func (r *Report) WriteJSON(w io.Writer) error {
+	type result struct {
+		Query   string   `json:"query"`
+		Title   string   `json:"title"`
+		Columns []string `json:"columns"`
+		Rows    [][]any  `json:"rows"`
+	}
+	out := struct {
+		App        string   `json:"app"`
+		From       string   `json:"from,omitempty"`
+		To         string   `json:"to,omitempty"`
+		SourceKind string   `json:"source_kind,omitempty"`
+		SourceName string   `json:"source_name,omitempty"`
+		Journey    string   `json:"journey,omitempty"`
+		Results    []result `json:"results"`
+	}{App: r.Params.App, SourceKind: r.Params.SourceKind, SourceName: r.Params.SourceName, Journey: r.Params.Journey}
+	if !r.Params.From.IsZero() {
+		out.From = dateArg(r.Params.From, minTime)
+	}
+	if !r.Params.To.IsZero() {
+		out.To = dateArg(r.Params.To, maxTime)
+	}
+	for _, res := range r.Results {
+		rows := make([][]any, len(res.Rows))
+		for i, row := range res.Rows {
+			rows[i] = make([]any, len(row))
+			for j, v := range row {
+				if t, ok := v.(time.Time); ok {
+					v = cell(t)
+				}
+				rows[i][j] = v
+			}
+		}
+		out.Results = append(out.Results, result{Query: res.Query, Title: res.Title, Columns: res.Columns, Rows: rows})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// cell formats one value of a result.
+func cell(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case time.Time:
+		if v.Hour() == 0 && v.Minute() == 0 && v.Second() == 0 {
+			return v.Format(time.DateOnly)
+		}
+		return v.Format(time.RFC3339)
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	default:
+		return fmt.Sprint(v)
+	}
 }

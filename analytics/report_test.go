@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -227,5 +228,80 @@ func TestWriteTextReturnsWriteError(t *testing.T) {
 	sum := &Summary{EventsByKind: map[string]uint64{"inbound": 1}}
 	if err := sum.WriteText(&failWriter{n: 3}); err == nil || err.Error() != "disk full" {
 		t.Fatalf("WriteText = %v, want the writer's error", err)
+	}
+}
+
+func TestReportText(t *testing.T) {
+	conn := loadQueryData(t)
+	rep, err := RunReport(t.Context(), conn, Params{App: "shop", SourceKind: "campaign", SourceName: "spring"}, []string{"funnel", "read_rate_by_template", "journey_steps"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	want := `Herald analytics report: app shop, campaign spring, all days
+
+Delivery funnel per campaign (requested → sent → delivered → read → replied)
+  source_kind source_name requested sent delivered read replied
+  campaign    spring              5    3         3    2       1
+
+Read rate by template
+  template    category  sent delivered read read_rate
+  spring_sale MARKETING    3         3    2    0.6667
+
+Journey branch counts
+`
+	got := buf.String()
+	// The journey queries do not follow -campaign: check the head exactly,
+	// the rest by its lines.
+	if !strings.HasPrefix(got, want[:strings.Index(want, "Journey branch counts")]) {
+		t.Fatalf("report:\n%s\nwant it to start with:\n%s", got, want)
+	}
+	if !strings.Contains(got, "PW_JourneyStep") || !strings.Contains(got, "reminder") {
+		t.Fatalf("journey steps missing:\n%s", got)
+	}
+}
+
+func TestReportJSON(t *testing.T) {
+	conn := loadQueryData(t)
+	rep, err := RunReport(t.Context(), conn, Params{App: "shop", From: day1, To: day2}, []string{"cost_by_category_country", "opt_out_rate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		App     string `json:"app"`
+		From    string `json:"from"`
+		To      string `json:"to"`
+		Results []struct {
+			Query   string   `json:"query"`
+			Columns []string `json:"columns"`
+			Rows    [][]any  `json:"rows"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("%v:\n%s", err, buf.String())
+	}
+	if got.App != "shop" || got.From != "2025-03-10" || got.To != "2025-03-11" || len(got.Results) != 2 {
+		t.Fatalf("report %+v", got)
+	}
+	costs := got.Results[0]
+	if costs.Query != "cost_by_category_country" || len(costs.Rows) != 3 || costs.Rows[0][0] != "2025-03-10" || costs.Rows[0][6] != 30000.0 {
+		t.Fatalf("costs %+v", costs)
+	}
+	opt := got.Results[1]
+	if len(opt.Rows) != 1 || opt.Rows[0][0] != 2.0 || opt.Rows[0][1] != 5.0 || opt.Rows[0][2] != 0.4 {
+		t.Fatalf("opt-out %+v", opt)
+	}
+}
+
+func TestReportUnknownQuery(t *testing.T) {
+	if _, err := RunReport(t.Context(), nil, Params{App: "a"}, []string{"nope"}); err == nil || !strings.Contains(err.Error(), `unknown query "nope"`) {
+		t.Fatalf("err = %v", err)
 	}
 }

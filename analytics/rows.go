@@ -7,9 +7,11 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/schemas"
@@ -26,109 +28,92 @@ var (
 // column; such records are dead-lettered.
 var errRange = errors.New("value out of column range")
 
-// table is one ClickHouse table the sink writes: its name, its columns in
-// insert order and how one row is appended in that order with typed values.
-type table[R any] struct {
-	name    string
-	columns string
-	append  func(b driver.Batch, r *R) error
+// Limits of string values, in bytes. ClickHouse's String has no limit of its
+// own, but a value this large is a producer's bug (or an attack) and would
+// bloat every query that reads the column: the record is dead-lettered
+// with the field named.
+const (
+	// maxIDBytes bounds ids, names, codes and numbers.
+	maxIDBytes = 1 << 10
+	// maxTextBytes bounds free text: inbound text and payload, error
+	// messages, attribute values (Meta's text messages are at most 4,096
+	// characters).
+	maxTextBytes = 64 << 10
+	// maxJSONBytes bounds the attributes and tags JSON of one event.
+	maxJSONBytes = 1 << 20
+)
+
+// errTooLong is wrapped by the decoding errors of strings over their limit.
+var errTooLong = errors.New("value too long")
+
+// Ranks order the states of a message (see migrations/0002): a row of a
+// higher rank replaces the current state, whatever order rows arrive in.
+var stateRanks = map[string]uint8{
+	"requested": 1,
+	"in_doubt":  2,
+	"expired":   3,
+	"sent":      4,
+	"failed":    5,
+	"delivered": 6,
+	"read":      7,
 }
 
-func (t table[R]) insertQuery() string {
-	return "INSERT INTO " + t.name + " (" + t.columns + ")"
+// outcomeStates maps the dispatcher's outcome to the message state.
+var outcomeStates = map[schemas.OutcomeState]string{
+	schemas.OutcomeAccepted: "sent",
+	schemas.OutcomeFailed:   "failed",
+	schemas.OutcomeExpired:  "expired",
+	schemas.OutcomeInDoubt:  "in_doubt",
 }
 
-type eventRow struct {
-	id, app, kind, name             string
-	time                            time.Time
-	timeMS                          uint16
-	date, received                  time.Time
-	hwid, userID                    string
-	deviceType                      uint8
-	language, timezone, country     string
-	attrKeys, attrValues            []string
-	attributes, tags                string
-	inFrom, inWAMID, inType, inText string
-	inProfileName, phoneNumberID    string
+// costRanks choose the status whose day a cost row keeps: Meta charges a
+// message when it is delivered, so delivered, else read, else sent.
+var costRanks = map[string]uint8{"delivered": 3, "read": 2, "sent": 1}
+
+// stateVersion is message_state's version: the rank, then the time.
+func stateVersion(rank uint8, t time.Time) uint64 {
+	return uint64(rank)<<40 | uint64(t.Unix())
 }
 
-var eventsTable = table[eventRow]{
-	name: "events",
-	columns: "id, app, kind, name, time, time_ms, date, received, hwid, user_id, device_type, " +
-		"language, timezone, country, attr_keys, attr_values, attributes, tags, " +
-		"inbound_from, inbound_wamid, inbound_type, inbound_text, inbound_profile_name, phone_number_id",
-	append: func(b driver.Batch, r *eventRow) error {
-		return b.Append(r.id, r.app, r.kind, r.name, r.time, r.timeMS, r.date, r.received, r.hwid, r.userID, r.deviceType,
-			r.language, r.timezone, r.country, r.attrKeys, r.attrValues, r.attributes, r.tags,
-			r.inFrom, r.inWAMID, r.inType, r.inText, r.inProfileName, r.phoneNumberID)
-	},
-}
-
-type statusRow struct {
-	app, wamid, status, recipient string
-	dispatchID, pricingCategory   string
-	billable                      uint8
-	errorCode                     int32
-	errorTitle                    string
-	time, date                    time.Time
-	eventID                       string
-}
-
-var statusesTable = table[statusRow]{
-	name: "statuses",
-	columns: "app, wamid, status, recipient, dispatch_id, pricing_category, billable, " +
-		"error_code, error_title, time, date, event_id",
-	append: func(b driver.Batch, r *statusRow) error {
-		return b.Append(r.app, r.wamid, r.status, r.recipient, r.dispatchID, r.pricingCategory, r.billable,
-			r.errorCode, r.errorTitle, r.time, r.date, r.eventID)
-	},
-}
-
-type messageRow struct {
-	dispatchID, app, channel, sender, recipient, country string
-	state, providerID, template, category                string
-	sourceKind, sourceName, sourceEventID                string
-	errorCode                                            int32
-	errorMessage                                         string
-	attempts                                             uint16
-	requested, time, date                                time.Time
-}
-
-var messagesTable = table[messageRow]{
-	name: "messages",
-	columns: "dispatch_id, app, channel, sender, recipient, country, state, provider_id, template, category, " +
-		"source_kind, source_name, source_event_id, error_code, error_message, attempts, requested, time, date",
-	append: func(b driver.Batch, r *messageRow) error {
-		return b.Append(r.dispatchID, r.app, r.channel, r.sender, r.recipient, r.country, r.state, r.providerID, r.template, r.category,
-			r.sourceKind, r.sourceName, r.sourceEventID, r.errorCode, r.errorMessage, r.attempts, r.requested, r.time, r.date)
-	},
+// Pricer prices one billable WhatsApp message: category is Meta's
+// pricing.category (marketing, utility, authentication, service),
+// country the recipient's ISO 3166-1 alpha-2 code, inWindow whether it was
+// sent inside the 24-hour customer-service window. ok is false when no
+// rate is known (the cost row is stored with price_known = 0).
+type Pricer interface {
+	Price(category, country string, inWindow bool) (micros int64, currency string, ok bool)
 }
 
 // rows are the decoded rows of one batch, by table.
 type rows struct {
 	events   []eventRow
 	statuses []statusRow
+	inbound  []inboundRow
 	messages []messageRow
+	states   []stateRow
+	costs    []costRow
+	metas    []metaRow
+	wamids   []wamidRow
+	open     []openFact
+	pricer   Pricer
 }
 
-func (r *rows) len() int { return len(r.events) + len(r.statuses) + len(r.messages) }
+func (r *rows) len() int {
+	return len(r.events) + len(r.statuses) + len(r.inbound) + len(r.messages) + len(r.states) + len(r.costs) +
+		len(r.metas) + len(r.wamids) + len(r.open)
+}
 
-// add decodes rec into rows. On error nothing is added and the error is the
-// dead-letter reason.
-func (r *rows) add(rec *kgo.Record) error {
+// add decodes rec, the src'th record of the batch, into rows. On error
+// nothing is added and the error is the dead-letter reason.
+func (r *rows) add(rec *kgo.Record, src int) error {
 	switch rec.Topic {
 	case schemas.TopicEvents:
 		e, err := schemas.DecodeEvent(rec.Value)
 		if err != nil {
 			return fmt.Errorf("decoding event: %w", err)
 		}
-		er, sr, err := eventRows(e)
-		if err != nil {
-			return fmt.Errorf("event %s: %w", e.ID, err)
-		}
-		r.events = append(r.events, er)
-		if sr != nil {
-			r.statuses = append(r.statuses, *sr)
+		if err := r.addEvent(e, src); err != nil {
+			return fmt.Errorf("event %s: %w", clip(e.ID, 64), err)
 		}
 	case schemas.TopicOutcomes:
 		o, err := schemas.DecodeOutcome(rec.Value)
@@ -137,37 +122,133 @@ func (r *rows) add(rec *kgo.Record) error {
 		}
 		mr, err := messageRowOf(o)
 		if err != nil {
-			return fmt.Errorf("outcome %s: %w", o.DispatchID, err)
+			return fmt.Errorf("outcome %s: %w", clip(o.DispatchID, 64), err)
 		}
+		mr.src = src
 		r.messages = append(r.messages, mr)
+		r.metas = append(r.metas, metaOf(&mr))
+		if mr.providerID != "" {
+			r.wamids = append(r.wamids, wamidRow{src: src, app: mr.app, wamid: mr.providerID, dispatchID: mr.dispatchID})
+		}
+		r.open = append(r.open, messageFacts(&mr)...)
+		st := outcomeStates[o.State]
+		rank := stateRanks[st]
+		r.states = append(r.states, stateRow{
+			src: src, app: mr.app, dispatchID: mr.dispatchID, state: st, rank: rank, version: stateVersion(rank, mr.time),
+			time: mr.time, wamid: mr.providerID, errorCode: mr.errorCode, origin: "outcome",
+		})
+	case schemas.TopicDispatch:
+		d, err := schemas.DecodeDispatchRequest(rec.Value)
+		if err != nil {
+			return fmt.Errorf("decoding dispatch request: %w", err)
+		}
+		mr, err := requestRowOf(d)
+		if err != nil {
+			return fmt.Errorf("dispatch request %s: %w", clip(d.ID, 64), err)
+		}
+		// Not a messages row: that table holds the dispatcher's outcomes
+		// (its version is a time in seconds, and a request created in the
+		// second its outcome was decided could replace the outcome).
+		mr.src = src
+		r.metas = append(r.metas, metaOf(&mr))
+		r.open = append(r.open, messageFacts(&mr)...)
+		rank := stateRanks["requested"]
+		r.states = append(r.states, stateRow{
+			src: src, app: mr.app, dispatchID: mr.dispatchID, state: "requested", rank: rank,
+			version: stateVersion(rank, mr.time), time: mr.time, origin: "dispatch",
+		})
 	default:
 		return fmt.Errorf("unexpected topic %q", rec.Topic)
 	}
 	return nil
 }
 
-// eventRows converts a valid event: its events row and, for kind status, its
-// statuses row.
-func eventRows(e *schemas.Event) (eventRow, *statusRow, error) {
+// addEvent adds the rows of a valid event: its events row and, by kind,
+// its inbound row or its statuses, message_state and costs rows.
+func (r *rows) addEvent(e *schemas.Event, src int) error {
+	er, err := eventRowOf(e)
+	if err != nil {
+		return err
+	}
+	er.src = src
+	var (
+		in   *inboundRow
+		st   *statusRow
+		ms   *stateRow
+		cost *costRow
+	)
+	if e.Kind == schemas.KindInbound && e.Inbound != nil {
+		in = inboundRowOf(e, &er)
+		if err := checkStrings(inboundStrings(in)); err != nil {
+			return err
+		}
+	}
+	if s := e.Status; s != nil && e.Kind == schemas.KindStatus {
+		row, err := statusRowOf(e, &er)
+		if err != nil {
+			return err
+		}
+		st = &row
+		if rank, ok := stateRanks[s.Status]; ok && s.DispatchID != "" && s.Status != "requested" && s.Status != "in_doubt" && s.Status != "expired" {
+			ms = &stateRow{
+				app: e.App, dispatchID: s.DispatchID, state: s.Status, rank: rank, version: stateVersion(rank, er.time),
+				time: er.time, wamid: s.WAMID, errorCode: row.errorCode, origin: "status", eventID: e.ID,
+			}
+		}
+		if s.Billable && s.WAMID != "" {
+			cost = r.costRowOf(&row)
+		}
+	}
+	r.events = append(r.events, er)
+	if in != nil {
+		in.src = src
+		r.inbound = append(r.inbound, *in)
+		if in.contextID != "" {
+			r.open = append(r.open, openFact{src: src, app: in.app, ref: "w:" + in.contextID, state: "replied", time: in.time})
+		}
+	}
+	if st != nil {
+		st.src = src
+		r.statuses = append(r.statuses, *st)
+		if st.dispatchID != "" {
+			if st.wamid != "" {
+				r.wamids = append(r.wamids, wamidRow{src: src, app: st.app, wamid: st.wamid, dispatchID: st.dispatchID})
+			}
+			r.open = append(r.open, statusFacts(st, cost)...)
+		}
+	}
+	if ms != nil {
+		ms.src = src
+		r.states = append(r.states, *ms)
+	}
+	if cost != nil {
+		cost.src = src
+		r.costs = append(r.costs, *cost)
+	}
+	return nil
+}
+
+// eventRowOf converts a valid event to its events row.
+func eventRowOf(e *schemas.Event) (eventRow, error) {
 	t, err := requiredTime("time", e.Time)
 	if err != nil {
-		return eventRow{}, nil, err
+		return eventRow{}, err
 	}
 	received, err := optionalTime("received", e.Received)
 	if err != nil {
-		return eventRow{}, nil, err
+		return eventRow{}, err
 	}
 	if e.DeviceType < 0 || e.DeviceType > math.MaxUint8 {
-		return eventRow{}, nil, fmt.Errorf("%w: device_type %d does not fit UInt8", errRange, e.DeviceType)
+		return eventRow{}, fmt.Errorf("%w: device_type %d does not fit UInt8", errRange, e.DeviceType)
 	}
 	keys, values := flatten(e.Attributes)
 	attrs, err := jsonObject(e.Attributes)
 	if err != nil {
-		return eventRow{}, nil, fmt.Errorf("encoding attributes: %w", err)
+		return eventRow{}, fmt.Errorf("encoding attributes: %w", err)
 	}
 	tags, err := jsonObject(e.Tags)
 	if err != nil {
-		return eventRow{}, nil, fmt.Errorf("encoding tags: %w", err)
+		return eventRow{}, fmt.Errorf("encoding tags: %w", err)
 	}
 	er := eventRow{
 		id: e.ID, app: e.App, kind: string(e.Kind), name: e.Name,
@@ -180,24 +261,84 @@ func eventRows(e *schemas.Event) (eventRow, *statusRow, error) {
 		er.inFrom, er.inWAMID, er.inType, er.inText, er.inProfileName = in.From, in.WAMID, in.Type, in.Text, in.ProfileName
 		er.phoneNumberID = in.PhoneNumberID
 	}
-	var sr *statusRow
-	if st := e.Status; st != nil {
-		if er.phoneNumberID == "" {
-			er.phoneNumberID = st.PhoneNumberID
+	if st := e.Status; st != nil && er.phoneNumberID == "" {
+		er.phoneNumberID = st.PhoneNumberID
+	}
+	if err := checkStrings(eventStrings(&er)); err != nil {
+		return eventRow{}, err
+	}
+	for i, k := range keys {
+		if len(k) > maxIDBytes {
+			return eventRow{}, fmt.Errorf("%w: attribute name %q... is %d bytes, over the limit of %d", errTooLong, clip(k, 32), len(k), maxIDBytes)
 		}
-		if e.Kind == schemas.KindStatus {
-			code, err := int32Of("status.error_code", st.ErrorCode)
-			if err != nil {
-				return eventRow{}, nil, err
-			}
-			sr = &statusRow{
-				app: e.App, wamid: st.WAMID, status: st.Status, recipient: st.Recipient,
-				dispatchID: st.DispatchID, pricingCategory: st.PricingCategory, billable: boolUInt8(st.Billable),
-				errorCode: code, errorTitle: st.ErrorTitle, time: t, date: er.date, eventID: e.ID,
-			}
+		if len(values[i]) > maxTextBytes {
+			return eventRow{}, fmt.Errorf("%w: attributes.%s is %d bytes, over the limit of %d", errTooLong, clip(k, 64), len(values[i]), maxTextBytes)
 		}
 	}
-	return er, sr, nil
+	return er, nil
+}
+
+// statusRowOf converts the status of a valid status event.
+func statusRowOf(e *schemas.Event, er *eventRow) (statusRow, error) {
+	st := e.Status
+	code, err := int32Of("status.error_code", st.ErrorCode)
+	if err != nil {
+		return statusRow{}, err
+	}
+	row := statusRow{
+		app: e.App, wamid: validUTF8(st.WAMID), status: validUTF8(st.Status), recipient: validUTF8(st.Recipient),
+		dispatchID: validUTF8(st.DispatchID), pricingCategory: validUTF8(st.PricingCategory), billable: boolUInt8(st.Billable),
+		errorCode: code, errorTitle: validUTF8(st.ErrorTitle), time: er.time, date: er.date, eventID: er.id,
+		country: er.country, pricingType: validUTF8(st.PricingType), pricingModel: validUTF8(st.PricingModel),
+	}
+	err = checkStrings([]field{
+		{"status.wamid", row.wamid, maxIDBytes}, {"status.status", row.status, maxIDBytes},
+		{"status.recipient", row.recipient, maxIDBytes}, {"status.dispatch_id", row.dispatchID, maxIDBytes},
+		{"status.pricing_category", row.pricingCategory, maxIDBytes}, {"status.error_title", row.errorTitle, maxTextBytes},
+		{"status.pricing_type", row.pricingType, maxIDBytes}, {"status.pricing_model", row.pricingModel, maxIDBytes},
+	})
+	return row, err
+}
+
+// inboundRowOf builds the inbound row of a valid inbound event; its strings
+// are checked by the caller.
+func inboundRowOf(e *schemas.Event, er *eventRow) *inboundRow {
+	in := e.Inbound
+	wamid := in.WAMID
+	if wamid == "" {
+		wamid = "event:" + e.ID // no wamid (a producer's test event): one row per event
+	}
+	text := validUTF8(in.Text)
+	payload := validUTF8(in.Payload)
+	kw := text
+	if kw == "" {
+		kw = payload
+	}
+	return &inboundRow{
+		app: e.App, wamid: validUTF8(wamid), from: er.inFrom, phoneNumberID: er.phoneNumberID,
+		typ: er.inType, text: text, payload: payload, contextID: validUTF8(in.ContextID),
+		profileName: er.inProfileName, keyword: keyword(kw), country: er.country,
+		time: er.time, timeMS: er.timeMS, date: er.date, eventID: er.id,
+	}
+}
+
+// costRowOf builds the cost row of a billable status. The message is in
+// the service window when Meta says it was free for it
+// (pricing.type free_customer_service) or priced it as a service
+// conversation.
+func (r *rows) costRowOf(st *statusRow) *costRow {
+	inWindow := st.pricingType == "free_customer_service" || st.pricingCategory == "service"
+	c := &costRow{
+		app: st.app, wamid: st.wamid, dispatchID: st.dispatchID, pricingCategory: st.pricingCategory,
+		pricingType: st.pricingType, country: st.country, inWindow: boolUInt8(inWindow),
+		time: st.time, date: st.date, version: stateVersion(costRanks[st.status], st.time),
+	}
+	if r.pricer != nil {
+		if micros, currency, ok := r.pricer.Price(st.pricingCategory, st.country, inWindow); ok {
+			c.priceKnown, c.priceMicros, c.currency = 1, micros, currency
+		}
+	}
+	return c
 }
 
 func messageRowOf(o *schemas.Outcome) (messageRow, error) {
@@ -222,13 +363,119 @@ func messageRowOf(o *schemas.Outcome) (messageRow, error) {
 	if !o.Requested.IsZero() {
 		date = utcDate(requested)
 	}
-	return messageRow{
+	mr := messageRow{
 		dispatchID: o.DispatchID, app: o.App, channel: string(o.Channel), sender: o.Sender, recipient: o.To,
 		country: o.Country, state: string(o.State), providerID: o.ProviderID, template: o.Template,
 		category: o.Category, sourceKind: o.Source.Kind, sourceName: o.Source.Name, sourceEventID: o.Source.EventID,
 		errorCode: code, errorMessage: o.ErrorMessage, attempts: uint16(o.Attempts),
 		requested: requested, time: t, date: date,
-	}, nil
+	}
+	return mr, checkMessage(&mr)
+}
+
+// requestRowOf is what a dispatch request says of its dispatch, as a
+// messages row (state "requested", time its creation): the source of its
+// dispatch_meta row and facts.
+func requestRowOf(d *schemas.DispatchRequest) (messageRow, error) {
+	t, err := requiredTime("created", d.Created)
+	if err != nil {
+		return messageRow{}, err
+	}
+	mr := messageRow{
+		dispatchID: d.ID, app: d.App, channel: string(d.Channel), sender: d.Sender, recipient: d.To,
+		country: d.Country, state: "requested", sourceKind: d.Source.Kind, sourceName: d.Source.Name,
+		sourceEventID: d.Source.EventID, requested: t, time: t, date: utcDate(t),
+	}
+	if d.Template != nil {
+		mr.template, mr.category = d.Template.Name, d.Template.Category
+	}
+	return mr, checkMessage(&mr)
+}
+
+// checkMessage makes the strings of a messages row valid UTF-8 and checks
+// their lengths.
+func checkMessage(m *messageRow) error {
+	for _, p := range []*string{&m.dispatchID, &m.channel, &m.sender, &m.recipient, &m.country, &m.providerID, &m.template,
+		&m.category, &m.sourceKind, &m.sourceName, &m.sourceEventID, &m.errorMessage} {
+		*p = validUTF8(*p)
+	}
+	return checkStrings([]field{
+		{"dispatch_id", m.dispatchID, maxIDBytes}, {"channel", m.channel, maxIDBytes}, {"sender", m.sender, maxIDBytes},
+		{"to", m.recipient, maxIDBytes}, {"country", m.country, maxIDBytes}, {"provider_id", m.providerID, maxIDBytes},
+		{"template", m.template, maxIDBytes}, {"category", m.category, maxIDBytes}, {"source.kind", m.sourceKind, maxIDBytes},
+		{"source.name", m.sourceName, maxIDBytes}, {"source.event_id", m.sourceEventID, maxIDBytes},
+		{"error_message", m.errorMessage, maxTextBytes},
+	})
+}
+
+// field is a named string value and its limit.
+type field struct {
+	name  string
+	value string
+	limit int
+}
+
+// checkStrings returns an error naming the first field over its limit.
+func checkStrings(fs []field) error {
+	for _, f := range fs {
+		if len(f.value) > f.limit {
+			return fmt.Errorf("%w: %s is %d bytes, over the limit of %d", errTooLong, f.name, len(f.value), f.limit)
+		}
+	}
+	return nil
+}
+
+// eventStrings makes the strings of an events row valid UTF-8 and lists
+// them with their limits.
+func eventStrings(r *eventRow) []field {
+	for _, p := range []*string{&r.id, &r.kind, &r.name, &r.hwid, &r.userID, &r.language, &r.timezone, &r.country,
+		&r.attributes, &r.tags, &r.inFrom, &r.inWAMID, &r.inType, &r.inText, &r.inProfileName, &r.phoneNumberID} {
+		*p = validUTF8(*p)
+	}
+	for i := range r.attrKeys {
+		r.attrKeys[i] = validUTF8(r.attrKeys[i])
+		r.attrValues[i] = validUTF8(r.attrValues[i])
+	}
+	return []field{
+		{"id", r.id, maxIDBytes}, {"name", r.name, maxIDBytes}, {"hwid", r.hwid, maxIDBytes}, {"user_id", r.userID, maxIDBytes},
+		{"language", r.language, maxIDBytes}, {"timezone", r.timezone, maxIDBytes}, {"country", r.country, maxIDBytes},
+		{"attributes", r.attributes, maxJSONBytes}, {"tags", r.tags, maxJSONBytes},
+		{"inbound.from", r.inFrom, maxIDBytes}, {"inbound.wamid", r.inWAMID, maxIDBytes}, {"inbound.type", r.inType, maxIDBytes},
+		{"inbound.text", r.inText, maxTextBytes}, {"inbound.profile_name", r.inProfileName, maxIDBytes},
+		{"phone_number_id", r.phoneNumberID, maxIDBytes},
+	}
+}
+
+func inboundStrings(r *inboundRow) []field {
+	return []field{{"inbound.payload", r.payload, maxTextBytes}, {"inbound.context_id", r.contextID, maxIDBytes}}
+}
+
+// validUTF8 replaces each invalid UTF-8 sequence of s with U+FFFD, as
+// encoding/json does when decoding: ClickHouse stores bytes, but every
+// reader (JSON output, drivers, terminals) expects UTF-8.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// keyword is the first word of s, lowercased: how inbound_hourly and the
+// keyword queries group messages ("" when s has no word).
+func keyword(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsSpace(r) })
+	if i < 0 {
+		return ""
+	}
+	s = s[i:]
+	if j := strings.IndexFunc(s, unicode.IsSpace); j >= 0 {
+		s = s[:j]
+	}
+	if len(s) > 256 {
+		s = s[:256]
+		s = strings.ToValidUTF8(s, "")
+	}
+	return strings.ToLower(s)
 }
 
 // requiredTime checks that t fits DateTime and returns it in UTC.

@@ -25,7 +25,7 @@ func FuzzRowsAdd(f *testing.F) {
 			topic = schemas.TopicOutcomes
 		}
 		var r rows
-		if err := r.add(&kgo.Record{Topic: topic, Value: value}); err != nil {
+		if err := r.add(&kgo.Record{Topic: topic, Value: value}, 0); err != nil {
 			if r.len() != 0 {
 				t.Fatalf("rows added for a rejected record: %v", err)
 			}

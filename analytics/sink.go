@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -29,20 +32,37 @@ const (
 	backoffMax = 5 * time.Second
 )
 
-// Sink consumes the events and outcomes topics into ClickHouse. Build it
-// with New, run it with Run, stop it by cancelling Run's context, then Close.
+// Sink consumes the events, dispatch and outcomes topics into ClickHouse.
+// Build it with New, run it with Run, stop it by cancelling Run's context,
+// then Close.
 type Sink struct {
 	cfg  Config
 	cl   *kgo.Client
 	conn driver.Conn
 	log  *slog.Logger
 	m    *metrics
+
+	// metas remembers recent dispatches for attribution (attribute.go).
+	metas metaCache
+	// paused is set while fetching is paused because ClickHouse refuses
+	// inserts (only the goroutine of Write touches it).
+	paused bool
+	// crashAfterInsert, in tests, ends a batch after ClickHouse
+	// acknowledged its rows and before its offsets are marked: a crash
+	// between insert and commit.
+	crashAfterInsert atomic.Pointer[func() error]
+	// beforePark, in tests, runs after a batch's first lookup of its open
+	// facts and before the unresolved ones are parked.
+	beforePark atomic.Pointer[func()]
 }
 
+// topics are the topics the sink consumes.
+var topics = []string{schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes}
+
 // New builds a sink with its own consumer-group client (kcfg's options plus
-// kcfg.ConsumerOpts for cfg.Group on TopicEvents and TopicOutcomes). The
-// client connects lazily; conn is used as is and not closed by the sink.
-// Metrics are registered with prom when it is not nil.
+// kcfg.ConsumerOpts for cfg.Group on TopicEvents, TopicDispatch and
+// TopicOutcomes). The client connects lazily; conn is used as is and not
+// closed by the sink. Metrics are registered with prom when it is not nil.
 func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom prometheus.Registerer) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -61,7 +81,7 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 	if err != nil {
 		return nil, err
 	}
-	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicEvents, schemas.TopicOutcomes)...)
+	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, topics...)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating analytics kafka client: %w", err)
@@ -92,6 +112,9 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := s.produceDeadLetters(ctx, dls); err != nil {
 		return err
 	}
+	if f := s.crashAfterInsert.Load(); f != nil {
+		return (*f)()
+	}
 	if len(recs) < min(s.cfg.BatchRows, pollRecords) {
 		// A small batch: let records gather in the client's buffer for the
 		// rest of the flush interval, so that the next poll returns them in
@@ -112,68 +135,204 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 // INSERT, one table after the other) and returns once ClickHouse
 // acknowledged every insert. Failed inserts are retried with backoff until
 // ctx is done; then the last error is returned and the batch must not be
-// committed. Records that cannot be decoded or stored are returned as
-// dead-letter records (for TopicDeadLetter, reason included) for the caller
-// to produce; their rows are not inserted.
+// committed. While inserts fail, fetching is paused, so the client buffers
+// nothing beyond the batch in hand. Records that cannot be decoded or
+// stored are returned as dead-letter records (for TopicDeadLetter, reason
+// included) for the caller to produce: those that fail to decode or break a
+// limit before any insert, and those with a row ClickHouse itself refuses
+// (found by splitting the refused insert in halves down to single rows;
+// see isRowError); the other rows of the batch are inserted.
 func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kgo.Record, err error) {
-	var nEvents, nOutcomes int
-	for _, rec := range recs {
-		switch {
-		case rec == nil:
-		case rec.Topic == schemas.TopicEvents:
-			nEvents++
-		case rec.Topic == schemas.TopicOutcomes:
-			nOutcomes++
-		}
-	}
-	r := rows{events: make([]eventRow, 0, nEvents), messages: make([]messageRow, 0, nOutcomes)}
-	for _, rec := range recs {
-		if rec == nil {
-			continue
-		}
-		if err := r.add(rec); err != nil {
-			if len(deadLetters) == 0 {
-				// One line per batch, not per record: a flood of poison
-				// must not flood the log (the counter has the total).
-				s.log.Warn("dead-lettering records", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", err)
-			}
-			deadLetters = append(deadLetters, kafka.DeadLetter(stage, rec, err.Error()))
-		}
-	}
-	if len(deadLetters) > 1 {
-		s.log.Warn("dead-lettered records in one batch", "count", len(deadLetters))
+	r := s.decode(recs)
+	reasons := make(map[int]string, len(r.failed))
+	for _, f := range r.failed {
+		reasons[f.src] = f.reason
 	}
 	s.m.batchRows.Observe(float64(r.len()))
-	if err := insertAll(ctx, s, eventsTable, r.events); err != nil {
+	rejected := map[int]string{}
+	if err := insertAll(ctx, s, eventsTable, r.events, rejected); err != nil {
 		return nil, err
 	}
-	if err := insertAll(ctx, s, statusesTable, r.statuses); err != nil {
+	if err := insertAll(ctx, s, statusesTable, without(r.statuses, rejected, statusesTable.src), rejected); err != nil {
 		return nil, err
 	}
-	if err := insertAll(ctx, s, messagesTable, r.messages); err != nil {
+	if err := insertAll(ctx, s, inboundTable, without(r.inbound, rejected, inboundTable.src), rejected); err != nil {
 		return nil, err
+	}
+	if err := insertAll(ctx, s, messagesTable, without(r.messages, rejected, messagesTable.src), rejected); err != nil {
+		return nil, err
+	}
+	if err := insertAll(ctx, s, stateTable, without(r.states, rejected, stateTable.src), rejected); err != nil {
+		return nil, err
+	}
+	if err := insertAll(ctx, s, costsTable, without(r.costs, rejected, costsTable.src), rejected); err != nil {
+		return nil, err
+	}
+	if err := s.attribute(ctx, &r.rows, rejected); err != nil {
+		return nil, err
+	}
+	s.resume()
+	for src, reason := range rejected {
+		if src < 0 {
+			// A parked fact of an earlier batch: its record is committed.
+			s.log.Warn("clickhouse refused a pending fact", "reason", reason)
+			continue
+		}
+		reasons[src] = reason
+	}
+	if len(reasons) == 0 {
+		return nil, nil
+	}
+	// In batch order, one log line per batch, not per record: a flood of
+	// poison must not flood the log (the counter has the total).
+	srcs := make([]int, 0, len(reasons))
+	for src := range reasons {
+		srcs = append(srcs, src)
+	}
+	slices.Sort(srcs)
+	first := recs[srcs[0]]
+	s.log.Warn("dead-lettering records", "count", len(srcs), "topic", first.Topic, "partition", first.Partition,
+		"offset", first.Offset, "reason", reasons[srcs[0]])
+	for _, src := range srcs {
+		deadLetters = append(deadLetters, kafka.DeadLetter(stage, recs[src], reasons[src]))
 	}
 	s.m.deadLetters.Add(float64(len(deadLetters)))
 	return deadLetters, nil
 }
 
-// insertAll inserts rs in chunks of at most BatchRows rows, retrying each.
-func insertAll[R any](ctx context.Context, s *Sink, t table[R], rs []R) error {
+// decoded is a batch's rows and the records that could not be decoded.
+type decoded struct {
+	rows
+	failed []failure
+}
+
+// failure is a record that is dead-lettered and why.
+type failure struct {
+	src    int
+	reason string
+}
+
+func (s *Sink) decode(recs []*kgo.Record) decoded {
+	var nEvents, nOther int
+	for _, rec := range recs {
+		switch {
+		case rec == nil:
+		case rec.Topic == schemas.TopicEvents:
+			nEvents++
+		default:
+			nOther++
+		}
+	}
+	d := decoded{rows: rows{
+		events: make([]eventRow, 0, nEvents), messages: make([]messageRow, 0, nOther),
+		states: make([]stateRow, 0, nOther), pricer: s.cfg.Pricer,
+	}}
+	for i, rec := range recs {
+		if rec == nil {
+			continue
+		}
+		if err := d.add(rec, i); err != nil {
+			d.failed = append(d.failed, failure{src: i, reason: err.Error()})
+		}
+	}
+	return d
+}
+
+// without returns rs less the rows of rejected records: a record ClickHouse
+// refused in one table is not stored in the next ones.
+func without[R any](rs []R, rejected map[int]string, src func(*R) int) []R {
+	if len(rejected) == 0 {
+		return rs
+	}
+	out := make([]R, 0, len(rs))
+	for i := range rs {
+		if _, ok := rejected[src(&rs[i])]; !ok {
+			out = append(out, rs[i])
+		}
+	}
+	return out
+}
+
+// insertAll inserts rs in chunks of at most BatchRows rows, retrying each;
+// the records of rows ClickHouse refuses are added to rejected.
+func insertAll[R any](ctx context.Context, s *Sink, t table[R], rs []R, rejected map[int]string) error {
 	for len(rs) > 0 {
 		n := min(len(rs), s.cfg.BatchRows)
-		if err := retry(ctx, s.log, "inserting into "+t.name, func() error {
-			err := insert(ctx, s, t, rs[:n])
-			if err != nil {
-				s.m.insertErrors.WithLabelValues(t.name).Inc()
-			}
-			return err
-		}); err != nil {
+		if err := insertOrSplit(ctx, s, t, rs[:n], rejected); err != nil {
 			return err
 		}
-		s.m.rowsInserted.WithLabelValues(t.name).Add(float64(n))
 		rs = rs[n:]
 	}
 	return nil
+}
+
+// insertOrSplit inserts rs, retrying until ctx is done. When ClickHouse
+// refuses the data itself (isRowError), rs is split in halves, each
+// inserted the same way, down to the single rows it refuses, whose records
+// go to rejected with ClickHouse's reason.
+func insertOrSplit[R any](ctx context.Context, s *Sink, t table[R], rs []R, rejected map[int]string) error {
+	return retry(ctx, s.log, "inserting into "+t.name, func() error {
+		err := insert(ctx, s, t, rs)
+		if err == nil {
+			s.m.rowsInserted.WithLabelValues(t.name).Add(float64(len(rs)))
+			return nil
+		}
+		s.m.insertErrors.WithLabelValues(t.name).Inc()
+		if !isRowError(err) {
+			s.pause()
+			return err
+		}
+		if len(rs) == 1 {
+			src := t.src(&rs[0])
+			rejected[src] = fmt.Sprintf("clickhouse refused the record's row of %s: %v", t.name, err)
+			s.m.rowsRejected.WithLabelValues(t.name).Inc()
+			return nil
+		}
+		mid := len(rs) / 2
+		if err := insertOrSplit(ctx, s, t, rs[:mid], rejected); err != nil {
+			return err
+		}
+		return insertOrSplit(ctx, s, t, rs[mid:], rejected)
+	})
+}
+
+// rowErrorCodes are the ClickHouse exception codes an insert fails with
+// because of the values of some rows (rather than the server's state):
+// a CHECK constraint (469, LTS only), throwIf in a MATERIALIZED or DEFAULT
+// column (395), values the server cannot parse or convert (6, 27, 38, 41,
+// 53, 69, 70, 72, 117, 131, 349). Other errors (unknown table, memory,
+// too many parts, network) are retried as they are: splitting would only
+// dead-letter good rows.
+var rowErrorCodes = map[int32]bool{
+	6: true, 27: true, 38: true, 41: true, 53: true, 69: true, 70: true, 72: true,
+	117: true, 131: true, 349: true, 395: true, 469: true,
+}
+
+// isRowError reports whether err is ClickHouse refusing an insert because
+// of the data in it.
+func isRowError(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && rowErrorCodes[ex.Code]
+}
+
+// pause stops fetching while ClickHouse refuses inserts, so that the client
+// buffers no records beyond the batch being written; resume undoes it.
+func (s *Sink) pause() {
+	if !s.paused {
+		s.paused = true
+		s.cl.PauseFetchTopics(topics...)
+		s.m.paused.Set(1)
+		s.log.Warn("clickhouse refuses inserts: fetching paused until it accepts them")
+	}
+}
+
+func (s *Sink) resume() {
+	if s.paused {
+		s.paused = false
+		s.cl.ResumeFetchTopics(topics...)
+		s.m.paused.Set(0)
+		s.log.Info("clickhouse accepts inserts again: fetching resumed")
+	}
 }
 
 // insert is one attempt at one INSERT.
@@ -184,14 +343,12 @@ func insert[R any](ctx context.Context, s *Sink, t table[R], rs []R) (err error)
 	if err != nil {
 		return fmt.Errorf("preparing insert of %d rows into %s: %w", len(rs), t.name, err)
 	}
-	for i := range rs {
-		// With typed, range-checked values an Append error means the table
-		// does not match this build's columns: retried like a server error
-		// (consumption pauses until someone migrates), not dead-lettered.
-		if err := t.append(b, &rs[i]); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("appending row to %s: %w", t.name, err)
-		}
+	// With typed, range-checked values an append error means the table
+	// does not match this build's columns: retried like a server error
+	// (consumption pauses until someone migrates), not dead-lettered.
+	if err := t.fill(b, rs); err != nil {
+		_ = b.Abort()
+		return fmt.Errorf("appending %d rows to %s: %w", len(rs), t.name, err)
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("inserting %d rows into %s: %w", len(rs), t.name, err)

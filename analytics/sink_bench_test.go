@@ -1,43 +1,70 @@
 package analytics
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldhq/herald/internal/chtest"
 	"github.com/heraldhq/herald/schemas"
 )
 
-// BenchmarkWrite measures Write into the real ClickHouse of chtest: batches
-// of 5000 records (half inbound events, a quarter status events that also
-// fill statuses, a quarter outcomes), decoded, split and inserted.
-func BenchmarkWrite(b *testing.B) {
-	_, conn := migratedDB(b)
-	s, _, _ := newSink(b, Config{}, conn)
-	const n = 5000
+// benchRecords builds n records like the sink sees them: half inbound
+// events, a quarter status events (which also fill statuses, message_state
+// and costs), an eighth dispatch requests and an eighth outcomes (each
+// also a message_state row).
+func benchRecords(b testing.TB, n int) (recs []*kgo.Record, bytes int64) {
 	o := offsets{}
-	recs := make([]*kgo.Record, 0, n)
-	var bytes int64
+	recs = make([]*kgo.Record, 0, n)
 	for i := range n {
 		at := base.Add(time.Duration(i) * time.Millisecond)
 		var rec *kgo.Record
-		switch i % 4 {
-		case 0, 1:
-			e := inbound(fmt.Sprintf("in-%d", i), "demo", fmt.Sprintf("+88017110%05d", i), "hi there", at)
+		switch i % 8 {
+		case 0, 1, 2, 3:
+			e := inbound(fmt.Sprintf("in-%d", i), "demo", fmt.Sprintf("+88017110%05d", i%100000), "hi there", at)
 			rec = o.rec(b, schemas.TopicEvents, e.Key(), e)
-		case 2:
-			e := status(fmt.Sprintf("st-%d", i), "demo", fmt.Sprintf("wamid.%d", i), "delivered", fmt.Sprintf("d%d", i), at)
+		case 4, 5:
+			// Statuses of the dispatch requested at i%8 == 6.
+			d := i - i%8 + 6
+			e := status(fmt.Sprintf("st-%d", i), "demo", fmt.Sprintf("wamid.d%d", d), []string{"sent", "delivered"}[i%2], fmt.Sprintf("d%d", d), at)
+			e.Country = "BD"
 			rec = o.rec(b, schemas.TopicEvents, e.Key(), e)
-		case 3:
-			x := outcome(fmt.Sprintf("d%d", i), "demo", schemas.OutcomeAccepted, "welcome", at)
+		case 6:
+			d := &schemas.DispatchRequest{ID: fmt.Sprintf("d%d", i), App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001",
+				To: fmt.Sprintf("+88017110%05d", i%100000), Country: "BD", Template: &schemas.Template{Name: "welcome", Language: "en_US", Category: "MARKETING"},
+				Source: schemas.Source{Kind: "campaign", Name: "spring"}, Created: at}
+			rec = o.rec(b, schemas.TopicDispatch, d.Key(), d)
+		case 7:
+			x := outcome(fmt.Sprintf("d%d", i-1), "demo", schemas.OutcomeAccepted, "welcome", at)
 			rec = o.rec(b, schemas.TopicOutcomes, x.Key(), x)
 		}
 		bytes += int64(len(rec.Value))
 		recs = append(recs, rec)
 	}
-	rowsPerBatch := n + n/4 // status events make two rows
+	return recs, bytes
+}
+
+// BenchmarkWrite measures Write (decode, split by table, insert) into the
+// real ClickHouse of chtest, batches of 10,000 records.
+func BenchmarkWrite(b *testing.B) {
+	_, conn := migratedDB(b)
+	s, _, _ := newSink(b, Config{}, conn)
+	recs, bytes := benchRecords(b, 10_000)
+	var r rows
+	for i, rec := range recs {
+		if err := r.add(rec, i); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.SetBytes(bytes)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -46,5 +73,176 @@ func BenchmarkWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(b.N*rowsPerBatch)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(b.N*r.len())/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkSinkVsClient compares, in one run, the sink's inserts with
+// clickhouse-client inserting the same rows in Native format, into the
+// same tables (views included) of a private ClickHouse:
+//
+//   - sink_insert: the decoded rows of 200,000 records (HERALD_BENCH_RECORDS)
+//     inserted as the sink
+//     does (Config.BatchRows rows per INSERT, table by table);
+//   - sink_write: Write of the same records in polls of 10,000 (JSON
+//     decode included);
+//   - client_native: the same rows exported with SELECT ... FORMAT Native
+//     and inserted with `clickhouse-client --query "INSERT ... FORMAT
+//     Native" < file`, one file per table.
+//
+// Each reports rows/s (rows over every table).
+//
+//	go test -run '^$' -bench BenchmarkSinkVsClient -benchtime 3x ./analytics/
+func BenchmarkSinkVsClient(b *testing.B) {
+	client, err := exec.LookPath("clickhouse-client")
+	if err != nil {
+		b.Skip("clickhouse-client is not installed")
+	}
+	n := 200_000
+	if v := os.Getenv("HERALD_BENCH_RECORDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			b.Fatalf("HERALD_BENCH_RECORDS=%q: want a number >= 100", v)
+		}
+	}
+	cfg := Config{}
+	if v := os.Getenv("HERALD_BENCH_BATCH_ROWS"); v != "" {
+		cfg.BatchRows, _ = strconv.Atoi(v)
+	}
+	recs, _ := benchRecords(b, n)
+	var r rows
+	for i, rec := range recs {
+		if err := r.add(rec, i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	total := r.len()
+	addr := chtest.Server(b).Addr
+
+	b.Run("sink_insert", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			_, conn := migratedDB(b)
+			s, _, _ := newSink(b, cfg, conn)
+			b.StartTimer()
+			if err := insertRows(b.Context(), s, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*total)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("sink_write", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			_, conn := migratedDB(b)
+			s, _, _ := newSink(b, cfg, conn)
+			b.StartTimer()
+			for i := 0; i < len(recs); i += pollRecords {
+				if _, err := s.Write(b.Context(), recs[i:min(i+pollRecords, len(recs))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.N*total)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("client_native", func(b *testing.B) {
+		// The rows as Native files, exported from a database the sink filled.
+		dir := b.TempDir()
+		src, conn := migratedDB(b)
+		s, _, _ := newSink(b, Config{}, conn)
+		if err := insertRows(b.Context(), s, &r); err != nil {
+			b.Fatal(err)
+		}
+		db := dbOf(src)
+		host, port, _ := strings.Cut(addr, ":")
+		var files []string
+		for _, t := range tableColumns() {
+			f := filepath.Join(dir, t.name+".native")
+			files = append(files, f)
+			runClient(b, client, host, port, "", "SELECT "+t.cols+" FROM "+db+"."+t.name+" FORMAT Native", f)
+		}
+		for b.Loop() {
+			b.StopTimer()
+			dst, _ := migratedDB(b)
+			b.StartTimer()
+			for i, t := range tableColumns() {
+				runClient(b, client, host, port, files[i], "INSERT INTO "+dbOf(dst)+"."+t.name+" ("+t.cols+") FORMAT Native", "")
+			}
+		}
+		b.ReportMetric(float64(b.N*total)/b.Elapsed().Seconds(), "rows/s")
+	})
+}
+
+// insertRows inserts decoded rows the way Write does.
+func insertRows(ctx context.Context, s *Sink, r *rows) error {
+	rejected := map[int]string{}
+	for _, f := range []func() error{
+		func() error { return insertAll(ctx, s, eventsTable, r.events, rejected) },
+		func() error { return insertAll(ctx, s, statusesTable, r.statuses, rejected) },
+		func() error { return insertAll(ctx, s, inboundTable, r.inbound, rejected) },
+		func() error { return insertAll(ctx, s, messagesTable, r.messages, rejected) },
+		func() error { return insertAll(ctx, s, stateTable, r.states, rejected) },
+		func() error { return insertAll(ctx, s, costsTable, r.costs, rejected) },
+		func() error { return s.attribute(ctx, r, rejected) },
+	} {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	if len(rejected) > 0 {
+		return fmt.Errorf("%d rows rejected", len(rejected))
+	}
+	return nil
+}
+
+type tableCols struct{ name, cols string }
+
+// tableColumns lists the sink's tables with their insert columns.
+func tableColumns() []tableCols {
+	cols := func(q string) string { return q[strings.Index(q, "(")+1 : len(q)-1] }
+	return []tableCols{
+		{eventsTable.name, cols(eventsTable.insertQuery())},
+		{statusesTable.name, cols(statusesTable.insertQuery())},
+		{inboundTable.name, cols(inboundTable.insertQuery())},
+		{messagesTable.name, cols(messagesTable.insertQuery())},
+		{stateTable.name, cols(stateTable.insertQuery())},
+		{costsTable.name, cols(costsTable.insertQuery())},
+		{dispatchMetaTable.name, cols(dispatchMetaTable.insertQuery())},
+		{wamidsTable.name, cols(wamidsTable.insertQuery())},
+		{factsTable.name, cols(factsTable.insertQuery())},
+	}
+}
+
+// dbOf is the database of a chtest DSN.
+func dbOf(dsn string) string {
+	db := dsn[strings.LastIndex(dsn, "/")+1:]
+	db, _, _ = strings.Cut(db, "?")
+	return db
+}
+
+// runClient runs clickhouse-client with query, stdin from in and stdout to
+// out when they are set.
+func runClient(b *testing.B, client, host, port, in, query, out string) {
+	b.Helper()
+	cmd := exec.Command(client, "--host", host, "--port", port, "--query", query)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if in != "" {
+		f, err := os.Open(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
+	if out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		cmd.Stdout = f
+	}
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("clickhouse-client %q: %v: %s", query, err, stderr.String())
+	}
 }

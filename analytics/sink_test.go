@@ -73,8 +73,13 @@ func TestWriteStoresEveryTable(t *testing.T) {
 			t.Errorf("rows_inserted_total{table=%s} = %v, want %d", table, got, want)
 		}
 	}
-	if n, sum := histogram(t, reg, "herald_analytics_batch_rows", ""); n != 1 || sum != 26 {
-		t.Errorf("batch_rows: %d samples summing to %v, want 1 of 26", n, sum)
+	// 15 events, 6 statuses, 5 messages, 6 inbound, 11 message_state
+	// (5 outcomes, 6 statuses naming a dispatch), 6 costs (billable), 5
+	// dispatch_meta (outcomes), 10 wamids (4 accepted outcomes, 6
+	// statuses), 26 facts (2 per outcome; sent 1, delivered 2, read 3 and
+	// billed 1 per status).
+	if n, sum := histogram(t, reg, "herald_analytics_batch_rows", ""); n != 1 || sum != 90 {
+		t.Errorf("batch_rows: %d samples summing to %v, want 1 of 90", n, sum)
 	}
 
 	t.Run("inbound row", func(t *testing.T) {
@@ -269,7 +274,7 @@ func TestWriteDeadLettersPoison(t *testing.T) {
 		{"error code too big", schemas.TopicOutcomes, outcomeJSON(func(o *schemas.Outcome) { o.ErrorCode = 1 << 40 }), "error_code 1099511627776 does not fit Int32"},
 		{"requested before 1970", schemas.TopicOutcomes, outcomeJSON(func(o *schemas.Outcome) { o.Requested = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC) }), "requested 1900-01-01T00:00:00Z is outside"},
 		{"unknown state", schemas.TopicOutcomes, outcomeJSON(func(o *schemas.Outcome) { o.State = "lost" }), `unknown state "lost"`},
-		{"unexpected topic", schemas.TopicDispatch, []byte("{}"), `unexpected topic "herald.dispatch.v1"`},
+		{"unexpected topic", schemas.TopicScheduled, []byte("{}"), `unexpected topic "herald.scheduled.v1"`},
 	}
 	// A status whose error code does not fit Int32.
 	st := status("bad-st", "demo", "w", "failed", "", base)

@@ -13,8 +13,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,4 +100,60 @@ func Count(t testing.TB, conn driver.Conn, query string, args ...any) uint64 {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return n
+}
+
+// Private is a ClickHouse server of one test's own, which the test may stop
+// and start again (same ports, same data), e.g. to show that a consumer
+// waits out an outage. Its default database is "default".
+type Private struct {
+	t   testing.TB
+	dir string
+	cfg chserver.Config
+	s   *chserver.Server
+}
+
+// NewPrivate starts a private server for t and stops it when t ends.
+func NewPrivate(t testing.TB) *Private {
+	t.Helper()
+	p := &Private{t: t, dir: t.TempDir()}
+	p.cfg = chserver.Config{Dir: p.dir}
+	p.Start()
+	// Later starts reuse the ports, so DSNs handed out stay valid.
+	_, port, _ := strings.Cut(p.s.Addr, ":")
+	_, hport, _ := strings.Cut(p.s.HTTPAddr, ":")
+	p.cfg.TCPPort, _ = strconv.Atoi(port)
+	p.cfg.HTTPPort, _ = strconv.Atoi(hport)
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// DSN is the native-protocol DSN of the server's default database.
+func (p *Private) DSN() string {
+	return fmt.Sprintf("clickhouse://127.0.0.1:%d/default?dial_timeout=2s", p.cfg.TCPPort)
+}
+
+// Addr is the server's native-protocol address.
+func (p *Private) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.cfg.TCPPort) }
+
+// Stop stops the server (a no-op when stopped).
+func (p *Private) Stop() {
+	if p.s != nil {
+		p.s.Close()
+		p.s = nil
+	}
+}
+
+// Start starts the server again on its dir and ports (a no-op when running).
+func (p *Private) Start() {
+	p.t.Helper()
+	if p.s != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := chserver.Start(ctx, p.cfg)
+	if err != nil {
+		p.t.Fatalf("starting private clickhouse: %v", err)
+	}
+	p.s = s
 }

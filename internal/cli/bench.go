@@ -155,7 +155,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	row, err = measureStage(ctx, adm, "analytics (to ClickHouse)", "bench-analytics", sink.Run, schemas.TopicEvents, schemas.TopicOutcomes)
+	row, err = measureStage(ctx, adm, "analytics (to ClickHouse)", "bench-analytics", sink.Run, schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes)
 	sink.Close()
 	if err != nil {
 		return err
@@ -187,7 +187,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	err = waitGroupsDone(ctx, adm,
 		groupTopics{"e2e-segmenter", []string{schemas.TopicEvents}},
 		groupTopics{"e2e-dispatcher", []string{schemas.TopicDispatch}},
-		groupTopics{"e2e-analytics", []string{schemas.TopicEvents, schemas.TopicOutcomes}},
+		groupTopics{"e2e-analytics", []string{schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes}},
 	)
 	elapsed := time.Since(t0)
 	e2eStop()

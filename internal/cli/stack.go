@@ -24,6 +24,7 @@ import (
 	"github.com/heraldhq/herald/internal/broker"
 	"github.com/heraldhq/herald/internal/chserver"
 	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/internal/service"
 	"github.com/heraldhq/herald/internal/wasim"
 	"github.com/heraldhq/herald/schemas"
@@ -217,6 +218,14 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 
 	acfg := cfg.Analytics
 	acfg.DSN = s.dsn
+	if acfg.Pricer == nil {
+		// The segmenter's rate card prices the sends into costs too.
+		t, err := pricing.New(cfg.Segmenter.Pricing)
+		if err != nil {
+			return nil, fmt.Errorf("pricing: %w", err)
+		}
+		acfg.Pricer = analytics.TablePricer{Table: t}
+	}
 	if s.sink, err = analytics.New(acfg, s.kcfg, s.conn, log, s.ops.Registry); err != nil {
 		return nil, err
 	}

@@ -746,6 +746,7 @@ type analyticsCmd struct {
 	ch      *chFlags
 	acfg    analytics.Config
 	migrate bool
+	pricing pricing.Config
 }
 
 func newAnalyticsCmd(stderr io.Writer) *analyticsCmd {
@@ -754,6 +755,7 @@ func newAnalyticsCmd(stderr io.Writer) *analyticsCmd {
 	c.IntVar(&c.acfg.BatchRows, "analytics.batch-rows", analytics.DefaultBatchRows, "most rows one INSERT carries")
 	c.DurationVar(&c.acfg.FlushInterval, "analytics.flush-interval", analytics.DefaultFlushInterval, "least time between two inserts of batches smaller than -analytics.batch-rows (ClickHouse wants few, large inserts)")
 	c.BoolVar(&c.migrate, "analytics.migrate", true, "apply pending ClickHouse migrations at start (false: run herald migrate yourself first)")
+	pricingFlags(c.FlagSet, &c.pricing)
 	return c
 }
 
@@ -769,6 +771,12 @@ func (c *analyticsCmd) check() error {
 	if err := acfg.Validate(); err != nil {
 		return err
 	}
+	// The rate card prices each billable message into costs.
+	t, err := pricing.New(c.pricing)
+	if err != nil {
+		return fmt.Errorf("pricing: %w", err)
+	}
+	c.acfg.Pricer = analytics.TablePricer{Table: t}
 	return nil
 }
 
@@ -847,20 +855,32 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return runDeploy(ctx, "migrate", newMigrateCmd(stderr), args, stdout)
 }
 
-// reportCmd is `herald report`.
+// reportCmd is `herald report`: without -app, the short summary of every
+// app; with -app, the analyst queries of docs/ANALYTICS.md as tables or
+// JSON, for a campaign, a journey or days.
 type reportCmd struct {
-	f     *flags
-	ch    *chFlags
-	app   string
-	since time.Duration
+	f        *flags
+	ch       *chFlags
+	app      string
+	since    time.Duration
+	campaign string
+	journey  string
+	from, to string
+	json     bool
+	params   analytics.Params
 }
 
 func newReportCmd(stderr io.Writer) *reportCmd {
 	c := &reportCmd{f: newFlags("report", stderr)}
 	c.f.addDryRun()
 	c.ch = newCHFlags(c.f)
-	c.f.StringVar(&c.app, "app", "", "only this app (default: all)")
-	c.f.DurationVar(&c.since, "since", 0, "only the last duration, e.g. 24h (default: everything)")
+	c.f.StringVar(&c.app, "app", "", "the app to report on (the analyst queries); without it, a short summary of every app")
+	c.f.DurationVar(&c.since, "since", 0, "summary only: the last duration, e.g. 24h (default: everything)")
+	c.f.StringVar(&c.campaign, "campaign", "", "only this campaign's messages (with -app)")
+	c.f.StringVar(&c.journey, "journey", "", "only this journey's messages and events (with -app)")
+	c.f.StringVar(&c.from, "from", "", "first day, YYYY-MM-DD UTC (with -app; default: the first)")
+	c.f.StringVar(&c.to, "to", "", "last day, YYYY-MM-DD UTC, included (with -app; default: the last)")
+	c.f.BoolVar(&c.json, "json", false, "print JSON instead of tables (with -app)")
 	return c
 }
 
@@ -870,6 +890,14 @@ func (c *reportCmd) check() error {
 	if c.since < 0 {
 		return fmt.Errorf("since: want a positive duration, got %s", c.since)
 	}
+	if c.app == "" && (c.json || c.campaign != "" || c.journey != "" || c.from != "" || c.to != "") {
+		return errors.New("report: -campaign, -journey, -from, -to and -json need -app")
+	}
+	p, err := reportParams(c.app, c.campaign, c.journey, c.from, c.to)
+	if err != nil {
+		return err
+	}
+	c.params = p
 	return c.ch.check()
 }
 
@@ -879,15 +907,56 @@ func (c *reportCmd) run(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	var from time.Time
-	if c.since > 0 {
-		from = time.Now().Add(-c.since)
+	if c.app == "" {
+		var from time.Time
+		if c.since > 0 {
+			from = time.Now().Add(-c.since)
+		}
+		sum, err := analytics.Summarize(ctx, conn, "", from)
+		if err != nil {
+			return err
+		}
+		return sum.WriteText(stdout)
 	}
-	sum, err := analytics.Summarize(ctx, conn, c.app, from)
+	rep, err := analytics.RunReport(ctx, conn, c.params, nil)
 	if err != nil {
 		return err
 	}
-	return sum.WriteText(stdout)
+	if c.json {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout)
+}
+
+// reportParams builds the query parameters of herald report's flags.
+func reportParams(app, campaign, journey, from, to string) (analytics.Params, error) {
+	p := analytics.Params{App: app}
+	if campaign != "" && journey != "" {
+		return p, errors.New("report: -campaign and -journey exclude each other")
+	}
+	if campaign != "" {
+		p.SourceKind, p.SourceName = "campaign", campaign
+	}
+	if journey != "" {
+		p.SourceKind, p.SourceName, p.Journey = "journey", journey, journey
+	}
+	for _, d := range []struct {
+		flag, value string
+		into        *time.Time
+	}{{"-from", from, &p.From}, {"-to", to, &p.To}} {
+		if d.value == "" {
+			continue
+		}
+		t, err := time.Parse(time.DateOnly, d.value)
+		if err != nil {
+			return p, fmt.Errorf("report: %s %q: want a day, YYYY-MM-DD", d.flag, d.value)
+		}
+		*d.into = t
+	}
+	if !p.From.IsZero() && !p.To.IsZero() && p.To.Before(p.From) {
+		return p, fmt.Errorf("report: -to %s is before -from %s", to, from)
+	}
+	return p, nil
 }
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {

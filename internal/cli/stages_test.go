@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/analytics"
 	"github.com/heraldhq/herald/internal/chtest"
 	"github.com/heraldhq/herald/internal/pricing"
 	"github.com/heraldhq/herald/internal/wasim"
@@ -229,6 +230,42 @@ func TestLoadKeywords(t *testing.T) {
 	f("misspelt key", "keywords:\n  - app: '*'\n    keywrd: x\n    text: hi\n", "keywrd")
 	f("invalid rule", "keywords:\n  - app: '*'\n    keyword: x\n    text: hi\n    template: t\n", "keywords[0]")
 	f("not yaml", "keywords: [", "parsing keyword rules")
+}
+
+func TestReportParams(t *testing.T) {
+	f := func(campaign, journey, from, to, wantErr string) analytics.Params {
+		t.Helper()
+		p, err := reportParams("shop", campaign, journey, from, to)
+		if wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), wantErr) {
+				t.Fatalf("err = %v, want %q", err, wantErr)
+			}
+			return p
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := f("spring", "", "2025-03-01", "2025-03-31", ""); p.SourceKind != "campaign" || p.SourceName != "spring" ||
+		p.From != time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC) || p.To != time.Date(2025, 3, 31, 0, 0, 0, 0, time.UTC) {
+		t.Fatalf("campaign params %+v", p)
+	}
+	if p := f("", "onboarding", "", "", ""); p.SourceKind != "journey" || p.SourceName != "onboarding" || p.Journey != "onboarding" {
+		t.Fatalf("journey params %+v", p)
+	}
+	f("a", "b", "", "", "exclude each other")
+	f("", "", "2025-3-1", "", `-from "2025-3-1": want a day`)
+	f("", "", "", "tomorrow", `-to "tomorrow"`)
+	f("", "", "2025-03-02", "2025-03-01", "-to 2025-03-01 is before -from 2025-03-02")
+}
+
+func TestReportNeedsApp(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := runReport(t.Context(), []string{"-campaign", "spring", "-clickhouse.dsn", "clickhouse://127.0.0.1:1/default"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "need -app") {
+		t.Fatalf("err = %v", err)
+	}
 }
 
 // TestPricingFlags: the stage's pricing flags fill segmenter.Config.Pricing.
