@@ -237,7 +237,7 @@ func (s *Segmenter) createFilter(ctx context.Context, app *apps.App, req *apiReq
 	if err != nil {
 		return nil, refuse(http.StatusInternalServerError, "", "internal error")
 	}
-	if aerr := s.produceSegment(ctx, &kgo.Record{Topic: schemas.TopicSegments, Key: d.Key(), Value: b}); aerr != nil {
+	if aerr := s.produceAcked(ctx, &kgo.Record{Topic: schemas.TopicSegments, Key: d.Key(), Value: b}); aerr != nil {
 		return nil, aerr
 	}
 	s.segs.put(sg)
@@ -270,7 +270,7 @@ func (s *Segmenter) deleteFilter(ctx context.Context, app *apps.App, req *apiReq
 	if !found {
 		return nil, refuse(http.StatusNotFound, "request.name", "no segment %q in application %q", req.Name, app.ID)
 	}
-	if aerr := s.produceSegment(ctx, &kgo.Record{Topic: schemas.TopicSegments, Key: schemas.SegmentKey(app.ID, req.Name)}); aerr != nil {
+	if aerr := s.produceAcked(ctx, &kgo.Record{Topic: schemas.TopicSegments, Key: schemas.SegmentKey(app.ID, req.Name)}); aerr != nil {
 		return nil, aerr
 	}
 	s.segs.remove(app.ID, req.Name)
@@ -299,16 +299,17 @@ func (s *Segmenter) sweepSegment(ctx context.Context, app, name, filter string, 
 	return aerr
 }
 
-// produceSegment writes a definition or tombstone and waits for Kafka.
-func (s *Segmenter) produceSegment(ctx context.Context, rec *kgo.Record) *apiError {
+// produceAcked writes an API record (a segment, tag or journey definition,
+// or a tombstone) and waits for Kafka.
+func (s *Segmenter) produceAcked(ctx context.Context, rec *kgo.Record) *apiError {
 	if s.cl == nil {
 		return refuse(http.StatusServiceUnavailable, "", "the segment API needs the segmenter's Kafka client")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		s.log.Warn("kafka did not acknowledge a segment definition", "err", err)
-		return refuse(http.StatusServiceUnavailable, "", "kafka did not acknowledge the segment: retry")
+		s.log.Warn("kafka did not acknowledge an API record", "topic", rec.Topic, "err", err)
+		return refuse(http.StatusServiceUnavailable, "", "kafka did not acknowledge the %s record: retry", rec.Topic)
 	}
 	return nil
 }
@@ -487,8 +488,8 @@ func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRe
 // that names a tag the app does not have or compares a tag with a value of
 // another type; 503 until the registry has been read.
 func (s *Segmenter) checkTags(ctx context.Context, app, field, src string) *apiError {
-	if !s.tagReg.wait(ctx) {
-		return refuse(http.StatusServiceUnavailable, "", "the tag registry is still loading: retry")
+	if aerr := viewReady(ctx, s.tagReg.ready, "the tag registry is still loading: retry"); aerr != nil {
+		return aerr
 	}
 	if _, err := CompileChecked(app, src, s.tagTypes(app)); err != nil {
 		return refuse(http.StatusBadRequest, field, "%v", err)

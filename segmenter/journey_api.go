@@ -44,13 +44,7 @@ type apiJourney struct {
 }
 
 func (s *Segmenter) journeysReady(ctx context.Context) *apiError {
-	select {
-	case <-s.journeys.ready:
-		return nil
-	case <-ctx.Done():
-	case <-time.After(registryWait):
-	}
-	return refuse(http.StatusServiceUnavailable, "", "the journeys are still loading: retry")
+	return viewReady(ctx, s.journeys.ready, "the journeys are still loading: retry")
 }
 
 func (s *Segmenter) createJourney(ctx context.Context, app *apps.App, req *apiRequest) (any, *apiError) {
@@ -125,7 +119,7 @@ func (s *Segmenter) produceJourney(ctx context.Context, d *schemas.JourneyDef) *
 	if err != nil {
 		return refuse(http.StatusInternalServerError, "", "internal error")
 	}
-	return s.produceSegment(ctx, &kgo.Record{Topic: schemas.TopicJourneys, Key: d.Key(), Value: b})
+	return s.produceAcked(ctx, &kgo.Record{Topic: schemas.TopicJourneys, Key: d.Key(), Value: b})
 }
 
 func (s *Segmenter) listJourneys(ctx context.Context, app *apps.App, _ *apiRequest) (any, *apiError) {

@@ -213,14 +213,15 @@ func (s *Segmenter) runSweeps(ctx context.Context) {
 				recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Partition: p, Key: e.Key(), Value: b})
 			}
 		}
-		if err := s.produceSweeps(ctx, recs); err != nil {
+		if err := s.producePartitioned(ctx, recs); err != nil {
 			s.log.Warn("writing segment sweeps", "err", err)
 		}
 	}
 }
 
-// produceSweeps writes sweep events, which name their partition.
-func (s *Segmenter) produceSweeps(ctx context.Context, recs []*kgo.Record) error {
+// producePartitioned writes control events (sweeps, journey ticks), which
+// name their partition.
+func (s *Segmenter) producePartitioned(ctx context.Context, recs []*kgo.Record) error {
 	cl, err := s.campaignClient()
 	if err != nil {
 		return err

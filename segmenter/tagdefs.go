@@ -57,27 +57,29 @@ func newTagRegistry() *tagRegistry {
 	return &tagRegistry{byApp: make(map[string]map[string]tagDef), ready: make(chan struct{})}
 }
 
-// registryWait bounds how long an API call waits for the tag registry of
-// a segmenter that just started.
+// registryWait bounds how long an API call waits for a view (the tag
+// registry, the templates, the journeys, the tier counts) of a segmenter
+// that just started.
 const registryWait = 10 * time.Second
 
-// wait waits until the registry is ready, ctx is done or registryWait
-// passed, and reports whether it is ready.
-func (r *tagRegistry) wait(ctx context.Context) bool {
+// viewReady waits until ready is closed (the view has read its topic), ctx
+// is done or registryWait passed; it answers 503 with msg unless the view
+// is ready.
+func viewReady(ctx context.Context, ready <-chan struct{}, msg string) *apiError {
 	select {
-	case <-r.ready:
-		return true
+	case <-ready:
+		return nil
 	default:
 	}
 	t := time.NewTimer(registryWait)
 	defer t.Stop()
 	select {
-	case <-r.ready:
-		return true
+	case <-ready:
+		return nil
 	case <-ctx.Done():
 	case <-t.C:
 	}
-	return false
+	return refuse(http.StatusServiceUnavailable, "", "%s", msg)
 }
 
 // update changes name's entry in app with f.
@@ -370,7 +372,7 @@ func (s *Segmenter) addTag(ctx context.Context, app *apps.App, req *apiRequest) 
 	if err != nil {
 		return nil, refuse(http.StatusInternalServerError, "", "internal error")
 	}
-	if aerr := s.produceSegment(ctx, &kgo.Record{Topic: schemas.TopicTagDefs, Key: def.Key(), Value: b}); aerr != nil {
+	if aerr := s.produceAcked(ctx, &kgo.Record{Topic: schemas.TopicTagDefs, Key: def.Key(), Value: b}); aerr != nil {
 		return nil, aerr
 	}
 	s.tagReg.update(app.ID, name, func(d *tagDef) { d.declared = typ })
@@ -383,8 +385,8 @@ func (s *Segmenter) addTag(ctx context.Context, app *apps.App, req *apiRequest) 
 //
 // type is Pushwoosh's number (0 for "mixed": values of several types seen).
 func (s *Segmenter) listTags(ctx context.Context, app *apps.App, _ *apiRequest) (any, *apiError) {
-	if !s.tagReg.wait(ctx) {
-		return nil, refuse(http.StatusServiceUnavailable, "", "the tag registry is still loading: retry")
+	if aerr := viewReady(ctx, s.tagReg.ready, "the tag registry is still loading: retry"); aerr != nil {
+		return nil, aerr
 	}
 	type tag struct {
 		Name     string `json:"name"`
@@ -409,7 +411,7 @@ func (s *Segmenter) deleteTag(ctx context.Context, app *apps.App, req *apiReques
 	if d, ok := s.tagReg.lookup(app.ID, name); !ok || d.declared == "" {
 		return nil, refuse(http.StatusNotFound, "request.tag.name", "no declared tag %q in application %q", name, app.ID)
 	}
-	if aerr := s.produceSegment(ctx, &kgo.Record{Topic: schemas.TopicTagDefs, Key: schemas.TagDefKey(app.ID, name, true)}); aerr != nil {
+	if aerr := s.produceAcked(ctx, &kgo.Record{Topic: schemas.TopicTagDefs, Key: schemas.TagDefKey(app.ID, name, true)}); aerr != nil {
 		return nil, aerr
 	}
 	s.tagReg.update(app.ID, name, func(d *tagDef) { d.declared = "" })

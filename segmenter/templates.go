@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -163,12 +162,8 @@ var requestFields = strings.NewReplacer("template.body", "request.content_variab
 // and returns the template's category ("" when the app's templates are not
 // known: unchecked).
 func (s *Segmenter) checkTemplate(ctx context.Context, app *apps.App, c *schemas.Campaign) (string, *apiError) {
-	select {
-	case <-s.tmpl.ready:
-	case <-ctx.Done():
-		return "", refuse(http.StatusServiceUnavailable, "", "the templates are still loading: retry")
-	case <-time.After(registryWait):
-		return "", refuse(http.StatusServiceUnavailable, "", "the templates are still loading: retry")
+	if aerr := viewReady(ctx, s.tmpl.ready, "the templates are still loading: retry"); aerr != nil {
+		return "", aerr
 	}
 	t := &c.Template
 	def, status, known, languages := s.tmpl.lookup(app, t.Name, t.Language)

@@ -2,7 +2,6 @@ package segmenter
 
 import (
 	"context"
-	"net/http"
 	"sync"
 	"time"
 
@@ -56,12 +55,8 @@ func (s *Segmenter) headroom(ctx context.Context, app *apps.App, now time.Time) 
 	if limit == apps.TierUnlimited {
 		return tier{Headroom: -1}, nil
 	}
-	select {
-	case <-s.tiers.ready:
-	case <-ctx.Done():
-		return tier{}, refuse(http.StatusServiceUnavailable, "", "the messaging-tier counts are still loading: retry")
-	case <-time.After(registryWait):
-		return tier{}, refuse(http.StatusServiceUnavailable, "", "the messaging-tier counts are still loading: retry")
+	if aerr := viewReady(ctx, s.tiers.ready, "the messaging-tier counts are still loading: retry"); aerr != nil {
+		return tier{}, aerr
 	}
 	s.tiers.mu.Lock()
 	used := s.tiers.ledger.Used(app.Business(), now)

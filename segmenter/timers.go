@@ -214,7 +214,7 @@ func (s *Segmenter) runTicks(ctx context.Context) {
 			}
 			recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Partition: p, Key: e.Key(), Value: b})
 		}
-		if err := s.produceSweeps(ctx, recs); err != nil {
+		if err := s.producePartitioned(ctx, recs); err != nil {
 			s.timers.unpend(parts)
 			s.log.Warn("writing journey ticks", "err", err)
 		}
