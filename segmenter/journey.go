@@ -502,13 +502,9 @@ func (r *journeys) apply(rec *kgo.Record, log func(msg string, args ...any)) {
 // runJourneysFeed reads TopicJourneys from the start into s.journeys until
 // ctx is done, closing its ready channel once caught up.
 func (s *Segmenter) runJourneysFeed(ctx context.Context, ready chan<- struct{}) {
-	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log), kafka.FollowOpts(schemas.TopicJourneys)...)...)
-	if err != nil {
-		s.log.Error("creating the journeys client", "err", err)
-		return
-	}
-	defer cl.Close()
-	kafka.Follow(ctx, cl, schemas.TopicJourneys, s.log,
+	if err := kafka.FollowTopic(ctx, s.kcfg, s.log, schemas.TopicJourneys,
 		func(r *kgo.Record) { s.journeys.apply(r, s.log.Warn) },
-		func() { close(s.journeys.ready); close(ready) })
+		func() { close(s.journeys.ready); close(ready) }); err != nil {
+		s.log.Error("following a state topic", "err", err)
+	}
 }

@@ -220,13 +220,9 @@ func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile
 // runSegmentsFeed reads TopicSegments from the start into s.segs until ctx
 // is done, closing ready once it has read what the topic held at start.
 func (s *Segmenter) runSegmentsFeed(ctx context.Context, ready chan<- struct{}) {
-	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log), kafka.FollowOpts(schemas.TopicSegments)...)...)
-	if err != nil {
-		s.log.Error("creating the segments client", "err", err)
-		return
-	}
-	defer cl.Close()
-	kafka.Follow(ctx, cl, schemas.TopicSegments, s.log,
+	if err := kafka.FollowTopic(ctx, s.kcfg, s.log, schemas.TopicSegments,
 		func(r *kgo.Record) { s.segs.apply(r, s.log.Warn) },
-		func() { s.segs.ready.Store(true); close(ready) })
+		func() { s.segs.ready.Store(true); close(ready) }); err != nil {
+		s.log.Error("following a state topic", "err", err)
+	}
 }

@@ -212,15 +212,11 @@ func (s *Segmenter) appendSeen(out []*kgo.Record, e *schemas.Event, p *Profile, 
 // runTagsFeed reads TopicTagDefs from the start into s.tags until ctx is
 // done, closing ready once it has read what the topic held at start.
 func (s *Segmenter) runTagsFeed(ctx context.Context, ready chan<- struct{}) {
-	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log), kafka.FollowOpts(schemas.TopicTagDefs)...)...)
-	if err != nil {
-		s.log.Error("creating the tag registry client", "err", err)
-		return
-	}
-	defer cl.Close()
-	kafka.Follow(ctx, cl, schemas.TopicTagDefs, s.log,
+	if err := kafka.FollowTopic(ctx, s.kcfg, s.log, schemas.TopicTagDefs,
 		func(r *kgo.Record) { s.tagReg.apply(r, s.log.Warn) },
-		func() { close(s.tagReg.ready); close(ready) })
+		func() { close(s.tagReg.ready); close(ready) }); err != nil {
+		s.log.Error("following a state topic", "err", err)
+	}
 }
 
 // tagFieldType is the filter type a tag of registry type typ has: strict

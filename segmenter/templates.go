@@ -142,15 +142,11 @@ func (v *templateView) lookup(app *apps.App, name, language string) (def *schema
 // runTemplatesFeed reads TopicTemplates from the start into s.tmpl until
 // ctx is done, closing its ready channel once caught up.
 func (s *Segmenter) runTemplatesFeed(ctx context.Context) {
-	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log), kafka.FollowOpts(schemas.TopicTemplates)...)...)
-	if err != nil {
-		s.log.Error("creating the templates client", "err", err)
-		return
-	}
-	defer cl.Close()
-	kafka.Follow(ctx, cl, schemas.TopicTemplates, s.log,
+	if err := kafka.FollowTopic(ctx, s.kcfg, s.log, schemas.TopicTemplates,
 		func(r *kgo.Record) { s.tmpl.apply(r, s.log.Warn) },
-		func() { close(s.tmpl.ready) })
+		func() { close(s.tmpl.ready) }); err != nil {
+		s.log.Error("following a state topic", "err", err)
+	}
 }
 
 // requestFields maps the template fields ParamProblems names to the

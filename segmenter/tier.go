@@ -67,13 +67,9 @@ func (s *Segmenter) headroom(ctx context.Context, app *apps.App, now time.Time) 
 // runTierFeed reads TopicReach from the start into s.tiers until ctx is
 // done, closing its ready channel once caught up.
 func (s *Segmenter) runTierFeed(ctx context.Context) {
-	cl, err := kgo.NewClient(append(s.kcfg.Opts(s.log), kafka.FollowOpts(schemas.TopicReach)...)...)
-	if err != nil {
-		s.log.Error("creating the reach client", "err", err)
-		return
-	}
-	defer cl.Close()
-	kafka.Follow(ctx, cl, schemas.TopicReach, s.log,
+	if err := kafka.FollowTopic(ctx, s.kcfg, s.log, schemas.TopicReach,
 		func(r *kgo.Record) { s.tiers.apply(r, s.log.Warn) },
-		func() { close(s.tiers.ready) })
+		func() { close(s.tiers.ready) }); err != nil {
+		s.log.Error("following a state topic", "err", err)
+	}
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -88,4 +89,17 @@ func endOffsets(ctx context.Context, cl *kgo.Client, topic string, log *slog.Log
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// FollowTopic is Follow with a client of its own, built from c with
+// FollowOpts and closed when ctx is done. It returns only the error of
+// building the client.
+func FollowTopic(ctx context.Context, c Config, log *slog.Logger, topic string, apply func(*kgo.Record), caughtUp func()) error {
+	cl, err := kgo.NewClient(append(c.Opts(log), FollowOpts(topic)...)...)
+	if err != nil {
+		return fmt.Errorf("creating the %s client: %w", topic, err)
+	}
+	defer cl.Close()
+	Follow(ctx, cl, topic, log, apply, caughtUp)
+	return nil
 }
