@@ -8,10 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -44,11 +47,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	keywordEvery := f.Int("keyword-every", 200, "one event in this many is an inbound PROMO (a dispatch request)")
 	partitions := f.Int("kafka.partitions", 8, "partitions per topic")
 	chDSN := f.String("clickhouse.dsn", "", "use this ClickHouse instead of a private server")
+	only := f.String("stages", "segmenter,dispatcher,analytics,e2e", "the measurements to run after the load and the bare consumer, comma-separated: segmenter, dispatcher, analytics, e2e")
+	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the stage measurements (not the load) to this file")
 	f.logLevel = "warn"
 	if err := f.parse(args); err != nil {
 		return err
 	}
 	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	stages, err := benchStages(*only)
 	if err != nil {
 		return err
 	}
@@ -75,21 +84,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	adm := kadm.NewClient(cl)
 
 	dsn := *chDSN
-	if dsn == "" {
-		ch, err := chserver.Start(ctx, chserver.Config{Dir: dir + "/clickhouse"})
-		if err != nil {
+	var conn driver.Conn
+	if stages["analytics"] || stages["e2e"] {
+		if dsn == "" {
+			ch, err := chserver.Start(ctx, chserver.Config{Dir: dir + "/clickhouse"})
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			dsn = ch.DSN("default")
+		}
+		if conn, err = analytics.Open(ctx, dsn); err != nil {
 			return err
 		}
-		defer ch.Close()
-		dsn = ch.DSN("default")
-	}
-	conn, err := analytics.Open(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if _, err := analytics.Migrate(ctx, conn, log); err != nil {
-		return err
+		defer conn.Close()
+		if _, err := analytics.Migrate(ctx, conn, log); err != nil {
+			return err
+		}
 	}
 
 	creds, err := loadDevCredentials(dir)
@@ -120,84 +131,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	bare := benchRow{"bare franz-go consumer + decode", int64(*n), time.Since(t0), "baseline"}
 	rows = append(rows, bare)
 
-	// 3. Each stage alone on its whole backlog.
-	seg, err := segmenter.New(segmenter.Config{Group: "bench-segmenter"}, kcfg, log, nil)
+	if *cpuProfile != "" {
+		fh, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		if err := pprof.StartCPUProfile(fh); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rows, err = runBenchStages(ctx, benchEnv{kcfg: kcfg, adm: adm, reg: reg, log: log, dsn: dsn, conn: conn, n: int64(*n)}, stages, rows)
 	if err != nil {
 		return err
 	}
-	row, err := measureStage(ctx, adm, "segmenter", "bench-segmenter", seg.Run, schemas.TopicEvents)
-	seg.Close()
-	if err != nil {
-		return err
-	}
-	rows = append(rows, row)
-
-	sim, simSrv, err := benchSim(reg, log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = simSrv.Shutdown(5 * time.Second) }()
-	simCtx, simStop := context.WithCancel(ctx)
-	defer simStop()
-	go func() { _ = sim.Run(simCtx) }()
-	disp, err := dispatcher.New(benchDispatcherConfig("bench-dispatcher", simSrv.URL()), kcfg, reg, log, nil)
-	if err != nil {
-		return err
-	}
-	row, err = measureStage(ctx, adm, "dispatcher (to simulator over HTTP)", "bench-dispatcher", disp.Run, schemas.TopicDispatch)
-	disp.Close()
-	if err != nil {
-		return err
-	}
-	rows = append(rows, row)
-
-	sink, err := analytics.New(analytics.Config{Group: "bench-analytics", DSN: dsn}, kcfg, conn, log, nil)
-	if err != nil {
-		return err
-	}
-	row, err = measureStage(ctx, adm, "analytics (to ClickHouse)", "bench-analytics", sink.Run, schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes)
-	sink.Close()
-	if err != nil {
-		return err
-	}
-	rows = append(rows, row)
-
-	// 4. End to end: all three stages together on fresh groups, from the
-	// first event to the last row in ClickHouse.
-	t0 = time.Now()
-	e2eCtx, e2eStop := context.WithCancel(ctx)
-	seg2, err := segmenter.New(segmenter.Config{Group: "e2e-segmenter"}, kcfg, log, nil)
-	if err != nil {
-		e2eStop()
-		return err
-	}
-	disp2, err := dispatcher.New(benchDispatcherConfig("e2e-dispatcher", simSrv.URL()), kcfg, reg, log, nil)
-	if err != nil {
-		e2eStop()
-		return err
-	}
-	sink2, err := analytics.New(analytics.Config{Group: "e2e-analytics", DSN: dsn}, kcfg, conn, log, nil)
-	if err != nil {
-		e2eStop()
-		return err
-	}
-	for _, run := range []func(context.Context) error{seg2.Run, disp2.Run, sink2.Run} {
-		go func() { _ = run(e2eCtx) }()
-	}
-	err = waitGroupsDone(ctx, adm,
-		groupTopics{"e2e-segmenter", []string{schemas.TopicEvents}},
-		groupTopics{"e2e-dispatcher", []string{schemas.TopicDispatch}},
-		groupTopics{"e2e-analytics", []string{schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes}},
-	)
-	elapsed := time.Since(t0)
-	e2eStop()
-	seg2.Close()
-	disp2.Close()
-	sink2.Close()
-	if err != nil {
-		return err
-	}
-	rows = append(rows, benchRow{"end to end (3 stages together)", int64(*n), elapsed, "events in -> rows in ClickHouse"})
 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "stage\trecords\tseconds\trecords/s\tvs bare consumer\tnote\t")
@@ -209,6 +157,125 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t\n", r.stage, r.records, r.elapsed.Seconds(), r.rate(), ratio, r.note)
 	}
 	return tw.Flush()
+}
+
+// benchStages parses -stages.
+func benchStages(list string) (map[string]bool, error) {
+	stages := map[string]bool{}
+	for name := range strings.SplitSeq(list, ",") {
+		switch name = strings.TrimSpace(name); name {
+		case "segmenter", "dispatcher", "analytics", "e2e":
+			stages[name] = true
+		case "":
+		default:
+			return nil, fmt.Errorf("-stages: unknown stage %q (want segmenter, dispatcher, analytics or e2e)", name)
+		}
+	}
+	return stages, nil
+}
+
+// benchEnv is what the stage measurements share.
+type benchEnv struct {
+	kcfg kafka.Config
+	adm  *kadm.Client
+	reg  *apps.Registry
+	log  *slog.Logger
+	dsn  string
+	conn driver.Conn // nil unless analytics or e2e runs
+	n    int64
+}
+
+// runBenchStages runs the measurements stages names, in pipeline order, and
+// appends their rows.
+func runBenchStages(ctx context.Context, env benchEnv, stages map[string]bool, rows []benchRow) ([]benchRow, error) {
+	kcfg, adm, reg, log, dsn, conn := env.kcfg, env.adm, env.reg, env.log, env.dsn, env.conn
+	// 3. Each stage alone on its whole backlog.
+	if stages["segmenter"] {
+		seg, err := segmenter.New(segmenter.Config{Group: "bench-segmenter"}, kcfg, log, nil)
+		if err != nil {
+			return rows, err
+		}
+		row, err := measureStage(ctx, adm, "segmenter", "bench-segmenter", seg.Run, schemas.TopicEvents)
+		seg.Close()
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, row)
+	}
+	if !stages["dispatcher"] && !stages["analytics"] && !stages["e2e"] {
+		return rows, nil
+	}
+
+	sim, simSrv, err := benchSim(reg, log)
+	if err != nil {
+		return rows, err
+	}
+	defer func() { _ = simSrv.Shutdown(5 * time.Second) }()
+	simCtx, simStop := context.WithCancel(ctx)
+	defer simStop()
+	go func() { _ = sim.Run(simCtx) }()
+	if stages["dispatcher"] {
+		disp, err := dispatcher.New(benchDispatcherConfig("bench-dispatcher", simSrv.URL()), kcfg, reg, log, nil)
+		if err != nil {
+			return rows, err
+		}
+		row, err := measureStage(ctx, adm, "dispatcher (to simulator over HTTP)", "bench-dispatcher", disp.Run, schemas.TopicDispatch)
+		disp.Close()
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, row)
+	}
+
+	if stages["analytics"] {
+		sink, err := analytics.New(analytics.Config{Group: "bench-analytics", DSN: dsn}, kcfg, conn, log, nil)
+		if err != nil {
+			return rows, err
+		}
+		row, err := measureStage(ctx, adm, "analytics (to ClickHouse)", "bench-analytics", sink.Run, schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes)
+		sink.Close()
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, row)
+	}
+	if !stages["e2e"] {
+		return rows, nil
+	}
+
+	// 4. End to end: all three stages together on fresh groups, from the
+	// first event to the last row in ClickHouse.
+	t0 := time.Now()
+	e2eCtx, e2eStop := context.WithCancel(ctx)
+	defer e2eStop()
+	seg2, err := segmenter.New(segmenter.Config{Group: "e2e-segmenter"}, kcfg, log, nil)
+	if err != nil {
+		return rows, err
+	}
+	defer seg2.Close()
+	disp2, err := dispatcher.New(benchDispatcherConfig("e2e-dispatcher", simSrv.URL()), kcfg, reg, log, nil)
+	if err != nil {
+		return rows, err
+	}
+	defer disp2.Close()
+	sink2, err := analytics.New(analytics.Config{Group: "e2e-analytics", DSN: dsn}, kcfg, conn, log, nil)
+	if err != nil {
+		return rows, err
+	}
+	defer sink2.Close()
+	for _, run := range []func(context.Context) error{seg2.Run, disp2.Run, sink2.Run} {
+		go func() { _ = run(e2eCtx) }()
+	}
+	err = waitGroupsDone(ctx, adm,
+		groupTopics{"e2e-segmenter", []string{schemas.TopicEvents}},
+		groupTopics{"e2e-dispatcher", []string{schemas.TopicDispatch}},
+		groupTopics{"e2e-analytics", []string{schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes}},
+	)
+	elapsed := time.Since(t0)
+	if err != nil {
+		return rows, err
+	}
+	return append(rows, benchRow{"end to end (3 stages together)", env.n, elapsed, "events in -> rows in ClickHouse"}), nil
 }
 
 // loadSynthetic produces n events: registrations, tag updates, custom events,
