@@ -204,6 +204,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/fastcache"
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -226,9 +227,12 @@ const stage = "segmenter"
 //
 // Its state is shared (core: the cache, the key index, the registries,
 // the clients) and per worker (the batch state below). Process splits a
-// batch by partition among Config.Workers workers, each a Segmenter with
-// the same core; partition p is always worker p mod Workers's, so each
-// profile is only ever in one worker's hot map and processed in order.
+// batch by profile key among Config.Workers workers, each a Segmenter with
+// the same core: a key is always the same worker's (its owner), so each
+// profile is only ever in one worker's hot map and its events are applied
+// in order. Records that visit a whole partition (campaigns, sweeps, ticks)
+// run alone, between the shared runs before and after them, and reach each
+// profile through its owner's hot map and change list.
 type Segmenter struct {
 	*core
 
@@ -249,6 +253,8 @@ type Segmenter struct {
 	hot map[string]*Profile
 	buf []byte // cache reads
 	enc []byte // profile encodings
+	// pos is the position in the batch of the record in hand.
+	pos int
 	// changed are the profiles whose tags a batch changed, in the order of
 	// their first change, with their index by key: each gets one
 	// ProfileTags record on TopicTags at the end of the batch.
@@ -292,6 +298,9 @@ type core struct {
 	started  time.Time // the journeys' clock starts here
 	keys     *keyIndex
 	cold     coldReader
+	// ws are the workers (Segmenter.workers): a profile's owner keeps its
+	// decoded copy and its changes of a batch.
+	ws []*Segmenter
 
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
@@ -386,6 +395,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		s.workers = append(s.workers, &Segmenter{core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
 			dlLog: throttle{every: 10 * time.Second}})
 	}
+	c.ws = s.workers
 	return s, nil
 }
 
@@ -438,25 +448,48 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
 }
 
-// handle is Run's batch handler.
+// handle is Run's batch handler. It processes the batch a part at a time
+// and produces each part's outputs while it processes the next, then waits
+// for every output to be acknowledged before the batch is marked.
 func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := s.fatal.Load(); err != nil {
 		return *err
 	}
 	start := time.Now()
-	out, err := s.Process(ctx, recs)
-	if err != nil {
-		return err
-	}
-	if err := kafka.ProduceAll(ctx, s.cl, out); err != nil {
-		return fmt.Errorf("producing %d records: %w", len(out), err)
-	}
-	// Where each profile's latest state is now, for when fastcache evicts
-	// it.
-	for _, r := range out {
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+		produced atomic.Int64
+	)
+	done := func(r *kgo.Record, err error) {
+		defer wg.Done()
+		if err != nil {
+			errOnce.Do(func() { firstErr = err })
+			return
+		}
+		produced.Add(1)
 		if r.Topic == schemas.TopicProfiles {
+			// Where the profile's latest state is now, for when
+			// fastcache evicts it. A partition's records are acknowledged
+			// in order, so the latest offset is set last.
 			s.keys.setOffset(r.Partition, r.Key, r.Offset)
 		}
+	}
+	for part := range slices.Chunk(recs, handlePart) {
+		out, err := s.Process(ctx, part)
+		if err != nil {
+			wg.Wait()
+			return err
+		}
+		wg.Add(len(out))
+		for _, r := range out {
+			s.cl.Produce(ctx, r, done)
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("producing the outputs of %d records (%d acknowledged): %w", len(recs), produced.Load(), firstErr)
 	}
 	if f := s.crashAfterProduce.Load(); f != nil {
 		return (*f)()
@@ -464,6 +497,10 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	s.m.batchDuration.Observe(time.Since(start).Seconds())
 	return nil
 }
+
+// handlePart is how many records handle processes before it produces their
+// outputs: the next part is processed while those are in flight.
+const handlePart = 2500
 
 // Close closes the Kafka client, frees the cache and unregisters the
 // metrics. Call it after Run returned.
@@ -503,57 +540,169 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UTC()
+	evs := s.decodeAll(recs)
 	if len(s.workers) == 1 {
-		out, changes, err := s.workers[0].processBatch(ctx, recs, now)
-		return append(out, changes...), err
+		w := s.workers[0]
+		out, err := w.processBatch(ctx, recs, evs, now, nil)
+		if err != nil {
+			return nil, err
+		}
+		return w.appendChanges(out), nil
 	}
-	parts := make([][]*kgo.Record, len(s.workers))
-	for _, r := range recs {
-		i := int(r.Partition) % len(s.workers)
-		parts[i] = append(parts[i], r)
+	var out []*kgo.Record
+	for start := 0; start < len(recs); {
+		// The records up to the next partition-wide one (a campaign,
+		// sweep or tick: it visits every profile of its partition) are
+		// shared among the workers by profile key; that one runs alone.
+		end := start
+		for end < len(recs) && !partitionWide(evs[end].e) {
+			end++
+		}
+		var err error
+		if out, err = s.processShared(ctx, out, recs[start:end], evs[start:end], now); err != nil {
+			return nil, err
+		}
+		if end == len(recs) {
+			break
+		}
+		if out, err = s.workers[0].processBatch(ctx, recs[end:end+1], evs[end:end+1], now, out); err != nil {
+			return nil, err
+		}
+		start = end + 1
 	}
-	outs := make([][]*kgo.Record, len(s.workers))
-	changes := make([][]*kgo.Record, len(s.workers))
-	errs := make([]error, len(s.workers))
+	// The changelog, tags and tag registry records after every other
+	// output, in that order, as one worker orders them. A profile's
+	// changes are all in its owner's list, so each key has one changelog
+	// record, its latest.
+	var all []changedProfile
+	for _, w := range s.workers {
+		all = append(all, w.changed...)
+		clear(w.changed)
+		w.changed = w.changed[:0]
+		clear(w.changedAt)
+	}
+	slices.SortFunc(all, func(a, b changedProfile) int { return a.pos - b.pos })
+	w := s.workers[0]
+	w.changed = all
+	for _, o := range s.workers[1:] {
+		w.seenDefs = append(w.seenDefs, o.seenDefs...)
+		clear(o.seenDefs)
+		o.seenDefs = o.seenDefs[:0]
+	}
+	out = w.appendChanges(out)
+	w.changed = nil
+	return out, nil
+}
+
+// decoded is a record's event, or why it has none.
+type decoded struct {
+	e   *schemas.Event
+	err error
+	pos int // in the batch: orders the changes
+}
+
+// partitionWide reports whether e is a record that visits every profile of
+// its partition rather than one: those run with no other record in
+// parallel.
+func partitionWide(e *schemas.Event) bool {
+	return e != nil && (e.Kind == schemas.KindCampaign || e.Kind == schemas.KindSweep || e.Kind == schemas.KindTick)
+}
+
+// decodeAll decodes recs' events, on every worker at once when there are
+// enough of them: decoding needs no state.
+func (s *Segmenter) decodeAll(recs []*kgo.Record) []decoded {
+	evs := make([]decoded, len(recs))
+	decode := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			evs[i].e, evs[i].err = schemas.DecodeEvent(recs[i].Value)
+			evs[i].pos = i
+		}
+	}
+	n := len(s.workers)
+	if n == 1 || len(recs) < 64 {
+		decode(0, len(recs))
+		return evs
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		lo, hi := i*len(recs)/n, (i+1)*len(recs)/n
+		wg.Go(func() { decode(lo, hi) })
+	}
+	wg.Wait()
+	return evs
+}
+
+// processShared processes recs, none of them partition-wide, on all the
+// workers at once: each profile key always goes to the same worker, which
+// applies its events in order. The outputs are appended to out worker by
+// worker.
+func (s *Segmenter) processShared(ctx context.Context, out []*kgo.Record, recs []*kgo.Record, evs []decoded, now time.Time) ([]*kgo.Record, error) {
+	if len(recs) == 0 {
+		return out, nil
+	}
+	n := len(s.workers)
+	parts := make([][]*kgo.Record, n)
+	pevs := make([][]decoded, n)
+	for i, r := range recs {
+		w := s.ownerIndex(r, evs[i].e)
+		parts[w] = append(parts[w], r)
+		pevs[w] = append(pevs[w], evs[i])
+	}
+	outs := make([][]*kgo.Record, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, w := range s.workers {
 		if len(parts[i]) > 0 {
-			wg.Go(func() { outs[i], changes[i], errs[i] = w.processBatch(ctx, parts[i], now) })
+			wg.Go(func() { outs[i], errs[i] = w.processBatch(ctx, parts[i], pevs[i], now, nil) })
 		}
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	// The changelog, tags and tag registry records after every other
-	// output, in that order, as one worker orders them.
-	var out, all []*kgo.Record
 	for _, o := range outs {
 		out = append(out, o...)
 	}
-	for _, c := range changes {
-		all = append(all, c...)
-	}
-	rank := map[string]int{schemas.TopicProfiles: 0, schemas.TopicTags: 1, schemas.TopicTagDefs: 2}
-	slices.SortStableFunc(all, func(a, b *kgo.Record) int { return rank[a.Topic] - rank[b.Topic] })
-	return append(out, all...), nil
+	return out, nil
 }
 
-// processBatch is a worker's share of Process: its records in order, then
-// its changelog, tags and tag registry records.
-func (s *Segmenter) processBatch(ctx context.Context, recs []*kgo.Record, now time.Time) (out, changes []*kgo.Record, err error) {
+// ownerIndex is the worker of rec: its profile key's owner, or, for a
+// record with no profile (undecodable), any worker (its partition's).
+func (s *Segmenter) ownerIndex(rec *kgo.Record, e *schemas.Event) int {
+	if e == nil {
+		return int(rec.Partition) % len(s.ws)
+	}
+	return s.ownerOf(e.Key())
+}
+
+// ownerOf is the index of the worker that owns the profile of key: the
+// only one that keeps it decoded (hot) and lists its changes.
+func (c *core) ownerOf(key []byte) int {
+	if len(c.ws) == 1 {
+		return 0
+	}
+	return int(xxhash.Sum64(key) % uint64(len(c.ws)))
+}
+
+// owner is the worker that owns key's profile.
+func (c *core) owner(key []byte) *Segmenter { return c.ws[c.ownerOf(key)] }
+
+// processBatch is a worker's share of Process: its records in order, their
+// outputs appended to out. Its changes wait in s.changed for appendChanges.
+func (s *Segmenter) processBatch(ctx context.Context, recs []*kgo.Record, evs []decoded, now time.Time, out []*kgo.Record) ([]*kgo.Record, error) {
 	s.batchCtx, s.coldErr = ctx, nil
 	defer func() { s.batchCtx = nil }()
-	for _, rec := range recs {
-		out = s.processRecord(out, rec, now)
+	for i, rec := range recs {
+		s.pos = evs[i].pos
+		out = s.processRecord(out, rec, evs[i], now)
 		if s.coldErr != nil {
 			// The batch cannot be applied without that profile; the
 			// stage stops rather than write it empty (a restart restores
 			// every profile from the changelog).
-			return nil, nil, s.coldErr
+			return nil, s.coldErr
 		}
 	}
-	return out, s.appendChanges(nil), nil
+	return out, nil
 }
 
 // changedProfile is a profile the current batch changed.
@@ -564,6 +713,7 @@ type changedProfile struct {
 	p         *Profile
 	enc       []byte // p's encoding as last saved: the changelog value
 	tags      bool   // its tags changed: it gets a TopicTags record
+	pos       int    // of the batch record that first changed it
 }
 
 // tagState is what of a profile ProfileTags carries, to tell whether an
@@ -586,14 +736,15 @@ func tagStateOf(p *Profile) tagState {
 // noteChanged records that e changed p (its tags when tags is set). It is
 // called right after p was saved: s.enc is its encoding.
 func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p *Profile, tags bool) {
-	if i, ok := s.changedAt[string(key)]; ok {
-		c := &s.changed[i]
+	o := s.owner(key) // s itself, but for a partition-wide record
+	if i, ok := o.changedAt[string(key)]; ok {
+		c := &o.changed[i]
 		c.partition, c.e, c.p, c.tags = partition, e, p, c.tags || tags
 		c.enc = append(c.enc[:0], s.enc...)
 		return
 	}
-	s.changedAt[string(key)] = len(s.changed)
-	s.changed = append(s.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: slices.Clone(s.enc)})
+	o.changedAt[string(key)] = len(o.changed)
+	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: slices.Clone(s.enc), pos: s.pos})
 }
 
 // appendChanges appends, per profile the batch changed, its changelog
@@ -629,10 +780,10 @@ func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 	return out
 }
 
-func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, now time.Time) []*kgo.Record {
-	e, err := schemas.DecodeEvent(rec.Value)
-	if err != nil {
-		return s.deadLetter(out, rec, fmt.Sprintf("decoding event: %v", err))
+func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decoded, now time.Time) []*kgo.Record {
+	e := dec.e
+	if dec.err != nil {
+		return s.deadLetter(out, rec, fmt.Sprintf("decoding event: %v", dec.err))
 	}
 	if e.Kind == schemas.KindCampaign {
 		return s.runCampaign(out, rec, e, now)
@@ -752,7 +903,7 @@ const hotMax = 1 << 13
 // not decode (a bug: only this package writes them) is logged and replaced
 // by a new one.
 func (s *Segmenter) lookup(key []byte) (*Profile, bool) {
-	if p, ok := s.hot[string(key)]; ok {
+	if p, ok := s.owner(key).hot[string(key)]; ok {
 		return p, true
 	}
 	return s.loadStored(key)
@@ -781,10 +932,11 @@ func (s *Segmenter) save(key []byte, p *Profile) error {
 		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
 	}
 	s.cache.Set(key, s.enc)
-	if _, ok := s.hot[string(key)]; !ok && len(s.hot) >= hotMax {
-		clear(s.hot)
+	hot := s.owner(key).hot
+	if _, ok := hot[string(key)]; !ok && len(hot) >= hotMax {
+		clear(hot)
 	}
-	s.hot[string(key)] = p
+	hot[string(key)] = p
 	return nil
 }
 
