@@ -2,8 +2,10 @@ package schemas
 
 import (
 	"encoding/json"
+	"hash/maphash"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -172,6 +174,7 @@ var eventFields = []string{"v", "id", "app", "kind", "name", "time", "received",
 func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 	var s *string
 	var n uint
+	interned := false
 	switch string(key) {
 	case "v":
 		if !once(seen, 0) {
@@ -184,15 +187,17 @@ func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 		s, n = &e.ID, 1
 	case "app":
 		s, n = &e.App, 2
+		interned = true
 	case "kind":
 		if !once(seen, 3) {
 			return false
 		}
-		v, ok := d.str()
+		v, ok := d.istr()
 		e.Kind = EventKind(v)
 		return ok
 	case "name":
 		s, n = &e.Name, 4
+		interned = true
 	case "time":
 		return once(seen, 5) && d.time(&e.Time)
 	case "received":
@@ -214,16 +219,20 @@ func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 		return ok
 	case "language":
 		s, n = &e.Language, 12
+		interned = true
 	case "timezone":
 		s, n = &e.Timezone, 13
+		interned = true
 	case "country":
 		s, n = &e.Country, 14
+		interned = true
 	case "email":
 		s, n = &e.Email, 15
 	case "push_token":
 		s, n = &e.PushToken, 16
 	case "app_version":
 		s, n = &e.AppVersion, 17
+		interned = true
 	case "tags":
 		if !once(seen, 18) {
 			return false
@@ -277,7 +286,13 @@ func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 	if !once(seen, n) {
 		return false
 	}
-	v, ok := d.str()
+	var v string
+	var ok bool
+	if interned {
+		v, ok = d.istr()
+	} else {
+		v, ok = d.str()
+	}
 	*s = v
 	return ok
 }
@@ -289,15 +304,18 @@ var inboundFields = []string{"phone_number_id", "from", "wamid", "type", "text",
 func (d *fastDec) inboundField(key []byte, in *Inbound, seen *uint64) bool {
 	var s *string
 	var n uint
+	interned := false
 	switch string(key) {
 	case "phone_number_id":
 		s, n = &in.PhoneNumberID, 0
+		interned = true
 	case "from":
 		s, n = &in.From, 1
 	case "wamid":
 		s, n = &in.WAMID, 2
 	case "type":
 		s, n = &in.Type, 3
+		interned = true
 	case "text":
 		s, n = &in.Text, 4
 	case "profile_name":
@@ -323,7 +341,13 @@ func (d *fastDec) inboundField(key []byte, in *Inbound, seen *uint64) bool {
 	if !once(seen, n) {
 		return false
 	}
-	v, ok := d.str()
+	var v string
+	var ok bool
+	if interned {
+		v, ok = d.istr()
+	} else {
+		v, ok = d.str()
+	}
 	*s = v
 	return ok
 }
@@ -336,19 +360,23 @@ var statusFields = []string{"phone_number_id", "wamid", "status", "recipient", "
 func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {
 	var s *string
 	var n uint
+	interned := false
 	switch string(key) {
 	case "phone_number_id":
 		s, n = &st.PhoneNumberID, 0
+		interned = true
 	case "wamid":
 		s, n = &st.WAMID, 1
 	case "status":
 		s, n = &st.Status, 2
+		interned = true
 	case "recipient":
 		s, n = &st.Recipient, 3
 	case "dispatch_id":
 		s, n = &st.DispatchID, 4
 	case "pricing_category":
 		s, n = &st.PricingCategory, 5
+		interned = true
 	case "billable":
 		if !once(seen, 6) {
 			return false
@@ -358,12 +386,15 @@ func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {
 		return ok
 	case "pricing_model":
 		s, n = &st.PricingModel, 7
+		interned = true
 	case "pricing_type":
 		s, n = &st.PricingType, 8
+		interned = true
 	case "conversation_id":
 		s, n = &st.ConversationID, 9
 	case "conversation_origin":
 		s, n = &st.ConversationOrigin, 10
+		interned = true
 	case "error_code":
 		if !once(seen, 11) {
 			return false
@@ -383,7 +414,13 @@ func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {
 	if !once(seen, n) {
 		return false
 	}
-	v, ok := d.str()
+	var v string
+	var ok bool
+	if interned {
+		v, ok = d.istr()
+	} else {
+		v, ok = d.str()
+	}
 	*s = v
 	return ok
 }
@@ -413,6 +450,60 @@ func (d *fastDec) str() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// istr is str for the values that repeat from event to event (app ids, event
+// and tag names, languages, countries, statuses): those without escapes
+// come from the intern table instead of a new allocation each.
+func (d *fastDec) istr() (string, bool) {
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return "", false
+	}
+	start := d.i + 1
+	for j := start; j < len(d.b); j++ {
+		c := d.b[j]
+		switch {
+		case c == '"':
+			d.i = j + 1
+			return intern(d.b[start:j]), true
+		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
+			d.i = start - 1
+			return d.str()
+		}
+	}
+	return "", false
+}
+
+// internSlots is the size of the intern table: enough for the distinct
+// names of a deployment's hot events, tags and apps.
+const internSlots = 1 << 12
+
+// internMax is the longest string interned.
+const internMax = 40
+
+var (
+	internSeed = maphash.MakeSeed()
+	internTab  [internSlots]atomic.Pointer[string]
+)
+
+// intern returns b as a string, the same one for the same bytes as long as
+// no other string took its slot since: a lossy, lock-free table (a slot
+// holds the string seen last), so a value that repeats costs no
+// allocation and one that does not costs one more.
+func intern(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > internMax {
+		return string(b)
+	}
+	slot := &internTab[maphash.Bytes(internSeed, b)&(internSlots-1)]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	v := string(b)
+	slot.Store(&v)
+	return v
 }
 
 // escaped decodes a string with escapes that starts at start.
@@ -597,7 +688,7 @@ func (d *fastDec) strMap() (map[string]string, bool) {
 			return false
 		}
 		v, ok := d.str()
-		m[string(key)] = v
+		m[intern(key)] = v
 		return ok
 	})
 	return m, ok
@@ -609,7 +700,7 @@ func (d *fastDec) anyMap(depth int) (map[string]any, bool) {
 	m := make(map[string]any)
 	ok := d.object(true, func(key []byte, _ *uint64) bool {
 		v, ok := d.value(depth + 1)
-		m[string(key)] = v
+		m[intern(key)] = v
 		return ok
 	})
 	return m, ok

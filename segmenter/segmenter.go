@@ -597,6 +597,7 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 // decoded is a record's event, or why it has none.
 type decoded struct {
 	e   *schemas.Event
+	key []byte // e.Key()
 	err error
 	pos int // in the batch: orders the changes
 }
@@ -615,6 +616,9 @@ func (s *Segmenter) decodeAll(recs []*kgo.Record) []decoded {
 	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			evs[i].e, evs[i].err = schemas.DecodeEvent(recs[i].Value)
+			if evs[i].err == nil {
+				evs[i].key = evs[i].e.Key()
+			}
 			evs[i].pos = i
 		}
 	}
@@ -644,7 +648,7 @@ func (s *Segmenter) processShared(ctx context.Context, out []*kgo.Record, recs [
 	parts := make([][]*kgo.Record, n)
 	pevs := make([][]decoded, n)
 	for i, r := range recs {
-		w := s.ownerIndex(r, evs[i].e)
+		w := s.ownerIndex(r, evs[i])
 		parts[w] = append(parts[w], r)
 		pevs[w] = append(pevs[w], evs[i])
 	}
@@ -668,11 +672,11 @@ func (s *Segmenter) processShared(ctx context.Context, out []*kgo.Record, recs [
 
 // ownerIndex is the worker of rec: its profile key's owner, or, for a
 // record with no profile (undecodable), any worker (its partition's).
-func (s *Segmenter) ownerIndex(rec *kgo.Record, e *schemas.Event) int {
-	if e == nil {
+func (s *Segmenter) ownerIndex(rec *kgo.Record, d decoded) int {
+	if d.e == nil {
 		return int(rec.Partition) % len(s.ws)
 	}
-	return s.ownerOf(e.Key())
+	return s.ownerOf(d.key)
 }
 
 // ownerOf is the index of the worker that owns the profile of key: the
@@ -800,7 +804,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 		s.m.events[e.Kind].Inc()
 		return out
 	}
-	key := e.Key()
+	key := dec.key
 	if len(key) > maxKeyBytes {
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
