@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/schemas"
@@ -39,6 +41,12 @@ import (
 //	         uvarint version, uvarint step, time deadline, time entered,
 //	         uvarint seq, 8-byte last send hash; uvarint finished journey
 //	         count + 8-byte hashes
+//
+// The cache holds the same encoding with two differences (the cache form,
+// never written to the changelog): cacheForm is set in the version byte,
+// and each tag name is a uvarint reference to the process's name
+// dictionary (number + 1), or 0 and the name in full. A profile of 10 tags
+// takes about 70 bytes less in the cache that way.
 //
 // A profile with 9 tags and 10 event names takes 433 bytes against 1557 in
 // JSON, encodes 25 times and decodes 9 times faster (BenchmarkProfileCodec).
@@ -178,6 +186,95 @@ const (
 	flagOptedOut
 )
 
+// cacheForm is set in the version byte of the cache's encoding of a
+// profile (appendProfiles), never in the changelog's: its tag names refer
+// to this process's name dictionary.
+const cacheForm = 0x80
+
+// maxNames bounds the name dictionary: names past it are written in full.
+const maxNames = 4096
+
+// names is the process's tag name dictionary: a name's number is its
+// position, given on first use and never changed while the process runs
+// (the cache, which alone uses it, does not outlive the process).
+var names = newNameDict()
+
+// nameDict hands out dictionary numbers. Readers load an immutable table;
+// a new name copies it (at most maxNames times in a process's life).
+type nameDict struct {
+	mu  sync.Mutex
+	cur atomic.Pointer[nameTable]
+}
+
+// nameTable is one version of the dictionary.
+type nameTable struct {
+	d     *nameDict
+	ids   map[string]uint64
+	names []string
+}
+
+func newNameDict() *nameDict {
+	d := &nameDict{}
+	d.cur.Store(&nameTable{d: d, ids: map[string]uint64{}})
+	return d
+}
+
+// load returns the current table.
+func (d *nameDict) load() *nameTable { return d.cur.Load() }
+
+// add returns name's number, adding it when there is room; ok is false
+// when the dictionary is full.
+func (d *nameDict) add(name string) (uint64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.cur.Load()
+	if id, ok := t.ids[name]; ok {
+		return id, true
+	}
+	if len(t.names) >= maxNames {
+		return 0, false
+	}
+	next := &nameTable{d: d, ids: make(map[string]uint64, len(t.ids)+1), names: append(t.names[:len(t.names):len(t.names)], name)}
+	for k, v := range t.ids {
+		next.ids[k] = v
+	}
+	id := uint64(len(t.names))
+	next.ids[name] = id
+	d.cur.Store(next)
+	return id, true
+}
+
+// appendRef appends name as a reference: uvarint number + 1, or 0 and the
+// name in full when the dictionary has no room for it.
+func (t *nameTable) appendRef(b []byte, name string) []byte {
+	id, ok := t.ids[name]
+	if !ok {
+		if id, ok = t.d.add(name); !ok {
+			return appendString(append(b, 0), name)
+		}
+	}
+	return binary.AppendUvarint(b, id+1)
+}
+
+// nameRef reads what appendRef wrote. A number the table t does not hold
+// yet may have been added since t was loaded: the current one is asked.
+func (d *decoder) nameRef(t *nameTable) string {
+	ref := d.uvarint("tag name")
+	if d.err != nil {
+		return ""
+	}
+	if ref == 0 {
+		return d.string("tag name")
+	}
+	if ref-1 >= uint64(len(t.names)) {
+		if t = t.d.load(); ref-1 >= uint64(len(t.names)) {
+			d.fail("tag name reference")
+			return ""
+		}
+	}
+	return t.names[ref-1]
+}
+
 // zeroMicros is time.Time{} in Unix microseconds: times are stored relative
 // to it, so the zero time is 0 and every time JSON can carry is positive.
 var zeroMicros = time.Time{}.UnixMicro()
@@ -197,8 +294,20 @@ func appendTime(b []byte, t time.Time) []byte {
 	return binary.AppendUvarint(b, uint64(t.UnixMicro()-zeroMicros))
 }
 
-// appendProfile appends the encoding of p to b.
+// appendProfile appends the encoding of p to b: the changelog's form,
+// self-contained.
 func appendProfile(b []byte, p *Profile) []byte {
+	b, _ = appendProfiles(b, nil, p, false)
+	return b
+}
+
+// appendProfiles appends p's changelog encoding to logb and, when cache is
+// set, its cache encoding to cacheb: the same bytes but for the version
+// byte (cacheForm set) and the tag names, which the cache form writes as
+// references to the process's name dictionary (names) when it holds them.
+// A profile's tag names are a third of its bytes; the cache holds every
+// profile and the dictionary each name once.
+func appendProfiles(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte) {
 	var flags byte
 	if p.Registered {
 		flags |= flagRegistered
@@ -206,21 +315,55 @@ func appendProfile(b []byte, p *Profile) []byte {
 	if p.OptedOut {
 		flags |= flagOptedOut
 	}
-	b = append(b, profileVersion, flags)
-	b = binary.AppendVarint(b, int64(p.DeviceType))
-	b = appendString(b, p.UserID)
-	b = appendString(b, p.Language)
-	b = appendZone(b, p.Timezone)
-	b = appendString(b, p.Country)
-	b = appendString(b, p.WhatsApp)
-	b = appendTime(b, p.FirstSeen)
-	b = appendTimeRel(b, p.LastSeen, p.FirstSeen)
-	b = appendTimeRel(b, p.LastInbound, p.LastSeen)
-	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
-	for name, t := range p.Tags {
-		b = appendString(b, name)
-		b = appendTag(b, t)
+	l0, c0 := len(logb), len(cacheb)
+	logb = append(logb, profileVersion, flags)
+	logb = binary.AppendVarint(logb, int64(p.DeviceType))
+	logb = appendString(logb, p.UserID)
+	logb = appendString(logb, p.Language)
+	logb = appendZone(logb, p.Timezone)
+	logb = appendString(logb, p.Country)
+	logb = appendString(logb, p.WhatsApp)
+	logb = appendTime(logb, p.FirstSeen)
+	logb = appendTimeRel(logb, p.LastSeen, p.FirstSeen)
+	logb = appendTimeRel(logb, p.LastInbound, p.LastSeen)
+	logb = binary.AppendUvarint(logb, uint64(len(p.Tags)))
+	if cache {
+		cacheb = append(cacheb, logb[l0:]...)
+		cacheb[c0] |= cacheForm
+		dict := names.load()
+		for name, t := range p.Tags {
+			logb = appendString(logb, name)
+			v := len(logb)
+			logb = appendTag(logb, t)
+			cacheb = append(dict.appendRef(cacheb, name), logb[v:]...)
+		}
+	} else {
+		for name, t := range p.Tags {
+			logb = appendString(logb, name)
+			logb = appendTag(logb, t)
+		}
 	}
+	rest := len(logb)
+	logb = appendProfileRest(logb, p)
+	if cache {
+		cacheb = append(cacheb, logb[rest:]...)
+	}
+	return logb, cacheb
+}
+
+// cacheEncoding returns the cache form of val, a changelog encoding, in
+// cacheb (logb is scratch): val itself when it does not decode (the lookup
+// that meets it reports it).
+func cacheEncoding(logb, cacheb, val []byte) ([]byte, []byte) {
+	p, err := decodeProfile(val)
+	if err != nil {
+		return logb, append(cacheb, val...)
+	}
+	return appendProfiles(logb, cacheb, p, true)
+}
+
+// appendProfileRest appends what follows the tags in a profile's encoding.
+func appendProfileRest(b []byte, p *Profile) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p.Events)))
 	for _, c := range p.Events {
 		b = appendEventName(b, c.Name)
@@ -423,8 +566,14 @@ func (d *decoder) time(what string) time.Time {
 func decodeProfile(b []byte) (*Profile, error) {
 	d := &decoder{b: b, all: string(b)}
 	version := d.byte("version")
-	if d.err == nil && (version < 1 || version > profileVersion) {
+	cached := version&cacheForm != 0
+	version &^= cacheForm
+	if d.err == nil && (version < 1 || version > profileVersion || cached && version < 4) {
 		return nil, fmt.Errorf("%w: version %d", errCorrupt, version)
+	}
+	var dict *nameTable
+	if cached {
+		dict = names.load()
 	}
 	p := new(Profile)
 	flags := d.byte("flags")
@@ -442,7 +591,12 @@ func decodeProfile(b []byte) (*Profile, error) {
 	if n := d.count("tag count", 3); n > 0 {
 		p.Tags = make(map[string]Tag, n)
 		for range n {
-			name := d.string("tag name")
+			var name string
+			if cached {
+				name = d.nameRef(dict)
+			} else {
+				name = d.string("tag name")
+			}
 			t := d.tag()
 			if d.err != nil {
 				return nil, d.err

@@ -76,6 +76,74 @@ func TestProfileCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestProfileCacheForm checks the cache's encoding: it decodes to the same
+// profile as the changelog's, is shorter, and names past a full dictionary
+// are written in full.
+func TestProfileCacheForm(t *testing.T) {
+	for _, p := range []*Profile{{}, fullProfile(), {Tags: map[string]Tag{"x": {Kind: TagBool, Bool: true}}}} {
+		logb, cacheb := appendProfiles(nil, nil, p, true)
+		if fromLog, err := decodeProfile(logb); err != nil || !reflect.DeepEqual(fromLog, p) {
+			t.Fatalf("changelog form round trip: %v\n got %+v\nwant %+v", err, fromLog, p)
+		}
+		if cacheb[0] != profileVersion|cacheForm {
+			t.Fatalf("cache form version byte %#x", cacheb[0])
+		}
+		got, err := decodeProfile(cacheb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, p) {
+			t.Fatalf("cache form round trip\n got %+v\nwant %+v", got, p)
+		}
+		if len(p.Tags) > 0 && len(cacheb) >= len(logb) {
+			t.Fatalf("cache form %d bytes, changelog form %d", len(cacheb), len(logb))
+		}
+		// Every strict prefix fails.
+		for n := range len(cacheb) {
+			if _, err := decodeProfile(cacheb[:n]); err == nil {
+				t.Fatalf("prefix of %d/%d bytes decoded without error", n, len(cacheb))
+			}
+		}
+	}
+	// A reference the dictionary does not hold is corrupt, not a panic.
+	p := &Profile{Tags: map[string]Tag{"only": {Kind: TagBool}}}
+	_, cacheb := appendProfiles(nil, nil, p, true)
+	_, none := appendProfiles(nil, nil, &Profile{}, true)
+	i := 0 // the tag count is the first byte that differs; the reference follows it
+	for cacheb[i] == none[i] {
+		i++
+	}
+	i++
+	if ref := names.load().ids["only"] + 1; uint64(cacheb[i]) != ref {
+		t.Fatalf("byte %d is %#x, want the reference %#x", i, cacheb[i], ref)
+	}
+	// A reference past any the dictionary can hold.
+	bad := append(binary.AppendUvarint(slices.Clone(cacheb[:i]), maxNames+10), cacheb[i+1:]...)
+	if _, err := decodeProfile(bad); err == nil {
+		t.Fatal("a reference past the dictionary decoded")
+	}
+	// A full dictionary: new names are written in full and still decode.
+	d := newNameDict()
+	for i := range maxNames {
+		if _, ok := d.add("n" + strconv.Itoa(i)); !ok {
+			t.Fatalf("dictionary full after %d names", i)
+		}
+	}
+	if _, ok := d.add("one too many"); ok {
+		t.Fatal("dictionary grew past maxNames")
+	}
+	b := d.load().appendRef(nil, "one too many")
+	dec := &decoder{b: b, all: string(b)}
+	if got := dec.nameRef(d.load()); got != "one too many" || dec.err != nil {
+		t.Fatalf("name in full: got %q, %v", got, dec.err)
+	}
+	b = d.load().appendRef(nil, "n7")
+	dec = &decoder{b: b, all: string(b)}
+	if got := dec.nameRef(d.load()); got != "n7" || len(b) != 1 {
+		t.Fatalf("reference: got %q in %d bytes", got, len(b))
+	}
+}
+
 func TestProfileCodecCorrupt(t *testing.T) {
 	b := appendProfile(nil, fullProfile())
 	// Every strict prefix is an error, never a panic or a short profile.
@@ -178,6 +246,8 @@ func TestProfileCodecLegacy(t *testing.T) {
 func FuzzDecodeProfile(f *testing.F) {
 	f.Add(appendProfile(nil, fullProfile()))
 	f.Add(appendProfile(nil, &Profile{}))
+	_, cached := appendProfiles(nil, nil, fullProfile(), true)
+	f.Add(cached)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := decodeProfile(b)

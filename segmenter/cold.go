@@ -145,7 +145,8 @@ func (s *Segmenter) loadCold(ctx context.Context, partition int32, key []byte) (
 		s.log.Error("decoding a changelog record, starting the profile afresh", "partition", partition, "offset", off, "err", err)
 		return nil, false, nil
 	}
-	s.cache.Set(key, val)
+	s.enc, s.cenc = appendProfiles(s.enc[:0], s.cenc[:0], p, true)
+	s.cache.Set(key, s.cenc)
 	s.m.coldLoads.Inc()
 	return p, true, nil
 }

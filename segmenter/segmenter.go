@@ -250,9 +250,10 @@ type Segmenter struct {
 	// hot are decoded profiles by key, each the same as the cache holds
 	// (save puts them here; a failed change is reverted). Cleared on
 	// restore and when full (hotMax).
-	hot map[string]*Profile
-	buf []byte // cache reads
-	enc []byte // profile encodings
+	hot  map[string]*Profile
+	buf  []byte // cache reads
+	enc  []byte // profile encodings: the changelog's
+	cenc []byte // and the cache's
 	// pos is the position in the batch of the record in hand.
 	pos int
 	// changed are the profiles whose tags a batch changed, in the order of
@@ -931,11 +932,11 @@ func (s *Segmenter) loadStored(key []byte) (*Profile, bool) {
 // caller left it: revert it). The decoded p stays in hot, so the next event
 // of the user skips the decode.
 func (s *Segmenter) save(key []byte, p *Profile) error {
-	s.enc = appendProfile(s.enc[:0], p)
+	s.enc, s.cenc = appendProfiles(s.enc[:0], s.cenc[:0], p, true)
 	if len(s.enc) > maxProfileBytes {
 		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
 	}
-	s.cache.Set(key, s.enc)
+	s.cache.Set(key, s.cenc)
 	hot := s.owner(key).hot
 	if _, ok := hot[string(key)]; !ok && len(hot) >= hotMax {
 		clear(hot)

@@ -137,6 +137,7 @@ func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int3
 	}
 	defer cl.Close()
 	n := 0
+	var logb, cacheb []byte // scratch of cacheEncoding
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -158,7 +159,8 @@ func (s *Segmenter) restore(ctx context.Context, admin *kgo.Client, parts []int3
 				s.cache.Del(r.Key)
 				s.keys.drop(r.Partition, r.Key)
 			} else if len(r.Key) <= maxKeyBytes && len(r.Value) <= maxProfileBytes {
-				s.cache.Set(r.Key, r.Value)
+				logb, cacheb = cacheEncoding(logb[:0], cacheb[:0], r.Value)
+				s.cache.Set(r.Key, cacheb)
 				s.keys.setOffset(r.Partition, r.Key, r.Offset)
 				s.restoreTimer(r)
 				n++
