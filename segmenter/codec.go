@@ -256,6 +256,15 @@ func (t *nameTable) appendRef(b []byte, name string) []byte {
 	return binary.AppendUvarint(b, id+1)
 }
 
+// appendRefBytes is appendRef of a name in bytes (no string made for a
+// name the dictionary holds).
+func (t *nameTable) appendRefBytes(b, name []byte) []byte {
+	if id, ok := t.ids[string(name)]; ok {
+		return binary.AppendUvarint(b, id+1)
+	}
+	return t.appendRef(b, string(name))
+}
+
 // nameRef reads what appendRef wrote. A number the table t does not hold
 // yet may have been added since t was loaded: the current one is asked.
 func (d *decoder) nameRef(t *nameTable) string {
@@ -353,13 +362,138 @@ func appendProfiles(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte
 
 // cacheEncoding returns the cache form of val, a changelog encoding, in
 // cacheb (logb is scratch): val itself when it does not decode (the lookup
-// that meets it reports it).
+// that meets it reports it). A version 4 encoding is rewritten in place of
+// its tag names without being decoded (restore does this for every
+// profile); older ones are decoded and encoded again.
 func cacheEncoding(logb, cacheb, val []byte) ([]byte, []byte) {
+	if out, ok := transcodeCache(cacheb, val); ok {
+		return logb, out
+	}
 	p, err := decodeProfile(val)
 	if err != nil {
 		return logb, append(cacheb, val...)
 	}
 	return appendProfiles(logb, cacheb, p, true)
+}
+
+// transcodeCache appends the cache form of val, a version 4 changelog
+// encoding, to dst: it copies val but for the version byte and the tag
+// names. ok is false when val is not a well-formed version 4 encoding up
+// to the end of its tags (dst is then unchanged).
+func transcodeCache(dst, val []byte) (out []byte, ok bool) {
+	if len(val) < 2 || val[0] != profileVersion {
+		return dst, false
+	}
+	i := 2
+	uv := func() (uint64, bool) {
+		v, n := binary.Uvarint(val[i:])
+		if n <= 0 {
+			return 0, false
+		}
+		i += n
+		return v, true
+	}
+	str := func() ([]byte, bool) {
+		n, ok := uv()
+		if !ok || n > uint64(len(val)-i) {
+			return nil, false
+		}
+		s := val[i : i+int(n)]
+		i += int(n)
+		return s, true
+	}
+	_, n := binary.Varint(val[i:]) // device type
+	if n <= 0 {
+		return dst, false
+	}
+	i += n
+	for range 2 { // user id, language
+		if _, ok := str(); !ok {
+			return dst, false
+		}
+	}
+	if z, ok := str(); !ok { // time zone: a string, or 0 and a code
+		return dst, false
+	} else if len(z) == 0 {
+		if _, ok := uv(); !ok {
+			return dst, false
+		}
+	}
+	for range 2 { // country, whatsapp
+		if _, ok := str(); !ok {
+			return dst, false
+		}
+	}
+	for range 3 { // first seen, last seen, last inbound
+		if _, ok := uv(); !ok {
+			return dst, false
+		}
+	}
+	tags, ok := uv()
+	if !ok || tags > uint64(len(val)-i) {
+		return dst, false
+	}
+	start := len(dst)
+	dst = append(dst, val[:i]...)
+	dst[start] |= cacheForm
+	dict := names.load()
+	for range tags {
+		name, ok := str()
+		if !ok {
+			return dst[:start], false
+		}
+		v := i
+		if !skipTag(val, &i) {
+			return dst[:start], false
+		}
+		dst = append(dict.appendRefBytes(dst, name), val[v:i]...)
+	}
+	return append(dst, val[i:]...), true
+}
+
+// skipTag moves *i past the tag value at val[*i:], as appendTag wrote it;
+// false when it is malformed.
+func skipTag(val []byte, i *int) bool {
+	if *i >= len(val) {
+		return false
+	}
+	kind := val[*i]
+	*i++
+	skipStr := func() bool {
+		n, w := binary.Uvarint(val[*i:])
+		if w <= 0 || n > uint64(len(val)-*i-w) {
+			return false
+		}
+		*i += w + int(n)
+		return true
+	}
+	switch TagKind(kind) {
+	case wireInteger:
+		_, w := binary.Varint(val[*i:])
+		*i += w
+		return w > 0
+	case TagString:
+		return skipStr()
+	case TagNumber:
+		*i += 8
+		return *i <= len(val)
+	case TagBool:
+		*i++
+		return *i <= len(val)
+	case TagList:
+		n, w := binary.Uvarint(val[*i:])
+		if w <= 0 || n > uint64(len(val)-*i) {
+			return false
+		}
+		*i += w
+		for range n {
+			if !skipStr() {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // appendProfileRest appends what follows the tags in a profile's encoding.

@@ -85,6 +85,23 @@ func TestProfileCacheForm(t *testing.T) {
 		if fromLog, err := decodeProfile(logb); err != nil || !reflect.DeepEqual(fromLog, p) {
 			t.Fatalf("changelog form round trip: %v\n got %+v\nwant %+v", err, fromLog, p)
 		}
+		tr, ok := transcodeCache(nil, logb)
+		if !ok {
+			t.Fatal("transcodeCache refused a version 4 encoding")
+		}
+		if fromTr, err := decodeProfile(tr); err != nil || !reflect.DeepEqual(fromTr, p) {
+			t.Fatalf("transcoded cache form: %v\n got %+v\nwant %+v", err, fromTr, p)
+		}
+		if len(tr) != len(cacheb) {
+			t.Fatalf("transcoded cache form %d bytes, encoded %d", len(tr), len(cacheb))
+		}
+		for n := range len(logb) {
+			if tr, ok := transcodeCache(nil, logb[:n]); ok {
+				if _, err := decodeProfile(tr); err == nil {
+					t.Fatalf("transcoded prefix of %d/%d bytes decodes", n, len(logb))
+				}
+			}
+		}
 		if cacheb[0] != profileVersion|cacheForm {
 			t.Fatalf("cache form version byte %#x", cacheb[0])
 		}
@@ -251,6 +268,17 @@ func FuzzDecodeProfile(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := decodeProfile(b)
+		if tr, ok := transcodeCache(nil, b); ok {
+			// The cache form of what decodes decodes the same; of what
+			// does not, does not.
+			q, terr := decodeProfile(tr)
+			if (err == nil) != (terr == nil) {
+				t.Fatalf("decode error %v, of the transcoded form %v", err, terr)
+			}
+			if err == nil && !reflect.DeepEqual(p, q) {
+				t.Fatalf("transcoding changed the profile\n got %+v\nwant %+v", q, p)
+			}
+		}
 		if err != nil {
 			return
 		}
