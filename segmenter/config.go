@@ -155,8 +155,9 @@ type Config struct {
 	// TickInterval is how often the segmenter checks for due journey
 	// timers. Default 100ms.
 	TickInterval time.Duration `yaml:"tick_interval"`
-	// Workers process a batch's partitions in parallel (partition p on
-	// worker p mod Workers). Default GOMAXPROCS.
+	// Workers process a batch in parallel, each the profiles whose key
+	// hashes to it (a batch often holds one partition). Default
+	// GOMAXPROCS.
 	Workers int `yaml:"workers"`
 	// Pricing chooses the rate card and rules of the campaign preview's
 	// estimated Meta cost. Default: the embedded card (an estimate; see

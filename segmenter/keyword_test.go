@@ -205,7 +205,7 @@ func optOut(t *testing.T, s *testSegmenter) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.worker(0).save(schemas.EventKey(testApp, testHWID, ""), &Profile{OptedOut: true}); err != nil {
+	if err := s.owner(schemas.EventKey(testApp, testHWID, "")).save(schemas.EventKey(testApp, testHWID, ""), &Profile{OptedOut: true}); err != nil {
 		t.Fatal(err)
 	}
 }

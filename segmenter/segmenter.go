@@ -400,9 +400,6 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	return s, nil
 }
 
-// worker returns the worker of partition p.
-func (s *Segmenter) worker(p int32) *Segmenter { return s.workers[int(p)%len(s.workers)] }
-
 // clearHot forgets every worker's decoded profiles; s.mu is held.
 func (s *Segmenter) clearHot() {
 	for _, w := range s.workers {

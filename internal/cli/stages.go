@@ -572,7 +572,7 @@ func newSegmenterCmd(stderr io.Writer) *segmenterCmd {
 	f.StringVar(&c.appsFile, "apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
 	f.StringVar(&c.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	f.IntVar(&c.scfg.CacheBytes, "segmenter.cache-bytes", segmenter.DefaultCacheBytes, "memory of the profile cache of this replica (fastcache); size it for the hot profiles of the partitions it owns (evicted ones are read back from the changelog)")
-	f.IntVar(&c.scfg.Workers, "segmenter.workers", 0, "partitions of a batch processed in parallel; 0: GOMAXPROCS")
+	f.IntVar(&c.scfg.Workers, "segmenter.workers", 0, "goroutines processing a batch, each the profiles whose key hashes to it; 0: GOMAXPROCS")
 	limitFlags(f.FlagSet, &c.scfg.Limits)
 	f.DurationVar(&c.scfg.SweepInterval, "segmenter.sweep-interval", segmenter.DefaultSweepInterval, "how often segments with relative times (\"-30d\") are re-evaluated over every profile; 0: never")
 	pricingFlags(f.FlagSet, &c.scfg.Pricing)
