@@ -289,8 +289,10 @@ func (s *Segmenter) sweepSegment(ctx context.Context, app, name, filter string, 
 	sum := sha256.Sum256([]byte(app + "|" + name + "|" + filter + "|" + saved.Format(time.RFC3339Nano)))
 	id := "sweep-" + hex.EncodeToString(sum[:12])
 	_, aerr := s.produceEveryPartition(ctx, func(p int32, now time.Time) *schemas.Event {
-		return &schemas.Event{ID: id + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindSweep, Name: "PW_SegmentSweep",
-			Time: now, Received: now, Sweep: &schemas.Sweep{Segment: name, Filter: filter}}
+		return &schemas.Event{
+			ID: id + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindSweep, Name: "PW_SegmentSweep",
+			Time: now, Received: now, Sweep: &schemas.Sweep{Segment: name, Filter: filter},
+		}
 	})
 	if aerr != nil {
 		s.log.Warn("kafka did not acknowledge a segment sweep", "app", app, "segment", name, "err", aerr.msg)
@@ -386,8 +388,10 @@ func (s *Segmenter) checkTier(ctx context.Context, app *apps.App, c *schemas.Cam
 // request and builds its campaign; categorySource says where its template
 // category came from (see templateCategory).
 func (s *Segmenter) buildCampaign(ctx context.Context, app *apps.App, req *apiRequest) (_ *schemas.Campaign, categorySource string, _ *apiError) {
-	c := &schemas.Campaign{ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
-		Template: schemas.Template{Name: req.Template, Language: req.Language}}
+	c := &schemas.Campaign{
+		ID: req.CampaignID, Name: req.Name, Filter: req.DevicesFilter, Sender: app.Sender(),
+		Template: schemas.Template{Name: req.Template, Language: req.Language},
+	}
 	switch {
 	case c.Sender == "":
 		return nil, "", refuse(http.StatusBadRequest, "request.application", "%q has no WhatsApp phone number id to send from", app.ID)
@@ -567,12 +571,14 @@ func (s *Segmenter) previewTargetedMessage(ctx context.Context, app *apps.App, r
 		s.log.Error("estimating the cost of a campaign preview", "app", app.ID, "campaign", c.ID, "err", err)
 		return nil, refuse(http.StatusInternalServerError, "", "estimating the cost: %v", err)
 	}
-	return map[string]any{"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
+	return map[string]any{
+		"audience": total.Matched, "sendable": total.Sendable, "opted_out": total.OptedOut,
 		"no_whatsapp": total.NoWhatsApp, "unregistered": total.Unregistered, "empty_param": total.EmptyParam,
 		"frequency_cap": total.FrequencyCap, "quiet_hours": total.QuietHours, "deferred": total.Deferred,
 		"outside_window": total.OutsideWindow, "by_country": total.ByCountry, "partitions": n,
 		"category_source": categorySource, "estimated_cost": cost,
-		"tier": tierValue(tr), "tier_used": tr.Used, "tier_headroom": headroomValue(tr)}, nil
+		"tier": tierValue(tr), "tier_used": tr.Used, "tier_headroom": headroomValue(tr),
+	}, nil
 }
 
 // tierValue is the preview's "tier": the number, or "unlimited".
@@ -680,8 +686,10 @@ func variables(field string, m map[string]string, first int) ([]string, *apiErro
 // TopicEvents and returns how many.
 func (s *Segmenter) produceCampaign(ctx context.Context, app string, c *schemas.Campaign) (int, *apiError) {
 	n, aerr := s.produceEveryPartition(ctx, func(p int32, now time.Time) *schemas.Event {
-		return &schemas.Event{ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
-			Time: now, Received: now, Campaign: c}
+		return &schemas.Event{
+			ID: c.ID + "-p" + strconv.Itoa(int(p)), App: app, Kind: schemas.KindCampaign, Name: "PW_CampaignRun",
+			Time: now, Received: now, Campaign: c,
+		}
 	})
 	if aerr != nil {
 		s.log.Warn("kafka did not acknowledge a campaign", "campaign", c.ID, "err", aerr.msg)

@@ -149,8 +149,10 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 	skipped := map[string]int{}
 	var pv *schemas.CampaignPreview
 	if cc.c.Preview {
-		pv = &schemas.CampaignPreview{App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, Category: cc.c.Template.Category,
-			ByCountry: map[string]int{}, OutsideByCountry: map[string]int{}, Time: now}
+		pv = &schemas.CampaignPreview{
+			App: e.App, Campaign: cc.c.ID, Partition: rec.Partition, Category: cc.c.Template.Category,
+			ByCountry: map[string]int{}, OutsideByCountry: map[string]int{}, Time: now,
+		}
 	}
 	missing, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
 		if !cc.f.Match(p, now) {

@@ -61,9 +61,11 @@ const wireInteger = 5
 
 // eventNames are the event names encoded as one byte (v4): the default
 // events every profile has. Append only: the codes are in changelogs.
-var eventNames = [...]string{1: schemas.EventDeviceRegistered, schemas.EventDeviceUnregistered, schemas.EventApplicationOpen,
+var eventNames = [...]string{
+	1: schemas.EventDeviceRegistered, schemas.EventDeviceUnregistered, schemas.EventApplicationOpen,
 	schemas.EventScreenOpen, schemas.EventInAppPurchase, schemas.EventWhatsAppReceived, schemas.EventWhatsAppStatus,
-	schemas.EventPageView, schemas.EventGroup, schemas.EventUserRegistered, schemas.EventSegmentEntered, schemas.EventSegmentExited}
+	schemas.EventPageView, schemas.EventGroup, schemas.EventUserRegistered, schemas.EventSegmentEntered, schemas.EventSegmentExited,
+}
 
 // eventCodes are eventNames' codes by name.
 var eventCodes = func() map[string]byte {

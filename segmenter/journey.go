@@ -26,10 +26,6 @@ import (
 // partition's timer heap without decoding profiles, and tick events
 // (timers.go) fire what came due, late after a restart rather than lost.
 
-// journeyEvents are the event names a journey produces (reserved: clients
-// may not post them).
-var journeyEvents = []string{schemas.EventJourneyEntered, schemas.EventJourneyStep, schemas.EventJourneyExited}
-
 // maxStepsPerAdvance bounds the steps one advance runs: a cycle without a
 // wait (refused at definition) cannot spin.
 const maxStepsPerAdvance = 64

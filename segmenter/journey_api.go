@@ -65,8 +65,7 @@ func (s *Segmenter) createJourney(ctx context.Context, app *apps.App, req *apiRe
 	d := &schemas.JourneyDef{App: app.ID, ID: in.ID, Version: version, Name: in.Name, Entry: in.Entry, Goal: in.Goal,
 		Reentry: in.Reentry, FrequencyCap: in.FrequencyCap, QuietHours: in.QuietHours, Steps: in.Steps,
 		Sender: app.Sender(), Updated: time.Now().UTC()}
-	j, err := compileJourney(d)
-	if err != nil {
+	if _, err := compileJourney(d); err != nil {
 		return nil, refuse(http.StatusBadRequest, "request.journey", "%v", err)
 	}
 	for i, st := range d.Steps {
@@ -103,7 +102,8 @@ func (s *Segmenter) createJourney(ctx context.Context, app *apps.App, req *apiRe
 			d.Steps[i].Template.Category = cat
 		}
 	}
-	if j, err = compileJourney(d); err != nil { // with the templates' categories
+	j, err := compileJourney(d) // again, with the templates' categories
+	if err != nil {
 		return nil, refuse(http.StatusBadRequest, "request.journey", "%v", err)
 	}
 	if aerr := s.produceJourney(ctx, d); aerr != nil {

@@ -169,13 +169,12 @@ func (a *App) Throughput(phoneNumberID string) float64 {
 
 // Registry finds apps by id and by credential.
 type Registry struct {
-	apps     []*App
-	byID     map[string]*App
-	byToken  map[[32]byte]*App
-	byKey    map[[32]byte]*App
-	byPhone  map[string]*App
-	byWABA   map[string]*App
-	verifies [][]byte
+	apps    []*App
+	byID    map[string]*App
+	byToken map[[32]byte]*App
+	byKey   map[[32]byte]*App
+	byPhone map[string]*App
+	byWABA  map[string]*App
 }
 
 // New validates apps and builds a registry. Secrets written as env: or file:
@@ -414,8 +413,10 @@ func (r *Registry) Authorize(authHeader, bodyAuth, application string) (app *App
 		token, field = tok, "Authorization"
 	}
 	if token == "" {
-		return nil, "", &AuthError{Code: http.StatusUnauthorized, Field: "request.auth",
-			Msg: "an API token is required: header Authorization: Token <api_token>, or request.auth"}
+		return nil, "", &AuthError{
+			Code: http.StatusUnauthorized, Field: "request.auth",
+			Msg: "an API token is required: header Authorization: Token <api_token>, or request.auth",
+		}
 	}
 	app, ok := r.ByToken(token)
 	if !ok {
@@ -425,8 +426,10 @@ func (r *Registry) Authorize(authHeader, bodyAuth, application string) (app *App
 		return nil, "", &AuthError{Code: http.StatusBadRequest, Field: "request.application", Msg: "is required"}
 	}
 	if application != app.ID {
-		return nil, "", &AuthError{Code: http.StatusForbidden, Field: "request.application",
-			Msg: "the API token does not belong to application " + quoteCut(application)}
+		return nil, "", &AuthError{
+			Code: http.StatusForbidden, Field: "request.application",
+			Msg: "the API token does not belong to application " + quoteCut(application),
+		}
 	}
 	return app, token, nil
 }

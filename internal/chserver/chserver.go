@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,7 +134,7 @@ func start(ctx context.Context, bin []string, dir string, tcp, http int, timeout
 	if err := writeConfig(dir, tcp, http); err != nil {
 		return nil, err
 	}
-	args := append(bin[1:], "--config-file="+filepath.Join(dir, "config.xml"))
+	args := append(slices.Clone(bin[1:]), "--config-file="+filepath.Join(dir, "config.xml"))
 	cmd := exec.Command(bin[0], args...)
 	cmd.Dir = dir
 	logf, err := os.OpenFile(filepath.Join(dir, "log", "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
