@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -37,6 +38,7 @@ type benchRow struct {
 	records int64
 	elapsed time.Duration
 	note    string
+	cpu     time.Duration // of this process (broker, clients, stages), not ClickHouse's
 }
 
 func (r benchRow) rate() float64 { return float64(r.records) / r.elapsed.Seconds() }
@@ -116,19 +118,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var rows []benchRow
 
 	// 1. Load.
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), processCPU()
 	bytes, err := loadSynthetic(ctx, cl, *n, *keywordEvery)
 	if err != nil {
 		return err
 	}
-	rows = append(rows, benchRow{"load (produce, acks=all)", int64(*n), time.Since(t0), fmt.Sprintf("%.0f MB", float64(bytes)/1e6)})
+	rows = append(rows, benchRow{"load (produce, acks=all)", int64(*n), time.Since(t0), fmt.Sprintf("%.0f MB", float64(bytes)/1e6), processCPU() - cpu0})
 
 	// 2. The bare consumer: read and decode the same topic, nothing else.
-	t0 = time.Now()
+	t0, cpu0 = time.Now(), processCPU()
 	if err := bareConsume(ctx, kcfg, int64(*n)); err != nil {
 		return err
 	}
-	bare := benchRow{"bare franz-go consumer + decode", int64(*n), time.Since(t0), "baseline"}
+	bare := benchRow{"bare franz-go consumer + decode", int64(*n), time.Since(t0), "baseline", processCPU() - cpu0}
 	rows = append(rows, bare)
 
 	if *cpuProfile != "" {
@@ -148,13 +150,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "stage\trecords\tseconds\trecords/s\tvs bare consumer\tnote\t")
+	fmt.Fprintln(tw, "stage\trecords\tseconds\trecords/s\tvs bare consumer\tCPU s\tCPU µs/record\tnote\t")
 	for _, r := range rows {
 		ratio := "-"
 		if r.stage != bare.stage && r.stage != rows[0].stage {
 			ratio = strconv.FormatFloat(r.rate()/bare.rate(), 'f', 3, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t\n", r.stage, r.records, r.elapsed.Seconds(), r.rate(), ratio, r.note)
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%.2f\t%.2f\t%s\t\n", r.stage, r.records, r.elapsed.Seconds(), r.rate(), ratio,
+			r.cpu.Seconds(), float64(r.cpu.Microseconds())/float64(max(r.records, 1)), r.note)
 	}
 	return tw.Flush()
 }
@@ -245,7 +248,7 @@ func runBenchStages(ctx context.Context, env benchEnv, stages map[string]bool, r
 
 	// 4. End to end: all three stages together on fresh groups, from the
 	// first event to the last row in ClickHouse.
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), processCPU()
 	e2eCtx, e2eStop := context.WithCancel(ctx)
 	defer e2eStop()
 	seg2, err := segmenter.New(segmenter.Config{Group: "e2e-segmenter"}, kcfg, log, nil)
@@ -271,11 +274,11 @@ func runBenchStages(ctx context.Context, env benchEnv, stages map[string]bool, r
 		groupTopics{"e2e-dispatcher", []string{schemas.TopicDispatch}},
 		groupTopics{"e2e-analytics", []string{schemas.TopicEvents, schemas.TopicDispatch, schemas.TopicOutcomes}},
 	)
-	elapsed := time.Since(t0)
+	elapsed, cpu := time.Since(t0), processCPU()-cpu0
 	if err != nil {
 		return rows, err
 	}
-	return append(rows, benchRow{"end to end (3 stages together)", env.n, elapsed, "events in -> rows in ClickHouse"}), nil
+	return append(rows, benchRow{"end to end (3 stages together)", env.n, elapsed, "events in -> rows in ClickHouse", cpu}), nil
 }
 
 // loadSynthetic produces n events: registrations, tag updates, custom events,
@@ -365,18 +368,28 @@ func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run
 	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), processCPU()
 	errc := make(chan error, 1)
 	go func() { errc <- run(sctx) }()
 	if err := waitGroupsDone(ctx, adm, groupTopics{group, topics}); err != nil {
 		return benchRow{}, err
 	}
-	elapsed := time.Since(t0)
+	elapsed, cpu := time.Since(t0), processCPU()-cpu0
 	stop()
 	if err := <-errc; err != nil {
 		return benchRow{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return benchRow{stage: name, records: total, elapsed: elapsed}, nil
+	return benchRow{stage: name, records: total, elapsed: elapsed, cpu: cpu}, nil
+}
+
+// processCPU is the CPU time this process used so far, user and system:
+// what a stage costs whatever else shares the machine.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // groupTopics is a consumer group and the topics it consumes.
