@@ -122,6 +122,9 @@ func (s *Segmenter) retryCold(ctx context.Context, read func() error) error {
 // or the record is not the key's (a hash collision in the index); err is
 // set only when the changelog cannot be read before ctx ends.
 func (s *Segmenter) loadCold(ctx context.Context, partition int32, key []byte) (p *Profile, ok bool, err error) {
+	// The changelog records of the batch's earlier parts may still be in
+	// flight: the index has their offsets once they are acknowledged.
+	s.inflight.Wait()
 	off, known := s.keys.offset(partition, key)
 	if !known || s.cl == nil {
 		return nil, false, nil
@@ -157,6 +160,7 @@ func (s *Segmenter) loadCold(ctx context.Context, partition int32, key []byte) (
 // cache nor in the changelog.
 func (s *Segmenter) eachProfile(ctx context.Context, partition int32, app string, visit func(key []byte, p *Profile)) (missing int, err error) {
 	prefix := []byte(app + "|")
+	s.inflight.Wait()              // as loadCold
 	cold := make(map[int64][]byte) // changelog offset -> key
 	lo, hi := int64(-1), int64(-1)
 	for _, key := range s.keys.keys(partition) {

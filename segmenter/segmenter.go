@@ -303,6 +303,11 @@ type core struct {
 	// decoded copy and its changes of a batch.
 	ws []*Segmenter
 
+	// inflight counts the outputs handle produced and Kafka has not
+	// acknowledged yet (handle's goroutine alone adds to it; a cold read,
+	// inside Process, waits for it).
+	inflight sync.WaitGroup
+
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
 	crashAfterProduce atomic.Pointer[func() error]
@@ -454,8 +459,8 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 		return *err
 	}
 	start := time.Now()
+	wg := &s.inflight
 	var (
-		wg       sync.WaitGroup
 		errOnce  sync.Once
 		firstErr error
 		produced atomic.Int64
