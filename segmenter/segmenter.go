@@ -579,12 +579,11 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	// record, its latest.
 	var all []changedProfile
 	for _, w := range s.workers {
-		all = append(all, w.changed...)
+		all = mergeChanged(all, w.changed)
 		clear(w.changed)
 		w.changed = w.changed[:0]
 		clear(w.changedAt)
 	}
-	slices.SortFunc(all, func(a, b changedProfile) int { return a.pos - b.pos })
 	w := s.workers[0]
 	w.changed = all
 	for _, o := range s.workers[1:] {
@@ -595,6 +594,23 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	out = w.appendChanges(out)
 	w.changed = nil
 	return out, nil
+}
+
+// mergeChanged merges b into a, both in the order of their first change
+// (pos), into a new slice in that order.
+func mergeChanged(a, b []changedProfile) []changedProfile {
+	if len(a) == 0 {
+		return append([]changedProfile(nil), b...)
+	}
+	out := make([]changedProfile, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].pos <= b[0].pos {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 // decoded is a record's event, or why it has none.
