@@ -267,8 +267,9 @@ type Dispatcher struct {
 	// reach holds the window, opt-out and messaging-tier checks (reach.go).
 	reach *reachGate
 	// ledger remembers the recent dispatch ids of the assigned partitions
-	// (delivery.go).
+	// (delivery.go); tail follows their statuses (statuses.go).
 	ledger *ledger
+	tail   *statusTail
 	// crashAfterCall, set by tests only, is called after each provider
 	// call; returning true drops the call's outcome as a crash would.
 	crashAfterCall func(*schemas.DispatchRequest) bool
@@ -375,6 +376,12 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	if err == nil {
 		gate, err = newReachGate(kcfg.Opts(log), reg, log, prom)
 	}
+	var tail *statusTail
+	if err == nil {
+		if tail, err = newStatusTail(kcfg.Opts(log), log); err != nil {
+			gate.close()
+		}
+	}
 	if err != nil {
 		if tpl != nil {
 			tpl.close()
@@ -383,6 +390,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		return nil, err
 	}
 	led = newLedger(cfg.Delivery, kcfg.Opts(log), kadm.NewClient(cl), m)
+	led.tail = tail
 	return &Dispatcher{
 		cfg:  cfg,
 		reg:  reg,
@@ -407,6 +415,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		templates:   tpl,
 		reach:       gate,
 		ledger:      led,
+		tail:        tail,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -422,6 +431,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	var tw sync.WaitGroup
 	tw.Go(func() { d.templates.run(tctx) })
 	tw.Go(func() { d.reach.run(tctx) })
+	tw.Go(func() { d.runStatusTail(tctx) })
 	defer func() { stopTemplates(); tw.Wait() }()
 	// Requests are checked against the templates and the suppressions: not
 	// before the stores hold what the topics hold.
@@ -464,6 +474,7 @@ func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		d.templates.close()
 		d.reach.close()
+		d.tail.close()
 		d.cl.Close()
 		if d.global != nil {
 			d.global.close()
@@ -497,9 +508,14 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	d.redo.prune(recs)
 	// The outcomes and intents of partitions new to this replica: no
 	// request decided before is sent again (delivery.go).
-	if err := d.ledger.load(ctx, recs); err != nil {
+	jobs, failed, err := d.ledger.load(ctx, recs)
+	if err != nil {
 		return fmt.Errorf("reading back decided requests: %w", err)
 	}
+	for _, j := range jobs {
+		d.reconcile(ctx, j)
+	}
+	d.learnLoaded(ctx, failed)
 	refreshed := make(map[int32]bool)
 	for i, rec := range recs {
 		if d.redo.decided(rec) {
@@ -567,7 +583,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
 		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
 	}
-	d.noteDecided(recs, outs)
+	d.noteDecided(ctx, recs, outs)
 	if err := ctx.Err(); err != nil {
 		// Interrupted batch: kafka.Run will not mark it; mark what is done.
 		if done := donePrefix(recs, results); len(done) > 0 {
@@ -582,8 +598,9 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	return nil
 }
 
-// noteDecided tells the ledger the outcomes of a batch, acknowledged.
-func (d *Dispatcher) noteDecided(recs []*kgo.Record, outs []*schemas.Outcome) {
+// noteDecided tells the ledger the outcomes of a batch, acknowledged, and
+// reconciles the in_doubt ones whose status arrived meanwhile.
+func (d *Dispatcher) noteDecided(ctx context.Context, recs []*kgo.Record, outs []*schemas.Outcome) {
 	byPart := make(map[int32][]*schemas.Outcome)
 	for i, o := range outs {
 		if o != nil {
@@ -591,7 +608,9 @@ func (d *Dispatcher) noteDecided(recs []*kgo.Record, outs []*schemas.Outcome) {
 		}
 	}
 	for p, os := range byPart {
-		d.ledger.decided(p, os)
+		for _, j := range d.ledger.decided(p, os) {
+			d.reconcile(ctx, j)
+		}
 	}
 }
 
