@@ -394,9 +394,9 @@ type reachMetrics struct {
 	records *prometheus.CounterVec
 	// failedStatuses counts the failed status webhooks read back, by code.
 	failedStatuses *prometheus.CounterVec
-	used    *prometheus.Desc
-	room    *prometheus.Desc
-	g       *reachGate
+	used           *prometheus.Desc
+	room           *prometheus.Desc
+	g              *reachGate
 }
 
 func newReachMetrics(reg prometheus.Registerer, g *reachGate) (*reachMetrics, error) {
