@@ -274,3 +274,27 @@ func outcomesOf(t *testing.T, c *kafkatest.Cluster, id string, n int) []*schemas
 	}
 	return out
 }
+
+// TestSuppressionLatestWins: per recipient the suppression record of the
+// latest time decides, whatever order the records are read in: a START
+// (lifted) after a 131050 lifts it, a 131050 status older than the START
+// (Meta retried the webhook) does not bring it back, a newer one does.
+func TestSuppressionLatestWins(t *testing.T) {
+	g := &reachGate{suppressed: make(map[string]supState)}
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	f := func(on bool, at time.Time, changed, want bool) {
+		t.Helper()
+		if got := g.setSuppressed("shop|+1", on, at); got != changed {
+			t.Errorf("set(%v, %v) changed = %v, want %v", on, at, got, changed)
+		}
+		if got := g.suppressed["shop|+1"].on; got != want {
+			t.Errorf("after set(%v, %v): suppressed %v, want %v", on, at, got, want)
+		}
+	}
+	f(true, t0, true, true)                       // 131050 learned
+	f(true, t0.Add(time.Second), false, true)     // learned again: nothing to write
+	f(false, t0.Add(time.Minute), true, false)    // START
+	f(true, t0.Add(30*time.Second), false, false) // an older failed status, retried by Meta
+	f(true, t0.Add(2*time.Minute), true, true)    // Meta says it again after the START
+	f(false, t0.Add(90*time.Second), false, true) // an older START read late
+}
