@@ -788,7 +788,7 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 
 	// The intent first, acknowledged: a replica that finds it without an
 	// outcome knows this call may have been made (delivery.go).
-	if err := d.intend(ctx, t); err != nil && !d.skipIntents {
+	if err := d.intend(ctx, t); err != nil {
 		done(context.Canceled) // not a call
 		if ctx.Err() != nil {
 			return nil, time.Time{}
