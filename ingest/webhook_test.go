@@ -597,7 +597,7 @@ func TestFailedStatusMarkCarriesCode(t *testing.T) {
 	body := payload(entry("waba-1", change(value(shopPhone1, nil, nil, []obj{
 		{"id": "wamid.F1", "status": "failed", "timestamp": "1750000400", "recipient_id": "4915123456789",
 			"biz_opaque_callback_data": "disp-7",
-			"errors": []obj{{"code": 131050, "title": "Unable to deliver marketing message", "message": "x"}}},
+			"errors":                   []obj{{"code": 131050, "title": "Unable to deliver marketing message", "message": "x"}}},
 	}))))
 	wantOK(t, h.webhook(secretA, body))
 	marks := h.records(schemas.TopicIntents, 1)
