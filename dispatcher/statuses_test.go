@@ -115,7 +115,7 @@ func TestOptOutLearnedFromStatus(t *testing.T) {
 	text := textRequest("s-3", "+15551270002", "hello")
 	text.WindowUntil = time.Now().Add(time.Hour)
 	wantOutcome(t, e.outcomes(t, text)["s-3"], schemas.OutcomeAccepted, 0)
-	waitFor(t, "131047 learned from the failed status", func() bool {
+	waitLong(t, "131047 learned from the failed status", func() bool {
 		return testutil.ToFloat64(d.reach.m.learned.WithLabelValues("window_closed", learnedStatus)) == 1
 	})
 	again := textRequest("s-4", "+15551270002", "hello?")
@@ -157,9 +157,9 @@ func TestLateStatusReconcilesInDoubt(t *testing.T) {
 	}
 	// Counted once the outcome is acknowledged (the test may read it
 	// first).
-	waitFor(t, "the reconciliation counted", func() bool { return testutil.ToFloat64(d.m.reconciled) >= 1 })
+	waitLong(t, "the reconciliation counted", func() bool { return testutil.ToFloat64(d.m.reconciled) >= 1 })
 	// More statuses (delivered, read) change nothing: one reconciliation.
-	waitFor(t, "the read status", func() bool { return e.sim.Stats().Statuses["read"] == 1 })
+	waitLong(t, "the read status", func() bool { return e.sim.Stats().Statuses["read"] == 1 })
 	stop()
 	if got := testutil.ToFloat64(d.m.reconciled); got != 1 {
 		t.Errorf("reconciled = %v, want 1", got)
@@ -167,7 +167,7 @@ func TestLateStatusReconcilesInDoubt(t *testing.T) {
 	// The request delivered again to a new replica: a duplicate.
 	d2, _ := e.start(t)
 	produce(t, e.c.Client(t), dispatchRecord(t, req))
-	waitFor(t, "the redelivered request skipped", func() bool { return testutil.ToFloat64(d2.m.duplicates) == 1 })
+	waitLong(t, "the redelivered request skipped", func() bool { return testutil.ToFloat64(d2.m.duplicates) == 1 })
 	if n := len(readAllOutcomes(t, e.c, "late-1")); n != 2 {
 		t.Errorf("%d outcomes of late-1, want 2", n)
 	}
