@@ -238,6 +238,43 @@ func TestLatestOutcomeWins(t *testing.T) {
 	}
 }
 
+// TestReconciledOutcomeSupersedesInDoubt: the dispatcher's reconciled
+// outcome (accepted, reconciled, the wamid of a late status, its time the
+// next second after the in_doubt outcome's) replaces the in_doubt one in
+// messages and message_state, in one insert or in two, whatever their
+// order; the request's fields stay.
+func TestReconciledOutcomeSupersedesInDoubt(t *testing.T) {
+	_, conn := migratedDB(t)
+	s, _, _ := newSink(t, Config{}, conn)
+	o := offsets{}
+	pair := func(id string) (*schemas.Outcome, *schemas.Outcome) {
+		doubt := outcome(id, "demo", schemas.OutcomeInDoubt, "welcome", base)
+		rec := *doubt
+		rec.State, rec.ProviderID, rec.Reconciled = schemas.OutcomeAccepted, "wamid.late-"+id, true
+		rec.ErrorMessage = "reconciled: status sent"
+		rec.Time = base.Truncate(time.Second).Add(time.Second)
+		return doubt, &rec
+	}
+	d1, r1 := pair("rc1") // one insert, in topic order
+	if _, err := s.Write(t.Context(), []*kgo.Record{o.rec(t, schemas.TopicOutcomes, d1.Key(), d1), o.rec(t, schemas.TopicOutcomes, r1.Key(), r1)}); err != nil {
+		t.Fatal(err)
+	}
+	d2, r2 := pair("rc2") // two inserts, the in_doubt one redelivered last
+	for _, x := range []*schemas.Outcome{d2, r2, d2} {
+		if _, err := s.Write(t.Context(), []*kgo.Record{o.rec(t, schemas.TopicOutcomes, x.Key(), x)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"rc1", "rc2"} {
+		if n := count(t, conn, "SELECT count() FROM messages FINAL WHERE dispatch_id = ? AND state = 'accepted' AND provider_id = ? AND template = 'welcome' AND source_name = 'hi'", id, "wamid.late-"+id); n != 1 {
+			t.Errorf("%s: messages FINAL does not hold the reconciled outcome", id)
+		}
+		if n := count(t, conn, "SELECT count() FROM message_state FINAL WHERE dispatch_id = ? AND state = 'sent'", id); n != 1 {
+			t.Errorf("%s: message_state is not sent", id)
+		}
+	}
+}
+
 func TestWriteDeadLettersPoison(t *testing.T) {
 	_, conn := migratedDB(t)
 	s, _, _ := newSink(t, Config{}, conn)

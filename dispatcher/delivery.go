@@ -35,6 +35,9 @@ type ledger struct {
 	adm  *kadm.Client
 	m    *metrics
 	now  func() time.Time
+	// tail follows the intents partitions of the loaded partitions for
+	// statuses (statuses.go); nil in tests that build a ledger alone.
+	tail *statusTail
 
 	mu    sync.Mutex
 	parts map[int32]*partLedger
@@ -65,6 +68,24 @@ type idState struct {
 	// resent is set once this replica let it go again (policy resend), so
 	// that a batch fetched again does not count it twice.
 	resent bool
+	// status and statusAt are the latest status mark's status and time.
+	status   string
+	statusAt time.Time
+	// doubt is the in_doubt outcome while it is the latest outcome: what
+	// a reconciled outcome is made of. reconciling is set once one is
+	// being produced.
+	doubt       *schemas.Outcome
+	reconciling bool
+}
+
+// reconcileJob is an in_doubt outcome a status proved accepted: a
+// reconciled outcome is due (Dispatcher.reconcile).
+type reconcileJob struct {
+	p        int32
+	doubt    *schemas.Outcome
+	wamid    string
+	status   string
+	statusAt time.Time
 }
 
 func newLedger(cfg DeliveryConfig, opts []kgo.Opt, adm *kadm.Client, m *metrics) *ledger {
@@ -98,18 +119,77 @@ func (l *ledger) resend(p int32, id string) bool {
 	return false
 }
 
-// decided notes the outcomes this replica produced for partition p.
-func (l *ledger) decided(p int32, outs []*schemas.Outcome) {
+// decided notes the outcomes this replica produced for partition p, and
+// returns the in_doubt ones whose status arrived meanwhile: they are due a
+// reconciled outcome.
+func (l *ledger) decided(p int32, outs []*schemas.Outcome) []reconcileJob {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pl := l.parts[p]
 	if pl == nil {
-		return
+		return nil
 	}
+	var jobs []reconcileJob
 	for _, o := range outs {
-		pl.outcome(o.DispatchID, o.State, l.now())
+		s := pl.outcome(o.DispatchID, o.State, l.now())
+		if o.State == schemas.OutcomeInDoubt && s.outcome == schemas.OutcomeInDoubt {
+			s.doubt = o
+			if j, ok := s.due(p); ok {
+				jobs = append(jobs, j)
+			}
+		}
 	}
 	l.bound(pl)
+	return jobs
+}
+
+// due reports the reconciliation s needs: an in_doubt outcome and a status
+// with a wamid, none produced yet. It marks it started.
+func (s *idState) due(p int32) (reconcileJob, bool) {
+	if s.outcome != schemas.OutcomeInDoubt || s.doubt == nil || s.wamid == "" || s.reconciling {
+		return reconcileJob{}, false
+	}
+	s.reconciling = true
+	return reconcileJob{p: p, doubt: s.doubt, wamid: s.wamid, status: s.status, statusAt: s.statusAt}, true
+}
+
+// status applies a status mark the tail read at offset off of partition p
+// and returns the reconciliation it makes due, if any; owned is false when
+// p is not (or no longer) this replica's.
+func (l *ledger) status(p int32, off int64, m *schemas.DeliveryMark) (job reconcileJob, due, owned bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pl := l.parts[p]
+	if pl == nil {
+		return reconcileJob{}, false, false
+	}
+	pl.marksNext = max(pl.marksNext, off+1)
+	pl.mark(m, l.now())
+	job, due = pl.ids[m.DispatchID].due(p)
+	l.bound(pl)
+	return job, due, true
+}
+
+// advance notes that the tail read partition p of the intents topic up to
+// next (marks without a status: nothing to apply).
+func (l *ledger) advance(p int32, next int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pl := l.parts[p]; pl != nil {
+		pl.marksNext = max(pl.marksNext, next)
+	}
+}
+
+// unreconciled undoes due after a reconciled outcome could not be
+// produced: the next status of id tries again.
+func (l *ledger) unreconciled(p int32, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pl := l.parts[p]; pl != nil {
+		if s := pl.ids[id]; s != nil {
+			s.reconciling = false
+		}
+	}
 }
 
 // drop forgets revoked or lost partitions of the dispatch topic.
@@ -120,6 +200,9 @@ func (l *ledger) drop(parts map[string][]int32) {
 		delete(l.parts, p)
 	}
 	l.gauge()
+	if l.tail != nil {
+		l.tail.unfollow(parts[schemas.TopicDispatch])
+	}
 }
 
 // get returns p's entry for id, creating it.
@@ -133,13 +216,17 @@ func (pl *partLedger) get(id string, now time.Time) *idState {
 	return s
 }
 
-func (pl *partLedger) outcome(id string, st schemas.OutcomeState, at time.Time) {
+func (pl *partLedger) outcome(id string, st schemas.OutcomeState, at time.Time) *idState {
 	s := pl.get(id, at)
 	// An accepted outcome (a reconciliation) outranks an in_doubt one,
 	// whatever their order.
 	if s.outcome != schemas.OutcomeAccepted {
 		s.outcome = st
 	}
+	if s.outcome != schemas.OutcomeInDoubt {
+		s.doubt = nil
+	}
+	return s
 }
 
 func (pl *partLedger) mark(m *schemas.DeliveryMark, at time.Time) {
@@ -154,6 +241,9 @@ func (pl *partLedger) mark(m *schemas.DeliveryMark, at time.Time) {
 		s.answered = max(s.answered, m.Attempt)
 	case schemas.MarkStatus:
 		s.wamid = m.WAMID
+		if !m.Time.Before(s.statusAt) {
+			s.status, s.statusAt = m.Status, m.Time
+		}
 	}
 }
 
@@ -189,8 +279,11 @@ func (l *ledger) gauge() {
 
 // load reads, for every partition of recs the ledger does not hold yet,
 // the outcomes and marks of the last Window (at most MaxIDs records of
-// each topic) up to their end offsets.
-func (l *ledger) load(ctx context.Context, recs []*kgo.Record) error {
+// each topic) up to their end offsets, and has the tail follow their
+// intents partitions from there. It returns the in_doubt outcomes whose
+// status is there already (due a reconciled outcome) and the failed
+// statuses read (to learn from: Dispatcher.learnLoaded).
+func (l *ledger) load(ctx context.Context, recs []*kgo.Record) ([]reconcileJob, []*schemas.DeliveryMark, error) {
 	var missing []int32
 	seen := make(map[int32]bool)
 	l.mu.Lock()
@@ -202,7 +295,7 @@ func (l *ledger) load(ctx context.Context, recs []*kgo.Record) error {
 	}
 	l.mu.Unlock()
 	if len(missing) == 0 {
-		return nil
+		return nil, nil, nil
 	}
 	since := l.now().Add(-l.cfg.Window).UnixMilli()
 	after, err := l.adm.ListOffsetsAfterMilli(ctx, since, schemas.TopicOutcomes, schemas.TopicIntents)
@@ -210,14 +303,14 @@ func (l *ledger) load(ctx context.Context, recs []*kgo.Record) error {
 		err = after.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("listing offsets of the last %v of %s and %s: %w", l.cfg.Window, schemas.TopicOutcomes, schemas.TopicIntents, err)
+		return nil, nil, fmt.Errorf("listing offsets of the last %v of %s and %s: %w", l.cfg.Window, schemas.TopicOutcomes, schemas.TopicIntents, err)
 	}
 	ends, err := l.adm.ListEndOffsets(ctx, schemas.TopicOutcomes, schemas.TopicIntents)
 	if err == nil {
 		err = ends.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("listing end offsets of %s and %s: %w", schemas.TopicOutcomes, schemas.TopicIntents, err)
+		return nil, nil, fmt.Errorf("listing end offsets of %s and %s: %w", schemas.TopicOutcomes, schemas.TopicIntents, err)
 	}
 	ranges := make(map[string]map[int32][2]int64)
 	for _, topic := range []string{schemas.TopicOutcomes, schemas.TopicIntents} {
@@ -225,7 +318,7 @@ func (l *ledger) load(ctx context.Context, recs []*kgo.Record) error {
 		for _, p := range missing {
 			end, ok := ends.Lookup(topic, p)
 			if !ok {
-				return fmt.Errorf("partition %d of %s does not exist: it needs as many partitions as %s", p, topic, schemas.TopicDispatch)
+				return nil, nil, fmt.Errorf("partition %d of %s does not exist: it needs as many partitions as %s", p, topic, schemas.TopicDispatch)
 			}
 			start := end.Offset
 			if a, ok := after.Lookup(topic, p); ok && a.Offset >= 0 {
@@ -239,6 +332,7 @@ func (l *ledger) load(ctx context.Context, recs []*kgo.Record) error {
 	for _, p := range missing {
 		fresh[p] = &partLedger{ids: make(map[string]*idState), marksNext: ranges[schemas.TopicIntents][p][1]}
 	}
+	var failed []*schemas.DeliveryMark
 	err = l.read(ctx, ranges, func(r *kgo.Record) {
 		pl := fresh[r.Partition]
 		if r.Topic == schemas.TopicOutcomes {
@@ -246,25 +340,44 @@ func (l *ledger) load(ctx context.Context, recs []*kgo.Record) error {
 				DispatchID string               `json:"dispatch_id"`
 				State      schemas.OutcomeState `json:"state"`
 			}
-			if json.Unmarshal(r.Value, &o) == nil && o.DispatchID != "" {
-				pl.outcome(o.DispatchID, o.State, r.Timestamp)
+			if json.Unmarshal(r.Value, &o) != nil || o.DispatchID == "" {
+				return
+			}
+			s := pl.outcome(o.DispatchID, o.State, r.Timestamp)
+			if s.outcome == schemas.OutcomeInDoubt {
+				// Kept whole: a reconciled outcome is made of it.
+				if full, err := schemas.DecodeOutcome(r.Value); err == nil {
+					s.doubt = full
+				}
 			}
 			return
 		}
 		if m, err := schemas.DecodeDeliveryMark(r.Value); err == nil {
 			pl.mark(m, r.Timestamp)
+			if m.Kind == schemas.MarkStatus && m.Status == "failed" {
+				failed = append(failed, m)
+			}
 		}
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var jobs []reconcileJob
 	for p, pl := range fresh {
 		l.parts[p] = pl
+		for _, s := range pl.ids {
+			if j, ok := s.due(p); ok {
+				jobs = append(jobs, j)
+			}
+		}
 		l.bound(pl)
+		if l.tail != nil {
+			l.tail.follow(p, pl.marksNext)
+		}
 	}
-	return nil
+	return jobs, failed, nil
 }
 
 // refresh reads the marks written to partition p of the intents topic
@@ -467,6 +580,9 @@ func (d *Dispatcher) answered(ctx context.Context, req *schemas.DispatchRequest,
 
 // intend writes the intent of t's next call and waits for its ack.
 func (d *Dispatcher) intend(ctx context.Context, t *try) error {
+	if d.skipIntents {
+		return nil
+	}
 	m := &schemas.DeliveryMark{Kind: schemas.MarkIntent, DispatchID: t.req.ID, App: t.req.App, To: t.req.To,
 		Sender: t.req.Sender, Attempt: t.attempts + 1, Time: time.Now().UTC()}
 	bs, err := m.Marshal()

@@ -61,7 +61,13 @@
 // schemas.TopicSuppressions (compacted, read whole by every replica before
 // Run consumes a request) and later MARKETING templates to the recipient
 // (the request's category, else the synced template's) fail with
-// CodeOptedOut. For an app with a whatsapp.messaging_tier, a template not
+// CodeOptedOut. Meta reports 131050 and 131047 mostly after accepting the
+// send, in a failed status webhook: those are learned alike from the
+// status marks ingest writes (statuses.go). The segmenter writes the
+// user's STOP (a suppression) and START (one Lifted) to the same topic; per
+// recipient the record of the latest time decides, so START lifts an
+// opt-out learned from Meta and a failed status Meta retried for days
+// does not bring it back. For an app with a whatsapp.messaging_tier, a template not
 // known to be inside the recipient's window is claimed on partition 0 of
 // schemas.TopicReach before the breaker and the rate limit; it is sent only
 // once this replica read its claim back granted (internal/reach decides the
@@ -161,6 +167,14 @@
 // written) ends in_doubt at once. Every in-doubt send is counted in
 // herald_dispatcher_in_doubt_total by reason.
 //
+// Late statuses (statuses.go): from a partition's load on, the replica
+// follows the same partition of the intents topic for status marks. A
+// status of a dispatch id whose latest outcome is in_doubt produces at
+// once an accepted outcome with the status's wamid and Outcome.Reconciled
+// set, superseding it (its Time at least a second later, for readers that
+// keep the latest outcome by time); a failed status teaches the reach
+// gate its 131050 or 131047.
+//
 // Metrics:
 //
 //	herald_dispatcher_sends_total{channel,state}     requests decided, by outcome state
@@ -180,7 +194,7 @@
 //	herald_dispatcher_scheduled_total                 requests with a future send_at forwarded to the scheduled topic
 //	herald_dispatcher_in_doubt_total{reason}          sends in doubt: call (no answer), crash (intent without outcome, held), resent (sent again, policy resend)
 //	herald_dispatcher_duplicates_total                redelivered requests whose id was decided already, skipped
-//	herald_dispatcher_reconciled_total                sends in doubt a status webhook proved accepted
+//	herald_dispatcher_reconciled_total                sends in doubt a status webhook proved accepted (a redelivery settled, or a late status)
 //	herald_dispatcher_ledger_ids                      dispatch ids remembered for deduplication, all assigned partitions
 //	herald_dispatcher_intent_errors_total             intents or answered marks that could not be written
 //	herald_dispatcher_templates{status}               templates in the store, by status
@@ -190,8 +204,9 @@
 //	herald_dispatcher_template_changes_total{change}  template records the sync wrote: written, deleted
 //	herald_dispatcher_template_checks_total{result}   template sends checked: passed, unchecked, unknown, not_approved, params
 //	herald_dispatcher_refusals_total{reason}          WhatsApp requests refused before the call: window, window_meta, opt_out, tier
-//	herald_dispatcher_learned_total{what}             Meta answers remembered per recipient: opt_out (131050), window_closed (131047)
-//	herald_dispatcher_reach_records_total{result}     reach and suppression records read: granted, refused (claims of every replica), suppression, invalid
+//	herald_dispatcher_learned_total{what,from}        what Meta said of a recipient, remembered: opt_out (131050, new suppressions), window_closed (131047); from answer or status
+//	herald_dispatcher_failed_statuses_total{code}     failed status webhooks of this replica's partitions read back, by Meta code
+//	herald_dispatcher_reach_records_total{result}     reach and suppression records read: granted, refused (claims of every replica), suppression, lifted, invalid
 //	herald_dispatcher_tier_used{business}             unique recipients outside the window granted in the last 24 h (apps with a messaging_tier)
 //	herald_dispatcher_tier_headroom{business}         the business's messaging tier minus tier_used
 //
@@ -267,11 +282,15 @@ type Dispatcher struct {
 	// reach holds the window, opt-out and messaging-tier checks (reach.go).
 	reach *reachGate
 	// ledger remembers the recent dispatch ids of the assigned partitions
-	// (delivery.go).
+	// (delivery.go); tail follows their statuses (statuses.go).
 	ledger *ledger
+	tail   *statusTail
 	// crashAfterCall, set by tests only, is called after each provider
 	// call; returning true drops the call's outcome as a crash would.
 	crashAfterCall func(*schemas.DispatchRequest) bool
+	// skipIntents, set by BenchmarkIntentCost only, makes calls without
+	// an intent first: what intents cost is measured against it.
+	skipIntents bool
 
 	// channels holds the email and push providers' state and their own
 	// rate limits (channels.go).
@@ -375,6 +394,12 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 	if err == nil {
 		gate, err = newReachGate(kcfg.Opts(log), reg, log, prom)
 	}
+	var tail *statusTail
+	if err == nil {
+		if tail, err = newStatusTail(kcfg.Opts(log), log); err != nil {
+			gate.close()
+		}
+	}
 	if err != nil {
 		if tpl != nil {
 			tpl.close()
@@ -383,6 +408,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		return nil, err
 	}
 	led = newLedger(cfg.Delivery, kcfg.Opts(log), kadm.NewClient(cl), m)
+	led.tail = tail
 	return &Dispatcher{
 		cfg:  cfg,
 		reg:  reg,
@@ -407,6 +433,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		templates:   tpl,
 		reach:       gate,
 		ledger:      led,
+		tail:        tail,
 		backoffBase: 500 * time.Millisecond,
 		backoffMax:  30 * time.Second,
 	}, nil
@@ -422,6 +449,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	var tw sync.WaitGroup
 	tw.Go(func() { d.templates.run(tctx) })
 	tw.Go(func() { d.reach.run(tctx) })
+	tw.Go(func() { d.runStatusTail(tctx) })
 	defer func() { stopTemplates(); tw.Wait() }()
 	// Requests are checked against the templates and the suppressions: not
 	// before the stores hold what the topics hold.
@@ -464,6 +492,7 @@ func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		d.templates.close()
 		d.reach.close()
+		d.tail.close()
 		d.cl.Close()
 		if d.global != nil {
 			d.global.close()
@@ -497,9 +526,14 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	d.redo.prune(recs)
 	// The outcomes and intents of partitions new to this replica: no
 	// request decided before is sent again (delivery.go).
-	if err := d.ledger.load(ctx, recs); err != nil {
+	jobs, failed, err := d.ledger.load(ctx, recs)
+	if err != nil {
 		return fmt.Errorf("reading back decided requests: %w", err)
 	}
+	for _, j := range jobs {
+		d.reconcile(ctx, j)
+	}
+	d.learnLoaded(ctx, failed)
 	refreshed := make(map[int32]bool)
 	for i, rec := range recs {
 		if d.redo.decided(rec) {
@@ -567,7 +601,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
 		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
 	}
-	d.noteDecided(recs, outs)
+	d.noteDecided(ctx, recs, outs)
 	if err := ctx.Err(); err != nil {
 		// Interrupted batch: kafka.Run will not mark it; mark what is done.
 		if done := donePrefix(recs, results); len(done) > 0 {
@@ -582,8 +616,9 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	return nil
 }
 
-// noteDecided tells the ledger the outcomes of a batch, acknowledged.
-func (d *Dispatcher) noteDecided(recs []*kgo.Record, outs []*schemas.Outcome) {
+// noteDecided tells the ledger the outcomes of a batch, acknowledged, and
+// reconciles the in_doubt ones whose status arrived meanwhile.
+func (d *Dispatcher) noteDecided(ctx context.Context, recs []*kgo.Record, outs []*schemas.Outcome) {
 	byPart := make(map[int32][]*schemas.Outcome)
 	for i, o := range outs {
 		if o != nil {
@@ -591,7 +626,9 @@ func (d *Dispatcher) noteDecided(recs []*kgo.Record, outs []*schemas.Outcome) {
 		}
 	}
 	for p, os := range byPart {
-		d.ledger.decided(p, os)
+		for _, j := range d.ledger.decided(p, os) {
+			d.reconcile(ctx, j)
+		}
 	}
 }
 

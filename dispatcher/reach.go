@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,8 +67,9 @@ type reachGate struct {
 	mu      sync.Mutex
 	ledger  *reach.Ledger
 	waiters map[string]chan bool
-	// suppressed holds the opt-outs by SuppressionKey.
-	suppressed map[string]bool
+	// suppressed holds the latest suppression record of each
+	// SuppressionKey: set or lifted, and when.
+	suppressed map[string]supState
 	// closed holds when Meta last answered 131047, by RecipientKey;
 	// closedPruned is its size after the last pruning.
 	closed       map[string]time.Time
@@ -76,7 +78,7 @@ type reachGate struct {
 
 func newReachGate(kopts []kgo.Opt, reg *apps.Registry, log *slog.Logger, prom prometheus.Registerer) (*reachGate, error) {
 	g := &reachGate{reg: reg, log: log, supsReady: make(chan struct{}), throttle: newThrottle(time.Second),
-		ledger: reach.NewLedger(), waiters: make(map[string]chan bool), suppressed: make(map[string]bool),
+		ledger: reach.NewLedger(), waiters: make(map[string]chan bool), suppressed: make(map[string]supState),
 		closed: make(map[string]time.Time)}
 	m, err := newReachMetrics(prom, g)
 	if err != nil {
@@ -154,13 +156,21 @@ func (g *reachGate) applyClaim(r *kgo.Record) {
 	}
 }
 
-// applySuppression takes in one TopicSuppressions record (a tombstone lifts
-// the key's suppression).
+// supState is what the gate knows of one recipient's marketing opt-out.
+type supState struct {
+	on bool
+	at time.Time
+}
+
+// applySuppression takes in one TopicSuppressions record: a tombstone
+// lifts the key's suppression; a record sets or lifts it unless the key
+// holds a later one already.
 func (g *reachGate) applySuppression(r *kgo.Record) {
 	if r.Value == nil {
 		g.mu.Lock()
 		delete(g.suppressed, string(r.Key))
 		g.mu.Unlock()
+		g.m.records.WithLabelValues("lifted").Inc()
 		return
 	}
 	s, err := schemas.DecodeSuppression(r.Value)
@@ -172,9 +182,29 @@ func (g *reachGate) applySuppression(r *kgo.Record) {
 		return
 	}
 	g.mu.Lock()
-	g.suppressed[string(s.Key())] = true
+	g.setSuppressed(string(s.Key()), !s.Lifted, s.Time)
 	g.mu.Unlock()
-	g.m.records.WithLabelValues("suppression").Inc()
+	if s.Lifted {
+		g.m.records.WithLabelValues("lifted").Inc()
+	} else {
+		g.m.records.WithLabelValues("suppression").Inc()
+	}
+}
+
+// setSuppressed records that key is (on) or is no longer suppressed from
+// at on, unless a later record is known; it reports whether it changed
+// what the gate knows. Call with g.mu held.
+func (g *reachGate) setSuppressed(key string, on bool, at time.Time) bool {
+	cur, known := g.suppressed[key]
+	switch {
+	case known && at.Before(cur.at):
+		return false // older news
+	case known && cur.on == on:
+		g.suppressed[key] = supState{on: on, at: at}
+		return false // the same, learned again later
+	}
+	g.suppressed[key] = supState{on: on, at: at}
+	return true
 }
 
 // check refuses req before any call when its recipient cannot be reached
@@ -193,9 +223,10 @@ func (g *reachGate) check(req *schemas.DispatchRequest, category string, now tim
 		g.mu.Lock()
 		at, ok := g.closed[key]
 		g.mu.Unlock()
-		// A window_until after Meta's answer means an inbound message
-		// since: the window opened again.
-		if ok && now.Sub(at) < reach.Window && (req.WindowUntil.IsZero() || !req.WindowUntil.After(at)) {
+		// A window_until more than 24 h after Meta's answer means an
+		// inbound message since: the window opened again. One less far
+		// is the window Meta just said is closed.
+		if ok && now.Sub(at) < reach.Window && (req.WindowUntil.IsZero() || !req.WindowUntil.After(at.Add(reach.Window))) {
 			g.m.refused.WithLabelValues("window_meta").Inc()
 			return fmt.Errorf("%w: Meta answered 131047 for the recipient at %s", ErrWindowClosed, at.UTC().Format(time.RFC3339))
 		}
@@ -203,7 +234,7 @@ func (g *reachGate) check(req *schemas.DispatchRequest, category string, now tim
 	}
 	if req.Template != nil && strings.EqualFold(category, categoryMarketing) {
 		g.mu.Lock()
-		out := g.suppressed[key]
+		out := g.suppressed[key].on
 		g.mu.Unlock()
 		if out {
 			g.m.refused.WithLabelValues("opt_out").Inc()
@@ -277,36 +308,82 @@ func (g *reachGate) learn(ctx context.Context, req *schemas.DispatchRequest, err
 	now := time.Now()
 	switch errorCode(err) {
 	case codeReengagement:
-		g.m.learned.WithLabelValues("window_closed").Inc()
-		g.mu.Lock()
-		g.closed[string(req.Key())] = now
-		if len(g.closed) > 2*g.closedPruned+1024 {
-			for k, at := range g.closed {
-				if now.Sub(at) >= reach.Window {
-					delete(g.closed, k)
-				}
-			}
-			g.closedPruned = len(g.closed)
-		}
-		g.mu.Unlock()
+		g.learnClosed(string(req.Key()), now, learnedAnswer)
 	case codeMarketingOptOut:
-		g.m.learned.WithLabelValues("opt_out").Inc()
-		s := &schemas.Suppression{App: req.App, To: req.To, Reason: schemas.SuppressMarketingOptOut,
-			Code: codeMarketingOptOut, DispatchID: req.ID, Time: now.UTC()}
-		g.mu.Lock()
-		g.suppressed[string(s.Key())] = true
-		g.mu.Unlock()
-		v, err := s.Marshal()
-		if err == nil {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), suppressTimeout)
-			err = g.sups.ProduceSync(pctx, &kgo.Record{Topic: schemas.TopicSuppressions, Key: s.Key(), Value: v}).FirstErr()
-			cancel()
+		g.learnOptOut(ctx, req.App, req.To, req.ID, now, learnedAnswer)
+	}
+}
+
+// Where a learned fact came from, the from label of
+// herald_dispatcher_learned_total.
+const (
+	learnedAnswer = "answer" // a send answer
+	learnedStatus = "status" // a failed status webhook
+)
+
+// learnStatus remembers what a failed status webhook (a status mark of
+// ingest on TopicIntents) says of its recipient, as learn does for
+// answers: Meta reports 131050 and 131047 in the status of a send it
+// accepted. The status's time is when it was learned, so that a status
+// Meta retried for days does not undo a later START.
+func (g *reachGate) learnStatus(ctx context.Context, m *schemas.DeliveryMark) {
+	if m.Kind != schemas.MarkStatus || m.Status != "failed" {
+		return
+	}
+	g.m.failedStatuses.WithLabelValues(strconv.Itoa(m.ErrorCode)).Inc()
+	switch m.ErrorCode {
+	case codeReengagement:
+		g.learnClosed(string(schemas.RecipientKey(m.App, m.To)), m.Time, learnedStatus)
+	case codeMarketingOptOut:
+		g.learnOptOut(ctx, m.App, m.To, m.DispatchID, m.Time, learnedStatus)
+	}
+}
+
+// learnClosed notes that Meta said at at that key's window was closed.
+func (g *reachGate) learnClosed(key string, at time.Time, from string) {
+	now := time.Now()
+	if now.Sub(at) >= reach.Window {
+		return // a status about a window long gone
+	}
+	g.m.learned.WithLabelValues("window_closed", from).Inc()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if prev, ok := g.closed[key]; !ok || at.After(prev) {
+		g.closed[key] = at
+	}
+	if len(g.closed) > 2*g.closedPruned+1024 {
+		for k, t := range g.closed {
+			if now.Sub(t) >= reach.Window {
+				delete(g.closed, k)
+			}
 		}
-		if err != nil {
-			// Kept in this replica's memory; another replica or a restart
-			// learns it again from Meta's next 131050.
-			g.log.Warn("writing a learned marketing opt-out", "app", req.App, "dispatch_id", req.ID, "err", err)
-		}
+		g.closedPruned = len(g.closed)
+	}
+}
+
+// learnOptOut notes that (app, to) stopped marketing messages at at and
+// writes it to TopicSuppressions, unless that is known already or a later
+// record (a START) lifted it.
+func (g *reachGate) learnOptOut(ctx context.Context, app, to, dispatchID string, at time.Time, from string) {
+	s := &schemas.Suppression{App: app, To: to, Reason: schemas.SuppressMarketingOptOut,
+		Code: codeMarketingOptOut, DispatchID: dispatchID, Time: at.UTC()}
+	g.mu.Lock()
+	changed := g.setSuppressed(string(s.Key()), true, s.Time)
+	g.mu.Unlock()
+	if !changed {
+		return
+	}
+	g.m.learned.WithLabelValues("opt_out", from).Inc()
+	v, err := s.Marshal()
+	if err == nil {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), suppressTimeout)
+		err = g.sups.ProduceSync(pctx, &kgo.Record{Topic: schemas.TopicSuppressions, Key: s.Key(), Value: v}).FirstErr()
+		cancel()
+	}
+	if err != nil {
+		// Kept in this replica's memory; another replica or a restart
+		// learns it again from Meta's next 131050.
+		g.log.Warn("writing a learned marketing opt-out", "app", app, "dispatch_id", dispatchID, "err", err)
 	}
 }
 
@@ -315,9 +392,11 @@ type reachMetrics struct {
 	refused *prometheus.CounterVec
 	learned *prometheus.CounterVec
 	records *prometheus.CounterVec
-	used    *prometheus.Desc
-	room    *prometheus.Desc
-	g       *reachGate
+	// failedStatuses counts the failed status webhooks read back, by code.
+	failedStatuses *prometheus.CounterVec
+	used           *prometheus.Desc
+	room           *prometheus.Desc
+	g              *reachGate
 }
 
 func newReachMetrics(reg prometheus.Registerer, g *reachGate) (*reachMetrics, error) {
@@ -328,12 +407,16 @@ func newReachMetrics(reg prometheus.Registerer, g *reachGate) (*reachMetrics, er
 		}, []string{"reason"}),
 		learned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_dispatcher_learned_total",
-			Help: "Meta answers remembered for a recipient: opt_out (131050), window_closed (131047).",
-		}, []string{"what"}),
+			Help: "What Meta said of a recipient, remembered: opt_out (131050, new suppressions only), window_closed (131047); from a send answer or a failed status webhook.",
+		}, []string{"what", "from"}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_dispatcher_reach_records_total",
-			Help: "Records read from the reach and suppressions topics: granted and refused claims (every replica's), suppression, invalid.",
+			Help: "Records read from the reach and suppressions topics: granted and refused claims (every replica's), suppression, lifted (START or a tombstone), invalid.",
 		}, []string{"result"}),
+		failedStatuses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_dispatcher_failed_statuses_total",
+			Help: "Failed status webhooks of this replica's partitions read back from the intents topic, by Meta's error code (0: none given).",
+		}, []string{"code"}),
 		used: prometheus.NewDesc("herald_dispatcher_tier_used",
 			"Unique recipients outside the service window granted in the last 24 h, per business (WABA id), all replicas together.", []string{"business"}, nil),
 		room: prometheus.NewDesc("herald_dispatcher_tier_headroom",
@@ -343,7 +426,7 @@ func newReachMetrics(reg prometheus.Registerer, g *reachGate) (*reachMetrics, er
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.learned, m.records, m} {
+	for _, c := range []prometheus.Collector{m.refused, m.learned, m.records, m.failedStatuses, m} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering dispatcher reach metrics: %w", err)
 		}

@@ -19,42 +19,73 @@ import (
 )
 
 // reachEnv is a kfake cluster, the simulator (delivery errors answered at
-// once) and app "shop" (WABA shopWABA, sender 1001) with a messaging tier.
+// once, unless withStatuses) and app "shop" (WABA shopWABA, sender 1001)
+// with a messaging tier.
 type reachEnv struct {
 	c   *kafkatest.Cluster
 	sim *wasim.Sim
 	api *httptest.Server
 	reg *apps.Registry
+	// relay turns the simulator's status webhooks into ingest's status
+	// marks (withStatuses).
+	relay *httptest.Server
 }
 
-func newReachEnv(t *testing.T, tier string) *reachEnv {
+// simOpt changes the simulator's config of a reachEnv.
+type simOpt func(e *reachEnv, c *wasim.Config)
+
+// withStatuses makes the simulator report delivery errors as Meta does, in
+// failed status webhooks, and posts every status to the env's relay.
+func withStatuses(e *reachEnv, c *wasim.Config) {
+	c.SyncDeliveryErrors = false
+	c.Numbers[0].WebhookURL = e.relay.URL + "/whatsapp/webhooks"
+	c.StatusDelay = 10 * time.Millisecond
+}
+
+func newReachEnv(t *testing.T, tier string, opts ...simOpt) *reachEnv {
 	t.Helper()
-	sim, err := wasim.New(wasim.Config{
+	e := &reachEnv{c: kafkatest.New(t, 4)}
+	e.relay = statusRelay(t, e.c, "shop")
+	cfg := wasim.Config{
 		Numbers:            []wasim.Number{{PhoneNumberID: "1001", WABAID: shopWABA, AccessToken: "tok-shop", AppSecret: "secret-shop"}},
 		Templates:          simTemplates(),
 		Throughput:         -1,
 		PairInterval:       -1,
 		SyncDeliveryErrors: true,
-	}, nil)
+	}
+	for _, o := range opts {
+		o(e, &cfg)
+	}
+	sim, err := wasim.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := httptest.NewServer(sim.Handler())
-	t.Cleanup(api.Close)
-	reg, err := apps.New([]apps.App{{ID: "shop", APIToken: "shop-api-token-0123456789", WhatsApp: apps.WhatsApp{
+	e.sim = sim
+	e.api = httptest.NewServer(sim.Handler())
+	t.Cleanup(e.api.Close)
+	if cfg.Numbers[0].WebhookURL != "" {
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = sim.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	e.reg, err = apps.New([]apps.App{{ID: "shop", APIToken: "shop-api-token-0123456789", WhatsApp: apps.WhatsApp{
 		PhoneNumberIDs: []string{"1001"}, WABAID: shopWABA, AccessToken: "tok-shop", MessagingTier: tier,
 	}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &reachEnv{c: kafkatest.New(t, 4), sim: sim, api: api, reg: reg}
+	return e
 }
 
 // start runs a dispatcher on the env until the test ends or stop is called.
-func (e *reachEnv) start(t *testing.T) (*Dispatcher, func()) {
+func (e *reachEnv) start(t *testing.T, edit ...func(*Config)) (*Dispatcher, func()) {
 	t.Helper()
 	cfg := Config{WhatsAppBaseURL: e.api.URL, RequestTimeout: 5 * time.Second, MaxAttempts: 2, PairInterval: -1,
 		Limiter: LimiterConfig{Mode: LimiterNone}, Templates: TemplatesConfig{SyncInterval: -1}}
+	for _, f := range edit {
+		f(&cfg)
+	}
 	d, err := New(cfg, e.c.Config, e.reg, testLogger(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

@@ -409,7 +409,7 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 func deliveryStatus(e *schemas.Event) (*kgo.Record, error) {
 	st := e.Status
 	m := &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: st.DispatchID, App: e.App, To: st.Recipient,
-		WAMID: st.WAMID, Status: st.Status, Time: e.Time}
+		WAMID: st.WAMID, Status: st.Status, ErrorCode: st.ErrorCode, Time: e.Time}
 	if m.Time.IsZero() {
 		m.Time = time.Now().UTC()
 	}

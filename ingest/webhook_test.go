@@ -588,3 +588,24 @@ func TestWebhookTemplateUpdates(t *testing.T) {
 		t.Fatalf("templates topic holds %d records after the retry, want 3", n)
 	}
 }
+
+// TestFailedStatusMarkCarriesCode: a failed status with a dispatch id
+// becomes a status mark with Meta's first error code, from which the
+// dispatcher learns what Meta reports only there (131050, 131047).
+func TestFailedStatusMarkCarriesCode(t *testing.T) {
+	h := newHarness(t, Config{})
+	body := payload(entry("waba-1", change(value(shopPhone1, nil, nil, []obj{
+		{"id": "wamid.F1", "status": "failed", "timestamp": "1750000400", "recipient_id": "4915123456789",
+			"biz_opaque_callback_data": "disp-7",
+			"errors":                   []obj{{"code": 131050, "title": "Unable to deliver marketing message", "message": "x"}}},
+	}))))
+	wantOK(t, h.webhook(secretA, body))
+	marks := h.records(schemas.TopicIntents, 1)
+	m, err := schemas.DecodeDeliveryMark(marks[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != schemas.MarkStatus || m.DispatchID != "disp-7" || m.Status != "failed" || m.ErrorCode != 131050 || m.To != "+4915123456789" {
+		t.Fatalf("delivery mark %+v, want a failed status of disp-7 with code 131050", m)
+	}
+}

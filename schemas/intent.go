@@ -47,6 +47,10 @@ type DeliveryMark struct {
 	// WAMID and Status (sent, delivered, read, failed) are set on statuses.
 	WAMID  string `json:"wamid,omitempty"`
 	Status string `json:"status,omitempty"`
+	// ErrorCode is Meta's code of a failed status (its first errors[]
+	// entry): 131050 (marketing opt-out), 131047 (window closed), 131026,
+	// 131049... The dispatcher learns 131050 and 131047 from it.
+	ErrorCode int `json:"error_code,omitempty"`
 	// Time is when the intent was written, or the status's time.
 	Time time.Time `json:"time"`
 }

@@ -50,6 +50,13 @@ type Outcome struct {
 	// should stop sending to it.
 	InvalidRecipient bool `json:"invalid_recipient,omitempty"`
 	Attempts         int  `json:"attempts"`
+	// Reconciled is set on an accepted outcome that supersedes an earlier
+	// in_doubt outcome of the same dispatch id: a status webhook echoing
+	// the id (ProviderID is its wamid) proved that Meta got the message.
+	// ErrorMessage says which status. Its Time is at least a second after
+	// the in_doubt outcome's, so that readers keeping the latest outcome
+	// by time (ClickHouse's messages, seconds) keep this one.
+	Reconciled bool `json:"reconciled,omitempty"`
 	// Requested is the request's Created time; Time is when this outcome was
 	// decided.
 	Requested time.Time `json:"requested"`

@@ -87,9 +87,13 @@ const (
 
 // Suppression is a record on TopicSuppressions (compacted): App must not send
 // Reason's kind of message to To. The dispatcher writes one when Meta answers
-// 131050 and refuses MARKETING templates to To before the call from then on;
-// every replica reads the whole topic. A tombstone for the key lifts it.
-// Key SuppressionKey(app, to).
+// 131050, in a send answer or a failed status webhook, and refuses MARKETING
+// templates to To before the call from then on; the segmenter writes one
+// when the user sends STOP (Keyword set). Every replica of the dispatcher
+// reads the whole topic. A record with Lifted set (the segmenter's, for
+// START) lifts the key's suppression, and so does a tombstone. Readers keep
+// per key the record of the latest Time: an older one (a failed status
+// Meta retried for days) changes nothing. Key SuppressionKey(app, to).
 type Suppression struct {
 	V      int    `json:"v"`
 	App    string `json:"app"`
@@ -98,8 +102,16 @@ type Suppression struct {
 	// Code is the provider's error code that taught it (131050).
 	Code int `json:"code,omitempty"`
 	// DispatchID is the request whose answer taught it.
-	DispatchID string    `json:"dispatch_id,omitempty"`
-	Time       time.Time `json:"time"`
+	DispatchID string `json:"dispatch_id,omitempty"`
+	// Keyword is the inbound keyword that set or lifted it (STOP, START),
+	// when the user asked for it.
+	Keyword string `json:"keyword,omitempty"`
+	// Lifted: the user may be sent Reason's kind of message again from
+	// Time on (START).
+	Lifted bool `json:"lifted,omitempty"`
+	// Time is when it was learned: Meta's answer, the failed status's
+	// time, the inbound keyword's time.
+	Time time.Time `json:"time"`
 }
 
 // SuppressionKey is the record key of a Suppression: RecipientKey.

@@ -221,6 +221,14 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 				t.Fatalf("output dead letter does not decode: %v", err)
 			}
 			dls = append(dls, dl)
+		case schemas.TopicSuppressions:
+			sup, err := schemas.DecodeSuppression(r.Value)
+			if err != nil {
+				t.Fatalf("output suppression does not decode: %v", err)
+			}
+			if string(r.Key) != string(sup.Key()) {
+				t.Fatalf("suppression key %q, want %q", r.Key, sup.Key())
+			}
 		default:
 			t.Fatalf("output to unexpected topic %q", r.Topic)
 		}

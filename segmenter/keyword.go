@@ -666,11 +666,35 @@ func (s *Segmenter) applyRule(out []*kgo.Record, key []byte, partition int32, e 
 		} else {
 			s.m.keywordActions[actionOptIn].Inc()
 		}
+		// The dispatcher keeps its own opt-outs (learned from Meta's
+		// 131050) on the suppressions topic: STOP sets one, START lifts
+		// it, whether or not the profile's flag changed.
+		if rec := optOutRecord(e, r.name, *r.OptOut); rec != nil {
+			out = append(out, rec)
+		}
 	}
 	if len(r.tags) > 0 {
 		s.m.keywordActions[actionSetTags].Inc()
 	}
 	return out, ""
+}
+
+// optOutRecord is the schemas.TopicSuppressions record of a keyword that
+// sets (on) or clears the marketing opt-out of e's sender: a
+// marketing_opt_out suppression, or one Lifted, dated by e, so that the
+// dispatcher keeps the latest of it and of what Meta told it. Nil when e
+// names no sender.
+func optOutRecord(e *schemas.Event, keyword string, on bool) *kgo.Record {
+	if e.Inbound == nil || e.Inbound.From == "" {
+		return nil
+	}
+	sup := &schemas.Suppression{App: e.App, To: e.Inbound.From, Reason: schemas.SuppressMarketingOptOut,
+		Keyword: keyword, Lifted: !on, Time: e.Time.UTC()}
+	b, err := sup.Marshal()
+	if err != nil || sup.Validate() != nil {
+		return nil
+	}
+	return &kgo.Record{Topic: schemas.TopicSuppressions, Key: sup.Key(), Value: b}
 }
 
 // replies reports whether r sends a reply.

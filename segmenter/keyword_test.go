@@ -696,6 +696,48 @@ func TestStopStart(t *testing.T) {
 	}
 }
 
+// TestStopStartSuppressions: STOP writes a marketing_opt_out suppression
+// for the sender to the suppressions topic and START lifts it (for the
+// dispatcher, which keeps the opt-outs Meta taught it there), dated by the
+// inbound message, also when the profile's flag did not change; a
+// redelivered START writes nothing again.
+func TestStopStartSuppressions(t *testing.T) {
+	s := newTest(t, Config{Keywords: testRules})
+	sups := func(e *schemas.Event) []*schemas.Suppression {
+		t.Helper()
+		var out []*schemas.Suppression
+		for _, r := range s.process(t, record(t, e)) {
+			if r.Topic != schemas.TopicSuppressions {
+				continue
+			}
+			sup, err := schemas.DecodeSuppression(r.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, sup)
+		}
+		return out
+	}
+	// START without a STOP before: the profile is not opted out, but Meta
+	// may have taught the dispatcher 131050.
+	start := inbound("i1", testApp, "start", "Ana", t0)
+	got := sups(start)
+	if len(got) != 1 || !got[0].Lifted || got[0].App != testApp || got[0].To != testPhone || got[0].Keyword != "START" ||
+		got[0].Reason != schemas.SuppressMarketingOptOut || !got[0].Time.Equal(t0) {
+		t.Fatalf("START wrote %+v, want one lifted suppression of %s dated %v", got, testPhone, t0)
+	}
+	stop := inbound("i2", testApp, "STOP", "Ana", t0.Add(time.Minute))
+	if got := sups(stop); len(got) != 1 || got[0].Lifted || got[0].Keyword != "STOP" || !got[0].Time.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("STOP wrote %+v, want one suppression", got)
+	}
+	if got := sups(inbound("i3", testApp, "promo", "Ana", t0.Add(2*time.Minute))); len(got) != 0 {
+		t.Fatalf("PROMO wrote suppressions %+v", got)
+	}
+	if got := sups(start); len(got) != 0 {
+		t.Fatalf("the START delivered again wrote %+v", got)
+	}
+}
+
 func TestStopInOneBatch(t *testing.T) {
 	// STOP then PROMO in one batch: the second message sees the opt-out,
 	// and the batch's one changelog record carries it.

@@ -92,7 +92,11 @@
 // profile is saved again, so the changelog record of the batch carries them
 // and the next message of the batch sees them (a PROMO after a STOP gets no
 // MARKETING template); they are not applied again for a redelivered
-// message. Its reply is a DispatchRequest with a deterministic ID,
+// message. A rule with OptOut also writes the sender's marketing opt-out
+// to schemas.TopicSuppressions (a schemas.Suppression, Lifted for START,
+// dated by the message), produced with the batch's outputs: the dispatcher
+// refuses MARKETING templates from it, and a START lifts an opt-out the
+// dispatcher learned from Meta's 131050. Its reply is a DispatchRequest with a deterministic ID,
 // hex(sha256("kw|"+event id+"|"+rule name))[:32] (the rule name defaults
 // to the upper-case keyword), so that a replay produces the same request.
 // The reply goes from the number that received the message to its sender.

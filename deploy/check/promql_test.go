@@ -199,7 +199,8 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"ingest rate", "segmenter lag", "sends by status", "sender", "limiter wait", "breaker", "in-doubt", "sink lag"} {
+	for _, want := range []string{"ingest rate", "segmenter lag", "sends by status", "sender", "limiter wait", "breaker", "in-doubt", "sink lag",
+		"refusals", "suppressions", "tier"} {
 		found := false
 		for _, title := range titles {
 			found = found || strings.Contains(title, want)
@@ -304,7 +305,8 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"HeraldConsumerLagGrowing", "HeraldBreakerOpen", "HeraldInDoubtSends", "HeraldDeadLetters", "HeraldSinkBehind"} {
+	for _, want := range []string{"HeraldConsumerLagGrowing", "HeraldBreakerOpen", "HeraldInDoubtSends", "HeraldDeadLetters", "HeraldSinkBehind",
+		"HeraldTierHeadroomLow", "HeraldPreflightRefusals", "HeraldOptOutsSurging"} {
 		if !names[want] {
 			t.Errorf("alert %s missing", want)
 		}

@@ -137,6 +137,12 @@ type Faults struct {
 	// FailRatio of accepted messages get a single failed status webhook with
 	// error 131026 (message undeliverable) instead of sent/delivered/read.
 	FailRatio float64 `yaml:"fail_ratio"`
+	// AnswerDelay is added after a message was accepted (its status
+	// webhooks are on their way) and before the API answers: a sender
+	// whose request timeout is shorter gets no answer for a message that
+	// went out (in doubt), and learns of it from the statuses only. A
+	// sender that gives up does not cancel the message.
+	AnswerDelay time.Duration `yaml:"answer_delay"`
 	// LostResponseRatio of messages are accepted (their status webhooks
 	// follow, biz_opaque_callback_data echoed) but the API answers 500 with
 	// error 131000 as if the response had been lost on the way: the sender
@@ -161,6 +167,9 @@ func (f Faults) validate() error {
 	if f.Latency < 0 {
 		return fmt.Errorf("faults: latency %v is negative", f.Latency)
 	}
+	if f.AnswerDelay < 0 {
+		return fmt.Errorf("faults: answer_delay %v is negative", f.AnswerDelay)
+	}
 	return nil
 }
 
@@ -184,6 +193,14 @@ type Config struct {
 	// number to one recipient before 131056. Default 6s; negative disables
 	// the check.
 	PairInterval time.Duration `yaml:"pair_interval"`
+	// MessagingTier is the messaging tier of every WhatsApp Business
+	// account: how many unique users outside the service window templates
+	// may reach in a moving 24 h (Meta's tiers: 250, 2000, 10000, 100000).
+	// A template to one more such user is accepted and then fails with a
+	// failed status webhook 131048 (CodeSpamRateLimit; at once with
+	// SyncDeliveryErrors). Sim.SetMessagingTier changes it per WABA.
+	// Default 0: unlimited; negative is invalid.
+	MessagingTier int `yaml:"messaging_tier"`
 	// StatusDelay is the delay between the accept and the sent status, and
 	// between each following status. Default 50ms; negative means none.
 	StatusDelay time.Duration `yaml:"status_delay"`
@@ -194,8 +211,9 @@ type Config struct {
 	Faults Faults `yaml:"faults"`
 
 	// SyncDeliveryErrors makes the send call itself answer 131047 (free-form
-	// message outside the 24-hour window) and 131026 (undeliverable
-	// recipient) with HTTP 400. By default, as graph.facebook.com does, the
+	// message outside the 24-hour window), 131026 (undeliverable
+	// recipient), 131050 (marketing opt-out) and 131048 (messaging tier
+	// reached) with HTTP 400. By default, as graph.facebook.com does, the
 	// call is accepted and the error arrives as a failed status webhook.
 	SyncDeliveryErrors bool `yaml:"sync_delivery_errors"`
 	// WebhookWorkers is how many webhook POSTs run at once. Default 8.
@@ -279,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PairInterval == 0 {
 		c.PairInterval = 6 * time.Second
+	}
+	if c.MessagingTier < 0 {
+		return fmt.Errorf("messaging_tier %d is negative (0 is unlimited)", c.MessagingTier)
 	}
 	if c.StatusDelay == 0 {
 		c.StatusDelay = 50 * time.Millisecond

@@ -56,6 +56,15 @@ const (
 	// stopped marketing messages from the business (Sim.SetMarketingOptOut).
 	// A failed status webhook, or HTTP 400 with Config.SyncDeliveryErrors.
 	CodeMarketingOptOut = 131050
+	// CodeSpamRateLimit (131048): the WhatsApp Business account reached
+	// its messaging tier (Config.MessagingTier unique users outside the
+	// service window in a moving 24 h) and the template is to one more
+	// such user. Meta publishes no code of its own for the messaging
+	// limit and reports it after the send, in a failed status: the
+	// simulator uses 131048 ("restrictions on how many messages can be
+	// sent from this phone number"), as a failed status webhook, or HTTP
+	// 400 with Config.SyncDeliveryErrors.
+	CodeSpamRateLimit = 131048
 	// CodePairRate (131056, HTTP 429): a message to the same recipient from
 	// the same number sooner than Config.PairInterval after the last one.
 	CodePairRate = 131056
@@ -212,6 +221,9 @@ var deliveryErrors = map[int]struct{ title, details string }{
 	CodeUndeliverable: {"Message undeliverable", "Message Undeliverable."},
 	CodeReEngagement: {"Re-engagement message",
 		"Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
+	CodeSpamRateLimit: {"Spam rate limit hit",
+		"Message failed to send because there are restrictions on how many messages can be sent from this phone number. " +
+			"This may be because too many previous messages were blocked or flagged as spam, or the business reached its messaging limit."},
 	CodeMarketingOptOut: {"Unable to deliver marketing message",
 		"This message was not delivered because the user has chosen to stop receiving marketing messages from this business."},
 }

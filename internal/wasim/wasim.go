@@ -45,6 +45,20 @@
 // as on graph.facebook.com; Config.SyncDeliveryErrors refuses them in the
 // send call instead.
 //
+// Messaging tier (Config.MessagingTier, Sim.SetMessagingTier): a template
+// to a user outside the number's service window counts that user toward
+// the WABA's tier for 24 h; once the tier's unique users are reached in
+// the moving 24 h, templates to further users outside the window fail with
+// a failed status webhook 131048 (Meta has no code of its own for it and
+// reports it after the send; Config.SyncDeliveryErrors answers it at
+// once). Users reached within the 24 h may always be messaged again.
+//
+// Faults (Config.Faults, Sim.SetFaults): 5xx answers, latency before the
+// answer, accepted messages without statuses (drop), failed statuses,
+// accepted messages answered 500 (lost response), and accepted messages
+// answered late (AnswerDelay: a sender with a shorter timeout is left in
+// doubt, and the statuses tell it the message went out).
+//
 // The simulator has no Prometheus metrics of its own; Sim.Stats counts what
 // it did, the requests to each endpoint included, Sim.AcceptedPerSecond counts the accepted messages of each number
 // per second of the simulator's clock (what a throughput limit is judged
@@ -93,6 +107,7 @@ type Sim struct {
 	wabaTokens map[string]map[string]bool
 	templates  *registry
 	limits     *limits
+	tiers      *tiers
 	sched      *scheduler
 	// optOuts are the (WABA, wa_id) pairs that stopped marketing
 	// messages (SetMarketingOptOut).
@@ -125,6 +140,9 @@ type Stats struct {
 	LostResponses int
 	// Dropped are accepted messages whose statuses DropRatio suppressed.
 	Dropped int
+	// TierRefused are templates refused for the messaging tier (a failed
+	// status 131048, or the answer with SyncDeliveryErrors).
+	TierRefused int
 	// WebhooksSent are webhook POSTs answered 200, statuses and inbound.
 	WebhooksSent int
 	// WebhooksFailed are webhook POST attempts not answered 200 (each retry
@@ -164,6 +182,7 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 		wabaTokens: make(map[string]map[string]bool),
 		templates:  newRegistry(cfg.Numbers, cfg.Templates),
 		limits:     newLimits(cfg.Throughput, cfg.PairInterval),
+		tiers:      newTiers(cfg.MessagingTier),
 		sched:      newScheduler(),
 		client:     cfg.HTTPClient,
 		now:        time.Now,
@@ -196,7 +215,7 @@ func (s *Sim) SetFaults(f Faults) {
 	}
 	f.Error5xxRatio, f.DropRatio = clamp(f.Error5xxRatio), clamp(f.DropRatio)
 	f.FailRatio, f.LostResponseRatio = clamp(f.FailRatio), clamp(f.LostResponseRatio)
-	f.Latency = max(f.Latency, 0)
+	f.Latency, f.AnswerDelay = max(f.Latency, 0), max(f.AnswerDelay, 0)
 	s.faultsMu.Lock()
 	s.faults = f
 	s.faultsMu.Unlock()
@@ -285,6 +304,29 @@ func (s *Sim) SetMarketingOptOut(wabaID, waID string) {
 		s.optOuts = make(map[[2]string]bool)
 	}
 	s.optOuts[[2]string{wabaID, waID}] = true
+}
+
+// ClearMarketingOptOut undoes SetMarketingOptOut: the user accepts
+// marketing messages from the account again.
+func (s *Sim) ClearMarketingOptOut(wabaID, waID string) {
+	s.optMu.Lock()
+	defer s.optMu.Unlock()
+	delete(s.optOuts, [2]string{wabaID, waID})
+}
+
+// SetMessagingTier sets the messaging tier of one WhatsApp Business
+// account at run time (Meta upgrading or downgrading it): n unique users
+// outside the service window per moving 24 h, 0 for unlimited. Users
+// reached before keep counting for their 24 h.
+func (s *Sim) SetMessagingTier(wabaID string, n int) {
+	s.tiers.set(wabaID, max(n, 0))
+}
+
+// TierUsed returns how many unique users outside the service window the
+// account's templates reached in the last 24 h of the simulator's clock
+// (0 while its tier is unlimited: those are not counted).
+func (s *Sim) TierUsed(wabaID string) int {
+	return s.tiers.used(wabaID, s.now())
 }
 
 func (s *Sim) optedOut(wabaID, waID string) bool {
@@ -502,6 +544,18 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		s.writeError(w, gerr)
 		return
 	}
+	// A template to a user outside the window is business-initiated: it
+	// counts toward the WABA's messaging tier (once it got through the
+	// throughput and pair limits, and if it can be delivered at all).
+	overTier := req.Type == "template" && !inWindow && !undeliverable && !optedOut &&
+		!s.tiers.admit(num.WABAID, req.waID, now)
+	if overTier {
+		s.count(func(st *Stats) { st.TierRefused++ })
+		if s.cfg.SyncDeliveryErrors {
+			s.writeError(w, errDelivery(CodeSpamRateLimit))
+			return
+		}
+	}
 
 	m := &outMsg{num: num, wamid: s.newWAMID(req.waID), waID: req.waID, bizOpaque: req.BizOpaque}
 	f := s.currentFaults()
@@ -513,6 +567,8 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		m.steps, m.failCode = []string{"failed"}, CodeReEngagement
 	case optedOut:
 		m.steps, m.failCode = []string{"failed"}, CodeMarketingOptOut
+	case overTier:
+		m.steps, m.failCode = []string{"failed"}, CodeSpamRateLimit
 	case hit(m.wamid, "drop", f.DropRatio):
 		dropped = true
 	case hit(m.wamid, "fail", f.FailRatio):
@@ -527,6 +583,16 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 	}
 	if !dropped && num.WebhookURL != "" {
 		s.sched.start(&job{msg: m, due: time.Now().Add(s.cfg.StatusDelay)})
+	}
+	if f.AnswerDelay > 0 {
+		// Accepted, the statuses on their way, the answer late: a sender
+		// that gives up first cannot know the message went out.
+		t := time.NewTimer(f.AnswerDelay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
 	}
 	lost := hit(m.wamid, "lost", f.LostResponseRatio)
 	s.count(func(st *Stats) {
