@@ -331,7 +331,7 @@ func (s *Segmenter) campaignRequest(cc *compiledCampaign, e *schemas.Event, id [
 		return nil, skipNoWhatsApp
 	case !p.Registered:
 		return nil, skipUnregistered
-	case p.OptedOut && cc.c.Template.Category == CategoryMarketing:
+	case cc.c.Template.Category == CategoryMarketing && s.optedOut(e.App, p):
 		return nil, skipOptedOut
 	}
 	t := &schemas.Template{Name: cc.c.Template.Name, Language: cc.c.Template.Language, Category: cc.c.Template.Category}

@@ -386,7 +386,7 @@ func (s *Segmenter) journeySend(out []*kgo.Record, c *jctx, p *Profile, r *journ
 				t.Category = CategoryMarketing
 			}
 			marketing = t.Category == CategoryMarketing
-			if marketing && p.OptedOut {
+			if marketing && s.optedOut(j.def.App, p) {
 				return skip(jskipOptedOut)
 			}
 			var ok bool

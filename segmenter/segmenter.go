@@ -96,7 +96,10 @@
 // to schemas.TopicSuppressions (a schemas.Suppression, Lifted for START,
 // dated by the message), produced with the batch's outputs: the dispatcher
 // refuses MARKETING templates from it, and a START lifts an opt-out the
-// dispatcher learned from Meta's 131050. Its reply is a DispatchRequest with a deterministic ID,
+// dispatcher learned from Meta's 131050. The segmenter reads that topic
+// too (suppressionView): campaigns and journeys skip MARKETING templates to
+// a suppressed number as to a profile that sent STOP, and previews count it
+// as opted out. Its reply is a DispatchRequest with a deterministic ID,
 // hex(sha256("kw|"+event id+"|"+rule name))[:32] (the rule name defaults
 // to the upper-case keyword), so that a replay produces the same request.
 // The reply goes from the number that received the message to its sender.
@@ -293,9 +296,10 @@ type core struct {
 	cache  *fastcache.Cache
 	segs   *segments
 	owned  ownedParts
-	tagReg *tagRegistry  // TopicTagDefs
-	tmpl   *templateView // TopicTemplates
-	tiers  *tierView     // TopicReach
+	tagReg *tagRegistry     // TopicTagDefs
+	tmpl   *templateView    // TopicTemplates
+	tiers  *tierView        // TopicReach
+	supp   *suppressionView // TopicSuppressions
 	// journeys are the compiled journeys (TopicJourneys); timers each
 	// partition's journey deadlines.
 	journeys *journeys
@@ -387,6 +391,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 		tagReg:   newTagRegistry(),
 		tmpl:     newTemplateView(),
 		tiers:    newTierView(),
+		supp:     newSuppressionView(),
 		journeys: newJourneys(),
 		started:  time.Now(),
 		timers:   newTimers(),
@@ -449,6 +454,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feed.Go(func() { s.runTicks(feedCtx) })
 	feed.Go(func() { s.runTemplatesFeed(feedCtx) })
 	feed.Go(func() { s.runTierFeed(feedCtx) })
+	feed.Go(func() { s.runSuppressionsFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	// A stop finishes the batch in hand (its outputs and changelog are
 	// produced and its offsets committed), so a restart repeats no reply.
