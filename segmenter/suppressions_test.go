@@ -60,7 +60,7 @@ func TestCampaignSkipsSuppressed(t *testing.T) {
 	if to := run(CategoryUtility); len(to) != users {
 		t.Fatalf("utility campaign reached %v, want every user", to)
 	}
-	supp(phone(1), true, t0.Add(2*time.Hour))  // START
+	supp(phone(1), true, t0.Add(2*time.Hour))     // START
 	supp(phone(1), false, t0.Add(90*time.Minute)) // a failed status Meta retried, older than the START
 	if to := run(CategoryMarketing); len(to) != users || !to[phone(1)] {
 		t.Fatalf("marketing campaign after the lift reached %v, want every user", to)
