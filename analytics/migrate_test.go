@@ -16,7 +16,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first Migrate: %v", err)
 	}
-	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts"}; !slices.Equal(applied, want) {
+	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -29,7 +29,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	for _, table := range []string{"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
 		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
-		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts"} {
+		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
+		"funnel_days", "funnel_days_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}

@@ -116,7 +116,7 @@ func rangeOf(v string) (from, to string) {
 	return v, v
 }
 
-// funnelDays is the filter of funnel_daily on the request day.
+// funnelDays is the filter of funnel_days (and message_facts) on the request day.
 const funnelDays = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`
 
 // messageDays is the filter of messages on the request day.
@@ -155,7 +155,7 @@ var Queries = []Query{
 		Doc: "Dispatches by source (campaign, journey, keyword, api) requested in the days, and how many " +
 			"reached each state: sent (accepted by Meta, or any status), delivered (a delivered or read " +
 			"status: Meta may skip delivered), read, and replied (an inbound message whose context is the " +
-			"message), from the attributed daily aggregate funnel_daily.",
+			"message), from the attributed daily aggregate funnel_days.",
 		SQL: `SELECT source_kind, source_name,
     sumIf(n, state = 'requested') AS requested,
     sumIf(n, state = 'sent') AS sent,
@@ -165,7 +165,7 @@ var Queries = []Query{
 FROM
 (
     SELECT day, source_kind, source_name, state, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
+    FROM funnel_days
     WHERE ` + funnelDays + ` AND ` + source + `
         AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')
     GROUP BY day, source_kind, source_name, state
@@ -190,7 +190,7 @@ FROM
     FROM
     (
         SELECT day, template, category, state, uniqExactMerge(dispatches) AS n
-        FROM funnel_daily
+        FROM funnel_days
         WHERE ` + funnelDays + ` AND ` + source + ` AND template != ''
             AND state IN ('sent', 'delivered', 'read')
         GROUP BY day, template, category, state
@@ -215,7 +215,7 @@ ORDER BY sent DESC, template, category`,
 FROM
 (
     SELECT day, detail AS pricing_category, country, currency, amount, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
+    FROM funnel_days
     WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
     GROUP BY day, pricing_category, country, currency, amount
 )
@@ -235,7 +235,7 @@ ORDER BY day, pricing_category, country, currency`,
 FROM
 (
     SELECT day, source_kind, source_name, template, amount, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
+    FROM funnel_days
     WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
     GROUP BY day, source_kind, source_name, template, amount
 )
@@ -346,7 +346,7 @@ ORDER BY journey`,
 FROM
 (
     SELECT day, detail AS bucket, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
+    FROM funnel_days
     WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'read'
     GROUP BY day, bucket
 )

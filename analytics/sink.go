@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,8 +46,8 @@ type Sink struct {
 	// metas remembers recent dispatches for attribution (attribute.go).
 	metas metaCache
 	// paused is set while fetching is paused because ClickHouse refuses
-	// inserts (only the goroutine of Write touches it).
-	paused bool
+	// inserts (the concurrent inserts of one Write may set it).
+	paused atomic.Bool
 	// crashAfterInsert, in tests, ends a batch after ClickHouse
 	// acknowledged its rows and before its offsets are marked: a crash
 	// between insert and commit.
@@ -149,26 +150,8 @@ func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kg
 		reasons[f.src] = f.reason
 	}
 	s.m.batchRows.Observe(float64(r.len()))
-	rejected := map[int]string{}
-	if err := insertAll(ctx, s, eventsTable, r.events, rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, statusesTable, without(r.statuses, rejected, statusesTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, inboundTable, without(r.inbound, rejected, inboundTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, messagesTable, without(r.messages, rejected, messagesTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, stateTable, without(r.states, rejected, stateTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, costsTable, without(r.costs, rejected, costsTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := s.attribute(ctx, &r.rows, rejected); err != nil {
+	rejected, err := s.store(ctx, &r.rows)
+	if err != nil {
 		return nil, err
 	}
 	s.resume()
@@ -253,6 +236,63 @@ func without[R any](rs []R, rejected map[int]string, src func(*R) int) []R {
 	return out
 }
 
+// store inserts the rows of a batch into every table, concurrently (see
+// insertConcurrently), and returns the records of rows ClickHouse refused.
+func (s *Sink) store(ctx context.Context, r *rows) (rejected map[int]string, err error) {
+	return s.insertConcurrently(ctx, []func(rejected map[int]string) error{
+		// The longest chain first: attribution inserts dispatch_meta and
+		// wamids, looks up, then inserts the facts.
+		func(rej map[int]string) error { return s.attribute(ctx, r, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, eventsTable, r.events, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, statusesTable, r.statuses, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, stateTable, r.states, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, inboundTable, r.inbound, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, messagesTable, r.messages, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, costsTable, r.costs, rej) },
+	})
+}
+
+// insertConcurrency is the most INSERTs one Write has in flight: the
+// tables of a batch are independent (attribution orders its own inserts),
+// and ClickHouse runs each INSERT, its materialized views included, on one
+// thread, so two or three at once use both cores of a small server.
+const insertConcurrency = 3
+
+// insertConcurrently runs jobs, at most insertConcurrency at once, each
+// with its own map of rejected records, and returns the union of those
+// maps, or the first error once every job has returned. Because the tables
+// are written concurrently, a record whose row one table refuses may have
+// rows in the others (it is dead-lettered all the same; the rows it left
+// are deterministic, so a replay collapses with them).
+func (s *Sink) insertConcurrently(ctx context.Context, jobs []func(rejected map[int]string) error) (map[int]string, error) {
+	rejected := make([]map[int]string, len(jobs))
+	errs := make([]error, len(jobs))
+	sem := make(chan struct{}, insertConcurrency)
+	var wg sync.WaitGroup
+	for i, job := range jobs {
+		rejected[i] = map[int]string{}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = job(rejected[i])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := rejected[0]
+	for _, m := range rejected[1:] {
+		for src, reason := range m {
+			if _, ok := out[src]; !ok {
+				out[src] = reason
+			}
+		}
+	}
+	return out, nil
+}
+
 // insertAll inserts rs in chunks of at most BatchRows rows, retrying each;
 // the records of rows ClickHouse refuses are added to rejected.
 func insertAll[R any](ctx context.Context, s *Sink, t table[R], rs []R, rejected map[int]string) error {
@@ -318,8 +358,7 @@ func isRowError(err error) bool {
 // pause stops fetching while ClickHouse refuses inserts, so that the client
 // buffers no records beyond the batch being written; resume undoes it.
 func (s *Sink) pause() {
-	if !s.paused {
-		s.paused = true
+	if s.paused.CompareAndSwap(false, true) {
 		s.cl.PauseFetchTopics(topics...)
 		s.m.paused.Set(1)
 		s.log.Warn("clickhouse refuses inserts: fetching paused until it accepts them")
@@ -327,8 +366,7 @@ func (s *Sink) pause() {
 }
 
 func (s *Sink) resume() {
-	if s.paused {
-		s.paused = false
+	if s.paused.CompareAndSwap(true, false) {
 		s.cl.ResumeFetchTopics(topics...)
 		s.m.paused.Set(0)
 		s.log.Info("clickhouse accepts inserts again: fetching resumed")

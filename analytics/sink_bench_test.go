@@ -174,19 +174,9 @@ func BenchmarkSinkVsClient(b *testing.B) {
 
 // insertRows inserts decoded rows the way Write does.
 func insertRows(ctx context.Context, s *Sink, r *rows) error {
-	rejected := map[int]string{}
-	for _, f := range []func() error{
-		func() error { return insertAll(ctx, s, eventsTable, r.events, rejected) },
-		func() error { return insertAll(ctx, s, statusesTable, r.statuses, rejected) },
-		func() error { return insertAll(ctx, s, inboundTable, r.inbound, rejected) },
-		func() error { return insertAll(ctx, s, messagesTable, r.messages, rejected) },
-		func() error { return insertAll(ctx, s, stateTable, r.states, rejected) },
-		func() error { return insertAll(ctx, s, costsTable, r.costs, rejected) },
-		func() error { return s.attribute(ctx, r, rejected) },
-	} {
-		if err := f(); err != nil {
-			return err
-		}
+	rejected, err := s.store(ctx, r)
+	if err != nil {
+		return err
 	}
 	if len(rejected) > 0 {
 		return fmt.Errorf("%d rows rejected", len(rejected))
