@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -214,7 +215,9 @@ func (s *Sink) attribute(ctx context.Context, r *rows, rejected map[int]string) 
 	if err := insertAll(ctx, s, wamidsTable, wamids, rejected); err != nil {
 		return err
 	}
-	a := &attribution{metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids))}
+	a := &attribution{metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids)),
+		facts: slices.Grow(truncate(s.facts), len(r.open))}
+	defer func() { s.facts = a.facts }()
 	for i := range metas {
 		k, m := appKey{metas[i].app, metas[i].dispatchID}, metas[i].meta()
 		a.metas[k] = m

@@ -24,9 +24,6 @@ import (
 // stage names the stage in dead letters.
 const stage = "analytics"
 
-// pollRecords is the most records kafka.Run hands over from one poll.
-const pollRecords = 10000
-
 // Retry backoff of failed inserts and dead-letter produces.
 const (
 	backoffMin = 100 * time.Millisecond
@@ -45,6 +42,11 @@ type Sink struct {
 
 	// metas remembers recent dispatches for attribution (attribute.go).
 	metas metaCache
+	// scratch holds the row slices of the last batch for the next one to
+	// reuse, and facts the slice of attributed facts (only the goroutine
+	// of Write uses them: Write is not called concurrently).
+	scratch rows
+	facts   []factRow
 	// paused is set while fetching is paused because ClickHouse refuses
 	// inserts (the concurrent inserts of one Write may set it).
 	paused atomic.Bool
@@ -95,8 +97,10 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 // ending.
 func (s *Sink) Run(ctx context.Context) error {
 	s.log.Info("analytics sink running", "group", s.cfg.Group, "batch_rows", s.cfg.BatchRows, "flush_interval", s.cfg.FlushInterval)
-	// A stop finishes the insert in hand and commits it.
-	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
+	// A stop finishes the insert in hand and commits it. A poll hands over
+	// at most BatchRows records, so that each table's insert carries up to
+	// about BatchRows rows (a record makes at most one row of most tables).
+	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, func() int { return s.cfg.BatchRows }, s.handle)
 }
 
 // Close closes the Kafka client. Call it after Run returned.
@@ -116,7 +120,7 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 	if f := s.crashAfterInsert.Load(); f != nil {
 		return (*f)()
 	}
-	if len(recs) < min(s.cfg.BatchRows, pollRecords) {
+	if len(recs) < s.cfg.BatchRows {
 		// A small batch: let records gather in the client's buffer for the
 		// rest of the flush interval, so that the next poll returns them in
 		// one batch instead of a trickle of tiny inserts.
@@ -151,6 +155,9 @@ func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kg
 	}
 	s.m.batchRows.Observe(float64(r.len()))
 	rejected, err := s.store(ctx, &r.rows)
+	// ClickHouse has copies of the rows now (or they will be decoded
+	// again): their slices serve the next batch.
+	s.scratch = r.rows
 	if err != nil {
 		return nil, err
 	}
@@ -195,21 +202,14 @@ type failure struct {
 	reason string
 }
 
+// decode decodes recs into the rows of the last batch's slices, which it
+// takes over (see Sink.scratch): a batch allocates only what the slices
+// must grow by.
 func (s *Sink) decode(recs []*kgo.Record) decoded {
-	var nEvents, nOther int
-	for _, rec := range recs {
-		switch {
-		case rec == nil:
-		case rec.Topic == schemas.TopicEvents:
-			nEvents++
-		default:
-			nOther++
-		}
-	}
-	d := decoded{rows: rows{
-		events: make([]eventRow, 0, nEvents), messages: make([]messageRow, 0, nOther),
-		states: make([]stateRow, 0, nOther), pricer: s.cfg.Pricer,
-	}}
+	d := decoded{rows: s.scratch}
+	s.scratch = rows{}
+	d.reset()
+	d.pricer = s.cfg.Pricer
 	for i, rec := range recs {
 		if rec == nil {
 			continue
