@@ -6,8 +6,12 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/chtest"
+	"github.com/heraldhq/herald/schemas"
 )
 
 func TestMigrateIsIdempotent(t *testing.T) {
@@ -16,7 +20,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first Migrate: %v", err)
 	}
-	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel"}; !slices.Equal(applied, want) {
+	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
+		"0005_failure_aggregates"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -30,7 +35,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
 		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
-		"funnel_days", "funnel_days_mv"} {
+		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -234,4 +239,77 @@ func stripComments(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestMigrationsCopyExistingAggregates applies 0004 and 0005 to a database
+// that holds data: funnel_days and the failure aggregates start with the
+// counts of the aggregates they copy, their views add what comes after, and
+// running their statements again (an interrupted migration) changes no
+// count.
+func TestMigrationsCopyExistingAggregates(t *testing.T) {
+	_, conn := chtest.DB(t)
+	ms, err := loadMigrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 5 || ms[3].name != "0004_day_first_funnel" || ms[4].name != "0005_failure_aggregates" {
+		t.Fatalf("migrations %v: want 0004_day_first_funnel and 0005_failure_aggregates after the first three", ms)
+	}
+	if _, err := migrate(t.Context(), conn, nil, ms[:3]); err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := newSink(t, Config{}, conn)
+	o := offsets{schemas.TopicEvents: 500, schemas.TopicOutcomes: 500}
+	failedStatus := func(id, wamid string, code int, at time.Time) *kgo.Record {
+		e := status(id, "demo", wamid, "failed", "", at)
+		e.Status.ErrorCode, e.Status.Billable = code, false
+		return o.rec(t, schemas.TopicEvents, e.Key(), e)
+	}
+	write := func(recs []*kgo.Record) {
+		t.Helper()
+		if dls, err := s.Write(t.Context(), recs); err != nil || len(dls) > 0 {
+			t.Fatalf("Write: %d dead letters, %v", len(dls), err)
+		}
+	}
+	// Before the migrations: dataset's failed send d4 and a failed status.
+	write(append(dataset(t), failedStatus("st-f1", "wamid.x1", 131049, base)))
+	if _, err := migrate(t.Context(), conn, nil, ms); err != nil {
+		t.Fatal(err)
+	}
+	// After them: one more failed send and failed status, through the views.
+	x := outcome("d5", "demo", schemas.OutcomeFailed, "promo", base.Add(time.Hour))
+	write([]*kgo.Record{o.rec(t, schemas.TopicOutcomes, x.Key(), x), failedStatus("st-f2", "wamid.x2", 131049, base.Add(time.Hour))})
+
+	check := func(when string) {
+		t.Helper()
+		for _, c := range []struct {
+			name, query string
+			want        uint64
+		}{
+			{"send_failures_daily", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM send_failures_daily WHERE error_code = 131026 GROUP BY app, day)", 2},
+			{"status_failures_daily", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(messages) AS n FROM status_failures_daily WHERE error_code = 131049 GROUP BY app, day)", 2},
+			// d1-d5 and o1 requested; d4 and d5 failed.
+			{"funnel_days requested", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM funnel_days WHERE state = 'requested' GROUP BY app, day)", 6},
+			{"funnel_days failed", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM funnel_days WHERE state = 'failed' GROUP BY app, day)", 2},
+			{"funnel_days = funnel_daily", `SELECT count() FROM
+				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_days GROUP BY app, day, source_kind, source_name, state, detail) AS a
+				FULL OUTER JOIN
+				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_daily GROUP BY app, day, source_kind, source_name, state, detail) AS b
+				USING (app, day, source_kind, source_name, state, detail)
+				WHERE a.n != b.n`, 0},
+		} {
+			if got := count(t, conn, c.query); got != c.want {
+				t.Errorf("%s: %s = %d, want %d", when, c.name, got, c.want)
+			}
+		}
+	}
+	check("after the migrations")
+	for _, m := range ms[3:5] {
+		for _, stmt := range m.statements {
+			if err := conn.Exec(t.Context(), stmt); err != nil {
+				t.Fatalf("running %s again: %v", m.name, err)
+			}
+		}
+	}
+	check("after running 0004 and 0005 again")
 }

@@ -253,13 +253,13 @@ ORDER BY cost_micros DESC, billable DESC, source_kind, source_name, template`,
 FROM
 (
     SELECT error_code, 'dispatcher' AS origin, uniqExactMerge(dispatches) AS n
-    FROM sends_daily
-    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND state = 'failed' AND ` + source + `
+    FROM send_failures_daily
+    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND ` + source + `
     GROUP BY error_code
     UNION ALL
     SELECT error_code, 'meta' AS origin, uniqExactMerge(messages) AS n
-    FROM statuses_daily
-    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND status = 'failed'
+    FROM status_failures_daily
+    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)
     GROUP BY error_code
 )
 GROUP BY error_code, origin
