@@ -21,7 +21,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatalf("first Migrate: %v", err)
 	}
 	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
-		"0005_failure_aggregates"}; !slices.Equal(applied, want) {
+		"0005_failure_aggregates", "0006_marketing_recipients"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -35,7 +35,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
 		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
-		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv"} {
+		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
+		"marketing_recipients_daily", "marketing_recipients_daily_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -241,7 +242,7 @@ func stripComments(s string) string {
 	return strings.Join(out, "\n")
 }
 
-// TestMigrationsCopyExistingAggregates applies 0004 and 0005 to a database
+// TestMigrationsCopyExistingAggregates applies 0004 to 0006 to a database
 // that holds data: funnel_days and the failure aggregates start with the
 // counts of the aggregates they copy, their views add what comes after, and
 // running their statements again (an interrupted migration) changes no
@@ -252,8 +253,8 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) < 5 || ms[3].name != "0004_day_first_funnel" || ms[4].name != "0005_failure_aggregates" {
-		t.Fatalf("migrations %v: want 0004_day_first_funnel and 0005_failure_aggregates after the first three", ms)
+	if len(ms) < 6 || ms[3].name != "0004_day_first_funnel" || ms[4].name != "0005_failure_aggregates" || ms[5].name != "0006_marketing_recipients" {
+		t.Fatalf("migrations %v: want 0004_day_first_funnel, 0005_failure_aggregates and 0006_marketing_recipients after the first three", ms)
 	}
 	if _, err := migrate(t.Context(), conn, nil, ms[:3]); err != nil {
 		t.Fatal(err)
@@ -291,6 +292,9 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			// d1-d5 and o1 requested; d4 and d5 failed.
 			{"funnel_days requested", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM funnel_days WHERE state = 'requested' GROUP BY app, day)", 6},
 			{"funnel_days failed", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM funnel_days WHERE state = 'failed' GROUP BY app, day)", 2},
+			// Every MARKETING send of demo goes to one number; other's o1
+			// (before the migrations only) to another.
+			{"marketing_recipients_daily", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(recipients) AS n FROM marketing_recipients_daily GROUP BY app)", 2},
 			{"funnel_days = funnel_daily", `SELECT count() FROM
 				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_days GROUP BY app, day, source_kind, source_name, state, detail) AS a
 				FULL OUTER JOIN
@@ -304,12 +308,12 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		}
 	}
 	check("after the migrations")
-	for _, m := range ms[3:5] {
+	for _, m := range ms[3:6] {
 		for _, stmt := range m.statements {
 			if err := conn.Exec(t.Context(), stmt); err != nil {
 				t.Fatalf("running %s again: %v", m.name, err)
 			}
 		}
 	}
-	check("after running 0004 and 0005 again")
+	check("after running 0004 to 0006 again")
 }

@@ -358,8 +358,10 @@ ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'
 		Name:  "opt_out_rate",
 		Title: "Opt-out rate",
 		Doc: "Distinct users who sent an opt-out keyword (STOP, UNSUBSCRIBE) in the days, distinct " +
-			"recipients of the MARKETING messages the dispatcher handled (requested in the days), their " +
-			"ratio, and the marketing dispatches Meta refused because the user opted out (131050).",
+			"recipients of the MARKETING messages the dispatcher handled (requested in the days, from the daily " +
+			"aggregate marketing_recipients_daily), their " +
+			"ratio, and the dispatches that failed because Meta refused them as the user opted out of marketing " +
+			"(131050; from the aggregate send_failures_daily).",
 		SQL: `SELECT opted_out, marketing_recipients,
     round(if(marketing_recipients = 0, 0, opted_out / marketing_recipients), 4) AS opt_out_rate,
     refused_131050
@@ -368,10 +370,10 @@ FROM
     SELECT
         (SELECT uniqExact(from_number) FROM inbound
             WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND keyword IN ('` + strings.Join(OptOutKeywords, "', '") + `')) AS opted_out,
-        (SELECT uniqExact(recipient) FROM messages
-            WHERE ` + messageDays + ` AND category = 'MARKETING') AS marketing_recipients,
-        (SELECT uniqExact(dispatch_id) FROM messages
-            WHERE ` + messageDays + ` AND error_code = 131050) AS refused_131050
+        (SELECT uniqExactMerge(recipients) FROM marketing_recipients_daily
+            WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)) AS marketing_recipients,
+        (SELECT uniqExactMerge(dispatches) FROM send_failures_daily
+            WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND error_code = 131050) AS refused_131050
 )`,
 		Args: args(dayArgs, dayArgs, dayArgs),
 	},

@@ -137,7 +137,7 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 }
 
 // Write decodes recs, inserts their rows (at most Config.BatchRows rows per
-// INSERT, one table after the other) and returns once ClickHouse
+// INSERT, tables concurrently) and returns once ClickHouse
 // acknowledged every insert. Failed inserts are retried with backoff until
 // ctx is done; then the last error is returned and the batch must not be
 // committed. While inserts fail, fetching is paused, so the client buffers
@@ -222,7 +222,8 @@ func (s *Sink) decode(recs []*kgo.Record) decoded {
 }
 
 // without returns rs less the rows of rejected records: a record ClickHouse
-// refused in one table is not stored in the next ones.
+// refused in one table of attribution's chain is not stored in the next
+// ones.
 func without[R any](rs []R, rejected map[int]string, src func(*R) int) []R {
 	if len(rejected) == 0 {
 		return rs
