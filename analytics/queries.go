@@ -31,8 +31,9 @@ type Query struct {
 	// SQL is the query, with ? placeholders.
 	SQL string
 	// Args names the parameter of each ?, in order: app, from, to (dates),
-	// source_kind_from, source_kind_to, source_name_from, source_name_to
-	// (ranges: the value twice, or "" and "\xff" for any), journey.
+	// source_kind_from, source_kind_to, source_name_from, source_name_to,
+	// journey_from, journey_to (ranges: the value twice, or "" and "\xff"
+	// for any).
 	Args []string
 }
 
@@ -70,8 +71,10 @@ func (q Query) Bind(p Params) ([]any, error) {
 			args[i], _ = rangeOf(p.SourceName)
 		case "source_name_to":
 			_, args[i] = rangeOf(p.SourceName)
-		case "journey":
-			args[i] = p.Journey
+		case "journey_from":
+			args[i], _ = rangeOf(p.Journey)
+		case "journey_to":
+			_, args[i] = rangeOf(p.Journey)
 		default:
 			return nil, fmt.Errorf("query %s: unknown parameter %q", q.Name, a)
 		}
@@ -103,6 +106,10 @@ func dateArg(t, def time.Time) string {
 const source = `source_kind BETWEEN ? AND ? AND source_name BETWEEN ? AND ?`
 
 var sourceArgs = []string{"source_kind_from", "source_kind_to", "source_name_from", "source_name_to"}
+
+// journeyArgs bind "journey BETWEEN ? AND ?", the journey filter as a range
+// for the reason given at source.
+var journeyArgs = []string{"journey_from", "journey_to"}
 
 // anyHigh is above every valid UTF-8 string: the upper end of an
 // unrestricted range.
@@ -137,10 +144,8 @@ func args(lists ...[]string) []string {
 // EventJourneyStep, EventJourneyExited), with the attributes journey,
 // version, step and from (steps), reason (exits: completed, goal,
 // archived, replaced). A user converted when they exited with reason goal.
-const (
-	journeyEvents = "'" + schemas.EventJourneyEntered + "', '" + schemas.EventJourneyStep + "', '" + schemas.EventJourneyExited + "'"
-	journeyGoal   = "goal"
-)
+// The view journey_daily_mv (migrations/0007) selects the three by name.
+const journeyGoal = "goal"
 
 // OptOutKeywords are the first words of inbound messages that count as a
 // marketing opt-out in the opt_out_rate query: the segmenter's default
@@ -294,49 +299,31 @@ LIMIT 20`,
 		Name:  "journey_steps",
 		Title: "Journey branch counts",
 		Doc: "Journey events by journey, event, step, the step or branch it came from (from: timeout, " +
-			"event, an A/B branch, yes/no) and exit reason: events and distinct users (user id, else hwid). " +
-			"The segmenter writes " + schemas.EventJourneyEntered + ", " + schemas.EventJourneyStep + " and " +
-			schemas.EventJourneyExited + " as users move through journeys.",
-		SQL: `SELECT journey, name, step, from_step, reason, uniqExact(id) AS events, uniqExact(user) AS users
-FROM
-(
-    SELECT id, name,
-        arrayElement(attr_values, indexOf(attr_keys, 'journey')) AS journey,
-        arrayElement(attr_values, indexOf(attr_keys, 'step')) AS step,
-        arrayElement(attr_values, indexOf(attr_keys, 'from')) AS from_step,
-        arrayElement(attr_values, indexOf(attr_keys, 'reason')) AS reason,
-        if(user_id != '', concat('u:', user_id), concat('h:', hwid)) AS user
-    FROM events
-    WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event' AND name IN (` + journeyEvents + `)
-)
-WHERE ? = '' OR journey = ?
+			"event, an A/B branch, yes/no) and exit reason: events and distinct users (user id, else hwid), " +
+			"from the daily aggregate journey_daily. The segmenter writes " + schemas.EventJourneyEntered + ", " +
+			schemas.EventJourneyStep + " and " + schemas.EventJourneyExited + " as users move through journeys.",
+		SQL: `SELECT journey, name, step, from_step, reason, uniqExactMerge(events) AS events, uniqExactMerge(users) AS users
+FROM journey_daily
+WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND journey BETWEEN ? AND ?
 GROUP BY journey, name, step, from_step, reason
 ORDER BY journey, name, step, from_step, reason`,
-		Args: args(dayArgs, []string{"journey", "journey"}),
+		Args: args(dayArgs, journeyArgs),
 	},
 	{
 		Name:  "journey_conversion",
 		Title: "Journey conversion",
 		Doc: "Distinct users who entered each journey, who reached its conversion goal (exited with " +
-			"reason goal), and converted / entered.",
+			"reason goal), and converted / entered, from the daily aggregate journey_daily.",
 		SQL: `SELECT journey,
-    uniqExactIf(user, name = '` + schemas.EventJourneyEntered + `') AS entered,
-    uniqExactIf(user, name = '` + schemas.EventJourneyExited + `' AND reason = '` + journeyGoal + `') AS converted,
+    uniqExactMergeIf(users, name = '` + schemas.EventJourneyEntered + `') AS entered,
+    uniqExactMergeIf(users, name = '` + schemas.EventJourneyExited + `' AND reason = '` + journeyGoal + `') AS converted,
     round(if(entered = 0, 0, converted / entered), 4) AS conversion_rate
-FROM
-(
-    SELECT name,
-        arrayElement(attr_values, indexOf(attr_keys, 'journey')) AS journey,
-        arrayElement(attr_values, indexOf(attr_keys, 'reason')) AS reason,
-        if(user_id != '', concat('u:', user_id), concat('h:', hwid)) AS user
-    FROM events
-    WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event'
-        AND name IN ('` + schemas.EventJourneyEntered + `', '` + schemas.EventJourneyExited + `')
-)
-WHERE ? = '' OR journey = ?
+FROM journey_daily
+WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND journey BETWEEN ? AND ?
+    AND name IN ('` + schemas.EventJourneyEntered + `', '` + schemas.EventJourneyExited + `')
 GROUP BY journey
 ORDER BY journey`,
-		Args: args(dayArgs, []string{"journey", "journey"}),
+		Args: args(dayArgs, journeyArgs),
 	},
 	{
 		Name:  "time_to_read",
