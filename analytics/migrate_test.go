@@ -21,7 +21,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatalf("first Migrate: %v", err)
 	}
 	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
-		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily"}; !slices.Equal(applied, want) {
+		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
+		"0008_segment_daily"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -36,7 +37,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
 		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
 		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
-		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv"} {
+		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
+		"segment_daily", "segment_daily_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -242,7 +244,7 @@ func stripComments(s string) string {
 	return strings.Join(out, "\n")
 }
 
-// TestMigrationsCopyExistingAggregates applies 0004 to 0007 to a database
+// TestMigrationsCopyExistingAggregates applies 0004 to 0008 to a database
 // that holds data: funnel_days and the failure aggregates start with the
 // counts of the aggregates they copy, their views add what comes after, and
 // running their statements again (an interrupted migration) changes no
@@ -253,7 +255,7 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily"}
+	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily"}
 	if len(ms) < 3+len(want) {
 		t.Fatalf("migrations %v: want %v after the first three", ms, want)
 	}
@@ -272,6 +274,11 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		e.Status.ErrorCode, e.Status.Billable = code, false
 		return o.rec(t, schemas.TopicEvents, e.Key(), e)
 	}
+	segment := func(id, name string) *kgo.Record {
+		e := &schemas.Event{ID: id, App: "demo", Kind: schemas.KindEvent, Name: name, Time: base,
+			UserID: "u1", Attributes: map[string]any{"segment": "s1"}}
+		return o.rec(t, schemas.TopicEvents, e.Key(), e)
+	}
 	entered := func(id, user string) *kgo.Record {
 		e := &schemas.Event{ID: id, App: "demo", Kind: schemas.KindEvent, Name: schemas.EventJourneyEntered, Time: base,
 			UserID: user, Attributes: map[string]any{"journey": "j1"}}
@@ -284,14 +291,15 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		}
 	}
 	// Before the migrations: dataset's failed send d4 and a failed status.
-	write(append(dataset(t), failedStatus("st-f1", "wamid.x1", 131049, base), entered("je-1", "u1")))
+	write(append(dataset(t), failedStatus("st-f1", "wamid.x1", 131049, base), entered("je-1", "u1"),
+		segment("se-1", schemas.EventSegmentEntered)))
 	if _, err := migrate(t.Context(), conn, nil, ms); err != nil {
 		t.Fatal(err)
 	}
 	// After them: one more failed send and failed status, through the views.
 	x := outcome("d5", "demo", schemas.OutcomeFailed, "promo", base.Add(time.Hour))
 	write([]*kgo.Record{o.rec(t, schemas.TopicOutcomes, x.Key(), x), failedStatus("st-f2", "wamid.x2", 131049, base.Add(time.Hour)),
-		entered("je-2", "u2"), entered("je-3", "u1")})
+		entered("je-2", "u2"), entered("je-3", "u1"), segment("se-2", schemas.EventSegmentEntered), segment("se-3", schemas.EventSegmentExited)})
 
 	check := func(when string) {
 		t.Helper()
@@ -310,6 +318,9 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			// je-1 (before), je-2 and je-3 (after): three events of two users.
 			{"journey_daily events", "SELECT uniqExactMerge(events) FROM journey_daily WHERE journey = 'j1'", 3},
 			{"journey_daily users", "SELECT uniqExactMerge(users) FROM journey_daily WHERE journey = 'j1'", 2},
+			// se-1 (before), se-2 (after) entered s1; se-3 (after) exited.
+			{"segment_daily entered", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentEntered'", 2},
+			{"segment_daily exited", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentExited'", 1},
 			{"funnel_days = funnel_daily", `SELECT count() FROM
 				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_days GROUP BY app, day, source_kind, source_name, state, detail) AS a
 				FULL OUTER JOIN

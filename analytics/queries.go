@@ -380,7 +380,7 @@ ORDER BY hour`,
 		Title: "Segment size over time",
 		Doc: "Per saved segment and day: users who entered and exited (PW_SegmentEntered / PW_SegmentExited " +
 			"events of the segmenter) and the size at the end of the day, counted from the segment's first " +
-			"event (so the size is right whatever the first day shown).",
+			"event (so the size is right whatever the first day shown), from the daily aggregate segment_daily.",
 		SQL: `SELECT segment, day, entered, exited, size
 FROM
 (
@@ -389,11 +389,11 @@ FROM
         arrayCumSum(arrayMap(d -> toInt64(tupleElement(d, 2)) - toInt64(tupleElement(d, 3)), days)) AS sizes
     FROM
     (
-        SELECT arrayElement(attr_values, indexOf(attr_keys, 'segment')) AS segment, date AS day,
-            uniqExactIf(id, name = 'PW_SegmentEntered') AS entered,
-            uniqExactIf(id, name = 'PW_SegmentExited') AS exited
-        FROM events
-        WHERE app = ? AND date <= toDate(?) AND kind = 'event' AND name IN ('PW_SegmentEntered', 'PW_SegmentExited')
+        SELECT segment, day,
+            uniqExactMergeIf(events, name = 'PW_SegmentEntered') AS entered,
+            uniqExactMergeIf(events, name = 'PW_SegmentExited') AS exited
+        FROM segment_daily
+        WHERE app = ? AND day <= toDate(?)
         GROUP BY segment, day
     )
     GROUP BY segment
