@@ -17,8 +17,8 @@
 //
 // and, filled by materialized views on insert: message_times (when each
 // dispatch reached each state), sends_daily, events_daily, statuses_daily,
-// inbound_hourly, funnel_daily and funnel_days (the same facts sorted by
-// day first), send_failures_daily and status_failures_daily (the failed
+// inbound_hourly, funnel_daily, funnel_days and sends_days (funnel_daily's
+// facts and sends_daily's sends sorted by day first), send_failures_daily and status_failures_daily (the failed
 // rows only), marketing_recipients_daily, journey_daily, segment_daily:
 // daily aggregates of uniqExact states.
 // docs/ANALYTICS.md documents every table and column; Queries are its

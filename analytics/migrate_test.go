@@ -22,7 +22,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
 		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
-		"0008_segment_daily"}; !slices.Equal(applied, want) {
+		"0008_segment_daily", "0009_day_first_sends"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -38,7 +38,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
 		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
 		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
-		"segment_daily", "segment_daily_mv"} {
+		"segment_daily", "segment_daily_mv", "sends_days", "sends_days_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -244,7 +244,7 @@ func stripComments(s string) string {
 	return strings.Join(out, "\n")
 }
 
-// TestMigrationsCopyExistingAggregates applies 0004 to 0008 to a database
+// TestMigrationsCopyExistingAggregates applies 0004 to 0009 to a database
 // that holds data: funnel_days and the failure aggregates start with the
 // counts of the aggregates they copy, their views add what comes after, and
 // running their statements again (an interrupted migration) changes no
@@ -255,7 +255,8 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily"}
+	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily",
+		"0009_day_first_sends"}
 	if len(ms) < 3+len(want) {
 		t.Fatalf("migrations %v: want %v after the first three", ms, want)
 	}
@@ -318,6 +319,14 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			// je-1 (before), je-2 and je-3 (after): three events of two users.
 			{"journey_daily events", "SELECT uniqExactMerge(events) FROM journey_daily WHERE journey = 'j1'", 3},
 			{"journey_daily users", "SELECT uniqExactMerge(users) FROM journey_daily WHERE journey = 'j1'", 2},
+			// d1-d4 and o1 (before) and d5 (after) had outcomes.
+			{"sends_days", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM sends_days GROUP BY app, day)", 6},
+			{"sends_days = sends_daily", `SELECT count() FROM
+				(SELECT app, day, source_kind, source_name, state, error_code, uniqExactMerge(dispatches) AS n FROM sends_days GROUP BY app, day, source_kind, source_name, state, error_code) AS a
+				FULL OUTER JOIN
+				(SELECT app, day, source_kind, source_name, state, error_code, uniqExactMerge(dispatches) AS n FROM sends_daily GROUP BY app, day, source_kind, source_name, state, error_code) AS b
+				USING (app, day, source_kind, source_name, state, error_code)
+				WHERE a.n != b.n`, 0},
 			// se-1 (before), se-2 (after) entered s1; se-3 (after) exited.
 			{"segment_daily entered", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentEntered'", 2},
 			{"segment_daily exited", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentExited'", 1},
@@ -341,5 +350,5 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			}
 		}
 	}
-	check("after running 0004 to 0007 again")
+	check("after running 0004 to 0009 again")
 }

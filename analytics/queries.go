@@ -33,7 +33,7 @@ type Query struct {
 	// Args names the parameter of each ?, in order: app, from, to (dates),
 	// source_kind_from, source_kind_to, source_name_from, source_name_to,
 	// journey_from, journey_to (ranges: the value twice, or "" and "\xff"
-	// for any).
+	// for any), sourced ("1" when a source is given, else "").
 	Args []string
 }
 
@@ -71,6 +71,12 @@ func (q Query) Bind(p Params) ([]any, error) {
 			args[i], _ = rangeOf(p.SourceName)
 		case "source_name_to":
 			_, args[i] = rangeOf(p.SourceName)
+		case "sourced":
+			if p.SourceKind != "" || p.SourceName != "" {
+				args[i] = "1"
+			} else {
+				args[i] = ""
+			}
 		case "journey_from":
 			args[i], _ = rangeOf(p.Journey)
 		case "journey_to":
@@ -123,8 +129,27 @@ func rangeOf(v string) (from, to string) {
 	return v, v
 }
 
-// funnelDays is the filter of funnel_days (and message_facts) on the request day.
+// funnelDays is the filter of funnel_daily, funnel_days and message_facts on
+// the request day.
 const funnelDays = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`
+
+// either selects cols of the rows matching where from bySource, the
+// aggregate sorted by source first, when the query names a source
+// (Params.SourceKind or SourceName), else from byDay, the same aggregate
+// sorted by day first: each serves its filter with few granules (one
+// campaign in bySource, one day in byDay), and a branch whose constant
+// condition is false reads nothing. where's parameters come twice, each
+// time followed by "sourced" (eitherArgs).
+func either(cols, bySource, byDay, where string) string {
+	return `(
+        SELECT ` + cols + ` FROM ` + bySource + ` WHERE ` + where + ` AND ? != ''
+        UNION ALL
+        SELECT ` + cols + ` FROM ` + byDay + ` WHERE ` + where + ` AND ? = ''
+    )`
+}
+
+// eitherArgs are the parameters of either with the day and source filter.
+var eitherArgs = args(dayArgs, sourceArgs, []string{"sourced"}, dayArgs, sourceArgs, []string{"sourced"})
 
 // messageDays is the filter of messages on the request day.
 const messageDays = `app = ? AND date BETWEEN toDate(?) AND toDate(?)`
@@ -160,7 +185,7 @@ var Queries = []Query{
 		Doc: "Dispatches by source (campaign, journey, keyword, api) requested in the days, and how many " +
 			"reached each state: sent (accepted by Meta, or any status), delivered (a delivered or read " +
 			"status: Meta may skip delivered), read, and replied (an inbound message whose context is the " +
-			"message), from the attributed daily aggregate funnel_days.",
+			"message), from the attributed daily aggregates funnel_daily (one source) or funnel_days.",
 		SQL: `SELECT source_kind, source_name,
     sumIf(n, state = 'requested') AS requested,
     sumIf(n, state = 'sent') AS sent,
@@ -170,14 +195,13 @@ var Queries = []Query{
 FROM
 (
     SELECT day, source_kind, source_name, state, uniqExactMerge(dispatches) AS n
-    FROM funnel_days
-    WHERE ` + funnelDays + ` AND ` + source + `
-        AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')
+    FROM ` + either("day, source_kind, source_name, state, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')`) + `
     GROUP BY day, source_kind, source_name, state
 )
 GROUP BY source_kind, source_name
 ORDER BY requested DESC, source_kind, source_name`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "read_rate_by_template",
@@ -195,16 +219,15 @@ FROM
     FROM
     (
         SELECT day, template, category, state, uniqExactMerge(dispatches) AS n
-        FROM funnel_days
-        WHERE ` + funnelDays + ` AND ` + source + ` AND template != ''
-            AND state IN ('sent', 'delivered', 'read')
+        FROM ` + either("day, template, category, state, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND template != '' AND state IN ('sent', 'delivered', 'read')`) + `
         GROUP BY day, template, category, state
     )
     GROUP BY template, category
 )
 WHERE sent > 0
 ORDER BY sent DESC, template, category`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "cost_by_category_country",
@@ -220,13 +243,13 @@ ORDER BY sent DESC, template, category`,
 FROM
 (
     SELECT day, detail AS pricing_category, country, currency, amount, uniqExactMerge(dispatches) AS n
-    FROM funnel_days
-    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
+    FROM ` + either("day, detail, country, currency, amount, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND state = 'billed'`) + `
     GROUP BY day, pricing_category, country, currency, amount
 )
 GROUP BY day, pricing_category, country, currency
 ORDER BY day, pricing_category, country, currency`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "cost_by_source",
@@ -240,13 +263,13 @@ ORDER BY day, pricing_category, country, currency`,
 FROM
 (
     SELECT day, source_kind, source_name, template, amount, uniqExactMerge(dispatches) AS n
-    FROM funnel_days
-    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
+    FROM ` + either("day, source_kind, source_name, template, amount, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND state = 'billed'`) + `
     GROUP BY day, source_kind, source_name, template, amount
 )
 GROUP BY source_kind, source_name, template
 ORDER BY cost_micros DESC, billable DESC, source_kind, source_name, template`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "failures_by_error_code",
@@ -333,13 +356,12 @@ ORDER BY journey`,
 FROM
 (
     SELECT day, detail AS bucket, uniqExactMerge(dispatches) AS n
-    FROM funnel_days
-    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'read'
+    FROM ` + either("day, detail, dispatches", "funnel_daily", "funnel_days", funnelDays+` AND `+source+` AND state = 'read'`) + `
     GROUP BY day, bucket
 )
 GROUP BY bucket
 ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'], bucket)`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "opt_out_rate",
@@ -411,14 +433,15 @@ ORDER BY segment, day`,
 		Name:  "sends_by_day",
 		Title: "Sends per day by source, template, category, country and state",
 		Doc: "Dispatches per request day by the dispatcher's outcomes (accepted, failed, expired, " +
-			"in_doubt), from the daily aggregate; a dispatch counts once in each outcome it had.",
+			"in_doubt), from the daily aggregates sends_daily (one source) or sends_days; a dispatch counts once " +
+			"in each outcome it had.",
 		SQL: `SELECT day, source_kind, source_name, template, category, country, state,
     uniqExactMerge(dispatches) AS dispatches
-FROM sends_daily
-WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND ` + source + `
+FROM ` + either("day, source_kind, source_name, template, category, country, state, dispatches", "sends_daily", "sends_days",
+			`app = ? AND day BETWEEN toDate(?) AND toDate(?) AND `+source) + `
 GROUP BY day, source_kind, source_name, template, category, country, state
 ORDER BY day, source_kind, source_name, template, category, country, state`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "current_states",
