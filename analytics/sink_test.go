@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -523,5 +525,56 @@ func TestDeadLetterTooLargeForTopicLosesValueOnly(t *testing.T) {
 	if dl.Offset != 42 || dl.Value != nil || !strings.Contains(dl.Reason, "decoding event") ||
 		!strings.Contains(dl.Reason, "original value of 900000 bytes dropped") {
 		t.Fatalf("dead letter offset %d, %d value bytes, reason %q", dl.Offset, len(dl.Value), dl.Reason)
+	}
+}
+
+// TestInsertConcurrently: every job runs, at most insertConcurrency at
+// once; the records they reject are joined (the first job's reason wins
+// for a record two reject), and a failing job's error is returned after
+// the others finished.
+func TestInsertConcurrently(t *testing.T) {
+	s := &Sink{}
+	var inFlight, most, ran atomic.Int32
+	job := func(rejects map[int]string, err error) func(map[int]string) error {
+		return func(rejected map[int]string) error {
+			n := inFlight.Add(1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			defer inFlight.Add(-1)
+			ran.Add(1)
+			for src, reason := range rejects {
+				rejected[src] = reason
+			}
+			return err
+		}
+	}
+	jobs := []func(map[int]string) error{
+		job(map[int]string{1: "first"}, nil),
+		job(map[int]string{1: "second", 2: "two"}, nil),
+		job(nil, nil), job(nil, nil), job(map[int]string{7: "seven"}, nil), job(nil, nil),
+	}
+	rejected, err := s.insertConcurrently(t.Context(), jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int]string{1: "first", 2: "two", 7: "seven"}; !maps.Equal(rejected, want) {
+		t.Errorf("rejected = %v, want %v", rejected, want)
+	}
+	if ran.Load() != int32(len(jobs)) || most.Load() > insertConcurrency {
+		t.Errorf("%d of %d jobs ran, at most %d at once (limit %d)", ran.Load(), len(jobs), most.Load(), insertConcurrency)
+	}
+
+	ran.Store(0)
+	boom := errors.New("inserting into events: boom")
+	_, err = s.insertConcurrently(t.Context(), append(jobs[:1:1], job(nil, boom), job(nil, nil)))
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want %v", err, boom)
+	}
+	if ran.Load() != 3 {
+		t.Fatalf("%d of 3 jobs ran", ran.Load())
 	}
 }
