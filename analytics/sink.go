@@ -240,7 +240,7 @@ func without[R any](rs []R, rejected map[int]string, src func(*R) int) []R {
 // store inserts the rows of a batch into every table, concurrently (see
 // insertConcurrently), and returns the records of rows ClickHouse refused.
 func (s *Sink) store(ctx context.Context, r *rows) (rejected map[int]string, err error) {
-	return s.insertConcurrently(ctx, []func(rejected map[int]string) error{
+	return s.insertConcurrently([]func(rejected map[int]string) error{
 		// The longest chain first: attribution inserts dispatch_meta and
 		// wamids, looks up, then inserts the facts.
 		func(rej map[int]string) error { return s.attribute(ctx, r, rej) },
@@ -261,11 +261,12 @@ const insertConcurrency = 3
 
 // insertConcurrently runs jobs, at most insertConcurrency at once, each
 // with its own map of rejected records, and returns the union of those
-// maps, or the first error once every job has returned. Because the tables
-// are written concurrently, a record whose row one table refuses may have
-// rows in the others (it is dead-lettered all the same; the rows it left
-// are deterministic, so a replay collapses with them).
-func (s *Sink) insertConcurrently(ctx context.Context, jobs []func(rejected map[int]string) error) (map[int]string, error) {
+// maps (an earlier job's reason first) or, once every job has returned,
+// the errors of those that failed, joined. Because the tables are written
+// concurrently, a record whose row one table refuses may have rows in the
+// others (it is dead-lettered all the same; the rows it left carry its
+// deterministic ids, so a replay collapses with them).
+func (s *Sink) insertConcurrently(jobs []func(rejected map[int]string) error) (map[int]string, error) {
 	rejected := make([]map[int]string, len(jobs))
 	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, insertConcurrency)

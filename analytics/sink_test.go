@@ -557,7 +557,7 @@ func TestInsertConcurrently(t *testing.T) {
 		job(map[int]string{1: "second", 2: "two"}, nil),
 		job(nil, nil), job(nil, nil), job(map[int]string{7: "seven"}, nil), job(nil, nil),
 	}
-	rejected, err := s.insertConcurrently(t.Context(), jobs)
+	rejected, err := s.insertConcurrently(jobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +570,7 @@ func TestInsertConcurrently(t *testing.T) {
 
 	ran.Store(0)
 	boom := errors.New("inserting into events: boom")
-	_, err = s.insertConcurrently(t.Context(), append(jobs[:1:1], job(nil, boom), job(nil, nil)))
+	_, err = s.insertConcurrently(append(jobs[:1:1], job(nil, boom), job(nil, nil)))
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want %v", err, boom)
 	}
