@@ -20,7 +20,8 @@
 // inbound_hourly, funnel_daily, funnel_days and sends_days (funnel_daily's
 // facts and sends_daily's sends sorted by day first), send_failures_daily and status_failures_daily (the failed
 // rows only), marketing_recipients_daily, journey_daily, segment_daily:
-// daily aggregates of uniqExact states.
+// daily aggregates of uniqExact states; dispatch_ranks (each dispatch's
+// highest state, maxState).
 // docs/ANALYTICS.md documents every table and column; Queries are its
 // analyst queries.
 //

@@ -22,7 +22,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
 		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
-		"0008_segment_daily", "0009_day_first_sends"}; !slices.Equal(applied, want) {
+		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -38,7 +38,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
 		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
 		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
-		"segment_daily", "segment_daily_mv", "sends_days", "sends_days_mv"} {
+		"segment_daily", "segment_daily_mv", "sends_days", "sends_days_mv",
+		"dispatch_ranks", "dispatch_ranks_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -244,7 +245,7 @@ func stripComments(s string) string {
 	return strings.Join(out, "\n")
 }
 
-// TestMigrationsCopyExistingAggregates applies 0004 to 0009 to a database
+// TestMigrationsCopyExistingAggregates applies 0004 to 0010 to a database
 // that holds data: funnel_days and the failure aggregates start with the
 // counts of the aggregates they copy, their views add what comes after, and
 // running their statements again (an interrupted migration) changes no
@@ -256,7 +257,7 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily",
-		"0009_day_first_sends"}
+		"0009_day_first_sends", "0010_dispatch_ranks"}
 	if len(ms) < 3+len(want) {
 		t.Fatalf("migrations %v: want %v after the first three", ms, want)
 	}
@@ -327,6 +328,9 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 				(SELECT app, day, source_kind, source_name, state, error_code, uniqExactMerge(dispatches) AS n FROM sends_daily GROUP BY app, day, source_kind, source_name, state, error_code) AS b
 				USING (app, day, source_kind, source_name, state, error_code)
 				WHERE a.n != b.n`, 0},
+			// Current states: d1 read (rank 7), d2 delivered (6), d3 sent (4),
+			// d4 and d5 failed (5), o1 sent (4).
+			{"dispatch_ranks", `SELECT toUInt64(sum(r)) FROM (SELECT dispatch, maxMerge(rank) AS r FROM dispatch_ranks GROUP BY dispatch)`, 31},
 			// se-1 (before), se-2 (after) entered s1; se-3 (after) exited.
 			{"segment_daily entered", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentEntered'", 2},
 			{"segment_daily exited", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentExited'", 1},
@@ -350,5 +354,5 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			}
 		}
 	}
-	check("after running 0004 to 0009 again")
+	check("after running 0004 to 0010 again")
 }

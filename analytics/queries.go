@@ -447,18 +447,17 @@ ORDER BY day, source_kind, source_name, template, category, country, state`,
 		Name:  "current_states",
 		Title: "Messages by current state",
 		Doc: "The dispatches requested in the days by their current state (the highest-ranked state " +
-			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from their " +
-			"attributed facts; message_state FINAL has the same per dispatch.",
+			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from the " +
+			"highest state of each dispatch's attributed facts (dispatch_ranks); message_state FINAL has " +
+			"the same per dispatch.",
 		SQL: `SELECT arrayElement(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], rank) AS state,
     count() AS messages
 FROM
 (
-    SELECT dispatch_id,
-        max(indexOf(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], state)) AS rank
-    FROM message_facts
+    SELECT dispatch, maxMerge(rank) AS rank
+    FROM dispatch_ranks
     WHERE ` + funnelDays + ` AND ` + source + `
-        AND state IN ('requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read')
-    GROUP BY dispatch_id
+    GROUP BY dispatch
 )
 GROUP BY rank, state
 ORDER BY rank`,

@@ -470,7 +470,12 @@ func TestRunSinksTopicsAndCommits(t *testing.T) {
 
 func TestRunBatchesByTime(t *testing.T) {
 	_, conn := migratedDB(t)
-	s, c, reg := newSink(t, Config{FlushInterval: time.Second}, conn)
+	// A flush interval well above what the Write of a small batch takes on
+	// a loaded machine (several inserts and lookups): when a Write takes
+	// longer than the interval, the sink polls at once and the trickle
+	// splits into more batches.
+	const flush = 3 * time.Second
+	s, c, reg := newSink(t, Config{FlushInterval: flush}, conn)
 	producer := c.Client(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
@@ -491,15 +496,15 @@ func TestRunBatchesByTime(t *testing.T) {
 	// The first record after a pause is inserted at once ...
 	produce(0)
 	waitFor(t, 10*time.Second, "the first record", func() bool { return count(t, conn, "SELECT count() FROM events") == 1 })
-	// ... the ones trickling in during the next second gather into one insert
-	// (or one per flush interval the trickle spans, on a machine so loaded
-	// that producing ten records takes more than a second).
+	// ... the ones trickling in during the next 200 ms gather into one
+	// insert (or one per flush interval the trickle spans, on a machine so
+	// loaded that producing ten records takes longer than that).
 	start := time.Now()
 	for i := 1; i <= 10; i++ {
 		produce(i)
 		time.Sleep(20 * time.Millisecond)
 	}
-	spans := int(time.Since(start) / time.Second)
+	spans := int(time.Since(start) / flush)
 	waitFor(t, 10*time.Second, "the trickle", func() bool { return count(t, conn, "SELECT count() FROM events") == 11 })
 	if n, _ := histogram(t, reg, "herald_analytics_batch_rows", ""); n > uint64(3+spans) {
 		t.Fatalf("%d batches for 11 records, the trickle spanning %d flush intervals past the first, want at most %d", n, spans, 3+spans)
