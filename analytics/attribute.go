@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +13,8 @@ import (
 
 // Attribution: every state a dispatch reaches becomes a message_facts row
 // carrying the dispatch's source, template, category, country and request
-// day, so that the funnel and cost queries read the funnel_daily aggregate
-// (see migrations/0003). Requests and outcomes carry that themselves;
+// day, so that the funnel and cost queries read the funnel_days aggregate
+// (see migrations/0003 and 0004). Requests and outcomes carry that themselves;
 // statuses name only the dispatch id, and inbound replies only the wamid
 // they reply to, so their facts are "open" until the dispatch is looked up:
 //
@@ -214,7 +215,9 @@ func (s *Sink) attribute(ctx context.Context, r *rows, rejected map[int]string) 
 	if err := insertAll(ctx, s, wamidsTable, wamids, rejected); err != nil {
 		return err
 	}
-	a := &attribution{metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids))}
+	a := &attribution{metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids)),
+		facts: slices.Grow(truncate(s.facts), len(r.open))}
+	defer func() { s.facts = a.facts }()
 	for i := range metas {
 		k, m := appKey{metas[i].app, metas[i].dispatchID}, metas[i].meta()
 		a.metas[k] = m

@@ -22,8 +22,11 @@ type Config struct {
 	// clickhouse://user:password@host:9000/database?dial_timeout=5s. The
 	// password is never logged. Default "clickhouse://127.0.0.1:9000/default".
 	DSN string `yaml:"dsn"`
-	// BatchRows is the most rows one INSERT carries; bigger batches are
-	// split. Default 10000.
+	// BatchRows is the most rows one INSERT carries, and the most records
+	// one poll hands to the sink; bigger batches are split. ClickHouse
+	// inserts big blocks much faster than small ones (each INSERT writes a
+	// part per table and runs the views once): 50,000 rows a table insert
+	// about twice as fast as 10,000 (docs/BENCHMARKS.md). Default 50000.
 	BatchRows int `yaml:"batch_rows"`
 	// FlushInterval is the least time between two inserts of batches
 	// smaller than BatchRows (see the package doc). Default 1s.
@@ -37,7 +40,7 @@ type Config struct {
 const (
 	DefaultGroup         = "herald-analytics"
 	DefaultDSN           = "clickhouse://127.0.0.1:9000/default"
-	DefaultBatchRows     = 10000
+	DefaultBatchRows     = 50000
 	DefaultFlushInterval = time.Second
 )
 

@@ -19,7 +19,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: Config{Group: DefaultGroup, DSN: DefaultDSN, BatchRows: 10000, FlushInterval: time.Second},
+			want: Config{Group: DefaultGroup, DSN: DefaultDSN, BatchRows: 50000, FlushInterval: time.Second},
 		},
 		{
 			name: "kept",

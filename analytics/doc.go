@@ -17,17 +17,23 @@
 //
 // and, filled by materialized views on insert: message_times (when each
 // dispatch reached each state), sends_daily, events_daily, statuses_daily,
-// inbound_hourly, funnel_daily (daily aggregates of uniqExact states).
+// inbound_hourly, funnel_daily, funnel_days and sends_days (funnel_daily's
+// facts and sends_daily's sends sorted by day first), send_failures_daily and status_failures_daily (the failed
+// rows only), marketing_recipients_daily, journey_daily, segment_daily:
+// daily aggregates of uniqExact states; dispatch_ranks (each dispatch's
+// highest state, maxState).
 // docs/ANALYTICS.md documents every table and column; Queries are its
 // analyst queries.
 //
 // A Sink is a consumer-group member (group Config.Group) driven by
-// kafka.RunDraining (on shutdown the batch in hand is inserted and
-// committed first): each polled batch is decoded, split by table and
-// inserted with clickhouse-go's batch API, column by column (at most
-// Config.BatchRows
-// rows per insert); the batch's offsets are marked for commit only after
-// ClickHouse acknowledged every insert. ClickHouse errors are retried with
+// kafka.RunDrainingN (on shutdown the batch in hand is inserted and
+// committed first): each polled batch (at most Config.BatchRows records)
+// is decoded into row slices reused from batch to batch, split by table
+// and inserted with clickhouse-go's batch API, column by column (at most
+// Config.BatchRows rows per insert), up to three tables at once (each
+// INSERT runs on one server thread; attribution orders its own inserts);
+// the batch's offsets are marked for commit only after ClickHouse
+// acknowledged every insert. ClickHouse errors are retried with
 // backoff until the context ends; while they last, fetching is paused
 // (kgo.Client.PauseFetchTopics), so memory holds the batch in hand and at
 // most the fetch that was in flight, and consumption resumes by itself.

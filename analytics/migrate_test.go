@@ -6,8 +6,12 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/chtest"
+	"github.com/heraldhq/herald/schemas"
 )
 
 func TestMigrateIsIdempotent(t *testing.T) {
@@ -16,7 +20,9 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first Migrate: %v", err)
 	}
-	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts"}; !slices.Equal(applied, want) {
+	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
+		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
+		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -29,7 +35,11 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	for _, table := range []string{"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
 		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
-		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts"} {
+		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
+		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
+		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
+		"segment_daily", "segment_daily_mv", "sends_days", "sends_days_mv",
+		"dispatch_ranks", "dispatch_ranks_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -233,4 +243,116 @@ func stripComments(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestMigrationsCopyExistingAggregates applies 0004 to 0010 to a database
+// that holds data: funnel_days and the failure aggregates start with the
+// counts of the aggregates they copy, their views add what comes after, and
+// running their statements again (an interrupted migration) changes no
+// count.
+func TestMigrationsCopyExistingAggregates(t *testing.T) {
+	_, conn := chtest.DB(t)
+	ms, err := loadMigrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily",
+		"0009_day_first_sends", "0010_dispatch_ranks"}
+	if len(ms) < 3+len(want) {
+		t.Fatalf("migrations %v: want %v after the first three", ms, want)
+	}
+	for i, name := range want {
+		if ms[3+i].name != name {
+			t.Fatalf("migration %d is %s, want %s", 4+i, ms[3+i].name, name)
+		}
+	}
+	if _, err := migrate(t.Context(), conn, nil, ms[:3]); err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := newSink(t, Config{}, conn)
+	o := offsets{schemas.TopicEvents: 500, schemas.TopicOutcomes: 500}
+	failedStatus := func(id, wamid string, code int, at time.Time) *kgo.Record {
+		e := status(id, "demo", wamid, "failed", "", at)
+		e.Status.ErrorCode, e.Status.Billable = code, false
+		return o.rec(t, schemas.TopicEvents, e.Key(), e)
+	}
+	segment := func(id, name string) *kgo.Record {
+		e := &schemas.Event{ID: id, App: "demo", Kind: schemas.KindEvent, Name: name, Time: base,
+			UserID: "u1", Attributes: map[string]any{"segment": "s1"}}
+		return o.rec(t, schemas.TopicEvents, e.Key(), e)
+	}
+	entered := func(id, user string) *kgo.Record {
+		e := &schemas.Event{ID: id, App: "demo", Kind: schemas.KindEvent, Name: schemas.EventJourneyEntered, Time: base,
+			UserID: user, Attributes: map[string]any{"journey": "j1"}}
+		return o.rec(t, schemas.TopicEvents, e.Key(), e)
+	}
+	write := func(recs []*kgo.Record) {
+		t.Helper()
+		if dls, err := s.Write(t.Context(), recs); err != nil || len(dls) > 0 {
+			t.Fatalf("Write: %d dead letters, %v", len(dls), err)
+		}
+	}
+	// Before the migrations: dataset's failed send d4 and a failed status.
+	write(append(dataset(t), failedStatus("st-f1", "wamid.x1", 131049, base), entered("je-1", "u1"),
+		segment("se-1", schemas.EventSegmentEntered)))
+	if _, err := migrate(t.Context(), conn, nil, ms); err != nil {
+		t.Fatal(err)
+	}
+	// After them: one more failed send and failed status, through the views.
+	x := outcome("d5", "demo", schemas.OutcomeFailed, "promo", base.Add(time.Hour))
+	write([]*kgo.Record{o.rec(t, schemas.TopicOutcomes, x.Key(), x), failedStatus("st-f2", "wamid.x2", 131049, base.Add(time.Hour)),
+		entered("je-2", "u2"), entered("je-3", "u1"), segment("se-2", schemas.EventSegmentEntered), segment("se-3", schemas.EventSegmentExited)})
+
+	check := func(when string) {
+		t.Helper()
+		for _, c := range []struct {
+			name, query string
+			want        uint64
+		}{
+			{"send_failures_daily", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM send_failures_daily WHERE error_code = 131026 GROUP BY app, day)", 2},
+			{"status_failures_daily", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(messages) AS n FROM status_failures_daily WHERE error_code = 131049 GROUP BY app, day)", 2},
+			// d1-d5 and o1 requested; d4 and d5 failed.
+			{"funnel_days requested", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM funnel_days WHERE state = 'requested' GROUP BY app, day)", 6},
+			{"funnel_days failed", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM funnel_days WHERE state = 'failed' GROUP BY app, day)", 2},
+			// Every MARKETING send of demo goes to one number; other's o1
+			// (before the migrations only) to another.
+			{"marketing_recipients_daily", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(recipients) AS n FROM marketing_recipients_daily GROUP BY app)", 2},
+			// je-1 (before), je-2 and je-3 (after): three events of two users.
+			{"journey_daily events", "SELECT uniqExactMerge(events) FROM journey_daily WHERE journey = 'j1'", 3},
+			{"journey_daily users", "SELECT uniqExactMerge(users) FROM journey_daily WHERE journey = 'j1'", 2},
+			// d1-d4 and o1 (before) and d5 (after) had outcomes.
+			{"sends_days", "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM sends_days GROUP BY app, day)", 6},
+			{"sends_days = sends_daily", `SELECT count() FROM
+				(SELECT app, day, source_kind, source_name, state, error_code, uniqExactMerge(dispatches) AS n FROM sends_days GROUP BY app, day, source_kind, source_name, state, error_code) AS a
+				FULL OUTER JOIN
+				(SELECT app, day, source_kind, source_name, state, error_code, uniqExactMerge(dispatches) AS n FROM sends_daily GROUP BY app, day, source_kind, source_name, state, error_code) AS b
+				USING (app, day, source_kind, source_name, state, error_code)
+				WHERE a.n != b.n`, 0},
+			// Current states: d1 read (rank 7), d2 delivered (6), d3 sent (4),
+			// d4 and d5 failed (5), o1 sent (4).
+			{"dispatch_ranks", `SELECT toUInt64(sum(r)) FROM (SELECT dispatch, maxMerge(rank) AS r FROM dispatch_ranks GROUP BY dispatch)`, 31},
+			// se-1 (before), se-2 (after) entered s1; se-3 (after) exited.
+			{"segment_daily entered", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentEntered'", 2},
+			{"segment_daily exited", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentExited'", 1},
+			{"funnel_days = funnel_daily", `SELECT count() FROM
+				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_days GROUP BY app, day, source_kind, source_name, state, detail) AS a
+				FULL OUTER JOIN
+				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_daily GROUP BY app, day, source_kind, source_name, state, detail) AS b
+				USING (app, day, source_kind, source_name, state, detail)
+				WHERE a.n != b.n`, 0},
+		} {
+			if got := count(t, conn, c.query); got != c.want {
+				t.Errorf("%s: %s = %d, want %d", when, c.name, got, c.want)
+			}
+		}
+	}
+	check("after the migrations")
+	for _, m := range ms[3 : 3+len(want)] {
+		for _, stmt := range m.statements {
+			if err := conn.Exec(t.Context(), stmt); err != nil {
+				t.Fatalf("running %s again: %v", m.name, err)
+			}
+		}
+	}
+	check("after running 0004 to 0010 again")
 }

@@ -31,8 +31,9 @@ type Query struct {
 	// SQL is the query, with ? placeholders.
 	SQL string
 	// Args names the parameter of each ?, in order: app, from, to (dates),
-	// source_kind_from, source_kind_to, source_name_from, source_name_to
-	// (ranges: the value twice, or "" and "\xff" for any), journey.
+	// source_kind_from, source_kind_to, source_name_from, source_name_to,
+	// journey_from, journey_to (ranges: the value twice, or "" and "\xff"
+	// for any), sourced ("1" when a source is given, else "").
 	Args []string
 }
 
@@ -70,8 +71,16 @@ func (q Query) Bind(p Params) ([]any, error) {
 			args[i], _ = rangeOf(p.SourceName)
 		case "source_name_to":
 			_, args[i] = rangeOf(p.SourceName)
-		case "journey":
-			args[i] = p.Journey
+		case "sourced":
+			if p.SourceKind != "" || p.SourceName != "" {
+				args[i] = "1"
+			} else {
+				args[i] = ""
+			}
+		case "journey_from":
+			args[i], _ = rangeOf(p.Journey)
+		case "journey_to":
+			_, args[i] = rangeOf(p.Journey)
 		default:
 			return nil, fmt.Errorf("query %s: unknown parameter %q", q.Name, a)
 		}
@@ -104,6 +113,10 @@ const source = `source_kind BETWEEN ? AND ? AND source_name BETWEEN ? AND ?`
 
 var sourceArgs = []string{"source_kind_from", "source_kind_to", "source_name_from", "source_name_to"}
 
+// journeyArgs bind "journey BETWEEN ? AND ?", the journey filter as a range
+// for the reason given at source.
+var journeyArgs = []string{"journey_from", "journey_to"}
+
 // anyHigh is above every valid UTF-8 string: the upper end of an
 // unrestricted range.
 const anyHigh = "\xff"
@@ -116,8 +129,27 @@ func rangeOf(v string) (from, to string) {
 	return v, v
 }
 
-// funnelDays is the filter of funnel_daily on the request day.
+// funnelDays is the filter of funnel_daily, funnel_days and message_facts on
+// the request day.
 const funnelDays = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`
+
+// either selects cols of the rows matching where from bySource, the
+// aggregate sorted by source first, when the query names a source
+// (Params.SourceKind or SourceName), else from byDay, the same aggregate
+// sorted by day first: each serves its filter with few granules (one
+// campaign in bySource, one day in byDay), and a branch whose constant
+// condition is false reads nothing. where's parameters come twice, each
+// time followed by "sourced" (eitherArgs).
+func either(cols, bySource, byDay, where string) string {
+	return `(
+        SELECT ` + cols + ` FROM ` + bySource + ` WHERE ` + where + ` AND ? != ''
+        UNION ALL
+        SELECT ` + cols + ` FROM ` + byDay + ` WHERE ` + where + ` AND ? = ''
+    )`
+}
+
+// eitherArgs are the parameters of either with the day and source filter.
+var eitherArgs = args(dayArgs, sourceArgs, []string{"sourced"}, dayArgs, sourceArgs, []string{"sourced"})
 
 // messageDays is the filter of messages on the request day.
 const messageDays = `app = ? AND date BETWEEN toDate(?) AND toDate(?)`
@@ -137,10 +169,8 @@ func args(lists ...[]string) []string {
 // EventJourneyStep, EventJourneyExited), with the attributes journey,
 // version, step and from (steps), reason (exits: completed, goal,
 // archived, replaced). A user converted when they exited with reason goal.
-const (
-	journeyEvents = "'" + schemas.EventJourneyEntered + "', '" + schemas.EventJourneyStep + "', '" + schemas.EventJourneyExited + "'"
-	journeyGoal   = "goal"
-)
+// The view journey_daily_mv (migrations/0007) selects the three by name.
+const journeyGoal = "goal"
 
 // OptOutKeywords are the first words of inbound messages that count as a
 // marketing opt-out in the opt_out_rate query: the segmenter's default
@@ -155,7 +185,7 @@ var Queries = []Query{
 		Doc: "Dispatches by source (campaign, journey, keyword, api) requested in the days, and how many " +
 			"reached each state: sent (accepted by Meta, or any status), delivered (a delivered or read " +
 			"status: Meta may skip delivered), read, and replied (an inbound message whose context is the " +
-			"message), from the attributed daily aggregate funnel_daily.",
+			"message), from the attributed daily aggregates funnel_daily (one source) or funnel_days.",
 		SQL: `SELECT source_kind, source_name,
     sumIf(n, state = 'requested') AS requested,
     sumIf(n, state = 'sent') AS sent,
@@ -165,14 +195,13 @@ var Queries = []Query{
 FROM
 (
     SELECT day, source_kind, source_name, state, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
-    WHERE ` + funnelDays + ` AND ` + source + `
-        AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')
+    FROM ` + either("day, source_kind, source_name, state, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')`) + `
     GROUP BY day, source_kind, source_name, state
 )
 GROUP BY source_kind, source_name
 ORDER BY requested DESC, source_kind, source_name`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "read_rate_by_template",
@@ -190,16 +219,15 @@ FROM
     FROM
     (
         SELECT day, template, category, state, uniqExactMerge(dispatches) AS n
-        FROM funnel_daily
-        WHERE ` + funnelDays + ` AND ` + source + ` AND template != ''
-            AND state IN ('sent', 'delivered', 'read')
+        FROM ` + either("day, template, category, state, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND template != '' AND state IN ('sent', 'delivered', 'read')`) + `
         GROUP BY day, template, category, state
     )
     GROUP BY template, category
 )
 WHERE sent > 0
 ORDER BY sent DESC, template, category`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "cost_by_category_country",
@@ -215,13 +243,13 @@ ORDER BY sent DESC, template, category`,
 FROM
 (
     SELECT day, detail AS pricing_category, country, currency, amount, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
-    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
+    FROM ` + either("day, detail, country, currency, amount, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND state = 'billed'`) + `
     GROUP BY day, pricing_category, country, currency, amount
 )
 GROUP BY day, pricing_category, country, currency
 ORDER BY day, pricing_category, country, currency`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "cost_by_source",
@@ -235,13 +263,13 @@ ORDER BY day, pricing_category, country, currency`,
 FROM
 (
     SELECT day, source_kind, source_name, template, amount, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
-    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'billed'
+    FROM ` + either("day, source_kind, source_name, template, amount, dispatches", "funnel_daily", "funnel_days",
+			funnelDays+` AND `+source+` AND state = 'billed'`) + `
     GROUP BY day, source_kind, source_name, template, amount
 )
 GROUP BY source_kind, source_name, template
 ORDER BY cost_micros DESC, billable DESC, source_kind, source_name, template`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "failures_by_error_code",
@@ -253,13 +281,13 @@ ORDER BY cost_micros DESC, billable DESC, source_kind, source_name, template`,
 FROM
 (
     SELECT error_code, 'dispatcher' AS origin, uniqExactMerge(dispatches) AS n
-    FROM sends_daily
-    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND state = 'failed' AND ` + source + `
+    FROM send_failures_daily
+    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND ` + source + `
     GROUP BY error_code
     UNION ALL
     SELECT error_code, 'meta' AS origin, uniqExactMerge(messages) AS n
-    FROM statuses_daily
-    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND status = 'failed'
+    FROM status_failures_daily
+    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)
     GROUP BY error_code
 )
 GROUP BY error_code, origin
@@ -294,49 +322,31 @@ LIMIT 20`,
 		Name:  "journey_steps",
 		Title: "Journey branch counts",
 		Doc: "Journey events by journey, event, step, the step or branch it came from (from: timeout, " +
-			"event, an A/B branch, yes/no) and exit reason: events and distinct users (user id, else hwid). " +
-			"The segmenter writes " + schemas.EventJourneyEntered + ", " + schemas.EventJourneyStep + " and " +
-			schemas.EventJourneyExited + " as users move through journeys.",
-		SQL: `SELECT journey, name, step, from_step, reason, uniqExact(id) AS events, uniqExact(user) AS users
-FROM
-(
-    SELECT id, name,
-        arrayElement(attr_values, indexOf(attr_keys, 'journey')) AS journey,
-        arrayElement(attr_values, indexOf(attr_keys, 'step')) AS step,
-        arrayElement(attr_values, indexOf(attr_keys, 'from')) AS from_step,
-        arrayElement(attr_values, indexOf(attr_keys, 'reason')) AS reason,
-        if(user_id != '', concat('u:', user_id), concat('h:', hwid)) AS user
-    FROM events
-    WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event' AND name IN (` + journeyEvents + `)
-)
-WHERE ? = '' OR journey = ?
+			"event, an A/B branch, yes/no) and exit reason: events and distinct users (user id, else hwid), " +
+			"from the daily aggregate journey_daily. The segmenter writes " + schemas.EventJourneyEntered + ", " +
+			schemas.EventJourneyStep + " and " + schemas.EventJourneyExited + " as users move through journeys.",
+		SQL: `SELECT journey, name, step, from_step, reason, uniqExactMerge(events) AS events, uniqExactMerge(users) AS users
+FROM journey_daily
+WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND journey BETWEEN ? AND ?
 GROUP BY journey, name, step, from_step, reason
 ORDER BY journey, name, step, from_step, reason`,
-		Args: args(dayArgs, []string{"journey", "journey"}),
+		Args: args(dayArgs, journeyArgs),
 	},
 	{
 		Name:  "journey_conversion",
 		Title: "Journey conversion",
 		Doc: "Distinct users who entered each journey, who reached its conversion goal (exited with " +
-			"reason goal), and converted / entered.",
+			"reason goal), and converted / entered, from the daily aggregate journey_daily.",
 		SQL: `SELECT journey,
-    uniqExactIf(user, name = '` + schemas.EventJourneyEntered + `') AS entered,
-    uniqExactIf(user, name = '` + schemas.EventJourneyExited + `' AND reason = '` + journeyGoal + `') AS converted,
+    uniqExactMergeIf(users, name = '` + schemas.EventJourneyEntered + `') AS entered,
+    uniqExactMergeIf(users, name = '` + schemas.EventJourneyExited + `' AND reason = '` + journeyGoal + `') AS converted,
     round(if(entered = 0, 0, converted / entered), 4) AS conversion_rate
-FROM
-(
-    SELECT name,
-        arrayElement(attr_values, indexOf(attr_keys, 'journey')) AS journey,
-        arrayElement(attr_values, indexOf(attr_keys, 'reason')) AS reason,
-        if(user_id != '', concat('u:', user_id), concat('h:', hwid)) AS user
-    FROM events
-    WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND kind = 'event'
-        AND name IN ('` + schemas.EventJourneyEntered + `', '` + schemas.EventJourneyExited + `')
-)
-WHERE ? = '' OR journey = ?
+FROM journey_daily
+WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND journey BETWEEN ? AND ?
+    AND name IN ('` + schemas.EventJourneyEntered + `', '` + schemas.EventJourneyExited + `')
 GROUP BY journey
 ORDER BY journey`,
-		Args: args(dayArgs, []string{"journey", "journey"}),
+		Args: args(dayArgs, journeyArgs),
 	},
 	{
 		Name:  "time_to_read",
@@ -346,20 +356,21 @@ ORDER BY journey`,
 FROM
 (
     SELECT day, detail AS bucket, uniqExactMerge(dispatches) AS n
-    FROM funnel_daily
-    WHERE ` + funnelDays + ` AND ` + source + ` AND state = 'read'
+    FROM ` + either("day, detail, dispatches", "funnel_daily", "funnel_days", funnelDays+` AND `+source+` AND state = 'read'`) + `
     GROUP BY day, bucket
 )
 GROUP BY bucket
 ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'], bucket)`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "opt_out_rate",
 		Title: "Opt-out rate",
 		Doc: "Distinct users who sent an opt-out keyword (STOP, UNSUBSCRIBE) in the days, distinct " +
-			"recipients of the MARKETING messages the dispatcher handled (requested in the days), their " +
-			"ratio, and the marketing dispatches Meta refused because the user opted out (131050).",
+			"recipients of the MARKETING messages the dispatcher handled (requested in the days, from the daily " +
+			"aggregate marketing_recipients_daily), their " +
+			"ratio, and the dispatches that failed because Meta refused them as the user opted out of marketing " +
+			"(131050; from the aggregate send_failures_daily).",
 		SQL: `SELECT opted_out, marketing_recipients,
     round(if(marketing_recipients = 0, 0, opted_out / marketing_recipients), 4) AS opt_out_rate,
     refused_131050
@@ -368,10 +379,10 @@ FROM
     SELECT
         (SELECT uniqExact(from_number) FROM inbound
             WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND keyword IN ('` + strings.Join(OptOutKeywords, "', '") + `')) AS opted_out,
-        (SELECT uniqExact(recipient) FROM messages
-            WHERE ` + messageDays + ` AND category = 'MARKETING') AS marketing_recipients,
-        (SELECT uniqExact(dispatch_id) FROM messages
-            WHERE ` + messageDays + ` AND error_code = 131050) AS refused_131050
+        (SELECT uniqExactMerge(recipients) FROM marketing_recipients_daily
+            WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)) AS marketing_recipients,
+        (SELECT uniqExactMerge(dispatches) FROM send_failures_daily
+            WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND error_code = 131050) AS refused_131050
 )`,
 		Args: args(dayArgs, dayArgs, dayArgs),
 	},
@@ -391,7 +402,7 @@ ORDER BY hour`,
 		Title: "Segment size over time",
 		Doc: "Per saved segment and day: users who entered and exited (PW_SegmentEntered / PW_SegmentExited " +
 			"events of the segmenter) and the size at the end of the day, counted from the segment's first " +
-			"event (so the size is right whatever the first day shown).",
+			"event (so the size is right whatever the first day shown), from the daily aggregate segment_daily.",
 		SQL: `SELECT segment, day, entered, exited, size
 FROM
 (
@@ -400,11 +411,11 @@ FROM
         arrayCumSum(arrayMap(d -> toInt64(tupleElement(d, 2)) - toInt64(tupleElement(d, 3)), days)) AS sizes
     FROM
     (
-        SELECT arrayElement(attr_values, indexOf(attr_keys, 'segment')) AS segment, date AS day,
-            uniqExactIf(id, name = 'PW_SegmentEntered') AS entered,
-            uniqExactIf(id, name = 'PW_SegmentExited') AS exited
-        FROM events
-        WHERE app = ? AND date <= toDate(?) AND kind = 'event' AND name IN ('PW_SegmentEntered', 'PW_SegmentExited')
+        SELECT segment, day,
+            uniqExactMergeIf(events, name = 'PW_SegmentEntered') AS entered,
+            uniqExactMergeIf(events, name = 'PW_SegmentExited') AS exited
+        FROM segment_daily
+        WHERE app = ? AND day <= toDate(?)
         GROUP BY segment, day
     )
     GROUP BY segment
@@ -422,31 +433,31 @@ ORDER BY segment, day`,
 		Name:  "sends_by_day",
 		Title: "Sends per day by source, template, category, country and state",
 		Doc: "Dispatches per request day by the dispatcher's outcomes (accepted, failed, expired, " +
-			"in_doubt), from the daily aggregate; a dispatch counts once in each outcome it had.",
+			"in_doubt), from the daily aggregates sends_daily (one source) or sends_days; a dispatch counts once " +
+			"in each outcome it had.",
 		SQL: `SELECT day, source_kind, source_name, template, category, country, state,
     uniqExactMerge(dispatches) AS dispatches
-FROM sends_daily
-WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND ` + source + `
+FROM ` + either("day, source_kind, source_name, template, category, country, state, dispatches", "sends_daily", "sends_days",
+			`app = ? AND day BETWEEN toDate(?) AND toDate(?) AND `+source) + `
 GROUP BY day, source_kind, source_name, template, category, country, state
 ORDER BY day, source_kind, source_name, template, category, country, state`,
-		Args: args(dayArgs, sourceArgs),
+		Args: eitherArgs,
 	},
 	{
 		Name:  "current_states",
 		Title: "Messages by current state",
 		Doc: "The dispatches requested in the days by their current state (the highest-ranked state " +
-			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from their " +
-			"attributed facts; message_state FINAL has the same per dispatch.",
+			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from the " +
+			"highest state of each dispatch's attributed facts (dispatch_ranks); message_state FINAL has " +
+			"the same per dispatch.",
 		SQL: `SELECT arrayElement(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], rank) AS state,
     count() AS messages
 FROM
 (
-    SELECT dispatch_id,
-        max(indexOf(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], state)) AS rank
-    FROM message_facts
+    SELECT dispatch, maxMerge(rank) AS rank
+    FROM dispatch_ranks
     WHERE ` + funnelDays + ` AND ` + source + `
-        AND state IN ('requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read')
-    GROUP BY dispatch_id
+    GROUP BY dispatch
 )
 GROUP BY rank, state
 ORDER BY rank`,

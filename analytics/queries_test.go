@@ -291,6 +291,7 @@ func TestQueries(t *testing.T) {
 			`onboarding PW_JourneyStep reminder timeout "" 1 1`,
 			`winback PW_JourneyEntered "" "" "" 1 1`,
 		}},
+		{"journey_steps", Params{App: "shop", Journey: "winback"}, []string{`winback PW_JourneyEntered "" "" "" 1 1`}},
 		{"journey_conversion", all, []string{"onboarding 3 1 0.3333", "winback 1 0 0"}},
 		{"journey_conversion", Params{App: "shop", Journey: "winback"}, []string{"winback 1 0 0"}},
 		{"time_to_read", all, []string{"< 1 min 1", "5-60 min 1", "1-6 h 1", ">= 24 h 1"}},

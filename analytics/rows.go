@@ -98,6 +98,26 @@ type rows struct {
 	pricer   Pricer
 }
 
+// reset empties every slice, keeping its capacity, and drops what its
+// values referenced, so that the records of the last batch can be collected.
+func (r *rows) reset() {
+	r.events = truncate(r.events)
+	r.statuses = truncate(r.statuses)
+	r.inbound = truncate(r.inbound)
+	r.messages = truncate(r.messages)
+	r.states = truncate(r.states)
+	r.costs = truncate(r.costs)
+	r.metas = truncate(r.metas)
+	r.wamids = truncate(r.wamids)
+	r.open = truncate(r.open)
+}
+
+// truncate clears s and returns it with length 0.
+func truncate[T any](s []T) []T {
+	clear(s)
+	return s[:0]
+}
+
 func (r *rows) len() int {
 	return len(r.events) + len(r.statuses) + len(r.inbound) + len(r.messages) + len(r.states) + len(r.costs) +
 		len(r.metas) + len(r.wamids) + len(r.open)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,9 +23,6 @@ import (
 
 // stage names the stage in dead letters.
 const stage = "analytics"
-
-// pollRecords is the most records kafka.Run hands over from one poll.
-const pollRecords = 10000
 
 // Retry backoff of failed inserts and dead-letter produces.
 const (
@@ -44,9 +42,14 @@ type Sink struct {
 
 	// metas remembers recent dispatches for attribution (attribute.go).
 	metas metaCache
+	// scratch holds the row slices of the last batch for the next one to
+	// reuse, and facts the slice of attributed facts (only the goroutine
+	// of Write uses them: Write is not called concurrently).
+	scratch rows
+	facts   []factRow
 	// paused is set while fetching is paused because ClickHouse refuses
-	// inserts (only the goroutine of Write touches it).
-	paused bool
+	// inserts (the concurrent inserts of one Write may set it).
+	paused atomic.Bool
 	// crashAfterInsert, in tests, ends a batch after ClickHouse
 	// acknowledged its rows and before its offsets are marked: a crash
 	// between insert and commit.
@@ -94,8 +97,10 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 // ending.
 func (s *Sink) Run(ctx context.Context) error {
 	s.log.Info("analytics sink running", "group", s.cfg.Group, "batch_rows", s.cfg.BatchRows, "flush_interval", s.cfg.FlushInterval)
-	// A stop finishes the insert in hand and commits it.
-	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
+	// A stop finishes the insert in hand and commits it. A poll hands over
+	// at most BatchRows records, so that each table's insert carries up to
+	// about BatchRows rows (a record makes at most one row of most tables).
+	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, func() int { return s.cfg.BatchRows }, s.handle)
 }
 
 // Close closes the Kafka client. Call it after Run returned.
@@ -115,7 +120,7 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 	if f := s.crashAfterInsert.Load(); f != nil {
 		return (*f)()
 	}
-	if len(recs) < min(s.cfg.BatchRows, pollRecords) {
+	if len(recs) < s.cfg.BatchRows {
 		// A small batch: let records gather in the client's buffer for the
 		// rest of the flush interval, so that the next poll returns them in
 		// one batch instead of a trickle of tiny inserts.
@@ -132,7 +137,7 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 }
 
 // Write decodes recs, inserts their rows (at most Config.BatchRows rows per
-// INSERT, one table after the other) and returns once ClickHouse
+// INSERT, tables concurrently) and returns once ClickHouse
 // acknowledged every insert. Failed inserts are retried with backoff until
 // ctx is done; then the last error is returned and the batch must not be
 // committed. While inserts fail, fetching is paused, so the client buffers
@@ -149,26 +154,11 @@ func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kg
 		reasons[f.src] = f.reason
 	}
 	s.m.batchRows.Observe(float64(r.len()))
-	rejected := map[int]string{}
-	if err := insertAll(ctx, s, eventsTable, r.events, rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, statusesTable, without(r.statuses, rejected, statusesTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, inboundTable, without(r.inbound, rejected, inboundTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, messagesTable, without(r.messages, rejected, messagesTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, stateTable, without(r.states, rejected, stateTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := insertAll(ctx, s, costsTable, without(r.costs, rejected, costsTable.src), rejected); err != nil {
-		return nil, err
-	}
-	if err := s.attribute(ctx, &r.rows, rejected); err != nil {
+	rejected, err := s.store(ctx, &r.rows)
+	// ClickHouse has copies of the rows now (or they will be decoded
+	// again): their slices serve the next batch.
+	s.scratch = r.rows
+	if err != nil {
 		return nil, err
 	}
 	s.resume()
@@ -212,21 +202,14 @@ type failure struct {
 	reason string
 }
 
+// decode decodes recs into the rows of the last batch's slices, which it
+// takes over (see Sink.scratch): a batch allocates only what the slices
+// must grow by.
 func (s *Sink) decode(recs []*kgo.Record) decoded {
-	var nEvents, nOther int
-	for _, rec := range recs {
-		switch {
-		case rec == nil:
-		case rec.Topic == schemas.TopicEvents:
-			nEvents++
-		default:
-			nOther++
-		}
-	}
-	d := decoded{rows: rows{
-		events: make([]eventRow, 0, nEvents), messages: make([]messageRow, 0, nOther),
-		states: make([]stateRow, 0, nOther), pricer: s.cfg.Pricer,
-	}}
+	d := decoded{rows: s.scratch}
+	s.scratch = rows{}
+	d.reset()
+	d.pricer = s.cfg.Pricer
 	for i, rec := range recs {
 		if rec == nil {
 			continue
@@ -239,7 +222,8 @@ func (s *Sink) decode(recs []*kgo.Record) decoded {
 }
 
 // without returns rs less the rows of rejected records: a record ClickHouse
-// refused in one table is not stored in the next ones.
+// refused in one table of attribution's chain is not stored in the next
+// ones.
 func without[R any](rs []R, rejected map[int]string, src func(*R) int) []R {
 	if len(rejected) == 0 {
 		return rs
@@ -251,6 +235,64 @@ func without[R any](rs []R, rejected map[int]string, src func(*R) int) []R {
 		}
 	}
 	return out
+}
+
+// store inserts the rows of a batch into every table, concurrently (see
+// insertConcurrently), and returns the records of rows ClickHouse refused.
+func (s *Sink) store(ctx context.Context, r *rows) (rejected map[int]string, err error) {
+	return s.insertConcurrently([]func(rejected map[int]string) error{
+		// The longest chain first: attribution inserts dispatch_meta and
+		// wamids, looks up, then inserts the facts.
+		func(rej map[int]string) error { return s.attribute(ctx, r, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, eventsTable, r.events, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, statusesTable, r.statuses, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, stateTable, r.states, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, inboundTable, r.inbound, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, messagesTable, r.messages, rej) },
+		func(rej map[int]string) error { return insertAll(ctx, s, costsTable, r.costs, rej) },
+	})
+}
+
+// insertConcurrency is the most INSERTs one Write has in flight: the
+// tables of a batch are independent (attribution orders its own inserts),
+// and ClickHouse runs each INSERT, its materialized views included, on one
+// thread, so two or three at once use both cores of a small server.
+const insertConcurrency = 3
+
+// insertConcurrently runs jobs, at most insertConcurrency at once, each
+// with its own map of rejected records, and returns the union of those
+// maps (an earlier job's reason first) or, once every job has returned,
+// the errors of those that failed, joined. Because the tables are written
+// concurrently, a record whose row one table refuses may have rows in the
+// others (it is dead-lettered all the same; the rows it left carry its
+// deterministic ids, so a replay collapses with them).
+func (s *Sink) insertConcurrently(jobs []func(rejected map[int]string) error) (map[int]string, error) {
+	rejected := make([]map[int]string, len(jobs))
+	errs := make([]error, len(jobs))
+	sem := make(chan struct{}, insertConcurrency)
+	var wg sync.WaitGroup
+	for i, job := range jobs {
+		rejected[i] = map[int]string{}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = job(rejected[i])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := rejected[0]
+	for _, m := range rejected[1:] {
+		for src, reason := range m {
+			if _, ok := out[src]; !ok {
+				out[src] = reason
+			}
+		}
+	}
+	return out, nil
 }
 
 // insertAll inserts rs in chunks of at most BatchRows rows, retrying each;
@@ -318,8 +360,7 @@ func isRowError(err error) bool {
 // pause stops fetching while ClickHouse refuses inserts, so that the client
 // buffers no records beyond the batch being written; resume undoes it.
 func (s *Sink) pause() {
-	if !s.paused {
-		s.paused = true
+	if s.paused.CompareAndSwap(false, true) {
 		s.cl.PauseFetchTopics(topics...)
 		s.m.paused.Set(1)
 		s.log.Warn("clickhouse refuses inserts: fetching paused until it accepts them")
@@ -327,8 +368,7 @@ func (s *Sink) pause() {
 }
 
 func (s *Sink) resume() {
-	if s.paused {
-		s.paused = false
+	if s.paused.CompareAndSwap(true, false) {
 		s.cl.ResumeFetchTopics(topics...)
 		s.m.paused.Set(0)
 		s.log.Info("clickhouse accepts inserts again: fetching resumed")

@@ -82,8 +82,8 @@ func BenchmarkWrite(b *testing.B) {
 //
 //   - sink_insert: the decoded rows of 200,000 records (HERALD_BENCH_RECORDS)
 //     inserted as the sink
-//     does (Config.BatchRows rows per INSERT, table by table);
-//   - sink_write: Write of the same records in polls of 10,000 (JSON
+//     does (Config.BatchRows rows per INSERT, tables concurrently);
+//   - sink_write: Write of the same records in polls of BatchRows (JSON
 //     decode included);
 //   - client_native: the same rows exported with SELECT ... FORMAT Native
 //     and inserted with `clickhouse-client --query "INSERT ... FORMAT
@@ -136,8 +136,9 @@ func BenchmarkSinkVsClient(b *testing.B) {
 			_, conn := migratedDB(b)
 			s, _, _ := newSink(b, cfg, conn)
 			b.StartTimer()
-			for i := 0; i < len(recs); i += pollRecords {
-				if _, err := s.Write(b.Context(), recs[i:min(i+pollRecords, len(recs))]); err != nil {
+			poll := s.cfg.BatchRows // as Run polls
+			for i := 0; i < len(recs); i += poll {
+				if _, err := s.Write(b.Context(), recs[i:min(i+poll, len(recs))]); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -174,19 +175,9 @@ func BenchmarkSinkVsClient(b *testing.B) {
 
 // insertRows inserts decoded rows the way Write does.
 func insertRows(ctx context.Context, s *Sink, r *rows) error {
-	rejected := map[int]string{}
-	for _, f := range []func() error{
-		func() error { return insertAll(ctx, s, eventsTable, r.events, rejected) },
-		func() error { return insertAll(ctx, s, statusesTable, r.statuses, rejected) },
-		func() error { return insertAll(ctx, s, inboundTable, r.inbound, rejected) },
-		func() error { return insertAll(ctx, s, messagesTable, r.messages, rejected) },
-		func() error { return insertAll(ctx, s, stateTable, r.states, rejected) },
-		func() error { return insertAll(ctx, s, costsTable, r.costs, rejected) },
-		func() error { return s.attribute(ctx, r, rejected) },
-	} {
-		if err := f(); err != nil {
-			return err
-		}
+	rejected, err := s.store(ctx, r)
+	if err != nil {
+		return err
 	}
 	if len(rejected) > 0 {
 		return fmt.Errorf("%d rows rejected", len(rejected))

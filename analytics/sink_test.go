@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -505,7 +507,12 @@ func TestRunSinksTopicsAndCommits(t *testing.T) {
 
 func TestRunBatchesByTime(t *testing.T) {
 	_, conn := migratedDB(t)
-	s, c, reg := newSink(t, Config{FlushInterval: time.Second}, conn)
+	// A flush interval well above what the Write of a small batch takes on
+	// a loaded machine (several inserts and lookups): when a Write takes
+	// longer than the interval, the sink polls at once and the trickle
+	// splits into more batches.
+	const flush = 3 * time.Second
+	s, c, reg := newSink(t, Config{FlushInterval: flush}, conn)
 	producer := c.Client(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
@@ -526,14 +533,18 @@ func TestRunBatchesByTime(t *testing.T) {
 	// The first record after a pause is inserted at once ...
 	produce(0)
 	waitFor(t, 10*time.Second, "the first record", func() bool { return count(t, conn, "SELECT count() FROM events") == 1 })
-	// ... the ones trickling in during the next second gather into one insert.
+	// ... the ones trickling in during the next 200 ms gather into one
+	// insert (or one per flush interval the trickle spans, on a machine so
+	// loaded that producing ten records takes longer than that).
+	start := time.Now()
 	for i := 1; i <= 10; i++ {
 		produce(i)
 		time.Sleep(20 * time.Millisecond)
 	}
+	spans := int(time.Since(start) / flush)
 	waitFor(t, 10*time.Second, "the trickle", func() bool { return count(t, conn, "SELECT count() FROM events") == 11 })
-	if n, _ := histogram(t, reg, "herald_analytics_batch_rows", ""); n > 3 {
-		t.Fatalf("%d batches for 11 records in ~1.2 s with a 1 s flush interval, want at most 3", n)
+	if n, _ := histogram(t, reg, "herald_analytics_batch_rows", ""); n > uint64(3+spans) {
+		t.Fatalf("%d batches for 11 records, the trickle spanning %d flush intervals past the first, want at most %d", n, spans, 3+spans)
 	}
 }
 
@@ -556,5 +567,56 @@ func TestDeadLetterTooLargeForTopicLosesValueOnly(t *testing.T) {
 	if dl.Offset != 42 || dl.Value != nil || !strings.Contains(dl.Reason, "decoding event") ||
 		!strings.Contains(dl.Reason, "original value of 900000 bytes dropped") {
 		t.Fatalf("dead letter offset %d, %d value bytes, reason %q", dl.Offset, len(dl.Value), dl.Reason)
+	}
+}
+
+// TestInsertConcurrently: every job runs, at most insertConcurrency at
+// once; the records they reject are joined (the first job's reason wins
+// for a record two reject), and a failing job's error is returned after
+// the others finished.
+func TestInsertConcurrently(t *testing.T) {
+	s := &Sink{}
+	var inFlight, most, ran atomic.Int32
+	job := func(rejects map[int]string, err error) func(map[int]string) error {
+		return func(rejected map[int]string) error {
+			n := inFlight.Add(1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			defer inFlight.Add(-1)
+			ran.Add(1)
+			for src, reason := range rejects {
+				rejected[src] = reason
+			}
+			return err
+		}
+	}
+	jobs := []func(map[int]string) error{
+		job(map[int]string{1: "first"}, nil),
+		job(map[int]string{1: "second", 2: "two"}, nil),
+		job(nil, nil), job(nil, nil), job(map[int]string{7: "seven"}, nil), job(nil, nil),
+	}
+	rejected, err := s.insertConcurrently(jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int]string{1: "first", 2: "two", 7: "seven"}; !maps.Equal(rejected, want) {
+		t.Errorf("rejected = %v, want %v", rejected, want)
+	}
+	if ran.Load() != int32(len(jobs)) || most.Load() > insertConcurrency {
+		t.Errorf("%d of %d jobs ran, at most %d at once (limit %d)", ran.Load(), len(jobs), most.Load(), insertConcurrency)
+	}
+
+	ran.Store(0)
+	boom := errors.New("inserting into events: boom")
+	_, err = s.insertConcurrently(append(jobs[:1:1], job(nil, boom), job(nil, nil)))
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want %v", err, boom)
+	}
+	if ran.Load() != 3 {
+		t.Fatalf("%d of 3 jobs ran", ran.Load())
 	}
 }

@@ -2,7 +2,9 @@ package analytics
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -28,14 +30,25 @@ type column[R any] struct {
 
 // col declares a column whose value of a row is get(row); V must be a Go
 // type clickhouse-go appends to the column's ClickHouse type (string,
-// uint8, uint16, int32, int64, uint64, time.Time, []string).
+// uint8, uint16, int32, int64, uint64, time.Time, []string). The slice of
+// values handed to clickhouse-go (which copies them into its own column)
+// is reused between inserts, from a pool per column.
 func col[R, V any](name string, get func(*R) V) column[R] {
+	var pool sync.Pool
 	return column[R]{name: name, add: func(c driver.BatchColumn, rs []R) error {
-		vs := make([]V, len(rs))
+		p, _ := pool.Get().(*[]V)
+		if p == nil {
+			p = new([]V)
+		}
+		vs := slices.Grow((*p)[:0], len(rs))[:len(rs)]
 		for i := range rs {
 			vs[i] = get(&rs[i])
 		}
-		return c.Append(vs)
+		err := c.Append(vs)
+		clear(vs) // keep no strings of this batch alive
+		*p = vs[:0]
+		pool.Put(p)
+		return err
 	}}
 }
 

@@ -752,7 +752,7 @@ type analyticsCmd struct {
 func newAnalyticsCmd(stderr io.Writer) *analyticsCmd {
 	c := &analyticsCmd{stageFlags: newStageFlags("analytics", stderr)}
 	c.ch = newCHFlags(c.flags)
-	c.IntVar(&c.acfg.BatchRows, "analytics.batch-rows", analytics.DefaultBatchRows, "most rows one INSERT carries")
+	c.IntVar(&c.acfg.BatchRows, "analytics.batch-rows", analytics.DefaultBatchRows, "most rows one INSERT carries, and the most records one poll hands to the sink")
 	c.DurationVar(&c.acfg.FlushInterval, "analytics.flush-interval", analytics.DefaultFlushInterval, "least time between two inserts of batches smaller than -analytics.batch-rows (ClickHouse wants few, large inserts)")
 	c.BoolVar(&c.migrate, "analytics.migrate", true, "apply pending ClickHouse migrations at start (false: run herald migrate yourself first)")
 	pricingFlags(c.FlagSet, &c.pricing)

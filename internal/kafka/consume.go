@@ -71,11 +71,18 @@ const DefaultDrainGrace = 15 * time.Second
 // that needs ctx's end at once (the dispatcher stops starting calls) uses
 // Run instead.
 func RunDraining(ctx context.Context, grace time.Duration, cl *kgo.Client, log *slog.Logger, h Handler) error {
+	return RunDrainingN(ctx, grace, cl, log, func() int { return MaxPollRecords }, h)
+}
+
+// RunDrainingN is RunDraining handing at most maxRecords() records to h at
+// once, for a handler that wants bigger batches than MaxPollRecords (the
+// analytics sink: ClickHouse wants few, large inserts).
+func RunDrainingN(ctx context.Context, grace time.Duration, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	defer stop()
-	return run(ctx, hctx, cl, log, func() int { return MaxPollRecords }, h)
+	return run(ctx, hctx, cl, log, maxRecords, h)
 }
 
 // Run polls cl until ctx is done, hands each batch to h, and marks the batch's
