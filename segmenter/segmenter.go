@@ -587,6 +587,11 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	// output, in that order, as one worker orders them. A profile's
 	// changes are all in its owner's list, so each key has one changelog
 	// record, its latest.
+	var wg sync.WaitGroup
+	for _, w := range s.workers {
+		wg.Go(w.encodeTags) // the tags records, on every worker at once
+	}
+	wg.Wait()
 	var all []changedProfile
 	for _, w := range s.workers {
 		all = mergeChanged(all, w.changed)
@@ -604,6 +609,16 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	out = w.appendChanges(out)
 	w.changed = nil
 	return out, nil
+}
+
+// encodeTags builds the TopicTags record value of each of s's changed
+// profiles whose tags changed, for appendChanges.
+func (s *Segmenter) encodeTags() {
+	for i := range s.changed {
+		if c := &s.changed[i]; c.tags {
+			c.tagsVal, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
+		}
+	}
 }
 
 // mergeChanged merges b into a, both in the order of their first change
@@ -747,6 +762,7 @@ type changedProfile struct {
 	enc       []byte // p's encoding as last saved: the changelog value
 	tags      bool   // its tags changed: it gets a TopicTags record
 	pos       int    // of the batch record that first changed it
+	tagsVal   []byte // its TopicTags record value, when encodeTags built it
 }
 
 // tagState is what of a profile ProfileTags carries, to tell whether an
@@ -785,6 +801,7 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 // changed, its TopicTags record, then the batch's tag registry records;
 // then forgets them.
 func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
+	// (encodeTags may have built the tags records already.)
 	for _, c := range s.changed {
 		r := &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc}
 		if h, ok := timerHeader(c.p); ok {
@@ -798,8 +815,10 @@ func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 		if !c.tags {
 			continue
 		}
-		var b []byte
-		b, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
+		b := c.tagsVal
+		if b == nil {
+			b, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
+		}
 		out = append(out, &kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: b})
 		n++
 	}
