@@ -286,15 +286,7 @@ func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 	if !once(seen, n) {
 		return false
 	}
-	var v string
-	var ok bool
-	if interned {
-		v, ok = d.istr()
-	} else {
-		v, ok = d.str()
-	}
-	*s = v
-	return ok
+	return d.strInto(s, interned)
 }
 
 var inboundFields = []string{"phone_number_id", "from", "wamid", "type", "text", "profile_name", "context_id", "payload",
@@ -341,15 +333,7 @@ func (d *fastDec) inboundField(key []byte, in *Inbound, seen *uint64) bool {
 	if !once(seen, n) {
 		return false
 	}
-	var v string
-	var ok bool
-	if interned {
-		v, ok = d.istr()
-	} else {
-		v, ok = d.str()
-	}
-	*s = v
-	return ok
+	return d.strInto(s, interned)
 }
 
 var statusFields = []string{"phone_number_id", "wamid", "status", "recipient", "dispatch_id", "pricing_category", "billable",
@@ -414,15 +398,7 @@ func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {
 	if !once(seen, n) {
 		return false
 	}
-	var v string
-	var ok bool
-	if interned {
-		v, ok = d.istr()
-	} else {
-		v, ok = d.str()
-	}
-	*s = v
-	return ok
+	return d.strInto(s, interned)
 }
 
 // str decodes a string value.
@@ -450,6 +426,18 @@ func (d *fastDec) str() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// strInto decodes a string value into s, from the intern table when
+// interned is set (istr).
+func (d *fastDec) strInto(s *string, interned bool) bool {
+	var ok bool
+	if interned {
+		*s, ok = d.istr()
+	} else {
+		*s, ok = d.str()
+	}
+	return ok
 }
 
 // istr is str for the values that repeat from event to event (app ids, event

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,17 +132,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	bare := benchRow{"bare franz-go consumer + decode", int64(*n), time.Since(t0), "baseline", processCPU() - cpu0}
 	rows = append(rows, bare)
 
-	if *cpuProfile != "" {
-		fh, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer fh.Close()
-		if err := pprof.StartCPUProfile(fh); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	rows, err = runBenchStages(ctx, benchEnv{kcfg: kcfg, adm: adm, reg: reg, log: log, dsn: dsn, conn: conn, n: int64(*n)}, stages, rows)
 	if err != nil {
 		return err

@@ -50,6 +50,26 @@ type loadTarget struct {
 	authBasic                  string
 }
 
+// startCPUProfile starts profiling the process's CPU into the file path
+// (nothing when path is empty); stop ends the profile and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(fh); err != nil {
+		_ = fh.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = fh.Close()
+	}, nil
+}
+
 // runLoadgen is `herald loadgen`: an open-loop HTTP load generator for
 // ingest. Without -target it starts the embedded broker and an ingest
 // server in process, on loopback, with the rate limit off.
@@ -77,17 +97,11 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		fh, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer fh.Close()
-		if err := pprof.StartCPUProfile(fh); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	if !slices.Contains([]string{loadPostEvent, loadSegmentBatch, loadWebhook}, *kind) {
 		return fmt.Errorf("-kind %q: want post-event, segment-batch or webhook", *kind)
 	}
