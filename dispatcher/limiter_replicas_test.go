@@ -444,7 +444,10 @@ func TestPairRate(t *testing.T) {
 			for i := range 10 {
 				recs = append(recs, h.record(fmt.Sprint("other-", i), fmt.Sprintf("+1555000%04d", 3000+i), now))
 			}
-			produce(t, h.c.Client(t), recs...)
+			// One record batch, so one poll: without a linger the client
+			// may send the first record alone, and the others would come
+			// in a later batch, behind chatty's pair-rate waits.
+			produce(t, h.c.Client(t, kgo.ProducerLinger(200*time.Millisecond)), recs...)
 			read(2)
 			// A later batch of more recipients of the same partition.
 			var later []*kgo.Record
