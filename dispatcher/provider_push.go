@@ -1,16 +1,12 @@
 package dispatcher
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptrace"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/internal/apps"
@@ -180,31 +176,11 @@ func (p *Push) Send(ctx context.Context, app *apps.App, req *schemas.DispatchReq
 		return "", fmt.Errorf("%w: encoding push: %v", ErrInvalidRequest, err)
 	}
 	url := p.base + "/v1/projects/" + app.Push.FCM.ProjectID + "/messages:send"
-	var written atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-		if i.Err == nil {
-			written.Store(true)
-		}
-	}}
-	hreq, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, url, bytes.NewReader(body))
+	status, header, b, err := postJSON(ctx, p.client, url, tok, "application/json; charset=utf-8", body, "push "+req.ID)
 	if err != nil {
-		return "", fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
+		return "", err
 	}
-	hreq.Header.Set("Authorization", "Bearer "+tok)
-	hreq.Header.Set("Content-Type", "application/json; charset=utf-8")
-	resp, err := p.client.Do(hreq)
-	if err != nil {
-		if written.Load() {
-			return "", fmt.Errorf("%w: posting push %s: %w", ErrInDoubt, req.ID, err)
-		}
-		return "", fmt.Errorf("%w: posting push %s: %w", ErrUnreachable, req.ID, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil && resp.StatusCode/100 == 2 {
-		return "", fmt.Errorf("%w: reading answer to push %s: %w", ErrInDoubt, req.ID, err)
-	}
-	return decodeFCM(resp.StatusCode, resp.Header.Get("Retry-After"), b, time.Now())
+	return decodeFCM(status, header.Get("Retry-After"), b, time.Now())
 }
 
 // decodeFCM turns a messages:send answer into the message name or an

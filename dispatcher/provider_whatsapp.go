@@ -68,8 +68,20 @@ func (w *WhatsApp) Send(ctx context.Context, app *apps.App, req *schemas.Dispatc
 		return "", err
 	}
 	url := w.base + "/" + w.version + "/" + req.Sender + "/messages"
-	// Whether the request reached the wire decides between a safe retry
-	// and an in-doubt outcome: Meta has no idempotency key.
+	status, _, b, err := postJSON(ctx, w.client, url, app.WhatsApp.AccessToken, "application/json", body, "message "+req.ID)
+	if err != nil {
+		return "", err
+	}
+	return decodeResponse(status, b)
+}
+
+// postJSON posts body to url with a bearer token and returns the answer's
+// status, headers and (bounded) body. Whether the request reached the wire
+// decides between a safe retry and an in-doubt outcome (neither Meta nor
+// FCM has an idempotency key): a failure before it is ErrUnreachable,
+// after it ErrInDoubt, as is a 2xx answer that cannot be read (most likely
+// accepted, its id lost). what names the call in errors.
+func postJSON(ctx context.Context, client *http.Client, url, token, contentType string, body []byte, what string) (int, http.Header, []byte, error) {
 	var written atomic.Bool
 	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
@@ -78,25 +90,23 @@ func (w *WhatsApp) Send(ctx context.Context, app *apps.App, req *schemas.Dispatc
 	}}
 	hreq, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return "", fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
+		return 0, nil, nil, fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
 	}
-	hreq.Header.Set("Authorization", "Bearer "+app.WhatsApp.AccessToken)
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := w.client.Do(hreq)
+	hreq.Header.Set("Authorization", "Bearer "+token)
+	hreq.Header.Set("Content-Type", contentType)
+	resp, err := client.Do(hreq)
 	if err != nil {
 		if written.Load() {
-			return "", fmt.Errorf("%w: posting message %s: %w", ErrInDoubt, req.ID, err)
+			return 0, nil, nil, fmt.Errorf("%w: posting %s: %w", ErrInDoubt, what, err)
 		}
-		return "", fmt.Errorf("%w: posting message %s: %w", ErrUnreachable, req.ID, err)
+		return 0, nil, nil, fmt.Errorf("%w: posting %s: %w", ErrUnreachable, what, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil && resp.StatusCode/100 == 2 {
-		// Meta answered 2xx: the message was most likely accepted, but
-		// its id is lost.
-		return "", fmt.Errorf("%w: reading answer to message %s: %w", ErrInDoubt, req.ID, err)
+		return 0, nil, nil, fmt.Errorf("%w: reading answer to %s: %w", ErrInDoubt, what, err)
 	}
-	return decodeResponse(resp.StatusCode, b)
+	return resp.StatusCode, resp.Header, b, nil
 }
 
 // ownsSender reports whether sender is one of app's phone-number ids.
