@@ -69,7 +69,7 @@ type reachGate struct {
 	waiters map[string]chan bool
 	// suppressed holds the latest suppression record of each
 	// SuppressionKey: set or lifted, and when.
-	suppressed map[string]supState
+	suppressed *reach.Suppressions
 	// closed holds when Meta last answered 131047, by RecipientKey;
 	// closedPruned is its size after the last pruning.
 	closed       map[string]time.Time
@@ -78,7 +78,7 @@ type reachGate struct {
 
 func newReachGate(kopts []kgo.Opt, reg *apps.Registry, log *slog.Logger, prom prometheus.Registerer) (*reachGate, error) {
 	g := &reachGate{reg: reg, log: log, supsReady: make(chan struct{}), throttle: newThrottle(time.Second),
-		ledger: reach.NewLedger(), waiters: make(map[string]chan bool), suppressed: make(map[string]supState),
+		ledger: reach.NewLedger(), waiters: make(map[string]chan bool), suppressed: reach.NewSuppressions(),
 		closed: make(map[string]time.Time)}
 	m, err := newReachMetrics(prom, g)
 	if err != nil {
@@ -156,19 +156,13 @@ func (g *reachGate) applyClaim(r *kgo.Record) {
 	}
 }
 
-// supState is what the gate knows of one recipient's marketing opt-out.
-type supState struct {
-	on bool
-	at time.Time
-}
-
 // applySuppression takes in one TopicSuppressions record: a tombstone
 // lifts the key's suppression; a record sets or lifts it unless the key
 // holds a later one already.
 func (g *reachGate) applySuppression(r *kgo.Record) {
 	if r.Value == nil {
 		g.mu.Lock()
-		delete(g.suppressed, string(r.Key))
+		g.suppressed.Delete(string(r.Key))
 		g.mu.Unlock()
 		g.m.records.WithLabelValues("lifted").Inc()
 		return
@@ -195,16 +189,7 @@ func (g *reachGate) applySuppression(r *kgo.Record) {
 // at on, unless a later record is known; it reports whether it changed
 // what the gate knows. Call with g.mu held.
 func (g *reachGate) setSuppressed(key string, on bool, at time.Time) bool {
-	cur, known := g.suppressed[key]
-	switch {
-	case known && at.Before(cur.at):
-		return false // older news
-	case known && cur.on == on:
-		g.suppressed[key] = supState{on: on, at: at}
-		return false // the same, learned again later
-	}
-	g.suppressed[key] = supState{on: on, at: at}
-	return true
+	return g.suppressed.Set(key, on, at)
 }
 
 // check refuses req before any call when its recipient cannot be reached
@@ -234,7 +219,7 @@ func (g *reachGate) check(req *schemas.DispatchRequest, category string, now tim
 	}
 	if req.Template != nil && strings.EqualFold(category, categoryMarketing) {
 		g.mu.Lock()
-		out := g.suppressed[key].on
+		out := g.suppressed.On(key)
 		g.mu.Unlock()
 		if out {
 			g.m.refused.WithLabelValues("opt_out").Inc()

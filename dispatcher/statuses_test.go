@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/kafkatest"
+	"github.com/heraldhq/herald/internal/reach"
 	"github.com/heraldhq/herald/internal/wasim"
 	"github.com/heraldhq/herald/schemas"
 )
@@ -283,14 +284,14 @@ func outcomesOf(t *testing.T, c *kafkatest.Cluster, id string, n int) []*schemas
 // (lifted) after a 131050 lifts it, a 131050 status older than the START
 // (Meta retried the webhook) does not bring it back, a newer one does.
 func TestSuppressionLatestWins(t *testing.T) {
-	g := &reachGate{suppressed: make(map[string]supState)}
+	g := &reachGate{suppressed: reach.NewSuppressions()}
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	f := func(on bool, at time.Time, changed, want bool) {
 		t.Helper()
 		if got := g.setSuppressed("shop|+1", on, at); got != changed {
 			t.Errorf("set(%v, %v) changed = %v, want %v", on, at, got, changed)
 		}
-		if got := g.suppressed["shop|+1"].on; got != want {
+		if got := g.suppressed.On("shop|+1"); got != want {
 			t.Errorf("after set(%v, %v): suppressed %v, want %v", on, at, got, want)
 		}
 	}

@@ -3,11 +3,11 @@ package segmenter
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/kafka"
+	"github.com/heraldhq/herald/internal/reach"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -17,21 +17,15 @@ import (
 // STOP and START. A campaign or journey skips a suppressed recipient's
 // MARKETING templates as it skips a profile that opted out with STOP, and a
 // preview counts them as opted out, instead of leaving them to the
-// dispatcher's refusal (-14). Per key the record of the latest time wins,
-// as the dispatchers read the topic.
+// dispatcher's refusal (-14). Per key the record of the latest time wins
+// (reach.Suppressions, as the dispatchers read the topic).
 type suppressionView struct {
-	mu sync.RWMutex
-	m  map[string]suppressionState
-}
-
-// suppressionState is a key's latest suppression record.
-type suppressionState struct {
-	suppressed bool
-	at         time.Time
+	mu  sync.RWMutex
+	set *reach.Suppressions
 }
 
 func newSuppressionView() *suppressionView {
-	return &suppressionView{m: make(map[string]suppressionState)}
+	return &suppressionView{set: reach.NewSuppressions()}
 }
 
 // apply takes in one TopicSuppressions record: a tombstone lifts the key,
@@ -40,7 +34,7 @@ func newSuppressionView() *suppressionView {
 func (v *suppressionView) apply(r *kgo.Record, warn func(string, ...any)) {
 	if len(r.Value) == 0 {
 		v.mu.Lock()
-		delete(v.m, string(r.Key))
+		v.set.Delete(string(r.Key))
 		v.mu.Unlock()
 		return
 	}
@@ -49,19 +43,9 @@ func (v *suppressionView) apply(r *kgo.Record, warn func(string, ...any)) {
 		warn("skipping a suppression record", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return
 	}
-	key := string(sp.Key())
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if cur, ok := v.m[key]; ok && sp.Time.Before(cur.at) {
-		return
-	}
-	if sp.Lifted {
-		// Kept (not deleted) so that an older suppression read later
-		// does not come back.
-		v.m[key] = suppressionState{at: sp.Time}
-		return
-	}
-	v.m[key] = suppressionState{suppressed: true, at: sp.Time}
+	v.set.Set(string(sp.Key()), !sp.Lifted, sp.Time)
+	v.mu.Unlock()
 }
 
 // suppressed reports whether app may not send MARKETING templates to to.
@@ -70,9 +54,8 @@ func (v *suppressionView) suppressed(app, to string) bool {
 		return false
 	}
 	v.mu.RLock()
-	st, ok := v.m[string(schemas.SuppressionKey(app, to))]
-	v.mu.RUnlock()
-	return ok && st.suppressed
+	defer v.mu.RUnlock()
+	return v.set.On(string(schemas.SuppressionKey(app, to)))
 }
 
 // runSuppressionsFeed reads TopicSuppressions from the start into s.supp
