@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"net"
 	"net/url"
+	"slices"
+	"strconv"
 	"time"
+
+	"github.com/heraldhq/herald/internal/jsonenc"
 )
 
 // Channel is a way to reach a user.
@@ -269,5 +273,150 @@ func DecodeDispatchRequest(b []byte) (*DispatchRequest, error) {
 // Marshal encodes the request, setting V.
 func (d *DispatchRequest) Marshal() ([]byte, error) {
 	d.V = V1
+	if b, ok := d.appendJSON(make([]byte, 0, 512)); ok {
+		return b, nil
+	}
 	return json.Marshal(d)
+}
+
+// appendJSON appends d's JSON as encoding/json writes it, without
+// reflection (Marshal is on the segmenter's per-event path: keyword
+// replies, campaigns, journeys); ok is false for what it leaves to
+// encoding/json: webhook bodies and times MarshalJSON writes otherwise
+// or refuses (jsonenc.Time). TestDispatchAppendJSON compares the two.
+func (d *DispatchRequest) appendJSON(b []byte) ([]byte, bool) {
+	if d.Webhook != nil && d.Webhook.Body != nil {
+		return b, false
+	}
+	str := func(key, v string) {
+		b = append(b, key...)
+		b = jsonenc.String(b, v)
+	}
+	opt := func(key, v string) {
+		if v != "" {
+			str(key, v)
+		}
+	}
+	strs := func(key string, l []string) {
+		if len(l) == 0 {
+			return
+		}
+		b = append(b, key...)
+		for i, s := range l {
+			if i == 0 {
+				b = append(b, '[')
+			} else {
+				b = append(b, ',')
+			}
+			b = jsonenc.String(b, s)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `{"v":`...)
+	b = jsonenc.Int(b, int64(d.V))
+	str(`,"id":`, d.ID)
+	str(`,"app":`, d.App)
+	str(`,"channel":`, string(d.Channel))
+	str(`,"sender":`, d.Sender)
+	str(`,"to":`, d.To)
+	opt(`,"hwid":`, d.HWID)
+	opt(`,"user_id":`, d.UserID)
+	opt(`,"country":`, d.Country)
+	if t := d.Template; t != nil {
+		str(`,"template":{"name":`, t.Name)
+		str(`,"language":`, t.Language)
+		opt(`,"category":`, t.Category)
+		strs(`,"body":`, t.Body)
+		strs(`,"header":`, t.Header)
+		if len(t.ButtonURL) > 0 {
+			b = appendIntMap(append(b, `,"button_url":`...), t.ButtonURL)
+		}
+		b = append(b, '}')
+	}
+	if t := d.Text; t != nil {
+		str(`,"text":{"body":`, t.Body)
+		if t.PreviewURL {
+			b = append(b, `,"preview_url":true`...)
+		}
+		b = append(b, '}')
+	}
+	if m := d.Email; m != nil {
+		str(`,"email":{"subject":`, m.Subject)
+		opt(`,"text":`, m.Text)
+		opt(`,"html":`, m.HTML)
+		opt(`,"from_name":`, m.FromName)
+		opt(`,"reply_to":`, m.ReplyTo)
+		opt(`,"template":`, m.Template)
+		b = append(b, '}')
+	}
+	if p := d.Push; p != nil {
+		str(`,"push":{"title":`, p.Title)
+		str(`,"body":`, p.Body)
+		if len(p.Data) > 0 {
+			b = appendStringMap(append(b, `,"data":`...), p.Data)
+		}
+		opt(`,"template":`, p.Template)
+		b = append(b, '}')
+	}
+	if w := d.Webhook; w != nil {
+		str(`,"webhook":{"url":`, w.URL)
+		b = append(b, '}')
+	}
+	str(`,"source":{"kind":`, d.Source.Kind)
+	opt(`,"name":`, d.Source.Name)
+	opt(`,"event_id":`, d.Source.EventID)
+	b = append(b, '}')
+	ok := true
+	tm := func(key string, t time.Time, omitZero bool) {
+		if !ok || (omitZero && t.IsZero()) {
+			return
+		}
+		b = append(b, key...)
+		b, ok = jsonenc.Time(b, t)
+	}
+	tm(`,"created":`, d.Created, false)
+	tm(`,"deadline":`, d.Deadline, false)
+	tm(`,"send_at":`, d.SendAt, true)
+	tm(`,"window_until":`, d.WindowUntil, true)
+	return append(b, '}'), ok
+}
+
+// appendIntMap appends m as encoding/json does: keys as strings, sorted
+// as strings.
+func appendIntMap(b []byte, m map[int]string) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, strconv.Itoa(k))
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		if i == 0 {
+			b = append(b, '{')
+		} else {
+			b = append(b, ',')
+		}
+		n, _ := strconv.Atoi(k)
+		b = jsonenc.String(b, k)
+		b = jsonenc.String(append(b, ':'), m[n])
+	}
+	return append(b, '}')
+}
+
+// appendStringMap appends m as encoding/json does, keys sorted.
+func appendStringMap(b []byte, m map[string]string) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		if i == 0 {
+			b = append(b, '{')
+		} else {
+			b = append(b, ',')
+		}
+		b = jsonenc.String(b, k)
+		b = jsonenc.String(append(b, ':'), m[k])
+	}
+	return append(b, '}')
 }

@@ -350,3 +350,88 @@ func rss(tb testing.TB) int64 {
 	tb.Fatal("no VmRSS in /proc/self/status")
 	return 0
 }
+
+// BenchmarkApply measures the work issue 4's first speed figure names:
+// profile update, keyword triggers and incremental segment evaluation, in
+// process, on one goroutine. The events are BenchmarkProcess's mix, decoded
+// beforehand; the profiles are resident and decoded (4,096 users); eight
+// saved segments of the app (tags, event counts and attributes, relative
+// times, the sushi segment of PRODUCT.md) are evaluated where a change can
+// affect them, and the default keyword rules answer PROMO and HELP with
+// encoded dispatch requests. What it leaves out, BenchmarkProcess adds:
+// decoding the event JSON, the profile's round trip through fastcache (read,
+// decode, encode, write) and the changelog and tags records.
+//
+//	go test -run '^$' -bench BenchmarkApply -benchmem -count 3 -cpu 1 ./segmenter/
+func BenchmarkApply(b *testing.B) {
+	recs := benchEvents(b, 4096, 16)
+	s := newTest(b, Config{})
+	for i, f := range []string{
+		`T("tier", EQ, "gold")`,
+		`T("vip", EQ, true) * T("points", GTE, 1000)`,
+		`Event("Purchase", "count", GTE, 2)`,
+		`Event("AddToCart", "sku", EQ, "A-1") \ Event("Purchase", "count", GTE, 1)`,
+		`T("cuisines", IN, ["asian", "japanese"]) * T("Registered", EQ, true)`,
+		`T("Last Seen", GTE, "-7d")`,
+		`T("Country", IN, ["US", "CA"]) + T("Language", EQ, "es")`,
+		`Event("PW_ApplicationOpen", "count", BETWEEN, [1, 10])`,
+	} {
+		s.segs.put(mustSegment(b, testApp, fmt.Sprintf("s%d", i), f))
+	}
+	type item struct {
+		rec *kgo.Record
+		e   *schemas.Event
+		key []byte
+	}
+	items := make([]item, len(recs))
+	profiles := make(map[string]*Profile)
+	for i, r := range recs {
+		e, err := schemas.DecodeEvent(r.Value)
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := e.Key()
+		items[i] = item{r, e, key}
+		if profiles[string(key)] == nil {
+			profiles[string(key)] = new(Profile)
+		}
+	}
+	now := t0.Add(testNow)
+	var out []*kgo.Record
+	run := func(it item) {
+		p := profiles[string(it.key)]
+		out = out[:0]
+		var u update
+		out, u = s.update(out, it.key, it.rec, it.e, p, now)
+		out = s.trigger(out, it.key, it.rec, it.e, p, u.dup, now)
+	}
+	for _, it := range items { // warm: every user has a profile with tags and events
+		run(it)
+	}
+	dups0 := testutil.ToFloat64(s.m.duplicates)
+	b.ReportAllocs()
+	i, outs, changes := 0, 0, 0
+	cpu0 := cpuTime()
+	for b.Loop() {
+		if i == len(items) {
+			i = 0
+		}
+		run(items[i])
+		for _, r := range out {
+			if r.Topic == schemas.TopicDispatch {
+				outs++
+			} else {
+				changes++
+			}
+		}
+		i++
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/event")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	if outs == 0 || changes == 0 {
+		b.Fatalf("%d dispatch requests and %d segment events: the rules or segments did not run", outs, changes)
+	}
+	if testutil.ToFloat64(s.m.duplicates) != dups0 {
+		b.Fatal("events counted as duplicates: the benchmark would measure the skip")
+	}
+}

@@ -272,6 +272,8 @@ type Segmenter struct {
 	// the current event entered.
 	names   []string
 	entered []string
+	// segMask is evalSegments' candidate set, reused.
+	segMask []uint64
 	dlLog   throttle
 
 	// workers process the batches (nil in a worker).
@@ -867,41 +869,77 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 	if !known {
 		p = new(Profile)
 	}
-	before := tagStateOf(p)
-	dup, ignored := p.applied(rec.Partition, rec.Offset), 0
+	dup := p.applied(rec.Partition, rec.Offset)
 	if !dup {
-		dup, ignored = p.apply(e)
+		mark := len(out)
+		var u update
+		out, u = s.update(out, key, rec, e, p, now)
+		if u.dup {
+			dup = true
+		} else {
+			if err := s.save(key, p); err != nil {
+				s.revert(key, p)
+				return s.deadLetter(out[:mark], rec, err.Error())
+			}
+			if !known { // known keys are in the index already (saved or restored)
+				s.keys.add(rec.Partition, key)
+			}
+			s.m.events[e.Kind].Inc()
+			if len(e.Tags) > 0 {
+				s.seenDefs = s.appendSeen(s.seenDefs, e, p, now)
+			}
+			s.noteChanged(key, rec.Partition, e, p, u.tags)
+			if d := p.nextDeadline(); !d.IsZero() && !d.Equal(u.deadline) {
+				s.timers.add(rec.Partition, key, d)
+			}
+		}
 	}
 	if dup {
 		s.m.duplicates.Inc()
-	} else {
-		if ignored > 0 {
-			s.m.ignoredTags.Add(float64(ignored))
-		}
-		p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
-		after := tagStateOf(p)
-		mark := len(out)
-		deadline := p.nextDeadline()
-		out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
-		var jtags bool
-		out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
-		if err := s.save(key, p); err != nil {
-			s.revert(key, p)
-			return s.deadLetter(out[:mark], rec, err.Error())
-		}
-		if !known { // known keys are in the index already (saved or restored)
-			s.keys.add(rec.Partition, key)
-		}
-		s.m.events[e.Kind].Inc()
-		if len(e.Tags) > 0 {
-			s.seenDefs = s.appendSeen(s.seenDefs, e, p, now)
-		}
-		tags := e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before || jtags
-		s.noteChanged(key, rec.Partition, e, p, tags)
-		if d := p.nextDeadline(); !d.IsZero() && !d.Equal(deadline) {
-			s.timers.add(rec.Partition, key, d)
-		}
 	}
+	return s.trigger(out, key, rec, e, p, dup, now)
+}
+
+// update is what applying an event did to a profile.
+type update struct {
+	// dup: the event was applied before (its id is a recent one); the
+	// profile is unchanged.
+	dup bool
+	// tags: the profile's tags (or registration) changed, so its TopicTags
+	// record is due.
+	tags bool
+	// deadline is the profile's next time-based deadline before the event.
+	deadline time.Time
+}
+
+// update applies e, the record rec's event, to p in memory: the profile
+// change, the incremental evaluation of the segments the change can
+// affect (segment entered and exited events appended to out), and the
+// journeys the event moves. Making it durable (the cache, the changelog)
+// is the caller's part.
+func (s *Segmenter) update(out []*kgo.Record, key []byte, rec *kgo.Record, e *schemas.Event, p *Profile, now time.Time) ([]*kgo.Record, update) {
+	before := tagStateOf(p)
+	dup, ignored := p.apply(e)
+	if dup {
+		return out, update{dup: true}
+	}
+	if ignored > 0 {
+		s.m.ignoredTags.Add(float64(ignored))
+	}
+	p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
+	after := tagStateOf(p)
+	u := update{deadline: p.nextDeadline()}
+	out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
+	var jtags bool
+	out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
+	u.tags = e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before || jtags
+	return out, u
+}
+
+// trigger runs the keyword rules on an inbound message: the matching
+// rule's profile actions (once: not again when dup, the event applied
+// before) and its reply, a dispatch request appended to out.
+func (s *Segmenter) trigger(out []*kgo.Record, key []byte, rec *kgo.Record, e *schemas.Event, p *Profile, dup bool, now time.Time) []*kgo.Record {
 	if e.Kind != schemas.KindInbound || e.Inbound.Text == "" {
 		return out
 	}

@@ -3,6 +3,7 @@ package segmenter
 import (
 	"context"
 	"fmt"
+	mathbits "math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -86,10 +87,85 @@ func (sg *savedSegment) affects(c change) bool {
 type segments struct {
 	mu    sync.RWMutex
 	byApp map[string][]*savedSegment // sorted by name
+	index map[string]*segIndex       // by app, rebuilt by put and remove
 	ready atomic.Bool                // caught up with the topic at start
 }
 
-func newSegments() *segments { return &segments{byApp: make(map[string][]*savedSegment)} }
+func newSegments() *segments {
+	return &segments{byApp: make(map[string][]*savedSegment), index: make(map[string]*segIndex)}
+}
+
+// segIndex maps the fields an event can change to the segments of one app
+// that read them, as bit sets over the app's segments by name (bit i is
+// list[i]): the candidates for re-evaluation after a change are the union
+// of a few sets, one map lookup per changed field, rather than a check of
+// every segment against every changed tag.
+type segIndex struct {
+	list     []*savedSegment
+	always   []uint64 // segments every change re-evaluates
+	defaults []uint64 // segments reading a default tag
+	byTag    map[string][]uint64
+	byEvent  map[string][]uint64
+}
+
+// newSegIndex indexes list, an app's segments by name.
+func newSegIndex(list []*savedSegment) *segIndex {
+	words := (len(list) + 63) / 64
+	ix := &segIndex{list: list, always: make([]uint64, words), defaults: make([]uint64, words),
+		byTag: make(map[string][]uint64), byEvent: make(map[string][]uint64)}
+	set := func(m map[string][]uint64, name string, i int) {
+		b := m[name]
+		if b == nil {
+			b = make([]uint64, words)
+			m[name] = b
+		}
+		b[i/64] |= 1 << (i % 64)
+	}
+	for i, sg := range list {
+		if sg.always {
+			ix.always[i/64] |= 1 << (i % 64)
+		}
+		if sg.defaults {
+			ix.defaults[i/64] |= 1 << (i % 64)
+		}
+		for name := range sg.tags {
+			set(ix.byTag, name, i)
+		}
+		for name := range sg.events {
+			set(ix.byEvent, name, i)
+		}
+	}
+	return ix
+}
+
+// candidates sets in mask (len(ix.always) words) the segments c can
+// affect: the same set as savedSegment.affects, segment by segment.
+func (ix *segIndex) candidates(mask []uint64, c change) {
+	copy(mask, ix.always)
+	or := func(b []uint64) {
+		for i, w := range b {
+			mask[i] |= w
+		}
+	}
+	if c.defaults {
+		or(ix.defaults)
+	}
+	if b, ok := ix.byEvent[c.event]; ok {
+		or(b)
+	}
+	for name := range c.tags {
+		if b, ok := ix.byTag[name]; ok {
+			or(b)
+		}
+	}
+}
+
+// indexOf returns app's segment index, nil when it has none.
+func (r *segments) indexOf(app string) *segIndex {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.index[app]
+}
 
 // put adds or replaces sg.
 func (r *segments) put(sg *savedSegment) {
@@ -99,6 +175,7 @@ func (r *segments) put(sg *savedSegment) {
 	l = append(l, sg)
 	slices.SortFunc(l, func(a, b *savedSegment) int { return strings.Compare(a.name, b.name) })
 	r.byApp[sg.app] = l
+	r.index[sg.app] = newSegIndex(l)
 }
 
 // remove deletes a segment.
@@ -108,9 +185,11 @@ func (r *segments) remove(app, name string) {
 	l := slices.DeleteFunc(slices.Clone(r.byApp[app]), func(o *savedSegment) bool { return o.name == name })
 	if len(l) == 0 {
 		delete(r.byApp, app)
+		delete(r.index, app)
 		return
 	}
 	r.byApp[app] = l
+	r.index[app] = newSegIndex(l)
 }
 
 // of returns app's segments; the slice is not to be modified.
@@ -192,29 +271,39 @@ func changeOf(e *schemas.Event, before, after tagState) change {
 // direction, so a replay produces the same ones.
 func (s *Segmenter) evalSegments(out []*kgo.Record, e *schemas.Event, p *Profile, c change, now time.Time) []*kgo.Record {
 	s.entered = s.entered[:0]
-	for _, sg := range s.segs.of(e.App) {
-		if !sg.affects(c) {
-			continue
+	ix := s.segs.indexOf(e.App)
+	if ix == nil {
+		return out
+	}
+	s.segMask = slices.Grow(s.segMask[:0], len(ix.always))[:len(ix.always)]
+	ix.candidates(s.segMask, c)
+	for w, bits := range s.segMask {
+		for ; bits != 0; bits &= bits - 1 {
+			out = s.evalSegment(out, e, p, ix.list[w*64+mathbits.TrailingZeros64(bits)], now)
 		}
-		s.m.segmentEvals.Inc()
-		member := sg.f.Match(p, now)
-		if member == p.in(sg.id) {
-			continue
-		}
-		p.setIn(sg.id, member)
-		r, err := segmentEvent(e.ID, e, sg.name, member, now)
-		if err != nil { // cannot happen: plain fields
-			continue
-		}
-		name := schemas.EventSegmentExited
-		if member {
-			name = schemas.EventSegmentEntered
-			s.entered = append(s.entered, sg.name)
-		}
-		s.m.segmentChanges.WithLabelValues(name).Inc()
-		out = append(out, r)
 	}
 	return out
+}
+
+// evalSegment re-evaluates one segment for p (see evalSegments).
+func (s *Segmenter) evalSegment(out []*kgo.Record, e *schemas.Event, p *Profile, sg *savedSegment, now time.Time) []*kgo.Record {
+	s.m.segmentEvals.Inc()
+	member := sg.f.Match(p, now)
+	if member == p.in(sg.id) {
+		return out
+	}
+	p.setIn(sg.id, member)
+	r, err := segmentEvent(e.ID, e, sg.name, member, now)
+	if err != nil { // cannot happen: plain fields
+		return out
+	}
+	name := schemas.EventSegmentExited
+	if member {
+		name = schemas.EventSegmentEntered
+		s.entered = append(s.entered, sg.name)
+	}
+	s.m.segmentChanges.WithLabelValues(name).Inc()
+	return append(out, r)
 }
 
 // runSegmentsFeed reads TopicSegments from the start into s.segs until ctx

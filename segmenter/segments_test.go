@@ -1,6 +1,8 @@
 package segmenter
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +184,43 @@ func TestSegmentsAfterKeywordActions(t *testing.T) {
 	step("VIP", 0, "PW_SegmentEntered:vips")
 	step("STOP", time.Second, "PW_SegmentEntered:opted_out")
 	step("START", 2*time.Second, "PW_SegmentExited:opted_out")
+}
+
+// TestSegIndexMatchesAffects checks that the index picks, for any change,
+// exactly the segments that savedSegment.affects picks one by one, over
+// more segments than one bit-set word holds.
+func TestSegIndexMatchesAffects(t *testing.T) {
+	filters := []string{
+		`T("tier", EQ, "gold")`,
+		`T("vip", EQ, true) * T("points", GTE, 1000)`,
+		`Event("Purchase", "count", GTE, 2)`,
+		`Event("AddToCart", "sku", EQ, "A-1") \ Event("Purchase", "count", GTE, 1)`,
+		`T("Country", IN, ["US", "CA"])`,
+		`T("Last Seen", GTE, "-7d")`,
+		`A("shop")`,
+		`T("points", BETWEEN, [1, 10]) + Event("Search", "count", GTE, 1)`,
+	}
+	var list []*savedSegment
+	for i := range 70 {
+		list = append(list, mustSegment(t, testApp, fmt.Sprintf("s%02d", i), filters[i%len(filters)]))
+	}
+	ix := newSegIndex(list)
+	tags := []string{"tier", "vip", "points", "other", "Country"}
+	events := []string{"Purchase", "AddToCart", "Search", "PW_ApplicationOpen", ""}
+	rng := rand.New(rand.NewPCG(3, 4))
+	mask := make([]uint64, len(ix.always))
+	for range 2000 {
+		c := change{tags: map[string]any{}, event: events[rng.IntN(len(events))], defaults: rng.IntN(2) == 0}
+		for _, name := range tags {
+			if rng.IntN(3) == 0 {
+				c.tags[name] = 1
+			}
+		}
+		ix.candidates(mask, c)
+		for i, sg := range list {
+			if got, want := mask[i/64]&(1<<(i%64)) != 0, sg.affects(c); got != want {
+				t.Fatalf("change %+v, segment %s (%s): index says %v, affects %v", c, sg.name, sg.src, got, want)
+			}
+		}
+	}
 }

@@ -1,0 +1,87 @@
+// Package jsonenc appends JSON values byte for byte as encoding/json's
+// Marshal writes them, without reflection: the hot paths that encode one
+// record per event (the segmenter's dispatch requests, tags records and
+// segment events) use it, and their tests compare the bytes with
+// encoding/json's.
+package jsonenc
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+const hexDigits = "0123456789abcdef"
+
+// String appends s quoted as encoding/json does, HTML-safe: <, > and & as
+// \u003c, \u003e, \u0026, U+2028 and U+2029 escaped, invalid UTF-8 as
+// U+FFFD.
+func String(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// Time appends t as time.Time's MarshalJSON does (RFC 3339 with
+// nanoseconds, quoted); ok is false, and nothing is appended, for the
+// times MarshalJSON refuses or writes differently: years outside 0-9999
+// and zone offsets that are not whole minutes under 24 hours.
+func Time(b []byte, t time.Time) ([]byte, bool) {
+	if y := t.Year(); y < 0 || y > 9999 {
+		return b, false
+	}
+	if _, off := t.Zone(); off%60 != 0 || off <= -24*3600 || off >= 24*3600 {
+		return b, false
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), true
+}
+
+// Int appends n as a JSON number.
+func Int(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }

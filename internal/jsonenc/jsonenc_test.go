@@ -1,0 +1,46 @@
+package jsonenc
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+func FuzzString(f *testing.F) {
+	for _, s := range []string{"", "plain", `q"b\s`, "<a&b>", "\b\f\n\r\t\x00\x1f", "\u2028\u2029", "bad \xff utf8", "héllo 🍣"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := String(nil, s); string(got) != string(want) {
+			t.Fatalf("String(%q) = %s, encoding/json %s", s, got, want)
+		}
+	})
+}
+
+func TestTime(t *testing.T) {
+	for _, tm := range []time.Time{
+		{},
+		time.Date(2026, 12, 1, 19, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 1, 19, 0, 0, 123456789, time.UTC),
+		time.Date(2026, 12, 1, 19, 0, 0, 120000000, time.FixedZone("x", 5*3600+30*60)),
+		time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("s", 17)),
+	} {
+		want, err := json.Marshal(tm)
+		got, ok := Time(nil, tm)
+		switch {
+		case err != nil && ok:
+			t.Errorf("Time(%v) = %s, encoding/json refuses it: %v", tm, got, err)
+		case err == nil && ok && string(got) != string(want):
+			t.Errorf("Time(%v) = %s, encoding/json %s", tm, got, want)
+		case !ok && len(got) != 0:
+			t.Errorf("Time(%v) appended %s but said not ok", tm, got)
+		}
+	}
+}
