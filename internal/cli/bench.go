@@ -167,6 +167,11 @@ func benchStages(list string) (map[string]bool, error) {
 			return nil, fmt.Errorf("-stages: unknown stage %q (want segmenter, dispatcher, analytics or e2e)", name)
 		}
 	}
+	if stages["dispatcher"] && !stages["segmenter"] {
+		// Its backlog is the dispatch requests the segmenter measurement
+		// made (the keyword replies among the events).
+		return nil, fmt.Errorf("-stages: dispatcher needs segmenter too: the dispatch requests it sends are the segmenter's output")
+	}
 	return stages, nil
 }
 

@@ -122,6 +122,11 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords
 			cl.AllowRebalance()
 			return nil
 		}
+		if fetches.IsClientClosed() {
+			// Closed under us (a shutdown closing clients before it
+			// cancels): polling again would return at once, forever.
+			return nil
+		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
 				log.Warn("fetching", "topic", topic, "partition", p, "err", err)

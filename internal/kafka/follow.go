@@ -26,7 +26,8 @@ func FollowOpts(topic string) []kgo.Opt {
 // read up to the end offset it had when Follow started (at once for an
 // empty topic, and for partitions whose records were all deleted), so a
 // reader knows its state is as complete as the topic was. Listing errors
-// are logged and retried; fetch errors are logged.
+// are logged and retried; fetch errors are logged. It returns when ctx is
+// done or cl is closed.
 func Follow(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger, apply func(*kgo.Record), caughtUp func()) {
 	pending, err := endOffsets(ctx, cl, topic, log)
 	if err != nil {
@@ -38,8 +39,8 @@ func Follow(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger,
 	}
 	for {
 		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return // (a closed client answers every poll at once)
 		}
 		fs.EachError(func(t string, p int32, err error) {
 			log.Warn("reading a state topic", "topic", t, "partition", p, "err", err)
