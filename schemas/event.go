@@ -51,6 +51,12 @@ const (
 	// partitions while timers are due). It concerns no user and no app:
 	// App is TickApp.
 	KindTick EventKind = "tick"
+	// KindMerge is one step of joining two profiles of one user (Merge),
+	// written by segmenters only: when an alias or an event carrying both a
+	// user id and an anonymous id names an earlier profile, its owner hands
+	// that profile over to the user's, and forwards the earlier id's later
+	// events. Key: Merge.Key.
+	KindMerge EventKind = "merge"
 )
 
 // TickApp is the app of KindTick events.
@@ -60,7 +66,7 @@ const TickApp = "_herald"
 func TickKey() []byte { return []byte(TickApp + keySep + "tick") }
 
 // Kinds lists every EventKind.
-var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign, KindSweep, KindTick}
+var Kinds = []EventKind{KindRegister, KindUnregister, KindTags, KindEvent, KindInbound, KindStatus, KindAlias, KindTemplate, KindCampaign, KindSweep, KindTick, KindMerge}
 
 // Default event names, as Pushwoosh names them.
 const (
@@ -188,6 +194,40 @@ type Event struct {
 	Template *TemplateUpdate `json:"template,omitempty"`
 	Campaign *Campaign       `json:"campaign,omitempty"`
 	Sweep    *Sweep          `json:"sweep,omitempty"`
+	Merge    *Merge          `json:"merge,omitempty"`
+}
+
+// Merge steps.
+const (
+	// MergePull asks the owner of From for its profile (key From).
+	MergePull = "pull"
+	// MergePush hands From's profile to the owner of Into (key Into).
+	MergePush = "push"
+	// MergeDone tells the owner of From that Into holds its data now (key
+	// From): From keeps only its forwarding to Into.
+	MergeDone = "done"
+)
+
+// Merge is a KindMerge event: one step of identity resolution between two
+// profiles of one app, named by their profile keys (ProfileKey).
+type Merge struct {
+	Step string `json:"step"`
+	// From is the earlier profile (an anonymous id's, or an earlier user
+	// id's); Into the user's.
+	From string `json:"from"`
+	Into string `json:"into"`
+	// Profile is, for MergePush, From's profile in the segmenter's own
+	// binary encoding (opaque to other readers); empty when From had none.
+	Profile []byte `json:"profile,omitempty"`
+}
+
+// Key is the record key of the merge step: From for pull and done, Into for
+// push.
+func (m *Merge) Key() []byte {
+	if m.Step == MergePush {
+		return []byte(m.Into)
+	}
+	return []byte(m.From)
 }
 
 // Sweep is a KindSweep event's re-evaluation.
@@ -390,6 +430,15 @@ func (e *Event) Validate() error {
 		return nil
 	case e.Kind == KindTick:
 		return nil
+	case e.Kind == KindMerge:
+		m := e.Merge
+		if m == nil || m.From == "" || m.Into == "" || m.From == m.Into {
+			return invalid("event: merge.from and merge.into, two different profile keys, are required for kind merge")
+		}
+		if m.Step != MergePull && m.Step != MergePush && m.Step != MergeDone {
+			return invalid("event: merge.step %q: want pull, push or done", m.Step)
+		}
+		return nil
 	case e.Kind == KindCampaign:
 		if c := e.Campaign; c == nil || c.ID == "" || c.Filter == "" || c.Sender == "" || c.Template.Name == "" || c.Template.Language == "" {
 			return invalid("event: campaign.id, filter, sender, template.name and template.language are required for kind campaign")
@@ -443,6 +492,9 @@ func (e *Event) Key() []byte {
 	}
 	if e.Kind == KindTick {
 		return TickKey()
+	}
+	if e.Kind == KindMerge && e.Merge != nil {
+		return e.Merge.Key()
 	}
 	if e.Kind == KindTemplate && e.Template != nil {
 		id := e.Template.Name

@@ -40,6 +40,7 @@ func fullProfile() *Profile {
 		sends:       []sentMark{{at: time.Date(2025, 5, 1, 9, 0, 0, 0, time.UTC), campaign: 7}, {at: time.Date(2025, 5, 2, 9, 0, 0, 0, time.UTC), campaign: math.MaxUint64}},
 		Email:       "joao@example.com", PushTokens: []string{"tok-a", "tok-b"}, AppVersion: "2.10.1",
 		FirstInstall: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
+		mergedInto:   "shop\x00user:u-9", merges: []uint64{idHash("a") &^ 1, idHash("b") | 1},
 	}
 	for i := range 10 {
 		c := EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000),
@@ -249,6 +250,7 @@ func TestProfileCodecLegacy(t *testing.T) {
 			}
 			want := *p
 			want.Email, want.PushTokens, want.AppVersion, want.FirstInstall, want.segments, want.sends = "", nil, "", time.Time{}, nil, nil
+			want.mergedInto, want.merges = "", nil
 			want.Events = nil
 			for _, c := range p.Events {
 				want.Events = append(want.Events, EventCount{Name: c.Name, Count: c.Count, Last: c.Last})
@@ -397,10 +399,42 @@ func TestProfileCodecV3(t *testing.T) {
 	for i := range want.sends {
 		want.sends[i].marketing = true
 	}
+	want.mergedInto, want.merges = "", nil
 	for i := range got.Events { // v3 wrote attributes in map order
 		slices.SortFunc(got.Events[i].Attrs, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("v3 profile\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestProfileCodecV4: a changelog record of version 4 (before the merge
+// fields; testdata/profile_v4.hex, fullProfile encoded then) decodes to the
+// same profile with no merge state, directly and through the cache form
+// restore writes.
+func TestProfileCodecV4(t *testing.T) {
+	h, err := os.ReadFile("testdata/profile_v4.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(string(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullProfile()
+	want.mergedInto, want.merges = "", nil
+	got, err := decodeProfile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("v4 profile\n got %+v\nwant %+v", got, want)
+	}
+	c, ok := transcodeCache(nil, b)
+	if !ok {
+		t.Fatal("transcodeCache refuses a version 4 record")
+	}
+	if got, err = decodeProfile(c); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("v4 profile through the cache form: %v\n got %+v\nwant %+v", err, got, want)
 	}
 }

@@ -76,6 +76,12 @@ type Profile struct {
 	// most maxJourneysDone.
 	journeys []journeyRun
 	done     []uint64
+	// mergedInto is, for a profile handed over to another of the same
+	// user (identity resolution, merge.go), that profile's key: this one
+	// keeps no data and forwards its events there. merges are the profile
+	// keys (idHash) this profile asked for (low bit clear) or took in (set).
+	mergedInto string
+	merges     []uint64
 	// src is where in TopicEvents the latest applied event was: a
 	// redelivered record (a restart after the changelog was written but
 	// before the offset was committed) is recognised by its position.
