@@ -23,7 +23,7 @@ import (
 //	POST /v1/page      a web page view    -> KindEvent, Name = PW_PageView, Attributes = properties + name, category
 //	POST /v1/screen    an app screen view -> KindEvent, Name = PW_ScreenOpen, Attributes = properties + name, category
 //	POST /v1/group     user joins a group -> KindEvent, Name = PW_Group, Attributes = traits + group_id
-//	POST /v1/alias     two ids, one user  -> KindAlias, PreviousID = previousId
+//	POST /v1/alias     two ids, one user  -> KindAlias, PreviousID = previousId (the segmenter merges the two profiles)
 //	POST /v1/batch     up to 2,500 of the above, with a shared context
 //
 // Authentication is the source's write key, as the Basic auth user name

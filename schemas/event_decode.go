@@ -163,12 +163,12 @@ func (d *fastDec) unknown(key []byte, names []string) bool {
 	return ok
 }
 
-// eventFields are the Event's JSON names; "template", "campaign" and
-// "sweep", which eventField has no case for, send the event to
+// eventFields are the Event's JSON names; "template", "campaign", "sweep"
+// and "merge", which eventField has no case for, send the event to
 // encoding/json through unknown.
 var eventFields = []string{"v", "id", "app", "kind", "name", "time", "received", "hwid", "user_id", "anonymous_id",
 	"previous_id", "device_type", "language", "timezone", "country", "email", "push_token", "app_version", "tags",
-	"tag_types", "tag_ops", "attributes", "context", "inbound", "status", "template", "campaign", "sweep"}
+	"tag_types", "tag_ops", "attributes", "context", "inbound", "status", "template", "campaign", "sweep", "merge"}
 
 // eventField decodes the value of key into e.
 func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {

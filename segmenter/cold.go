@@ -154,11 +154,17 @@ func (s *Segmenter) loadCold(ctx context.Context, partition int32, key []byte) (
 	return p, true, nil
 }
 
-// eachProfile calls visit with every profile of app in partition: those in
+// eachProfile calls visit with every profile of app in partition (but the
+// forwarders of merged profiles): those in
 // the cache first, then the evicted ones, read from the changelog in one
 // pass. It returns how many profiles of the index it found neither in the
 // cache nor in the changelog.
-func (s *Segmenter) eachProfile(ctx context.Context, partition int32, app string, visit func(key []byte, p *Profile)) (missing int, err error) {
+func (s *Segmenter) eachProfile(ctx context.Context, partition int32, app string, visitAll func(key []byte, p *Profile)) (missing int, err error) {
+	visit := func(key []byte, p *Profile) {
+		if p.mergedInto == "" { // a forwarder is no user of its own (merge.go)
+			visitAll(key, p)
+		}
+	}
 	prefix := []byte(app + "|")
 	s.inflight.Wait()              // as loadCold
 	cold := make(map[int64][]byte) // changelog offset -> key

@@ -41,6 +41,9 @@ type metrics struct {
 	segmentChanges   *prometheus.CounterVec
 	campaignSkipped  *prometheus.CounterVec
 	batchDuration    prometheus.Histogram
+	merges           *prometheus.CounterVec
+	mergeConflicts   prometheus.Counter
+	forwarded        prometheus.Counter
 }
 
 var eventKinds = schemas.Kinds
@@ -154,6 +157,21 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Help:    "Time to process a polled batch and produce its outputs.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
 		}),
+		merges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_merge_steps_total",
+			Help: "Identity-resolution steps written, by step (pull, push, done); redeliveries included.",
+		}, []string{"step"}),
+		mergeConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_merge_conflicts_total",
+			Help: "Merges not done because the earlier profile was merged into another user already, or the user's profile was.",
+		}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_forwarded_events_total",
+			Help: "Events of a profile merged into a user's, written again keyed by the user.",
+		}),
+	}
+	for _, st := range []string{schemas.MergePull, schemas.MergePush, schemas.MergeDone} {
+		m.merges.WithLabelValues(st)
 	}
 	for _, k := range eventKinds {
 		m.events[k] = events.WithLabelValues(string(k))
@@ -179,7 +197,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, profiles}
 	if reg == nil {
 		return m, nil
 	}

@@ -171,10 +171,12 @@
 //   - Outputs and the changelog are produced together but not in a Kafka
 //     transaction: a crash between them and the offset commit repeats the
 //     batch's dispatch requests (same ids) and tags records.
-//   - A user known by hwid and by user id has two profiles (no identity
-//     resolution yet): a journey reaches a user on the channels of one
-//     profile, so registerDevice of a WhatsApp subscriber takes their
-//     email and push token too.
+//   - A user known by hwid and by user id has two profiles: identity
+//     resolution (merge.go) joins a CDP's anonymous and earlier user ids
+//     to the user id (Segment identify, track and alias), not devices; a
+//     journey reaches a user on the channels of one profile, so
+//     registerDevice of a WhatsApp subscriber takes their email and push
+//     token too.
 //
 // # Metrics
 //
@@ -198,6 +200,9 @@
 //	herald_segmenter_campaign_skipped_total{reason}   campaign matches not sent to: no_whatsapp, unregistered, opted_out, empty_param, frequency_cap, quiet_hours, evicted
 //	herald_segmenter_profiles                         profiles in the cache
 //	herald_segmenter_batch_duration_seconds           time to process a batch and produce its outputs
+//	herald_segmenter_merge_steps_total{step}          identity-resolution steps written: pull, push, done
+//	herald_segmenter_merge_conflicts_total            merges refused (the earlier profile went to another user)
+//	herald_segmenter_forwarded_events_total           events of a merged profile written again for its user
 package segmenter
 
 import (
@@ -866,6 +871,12 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 			return out
 		}
 	}
+	if e.Kind == schemas.KindMerge {
+		return s.runMerge(out, rec, key, e, p, known, now)
+	}
+	if known && p.mergedInto != "" {
+		return s.forward(out, rec, key, e, p)
+	}
 	if !known {
 		p = new(Profile)
 	}
@@ -896,6 +907,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 	}
 	if dup {
 		s.m.duplicates.Inc()
+		out = s.reaskMerges(out, key, e, p)
 	}
 	return s.trigger(out, key, rec, e, p, dup, now)
 }
@@ -932,6 +944,9 @@ func (s *Segmenter) update(out []*kgo.Record, key []byte, rec *kgo.Record, e *sc
 	out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
 	var jtags bool
 	out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
+	if e.UserID != "" && (e.AnonymousID != "" || e.Kind == schemas.KindAlias) {
+		out = s.askMerges(out, key, e, p)
+	}
 	u.tags = e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before || jtags
 	return out, u
 }
