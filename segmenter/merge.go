@@ -43,7 +43,8 @@ import (
 // up, first and last times widen, the later event's attributes are kept;
 // registration and marketing opt-out carry over (an opt-out anywhere is an
 // opt-out); frequency-cap marks are joined. The earlier profile's journeys
-// are not continued. An earlier profile merged into one user already is
+// are not continued, and segments the user enters by taking it in start no
+// journey (they are PW_SegmentEntered events like any other). An earlier profile merged into one user already is
 // not merged into a second (herald_segmenter_merge_conflicts_total), and merges do not chain further than one forwarder.
 
 // mergeKeys returns the keys of the earlier profiles e names for the
