@@ -26,7 +26,8 @@ import (
 //     and turns it into a forwarder of the user: it leaves its segments
 //     (PW_SegmentExited), its journeys stop, campaigns and sweeps skip it,
 //     and its later events are written again keyed by the user (the same
-//     event ids), so nothing said under the earlier id is lost;
+//     event ids), so nothing said under the earlier id is lost (but the
+//     segment and journey events the segmenter wrote about it);
 //  3. done (to the earlier profile): the user's owner took the data in
 //     (marks it done, re-evaluates every segment of the app); the
 //     forwarder drops its copy of the data.
@@ -244,6 +245,12 @@ func (s *Segmenter) saveMerged(out []*kgo.Record, rec *kgo.Record, key []byte, e
 func (s *Segmenter) forward(out []*kgo.Record, rec *kgo.Record, key []byte, e *schemas.Event, p *Profile) []*kgo.Record {
 	if p.applied(rec.Partition, rec.Offset) {
 		s.m.duplicates.Inc()
+		return out
+	}
+	switch e.Name {
+	case schemas.EventSegmentEntered, schemas.EventSegmentExited, schemas.EventJourneyEntered, schemas.EventJourneyStep, schemas.EventJourneyExited:
+		// The segmenter's own events about this profile (its exits when it
+		// was merged): they concern it, not the user.
 		return out
 	}
 	user, ok := cutPrefix(idOf([]byte(p.mergedInto)), "user:")

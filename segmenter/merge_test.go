@@ -104,6 +104,14 @@ func TestIdentityMerge(t *testing.T) {
 		t.Fatalf("the visitor's profile after the merge: %+v, want an empty forwarder to %q", a, userKey)
 	}
 
+	// The exit event, read back by the forwarder's owner like every
+	// segment event, is not forwarded: it concerns the visitor.
+	for _, r := range byKey(anonKey) {
+		if got := s.process(t, &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Offset: testOffset.Add(1)}); len(got) != 0 {
+			t.Fatalf("the forwarder wrote %d records for its own segment event", len(got))
+		}
+	}
+
 	// Replayed steps (a crash redelivering them) change nothing.
 	pull := &schemas.Event{ID: "p", App: testApp, Kind: schemas.KindMerge, Time: at(11),
 		Merge: &schemas.Merge{Step: schemas.MergePull, From: string(anonKey), Into: string(userKey)}}

@@ -1066,10 +1066,17 @@ func (s *Segmenter) deadLetter(out []*kgo.Record, rec *kgo.Record, reason string
 }
 
 // Profile returns a copy of the profile of hwid in app, if the cache holds
-// one. Profiles of events without hwid are keyed by user id and are not
-// reachable here.
+// one (ProfileOf for the users known by user or anonymous id).
 func (s *Segmenter) Profile(app, hwid string) (*Profile, bool) {
-	key := schemas.EventKey(app, hwid, "")
+	return s.ProfileOf(app, hwid, "", "")
+}
+
+// ProfileOf returns a copy of the profile of the user an event with these
+// ids belongs to (schemas.ProfileKey: hwid first, then user id, then
+// anonymous id), if the cache holds one. A profile merged into another
+// user's (identity resolution) is returned as the empty forwarder it is.
+func (s *Segmenter) ProfileOf(app, hwid, userID, anonymousID string) (*Profile, bool) {
+	key := schemas.ProfileKey(app, hwid, userID, anonymousID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.buf = s.cache.Get(s.buf[:0], key)
