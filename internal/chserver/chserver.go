@@ -141,7 +141,7 @@ func start(ctx context.Context, bin []string, dir string, tcp, http int, timeout
 	if err != nil {
 		return nil, fmt.Errorf("opening clickhouse log: %w", err)
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }() // the server writes it; nothing to do if closing fails
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Die with the parent, so a killed test run leaves no server behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

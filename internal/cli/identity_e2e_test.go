@@ -46,7 +46,9 @@ func TestIdentityEndToEnd(t *testing.T) {
 			t.Fatalf("%s: HTTP %d: %s", path, resp.StatusCode, b)
 		}
 	}
-	ts := func(m int) string { return time.Now().Add(time.Duration(m-30) * time.Minute).UTC().Format(time.RFC3339) }
+	ts := func(m int) string {
+		return time.Now().Add(time.Duration(m-30) * time.Minute).UTC().Format(time.RFC3339)
+	}
 	segment("/v1/track", fmt.Sprintf(`{"anonymousId":"visitor-1","messageId":"m1","event":"Order Completed","properties":{"cuisine":"asian"},"timestamp":%q}`, ts(1)))
 	if err := s.waitDrained(ctx, 60*time.Second); err != nil {
 		t.Fatal(err)

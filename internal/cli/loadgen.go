@@ -238,12 +238,12 @@ func dumpRequests(ctx context.Context, t *loadTarget, path string, n int) error 
 	for range n {
 		req, err := t.request(ctx)
 		if err != nil {
-			fh.Close()
+			_ = fh.Close() // the error returned is the one that matters
 			return err
 		}
 		body, err := io.ReadAll(req.Body)
 		if err != nil {
-			fh.Close()
+			_ = fh.Close()
 			return err
 		}
 		if sig := req.Header.Get("X-Hub-Signature-256"); sig != "" {
@@ -254,7 +254,7 @@ func dumpRequests(ctx context.Context, t *loadTarget, path string, n int) error 
 		w.WriteByte('\n')
 	}
 	if err := w.Flush(); err != nil {
-		fh.Close()
+		_ = fh.Close()
 		return err
 	}
 	return fh.Close()

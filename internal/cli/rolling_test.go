@@ -73,7 +73,7 @@ func (p *proc) start() {
 		p.t.Fatalf("starting %s: %v", p.name, err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); out.Close() }()
+	go func() { done <- cmd.Wait(); _ = out.Close() }()
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(p.t.Context(), 60*time.Second)
@@ -409,7 +409,7 @@ func countLines(t *testing.T, path, s string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

@@ -66,7 +66,7 @@ func validateFile(name, topic string, strict, keys bool, w io.Writer) (total, ba
 		if err != nil {
 			return 0, 0, err
 		}
-		defer fh.Close()
+		defer func() { _ = fh.Close() }() // read only
 		r = fh
 	}
 	sc := bufio.NewScanner(r)

@@ -194,10 +194,10 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.goRun("wasim", s.sim.Run, runCtx)
-	s.goRun("ingest tags view", s.tagView.Run, runCtx)
+	s.goRun(runCtx, "wasim", s.sim.Run)
+	s.goRun(runCtx, "ingest tags view", s.tagView.Run)
 
-	s.goRun("segmenter", s.seg.Run, runCtx)
+	s.goRun(runCtx, "segmenter", s.seg.Run)
 
 	dcfg := cfg.Dispatcher
 	if dcfg.WhatsAppBaseURL == "" {
@@ -208,13 +208,13 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 		return nil, err
 	}
 	s.ops.AddCheck("templates", s.disp.Ready)
-	s.goRun("dispatcher", s.disp.Run, runCtx)
+	s.goRun(runCtx, "dispatcher", s.disp.Run)
 	// The scheduler releases the requests of herald.scheduled.v1
 	// (createWhatsAppMessage with a future send_date) to the dispatcher.
 	if s.sched, err = dispatcher.NewScheduler(cfg.Scheduler, s.kcfg, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
-	s.goRun("scheduler", s.sched.Run, runCtx)
+	s.goRun(runCtx, "scheduler", s.sched.Run)
 
 	acfg := cfg.Analytics
 	acfg.DSN = s.dsn
@@ -229,7 +229,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	if s.sink, err = analytics.New(acfg, s.kcfg, s.conn, log, s.ops.Registry); err != nil {
 		return nil, err
 	}
-	s.goRun("analytics", s.sink.Run, runCtx)
+	s.goRun(runCtx, "analytics", s.sink.Run)
 
 	mux := http.NewServeMux()
 	mux.Handle("/", s.ops.Handler())
@@ -239,7 +239,7 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	return s, nil
 }
 
-func (s *stack) goRun(name string, run func(context.Context) error, ctx context.Context) {
+func (s *stack) goRun(ctx context.Context, name string, run func(context.Context) error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

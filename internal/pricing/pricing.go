@@ -235,7 +235,7 @@ func readCard(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pricing: opening the rate card: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	b, err := io.ReadAll(io.LimitReader(f, maxCardBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("pricing: reading the rate card %s: %w", path, err)

@@ -243,7 +243,7 @@ func TestImplicitTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.Auth(smtp.PlainAuth("", "app", "secret", "localhost")); err != nil {
 		t.Fatal(err)
 	}
