@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	help := f.Int("help", 100, "subscribers who send HELP")
 	other := f.Int("other", 50, "subscribers who send other text (no keyword)")
 	journeyUsers := f.Int("journey-users", 300, "subscribers who go through the welcome journey (push, email, WhatsApp)")
+	visitors := f.Int("visitors", 50, "anonymous web visitors a CDP reports (Segment API) who order, then sign in")
 	keep := f.Bool("keep", false, "keep the data dir of an earlier demo (default: start clean)")
 	timeout := f.Duration("timeout", 3*time.Minute, "give up waiting for the pipeline to drain after this")
 	f.logLevel = "warn"
@@ -85,6 +87,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "registered %d subscribers with tags and posted %d events over the Pushwoosh-style API in %s\n",
 		len(phones), *events, time.Since(t0).Round(time.Millisecond))
+
+	if *visitors > 0 {
+		t0 = time.Now()
+		merged, err := demoVisitors(ctx, s, creds.SegmentWriteKey, *visitors)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "a CDP reported %d anonymous visitors' orders, then their sign-ins (Segment track, identify): %d users now hold their visitor's orders (identity resolution), in %s\n",
+			*visitors, merged, time.Since(t0).Round(time.Millisecond))
+	}
 
 	// The seed's campaign: the sushi template to the asian_food segment,
 	// previewed first.
@@ -159,6 +171,73 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "\nwhole demo: %s. Run `herald dev` to keep it running and try the API yourself.\n", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// demoVisitors posts, as a CDP would over the Segment API, two orders for
+// each of n anonymous visitors, then each one's sign-in (an identify with
+// both ids), and counts the users whose profile holds their visitor's two
+// orders once all do (or after a minute).
+func demoVisitors(ctx context.Context, s *stack, writeKey string, n int) (int, error) {
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(writeKey+":"))
+	var batch []map[string]any
+	at := time.Now().Add(-time.Hour)
+	for i := range n {
+		for j := range 2 {
+			batch = append(batch, map[string]any{"type": "track", "anonymousId": fmt.Sprintf("visitor-%d", i), "messageId": fmt.Sprintf("demo-visit-%d-%d", i, j),
+				"event": "OrderPlaced", "properties": map[string]any{"cuisine": "asian"}, "timestamp": at.Add(time.Duration(j) * time.Minute).Format(time.RFC3339)})
+		}
+	}
+	post := func(items []map[string]any) error {
+		body, _ := json.Marshal(map[string]any{"batch": items})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ingestSrv.URL()+"/v1/batch", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", basic)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("segment batch: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			return fmt.Errorf("segment batch: HTTP %d: %s", resp.StatusCode, b)
+		}
+		return nil
+	}
+	if err := post(batch); err != nil {
+		return 0, err
+	}
+	// The sign-ins need not wait for the orders: a visitor's events that
+	// reach its profile after the merge are forwarded to the user.
+	batch = batch[:0]
+	for i := range n {
+		batch = append(batch, map[string]any{"type": "identify", "anonymousId": fmt.Sprintf("visitor-%d", i), "userId": fmt.Sprintf("member-%d", i),
+			"messageId": fmt.Sprintf("demo-signin-%d", i), "traits": map[string]any{"plan": "free"}, "timestamp": at.Add(10 * time.Minute).Format(time.RFC3339)})
+	}
+	if err := post(batch); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		merged := 0
+		for i := range n {
+			if p, ok := s.seg.ProfileOf(devAppID, "", fmt.Sprintf("member-%d", i), ""); ok {
+				if c, _ := p.Event("OrderPlaced"); c.Count == 2 {
+					merged++
+				}
+			}
+		}
+		if merged == n || time.Now().After(deadline) {
+			return merged, nil
+		}
+		select {
+		case <-ctx.Done():
+			return merged, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // The demo's segment: the seed's "users who ordered Asian food" example.
