@@ -197,9 +197,19 @@ func topicLag(t testing.TB, adm *kadm.Client, group, topic string) int64 {
 // the returned stop is called or the test ends; stop returns Run's result.
 func runCounter(t testing.TB, c *kafkatest.Cluster, conn driver.Conn, cfg Config) (*Counter, func() error) {
 	t.Helper()
+	return runCounterWith(t, c, conn, cfg, nil)
+}
+
+// runCounterWith is runCounter calling setup (when not nil) on the counter
+// before it runs.
+func runCounterWith(t testing.TB, c *kafkatest.Cluster, conn driver.Conn, cfg Config, setup func(*Counter)) (*Counter, func() error) {
+	t.Helper()
 	cn, err := NewCounter(cfg, c.Config, conn, nil, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(cn)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
