@@ -252,7 +252,9 @@ func TestCounterHorizon(t *testing.T) {
 	cl := factsProducer(t, c)
 	day := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	cfg := Config{FactsHorizon: 48 * time.Hour}
-	at := func(now time.Time) func(*Counter) { return func(cn *Counter) { cn.now = func() time.Time { return now } } }
+	at := func(now time.Time) func(*Counter) {
+		return func(cn *Counter) { cn.now = func() time.Time { return now } }
+	}
 
 	produceFacts(t, cl, []*kgo.Record{factsRec(t, "old", day, "requested", "outcome:accepted", "sent")})
 	a, stopA := runCounterWith(t, c, conn, cfg, at(day.Add(time.Hour)))
