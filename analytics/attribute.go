@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -269,16 +270,21 @@ func (s *Sink) attribute(ctx context.Context, r *rows, rejected map[int]string) 
 	if err := s.resolveParked(ctx, a, waiting); err != nil {
 		return err
 	}
-	if err := insertAll(ctx, s, factsTable, a.facts, rejected); err != nil {
-		return err
-	}
-	if err := insertAll(ctx, s, pendingTable, a.pending, rejected); err != nil {
-		return err
-	}
 	// The facts to count, and the outcomes (sends_by_day counts each
-	// outcome a dispatch had; message_facts does not hold them).
+	// outcome a dispatch had; message_facts does not hold them), produced
+	// while the facts are inserted: a fact produced for a batch that is
+	// then not committed is produced again with the batch, which the
+	// counter absorbs. (rejected is this job's own map, and no insert of
+	// this job has added to it since the rows were chosen.)
+	facts := without(a.facts, rejected, func(f *factRow) int { return f.src })
 	outcomes := without(r.messages, rejected, func(m *messageRow) int { return m.src })
-	return s.produceFacts(ctx, without(a.facts, rejected, func(f *factRow) int { return f.src }), outcomes)
+	produced := make(chan error, 1)
+	go func() { produced <- s.produceFacts(ctx, facts, outcomes) }()
+	err = insertAll(ctx, s, factsTable, a.facts, rejected)
+	if err == nil {
+		err = insertAll(ctx, s, pendingTable, a.pending, rejected)
+	}
+	return errors.Join(err, <-produced)
 }
 
 // produceFacts produces facts and an outcome fact of each of outcomes to
