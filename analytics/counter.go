@@ -374,7 +374,7 @@ func (c *Counter) loadMissing(ctx context.Context, batch []decodedFacts) error {
 // their hash, of dispatches requested within the horizon.
 func (c *Counter) load(ctx context.Context, p int32) (seenSet, error) {
 	start := time.Now()
-	if err := retry(ctx, c.log, "reading the partition count of "+schemas.TopicFacts, c.readPartitions); err != nil {
+	if err := retry(ctx, c.log, "reading the partition count of "+schemas.TopicFacts, func() error { return c.readPartitions(ctx) }); err != nil {
 		return nil, err
 	}
 	set := seenSet{}
@@ -404,8 +404,8 @@ func (c *Counter) load(ctx context.Context, p int32) (seenSet, error) {
 }
 
 // readPartitions reads herald.facts.v1's partition count.
-func (c *Counter) readPartitions() error {
-	td, err := c.adm.ListTopics(context.Background(), schemas.TopicFacts)
+func (c *Counter) readPartitions(ctx context.Context) error {
+	td, err := c.adm.ListTopics(ctx, schemas.TopicFacts)
 	if err != nil {
 		return fmt.Errorf("listing %s: %w", schemas.TopicFacts, err)
 	}
