@@ -1,8 +1,9 @@
 package schemas
 
 import (
-	"encoding/json"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-faster/city"
 )
@@ -125,8 +126,114 @@ func DecodeDispatchFacts(b []byte) (*DispatchFacts, error) {
 	return f, nil
 }
 
-// Marshal encodes the facts, setting V.
+// Marshal encodes the facts, setting V: the JSON encoding/json writes
+// (without its HTML escaping), appended by hand because the analytics sink
+// encodes one record per dispatch of every batch (about 3 times faster
+// than json.Marshal; TestDispatchFactsMarshal compares the two).
 func (f *DispatchFacts) Marshal() ([]byte, error) {
 	f.V = V1
-	return json.Marshal(f)
+	return f.AppendJSON(make([]byte, 0, 160+96*len(f.Facts))), nil
+}
+
+// AppendJSON appends the record's JSON encoding to b (V as it is).
+func (f *DispatchFacts) AppendJSON(b []byte) []byte {
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(f.V), 10)
+	b = appendField(b, "app", f.App, false)
+	b = appendField(b, "dispatch_id", f.DispatchID, false)
+	b = appendField(b, "day", f.Day, false)
+	b = appendField(b, "source_kind", f.SourceKind, true)
+	b = appendField(b, "source_name", f.SourceName, true)
+	b = appendField(b, "template", f.Template, true)
+	b = appendField(b, "category", f.Category, true)
+	b = appendField(b, "country", f.Country, true)
+	b = append(b, `,"facts":`...)
+	if f.Facts == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range f.Facts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			x := &f.Facts[i]
+			b = append(b, `{"state":`...)
+			b = appendJSONString(b, x.State)
+			b = appendField(b, "detail", x.Detail, true)
+			if x.Amount != 0 {
+				b = append(b, `,"amount":`...)
+				b = strconv.AppendInt(b, x.Amount, 10)
+			}
+			b = appendField(b, "currency", x.Currency, true)
+			b = append(b, `,"time":"`...)
+			b = x.Time.AppendFormat(b, time.RFC3339Nano)
+			b = append(b, `"}`...)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+// appendField appends ,"name":"value", or nothing for an empty value when
+// omitEmpty.
+func appendField(b []byte, name, v string, omitEmpty bool) []byte {
+	if omitEmpty && v == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendJSONString(b, v)
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD (as
+// encoding/json does).
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
