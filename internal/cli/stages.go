@@ -781,7 +781,7 @@ func (c *analyticsCmd) check() error {
 }
 
 func (c *analyticsCmd) run(ctx context.Context, _ io.Writer) error {
-	r, err := startStage(ctx, c.stageFlags, analytics.DefaultGroup)
+	r, err := startStage(ctx, c.stageFlags, analytics.DefaultGroup, analytics.DefaultFactsGroup)
 	if err != nil {
 		return err
 	}
