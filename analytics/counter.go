@@ -265,16 +265,7 @@ type decodedFacts struct {
 // handle counts one polled batch: load the seen-sets of partitions it has
 // none of, look up late dispatches, keep the facts not seen, insert them.
 func (c *Counter) handle(ctx context.Context, recs []*kgo.Record) error {
-	var dls []*kgo.Record
-	batch := make([]decodedFacts, 0, len(recs))
-	for i, rec := range recs {
-		d, err := decodeFacts(rec, i)
-		if err != nil {
-			dls = append(dls, kafka.DeadLetter(stage, rec, err.Error()))
-			continue
-		}
-		batch = append(batch, d)
-	}
+	batch, dls := decodeAll(recs)
 	if err := c.loadMissing(ctx, batch); err != nil {
 		return err
 	}
@@ -304,6 +295,39 @@ func (c *Counter) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	c.evict()
 	return nil
+}
+
+// decodeWorkers is how many goroutines decode a batch: JSON decoding is
+// most of the counter's CPU.
+const decodeWorkers = 2
+
+// decodeAll decodes recs, in order, on decodeWorkers goroutines; records
+// that do not decode become dead letters.
+func decodeAll(recs []*kgo.Record) ([]decodedFacts, []*kgo.Record) {
+	out := make([]decodedFacts, len(recs))
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	per := (len(recs) + decodeWorkers - 1) / decodeWorkers
+	for w := 0; w < len(recs); w += per {
+		wg.Add(1)
+		go func(from, to int) {
+			defer wg.Done()
+			for i := from; i < to; i++ {
+				out[i], errs[i] = decodeFacts(recs[i], i)
+			}
+		}(w, min(w+per, len(recs)))
+	}
+	wg.Wait()
+	var dls []*kgo.Record
+	batch := out[:0]
+	for i := range out {
+		if errs[i] != nil {
+			dls = append(dls, kafka.DeadLetter(stage, recs[i], errs[i].Error()))
+			continue
+		}
+		batch = append(batch, out[i])
+	}
+	return batch, dls
 }
 
 // decodeFacts decodes a TopicFacts record.
@@ -488,6 +512,7 @@ func (c *Counter) lookupLate(ctx context.Context, batch []decodedFacts) error {
 func (c *Counter) keepUnseen(batch []decodedFacts) (rows []factLogRow, repeated int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	rows = make([]factLogRow, 0, 3*len(batch))
 	for i := range batch {
 		d := &batch[i]
 		set := c.parts[d.rec.Partition]

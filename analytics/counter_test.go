@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -315,4 +317,50 @@ func TestCounterDeadLettersBadRecords(t *testing.T) {
 	if got, want := factCounts(t, conn), wantFactCounts("requested=1", "requested 1", 1); got != want {
 		t.Fatalf("counts:\n%s\nwant\n%s", got, want)
 	}
+}
+
+// BenchmarkCounter measures the fact counter end to end: HERALD_BENCH_FACTS
+// dispatches (default 100,000), each a record of requested, outcome and
+// sent and a record of sent, delivered, read and billed (the second's sent
+// is skipped), produced to kfake first; the timer covers the counter
+// consuming them until every offset is committed (fact_log and its views
+// included). Reports facts/s counted.
+//
+//	go test -run '^$' -bench BenchmarkCounter -benchtime 3x ./analytics/
+func BenchmarkCounter(b *testing.B) {
+	n := 100_000
+	if v := os.Getenv("HERALD_BENCH_FACTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			b.Fatalf("HERALD_BENCH_FACTS=%q: want a number >= 100", v)
+		}
+	}
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	var recs []*kgo.Record
+	for i := range n {
+		id := fmt.Sprintf("%032x", i)
+		recs = append(recs, factsRec(b, id, today, "requested", "outcome:accepted", "sent"),
+			factsRec(b, id, today, "sent", "delivered", "read:1-5 min", "billed:marketing"))
+	}
+	var counted float64
+	for b.Loop() {
+		b.StopTimer()
+		_, conn := migratedDB(b)
+		c := kafkatest.New(b, 2)
+		cl := factsProducer(b, c)
+		for i := 0; i < len(recs); i += 10_000 {
+			produceFacts(b, cl, recs[i:min(i+10_000, len(recs))])
+		}
+		adm := kadm.NewClient(cl)
+		b.StartTimer()
+		cn, stop := runCounter(b, c, conn, Config{})
+		waitFor(b, 10*time.Minute, "every fact counted", func() bool { return topicLag(b, adm, DefaultFactsGroup, schemas.TopicFacts) == 0 })
+		b.StopTimer()
+		if err := stop(); err != nil {
+			b.Fatal(err)
+		}
+		counted += testutil.ToFloat64(cn.m.factsCounted)
+		b.StartTimer()
+	}
+	b.ReportMetric(counted/b.Elapsed().Seconds(), "facts/s")
 }
