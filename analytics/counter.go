@@ -140,7 +140,8 @@ var factLogTable = table[factLogRow]{name: "fact_log", src: func(r *factLogRow) 
 // Counter is the fact counter: it consumes herald.facts.v1 (group
 // Config.FactsGroup) into fact_log, each (dispatch, state) once (see the
 // comment at the top of counter.go). A Sink runs one in its Run; build
-// one alone with NewCounter, run it with Run, then Close.
+// one alone with NewCounter and run it with Run (which builds its Kafka
+// client and closes it when it returns).
 type Counter struct {
 	cfg  Config
 	opts []kgo.Opt
@@ -215,10 +216,6 @@ func (c *Counter) Run(ctx context.Context) error {
 	c.log.Info("fact counter running", "group", c.cfg.FactsGroup, "horizon", c.cfg.FactsHorizon)
 	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, cl, c.log, func() int { return c.cfg.BatchRows }, c.handle)
 }
-
-// Close releases nothing beyond what Run does; it is there for symmetry
-// with Sink.Close.
-func (c *Counter) Close() {}
 
 // revoked commits what was counted and forgets the partitions' seen-sets.
 // With BlockRebalanceOnPoll no batch is in hand: its insert was
