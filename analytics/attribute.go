@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald/schemas"
 )
 
 // Attribution: every state a dispatch reaches becomes a message_facts row
@@ -266,10 +270,81 @@ func (s *Sink) attribute(ctx context.Context, r *rows, rejected map[int]string) 
 	if err := s.resolveParked(ctx, a, waiting); err != nil {
 		return err
 	}
-	if err := insertAll(ctx, s, factsTable, a.facts, rejected); err != nil {
-		return err
+	// The facts to count, and the outcomes (sends_by_day counts each
+	// outcome a dispatch had; message_facts does not hold them), produced
+	// while the facts are inserted: a fact produced for a batch that is
+	// then not committed is produced again with the batch, which the
+	// counter absorbs. (rejected is this job's own map, and no insert of
+	// this job has added to it since the rows were chosen.)
+	facts := without(a.facts, rejected, func(f *factRow) int { return f.src })
+	outcomes := without(r.messages, rejected, func(m *messageRow) int { return m.src })
+	produced := make(chan error, 1)
+	go func() { produced <- s.produceFacts(ctx, facts, outcomes) }()
+	err = insertAll(ctx, s, factsTable, a.facts, rejected)
+	if err == nil {
+		err = insertAll(ctx, s, pendingTable, a.pending, rejected)
 	}
-	return insertAll(ctx, s, pendingTable, a.pending, rejected)
+	return errors.Join(err, <-produced)
+}
+
+// produceFacts produces facts and an outcome fact of each of outcomes to
+// herald.facts.v1, one DispatchFacts record per dispatch, and waits for the
+// acks (retrying until ctx is done): the batch is marked for commit only
+// after the fact counter can count every fact of it.
+func (s *Sink) produceFacts(ctx context.Context, facts []factRow, outcomes []messageRow) error {
+	if len(facts)+len(outcomes) == 0 {
+		return nil
+	}
+	at := make(map[appKey]int, len(facts)/2+len(outcomes))
+	var recs []*schemas.DispatchFacts
+	get := func(app, id string, m dispatchMeta) *schemas.DispatchFacts {
+		k := appKey{app, id}
+		i, ok := at[k]
+		if !ok {
+			i = len(recs)
+			at[k] = i
+			recs = append(recs, &schemas.DispatchFacts{App: app, DispatchID: id, Day: m.day.UTC().Format(time.DateOnly),
+				SourceKind: m.sourceKind, SourceName: m.sourceName, Template: m.template, Category: m.category, Country: m.country})
+		}
+		return recs[i]
+	}
+	for i := range facts {
+		f := &facts[i]
+		d := get(f.app, f.dispatchID, dispatchMeta{day: f.day, sourceKind: f.sourceKind, sourceName: f.sourceName,
+			template: f.template, category: f.category, country: f.country})
+		d.Facts = append(d.Facts, schemas.DispatchFact{State: f.state, Detail: f.detail, Amount: f.amount, Currency: f.currency, Time: f.time})
+	}
+	for i := range outcomes {
+		m := &outcomes[i]
+		mr := metaOf(m)
+		d := get(m.app, m.dispatchID, mr.meta())
+		d.Facts = append(d.Facts, schemas.DispatchFact{State: schemas.FactOutcome, Detail: m.state, Time: m.time})
+	}
+	out := make([]*kgo.Record, len(recs))
+	for i, d := range recs {
+		b, err := d.Marshal()
+		if err != nil {
+			return fmt.Errorf("encoding the facts of dispatch %s: %w", clip(d.DispatchID, 64), err)
+		}
+		out[i] = &kgo.Record{Topic: schemas.TopicFacts, Key: d.Key(), Value: b}
+	}
+	return retry(ctx, s.log, "producing facts", func() error {
+		var failed []*kgo.Record
+		var first error
+		for _, r := range s.cl.ProduceSync(ctx, out...) {
+			if r.Err != nil {
+				failed = append(failed, r.Record)
+				if first == nil {
+					first = r.Err
+				}
+			}
+		}
+		if first != nil {
+			out = failed
+			return fmt.Errorf("producing %d fact records to %s: %w", len(failed), schemas.TopicFacts, first)
+		}
+		return nil
+	})
 }
 
 // resolveParked resolves facts that are in pending_facts: each resolved
@@ -355,6 +430,9 @@ func (s *Sink) resolve(ctx context.Context, a *attribution, open []openFact) ([]
 	}
 	return refs, nil
 }
+
+// inSetOf binds vs as the tuple of an IN ?.
+func inSetOf(vs []any) clickhouse.GroupSet { return clickhouse.GroupSet{Value: vs} }
 
 // inSet binds ids as the tuple of an IN ? (clickhouse-go binds a plain
 // slice as an array, which IN refuses).

@@ -46,7 +46,7 @@ func TestAttributionInAnyOrder(t *testing.T) {
 	for _, tt := range orders {
 		t.Run(tt.name, func(t *testing.T) {
 			_, conn := migratedDB(t)
-			s, _, _ := newSink(t, Config{}, conn)
+			s, c, _ := newSink(t, Config{}, conn)
 			req, out, read, reply := attributionRecords(t, offsets{})
 			recs := []*kgo.Record{req, out, read, reply}
 			if tt.order == nil {
@@ -59,6 +59,7 @@ func TestAttributionInAnyOrder(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			countFacts(t, c, conn, Config{})
 			q, _ := QueryByName("funnel")
 			res, err := q.Run(t.Context(), conn, Params{App: "shop"})
 			if err != nil {
@@ -90,8 +91,8 @@ func TestAttributionInAnyOrder(t *testing.T) {
 // nothing pending; the status's second look finds the dispatch.
 func TestAttributionAcrossSinks(t *testing.T) {
 	_, conn := migratedDB(t)
-	a, _, _ := newSink(t, Config{}, conn)
-	b, _, _ := newSink(t, Config{}, conn)
+	a, ca, _ := newSink(t, Config{}, conn)
+	b, cb, _ := newSink(t, Config{}, conn)
 	req, out, read, _ := attributionRecords(t, offsets{})
 	hook := func() {
 		if _, err := b.Write(t.Context(), []*kgo.Record{req, out}); err != nil {
@@ -102,6 +103,11 @@ func TestAttributionAcrossSinks(t *testing.T) {
 	if _, err := a.Write(t.Context(), []*kgo.Record{read}); err != nil {
 		t.Fatal(err)
 	}
+	// Each sink has a cluster of its own here: count one's facts, then
+	// the other's (the second counter finds the first's facts in
+	// fact_log, so the sent both imply counts once).
+	countFacts(t, cb, conn, Config{})
+	countFacts(t, ca, conn, Config{})
 	q, _ := QueryByName("funnel")
 	res, err := q.Run(t.Context(), conn, Params{App: "shop"})
 	if err != nil {

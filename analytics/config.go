@@ -31,6 +31,16 @@ type Config struct {
 	// FlushInterval is the least time between two inserts of batches
 	// smaller than BatchRows (see the package doc). Default 1s.
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// FactsGroup is the Kafka consumer group of the fact counter, which
+	// counts herald.facts.v1 into fact_log (counter.go). Default
+	// "herald-analytics-facts".
+	FactsGroup string `yaml:"facts_group"`
+	// FactsHorizon is how long after a dispatch's request day the fact
+	// counter remembers its counted states in memory; a fact of a dispatch
+	// requested before it is checked against fact_log one by one. Meta
+	// stops sending statuses of a message 30 days after it was sent.
+	// Default 35 days (840h).
+	FactsHorizon time.Duration `yaml:"facts_horizon"`
 	// Pricer prices billable messages into the costs table; nil stores
 	// their rows with price_known = 0 (no price table loaded). Default nil.
 	Pricer Pricer `yaml:"-"`
@@ -42,6 +52,8 @@ const (
 	DefaultDSN           = "clickhouse://127.0.0.1:9000/default"
 	DefaultBatchRows     = 50000
 	DefaultFlushInterval = time.Second
+	DefaultFactsGroup    = "herald-analytics-facts"
+	DefaultFactsHorizon  = 35 * 24 * time.Hour
 )
 
 // Validate checks the config and fills defaults.
@@ -66,6 +78,20 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("analytics: flush_interval must not be negative, got %s", c.FlushInterval)
 	case c.FlushInterval == 0:
 		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.FactsGroup == "" {
+		c.FactsGroup = DefaultFactsGroup
+	}
+	if c.FactsGroup == c.Group {
+		return fmt.Errorf("analytics: facts_group must differ from group (%q): the fact counter is a consumer group of its own", c.Group)
+	}
+	switch {
+	case c.FactsHorizon < 0:
+		return fmt.Errorf("analytics: facts_horizon must not be negative, got %s", c.FactsHorizon)
+	case c.FactsHorizon == 0:
+		c.FactsHorizon = DefaultFactsHorizon
+	case c.FactsHorizon < 24*time.Hour:
+		return fmt.Errorf("analytics: facts_horizon must be at least 24h, got %s", c.FactsHorizon)
 	}
 	return nil
 }

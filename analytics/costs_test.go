@@ -38,10 +38,11 @@ func TestTablePricer(t *testing.T) {
 	// a country its status events do not give (the card's Other market).
 	want, currency, _ = table.Cost("marketing", "", false)
 	_, conn := migratedDB(t)
-	s, _, _ := newSink(t, Config{Pricer: p}, conn)
+	s, c, _ := newSink(t, Config{Pricer: p}, conn)
 	if _, err := s.Write(t.Context(), dataset(t)); err != nil {
 		t.Fatal(err)
 	}
+	countFacts(t, c, conn, Config{})
 	if n := count(t, conn, "SELECT count() FROM costs FINAL WHERE price_known = 1 AND price_micros = ? AND currency = ?", int64(want), currency); n != 3 {
 		t.Fatalf("%d priced cost rows, want 3", n)
 	}

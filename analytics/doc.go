@@ -13,7 +13,12 @@
 //	                      dispatch_meta, wamids
 //	all three          -> message_facts (every state attributed to its source,
 //	                      see attribute.go), pending_facts (facts waiting for
-//	                      their dispatch)
+//	                      their dispatch), and the same facts and every
+//	                      outcome to herald.facts.v1 (keyed by dispatch)
+//	herald.facts.v1    -> fact_log (the fact counter, counter.go: each
+//	                      dispatch's state once), and through its views
+//	                      fact_days, fact_sources (counts by day first and
+//	                      by source first) and state_moves (current states)
 //
 // and, filled by materialized views on insert: message_times (when each
 // dispatch reached each state), sends_daily, events_daily, statuses_daily,
@@ -21,7 +26,9 @@
 // facts and sends_daily's sends sorted by day first), send_failures_daily and status_failures_daily (the failed
 // rows only), marketing_recipients_daily, journey_daily, segment_daily:
 // daily aggregates of uniqExact states; dispatch_ranks (each dispatch's
-// highest state, maxState).
+// highest state, maxState). Since 0011 the queries read the fact counts
+// instead of funnel_daily, funnel_days, sends_days and dispatch_ranks,
+// which their views still fill.
 // docs/ANALYTICS.md documents every table and column; Queries are its
 // analyst queries.
 //
@@ -67,6 +74,22 @@
 // of order still advance it), costs by wamid. Merges happen in the
 // background, so exact queries read with FINAL or count distinct ids. The
 // daily aggregates hold uniqExact states, so a copy adds nothing.
+//
+// The fact counts (fact_days, fact_sources, state_moves) are plain sums,
+// exact because every (dispatch, state) reaches fact_log once: the sink
+// produces each attributed fact to herald.facts.v1, keyed and partitioned
+// by its dispatch (schemas.FactsPartition), so one Counter (group
+// Config.FactsGroup, run by Sink.Run) owns all facts of a dispatch; it keeps
+// per partition the states counted of each dispatch (loaded from fact_log
+// when it is assigned the partition, before any record of it), appends
+// only facts not counted yet, and lets offsets be committed after
+// ClickHouse acknowledged the insert. A crash between insert and commit
+// redelivers facts the next owner's load already holds. Dispatches
+// requested before Config.FactsHorizon (default 35 days) are forgotten;
+// their late facts are looked up in fact_log one by one. Not protected: a
+// zombie counter that lost its partition without knowing it and still
+// inserts, and a change of herald.facts.v1's partition count with facts in
+// flight (docs/ANALYTICS.md, "Exactly-once counts").
 //
 // # ClickHouse 18.16
 //
@@ -123,4 +146,9 @@
 //	herald_analytics_fetch_paused                     gauge: 1 while fetching is paused (ClickHouse refuses inserts)
 //	herald_analytics_facts_pending_total              counter: facts parked because their dispatch was not known yet
 //	herald_analytics_facts_resolved_total             counter: parked facts attributed later
+//	herald_analytics_facts_counted_total              counter: facts the fact counter appended to fact_log
+//	herald_analytics_facts_repeated_total             counter: facts skipped as counted already (redelivery, one state from two topics)
+//	herald_analytics_facts_late_total                 counter: dispatches before the horizon looked up in fact_log
+//	herald_analytics_facts_seen_dispatches            gauge: dispatches the fact counter remembers
+//	herald_analytics_facts_load_seconds               histogram: loading one partition's counted facts at assignment
 package analytics

@@ -163,6 +163,18 @@ func TestCrashBetweenInsertAndCommit(t *testing.T) {
 		t.Fatalf("raw rows %d after the restart, %d before: the batch was not redelivered", raw, inserted)
 	}
 	checkCounts(t, conn)
+	// The sink's fact counter: the facts of the redelivered batch were
+	// produced again, and count once.
+	waitFor(t, 20*time.Second, "every fact counted", func() bool { return topicLag(t, adm, DefaultFactsGroup, schemas.TopicFacts) == 0 })
+	if n := count(t, conn, "SELECT toUInt64(sum(n)) FROM fact_days WHERE state != 'outcome'"); n != wantCounts["facts"] {
+		t.Errorf("fact_days: %d facts, want %d", n, wantCounts["facts"])
+	}
+	if n := count(t, conn, "SELECT toUInt64(sum(n)) FROM fact_days WHERE state = 'outcome'"); n != 5 {
+		t.Errorf("fact_days: %d outcomes, want 5", n)
+	}
+	if n := count(t, conn, "SELECT toUInt64(sum(n)) FROM state_moves"); n != 5 {
+		t.Errorf("state_moves: %d dispatches, want 5", n)
+	}
 	sum, err := Summarize(t.Context(), conn, "", time.Time{})
 	if err != nil {
 		t.Fatal(err)

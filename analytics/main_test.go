@@ -2,12 +2,16 @@ package analytics
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/chtest"
@@ -164,4 +168,74 @@ func must[T any](v T, err error) T {
 		panic(fmt.Sprintf("must: %v", err))
 	}
 	return v
+}
+
+// topicLag is group's committed offsets' distance from the end of topic's
+// partitions, summed.
+func topicLag(t testing.TB, adm *kadm.Client, group, topic string) int64 {
+	t.Helper()
+	ends, err := adm.ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsets(context.Background(), group)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		at := int64(0)
+		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil {
+			at = c.At
+		}
+		n += o.Offset - max(at, 0)
+	})
+	return n
+}
+
+// runCounter runs a fact counter of cfg's facts group on cluster c until
+// the returned stop is called or the test ends; stop returns Run's result.
+func runCounter(t testing.TB, c *kafkatest.Cluster, conn driver.Conn, cfg Config) (*Counter, func() error) {
+	t.Helper()
+	return runCounterWith(t, c, conn, cfg, nil)
+}
+
+// runCounterWith is runCounter calling setup (when not nil) on the counter
+// before it runs.
+func runCounterWith(t testing.TB, c *kafkatest.Cluster, conn driver.Conn, cfg Config, setup func(*Counter)) (*Counter, func() error) {
+	t.Helper()
+	cn, err := NewCounter(cfg, c.Config, conn, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(cn)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- cn.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-errc })
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return cn, stop
+}
+
+// countFacts runs a fact counter on c until it committed every record of
+// herald.facts.v1, then stops it.
+func countFacts(t testing.TB, c *kafkatest.Cluster, conn driver.Conn, cfg Config) {
+	t.Helper()
+	_, stop := runCounter(t, c, conn, cfg)
+	adm := kadm.NewClient(c.Client(t))
+	group := cfg.FactsGroup
+	if group == "" {
+		group = DefaultFactsGroup
+	}
+	waitFor(t, 30*time.Second, "every fact counted", func() bool { return topicLag(t, adm, group, schemas.TopicFacts) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }

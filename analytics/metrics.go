@@ -17,6 +17,12 @@ type metrics struct {
 	paused         prometheus.Gauge
 	factsPending   prometheus.Counter
 	factsResolved  prometheus.Counter
+	// The fact counter's (counter.go).
+	factsCounted  prometheus.Counter
+	factsRepeated prometheus.Counter
+	factsLate     prometheus.Counter
+	seenDispatch  prometheus.Gauge
+	seenLoad      prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,8 +65,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_analytics_facts_resolved_total",
 			Help: "Parked facts attributed to their dispatch later.",
 		}),
+		factsCounted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_counted_total",
+			Help: "Facts of herald.facts.v1 the fact counter counted (appended to fact_log).",
+		}),
+		factsRepeated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_repeated_total",
+			Help: "Facts of herald.facts.v1 skipped because their dispatch's state was counted already (redelivery, or two topics implying one state).",
+		}),
+		factsLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_facts_late_total",
+			Help: "Facts of dispatches requested before the horizon, whose counted states were looked up in fact_log.",
+		}),
+		seenDispatch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_analytics_facts_seen_dispatches",
+			Help: "Dispatches the fact counter remembers for its partitions (within the horizon).",
+		}),
+		seenLoad: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_analytics_facts_load_seconds",
+			Help:    "Duration of loading one partition's counted facts from fact_log when it is assigned.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14), // 10 ms .. 80 s
+		}),
 	}
-	for _, table := range tableNames {
+	for _, table := range append(tableNames, factLogTable.name) {
 		m.rowsInserted.WithLabelValues(table)
 		m.insertDuration.WithLabelValues(table)
 		m.insertErrors.WithLabelValues(table)
@@ -69,7 +96,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved} {
+	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved,
+		m.factsCounted, m.factsRepeated, m.factsLate, m.seenDispatch, m.seenLoad} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering analytics metrics: %w", err)
 		}

@@ -22,7 +22,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
 		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
-		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks"}; !slices.Equal(applied, want) {
+		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -39,7 +39,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
 		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
 		"segment_daily", "segment_daily_mv", "sends_days", "sends_days_mv",
-		"dispatch_ranks", "dispatch_ranks_mv"} {
+		"dispatch_ranks", "dispatch_ranks_mv", "fact_log", "fact_days", "fact_days_mv", "fact_sources", "fact_sources_mv",
+		"state_moves", "state_moves_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -257,7 +258,7 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily",
-		"0009_day_first_sends", "0010_dispatch_ranks"}
+		"0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts"}
 	if len(ms) < 3+len(want) {
 		t.Fatalf("migrations %v: want %v after the first three", ms, want)
 	}
@@ -269,7 +270,7 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	if _, err := migrate(t.Context(), conn, nil, ms[:3]); err != nil {
 		t.Fatal(err)
 	}
-	s, _, _ := newSink(t, Config{}, conn)
+	s, c, _ := newSink(t, Config{}, conn)
 	o := offsets{schemas.TopicEvents: 500, schemas.TopicOutcomes: 500}
 	failedStatus := func(id, wamid string, code int, at time.Time) *kgo.Record {
 		e := status(id, "demo", wamid, "failed", "", at)
@@ -302,6 +303,10 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	x := outcome("d5", "demo", schemas.OutcomeFailed, "promo", base.Add(time.Hour))
 	write([]*kgo.Record{o.rec(t, schemas.TopicOutcomes, x.Key(), x), failedStatus("st-f2", "wamid.x2", 131049, base.Add(time.Hour)),
 		entered("je-2", "u2"), entered("je-3", "u1"), segment("se-2", schemas.EventSegmentEntered), segment("se-3", schemas.EventSegmentExited)})
+	// The sink produced the facts of both writes: those of the first were
+	// copied by 0011 (kpartition -1) and must not count again. A horizon
+	// of a century keeps them in the seen-sets loaded at assignment.
+	countFacts(t, c, conn, Config{FactsHorizon: 100 * 365 * 24 * time.Hour})
 
 	check := func(when string) {
 		t.Helper()
@@ -334,6 +339,19 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			// se-1 (before), se-2 (after) entered s1; se-3 (after) exited.
 			{"segment_daily entered", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentEntered'", 2},
 			{"segment_daily exited", "SELECT uniqExactMerge(events) FROM segment_daily WHERE segment = 's1' AND name = 'PW_SegmentExited'", 1},
+			// The fact counts: the same dispatches, each state once.
+			{"fact_days requested", "SELECT toUInt64(sum(n)) FROM fact_days WHERE state = 'requested'", 6},
+			{"fact_days failed", "SELECT toUInt64(sum(n)) FROM fact_days WHERE state = 'failed'", 2},
+			{"fact_days outcomes", "SELECT toUInt64(sum(n)) FROM fact_days WHERE state = 'outcome'", 6},
+			{"fact_sources = fact_days", "SELECT toUInt64(abs((SELECT sum(n) FROM fact_sources) - (SELECT sum(n) FROM fact_days)))", 0},
+			{"fact_days = funnel_days", `SELECT count() FROM
+				(SELECT app, day, source_kind, source_name, state, detail, toUInt64(sum(n)) AS n FROM fact_days WHERE state != 'outcome' GROUP BY app, day, source_kind, source_name, state, detail) AS a
+				FULL OUTER JOIN
+				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_days GROUP BY app, day, source_kind, source_name, state, detail) AS b
+				USING (app, day, source_kind, source_name, state, detail)
+				WHERE a.n != b.n`, 0},
+			{"state_moves dispatches", "SELECT toUInt64(sum(n)) FROM state_moves", 6},
+			{"state_moves ranks", "SELECT toUInt64(sum(n * rank)) FROM state_moves", 31},
 			{"funnel_days = funnel_daily", `SELECT count() FROM
 				(SELECT app, day, source_kind, source_name, state, detail, uniqExactMerge(dispatches) AS n FROM funnel_days GROUP BY app, day, source_kind, source_name, state, detail) AS a
 				FULL OUTER JOIN
@@ -354,5 +372,5 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 			}
 		}
 	}
-	check("after running 0004 to 0010 again")
+	check("after running 0004 to 0011 again")
 }

@@ -17,9 +17,10 @@ import (
 // placeholders, bound in order to the Params fields Args names.
 //
 // Every query is exact: rows stored twice (after a redelivery) count once,
-// either because the query reads a ReplacingMergeTree with FINAL, counts
-// distinct ids (uniqExact), or merges the uniqExact states of a daily
-// aggregate.
+// either because the query sums the fact counter's counts (each dispatch's
+// state written once, see counter.go), reads a ReplacingMergeTree with
+// FINAL, counts distinct ids (uniqExact), or merges the uniqExact states of
+// a daily aggregate.
 type Query struct {
 	// Name identifies the query (report sections, -json keys, the doc's
 	// headings).
@@ -129,8 +130,8 @@ func rangeOf(v string) (from, to string) {
 	return v, v
 }
 
-// funnelDays is the filter of funnel_daily, funnel_days and message_facts on
-// the request day.
+// funnelDays is the filter of the fact counts (fact_days, fact_sources,
+// state_moves) on the request day.
 const funnelDays = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`
 
 // either selects cols of the rows matching where from bySource, the
@@ -185,20 +186,15 @@ var Queries = []Query{
 		Doc: "Dispatches by source (campaign, journey, keyword, api) requested in the days, and how many " +
 			"reached each state: sent (accepted by Meta, or any status), delivered (a delivered or read " +
 			"status: Meta may skip delivered), read, and replied (an inbound message whose context is the " +
-			"message), from the attributed daily aggregates funnel_daily (one source) or funnel_days.",
+			"message), from the daily fact counts fact_sources (one source) or fact_days.",
 		SQL: `SELECT source_kind, source_name,
     sumIf(n, state = 'requested') AS requested,
     sumIf(n, state = 'sent') AS sent,
     sumIf(n, state = 'delivered') AS delivered,
     sumIf(n, state = 'read') AS read,
     sumIf(n, state = 'replied') AS replied
-FROM
-(
-    SELECT day, source_kind, source_name, state, uniqExactMerge(dispatches) AS n
-    FROM ` + either("day, source_kind, source_name, state, dispatches", "funnel_daily", "funnel_days",
+FROM ` + either("source_kind, source_name, state, n", "fact_sources", "fact_days",
 			funnelDays+` AND `+source+` AND state IN ('requested', 'sent', 'delivered', 'read', 'replied')`) + `
-    GROUP BY day, source_kind, source_name, state
-)
 GROUP BY source_kind, source_name
 ORDER BY requested DESC, source_kind, source_name`,
 		Args: eitherArgs,
@@ -216,13 +212,8 @@ FROM
         sumIf(n, state = 'sent') AS sent,
         sumIf(n, state = 'delivered') AS delivered,
         sumIf(n, state = 'read') AS read
-    FROM
-    (
-        SELECT day, template, category, state, uniqExactMerge(dispatches) AS n
-        FROM ` + either("day, template, category, state, dispatches", "funnel_daily", "funnel_days",
+    FROM ` + either("template, category, state, n", "fact_sources", "fact_days",
 			funnelDays+` AND `+source+` AND template != '' AND state IN ('sent', 'delivered', 'read')`) + `
-        GROUP BY day, template, category, state
-    )
     GROUP BY template, category
 )
 WHERE sent > 0
@@ -236,17 +227,12 @@ ORDER BY sent DESC, template, category`,
 			"category and the recipient's country: how many, how many had no known rate, and their " +
 			"estimated cost in millionths of the currency (messages in the service window are priced 0). " +
 			"The exact per-message table is costs (one row per wamid, by the day Meta charged it).",
-		SQL: `SELECT day, pricing_category, country, currency,
+		SQL: `SELECT day, detail AS pricing_category, country, currency,
     sum(n) AS billable,
     sumIf(n, amount = -1) AS unpriced,
     sumIf(n * amount, amount > 0) AS cost_micros
-FROM
-(
-    SELECT day, detail AS pricing_category, country, currency, amount, uniqExactMerge(dispatches) AS n
-    FROM ` + either("day, detail, country, currency, amount, dispatches", "funnel_daily", "funnel_days",
+FROM ` + either("day, detail, country, currency, amount, n", "fact_sources", "fact_days",
 			funnelDays+` AND `+source+` AND state = 'billed'`) + `
-    GROUP BY day, pricing_category, country, currency, amount
-)
 GROUP BY day, pricing_category, country, currency
 ORDER BY day, pricing_category, country, currency`,
 		Args: eitherArgs,
@@ -260,13 +246,8 @@ ORDER BY day, pricing_category, country, currency`,
     sum(n) AS billable,
     sumIf(n, amount = -1) AS unpriced,
     sumIf(n * amount, amount > 0) AS cost_micros
-FROM
-(
-    SELECT day, source_kind, source_name, template, amount, uniqExactMerge(dispatches) AS n
-    FROM ` + either("day, source_kind, source_name, template, amount, dispatches", "funnel_daily", "funnel_days",
+FROM ` + either("source_kind, source_name, template, amount, n", "fact_sources", "fact_days",
 			funnelDays+` AND `+source+` AND state = 'billed'`) + `
-    GROUP BY day, source_kind, source_name, template, amount
-)
 GROUP BY source_kind, source_name, template
 ORDER BY cost_micros DESC, billable DESC, source_kind, source_name, template`,
 		Args: eitherArgs,
@@ -352,13 +333,8 @@ ORDER BY journey`,
 		Name:  "time_to_read",
 		Title: "Time-to-read distribution",
 		Doc:   "Messages read, by the time from the request's creation to the read status, in buckets.",
-		SQL: `SELECT bucket, sum(n) AS messages
-FROM
-(
-    SELECT day, detail AS bucket, uniqExactMerge(dispatches) AS n
-    FROM ` + either("day, detail, dispatches", "funnel_daily", "funnel_days", funnelDays+` AND `+source+` AND state = 'read'`) + `
-    GROUP BY day, bucket
-)
+		SQL: `SELECT detail AS bucket, sum(n) AS messages
+FROM ` + either("detail, n", "fact_sources", "fact_days", funnelDays+` AND `+source+` AND state = 'read'`) + `
 GROUP BY bucket
 ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'], bucket)`,
 		Args: eitherArgs,
@@ -433,12 +409,12 @@ ORDER BY segment, day`,
 		Name:  "sends_by_day",
 		Title: "Sends per day by source, template, category, country and state",
 		Doc: "Dispatches per request day by the dispatcher's outcomes (accepted, failed, expired, " +
-			"in_doubt), from the daily aggregates sends_daily (one source) or sends_days; a dispatch counts once " +
-			"in each outcome it had.",
-		SQL: `SELECT day, source_kind, source_name, template, category, country, state,
-    uniqExactMerge(dispatches) AS dispatches
-FROM ` + either("day, source_kind, source_name, template, category, country, state, dispatches", "sends_daily", "sends_days",
-			`app = ? AND day BETWEEN toDate(?) AND toDate(?) AND `+source) + `
+			"in_doubt), from the outcome facts of the daily fact counts fact_sources (one source) or fact_days; a " +
+			"dispatch counts once in each outcome it had.",
+		SQL: `SELECT day, source_kind, source_name, template, category, country, detail AS state,
+    sum(n) AS dispatches
+FROM ` + either("day, source_kind, source_name, template, category, country, detail, n", "fact_sources", "fact_days",
+			funnelDays+` AND `+source+` AND state = 'outcome'`) + `
 GROUP BY day, source_kind, source_name, template, category, country, state
 ORDER BY day, source_kind, source_name, template, category, country, state`,
 		Args: eitherArgs,
@@ -447,19 +423,15 @@ ORDER BY day, source_kind, source_name, template, category, country, state`,
 		Name:  "current_states",
 		Title: "Messages by current state",
 		Doc: "The dispatches requested in the days by their current state (the highest-ranked state " +
-			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from the " +
-			"highest state of each dispatch's attributed facts (dispatch_ranks); message_state FINAL has " +
-			"the same per dispatch.",
+			"reached: requested < in_doubt < expired < sent < failed < delivered < read), from state_moves, " +
+			"where the fact counter adds 1 to a dispatch's new highest state and takes 1 from the one it " +
+			"left; message_state FINAL has the same per dispatch.",
 		SQL: `SELECT arrayElement(['requested', 'in_doubt', 'expired', 'sent', 'failed', 'delivered', 'read'], rank) AS state,
-    count() AS messages
-FROM
-(
-    SELECT dispatch, maxMerge(rank) AS rank
-    FROM dispatch_ranks
-    WHERE ` + funnelDays + ` AND ` + source + `
-    GROUP BY dispatch
-)
+    toUInt64(sum(n)) AS messages
+FROM state_moves
+WHERE ` + funnelDays + ` AND ` + source + `
 GROUP BY rank, state
+HAVING sum(n) > 0
 ORDER BY rank`,
 		Args: args(dayArgs, sourceArgs),
 	},

@@ -199,7 +199,7 @@ func queryData(t testing.TB) []*kgo.Record {
 func loadQueryData(t testing.TB) driver.Conn {
 	t.Helper()
 	_, conn := migratedDB(t)
-	s, _, _ := newSink(t, Config{Pricer: testPricer{}}, conn)
+	s, c, _ := newSink(t, Config{Pricer: testPricer{}}, conn)
 	recs := queryData(t)
 	for _, part := range [][]*kgo.Record{recs, recs[:len(recs)/2], recs[len(recs)/2:]} {
 		dls, err := s.Write(t.Context(), part)
@@ -211,6 +211,9 @@ func loadQueryData(t testing.TB) driver.Conn {
 			t.Fatalf("%d dead letters: %s", len(dls), dl.Reason)
 		}
 	}
+	// Every fact went to herald.facts.v1 three times (written twice, as
+	// above): the counter counts each once.
+	countFacts(t, c, conn, Config{})
 	return conn
 }
 

@@ -54,6 +54,8 @@ type Sink struct {
 	// acknowledged its rows and before its offsets are marked: a crash
 	// between insert and commit.
 	crashAfterInsert atomic.Pointer[func() error]
+	// counter counts the facts the sink produces (counter.go); Run runs it.
+	counter *Counter
 	// beforePark, in tests, runs after a batch's first lookup of its open
 	// facts and before the unresolved ones are parked.
 	beforePark atomic.Pointer[func()]
@@ -85,17 +87,36 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 		return nil, err
 	}
 	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, topics...)...)
+	opts = append(opts, kgo.RecordPartitioner(factsPartitioner{}))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating analytics kafka client: %w", err)
 	}
-	return &Sink{cfg: cfg, cl: cl, conn: conn, log: log, m: m}, nil
+	return &Sink{cfg: cfg, cl: cl, conn: conn, log: log, m: m, counter: newCounter(cfg, kcfg, conn, log, m)}, nil
 }
 
 // Run consumes until ctx is done (then it returns nil after committing what
 // was inserted) or a batch cannot be stored for a reason other than ctx
-// ending.
+// ending. It runs the sink's fact counter alongside (Config.FactsGroup,
+// see counter.go); either ending with an error stops both.
 func (s *Sink) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		err := s.counter.Run(ctx)
+		if err != nil {
+			cancel()
+		}
+		errc <- err
+	}()
+	err := s.runSink(ctx)
+	cancel()
+	return errors.Join(err, <-errc)
+}
+
+// runSink is the sink's own consume loop.
+func (s *Sink) runSink(ctx context.Context) error {
 	s.log.Info("analytics sink running", "group", s.cfg.Group, "batch_rows", s.cfg.BatchRows, "flush_interval", s.cfg.FlushInterval)
 	// A stop finishes the insert in hand and commits it. A poll hands over
 	// at most BatchRows records, so that each table's insert carries up to

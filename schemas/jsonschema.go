@@ -9,7 +9,7 @@ import "embed"
 // TopicScheduled), tags.v1.json, segment.v1.json, preview.v1.json,
 // template.v1.json and template_signal.v1.json (the two record types of
 // TopicTemplates), sender_state.v1.json (heartbeats on TopicSenders), delivery_mark.v1.json
-// (intents and statuses on TopicIntents).
+// (intents and statuses on TopicIntents), facts.v1.json (TopicFacts).
 //
 //go:embed jsonschema/*.json
 var JSONSchema embed.FS

@@ -29,6 +29,7 @@
 //	herald.senders.v1     SenderState     key MemberKey(member), short retention
 //	herald.reach.v1       ReachClaim      key ReachKey(business, to), partition 0, 48 h retention
 //	herald.suppressions.v1 Suppression    key SuppressionKey(app, to), compacted
+//	herald.facts.v1       DispatchFacts   key FactsKey(app, dispatch id), partition FactsPartition
 //
 // Events are keyed by app and user so that every event of one user reaches
 // the same segmenter partition (the segmenter keeps per-user state and relies
@@ -120,7 +121,7 @@ const (
 )
 
 // Topics lists every topic Herald creates at start.
-var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicIntents, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders, TopicReach, TopicSuppressions}
+var Topics = []string{TopicEvents, TopicDispatch, TopicScheduled, TopicOutcomes, TopicIntents, TopicDeadLetter, TopicTags, TopicProfiles, TopicSegments, TopicPreviews, TopicTagDefs, TopicTemplates, TopicJourneys, TopicSenders, TopicReach, TopicSuppressions, TopicFacts}
 
 // TopicConfigs are the topic configs Herald sets on the topics it creates,
 // by topic; topics not listed get the broker's defaults. Topics that exist
@@ -290,6 +291,9 @@ func ValidateRecord(topic string, value []byte, strict bool) ([]byte, error) {
 	case TopicSuppressions:
 		sp := new(Suppression)
 		rec, version, key = sp, func() int { return sp.V }, sp.Key
+	case TopicFacts:
+		f := new(DispatchFacts)
+		rec, version, key = f, func() int { return f.V }, f.Key
 	case TopicDeadLetter:
 		d := new(DeadLetter)
 		rec, version, key = d, func() int { return d.V }, func() []byte { return d.Key }

@@ -35,6 +35,7 @@ func TestJSONSchemaMatchesGo(t *testing.T) {
 		{"reach_claim.v1.json", reflect.TypeFor[ReachClaim]()},
 		{"suppression.v1.json", reflect.TypeFor[Suppression]()},
 		{"delivery_mark.v1.json", reflect.TypeFor[DeliveryMark]()},
+		{"facts.v1.json", reflect.TypeFor[DispatchFacts]()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -316,6 +317,7 @@ func FuzzDecode(f *testing.F) {
 		_, _ = DecodeTemplateDef(b)
 		_, _ = DecodeTemplateSignal(b)
 		_, _ = DecodeSenderState(b)
+		_, _ = DecodeDispatchFacts(b)
 	})
 }
 

@@ -22,7 +22,7 @@ import (
 )
 
 // Consumer groups of the stages, whose lag says whether the pipeline drained.
-var stageGroups = []string{"herald-segmenter", "herald-dispatcher", "herald-analytics"}
+var stageGroups = []string{"herald-segmenter", "herald-dispatcher", "herald-analytics", analytics.DefaultFactsGroup}
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newDevFlags("demo", stderr, false)

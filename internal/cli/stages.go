@@ -754,6 +754,7 @@ func newAnalyticsCmd(stderr io.Writer) *analyticsCmd {
 	c.ch = newCHFlags(c.flags)
 	c.IntVar(&c.acfg.BatchRows, "analytics.batch-rows", analytics.DefaultBatchRows, "most rows one INSERT carries, and the most records one poll hands to the sink")
 	c.DurationVar(&c.acfg.FlushInterval, "analytics.flush-interval", analytics.DefaultFlushInterval, "least time between two inserts of batches smaller than -analytics.batch-rows (ClickHouse wants few, large inserts)")
+	c.DurationVar(&c.acfg.FactsHorizon, "analytics.facts-horizon", analytics.DefaultFactsHorizon, "how long after a dispatch's request day the fact counter keeps its counted states in memory (older dispatches' facts are looked up in ClickHouse one by one); at least 24h")
 	c.BoolVar(&c.migrate, "analytics.migrate", true, "apply pending ClickHouse migrations at start (false: run herald migrate yourself first)")
 	pricingFlags(c.FlagSet, &c.pricing)
 	return c
@@ -781,7 +782,7 @@ func (c *analyticsCmd) check() error {
 }
 
 func (c *analyticsCmd) run(ctx context.Context, _ io.Writer) error {
-	r, err := startStage(ctx, c.stageFlags, analytics.DefaultGroup)
+	r, err := startStage(ctx, c.stageFlags, analytics.DefaultGroup, analytics.DefaultFactsGroup)
 	if err != nil {
 		return err
 	}
