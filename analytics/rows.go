@@ -249,6 +249,15 @@ func (r *rows) addEvent(e *schemas.Event, src int) error {
 }
 
 // eventRowOf converts a valid event to its events row.
+// profileID is a profile key without its app: "anon:visitor-1",
+// "user:ana-7", or a hwid.
+func profileID(key string) string {
+	if _, id, ok := strings.Cut(key, "|"); ok {
+		return id
+	}
+	return key
+}
+
 func eventRowOf(e *schemas.Event) (eventRow, error) {
 	t, err := requiredTime("time", e.Time)
 	if err != nil {
@@ -261,8 +270,14 @@ func eventRowOf(e *schemas.Event) (eventRow, error) {
 	if e.DeviceType < 0 || e.DeviceType > math.MaxUint8 {
 		return eventRow{}, fmt.Errorf("%w: device_type %d does not fit UInt8", errRange, e.DeviceType)
 	}
-	keys, values := flatten(e.Attributes)
-	attrs, err := jsonObject(e.Attributes)
+	attributes := e.Attributes
+	if m := e.Merge; e.Kind == schemas.KindMerge && m != nil {
+		// An identity-resolution step: its profile ids, not its payload
+		// (the segmenter's own encoding of a profile).
+		attributes = map[string]any{"step": m.Step, "from": profileID(m.From), "into": profileID(m.Into)}
+	}
+	keys, values := flatten(attributes)
+	attrs, err := jsonObject(attributes)
 	if err != nil {
 		return eventRow{}, fmt.Errorf("encoding attributes: %w", err)
 	}
@@ -273,7 +288,7 @@ func eventRowOf(e *schemas.Event) (eventRow, error) {
 	er := eventRow{
 		id: e.ID, app: e.App, kind: string(e.Kind), name: e.Name,
 		time: t, timeMS: uint16(e.Time.Nanosecond() / int(time.Millisecond)), date: utcDate(t), received: received,
-		hwid: e.HWID, userID: e.UserID, deviceType: uint8(e.DeviceType),
+		hwid: e.HWID, userID: e.UserID, anonymousID: e.AnonymousID, deviceType: uint8(e.DeviceType),
 		language: e.Language, timezone: e.Timezone, country: e.Country,
 		attrKeys: keys, attrValues: values, attributes: attrs, tags: tags,
 	}
@@ -448,7 +463,7 @@ func checkStrings(fs []field) error {
 // eventStrings makes the strings of an events row valid UTF-8 and lists
 // them with their limits.
 func eventStrings(r *eventRow) []field {
-	for _, p := range []*string{&r.id, &r.kind, &r.name, &r.hwid, &r.userID, &r.language, &r.timezone, &r.country,
+	for _, p := range []*string{&r.id, &r.kind, &r.name, &r.hwid, &r.userID, &r.anonymousID, &r.language, &r.timezone, &r.country,
 		&r.attributes, &r.tags, &r.inFrom, &r.inWAMID, &r.inType, &r.inText, &r.inProfileName, &r.phoneNumberID} {
 		*p = validUTF8(*p)
 	}
@@ -457,7 +472,7 @@ func eventStrings(r *eventRow) []field {
 		r.attrValues[i] = validUTF8(r.attrValues[i])
 	}
 	return []field{
-		{"id", r.id, maxIDBytes}, {"name", r.name, maxIDBytes}, {"hwid", r.hwid, maxIDBytes}, {"user_id", r.userID, maxIDBytes},
+		{"id", r.id, maxIDBytes}, {"name", r.name, maxIDBytes}, {"hwid", r.hwid, maxIDBytes}, {"user_id", r.userID, maxIDBytes}, {"anonymous_id", r.anonymousID, maxIDBytes},
 		{"language", r.language, maxIDBytes}, {"timezone", r.timezone, maxIDBytes}, {"country", r.country, maxIDBytes},
 		{"attributes", r.attributes, maxJSONBytes}, {"tags", r.tags, maxJSONBytes},
 		{"inbound.from", r.inFrom, maxIDBytes}, {"inbound.wamid", r.inWAMID, maxIDBytes}, {"inbound.type", r.inType, maxIDBytes},

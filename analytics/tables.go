@@ -79,7 +79,7 @@ type eventRow struct {
 	time                            time.Time
 	timeMS                          uint16
 	date, received                  time.Time
-	hwid, userID                    string
+	hwid, userID, anonymousID       string
 	deviceType                      uint8
 	language, timezone, country     string
 	attrKeys, attrValues            []string
@@ -99,6 +99,7 @@ var eventsTable = table[eventRow]{name: "events", src: func(r *eventRow) int { r
 	col("received", func(r *eventRow) time.Time { return r.received }),
 	col("hwid", func(r *eventRow) string { return r.hwid }),
 	col("user_id", func(r *eventRow) string { return r.userID }),
+	col("anonymous_id", func(r *eventRow) string { return r.anonymousID }),
 	col("device_type", func(r *eventRow) uint8 { return r.deviceType }),
 	col("language", func(r *eventRow) string { return r.language }),
 	col("timezone", func(r *eventRow) string { return r.timezone }),

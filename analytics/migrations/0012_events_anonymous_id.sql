@@ -1,0 +1,15 @@
+-- 0012_events_anonymous_id: the anonymous id of an event (Segment
+-- anonymousId), so that a CDP's events of users not known yet say whose
+-- they are. Empty for the events of known users and of Pushwoosh devices.
+--
+-- Identity resolution (the segmenter joins an anonymous or earlier id to a
+-- user id) is in the events table as kind 'merge' rows: attributes step
+-- (pull, push, done), from and into (profile ids such as anon:visitor-1,
+-- user:ana-7); a 'done' row is a completed merge. Events a merged id sends
+-- later are written again with the user id (same event id), so events FINAL
+-- shows them under the user.
+--
+-- Runs on ClickHouse 18.16 and the current LTS alike: ADD COLUMN without IF
+-- NOT EXISTS (Migrate skips it when the column exists), AFTER for the
+-- column order of SELECT *.
+ALTER TABLE events ADD COLUMN anonymous_id String AFTER user_id
