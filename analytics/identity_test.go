@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -33,5 +34,15 @@ func TestAnonymousAndMergeEvents(t *testing.T) {
 		AND position(attributes, 'opaque') = 0 AND position(attributes, 'profile') = 0`
 	if n := count(t, conn, q); n != 1 {
 		t.Errorf("%d merge rows with step, from and into and without the profile, want 1", n)
+	}
+	// The query of docs/ANALYTICS.md ("which anonymous ids became which user").
+	var earlier, user string
+	err = conn.QueryRow(t.Context(), `SELECT arrayElement(attr_values, indexOf(attr_keys, 'from')) AS earlier,
+       arrayElement(attr_values, indexOf(attr_keys, 'into')) AS user, min(time) AS merged
+FROM events FINAL
+WHERE app = 'demo' AND kind = 'merge' AND arrayElement(attr_values, indexOf(attr_keys, 'step')) = 'done'
+GROUP BY earlier, user`).Scan(&earlier, &user, new(time.Time))
+	if err != nil || earlier != "anon:visitor-1" || user != "user:ana-7" {
+		t.Errorf("merges query: %q -> %q, %v; want anon:visitor-1 -> user:ana-7", earlier, user, err)
 	}
 }
