@@ -46,8 +46,9 @@ type Summary struct {
 	// splits them by state (accepted, failed, expired, in_doubt).
 	Sends        uint64
 	SendsByState map[string]uint64
-	// Templates are the most used templates ("" for free-form text), most
-	// sends first (at most 5).
+	// Templates are the most used templates by channel ("" for messages
+	// without one: WhatsApp free-form text, emails and pushes of their own
+	// content), most sends first (at most 5).
 	Templates []TemplateSends
 
 	// Statuses counts WhatsApp statuses by (wamid, status), so Meta's
@@ -67,6 +68,8 @@ type Count struct {
 type TemplateSends struct {
 	Template                string
 	Sends, Accepted, Failed uint64
+	// Channel is whatsapp, email, push or webhook.
+	Channel string
 }
 
 // DeliveryRate is Delivered / Sent, 0 when nothing was sent.
@@ -184,12 +187,12 @@ func Summarize(ctx context.Context, conn driver.Conn, app string, since time.Tim
 	}
 
 	err = queryEach(ctx, conn, "counting sends by template",
-		`SELECT template, count() AS n, countIf(state = 'accepted'), countIf(state = 'failed')
+		`SELECT template, channel, count() AS n, countIf(state = 'accepted'), countIf(state = 'failed')
 		FROM messages FINAL WHERE `+messages.String()+`
-		GROUP BY template ORDER BY n DESC, template LIMIT `+fmt.Sprint(topN), messages.args,
+		GROUP BY template, channel ORDER BY n DESC, template, channel LIMIT `+fmt.Sprint(topN), messages.args,
 		func(scan func(...any) error) error {
 			var t TemplateSends
-			if err := scan(&t.Template, &t.Sends, &t.Accepted, &t.Failed); err != nil {
+			if err := scan(&t.Template, &t.Channel, &t.Sends, &t.Accepted, &t.Failed); err != nil {
 				return err
 			}
 			s.Templates = append(s.Templates, t)
@@ -304,8 +307,13 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	for _, t := range s.Templates {
 		name := t.Template
-		if name == "" {
+		switch {
+		case name == "" && (t.Channel == "whatsapp" || t.Channel == ""):
 			name = "(free-form text)"
+		case name == "":
+			name = "(" + t.Channel + ")"
+		case t.Channel != "whatsapp" && t.Channel != "":
+			name += " (" + t.Channel + ")"
 		}
 		p.f("    %-22s %9d %9d %9d\n", clip(name, 22), t.Sends, t.Accepted, t.Failed)
 	}

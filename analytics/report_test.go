@@ -34,7 +34,7 @@ func TestSummarize(t *testing.T) {
 		Events: 13, EventsByKind: map[string]uint64{"register": 1, "event": 1, "inbound": 5, "status": 6}, Inbound: 5,
 		Keywords: []Count{{"hi", 2}, {"", 1}, {"hello", 1}, {"stop", 1}},
 		Sends:    4, SendsByState: map[string]uint64{"accepted": 3, "failed": 1},
-		Templates: []TemplateSends{{"welcome", 2, 2, 0}, {"", 1, 1, 0}, {"promo", 1, 0, 1}},
+		Templates: []TemplateSends{{"welcome", 2, 2, 0, "whatsapp"}, {"", 1, 1, 0, "whatsapp"}, {"promo", 1, 0, 1, "whatsapp"}},
 		Statuses:  6, Sent: 3, Delivered: 2, Read: 1,
 	}
 	tests := []struct {
@@ -63,7 +63,7 @@ func TestSummarize(t *testing.T) {
 				w.Events = 14
 				w.EventsByKind = map[string]uint64{"register": 2, "event": 1, "inbound": 5, "status": 6}
 				w.Sends, w.SendsByState = 5, map[string]uint64{"accepted": 4, "failed": 1}
-				w.Templates = []TemplateSends{{"welcome", 3, 3, 0}, {"", 1, 1, 0}, {"promo", 1, 0, 1}}
+				w.Templates = []TemplateSends{{"welcome", 3, 3, 0, "whatsapp"}, {"", 1, 1, 0, "whatsapp"}, {"promo", 1, 0, 1, "whatsapp"}}
 				return &w
 			}(),
 		},
@@ -73,7 +73,7 @@ func TestSummarize(t *testing.T) {
 				App: "other", Since: march, Apps: 1,
 				Events: 1, EventsByKind: map[string]uint64{"register": 1},
 				Sends: 1, SendsByState: map[string]uint64{"accepted": 1},
-				Templates: []TemplateSends{{"welcome", 1, 1, 0}},
+				Templates: []TemplateSends{{"welcome", 1, 1, 0, "whatsapp"}},
 			},
 		},
 		{
@@ -84,7 +84,7 @@ func TestSummarize(t *testing.T) {
 				Keywords: []Count{{"", 1}, {"hello", 1}, {"stop", 1}},
 				// d3 and d4 were requested at base+2m59s and base+3m59s.
 				Sends: 2, SendsByState: map[string]uint64{"accepted": 1, "failed": 1},
-				Templates: []TemplateSends{{"", 1, 1, 0}, {"promo", 1, 0, 1}},
+				Templates: []TemplateSends{{"", 1, 1, 0, "whatsapp"}, {"promo", 1, 0, 1, "whatsapp"}},
 				Statuses:  1, Sent: 1,
 			},
 		},
@@ -94,7 +94,7 @@ func TestSummarize(t *testing.T) {
 				App: "other", Since: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), Apps: 1,
 				Events: 1, EventsByKind: map[string]uint64{"register": 1},
 				Sends: 1, SendsByState: map[string]uint64{"accepted": 1},
-				Templates: []TemplateSends{{"welcome", 1, 1, 0}},
+				Templates: []TemplateSends{{"welcome", 1, 1, 0, "whatsapp"}},
 			},
 		},
 		{
@@ -303,5 +303,26 @@ func TestReportJSON(t *testing.T) {
 func TestReportUnknownQuery(t *testing.T) {
 	if _, err := RunReport(t.Context(), nil, Params{App: "a"}, []string{"nope"}); err == nil || !strings.Contains(err.Error(), `unknown query "nope"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestSummaryLabelsChannels: sends without a template are named by their
+// channel in the text report (free-form WhatsApp text, emails, pushes), and
+// a template of another channel than WhatsApp says its channel.
+func TestSummaryLabelsChannels(t *testing.T) {
+	s := &Summary{Sends: 7, Templates: []TemplateSends{
+		{"", 3, 3, 0, "push"}, {"", 2, 2, 0, "whatsapp"}, {"", 1, 1, 0, "email"}, {"welcome", 1, 1, 0, "email"},
+	}}
+	var b strings.Builder
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`(?m)^    \(push\) +3 +3 +0$`, `(?m)^    \(free-form text\) +2 +2 +0$`,
+		`(?m)^    \(email\) +1 +1 +0$`, `(?m)^    welcome \(email\) +1 +1 +0$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(b.String()) {
+			t.Errorf("report lacks %s:\n%s", want, b.String())
+		}
 	}
 }
