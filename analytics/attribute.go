@@ -17,8 +17,8 @@ import (
 
 // Attribution: every state a dispatch reaches becomes a message_facts row
 // carrying the dispatch's source, template, category, country and request
-// day, so that the funnel and cost queries read the funnel_days aggregate
-// (see migrations/0003 and 0004). Requests and outcomes carry that themselves;
+// day, which the fact counter (counter.go) counts into fact_days and
+// fact_sources for the funnel and cost queries (migrations/0003, 0011). Requests and outcomes carry that themselves;
 // statuses name only the dispatch id, and inbound replies only the wamid
 // they reply to, so their facts are "open" until the dispatch is looked up:
 //

@@ -22,13 +22,12 @@
 //
 // and, filled by materialized views on insert: message_times (when each
 // dispatch reached each state), sends_daily, events_daily, statuses_daily,
-// inbound_hourly, funnel_daily, funnel_days and sends_days (funnel_daily's
-// facts and sends_daily's sends sorted by day first), send_failures_daily and status_failures_daily (the failed
-// rows only), marketing_recipients_daily, journey_daily, segment_daily:
-// daily aggregates of uniqExact states; dispatch_ranks (each dispatch's
-// highest state, maxState). Since 0011 the queries read the fact counts
-// instead of funnel_daily, funnel_days, sends_days and dispatch_ranks,
-// which their views still fill.
+// inbound_hourly, send_failures_daily and status_failures_daily (the
+// failed rows only), marketing_recipients_daily, journey_daily,
+// segment_daily: daily aggregates of uniqExact states. Since 0011 the
+// funnel, cost, read and state queries read the fact counts; 0013 dropped
+// the aggregates they read before (funnel_daily, funnel_days, sends_days,
+// dispatch_ranks), whose views cost every insert server time.
 // docs/ANALYTICS.md documents every table and column; Queries are its
 // analyst queries.
 //

@@ -22,7 +22,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
 		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
-		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts", "0012_events_anonymous_id"}; !slices.Equal(applied, want) {
+		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts", "0012_events_anonymous_id",
+		"0013_drop_unread_aggregates"}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -35,14 +36,19 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	for _, table := range []string{"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
 		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
-		"wamids", "dispatch_meta", "message_facts", "funnel_daily", "funnel_daily_mv", "pending_facts",
-		"funnel_days", "funnel_days_mv", "send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
+		"wamids", "dispatch_meta", "message_facts", "pending_facts",
+		"send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
 		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
-		"segment_daily", "segment_daily_mv", "sends_days", "sends_days_mv",
-		"dispatch_ranks", "dispatch_ranks_mv", "fact_log", "fact_days", "fact_days_mv", "fact_sources", "fact_sources_mv",
+		"segment_daily", "segment_daily_mv",
+		"fact_log", "fact_days", "fact_days_mv", "fact_sources", "fact_sources_mv",
 		"state_moves", "state_moves_mv"} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
+		}
+	}
+	for _, table := range droppedBy0013 {
+		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 0 {
+			t.Errorf("table %s: %d in system.tables, want 0 (0013 drops it)", table, n)
 		}
 	}
 	for _, table := range []string{"events", "statuses", "messages", "inbound", "message_state", "costs"} {
@@ -304,7 +310,13 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	// Before the migrations: dataset's failed send d4 and a failed status.
 	write(append(dataset(t), failedStatus("st-f1", "wamid.x1", 131049, base), entered("je-1", "u1"),
 		segment("se-1", schemas.EventSegmentEntered)))
-	if _, err := migrate(t.Context(), conn, nil, ms); err != nil {
+	// Up to 0012: 0013 drops the aggregates the checks below compare the
+	// fact counts with.
+	upTo := slices.IndexFunc(ms, func(m migration) bool { return m.name == "0013_drop_unread_aggregates" })
+	if upTo < 0 {
+		t.Fatal("no migration 0013_drop_unread_aggregates")
+	}
+	if _, err := migrate(t.Context(), conn, nil, ms[:upTo]); err != nil {
 		t.Fatal(err)
 	}
 	// After them: one more failed send and failed status, through the views.
@@ -381,4 +393,23 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		}
 	}
 	check("after running 0004 to 0011 again")
+
+	// 0013 drops the four aggregates and their views, and leaves the fact
+	// counts as they were.
+	before := count(t, conn, "SELECT toUInt64(sum(n)) FROM fact_days")
+	if _, err := migrate(t.Context(), conn, nil, ms); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range droppedBy0013 {
+		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 0 {
+			t.Errorf("after 0013: table %s still there", table)
+		}
+	}
+	if after := count(t, conn, "SELECT toUInt64(sum(n)) FROM fact_days"); after != before || before == 0 {
+		t.Errorf("fact_days sums %d after 0013, %d before", after, before)
+	}
 }
+
+// droppedBy0013 are the aggregates no query reads since 0011.
+var droppedBy0013 = []string{"funnel_daily", "funnel_daily_mv", "funnel_days", "funnel_days_mv",
+	"sends_days", "sends_days_mv", "dispatch_ranks", "dispatch_ranks_mv"}
