@@ -270,9 +270,9 @@ type Dispatcher struct {
 	// global is limiter when it is the global one (run by Run).
 	global *globalLimiter
 	pairs  *pairPlan
-	// redo holds the records decided behind an undecided one in a batch
-	// handed back past MaxBatchTime (see handBack).
-	redo redoSet
+	// carry holds the undecided requests of a batch handed back past
+	// MaxBatchTime, for the next batch (see handBack).
+	carry *carrySet
 	// pollSize is the most records the next batch gets (see nextPoll);
 	// only the consume loop uses it.
 	pollSize  int
@@ -369,13 +369,18 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		limiter = noLimit{}
 	}
 	var led *ledger
+	carry := &carrySet{}
 	copts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)
 	copts = append(copts,
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
 			kafka.CommitOnRevoke(ctx, cl, lost)
 			led.drop(lost)
+			carry.drop(lost)
 		}),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) { led.drop(lost) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			led.drop(lost)
+			carry.drop(lost)
+		}),
 	)
 	cl, err := kgo.NewClient(copts...)
 	if err != nil {
@@ -426,7 +431,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		limiter:     limiter,
 		global:      global,
 		pairs:       newPairPlan(cfg.PairInterval),
-		redo:        make(redoSet),
+		carry:       carry,
 		pollSize:    max(cfg.Concurrency, minPoll),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
@@ -457,7 +462,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return nil
 	}
 	if d.global == nil {
-		return kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+		return kafka.RunCarrying(ctx, d.cl, d.log, d.nextPoll, d.handle)
 	}
 	// The limiter outlives the consume loop: sends in flight at shutdown
 	// still pace, and it says it leaves only after the last one.
@@ -467,7 +472,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		defer close(done)
 		d.global.run(lctx)
 	}()
-	err := kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+	err := kafka.RunCarrying(ctx, d.cl, d.log, d.nextPoll, d.handle)
 	stop()
 	<-done
 	return err
@@ -515,7 +520,19 @@ type item struct {
 
 // handle is the kafka.Handler: decode, send, produce outcomes and dead
 // letters, and return once they are acknowledged.
-func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
+func (d *Dispatcher) handle(ctx context.Context, polled []*kgo.Record) error {
+	// The requests a batch handed back left undecided go first: they are
+	// older than polled in each partition, and decoded and checked already.
+	carried := d.carry.take()
+	d.carry.polled(polled)
+	recs := polled
+	if len(carried) > 0 {
+		recs = make([]*kgo.Record, 0, len(carried)+len(polled))
+		for _, c := range carried {
+			recs = append(recs, c.rec)
+		}
+		recs = append(recs, polled...)
+	}
 	// results[i] is what record i produced (an outcome or a dead letter);
 	// nil while undecided.
 	results := make([]*kgo.Record, len(recs))
@@ -523,10 +540,26 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	outs := make([]*schemas.Outcome, len(recs))
 	var queues [][]item
 	byKey := make(map[string]int)
-	d.redo.prune(recs)
+	// enqueue adds it to its recipient's queue: one queue per recipient
+	// keeps its sends in record order (Meta's pair rate and the user's
+	// reading order are per recipient).
+	enqueue := func(it item) {
+		k := string(it.req.Key())
+		q, ok := byKey[k]
+		if !ok {
+			q = len(queues)
+			byKey[k] = q
+			queues = append(queues, nil)
+		}
+		queues[q] = append(queues[q], it)
+	}
+	for i, c := range carried {
+		c.it.idx = i
+		enqueue(c.it)
+	}
 	// The outcomes and intents of partitions new to this replica: no
 	// request decided before is sent again (delivery.go).
-	jobs, failed, err := d.ledger.load(ctx, recs)
+	jobs, failed, err := d.ledger.load(ctx, polled)
 	if err != nil {
 		return fmt.Errorf("reading back decided requests: %w", err)
 	}
@@ -535,12 +568,8 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	d.learnLoaded(ctx, failed)
 	refreshed := make(map[int32]bool)
-	for i, rec := range recs {
-		if d.redo.decided(rec) {
-			// Decided in a batch handed back past MaxBatchTime.
-			results[i] = decidedBefore
-			continue
-		}
+	for i := len(carried); i < len(recs); i++ {
+		rec := recs[i]
 		req, err := schemas.DecodeDispatchRequest(rec.Value)
 		if err != nil {
 			results[i] = kafka.DeadLetter(stage, rec, "decoding dispatch request: "+err.Error())
@@ -567,16 +596,7 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 			continue
 		}
 		attempts, planned := deferredAttempts(rec)
-		// One queue per recipient keeps its sends in record order (Meta's
-		// pair rate and the user's reading order are per recipient).
-		k := string(req.Key())
-		q, ok := byKey[k]
-		if !ok {
-			q = len(queues)
-			byKey[k] = q
-			queues = append(queues, nil)
-		}
-		queues[q] = append(queues[q], item{idx: i, req: req, attempts: attempts, planned: planned})
+		enqueue(item{idx: i, req: req, attempts: attempts, planned: planned})
 	}
 	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
 	defer cancelBatch()
@@ -604,14 +624,16 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	d.noteDecided(ctx, recs, outs)
 	if err := ctx.Err(); err != nil {
 		// Interrupted batch: kafka.Run will not mark it; mark what is done.
-		if done := donePrefix(recs, results); len(done) > 0 {
-			d.cl.MarkCommitRecords(done...)
-		}
+		d.markDecided(recs, results)
 		return err
 	}
 	d.sizePoll(len(recs), results, undecided)
 	if undecided {
-		return d.handBack(ctx, recs, results)
+		return d.handBack(recs, results, queues)
+	}
+	if len(carried) > 0 {
+		// kafka.RunN marks polled only, and all of recs is decided.
+		d.markDecided(recs, results)
 	}
 	return nil
 }
@@ -696,6 +718,11 @@ type try struct {
 	last     error
 	// claimed: the recipient was granted within the messaging tier.
 	claimed bool
+	// turn: the sender's rate limit has handed this request its turn for
+	// the next call (a batch's queue takes it before it takes a worker,
+	// queue.go); the next attempt uses it, or drops it, but never keeps
+	// it for later, so that saved turns cannot add up to a burst.
+	turn bool
 }
 
 // begin checks req before any call; attempts are the calls made for it
@@ -741,8 +768,8 @@ func (d *Dispatcher) begin(req *schemas.DispatchRequest, attempts int) (*try, *s
 	return &try{req: req, app: app, p: p, attempts: attempts}, nil
 }
 
-// attempt makes the next call of t: the breaker, the sender's rate limit,
-// the call. It returns the outcome when the request is decided, or the
+// attempt makes the next call of t: the breaker, the sender's rate limit
+// (unless t holds its turn already), the call. It returns the outcome when the request is decided, or the
 // time of its next call when a retryable error leaves room for one before
 // the deadline, or neither when ctx ended first.
 func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, time.Time) {
@@ -754,6 +781,8 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	// expired) or when ctx ends (then it is left undecided and fetched
 	// again): ctx's deadline, the batch's MaxBatchTime, must not expire a
 	// request that may wait longer.
+	turn := t.turn
+	t.turn = false
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()
@@ -775,16 +804,18 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 		}
 		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
-	start := time.Now()
 	lim := d.limiterFor(req.Channel)
-	if err := lim.Wait(rctx, req.Sender); err != nil {
-		done(context.Canceled) // not a call: neither success nor failure
-		if ctx.Err() != nil {
-			return nil, time.Time{}
+	if !turn {
+		start := time.Now()
+		if err := lim.Wait(rctx, req.Sender); err != nil {
+			done(context.Canceled) // not a call: neither success nor failure
+			if ctx.Err() != nil {
+				return nil, time.Time{}
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 		}
-		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+		d.m.limiterWait.Observe(time.Since(start).Seconds())
 	}
-	d.m.limiterWait.Observe(time.Since(start).Seconds())
 
 	// The intent first, acknowledged: a replica that finds it without an
 	// outcome knows this call may have been made (delivery.go).

@@ -17,6 +17,16 @@ type Limiter interface {
 	// Wait blocks until sender may make one call. It returns ctx's error,
 	// and takes no turn, when ctx is done first.
 	Wait(ctx context.Context, sender string) error
+	// Take is Wait without blocking, for a caller that must not hold a
+	// worker while it waits (the batch's queues, queue.go): it reports
+	// true when sender may make one call now. Else the caller is queued
+	// like a Wait, and granted is called once, from another goroutine
+	// (a timer's, or one that changes the rate), when the turn is handed
+	// to it; granted must not block nor call the limiter. cancel takes
+	// the caller out of the queue and reports whether it was still in it
+	// (false: granted has run or runs, and the turn is the caller's).
+	// cancel is nil when Take returns true.
+	Take(sender string, granted func()) (now bool, cancel func() bool)
 	// Observe reports the answer of a call Wait allowed: nil or the
 	// provider's error. The global limiter lowers the sender's rate on
 	// Meta's rate-limit codes (4, 80007, 130429).
@@ -62,9 +72,10 @@ type pacer struct {
 // stopper is a timer that can be stopped (*time.Timer).
 type stopper interface{ Stop() bool }
 
-// waiter is one Wait in a pacer's queue.
+// waiter is one Wait (ch) or Take (fn) in a pacer's queue.
 type waiter struct {
 	ch      chan struct{}
+	fn      func()
 	granted bool
 }
 
@@ -123,23 +134,52 @@ func (p *pacer) wait(ctx context.Context) error {
 	case <-w.ch:
 		return nil
 	case <-ctx.Done():
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if w.granted {
+		if !p.leave(w) {
 			return nil // handed a token as ctx ended: use it
-		}
-		for i, q := range p.queue {
-			if q == w {
-				p.queue = append(p.queue[:i], p.queue[i+1:]...)
-				break
-			}
-		}
-		if len(p.queue) == 0 && p.timer != nil {
-			p.timer.Stop()
-			p.timer = nil
 		}
 		return ctx.Err()
 	}
+}
+
+// reserve is wait without blocking: true when a token is taken now, else
+// granted is queued (called under p.mu when its token is handed over) and
+// cancel leaves the queue (see Limiter.Take).
+func (p *pacer) reserve(granted func()) (bool, func() bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	p.refill(now)
+	if len(p.queue) == 0 && p.tokens >= 1-tokenEps {
+		p.tokens--
+		p.granted++
+		return true, nil
+	}
+	w := &waiter{fn: granted}
+	p.queue = append(p.queue, w)
+	if len(p.queue) == 1 {
+		p.arm(now)
+	}
+	return false, func() bool { return p.leave(w) }
+}
+
+// leave takes w out of the queue; false when it was handed its token.
+func (p *pacer) leave(w *waiter) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.granted {
+		return false
+	}
+	for i, q := range p.queue {
+		if q == w {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			break
+		}
+	}
+	if len(p.queue) == 0 && p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	return true
 }
 
 // arm sets the timer for the head waiter's token. Call with p.mu held.
@@ -173,7 +213,11 @@ func (p *pacer) release() {
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
 		w.granted = true
-		close(w.ch)
+		if w.fn != nil {
+			w.fn()
+		} else {
+			close(w.ch)
+		}
 		p.tokens--
 		p.granted++
 	}
@@ -219,14 +263,24 @@ func newLocalLimiter(rateOf func(string) float64, burst int) *localLimiter {
 
 // Wait implements Limiter.
 func (l *localLimiter) Wait(ctx context.Context, sender string) error {
+	return l.pacer(sender).wait(ctx)
+}
+
+// pacer is sender's pacer, made at its first use.
+func (l *localLimiter) pacer(sender string) *pacer {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	p := l.pacers[sender]
 	if p == nil {
 		p = newPacer(l.rateOf(sender), l.burst)
 		l.pacers[sender] = p
 	}
-	l.mu.Unlock()
-	return p.wait(ctx)
+	return p
+}
+
+// Take implements Limiter.
+func (l *localLimiter) Take(sender string, granted func()) (bool, func() bool) {
+	return l.pacer(sender).reserve(granted)
 }
 
 // Observe implements Limiter: a local limiter does not adapt.
@@ -238,6 +292,9 @@ type noLimit struct{}
 
 // Wait implements Limiter.
 func (noLimit) Wait(ctx context.Context, _ string) error { return ctx.Err() }
+
+// Take implements Limiter.
+func (noLimit) Take(string, func()) (bool, func() bool) { return true, nil }
 
 // Observe implements Limiter.
 func (noLimit) Observe(string, error) {}
