@@ -723,6 +723,9 @@ type try struct {
 	// queue.go); the next attempt uses it, or drops it, but never keeps
 	// it for later, so that saved turns cannot add up to a burst.
 	turn bool
+	// picked, when the limiter handed the turn over, tells it that a
+	// worker took the turn up (Limiter.Take).
+	picked func()
 }
 
 // begin checks req before any call; attempts are the calls made for it

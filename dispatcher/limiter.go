@@ -22,11 +22,16 @@ type Limiter interface {
 	// true when sender may make one call now. Else the caller is queued
 	// like a Wait, and granted is called once, from another goroutine
 	// (a timer's, or one that changes the rate), when the turn is handed
-	// to it; granted must not block nor call the limiter. cancel takes
-	// the caller out of the queue and reports whether it was still in it
-	// (false: granted has run or runs, and the turn is the caller's).
-	// cancel is nil when Take returns true.
-	Take(sender string, granted func()) (now bool, cancel func() bool)
+	// to it; granted must not block nor call the limiter. The caller
+	// must call picked once when a worker takes the turn up (or the turn
+	// is dropped): until then the turn counts as handed out but not
+	// taken, and few are handed out at once per sender (see
+	// pacer.maxOut), so that turns kept waiting for a worker cannot
+	// bunch into a burst. cancel takes the caller out of the queue and
+	// reports whether it was still in it (false: granted has run or
+	// runs, and the turn is the caller's). cancel is nil when Take
+	// returns true.
+	Take(sender string, granted func(picked func())) (now bool, cancel func() bool)
 	// Observe reports the answer of a call Wait allowed: nil or the
 	// provider's error. The global limiter lowers the sender's rate on
 	// Meta's rate-limit codes (4, 80007, 130429).
@@ -67,6 +72,15 @@ type pacer struct {
 	queue   []*waiter
 	timer   stopper
 	granted int // turns given since the last take
+	// out is how many turns granted to Take callers are not yet picked
+	// up; at maxOut the head Take waits for one to be.
+	out int
+}
+
+// maxOut is the most turns handed out to Take callers and not picked up:
+// the burst plus outWindow of the rate. Call with p.mu held.
+func (p *pacer) maxOut() int {
+	return int(p.burst) + int(math.Ceil(p.rate*outWindow.Seconds()))
 }
 
 // stopper is a timer that can be stopped (*time.Timer).
@@ -75,9 +89,16 @@ type stopper interface{ Stop() bool }
 // waiter is one Wait (ch) or Take (fn) in a pacer's queue.
 type waiter struct {
 	ch      chan struct{}
-	fn      func()
+	fn      func(picked func())
 	granted bool
 }
+
+// outWindow is how much of a sender's rate a pacer hands out to Take
+// callers at once on top of its burst (pacer.maxOut): turns handed out
+// and not yet taken up by a worker. A turn's call is late by as long as
+// it waits for a worker, so more of them would let a busy moment end in
+// a burst of late calls.
+const outWindow = 10 * time.Millisecond
 
 // newPacer returns a pacer of rate calls a second and bursts of burst
 // (at least 1) that starts full.
@@ -144,7 +165,7 @@ func (p *pacer) wait(ctx context.Context) error {
 // reserve is wait without blocking: true when a token is taken now, else
 // granted is queued (called under p.mu when its token is handed over) and
 // cancel leaves the queue (see Limiter.Take).
-func (p *pacer) reserve(granted func()) (bool, func() bool) {
+func (p *pacer) reserve(granted func(picked func())) (bool, func() bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
@@ -188,7 +209,7 @@ func (p *pacer) arm(now time.Time) {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	if len(p.queue) == 0 || p.rate <= 0 {
+	if len(p.queue) == 0 || p.rate <= 0 || p.blocked() {
 		return
 	}
 	d := time.Duration(math.Ceil((1 - p.tokens) / p.rate * float64(time.Second)))
@@ -206,21 +227,48 @@ func (p *pacer) fire() {
 	p.arm(now)
 }
 
-// release hands whole tokens to waiters in order. Call with p.mu held.
+// release hands whole tokens to waiters in order, to a Take caller only
+// while fewer than maxOut turns are out. Call with p.mu held.
 func (p *pacer) release() {
 	for len(p.queue) > 0 && p.tokens >= 1-tokenEps {
 		w := p.queue[0]
+		if w.fn != nil && p.out >= p.maxOut() {
+			return // picked calls release again
+		}
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
 		w.granted = true
 		if w.fn != nil {
-			w.fn()
+			p.out++
+			w.fn(p.picked)
 		} else {
 			close(w.ch)
 		}
 		p.tokens--
 		p.granted++
 	}
+}
+
+// picked counts a turn handed to a Take caller as taken up, and hands out
+// the next ones it held back.
+func (p *pacer) picked() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held := p.blocked()
+	p.out--
+	if !held {
+		return
+	}
+	now := p.now()
+	p.refill(now)
+	p.release()
+	p.arm(now)
+}
+
+// blocked reports whether the head waiter waits for a turn to be picked
+// up rather than for a token. Call with p.mu held.
+func (p *pacer) blocked() bool {
+	return len(p.queue) > 0 && p.queue[0].fn != nil && p.out >= p.maxOut()
 }
 
 // setRate changes the rate from now on.
@@ -279,7 +327,7 @@ func (l *localLimiter) pacer(sender string) *pacer {
 }
 
 // Take implements Limiter.
-func (l *localLimiter) Take(sender string, granted func()) (bool, func() bool) {
+func (l *localLimiter) Take(sender string, granted func(picked func())) (bool, func() bool) {
 	return l.pacer(sender).reserve(granted)
 }
 
@@ -294,7 +342,7 @@ type noLimit struct{}
 func (noLimit) Wait(ctx context.Context, _ string) error { return ctx.Err() }
 
 // Take implements Limiter.
-func (noLimit) Take(string, func()) (bool, func() bool) { return true, nil }
+func (noLimit) Take(string, func(func())) (bool, func() bool) { return true, nil }
 
 // Observe implements Limiter.
 func (noLimit) Observe(string, error) {}

@@ -536,7 +536,7 @@ func (l *globalLimiter) Wait(ctx context.Context, sender string) error {
 }
 
 // Take implements Limiter.
-func (l *globalLimiter) Take(sender string, granted func()) (bool, func() bool) {
+func (l *globalLimiter) Take(sender string, granted func(picked func())) (bool, func() bool) {
 	return l.pacer(sender).reserve(granted)
 }
 

@@ -110,6 +110,20 @@ func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kg
 			w.expiry.Stop()
 		}
 	}
+	// Every turn handed over is in turned now (cancel waited for the
+	// limiter's lock): the ones no worker took up are given back as
+	// picked, else their sender's limiter would hold its next turns.
+	for drained := false; !drained; {
+		select {
+		case q := <-b.turned:
+			if q.try.picked != nil {
+				q.try.picked()
+				q.try.picked = nil
+			}
+		default:
+			drained = true
+		}
+	}
 }
 
 // work runs ready queues until every queue finished or ctx ended (parked
@@ -221,8 +235,8 @@ func (b *batchRun) takeTurn(q *recipientQueue, req *schemas.DispatchRequest) boo
 	if b.stopped {
 		return false
 	}
-	now, cancel := lim.Take(req.Sender, func() {
-		t.turn = true
+	now, cancel := lim.Take(req.Sender, func(picked func()) {
+		t.turn, t.picked = true, picked
 		b.turned <- q // never blocks: each queue is in ready or turned at most once
 	})
 	if now {
@@ -243,8 +257,12 @@ func (b *batchRun) takeTurn(q *recipientQueue, req *schemas.DispatchRequest) boo
 }
 
 // resumeTurn forgets the turn wait of q, which the limiter handed its
-// turn, and counts the wait.
+// turn, tells the limiter a worker took the turn up, and counts the wait.
 func (b *batchRun) resumeTurn(q *recipientQueue) {
+	if q.try.picked != nil {
+		q.try.picked()
+		q.try.picked = nil
+	}
 	b.mu.Lock()
 	w, ok := b.turns[q]
 	delete(b.turns, q)
