@@ -780,37 +780,35 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	if ctx.Err() != nil {
 		return nil, time.Time{}
 	}
-	// The waits below end at the request's own deadline (then it is
-	// expired) or when ctx ends (then it is left undecided and fetched
-	// again): ctx's deadline, the batch's MaxBatchTime, must not expire a
-	// request that may wait longer.
 	turn := t.turn
 	t.turn = false
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
-	if !req.Deadline.IsZero() {
-		var cancelDl context.CancelFunc
-		rctx, cancelDl = context.WithDeadline(rctx, req.Deadline)
-		defer cancelDl()
-	}
+	// The waits below end at the request's own deadline (then it is
+	// expired) or when ctx ends (then it is left undecided, for the next
+	// batch): ctx's deadline, the batch's MaxBatchTime, must not expire a
+	// request that may wait longer. Their context is made only when one
+	// must wait (most sends do not).
+	w := waitCtx{parent: ctx, deadline: req.Deadline}
+	defer w.release()
 	if !t.claimed && needsClaim(t.app, req, time.Now()) {
-		if o, again, ok := d.claimTier(ctx, rctx, t); !ok {
+		if o, again, ok := d.claimTier(ctx, w.get(), t); !ok {
 			return o, again
 		}
 	}
 	br := d.breakers.get(string(req.Channel), req.Sender)
-	done, err := br.allow(rctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, time.Time{}
+	done, ok := br.tryAllow()
+	if !ok {
+		var err error
+		if done, err = br.allow(w.get()); err != nil {
+			if ctx.Err() != nil {
+				return nil, time.Time{}
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 		}
-		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
 	lim := d.limiterFor(req.Channel)
 	if !turn {
 		start := time.Now()
-		if err := lim.Wait(rctx, req.Sender); err != nil {
+		if err := lim.Wait(w.get(), req.Sender); err != nil {
 			done(context.Canceled) // not a call: neither success nor failure
 			if ctx.Err() != nil {
 				return nil, time.Time{}
@@ -872,6 +870,39 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	// Undecided after an answered call: that call is not in doubt.
 	d.answered(ctx, req, t.attempts)
 	return nil, next
+}
+
+// waitCtx makes, at its first get, the context of an attempt's waits:
+// parent's cancellation without its deadline (a batch's MaxBatchTime must
+// not expire a request that may wait longer), and the request's own
+// deadline. release ends it.
+type waitCtx struct {
+	parent   context.Context
+	deadline time.Time
+	ctx      context.Context
+	stops    []func()
+}
+
+func (w *waitCtx) get() context.Context {
+	if w.ctx != nil {
+		return w.ctx
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(w.parent))
+	stop := context.AfterFunc(w.parent, cancel)
+	w.stops = append(w.stops, func() { stop() }, cancel)
+	if !w.deadline.IsZero() {
+		var cancelDl context.CancelFunc
+		ctx, cancelDl = context.WithDeadline(ctx, w.deadline)
+		w.stops = append(w.stops, cancelDl)
+	}
+	w.ctx = ctx
+	return ctx
+}
+
+func (w *waitCtx) release() {
+	for _, f := range w.stops {
+		f()
+	}
 }
 
 // claimTier claims t's recipient within its business's messaging tier
@@ -965,7 +996,7 @@ func (d *Dispatcher) decide(req *schemas.DispatchRequest, state schemas.OutcomeS
 		o.ErrorCode = errorCode(err)
 		o.ErrorMessage = err.Error()
 	}
-	d.m.sends.WithLabelValues(string(req.Channel), string(state)).Inc()
+	d.m.sent(string(req.Channel), string(state)).Inc()
 	if state != schemas.OutcomeAccepted && d.throttle.allow(string(state)+fmt.Sprint(o.ErrorCode)) {
 		d.log.Warn("dispatch not accepted", "dispatch_id", req.ID, "app", req.App, "sender", req.Sender,
 			"state", state, "code", o.ErrorCode, "attempts", attempts, "err", o.ErrorMessage)

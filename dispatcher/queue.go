@@ -26,8 +26,12 @@ type recipientQueue struct {
 	// retryAt is when the head's next call may be made (a retry's
 	// backoff); zero when it may be made at once.
 	retryAt time.Time
-	// waitFrom is when the queue started waiting for its sender's turn
-	// (batchRun.takeTurn).
+	// mu is held by takeTurn while it queues for its sender's turn and
+	// registers the wait, and by resumeTurn, so that a worker handed the
+	// queue by the limiter finds the wait registered. waiting and
+	// waitFrom (when it started) are guarded by it.
+	mu       sync.Mutex
+	waiting  bool
 	waitFrom time.Time
 }
 
@@ -225,16 +229,13 @@ func (b *batchRun) run(q *recipientQueue) {
 func (b *batchRun) takeTurn(q *recipientQueue, req *schemas.DispatchRequest) bool {
 	lim := b.d.limiterFor(req.Channel)
 	t := q.try
-	q.waitFrom = time.Now()
-	// b.mu is held across Take so that the queue's wait is registered
-	// before a worker that took the handed-over queue can look for it
-	// (resumeTurn). granted must not take b.mu: Take may call it, and the
-	// limiter calls it under its own lock.
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.stopped {
-		return false
-	}
+	// q.mu is held across Take so that the wait is registered before a
+	// worker that took the handed-over queue looks for it (resumeTurn).
+	// granted takes no lock: Take may call it, and the limiter calls it
+	// under its own lock. takeTurn runs on workers only, so never after
+	// sendAll stopped the batch.
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	now, cancel := lim.Take(req.Sender, func(picked func()) {
 		t.turn, t.picked = true, picked
 		b.turned <- q // never blocks: each queue is in ready or turned at most once
@@ -244,6 +245,7 @@ func (b *batchRun) takeTurn(q *recipientQueue, req *schemas.DispatchRequest) boo
 		b.d.m.limiterWait.Observe(0)
 		return true
 	}
+	q.waiting, q.waitFrom = true, time.Now()
 	w := turnWait{cancel: cancel}
 	if dl := req.Deadline; !dl.IsZero() {
 		w.expiry = time.AfterFunc(time.Until(dl), func() {
@@ -252,28 +254,35 @@ func (b *batchRun) takeTurn(q *recipientQueue, req *schemas.DispatchRequest) boo
 			}
 		})
 	}
+	b.mu.Lock()
 	b.turns[q] = w
+	b.mu.Unlock()
 	return false
 }
 
 // resumeTurn forgets the turn wait of q, which the limiter handed its
-// turn, tells the limiter a worker took the turn up, and counts the wait.
+// turn (or whose deadline came), tells the limiter a worker took the
+// turn up, and counts the wait.
 func (b *batchRun) resumeTurn(q *recipientQueue) {
 	if q.try.picked != nil {
 		q.try.picked()
 		q.try.picked = nil
 	}
-	b.mu.Lock()
-	w, ok := b.turns[q]
-	delete(b.turns, q)
-	b.mu.Unlock()
-	if !ok {
+	q.mu.Lock()
+	waiting, from := q.waiting, q.waitFrom
+	q.waiting = false
+	q.mu.Unlock()
+	if !waiting {
 		return
 	}
+	b.mu.Lock()
+	w := b.turns[q]
+	delete(b.turns, q)
+	b.mu.Unlock()
 	if w.expiry != nil {
 		w.expiry.Stop()
 	}
-	b.d.m.limiterWait.Observe(time.Since(q.waitFrom).Seconds())
+	b.d.m.limiterWait.Observe(time.Since(from).Seconds())
 }
 
 // decided stores the head's outcome and moves q to its next request.
