@@ -25,7 +25,11 @@
 // a pair-rate wait when that is more than MaxHold away; then it waits on
 // the breaker's state change, without polling, and goes as the half-open
 // probe or after it succeeded; it is expired only past its own deadline), the
-// sender's rate limit (Limiter), the intent, and the provider call. Ready
+// sender's rate limit (Limiter: a batch's queue takes its sender's turn
+// before it takes one of the Concurrency workers, waiting in the limiter's
+// queue without one, so that a sender waiting for its rate holds no
+// capacity another sender could use; queue.go), the intent, and the
+// provider call. Ready
 // (/readyz) reports not ready while the breaker of every sender this
 // replica has sent for is open. Retryable errors (see IsRetryable) are retried with exponential
 // backoff and jitter up to Config.MaxAttempts and the request's Deadline
@@ -131,11 +135,14 @@
 // overtake deferred ones, see docs/LIMITS.md).
 //
 // Delivery: the offsets of a batch are committed only after all its outcomes
-// and dead letters were acknowledged by Kafka. A batch starts sends for at
-// most Config.MaxBatchTime (a backlog paced at a sender's share of its rate
-// would otherwise hold a batch, and with it every rebalance, for minutes):
-// then its decided prefix of each partition is committed and the rest is
-// fetched again, the records already decided skipped. On shutdown (Run's
+// and dead letters were acknowledged by Kafka (each is produced as soon as
+// it is decided). A batch starts sends for at most Config.MaxBatchTime (a
+// backlog paced at a sender's share of its rate would otherwise hold a
+// batch, and with it every rebalance, for minutes): then its decided
+// prefix of each partition is committed and its undecided requests are
+// carried over to the next batch, ahead of the records it polls, without
+// fetching or decoding them again (a rebalance in between drops those of
+// the partitions revoked). On shutdown (Run's
 // ctx done) no new call starts, calls in flight finish (bounded by
 // RequestTimeout), their outcomes are produced, and per partition the
 // records up to the first undecided one are committed; the rest are
@@ -226,7 +233,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -598,28 +607,28 @@ func (d *Dispatcher) handle(ctx context.Context, polled []*kgo.Record) error {
 		attempts, planned := deferredAttempts(rec)
 		enqueue(item{idx: i, req: req, attempts: attempts, planned: planned})
 	}
-	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
-	defer cancelBatch()
-	d.sendAll(bctx, queues, results, outs)
-
-	out := make([]*kgo.Record, 0, len(recs))
-	undecided := false
-	for _, r := range results {
-		switch {
-		case r == nil:
-			undecided = true
-		case r != decidedBefore:
-			out = append(out, r)
-		}
-	}
 	// Sends that happened must get their outcome even when shutting down:
-	// produce past ctx's end for at most shutdownGrace.
+	// produce past ctx's end for at most shutdownGrace. Each result is
+	// produced as soon as it is decided, so that a batch ends with few
+	// left to acknowledge (while it waits, no request of the next batch is
+	// sent); the offsets are still marked only after all are.
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancel) })
 	defer stop()
-	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
-		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
+	prod := &producing{ctx: pctx, cl: d.cl}
+	for _, r := range results {
+		if r != nil && r != decidedBefore {
+			prod.produce(r)
+		}
+	}
+	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
+	defer cancelBatch()
+	d.sendAll(bctx, queues, results, outs, prod.produce)
+
+	undecided := slices.Contains(results, nil)
+	if n, err := prod.wait(); err != nil {
+		return fmt.Errorf("producing %d outcomes and dead letters: %w", n, err)
 	}
 	d.noteDecided(ctx, recs, outs)
 	if err := ctx.Err(); err != nil {
@@ -636,6 +645,43 @@ func (d *Dispatcher) handle(ctx context.Context, polled []*kgo.Record) error {
 		d.markDecided(recs, results)
 	}
 	return nil
+}
+
+// producing produces a batch's results as they come and waits for their
+// acknowledgements.
+type producing struct {
+	ctx context.Context
+	cl  *kgo.Client
+	wg  sync.WaitGroup
+	n   atomic.Int64
+	mu  sync.Mutex
+	err error
+}
+
+// produce produces r; safe for concurrent use.
+func (p *producing) produce(r *kgo.Record) {
+	p.wg.Add(1)
+	p.n.Add(1)
+	p.cl.Produce(p.ctx, r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			p.mu.Lock()
+			if p.err == nil {
+				p.err = err
+			}
+			p.mu.Unlock()
+		}
+		p.wg.Done()
+	})
+}
+
+// wait waits for every record produced to be acknowledged and returns how
+// many there were and the first error. Call it once the last produce
+// returned.
+func (p *producing) wait() (int, error) {
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.n.Load()), p.err
 }
 
 // noteDecided tells the ledger the outcomes of a batch, acknowledged, and

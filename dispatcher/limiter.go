@@ -8,7 +8,8 @@ import (
 )
 
 // Limiter bounds how fast each sender (a WhatsApp phone-number id) sends.
-// The dispatcher calls Wait once per provider call and Observe with the
+// The dispatcher takes one turn per provider call, with Take (a batch's
+// queues, which wait without a worker) or Wait, and calls Observe with the
 // call's answer. Three implementations, chosen by LimiterConfig.Mode: the
 // global limiter (limiter_global.go: one rate per sender shared by every
 // replica, adaptive), a per-replica pacer at the configured rate (local),

@@ -43,6 +43,8 @@ type batchRun struct {
 	results []*kgo.Record
 	// outs[i] is the outcome in results[i], if any.
 	outs []*schemas.Outcome
+	// emit produces a result record as soon as it is decided.
+	emit func(*kgo.Record)
 	// ready holds the queues a worker may take (each queue is in it at
 	// most once, so it never blocks: its capacity is the queue count).
 	ready chan *recipientQueue
@@ -76,12 +78,12 @@ type turnWait struct {
 // on a timer and holds no worker; a wait longer than MaxHold defers the
 // queue's remaining requests (see batchRun.deferRest). A queue stops at its
 // first request left undecided because ctx ended.
-func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record, outs []*schemas.Outcome) {
+func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record, outs []*schemas.Outcome, emit func(*kgo.Record)) {
 	if len(queues) == 0 {
 		return
 	}
 	b := &batchRun{
-		d: d, ctx: ctx, results: results, outs: outs,
+		d: d, ctx: ctx, results: results, outs: outs, emit: emit,
 		ready:  make(chan *recipientQueue, len(queues)),
 		turned: make(chan *recipientQueue, len(queues)),
 		done:   make(chan struct{}),
@@ -289,6 +291,7 @@ func (b *batchRun) resumeTurn(q *recipientQueue) {
 func (b *batchRun) decided(q *recipientQueue, o *schemas.Outcome) {
 	idx := q.items[q.next].idx
 	b.results[idx], b.outs[idx] = outcomeRecord(o), o
+	b.emit(b.results[idx])
 	q.next++
 	q.try, q.retryAt = nil, time.Time{}
 }
@@ -357,6 +360,7 @@ func (b *batchRun) deferRest(q *recipientQueue, wake time.Time, reason string) {
 			Topic: schemas.TopicScheduled, Key: r.Key(), Value: bs,
 			Headers: []kgo.RecordHeader{{Key: schemas.HeaderAttempts, Value: []byte(strconv.Itoa(t.attempts))}},
 		}
+		b.emit(b.results[it.idx])
 		d.pairs.reserve(it.req, slot)
 		d.m.deferred.WithLabelValues(reason).Inc()
 		reason = "queued"
@@ -402,19 +406,23 @@ type pairPlan struct {
 	now func() time.Time
 
 	mu       sync.Mutex
-	last     map[string]time.Time
-	reserved map[string]time.Time
+	last     map[pairKey]time.Time
+	reserved map[pairKey]time.Time
 	changes  int
 }
 
 // newPairPlan returns a plan of interval; 0 or negative plans nothing.
 func newPairPlan(interval time.Duration) *pairPlan {
-	return &pairPlan{interval: interval, now: time.Now, last: make(map[string]time.Time), reserved: make(map[string]time.Time)}
+	return &pairPlan{interval: interval, now: time.Now, last: make(map[pairKey]time.Time), reserved: make(map[pairKey]time.Time)}
 }
 
-// pairKeyOf is the plan's key of req: its sender and recipient (Meta's
-// pair is the business number and the user).
-func pairKeyOf(req *schemas.DispatchRequest) string { return req.Sender + "|" + req.To }
+// pairKey is the plan's key of a request: its sender and recipient (Meta's
+// pair is the business number and the user); a struct, not a joined
+// string, so that a lookup allocates nothing.
+type pairKey struct{ sender, to string }
+
+// pairKeyOf is the plan's key of req.
+func pairKeyOf(req *schemas.DispatchRequest) pairKey { return pairKey{req.Sender, req.To} }
 
 // turn is the earliest time req may be sent: PairInterval after the last
 // counted call to its recipient, and, unless req holds a planned turn,
