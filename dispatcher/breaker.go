@@ -18,7 +18,13 @@ type breakers struct {
 
 	mu    sync.Mutex
 	byKey map[string]*breaker
+	// fast holds the same breakers by breakerKey, read without a lock:
+	// every send looks its breaker up twice.
+	fast sync.Map
 }
+
+// breakerKey is the lookup key of a breaker.
+type breakerKey struct{ provider, sender string }
 
 func newBreakers(cfg BreakerConfig, m *metrics) *breakers {
 	return &breakers{cfg: cfg, m: m, byKey: make(map[string]*breaker)}
@@ -28,6 +34,9 @@ func newBreakers(cfg BreakerConfig, m *metrics) *breakers {
 // Senders are checked against the app registry before, so the map is
 // bounded by the registered phone numbers.
 func (bs *breakers) get(provider, sender string) *breaker {
+	if b, ok := bs.fast.Load(breakerKey{provider, sender}); ok {
+		return b.(*breaker)
+	}
 	key := provider + "|" + sender
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
@@ -52,6 +61,7 @@ func (bs *breakers) get(provider, sender string) *breaker {
 	})
 	bs.m.breakerState.WithLabelValues(sender).Set(float64(gobreaker.StateClosed))
 	bs.byKey[key] = b
+	bs.fast.Store(breakerKey{provider, sender}, b)
 	return b
 }
 
@@ -108,6 +118,22 @@ func (b *breaker) signal() {
 	close(b.changed)
 	b.changed = make(chan struct{})
 	b.mu.Unlock()
+}
+
+// tryAllow is allow without a wait: ok false when the breaker would make
+// the caller wait (open, or half-open with its probes out).
+func (b *breaker) tryAllow() (func(error), bool) {
+	done, err := b.cb.Allow()
+	if err != nil {
+		return nil, false
+	}
+	probe := b.cb.State() == gobreaker.StateHalfOpen
+	return func(err error) {
+		done(err)
+		if probe {
+			b.signal()
+		}
+	}, true
 }
 
 // allow waits until the breaker lets one request through and returns the

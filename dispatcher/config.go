@@ -50,12 +50,13 @@ type Config struct {
 	// and with it the other recipients of its partition. Default 1s.
 	MaxHold time.Duration `yaml:"max_hold"`
 	// MaxBatchTime is the longest one polled batch starts sends. Past it
-	// the calls in flight finish, the decided records are committed and
-	// the undecided ones are fetched again (from the first undecided
-	// record of each partition; the decided ones after it are skipped),
-	// so that a rebalance, which waits for the batch, waits this long at
-	// most (plus RequestTimeout): replicas join and leave a group under a
-	// backlog that the rate limit spreads over minutes. Default 5s.
+	// the calls in flight finish, the decided prefix of each partition is
+	// committed and the undecided requests are carried over to the next
+	// batch, ahead of what it polls (dropped if their partition is revoked
+	// meanwhile: the new owner fetches them), so that a rebalance, which
+	// waits for the batch, waits this long at most (plus RequestTimeout):
+	// replicas join and leave a group under a backlog that the rate limit
+	// spreads over minutes. Default 2s.
 	MaxBatchTime time.Duration `yaml:"max_batch_time"`
 	// RequestTimeout bounds one HTTP call to the provider. A call that times
 	// out after its request was written ends the dispatch as in_doubt.

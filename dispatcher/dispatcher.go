@@ -25,7 +25,11 @@
 // a pair-rate wait when that is more than MaxHold away; then it waits on
 // the breaker's state change, without polling, and goes as the half-open
 // probe or after it succeeded; it is expired only past its own deadline), the
-// sender's rate limit (Limiter), the intent, and the provider call. Ready
+// sender's rate limit (Limiter: a batch's queue takes its sender's turn
+// before it takes one of the Concurrency workers, waiting in the limiter's
+// queue without one, so that a sender waiting for its rate holds no
+// capacity another sender could use; queue.go), the intent, and the
+// provider call. Ready
 // (/readyz) reports not ready while the breaker of every sender this
 // replica has sent for is open. Retryable errors (see IsRetryable) are retried with exponential
 // backoff and jitter up to Config.MaxAttempts and the request's Deadline
@@ -131,11 +135,14 @@
 // overtake deferred ones, see docs/LIMITS.md).
 //
 // Delivery: the offsets of a batch are committed only after all its outcomes
-// and dead letters were acknowledged by Kafka. A batch starts sends for at
-// most Config.MaxBatchTime (a backlog paced at a sender's share of its rate
-// would otherwise hold a batch, and with it every rebalance, for minutes):
-// then its decided prefix of each partition is committed and the rest is
-// fetched again, the records already decided skipped. On shutdown (Run's
+// and dead letters were acknowledged by Kafka (each is produced as soon as
+// it is decided). A batch starts sends for at most Config.MaxBatchTime (a
+// backlog paced at a sender's share of its rate would otherwise hold a
+// batch, and with it every rebalance, for minutes): then its decided
+// prefix of each partition is committed and its undecided requests are
+// carried over to the next batch, ahead of the records it polls, without
+// fetching or decoding them again (a rebalance in between drops those of
+// the partitions revoked). On shutdown (Run's
 // ctx done) no new call starts, calls in flight finish (bounded by
 // RequestTimeout), their outcomes are produced, and per partition the
 // records up to the first undecided one are committed; the rest are
@@ -226,7 +233,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -270,9 +279,9 @@ type Dispatcher struct {
 	// global is limiter when it is the global one (run by Run).
 	global *globalLimiter
 	pairs  *pairPlan
-	// redo holds the records decided behind an undecided one in a batch
-	// handed back past MaxBatchTime (see handBack).
-	redo redoSet
+	// carry holds the undecided requests of a batch handed back past
+	// MaxBatchTime, for the next batch (see handBack).
+	carry *carrySet
 	// pollSize is the most records the next batch gets (see nextPoll);
 	// only the consume loop uses it.
 	pollSize  int
@@ -369,13 +378,18 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		limiter = noLimit{}
 	}
 	var led *ledger
+	carry := &carrySet{}
 	copts := append(kcfg.Opts(log), kcfg.ConsumerOpts(cfg.Group, schemas.TopicDispatch)...)
 	copts = append(copts,
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
 			kafka.CommitOnRevoke(ctx, cl, lost)
 			led.drop(lost)
+			carry.drop(lost)
 		}),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) { led.drop(lost) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			led.drop(lost)
+			carry.drop(lost)
+		}),
 	)
 	cl, err := kgo.NewClient(copts...)
 	if err != nil {
@@ -426,7 +440,7 @@ func New(cfg Config, kcfg kafka.Config, reg *apps.Registry, log *slog.Logger, pr
 		limiter:     limiter,
 		global:      global,
 		pairs:       newPairPlan(cfg.PairInterval),
-		redo:        make(redoSet),
+		carry:       carry,
 		pollSize:    max(cfg.Concurrency, minPoll),
 		breakers:    newBreakers(cfg.Breaker, m),
 		throttle:    newThrottle(time.Second),
@@ -457,7 +471,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return nil
 	}
 	if d.global == nil {
-		return kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+		return kafka.RunCarrying(ctx, d.cl, d.log, d.nextPoll, d.handle)
 	}
 	// The limiter outlives the consume loop: sends in flight at shutdown
 	// still pace, and it says it leaves only after the last one.
@@ -467,7 +481,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		defer close(done)
 		d.global.run(lctx)
 	}()
-	err := kafka.RunN(ctx, d.cl, d.log, d.nextPoll, d.handle)
+	err := kafka.RunCarrying(ctx, d.cl, d.log, d.nextPoll, d.handle)
 	stop()
 	<-done
 	return err
@@ -515,7 +529,19 @@ type item struct {
 
 // handle is the kafka.Handler: decode, send, produce outcomes and dead
 // letters, and return once they are acknowledged.
-func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
+func (d *Dispatcher) handle(ctx context.Context, polled []*kgo.Record) error {
+	// The requests a batch handed back left undecided go first: they are
+	// older than polled in each partition, and decoded and checked already.
+	carried := d.carry.take()
+	d.carry.polled(polled)
+	recs := polled
+	if len(carried) > 0 {
+		recs = make([]*kgo.Record, 0, len(carried)+len(polled))
+		for _, c := range carried {
+			recs = append(recs, c.rec)
+		}
+		recs = append(recs, polled...)
+	}
 	// results[i] is what record i produced (an outcome or a dead letter);
 	// nil while undecided.
 	results := make([]*kgo.Record, len(recs))
@@ -523,10 +549,26 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	outs := make([]*schemas.Outcome, len(recs))
 	var queues [][]item
 	byKey := make(map[string]int)
-	d.redo.prune(recs)
+	// enqueue adds it to its recipient's queue: one queue per recipient
+	// keeps its sends in record order (Meta's pair rate and the user's
+	// reading order are per recipient).
+	enqueue := func(it item) {
+		k := string(it.req.Key())
+		q, ok := byKey[k]
+		if !ok {
+			q = len(queues)
+			byKey[k] = q
+			queues = append(queues, nil)
+		}
+		queues[q] = append(queues[q], it)
+	}
+	for i, c := range carried {
+		c.it.idx = i
+		enqueue(c.it)
+	}
 	// The outcomes and intents of partitions new to this replica: no
 	// request decided before is sent again (delivery.go).
-	jobs, failed, err := d.ledger.load(ctx, recs)
+	jobs, failed, err := d.ledger.load(ctx, polled)
 	if err != nil {
 		return fmt.Errorf("reading back decided requests: %w", err)
 	}
@@ -535,12 +577,8 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	d.learnLoaded(ctx, failed)
 	refreshed := make(map[int32]bool)
-	for i, rec := range recs {
-		if d.redo.decided(rec) {
-			// Decided in a batch handed back past MaxBatchTime.
-			results[i] = decidedBefore
-			continue
-		}
+	for i := len(carried); i < len(recs); i++ {
+		rec := recs[i]
 		req, err := schemas.DecodeDispatchRequest(rec.Value)
 		if err != nil {
 			results[i] = kafka.DeadLetter(stage, rec, "decoding dispatch request: "+err.Error())
@@ -567,53 +605,83 @@ func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
 			continue
 		}
 		attempts, planned := deferredAttempts(rec)
-		// One queue per recipient keeps its sends in record order (Meta's
-		// pair rate and the user's reading order are per recipient).
-		k := string(req.Key())
-		q, ok := byKey[k]
-		if !ok {
-			q = len(queues)
-			byKey[k] = q
-			queues = append(queues, nil)
-		}
-		queues[q] = append(queues[q], item{idx: i, req: req, attempts: attempts, planned: planned})
-	}
-	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
-	defer cancelBatch()
-	d.sendAll(bctx, queues, results, outs)
-
-	out := make([]*kgo.Record, 0, len(recs))
-	undecided := false
-	for _, r := range results {
-		switch {
-		case r == nil:
-			undecided = true
-		case r != decidedBefore:
-			out = append(out, r)
-		}
+		enqueue(item{idx: i, req: req, attempts: attempts, planned: planned})
 	}
 	// Sends that happened must get their outcome even when shutting down:
-	// produce past ctx's end for at most shutdownGrace.
+	// produce past ctx's end for at most shutdownGrace. Each result is
+	// produced as soon as it is decided, so that a batch ends with few
+	// left to acknowledge (while it waits, no request of the next batch is
+	// sent); the offsets are still marked only after all are.
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancel) })
 	defer stop()
-	if err := kafka.ProduceAll(pctx, d.cl, out); err != nil {
-		return fmt.Errorf("producing %d outcomes and dead letters: %w", len(out), err)
+	prod := &producing{ctx: pctx, cl: d.cl}
+	for _, r := range results {
+		if r != nil && r != decidedBefore {
+			prod.produce(r)
+		}
+	}
+	bctx, cancelBatch := context.WithTimeout(ctx, d.cfg.MaxBatchTime)
+	defer cancelBatch()
+	d.sendAll(bctx, queues, results, outs, prod.produce)
+
+	undecided := slices.Contains(results, nil)
+	if n, err := prod.wait(); err != nil {
+		return fmt.Errorf("producing %d outcomes and dead letters: %w", n, err)
 	}
 	d.noteDecided(ctx, recs, outs)
 	if err := ctx.Err(); err != nil {
 		// Interrupted batch: kafka.Run will not mark it; mark what is done.
-		if done := donePrefix(recs, results); len(done) > 0 {
-			d.cl.MarkCommitRecords(done...)
-		}
+		d.markDecided(recs, results)
 		return err
 	}
 	d.sizePoll(len(recs), results, undecided)
 	if undecided {
-		return d.handBack(ctx, recs, results)
+		return d.handBack(recs, results, queues)
+	}
+	if len(carried) > 0 {
+		// kafka.RunN marks polled only, and all of recs is decided.
+		d.markDecided(recs, results)
 	}
 	return nil
+}
+
+// producing produces a batch's results as they come and waits for their
+// acknowledgements.
+type producing struct {
+	ctx context.Context
+	cl  *kgo.Client
+	wg  sync.WaitGroup
+	n   atomic.Int64
+	mu  sync.Mutex
+	err error
+}
+
+// produce produces r; safe for concurrent use.
+func (p *producing) produce(r *kgo.Record) {
+	p.wg.Add(1)
+	p.n.Add(1)
+	p.cl.Produce(p.ctx, r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			p.mu.Lock()
+			if p.err == nil {
+				p.err = err
+			}
+			p.mu.Unlock()
+		}
+		p.wg.Done()
+	})
+}
+
+// wait waits for every record produced to be acknowledged and returns how
+// many there were and the first error. Call it once the last produce
+// returned.
+func (p *producing) wait() (int, error) {
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.n.Load()), p.err
 }
 
 // noteDecided tells the ledger the outcomes of a batch, acknowledged, and
@@ -696,6 +764,14 @@ type try struct {
 	last     error
 	// claimed: the recipient was granted within the messaging tier.
 	claimed bool
+	// turn: the sender's rate limit has handed this request its turn for
+	// the next call (a batch's queue takes it before it takes a worker,
+	// queue.go); the next attempt uses it, or drops it, but never keeps
+	// it for later, so that saved turns cannot add up to a burst.
+	turn bool
+	// picked, when the limiter handed the turn over, tells it that a
+	// worker took the turn up (Limiter.Take).
+	picked func()
 }
 
 // begin checks req before any call; attempts are the calls made for it
@@ -741,8 +817,8 @@ func (d *Dispatcher) begin(req *schemas.DispatchRequest, attempts int) (*try, *s
 	return &try{req: req, app: app, p: p, attempts: attempts}, nil
 }
 
-// attempt makes the next call of t: the breaker, the sender's rate limit,
-// the call. It returns the outcome when the request is decided, or the
+// attempt makes the next call of t: the breaker, the sender's rate limit
+// (unless t holds its turn already), the call. It returns the outcome when the request is decided, or the
 // time of its next call when a retryable error leaves room for one before
 // the deadline, or neither when ctx ended first.
 func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, time.Time) {
@@ -750,41 +826,43 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	if ctx.Err() != nil {
 		return nil, time.Time{}
 	}
+	turn := t.turn
+	t.turn = false
 	// The waits below end at the request's own deadline (then it is
-	// expired) or when ctx ends (then it is left undecided and fetched
-	// again): ctx's deadline, the batch's MaxBatchTime, must not expire a
-	// request that may wait longer.
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
-	if !req.Deadline.IsZero() {
-		var cancelDl context.CancelFunc
-		rctx, cancelDl = context.WithDeadline(rctx, req.Deadline)
-		defer cancelDl()
-	}
+	// expired) or when ctx ends (then it is left undecided, for the next
+	// batch): ctx's deadline, the batch's MaxBatchTime, must not expire a
+	// request that may wait longer. Their context is made only when one
+	// must wait (most sends do not).
+	w := waitCtx{parent: ctx, deadline: req.Deadline}
+	defer w.release()
 	if !t.claimed && needsClaim(t.app, req, time.Now()) {
-		if o, again, ok := d.claimTier(ctx, rctx, t); !ok {
+		if o, again, ok := d.claimTier(ctx, w.get(), t); !ok {
 			return o, again
 		}
 	}
 	br := d.breakers.get(string(req.Channel), req.Sender)
-	done, err := br.allow(rctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, time.Time{}
+	done, ok := br.tryAllow()
+	if !ok {
+		var err error
+		if done, err = br.allow(w.get()); err != nil {
+			if ctx.Err() != nil {
+				return nil, time.Time{}
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 		}
-		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 	}
-	start := time.Now()
 	lim := d.limiterFor(req.Channel)
-	if err := lim.Wait(rctx, req.Sender); err != nil {
-		done(context.Canceled) // not a call: neither success nor failure
-		if ctx.Err() != nil {
-			return nil, time.Time{}
+	if !turn {
+		start := time.Now()
+		if err := lim.Wait(w.get(), req.Sender); err != nil {
+			done(context.Canceled) // not a call: neither success nor failure
+			if ctx.Err() != nil {
+				return nil, time.Time{}
+			}
+			return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
 		}
-		return d.decide(req, schemas.OutcomeExpired, "", t.attempts, t.last), time.Time{}
+		d.m.limiterWait.Observe(time.Since(start).Seconds())
 	}
-	d.m.limiterWait.Observe(time.Since(start).Seconds())
 
 	// The intent first, acknowledged: a replica that finds it without an
 	// outcome knows this call may have been made (delivery.go).
@@ -838,6 +916,39 @@ func (d *Dispatcher) attempt(ctx context.Context, t *try) (*schemas.Outcome, tim
 	// Undecided after an answered call: that call is not in doubt.
 	d.answered(ctx, req, t.attempts)
 	return nil, next
+}
+
+// waitCtx makes, at its first get, the context of an attempt's waits:
+// parent's cancellation without its deadline (a batch's MaxBatchTime must
+// not expire a request that may wait longer), and the request's own
+// deadline. release ends it.
+type waitCtx struct {
+	parent   context.Context
+	deadline time.Time
+	ctx      context.Context
+	stops    []func()
+}
+
+func (w *waitCtx) get() context.Context {
+	if w.ctx != nil {
+		return w.ctx
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(w.parent))
+	stop := context.AfterFunc(w.parent, cancel)
+	w.stops = append(w.stops, func() { stop() }, cancel)
+	if !w.deadline.IsZero() {
+		var cancelDl context.CancelFunc
+		ctx, cancelDl = context.WithDeadline(ctx, w.deadline)
+		w.stops = append(w.stops, cancelDl)
+	}
+	w.ctx = ctx
+	return ctx
+}
+
+func (w *waitCtx) release() {
+	for _, f := range w.stops {
+		f()
+	}
 }
 
 // claimTier claims t's recipient within its business's messaging tier
@@ -931,7 +1042,7 @@ func (d *Dispatcher) decide(req *schemas.DispatchRequest, state schemas.OutcomeS
 		o.ErrorCode = errorCode(err)
 		o.ErrorMessage = err.Error()
 	}
-	d.m.sends.WithLabelValues(string(req.Channel), string(state)).Inc()
+	d.m.sent(string(req.Channel), string(state)).Inc()
 	if state != schemas.OutcomeAccepted && d.throttle.allow(string(state)+fmt.Sprint(o.ErrorCode)) {
 		d.log.Warn("dispatch not accepted", "dispatch_id", req.ID, "app", req.App, "sender", req.Sender,
 			"state", state, "code", o.ErrorCode, "attempts", attempts, "err", o.ErrorMessage)

@@ -8,7 +8,8 @@ import (
 )
 
 // Limiter bounds how fast each sender (a WhatsApp phone-number id) sends.
-// The dispatcher calls Wait once per provider call and Observe with the
+// The dispatcher takes one turn per provider call, with Take (a batch's
+// queues, which wait without a worker) or Wait, and calls Observe with the
 // call's answer. Three implementations, chosen by LimiterConfig.Mode: the
 // global limiter (limiter_global.go: one rate per sender shared by every
 // replica, adaptive), a per-replica pacer at the configured rate (local),
@@ -17,6 +18,21 @@ type Limiter interface {
 	// Wait blocks until sender may make one call. It returns ctx's error,
 	// and takes no turn, when ctx is done first.
 	Wait(ctx context.Context, sender string) error
+	// Take is Wait without blocking, for a caller that must not hold a
+	// worker while it waits (the batch's queues, queue.go): it reports
+	// true when sender may make one call now. Else the caller is queued
+	// like a Wait, and granted is called once, from another goroutine
+	// (a timer's, or one that changes the rate), when the turn is handed
+	// to it; granted must not block nor call the limiter. The caller
+	// must call picked once when a worker takes the turn up (or the turn
+	// is dropped): until then the turn counts as handed out but not
+	// taken, and few are handed out at once per sender (see
+	// pacer.maxOut), so that turns kept waiting for a worker cannot
+	// bunch into a burst. cancel takes the caller out of the queue and
+	// reports whether it was still in it (false: granted has run or
+	// runs, and the turn is the caller's). cancel is nil when Take
+	// returns true.
+	Take(sender string, granted func(picked func())) (now bool, cancel func() bool)
 	// Observe reports the answer of a call Wait allowed: nil or the
 	// provider's error. The global limiter lowers the sender's rate on
 	// Meta's rate-limit codes (4, 80007, 130429).
@@ -57,16 +73,33 @@ type pacer struct {
 	queue   []*waiter
 	timer   stopper
 	granted int // turns given since the last take
+	// out is how many turns granted to Take callers are not yet picked
+	// up; at maxOut the head Take waits for one to be.
+	out int
+}
+
+// maxOut is the most turns handed out to Take callers and not picked up:
+// the burst plus outWindow of the rate. Call with p.mu held.
+func (p *pacer) maxOut() int {
+	return int(p.burst) + int(math.Ceil(p.rate*outWindow.Seconds()))
 }
 
 // stopper is a timer that can be stopped (*time.Timer).
 type stopper interface{ Stop() bool }
 
-// waiter is one Wait in a pacer's queue.
+// waiter is one Wait (ch) or Take (fn) in a pacer's queue.
 type waiter struct {
 	ch      chan struct{}
+	fn      func(picked func())
 	granted bool
 }
+
+// outWindow is how much of a sender's rate a pacer hands out to Take
+// callers at once on top of its burst (pacer.maxOut): turns handed out
+// and not yet taken up by a worker. A turn's call is late by as long as
+// it waits for a worker, so more of them would let a busy moment end in
+// a burst of late calls.
+const outWindow = 10 * time.Millisecond
 
 // newPacer returns a pacer of rate calls a second and bursts of burst
 // (at least 1) that starts full.
@@ -123,23 +156,52 @@ func (p *pacer) wait(ctx context.Context) error {
 	case <-w.ch:
 		return nil
 	case <-ctx.Done():
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if w.granted {
+		if !p.leave(w) {
 			return nil // handed a token as ctx ended: use it
-		}
-		for i, q := range p.queue {
-			if q == w {
-				p.queue = append(p.queue[:i], p.queue[i+1:]...)
-				break
-			}
-		}
-		if len(p.queue) == 0 && p.timer != nil {
-			p.timer.Stop()
-			p.timer = nil
 		}
 		return ctx.Err()
 	}
+}
+
+// reserve is wait without blocking: true when a token is taken now, else
+// granted is queued (called under p.mu when its token is handed over) and
+// cancel leaves the queue (see Limiter.Take).
+func (p *pacer) reserve(granted func(picked func())) (bool, func() bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	p.refill(now)
+	if len(p.queue) == 0 && p.tokens >= 1-tokenEps {
+		p.tokens--
+		p.granted++
+		return true, nil
+	}
+	w := &waiter{fn: granted}
+	p.queue = append(p.queue, w)
+	if len(p.queue) == 1 {
+		p.arm(now)
+	}
+	return false, func() bool { return p.leave(w) }
+}
+
+// leave takes w out of the queue; false when it was handed its token.
+func (p *pacer) leave(w *waiter) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.granted {
+		return false
+	}
+	for i, q := range p.queue {
+		if q == w {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			break
+		}
+	}
+	if len(p.queue) == 0 && p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	return true
 }
 
 // arm sets the timer for the head waiter's token. Call with p.mu held.
@@ -148,7 +210,7 @@ func (p *pacer) arm(now time.Time) {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	if len(p.queue) == 0 || p.rate <= 0 {
+	if len(p.queue) == 0 || p.rate <= 0 || p.blocked() {
 		return
 	}
 	d := time.Duration(math.Ceil((1 - p.tokens) / p.rate * float64(time.Second)))
@@ -166,17 +228,48 @@ func (p *pacer) fire() {
 	p.arm(now)
 }
 
-// release hands whole tokens to waiters in order. Call with p.mu held.
+// release hands whole tokens to waiters in order, to a Take caller only
+// while fewer than maxOut turns are out. Call with p.mu held.
 func (p *pacer) release() {
 	for len(p.queue) > 0 && p.tokens >= 1-tokenEps {
 		w := p.queue[0]
+		if w.fn != nil && p.out >= p.maxOut() {
+			return // picked calls release again
+		}
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
 		w.granted = true
-		close(w.ch)
+		if w.fn != nil {
+			p.out++
+			w.fn(p.picked)
+		} else {
+			close(w.ch)
+		}
 		p.tokens--
 		p.granted++
 	}
+}
+
+// picked counts a turn handed to a Take caller as taken up, and hands out
+// the next ones it held back.
+func (p *pacer) picked() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held := p.blocked()
+	p.out--
+	if !held {
+		return
+	}
+	now := p.now()
+	p.refill(now)
+	p.release()
+	p.arm(now)
+}
+
+// blocked reports whether the head waiter waits for a turn to be picked
+// up rather than for a token. Call with p.mu held.
+func (p *pacer) blocked() bool {
+	return len(p.queue) > 0 && p.queue[0].fn != nil && p.out >= p.maxOut()
 }
 
 // setRate changes the rate from now on.
@@ -219,14 +312,24 @@ func newLocalLimiter(rateOf func(string) float64, burst int) *localLimiter {
 
 // Wait implements Limiter.
 func (l *localLimiter) Wait(ctx context.Context, sender string) error {
+	return l.pacer(sender).wait(ctx)
+}
+
+// pacer is sender's pacer, made at its first use.
+func (l *localLimiter) pacer(sender string) *pacer {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	p := l.pacers[sender]
 	if p == nil {
 		p = newPacer(l.rateOf(sender), l.burst)
 		l.pacers[sender] = p
 	}
-	l.mu.Unlock()
-	return p.wait(ctx)
+	return p
+}
+
+// Take implements Limiter.
+func (l *localLimiter) Take(sender string, granted func(picked func())) (bool, func() bool) {
+	return l.pacer(sender).reserve(granted)
 }
 
 // Observe implements Limiter: a local limiter does not adapt.
@@ -238,6 +341,9 @@ type noLimit struct{}
 
 // Wait implements Limiter.
 func (noLimit) Wait(ctx context.Context, _ string) error { return ctx.Err() }
+
+// Take implements Limiter.
+func (noLimit) Take(string, func(func())) (bool, func() bool) { return true, nil }
 
 // Observe implements Limiter.
 func (noLimit) Observe(string, error) {}

@@ -532,15 +532,25 @@ func newGlobalLimiter(cfg LimiterConfig, burst int, rateOf func(string) float64,
 
 // Wait implements Limiter.
 func (l *globalLimiter) Wait(ctx context.Context, sender string) error {
+	return l.pacer(sender).wait(ctx)
+}
+
+// Take implements Limiter.
+func (l *globalLimiter) Take(sender string, granted func(picked func())) (bool, func() bool) {
+	return l.pacer(sender).reserve(granted)
+}
+
+// pacer is sender's pacer, made at its first use at its current grant.
+func (l *globalLimiter) pacer(sender string) *pacer {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	p := l.pacers[sender]
 	if p == nil {
 		st := l.c.work(sender, l.now())
 		p = newPacer(st.grant, l.burst)
 		l.pacers[sender] = p
 	}
-	l.mu.Unlock()
-	return p.wait(ctx)
+	return p
 }
 
 // Observe implements Limiter: Meta's rate-limit answers lower the rate.

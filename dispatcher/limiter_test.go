@@ -310,3 +310,56 @@ func TestLocalLimiterAndNoLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPacerTakeHoldsTurnsUntilPicked: Take never blocks; queued Take
+// callers are handed their turns at the rate, in order, but at most
+// maxOut of them (burst 1 plus 10 ms of rate 100: 2) while none is picked
+// up, so that turns waiting for a worker cannot add up to a burst; picking
+// one up hands the next one at once if its token is due, and cancel takes
+// a caller out of the queue.
+func TestPacerTakeHoldsTurnsUntilPicked(t *testing.T) {
+	p, ft := fakePacer(100, 1)
+	if now, _ := p.reserve(func(func()) { t.Error("an immediate turn is not handed over later") }); !now {
+		t.Fatal("the saved token: want a turn now")
+	}
+	var (
+		got    []int
+		picked []func()
+	)
+	cancels := make([]func() bool, 6)
+	for i := range 6 {
+		now, cancel := p.reserve(func(pick func()) { got = append(got, i); picked = append(picked, pick) })
+		if now {
+			t.Fatalf("caller %d got a turn at once with an empty bucket", i)
+		}
+		cancels[i] = cancel
+	}
+	if p.maxOut() != 2 {
+		t.Fatalf("maxOut = %d, want 2 (burst 1 plus 10 ms of 100 a second)", p.maxOut())
+	}
+	ft.advance(time.Second) // 100 tokens' worth, but none is picked up
+	if len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Fatalf("handed %v after 1 s with nothing picked up, want [0 1]", got)
+	}
+	picked[0]() // a token is due: the next caller gets it at once
+	if len(got) != 3 || got[2] != 2 {
+		t.Fatalf("handed %v after one pick-up, want [0 1 2]", got)
+	}
+	if cancels[3]() != true {
+		t.Fatal("cancel of a queued caller: want true")
+	}
+	if cancels[0]() {
+		t.Fatal("cancel of a caller handed its turn: want false")
+	}
+	picked[1]()
+	picked[2]()
+	ft.advance(50 * time.Millisecond)
+	if want := []int{0, 1, 2, 4, 5}; len(got) != len(want) || got[3] != 4 || got[4] != 5 {
+		t.Fatalf("handed %v, want %v (3 cancelled)", got, want)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.out != 2 || len(p.queue) != 0 {
+		t.Fatalf("out %d, queued %d; want 2 out (4 and 5 not picked up), none queued", p.out, len(p.queue))
+	}
+}

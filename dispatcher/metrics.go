@@ -2,13 +2,17 @@ package dispatcher
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the dispatcher's Prometheus metrics, listed in the package doc.
 type metrics struct {
-	sends              *prometheus.CounterVec
+	sends *prometheus.CounterVec
+	// sendsBy caches sends' children by sendsKey: a label lookup hashes
+	// and locks, once per send.
+	sendsBy            sync.Map
 	providerErrors     *prometheus.CounterVec
 	sendDuration       prometheus.Histogram
 	limiterWait        prometheus.Histogram
@@ -253,4 +257,17 @@ func newTemplateMetrics(reg prometheus.Registerer, ready func() bool) (*template
 		}
 	}
 	return m, nil
+}
+
+// sendsKey is the labels of one child of herald_dispatcher_sends_total.
+type sendsKey struct{ channel, state string }
+
+// sent is the child of herald_dispatcher_sends_total for channel and state.
+func (m *metrics) sent(channel, state string) prometheus.Counter {
+	k := sendsKey{channel, state}
+	if c, ok := m.sendsBy.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.sendsBy.LoadOrStore(k, m.sends.WithLabelValues(channel, state))
+	return c.(prometheus.Counter)
 }

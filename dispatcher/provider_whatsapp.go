@@ -92,8 +92,9 @@ func postJSON(ctx context.Context, client *http.Client, url, token, contentType 
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
 	}
-	hreq.Header.Set("Authorization", "Bearer "+token)
-	hreq.Header.Set("Content-Type", contentType)
+	// Canonical keys set directly: Header.Set would canonicalize them on
+	// every call.
+	hreq.Header = http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {contentType}}
 	resp, err := client.Do(hreq)
 	if err != nil {
 		if written.Load() {
@@ -190,55 +191,141 @@ func validTo(to string) bool {
 	return true
 }
 
-// encodeMessage builds the JSON body of a messages call.
+// encodeMessage builds the JSON body of a messages call: the shape of
+// waMessage, written by hand (encoding/json's reflection was a few percent
+// of a send's CPU). The bytes are json.Marshal's of the waMessage
+// (TestEncodeMessageMatchesJSON), strings escaped as it does.
 func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
-	m := waMessage{
-		MessagingProduct: "whatsapp",
-		RecipientType:    "individual",
-		To:               req.To,
-		BizOpaque:        req.ID,
-	}
+	b := make([]byte, 0, 256)
+	b = append(b, `{"messaging_product":"whatsapp","recipient_type":"individual","to":`...)
+	b = appendJSONString(b, req.To)
 	if t := req.Template; t != nil {
-		m.Type = "template"
-		wt := &waTemplate{Name: t.Name, Language: waLanguage{Code: t.Language}}
+		b = append(b, `,"type":"template","template":{"name":`...)
+		b = appendJSONString(b, t.Name)
+		b = append(b, `,"language":{"code":`...)
+		b = appendJSONString(b, t.Language)
+		b = append(b, '}')
+		comps := 0
+		comp := func(kind string) {
+			if comps == 0 {
+				b = append(b, `,"components":[`...)
+			} else {
+				b = append(b, ',')
+			}
+			comps++
+			b = append(b, `{"type":"`...)
+			b = append(b, kind...)
+			b = append(b, '"')
+		}
 		if len(t.Header) > 0 {
-			wt.Components = append(wt.Components, waComponent{Type: "header", Parameters: textParams(t.Header)})
+			comp("header")
+			b = appendTextParams(b, t.Header...)
 		}
 		if len(t.Body) > 0 {
-			wt.Components = append(wt.Components, waComponent{Type: "body", Parameters: textParams(t.Body)})
+			comp("body")
+			b = appendTextParams(b, t.Body...)
 		}
-		idx := make([]int, 0, len(t.ButtonURL))
-		for i := range t.ButtonURL {
-			idx = append(idx, i)
+		if len(t.ButtonURL) > 0 {
+			idx := make([]int, 0, len(t.ButtonURL))
+			for i := range t.ButtonURL {
+				idx = append(idx, i)
+			}
+			slices.Sort(idx)
+			for _, i := range idx {
+				comp("button")
+				b = append(b, `,"sub_type":"url","index":`...)
+				b = appendJSONString(b, strconv.Itoa(i))
+				b = appendTextParams(b, t.ButtonURL[i])
+			}
 		}
-		slices.Sort(idx)
-		for _, i := range idx {
-			wt.Components = append(wt.Components, waComponent{
-				Type: "button", SubType: "url", Index: strconv.Itoa(i),
-				Parameters: []waParam{{Type: "text", Text: t.ButtonURL[i]}},
-			})
+		if comps > 0 {
+			b = append(b, ']')
 		}
-		m.Template = wt
+		b = append(b, '}')
 	} else {
-		m.Type = "text"
-		m.Text = &waText{Body: req.Text.Body, PreviewURL: req.Text.PreviewURL}
+		b = append(b, `,"type":"text","text":{"body":`...)
+		b = appendJSONString(b, req.Text.Body)
+		b = append(b, `,"preview_url":`...)
+		b = strconv.AppendBool(b, req.Text.PreviewURL)
+		b = append(b, '}')
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("%w: encoding message: %v", ErrInvalidRequest, err)
+	if req.ID != "" {
+		b = append(b, `,"biz_opaque_callback_data":`...)
+		b = appendJSONString(b, req.ID)
 	}
-	return b, nil
+	return append(b, '}'), nil
 }
 
-func textParams(vals []string) []waParam {
-	ps := make([]waParam, len(vals))
+// appendTextParams appends the "parameters" of text values and closes the
+// component.
+func appendTextParams(b []byte, vals ...string) []byte {
+	b = append(b, `,"parameters":[`...)
 	for i, v := range vals {
-		ps[i] = waParam{Type: "text", Text: v}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"type":"text","text":`...)
+		b = appendJSONString(b, v)
+		b = append(b, '}')
 	}
-	return ps
+	return append(b, "]}"...)
+}
+
+// appendJSONString appends s as a JSON string exactly as encoding/json
+// writes it: <, > and & escaped, control characters as \b \f \n \r \t
+// or \u00XX, invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // graphResponse is the union of a messages answer and a Graph error answer.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -309,4 +310,78 @@ func TestDecodeResponse(t *testing.T) {
 		&GraphError{Status: 400, Code: 100, Subcode: 33, Message: "Invalid parameter: to"})
 	f(503, "\xff\xfe bad", "", &GraphError{Status: 503, Message: "? bad"})
 	f(500, ``, "", &GraphError{Status: 500, Message: "empty body"})
+}
+
+// referenceMessage is the waMessage of req, for json.Marshal: what
+// encodeMessage writes by hand.
+func referenceMessage(req *schemas.DispatchRequest) waMessage {
+	params := func(vals []string) []waParam {
+		ps := make([]waParam, len(vals))
+		for i, v := range vals {
+			ps[i] = waParam{Type: "text", Text: v}
+		}
+		return ps
+	}
+	m := waMessage{MessagingProduct: "whatsapp", RecipientType: "individual", To: req.To, BizOpaque: req.ID}
+	if t := req.Template; t != nil {
+		m.Type = "template"
+		wt := &waTemplate{Name: t.Name, Language: waLanguage{Code: t.Language}}
+		if len(t.Header) > 0 {
+			wt.Components = append(wt.Components, waComponent{Type: "header", Parameters: params(t.Header)})
+		}
+		if len(t.Body) > 0 {
+			wt.Components = append(wt.Components, waComponent{Type: "body", Parameters: params(t.Body)})
+		}
+		var idx []int
+		for i := range t.ButtonURL {
+			idx = append(idx, i)
+		}
+		slices.Sort(idx)
+		for _, i := range idx {
+			wt.Components = append(wt.Components, waComponent{Type: "button", SubType: "url", Index: strconv.Itoa(i),
+				Parameters: []waParam{{Type: "text", Text: t.ButtonURL[i]}}})
+		}
+		m.Template = wt
+	} else {
+		m.Type = "text"
+		m.Text = &waText{Body: req.Text.Body, PreviewURL: req.Text.PreviewURL}
+	}
+	return m
+}
+
+// TestEncodeMessageMatchesJSON: the hand-written body is byte for byte
+// json.Marshal's of the waMessage, strings with every kind of escape
+// included (HTML characters, controls, invalid UTF-8, U+2028/9, quotes).
+func TestEncodeMessageMatchesJSON(t *testing.T) {
+	odd := []string{"", "plain", `q"uo\te`, "<b>&amp;</b>", "\x00\x01\b\f\n\r\t\x1f\x7f", "caf\u00e9 \u2028\u2029 \U0001F600",
+		"bad \xff\xfe utf8 \xe2\x82", "tab\there", "/slash/"}
+	var reqs []*schemas.DispatchRequest
+	for i, s := range odd {
+		reqs = append(reqs,
+			&schemas.DispatchRequest{ID: "d-" + s, To: "+15551234567", Text: &schemas.Text{Body: s, PreviewURL: i%2 == 0}},
+			&schemas.DispatchRequest{ID: "d", To: "15551234567", Template: &schemas.Template{Name: "n" + s, Language: s}},
+			&schemas.DispatchRequest{ID: "", To: "+1555", Template: &schemas.Template{Name: "promo", Language: "en_US",
+				Header: []string{s}, Body: []string{s, "x", s}, ButtonURL: map[int]string{2: s, 0: "a" + s, 10: "z"}}},
+			&schemas.DispatchRequest{ID: s + "-id", To: "+1555", Template: &schemas.Template{Name: "b", Language: "pt_BR",
+				Body: []string{s}, ButtonURL: map[int]string{1: s}}},
+		)
+	}
+	compared := 0
+	for _, req := range reqs {
+		got, err := encodeMessage(req)
+		if err != nil {
+			continue // refused by checkRequest (an empty template name, say)
+		}
+		compared++
+		want, err := json.Marshal(referenceMessage(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("encodeMessage(%+v)\n got %s\nwant %s", req, got, want)
+		}
+	}
+	if compared < 20 {
+		t.Fatalf("only %d of %d requests passed checkRequest (25 do): the test compares too little", compared, len(reqs))
+	}
 }

@@ -1,7 +1,9 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -10,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald/internal/kafka"
+
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -23,6 +26,13 @@ type recipientQueue struct {
 	// retryAt is when the head's next call may be made (a retry's
 	// backoff); zero when it may be made at once.
 	retryAt time.Time
+	// mu is held by takeTurn while it queues for its sender's turn and
+	// registers the wait, and by resumeTurn, so that a worker handed the
+	// queue by the limiter finds the wait registered. waiting and
+	// waitFrom (when it started) are guarded by it.
+	mu       sync.Mutex
+	waiting  bool
+	waitFrom time.Time
 }
 
 // batchRun runs the queues of one batch: workers take ready queues, a
@@ -33,16 +43,32 @@ type batchRun struct {
 	results []*kgo.Record
 	// outs[i] is the outcome in results[i], if any.
 	outs []*schemas.Outcome
+	// emit produces a result record as soon as it is decided.
+	emit func(*kgo.Record)
 	// ready holds the queues a worker may take (each queue is in it at
 	// most once, so it never blocks: its capacity is the queue count).
 	ready chan *recipientQueue
+	// turned holds the queues the limiter handed their sender's turn
+	// (takeTurn), ahead of ready: a turn is for now, and a queue behind
+	// a batch's worth of ready ones would use it late, bunching its
+	// sender's calls.
+	turned chan *recipientQueue
 	// left counts the queues not finished; done is closed at zero.
 	left atomic.Int64
 	done chan struct{}
 
-	mu      sync.Mutex
-	timers  map[*recipientQueue]*time.Timer
+	mu     sync.Mutex
+	timers map[*recipientQueue]*time.Timer
+	// turns are the queues waiting for their sender's turn (takeTurn).
+	turns   map[*recipientQueue]turnWait
 	stopped bool
+}
+
+// turnWait is a queue's wait for its sender's turn: cancel takes it out
+// of the limiter's queue, expiry wakes it at its request's deadline.
+type turnWait struct {
+	cancel func() bool
+	expiry *time.Timer
 }
 
 // sendAll runs every queue, at most Concurrency calls at a time, each queue
@@ -52,15 +78,17 @@ type batchRun struct {
 // on a timer and holds no worker; a wait longer than MaxHold defers the
 // queue's remaining requests (see batchRun.deferRest). A queue stops at its
 // first request left undecided because ctx ended.
-func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record, outs []*schemas.Outcome) {
+func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kgo.Record, outs []*schemas.Outcome, emit func(*kgo.Record)) {
 	if len(queues) == 0 {
 		return
 	}
 	b := &batchRun{
-		d: d, ctx: ctx, results: results, outs: outs,
+		d: d, ctx: ctx, results: results, outs: outs, emit: emit,
 		ready:  make(chan *recipientQueue, len(queues)),
+		turned: make(chan *recipientQueue, len(queues)),
 		done:   make(chan struct{}),
 		timers: make(map[*recipientQueue]*time.Timer),
+		turns:  make(map[*recipientQueue]turnWait),
 	}
 	b.left.Store(int64(len(queues)))
 	for _, q := range queues {
@@ -76,7 +104,32 @@ func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kg
 	for _, t := range b.timers {
 		t.Stop()
 	}
+	turns := b.turns
+	b.turns = nil
 	b.mu.Unlock()
+	// Outside b.mu: cancel takes the limiter's lock, which takeTurn holds
+	// under b.mu. A turn handed over meanwhile is lost (sends fewer, never
+	// more); its queue goes to ready, which nobody reads any more.
+	for _, w := range turns {
+		w.cancel()
+		if w.expiry != nil {
+			w.expiry.Stop()
+		}
+	}
+	// Every turn handed over is in turned now (cancel waited for the
+	// limiter's lock): the ones no worker took up are given back as
+	// picked, else their sender's limiter would hold its next turns.
+	for drained := false; !drained; {
+		select {
+		case q := <-b.turned:
+			if q.try.picked != nil {
+				q.try.picked()
+				q.try.picked = nil
+			}
+		default:
+			drained = true
+		}
+	}
 }
 
 // work runs ready queues until every queue finished or ctx ended (parked
@@ -84,6 +137,14 @@ func (d *Dispatcher) sendAll(ctx context.Context, queues [][]item, results []*kg
 func (b *batchRun) work() {
 	for {
 		select {
+		case q := <-b.turned:
+			b.run(q)
+			continue
+		default:
+		}
+		select {
+		case q := <-b.turned:
+			b.run(q)
 		case q := <-b.ready:
 			b.run(q)
 		case <-b.done:
@@ -99,6 +160,10 @@ func (b *batchRun) work() {
 // or ctx ended.
 func (b *batchRun) run(q *recipientQueue) {
 	d := b.d
+	if q.try != nil {
+		// Back from a wait: parked, or for its sender's turn.
+		b.resumeTurn(q)
+	}
 	for q.next < len(q.items) {
 		it := q.items[q.next]
 		if q.try == nil {
@@ -120,6 +185,8 @@ func (b *batchRun) run(q *recipientQueue) {
 			wake, reason = until, "breaker"
 		}
 		if wait := time.Until(wake); wait > 0 {
+			// A turn handed over is for now, not for after the wait.
+			q.try.turn = false
 			if dl := it.req.Deadline; !dl.IsZero() && !wake.Before(dl) {
 				b.decided(q, d.decide(it.req, schemas.OutcomeExpired, "", q.try.attempts, q.try.last))
 				continue
@@ -130,6 +197,16 @@ func (b *batchRun) run(q *recipientQueue) {
 			}
 			b.park(q, wait)
 			return
+		}
+		if !q.try.turn {
+			if dl := it.req.Deadline; !dl.IsZero() && !time.Now().Before(dl) {
+				// Woken by takeTurn's expiry, or past it meanwhile.
+				b.decided(q, d.decide(it.req, schemas.OutcomeExpired, "", q.try.attempts, q.try.last))
+				continue
+			}
+			if !b.takeTurn(q, it.req) {
+				return // waiting for the sender's turn, without a worker
+			}
 		}
 		o, again := d.attempt(b.ctx, q.try)
 		switch {
@@ -145,10 +222,76 @@ func (b *batchRun) run(q *recipientQueue) {
 	b.finish()
 }
 
+// takeTurn takes the turn of q's head for its sender's rate limit before
+// the head takes a worker's call: true when the turn is q's now. Else q
+// waits in the limiter's queue holding no worker, and goes back to ready
+// when the limiter hands it the turn (q.try.turn set), or at the head's
+// deadline (then it is expired). So a sender waiting for its rate holds
+// none of the Concurrency calls that other senders could use.
+func (b *batchRun) takeTurn(q *recipientQueue, req *schemas.DispatchRequest) bool {
+	lim := b.d.limiterFor(req.Channel)
+	t := q.try
+	// q.mu is held across Take so that the wait is registered before a
+	// worker that took the handed-over queue looks for it (resumeTurn).
+	// granted takes no lock: Take may call it, and the limiter calls it
+	// under its own lock. takeTurn runs on workers only, so never after
+	// sendAll stopped the batch.
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now, cancel := lim.Take(req.Sender, func(picked func()) {
+		t.turn, t.picked = true, picked
+		b.turned <- q // never blocks: each queue is in ready or turned at most once
+	})
+	if now {
+		t.turn = true
+		b.d.m.limiterWait.Observe(0)
+		return true
+	}
+	q.waiting, q.waitFrom = true, time.Now()
+	w := turnWait{cancel: cancel}
+	if dl := req.Deadline; !dl.IsZero() {
+		w.expiry = time.AfterFunc(time.Until(dl), func() {
+			if cancel() {
+				b.turned <- q // still waiting: run expires the head
+			}
+		})
+	}
+	b.mu.Lock()
+	b.turns[q] = w
+	b.mu.Unlock()
+	return false
+}
+
+// resumeTurn forgets the turn wait of q, which the limiter handed its
+// turn (or whose deadline came), tells the limiter a worker took the
+// turn up, and counts the wait.
+func (b *batchRun) resumeTurn(q *recipientQueue) {
+	if q.try.picked != nil {
+		q.try.picked()
+		q.try.picked = nil
+	}
+	q.mu.Lock()
+	waiting, from := q.waiting, q.waitFrom
+	q.waiting = false
+	q.mu.Unlock()
+	if !waiting {
+		return
+	}
+	b.mu.Lock()
+	w := b.turns[q]
+	delete(b.turns, q)
+	b.mu.Unlock()
+	if w.expiry != nil {
+		w.expiry.Stop()
+	}
+	b.d.m.limiterWait.Observe(time.Since(from).Seconds())
+}
+
 // decided stores the head's outcome and moves q to its next request.
 func (b *batchRun) decided(q *recipientQueue, o *schemas.Outcome) {
 	idx := q.items[q.next].idx
 	b.results[idx], b.outs[idx] = outcomeRecord(o), o
+	b.emit(b.results[idx])
 	q.next++
 	q.try, q.retryAt = nil, time.Time{}
 }
@@ -217,6 +360,7 @@ func (b *batchRun) deferRest(q *recipientQueue, wake time.Time, reason string) {
 			Topic: schemas.TopicScheduled, Key: r.Key(), Value: bs,
 			Headers: []kgo.RecordHeader{{Key: schemas.HeaderAttempts, Value: []byte(strconv.Itoa(t.attempts))}},
 		}
+		b.emit(b.results[it.idx])
 		d.pairs.reserve(it.req, slot)
 		d.m.deferred.WithLabelValues(reason).Inc()
 		reason = "queued"
@@ -262,19 +406,23 @@ type pairPlan struct {
 	now func() time.Time
 
 	mu       sync.Mutex
-	last     map[string]time.Time
-	reserved map[string]time.Time
+	last     map[pairKey]time.Time
+	reserved map[pairKey]time.Time
 	changes  int
 }
 
 // newPairPlan returns a plan of interval; 0 or negative plans nothing.
 func newPairPlan(interval time.Duration) *pairPlan {
-	return &pairPlan{interval: interval, now: time.Now, last: make(map[string]time.Time), reserved: make(map[string]time.Time)}
+	return &pairPlan{interval: interval, now: time.Now, last: make(map[pairKey]time.Time), reserved: make(map[pairKey]time.Time)}
 }
 
-// pairKeyOf is the plan's key of req: its sender and recipient (Meta's
-// pair is the business number and the user).
-func pairKeyOf(req *schemas.DispatchRequest) string { return req.Sender + "|" + req.To }
+// pairKey is the plan's key of a request: its sender and recipient (Meta's
+// pair is the business number and the user); a struct, not a joined
+// string, so that a lookup allocates nothing.
+type pairKey struct{ sender, to string }
+
+// pairKeyOf is the plan's key of req.
+func pairKeyOf(req *schemas.DispatchRequest) pairKey { return pairKey{req.Sender, req.To} }
 
 // turn is the earliest time req may be sent: PairInterval after the last
 // counted call to its recipient, and, unless req holds a planned turn,
@@ -347,8 +495,10 @@ func (p *pairPlan) changed() {
 	}
 }
 
-// nextPoll is the most records the next batch gets.
-func (d *Dispatcher) nextPoll() int { return d.pollSize }
+// nextPoll is the most records the next batch gets, and whether a batch
+// handed back carries requests over to it (kafka.RunCarrying then does
+// not wait for new records).
+func (d *Dispatcher) nextPoll() (int, bool) { return d.pollSize, d.carry.carrying() }
 
 // minPoll is the fewest records a batch is offered (with Concurrency if
 // larger): enough that a burst to a few recipients and the others of
@@ -356,100 +506,160 @@ func (d *Dispatcher) nextPoll() int { return d.pollSize }
 // rate lets the others go by.
 const minPoll = 256
 
+// maxPoll is the most records a batch is offered. More than
+// kafka.MaxPollRecords: a paced backlog of many senders must give each of
+// them MaxBatchTime of work in one batch (100 senders at 80 a second for
+// 2 s are 16,000 requests), else every batch ends when its busiest
+// sender is done and the others idle until then.
+const maxPoll = 50_000
+
 // sizePoll sizes the next batch from the last one of n records: a batch
-// cut short by MaxBatchTime is followed by one of as many records as it
-// decided (what the rate limit lets through in that time), one that
-// finished by one twice its size, at least minPoll (or Concurrency) and
-// at most kafka.MaxPollRecords. So a paced backlog is not fetched again and
-// again (each cut batch hands its undecided records back), while an
-// unpaced one soon gets full batches.
+// cut short by MaxBatchTime is followed by one of one and a half times as
+// many records as it decided (what the rate limits let through in that
+// time, and a margin so that every sender, whose share of a batch varies,
+// still has work when the batch is cut), one that finished by one twice
+// its size, at least minPoll (or Concurrency) and at most maxPoll. So a
+// paced backlog is not fetched again and again (each cut batch hands
+// back its undecided records: about a third), while an unpaced one soon
+// gets full batches.
 func (d *Dispatcher) sizePoll(n int, results []*kgo.Record, cut bool) {
 	size := 2 * n
 	if cut {
-		size = 0
+		decided, left := 0, 0
 		for _, r := range results {
-			if r != nil && r != decidedBefore {
-				size++
+			switch {
+			case r == nil:
+				left++
+			case r != decidedBefore:
+				decided++
 			}
 		}
+		// The requests carried over (left) are part of the next batch.
+		size = decided + decided/2 - left
 	}
-	d.pollSize = min(max(size, d.cfg.Concurrency, minPoll), kafka.MaxPollRecords)
+	d.pollSize = min(max(size, d.cfg.Concurrency, minPoll), maxPoll)
 }
 
-// decidedBefore stands, in a batch's results, for a record decided in an
-// earlier batch that was handed back: nothing is produced for it again.
+// decidedBefore stands, in a batch's results, for a record decided
+// before (a duplicate the ledger knows): nothing is produced for it again.
 var decidedBefore = &kgo.Record{}
 
-// handBack ends a batch cut short by MaxBatchTime: it marks and commits
-// the decided prefix of each partition, rewinds each partition to its
-// first undecided record, and remembers the decided records after that
-// one, so that they are skipped when fetched again.
-func (d *Dispatcher) handBack(ctx context.Context, recs, results []*kgo.Record) error {
-	if done := donePrefix(recs, results); len(done) > 0 {
-		d.cl.MarkCommitRecords(done...)
-	}
-	// SetOffsets takes the rewind point for committed: commit first.
-	if err := d.cl.CommitMarkedOffsets(ctx); err != nil && d.throttle.allow("commit") {
-		d.log.Warn("committing a batch handed back", "err", err)
-	}
-	rewind := make(map[string]map[int32]kgo.EpochOffset)
-	for i, r := range recs {
-		_, cut := rewind[r.Topic][r.Partition]
-		switch {
-		case cut && results[i] != nil:
-			d.redo.add(r)
-		case !cut && results[i] == nil:
-			if rewind[r.Topic] == nil {
-				rewind[r.Topic] = make(map[int32]kgo.EpochOffset)
+// handBack ends a batch cut short by MaxBatchTime: it marks the decided
+// prefix of each partition for commit and carries the undecided requests
+// over to the next batch, ahead of what it polls (their records follow in
+// each partition: the consumer is not rewound, so nothing is fetched or
+// decoded again, and the requests decided behind an undecided one are not
+// seen again). A rebalance between the batches drops the carried requests
+// of the partitions revoked: their new owner fetches them from the
+// committed offset, as after a restart.
+func (d *Dispatcher) handBack(recs, results []*kgo.Record, queues [][]item) error {
+	d.markDecided(recs, results)
+	var left []carried
+	for _, q := range queues {
+		for _, it := range q {
+			if results[it.idx] == nil {
+				left = append(left, carried{rec: recs[it.idx], it: it})
 			}
-			rewind[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
 		}
 	}
-	d.cl.SetOffsets(rewind)
+	// In recs' order, which is each partition's offset order.
+	slices.SortFunc(left, func(a, b carried) int { return cmp.Compare(a.it.idx, b.it.idx) })
+	d.carry.put(left)
 	d.m.batchesCut.Inc()
 	return kafka.ErrHandledPart
 }
 
-// redoSet holds, per partition, the offsets of records decided behind an
-// undecided one in a batch handed back. Only handle uses it.
-type redoSet map[int32]map[int64]bool
-
-func (s redoSet) add(r *kgo.Record) {
-	if s[r.Partition] == nil {
-		s[r.Partition] = make(map[int64]bool)
+// markDecided marks for commit, per partition of recs, the records before
+// its first undecided one, or, when none is undecided, every record read
+// of it: a batch that carried requests over decided records behind them
+// that it does not hold.
+func (d *Dispatcher) markDecided(recs, results []*kgo.Record) {
+	done := donePrefix(recs, results)
+	open := make(map[int32]bool)
+	for i, r := range results {
+		if r == nil {
+			open[recs[i].Partition] = true
+		}
 	}
-	s[r.Partition][r.Offset] = true
+	for i, r := range done {
+		if last := d.carry.lastOf(r.Partition); !open[r.Partition] && last != nil && last.Offset > r.Offset {
+			done[i] = last
+		}
+	}
+	if len(done) > 0 {
+		d.cl.MarkCommitRecords(done...)
+	}
 }
 
-// decided reports whether r was decided before, and forgets it.
-func (s redoSet) decided(r *kgo.Record) bool {
-	if !s[r.Partition][r.Offset] {
-		return false
-	}
-	delete(s[r.Partition], r.Offset)
-	return true
+// carried is an undecided request of a batch handed back, and its record.
+type carried struct {
+	rec *kgo.Record
+	it  item
 }
 
-// prune forgets the offsets below the first of each partition in recs:
-// committed, or the partition was taken over.
-func (s redoSet) prune(recs []*kgo.Record) {
-	if len(s) == 0 {
+// carrySet holds the requests a batch handed back, for the next batch.
+// The consume loop puts and takes them; the rebalance callbacks drop those
+// of the partitions revoked or lost.
+type carrySet struct {
+	mu   sync.Mutex
+	left []carried
+	// last is the last record polled of each partition.
+	last map[int32]*kgo.Record
+}
+
+// polled notes the last record polled of each partition in recs.
+func (c *carrySet) polled(recs []*kgo.Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = make(map[int32]*kgo.Record)
+	}
+	for _, r := range recs {
+		if l := c.last[r.Partition]; l == nil || r.Offset > l.Offset {
+			c.last[r.Partition] = r
+		}
+	}
+}
+
+// lastOf is the last record polled of partition p, nil if none.
+func (c *carrySet) lastOf(p int32) *kgo.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last[p]
+}
+
+func (c *carrySet) put(left []carried) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.left = left
+}
+
+// take returns the carried requests and empties the set.
+func (c *carrySet) take() []carried {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	left := c.left
+	c.left = nil
+	return left
+}
+
+// carrying reports whether requests are carried.
+func (c *carrySet) carrying() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.left) > 0
+}
+
+// drop forgets the carried requests of the partitions in lost.
+func (c *carrySet) drop(lost map[string][]int32) {
+	parts := lost[schemas.TopicDispatch]
+	if len(parts) == 0 {
 		return
 	}
-	first := make(map[int32]int64)
-	for _, r := range recs {
-		if f, ok := first[r.Partition]; !ok || r.Offset < f {
-			first[r.Partition] = r.Offset
-		}
-	}
-	for p, f := range first {
-		for off := range s[p] {
-			if off < f {
-				delete(s[p], off)
-			}
-		}
-		if len(s[p]) == 0 {
-			delete(s, p)
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.left = slices.DeleteFunc(c.left, func(r carried) bool { return slices.Contains(parts, r.rec.Partition) })
+	for _, p := range parts {
+		delete(c.last, p)
 	}
 }

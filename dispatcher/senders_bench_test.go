@@ -23,6 +23,7 @@ import (
 //	reach_min, reach_median  accepted / (80 · 10) of the lowest and the median sender
 //	max_1s                   the busiest second of any sender / 80
 //	throttled                130429 answers over the whole run
+//	cpu_cores, cpu_µs/send   the process's CPU while judged, and per accepted send
 //
 //	go test -run '^$' -bench BenchmarkManySenders -benchtime 1x -timeout 20m ./dispatcher/
 func BenchmarkManySenders(b *testing.B) {
@@ -83,14 +84,16 @@ func benchManySenders(b *testing.B, senders, rate, backlogSecs, concurrency int)
 		done := make(chan error, 1)
 		go func() { done <- d.Run(ctx) }()
 		time.Sleep(warmup) // group join, the limiter's first heartbeats, every sender's shares
+		cpu0 := processCPU(b)
 		from, to := steady(10)
+		cpu := processCPU(b) - cpu0
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)
 		}
 		d.Close()
 		var reach []float64
-		max1 := 0
+		max1, accepted := 0, 0
 		for _, id := range ids {
 			per := h.sim.AcceptedPerSecond(id)
 			total := 0
@@ -98,6 +101,7 @@ func benchManySenders(b *testing.B, senders, rate, backlogSecs, concurrency int)
 				total += per[s]
 				max1 = max(max1, per[s])
 			}
+			accepted += total
 			reach = append(reach, float64(total)/float64(int64(rate)*(to-from)))
 		}
 		slices.Sort(reach)
@@ -105,5 +109,12 @@ func benchManySenders(b *testing.B, senders, rate, backlogSecs, concurrency int)
 		b.ReportMetric(reach[len(reach)/2], "reach_median")
 		b.ReportMetric(float64(max1)/float64(rate), "max_1s")
 		b.ReportMetric(float64(h.sim.Stats().Rejected[wasim.CodeThroughput]), "throttled")
+		// The process's CPU (dispatcher, simulator and kfake) over the
+		// judged seconds (they start within a second of the measure):
+		// cores used, and per accepted send.
+		b.ReportMetric(cpu.Seconds()/(float64(to-from)+1), "cpu_cores")
+		if accepted > 0 {
+			b.ReportMetric(float64(cpu.Microseconds())/float64(accepted), "cpu_µs/send")
+		}
 	}
 }

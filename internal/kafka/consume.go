@@ -82,7 +82,7 @@ func RunDrainingN(ctx context.Context, grace time.Duration, cl *kgo.Client, log 
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	defer stop()
-	return run(ctx, hctx, cl, log, maxRecords, h)
+	return run(ctx, hctx, cl, log, fixed(maxRecords), h)
 }
 
 // Run polls cl until ctx is done, hands each batch to h, and marks the batch's
@@ -102,12 +102,27 @@ const MaxPollRecords = 10000
 // cost time per record: the dispatcher sizes its batches to what its rate
 // limit lets it send before it cuts a batch short.
 func RunN(ctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
-	return run(ctx, ctx, cl, log, maxRecords, h)
+	return run(ctx, ctx, cl, log, fixed(maxRecords), h)
+}
+
+// RunCarrying is RunN for a handler that may keep work of one batch for
+// the next (the dispatcher carries the undecided requests of a batch it
+// cut short): next gives the most records to poll and whether work is
+// carried. While it is, the poll does not wait for new records (it takes
+// what is buffered, maybe none) and h is called even with no records. h
+// marks for commit what it finished when it returns ErrHandledPart.
+func RunCarrying(ctx context.Context, cl *kgo.Client, log *slog.Logger, next func() (maxRecords int, carrying bool), h Handler) error {
+	return run(ctx, ctx, cl, log, next, h)
+}
+
+// fixed is a next of RunCarrying that never carries.
+func fixed(maxRecords func() int) func() (int, bool) {
+	return func() (int, bool) { return maxRecords(), false }
 }
 
 // run is RunN with the handler's context apart: polling stops with ctx, h
 // runs under hctx.
-func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords func() int, h Handler) error {
+func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, next func() (int, bool), h Handler) error {
 	defer func() {
 		// Commit what was processed; a fresh context because ctx is done.
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -117,7 +132,14 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords
 		}
 	}()
 	for {
-		fetches := cl.PollRecords(ctx, maxRecords())
+		n, carrying := next()
+		pctx := ctx
+		if carrying {
+			// PollRecords documents a nil context: it returns at
+			// once with what is buffered.
+			pctx = nil //nolint:staticcheck // SA1012: nil is PollRecords' documented "do not wait"
+		}
+		fetches := cl.PollRecords(pctx, n)
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
@@ -133,7 +155,7 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, maxRecords
 			}
 		})
 		recs := fetches.Records()
-		if len(recs) == 0 {
+		if len(recs) == 0 && !carrying {
 			cl.AllowRebalance()
 			continue
 		}
