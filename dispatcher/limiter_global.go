@@ -610,8 +610,8 @@ func (l *globalLimiter) run(ctx context.Context) {
 func (l *globalLimiter) read(ctx context.Context) {
 	for {
 		fs := l.cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return // (a closed client answers every poll at once)
 		}
 		fs.EachError(func(topic string, p int32, err error) {
 			if l.throttle.allow("fetch") {

@@ -273,7 +273,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		pctx, done := s.pollContext(ctx, wait, timed)
 		fetches := s.cl.PollRecords(pctx, schedulerPoll)
 		done()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || fetches.IsClientClosed() {
 			s.cl.AllowRebalance()
 			return nil
 		}

@@ -95,8 +95,8 @@ func (t *statusTail) close() { t.cl.Close() }
 func (d *Dispatcher) runStatusTail(ctx context.Context) {
 	for {
 		fs := d.tail.cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return // (a closed client answers every poll at once)
 		}
 		fs.EachError(func(topic string, p int32, err error) {
 			if d.throttle.allow("status_tail") {
