@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald/internal/apps"
+	"github.com/heraldhq/herald/internal/jsonenc"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -201,12 +202,12 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 	}
 	b := make([]byte, 0, 256)
 	b = append(b, `{"messaging_product":"whatsapp","recipient_type":"individual","to":`...)
-	b = appendJSONString(b, req.To)
+	b = jsonenc.String(b, req.To)
 	if t := req.Template; t != nil {
 		b = append(b, `,"type":"template","template":{"name":`...)
-		b = appendJSONString(b, t.Name)
+		b = jsonenc.String(b, t.Name)
 		b = append(b, `,"language":{"code":`...)
-		b = appendJSONString(b, t.Language)
+		b = jsonenc.String(b, t.Language)
 		b = append(b, '}')
 		comps := 0
 		comp := func(kind string) {
@@ -237,7 +238,7 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 			for _, i := range idx {
 				comp("button")
 				b = append(b, `,"sub_type":"url","index":`...)
-				b = appendJSONString(b, strconv.Itoa(i))
+				b = jsonenc.String(b, strconv.Itoa(i))
 				b = appendTextParams(b, t.ButtonURL[i])
 			}
 		}
@@ -247,14 +248,14 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 		b = append(b, '}')
 	} else {
 		b = append(b, `,"type":"text","text":{"body":`...)
-		b = appendJSONString(b, req.Text.Body)
+		b = jsonenc.String(b, req.Text.Body)
 		b = append(b, `,"preview_url":`...)
 		b = strconv.AppendBool(b, req.Text.PreviewURL)
 		b = append(b, '}')
 	}
 	if req.ID != "" {
 		b = append(b, `,"biz_opaque_callback_data":`...)
-		b = appendJSONString(b, req.ID)
+		b = jsonenc.String(b, req.ID)
 	}
 	return append(b, '}'), nil
 }
@@ -268,64 +269,10 @@ func appendTextParams(b []byte, vals ...string) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `{"type":"text","text":`...)
-		b = appendJSONString(b, v)
+		b = jsonenc.String(b, v)
 		b = append(b, '}')
 	}
 	return append(b, "]}"...)
-}
-
-// appendJSONString appends s as a JSON string exactly as encoding/json
-// writes it: <, > and & escaped, control characters as \b \f \n \r \t
-// or \u00XX, invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // graphResponse is the union of a messages answer and a Graph error answer.

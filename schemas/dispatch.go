@@ -384,22 +384,11 @@ func (d *DispatchRequest) appendJSON(b []byte) ([]byte, bool) {
 // appendIntMap appends m as encoding/json does: keys as strings, sorted
 // as strings.
 func appendIntMap(b []byte, m map[int]string) []byte {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, strconv.Itoa(k))
+	byName := make(map[string]string, len(m))
+	for k, v := range m {
+		byName[strconv.Itoa(k)] = v
 	}
-	slices.Sort(keys)
-	for i, k := range keys {
-		if i == 0 {
-			b = append(b, '{')
-		} else {
-			b = append(b, ',')
-		}
-		n, _ := strconv.Atoi(k)
-		b = jsonenc.String(b, k)
-		b = jsonenc.String(append(b, ':'), m[n])
-	}
-	return append(b, '}')
+	return appendStringMap(b, byName)
 }
 
 // appendStringMap appends m as encoding/json does, keys sorted.
@@ -409,10 +398,9 @@ func appendStringMap(b []byte, m map[string]string) []byte {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	b = append(b, '{')
 	for i, k := range keys {
-		if i == 0 {
-			b = append(b, '{')
-		} else {
+		if i > 0 {
 			b = append(b, ',')
 		}
 		b = jsonenc.String(b, k)

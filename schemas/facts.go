@@ -3,9 +3,10 @@ package schemas
 import (
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-faster/city"
+
+	"github.com/heraldhq/herald/internal/jsonenc"
 )
 
 // TopicFacts carries DispatchFacts: the analytics sink's attributed facts
@@ -158,7 +159,7 @@ func (f *DispatchFacts) AppendJSON(b []byte) []byte {
 			}
 			x := &f.Facts[i]
 			b = append(b, `{"state":`...)
-			b = appendJSONString(b, x.State)
+			b = jsonenc.String(b, x.State)
 			b = appendField(b, "detail", x.Detail, true)
 			if x.Amount != 0 {
 				b = append(b, `,"amount":`...)
@@ -183,57 +184,5 @@ func appendField(b []byte, name, v string, omitEmpty bool) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return appendJSONString(b, v)
-}
-
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 replaced by U+FFFD (as
-// encoding/json does).
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return jsonenc.String(b, v)
 }
