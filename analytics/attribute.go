@@ -94,8 +94,10 @@ func metaOf(m *messageRow) metaRow {
 }
 
 func (mr *metaRow) meta() dispatchMeta {
-	return dispatchMeta{day: mr.day, due: mr.due, sourceKind: mr.sourceKind, sourceName: mr.sourceName,
-		template: mr.template, category: mr.category, country: mr.country}
+	return dispatchMeta{
+		day: mr.day, due: mr.due, sourceKind: mr.sourceKind, sourceName: mr.sourceName,
+		template: mr.template, category: mr.category, country: mr.country,
+	}
 }
 
 // factOf attributes an open fact to its dispatch.
@@ -112,8 +114,10 @@ func factOf(f *openFact, dispatchID string, m dispatchMeta) factRow {
 }
 
 func (f *openFact) pending(resolved bool) pendingRow {
-	p := pendingRow{src: f.src, app: f.app, ref: f.ref, state: f.state, detail: f.detail, amount: f.amount,
-		currency: f.currency, time: f.time, version: 1}
+	p := pendingRow{
+		src: f.src, app: f.app, ref: f.ref, state: f.state, detail: f.detail, amount: f.amount,
+		currency: f.currency, time: f.time, version: 1,
+	}
 	if resolved {
 		p.resolved, p.version = 1, 2
 	}
@@ -219,8 +223,10 @@ func (s *Sink) attribute(ctx context.Context, r *rows, rejected map[int]string) 
 	if err := insertAll(ctx, s, wamidsTable, wamids, rejected); err != nil {
 		return err
 	}
-	a := &attribution{metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids)),
-		facts: slices.Grow(truncate(s.facts), len(r.open))}
+	a := &attribution{
+		metas: make(map[appKey]dispatchMeta, len(metas)), wamids: make(map[appKey]string, len(wamids)),
+		facts: slices.Grow(truncate(s.facts), len(r.open)),
+	}
 	defer func() { s.facts = a.facts }()
 	for i := range metas {
 		k, m := appKey{metas[i].app, metas[i].dispatchID}, metas[i].meta()
@@ -303,15 +309,19 @@ func (s *Sink) produceFacts(ctx context.Context, facts []factRow, outcomes []mes
 		if !ok {
 			i = len(recs)
 			at[k] = i
-			recs = append(recs, &schemas.DispatchFacts{App: app, DispatchID: id, Day: m.day.UTC().Format(time.DateOnly),
-				SourceKind: m.sourceKind, SourceName: m.sourceName, Template: m.template, Category: m.category, Country: m.country})
+			recs = append(recs, &schemas.DispatchFacts{
+				App: app, DispatchID: id, Day: m.day.UTC().Format(time.DateOnly),
+				SourceKind: m.sourceKind, SourceName: m.sourceName, Template: m.template, Category: m.category, Country: m.country,
+			})
 		}
 		return recs[i]
 	}
 	for i := range facts {
 		f := &facts[i]
-		d := get(f.app, f.dispatchID, dispatchMeta{day: f.day, sourceKind: f.sourceKind, sourceName: f.sourceName,
-			template: f.template, category: f.category, country: f.country})
+		d := get(f.app, f.dispatchID, dispatchMeta{
+			day: f.day, sourceKind: f.sourceKind, sourceName: f.sourceName,
+			template: f.template, category: f.category, country: f.country,
+		})
 		d.Facts = append(d.Facts, schemas.DispatchFact{State: f.state, Detail: f.detail, Amount: f.amount, Currency: f.currency, Time: f.time})
 	}
 	for i := range outcomes {

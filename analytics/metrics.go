@@ -96,8 +96,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved,
-		m.factsCounted, m.factsRepeated, m.factsLate, m.seenDispatch, m.seenLoad} {
+	for _, c := range []prometheus.Collector{
+		m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved,
+		m.factsCounted, m.factsRepeated, m.factsLate, m.seenDispatch, m.seenLoad,
+	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering analytics metrics: %w", err)
 		}

@@ -152,9 +152,6 @@ func either(cols, bySource, byDay, where string) string {
 // eitherArgs are the parameters of either with the day and source filter.
 var eitherArgs = args(dayArgs, sourceArgs, []string{"sourced"}, dayArgs, sourceArgs, []string{"sourced"})
 
-// messageDays is the filter of messages on the request day.
-const messageDays = `app = ? AND date BETWEEN toDate(?) AND toDate(?)`
-
 var dayArgs = []string{"app", "from", "to"}
 
 // args concatenates parameter lists.

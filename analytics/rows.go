@@ -327,10 +327,14 @@ func statusRowOf(e *schemas.Event, er *eventRow) (statusRow, error) {
 		country: er.country, pricingType: validUTF8(st.PricingType), pricingModel: validUTF8(st.PricingModel),
 	}
 	err = checkStrings([]field{
-		{"status.wamid", row.wamid, maxIDBytes}, {"status.status", row.status, maxIDBytes},
-		{"status.recipient", row.recipient, maxIDBytes}, {"status.dispatch_id", row.dispatchID, maxIDBytes},
-		{"status.pricing_category", row.pricingCategory, maxIDBytes}, {"status.error_title", row.errorTitle, maxTextBytes},
-		{"status.pricing_type", row.pricingType, maxIDBytes}, {"status.pricing_model", row.pricingModel, maxIDBytes},
+		{"status.wamid", row.wamid, maxIDBytes},
+		{"status.status", row.status, maxIDBytes},
+		{"status.recipient", row.recipient, maxIDBytes},
+		{"status.dispatch_id", row.dispatchID, maxIDBytes},
+		{"status.pricing_category", row.pricingCategory, maxIDBytes},
+		{"status.error_title", row.errorTitle, maxTextBytes},
+		{"status.pricing_type", row.pricingType, maxIDBytes},
+		{"status.pricing_model", row.pricingModel, maxIDBytes},
 	})
 	return row, err
 }
@@ -430,15 +434,24 @@ func requestRowOf(d *schemas.DispatchRequest) (messageRow, error) {
 // checkMessage makes the strings of a messages row valid UTF-8 and checks
 // their lengths.
 func checkMessage(m *messageRow) error {
-	for _, p := range []*string{&m.dispatchID, &m.channel, &m.sender, &m.recipient, &m.country, &m.providerID, &m.template,
-		&m.category, &m.sourceKind, &m.sourceName, &m.sourceEventID, &m.errorMessage} {
+	for _, p := range []*string{
+		&m.dispatchID, &m.channel, &m.sender, &m.recipient, &m.country, &m.providerID, &m.template,
+		&m.category, &m.sourceKind, &m.sourceName, &m.sourceEventID, &m.errorMessage,
+	} {
 		*p = validUTF8(*p)
 	}
 	return checkStrings([]field{
-		{"dispatch_id", m.dispatchID, maxIDBytes}, {"channel", m.channel, maxIDBytes}, {"sender", m.sender, maxIDBytes},
-		{"to", m.recipient, maxIDBytes}, {"country", m.country, maxIDBytes}, {"provider_id", m.providerID, maxIDBytes},
-		{"template", m.template, maxIDBytes}, {"category", m.category, maxIDBytes}, {"source.kind", m.sourceKind, maxIDBytes},
-		{"source.name", m.sourceName, maxIDBytes}, {"source.event_id", m.sourceEventID, maxIDBytes},
+		{"dispatch_id", m.dispatchID, maxIDBytes},
+		{"channel", m.channel, maxIDBytes},
+		{"sender", m.sender, maxIDBytes},
+		{"to", m.recipient, maxIDBytes},
+		{"country", m.country, maxIDBytes},
+		{"provider_id", m.providerID, maxIDBytes},
+		{"template", m.template, maxIDBytes},
+		{"category", m.category, maxIDBytes},
+		{"source.kind", m.sourceKind, maxIDBytes},
+		{"source.name", m.sourceName, maxIDBytes},
+		{"source.event_id", m.sourceEventID, maxIDBytes},
 		{"error_message", m.errorMessage, maxTextBytes},
 	})
 }
@@ -463,8 +476,10 @@ func checkStrings(fs []field) error {
 // eventStrings makes the strings of an events row valid UTF-8 and lists
 // them with their limits.
 func eventStrings(r *eventRow) []field {
-	for _, p := range []*string{&r.id, &r.kind, &r.name, &r.hwid, &r.userID, &r.anonymousID, &r.language, &r.timezone, &r.country,
-		&r.attributes, &r.tags, &r.inFrom, &r.inWAMID, &r.inType, &r.inText, &r.inProfileName, &r.phoneNumberID} {
+	for _, p := range []*string{
+		&r.id, &r.kind, &r.name, &r.hwid, &r.userID, &r.anonymousID, &r.language, &r.timezone, &r.country,
+		&r.attributes, &r.tags, &r.inFrom, &r.inWAMID, &r.inType, &r.inText, &r.inProfileName, &r.phoneNumberID,
+	} {
 		*p = validUTF8(*p)
 	}
 	for i := range r.attrKeys {
@@ -472,11 +487,21 @@ func eventStrings(r *eventRow) []field {
 		r.attrValues[i] = validUTF8(r.attrValues[i])
 	}
 	return []field{
-		{"id", r.id, maxIDBytes}, {"name", r.name, maxIDBytes}, {"hwid", r.hwid, maxIDBytes}, {"user_id", r.userID, maxIDBytes}, {"anonymous_id", r.anonymousID, maxIDBytes},
-		{"language", r.language, maxIDBytes}, {"timezone", r.timezone, maxIDBytes}, {"country", r.country, maxIDBytes},
-		{"attributes", r.attributes, maxJSONBytes}, {"tags", r.tags, maxJSONBytes},
-		{"inbound.from", r.inFrom, maxIDBytes}, {"inbound.wamid", r.inWAMID, maxIDBytes}, {"inbound.type", r.inType, maxIDBytes},
-		{"inbound.text", r.inText, maxTextBytes}, {"inbound.profile_name", r.inProfileName, maxIDBytes},
+		{"id", r.id, maxIDBytes},
+		{"name", r.name, maxIDBytes},
+		{"hwid", r.hwid, maxIDBytes},
+		{"user_id", r.userID, maxIDBytes},
+		{"anonymous_id", r.anonymousID, maxIDBytes},
+		{"language", r.language, maxIDBytes},
+		{"timezone", r.timezone, maxIDBytes},
+		{"country", r.country, maxIDBytes},
+		{"attributes", r.attributes, maxJSONBytes},
+		{"tags", r.tags, maxJSONBytes},
+		{"inbound.from", r.inFrom, maxIDBytes},
+		{"inbound.wamid", r.inWAMID, maxIDBytes},
+		{"inbound.type", r.inType, maxIDBytes},
+		{"inbound.text", r.inText, maxTextBytes},
+		{"inbound.profile_name", r.inProfileName, maxIDBytes},
 		{"phone_number_id", r.phoneNumberID, maxIDBytes},
 	}
 }

@@ -173,7 +173,8 @@ func TestBreakerIgnoresRateLimits(t *testing.T) {
 	if s := bs.get("whatsapp", "1001").cb.State(); s != gobreaker.StateClosed {
 		t.Fatalf("sender 1001 state = %v, want closed", s)
 	}
-	if bs.get("whatsapp", "1002") != bs.get("whatsapp", "1002") || bs.get("whatsapp", "1002") == bs.get("email", "1002") {
+	first, again, email := bs.get("whatsapp", "1002"), bs.get("whatsapp", "1002"), bs.get("email", "1002")
+	if first != again || first == email {
 		t.Fatal("breakers are not one per (provider, sender)")
 	}
 }

@@ -15,10 +15,9 @@ import (
 // API facts a dispatcher must respect", "Error handling" and the limits
 // above it) names, and how it must be handled.
 type productCode struct {
-	name      string
-	status    int
-	code      int
-	transient bool
+	name   string
+	status int
+	code   int
 	// retry: retried with backoff (then accepted, or expired at the
 	// request's deadline); else a failed outcome with the code.
 	retry bool

@@ -137,7 +137,7 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, next func(
 		if carrying {
 			// PollRecords documents a nil context: it returns at
 			// once with what is buffered.
-			pctx = nil //nolint:staticcheck // SA1012: nil is PollRecords' documented "do not wait"
+			pctx = nil
 		}
 		fetches := cl.PollRecords(pctx, n)
 		if ctx.Err() != nil {
