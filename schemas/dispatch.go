@@ -362,10 +362,7 @@ func (d *DispatchRequest) appendJSON(b []byte) ([]byte, bool) {
 		str(`,"webhook":{"url":`, w.URL)
 		b = append(b, '}')
 	}
-	str(`,"source":{"kind":`, d.Source.Kind)
-	opt(`,"name":`, d.Source.Name)
-	opt(`,"event_id":`, d.Source.EventID)
-	b = append(b, '}')
+	b = d.Source.appendJSON(append(b, `,"source":`...))
 	ok := true
 	tm := func(key string, t time.Time, omitZero bool) {
 		if !ok || (omitZero && t.IsZero()) {
@@ -379,6 +376,16 @@ func (d *DispatchRequest) appendJSON(b []byte) ([]byte, bool) {
 	tm(`,"send_at":`, d.SendAt, true)
 	tm(`,"window_until":`, d.WindowUntil, true)
 	return append(b, '}'), ok
+}
+
+// appendJSON appends the source's JSON as encoding/json writes it.
+func (s *Source) appendJSON(b []byte) []byte {
+	w := jsonenc.Object{B: b}
+	w.Str("kind", s.Kind)
+	w.OptStr("name", s.Name)
+	w.OptStr("event_id", s.EventID)
+	b, _ = w.End()
+	return b
 }
 
 // appendIntMap appends m as encoding/json does: keys as strings, sorted

@@ -88,3 +88,57 @@ func TestDispatchAppendJSON(t *testing.T) {
 		t.Fatalf("only %d of 5000 requests took the fast path", fast)
 	}
 }
+
+// TestOutcomeAppendJSON and TestDeliveryMarkAppendJSON: the
+// reflection-free encodings of outcomes and intents are byte for byte
+// encoding/json's, over random records.
+func TestOutcomeAppendJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	strs := []string{"", "a", "1001", `q"u\o`, "<b>&</b>", "nl\n\x01", "\u2028", "bad\xff", "ünï 🍣"}
+	s := func() string { return strs[rng.IntN(len(strs))] }
+	times := []time.Time{{}, time.Date(2026, 12, 1, 19, 0, 0, 123000000, time.UTC), time.Date(2026, 12, 1, 19, 0, 0, 0, time.FixedZone("x", -3*3600)), time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	tm := func() time.Time { return times[rng.IntN(len(times))] }
+	fast := 0
+	for i := range 3000 {
+		o := &Outcome{V: V1, DispatchID: s(), App: s(), Channel: Channel(s()), Sender: s(), To: s(), Country: s(), State: OutcomeState(s()),
+			ProviderID: s(), Template: s(), Category: s(), Source: Source{Kind: s(), Name: s(), EventID: s()},
+			ErrorCode: rng.IntN(3) * 131000, ErrorMessage: s(), InvalidRecipient: rng.IntN(2) == 0, Attempts: rng.IntN(3),
+			Reconciled: rng.IntN(2) == 0, Requested: tm(), Time: tm()}
+		want, werr := json.Marshal(o)
+		got, ok := o.appendJSON(nil)
+		if !ok {
+			continue
+		}
+		fast++
+		if werr != nil || string(got) != string(want) {
+			t.Fatalf("outcome %d: %v\n got %s\nwant %s", i, werr, got, want)
+		}
+	}
+	if fast < 500 {
+		t.Fatalf("only %d of 3000 outcomes took the fast path", fast)
+	}
+}
+
+func TestDeliveryMarkAppendJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	strs := []string{"", "intent", "wamid.x", `q"u\o`, "<&>", "nl\n", "bad\xff"}
+	s := func() string { return strs[rng.IntN(len(strs))] }
+	times := []time.Time{{}, time.Date(2026, 12, 1, 19, 0, 0, 5, time.UTC), time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC)}
+	fast := 0
+	for i := range 2000 {
+		m := &DeliveryMark{V: V1, Kind: MarkKind(s()), DispatchID: s(), App: s(), To: s(), Sender: s(), Attempt: rng.IntN(3),
+			WAMID: s(), Status: s(), ErrorCode: rng.IntN(2) * 131026, Time: times[rng.IntN(len(times))]}
+		want, werr := json.Marshal(m)
+		got, ok := m.appendJSON(nil)
+		if !ok {
+			continue
+		}
+		fast++
+		if werr != nil || string(got) != string(want) {
+			t.Fatalf("mark %d: %v\n got %s\nwant %s", i, werr, got, want)
+		}
+	}
+	if fast < 500 {
+		t.Fatalf("only %d of 2000 marks took the fast path", fast)
+	}
+}

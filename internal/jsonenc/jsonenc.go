@@ -85,3 +85,79 @@ func Time(b []byte, t time.Time) ([]byte, bool) {
 
 // Int appends n as a JSON number.
 func Int(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }
+
+// Object appends the fields of one JSON object to B, in the order they are
+// given, as encoding/json writes a struct's: Str, Int, Bool and Time for
+// fields without omitempty, the Opt forms for those with it (left out when
+// empty or false or 0). End closes the object; its ok is false when a Time
+// could not be written as encoding/json would (see Time).
+type Object struct {
+	B    []byte
+	open bool
+	bad  bool
+}
+
+// Key writes the separator and the name of the next field; the caller
+// appends its value to B.
+func (o *Object) Key(name string) {
+	if o.open {
+		o.B = append(o.B, ',')
+	} else {
+		o.B = append(o.B, '{')
+		o.open = true
+	}
+	o.B = String(o.B, name)
+	o.B = append(o.B, ':')
+}
+
+// Str writes a string field.
+func (o *Object) Str(name, v string) {
+	o.Key(name)
+	o.B = String(o.B, v)
+}
+
+// OptStr writes a string field unless v is empty.
+func (o *Object) OptStr(name, v string) {
+	if v != "" {
+		o.Str(name, v)
+	}
+}
+
+// Int writes a number field.
+func (o *Object) Int(name string, v int64) {
+	o.Key(name)
+	o.B = Int(o.B, v)
+}
+
+// OptInt writes a number field unless v is 0.
+func (o *Object) OptInt(name string, v int64) {
+	if v != 0 {
+		o.Int(name, v)
+	}
+}
+
+// OptBool writes a true bool field, nothing for false.
+func (o *Object) OptBool(name string, v bool) {
+	if v {
+		o.Key(name)
+		o.B = append(o.B, "true"...)
+	}
+}
+
+// Time writes a time field.
+func (o *Object) Time(name string, t time.Time) {
+	o.Key(name)
+	var ok bool
+	if o.B, ok = Time(o.B, t); !ok {
+		o.bad = true
+	}
+}
+
+// End closes the object and returns it; ok is false when a field could not
+// be written as encoding/json writes it (the bytes are then not to be used).
+func (o *Object) End() ([]byte, bool) {
+	if !o.open {
+		o.B = append(o.B, '{')
+	}
+	return append(o.B, '}'), !o.bad
+}
