@@ -61,8 +61,10 @@ type flags struct {
 func newFlags(name string, stderr io.Writer) *flags {
 	fs := flag.NewFlagSet("herald "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	f := &flags{FlagSet: fs, cmd: strings.Fields(name)[0], secrets: map[string]*string{},
-		secretFiles: map[string]*string{}, masks: map[string]func(string) string{}, sources: map[string]string{}}
+	f := &flags{
+		FlagSet: fs, cmd: strings.Fields(name)[0], secrets: map[string]*string{},
+		secretFiles: map[string]*string{}, masks: map[string]func(string) string{}, sources: map[string]string{},
+	}
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.config, "config", "", "YAML config file (docs/CONFIG.md): flat or nested option keys, per-command sections, ${ENV:default} values; flags and HERALD_* variables win over it")
 	return f

@@ -101,8 +101,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The seed's campaign: the sushi template to the asian_food segment,
 	// previewed first.
 	campaign := func() map[string]any {
-		return map[string]any{"name": "sushi-week", "filter": demoSegment,
-			"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"}}
+		return map[string]any{
+			"name": "sushi-week", "filter": demoSegment,
+			"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"},
+		}
 	}
 	pv, err := w.call(ctx, "previewTargetedMessage", campaign())
 	if err != nil {
@@ -183,8 +185,10 @@ func demoVisitors(ctx context.Context, s *stack, writeKey string, n int) (int, e
 	at := time.Now().Add(-time.Hour)
 	for i := range n {
 		for j := range 2 {
-			batch = append(batch, map[string]any{"type": "track", "anonymousId": fmt.Sprintf("visitor-%d", i), "messageId": fmt.Sprintf("demo-visit-%d-%d", i, j),
-				"event": "OrderPlaced", "properties": map[string]any{"cuisine": "asian"}, "timestamp": at.Add(time.Duration(j) * time.Minute).Format(time.RFC3339)})
+			batch = append(batch, map[string]any{
+				"type": "track", "anonymousId": fmt.Sprintf("visitor-%d", i), "messageId": fmt.Sprintf("demo-visit-%d-%d", i, j),
+				"event": "OrderPlaced", "properties": map[string]any{"cuisine": "asian"}, "timestamp": at.Add(time.Duration(j) * time.Minute).Format(time.RFC3339),
+			})
 		}
 	}
 	post := func(items []map[string]any) error {
@@ -213,8 +217,10 @@ func demoVisitors(ctx context.Context, s *stack, writeKey string, n int) (int, e
 	// reach its profile after the merge are forwarded to the user.
 	batch = batch[:0]
 	for i := range n {
-		batch = append(batch, map[string]any{"type": "identify", "anonymousId": fmt.Sprintf("visitor-%d", i), "userId": fmt.Sprintf("member-%d", i),
-			"messageId": fmt.Sprintf("demo-signin-%d", i), "traits": map[string]any{"plan": "free"}, "timestamp": at.Add(10 * time.Minute).Format(time.RFC3339)})
+		batch = append(batch, map[string]any{
+			"type": "identify", "anonymousId": fmt.Sprintf("visitor-%d", i), "userId": fmt.Sprintf("member-%d", i),
+			"messageId": fmt.Sprintf("demo-signin-%d", i), "traits": map[string]any{"plan": "free"}, "timestamp": at.Add(10 * time.Minute).Format(time.RFC3339),
+		})
 	}
 	if err := post(batch); err != nil {
 		return 0, err
@@ -448,8 +454,10 @@ func (w *workload) register(ctx context.Context, phones []string) error {
 			return err
 		}
 		if i%3 == 0 {
-			return w.post(ctx, "setTags", map[string]any{"hwid": "whatsapp:" + phones[i],
-				"tags": map[string]any{"LastOrderCuisine": cuisines[r.IntN(len(cuisines))], "Interests": []string{"deals", "new-menu"}}})
+			return w.post(ctx, "setTags", map[string]any{
+				"hwid": "whatsapp:" + phones[i],
+				"tags": map[string]any{"LastOrderCuisine": cuisines[r.IntN(len(cuisines))], "Interests": []string{"deals", "new-menu"}},
+			})
 		}
 		return nil
 	})
@@ -463,8 +471,10 @@ func (w *workload) events(ctx context.Context, phones []string, n int) error {
 		if i%2 == 0 {
 			ev, attrs = "OrderPlaced", map[string]any{"cuisine": cuisines[r.IntN(len(cuisines))], "amount": 5 + r.IntN(60), "currency": "USD"}
 		}
-		return w.post(ctx, "postEvent", map[string]any{"hwid": "whatsapp:" + p, "event": ev, "attributes": attrs,
-			"timestampUTC": time.Now().Add(-time.Duration(r.IntN(3600)) * time.Second).Unix()})
+		return w.post(ctx, "postEvent", map[string]any{
+			"hwid": "whatsapp:" + p, "event": ev, "attributes": attrs,
+			"timestampUTC": time.Now().Add(-time.Duration(r.IntN(3600)) * time.Second).Unix(),
+		})
 	})
 }
 

@@ -34,8 +34,10 @@ var demoJourney = map[string]any{
 	"steps": []map[string]any{
 		{"id": "push", "type": "send", "channel": "push", "push": map[string]any{"title": "Welcome, {{tag:Name|friend}}!", "body": "Your first order ships free"}, "next": "wait_push"},
 		{"id": "wait_push", "type": "wait_event", "event": "PW_PushOpened", "match_send": true, "timeout": "1h", "on_event": "push_opened", "on_timeout": "email"},
-		{"id": "email", "type": "send", "channel": "email", "email": map[string]any{"subject": "Welcome to Herald Foods",
-			"text": "Hi {{tag:Name|there}}, your first order ships free.", "html": `<p>Hi {{tag:Name|there}}, your <a href="https://foods.example.com/menu">first order</a> ships free.</p>`}, "next": "wait_email"},
+		{"id": "email", "type": "send", "channel": "email", "email": map[string]any{
+			"subject": "Welcome to Herald Foods",
+			"text":    "Hi {{tag:Name|there}}, your first order ships free.", "html": `<p>Hi {{tag:Name|there}}, your <a href="https://foods.example.com/menu">first order</a> ships free.</p>`,
+		}, "next": "wait_email"},
 		{"id": "wait_email", "type": "wait_event", "event": "PW_EmailOpened", "match_send": true, "timeout": "24h", "on_event": "email_opened", "on_timeout": "whatsapp"},
 		{"id": "whatsapp", "type": "send", "channel": "whatsapp", "template": map[string]any{"name": "welcome_back", "language": "en_US"}, "next": "done"},
 		{"id": "push_opened", "type": "exit"},
@@ -64,8 +66,10 @@ func runDemoJourney(ctx context.Context, stdout io.Writer, s *stack, w *workload
 	t0 := time.Now()
 	// The same subscribers with their email and the app's push token.
 	if err := parallel(ctx, n, func(i int) error {
-		return w.post(ctx, "registerDevice", map[string]any{"device_type": 21, "hwid": "whatsapp:" + phones[i],
-			"email": fmt.Sprintf("user%d@demo.example", i), "push_token": fmt.Sprintf("demo-fcm-%d", i)})
+		return w.post(ctx, "registerDevice", map[string]any{
+			"device_type": 21, "hwid": "whatsapp:" + phones[i],
+			"email": fmt.Sprintf("user%d@demo.example", i), "push_token": fmt.Sprintf("demo-fcm-%d", i),
+		})
 	}); err != nil {
 		return err
 	}
@@ -100,8 +104,10 @@ func runDemoJourney(ctx context.Context, stdout io.Writer, s *stack, w *workload
 		mu.Lock()
 		opened[phones[k]] = true
 		mu.Unlock()
-		return w.post(ctx, "postEvent", map[string]any{"hwid": "whatsapp:" + phones[k], "event": "PW_PushOpened",
-			"attributes": map[string]any{"dispatch_id": m.Data["herald_dispatch_id"]}})
+		return w.post(ctx, "postEvent", map[string]any{
+			"hwid": "whatsapp:" + phones[k], "event": "PW_PushOpened",
+			"attributes": map[string]any{"dispatch_id": m.Data["herald_dispatch_id"]},
+		})
 	}); err != nil {
 		return err
 	}
