@@ -15,12 +15,16 @@ import (
 // status and an inbound reply to it.
 func attributionRecords(t testing.TB, o offsets) (req, out, read, reply *kgo.Record) {
 	t.Helper()
-	d := &schemas.DispatchRequest{ID: "a1", App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+8801711000001", Country: "BD",
+	d := &schemas.DispatchRequest{
+		ID: "a1", App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+8801711000001", Country: "BD",
 		Template: &schemas.Template{Name: "spring_sale", Language: "en_US", Category: "MARKETING"},
-		Source:   schemas.Source{Kind: "campaign", Name: "spring"}, Created: base}
-	x := &schemas.Outcome{DispatchID: "a1", App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: d.To, Country: "BD",
+		Source:   schemas.Source{Kind: "campaign", Name: "spring"}, Created: base,
+	}
+	x := &schemas.Outcome{
+		DispatchID: "a1", App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: d.To, Country: "BD",
 		State: schemas.OutcomeAccepted, ProviderID: "wa1", Template: "spring_sale", Category: "MARKETING", Source: d.Source,
-		Attempts: 1, Requested: base, Time: base.Add(time.Second)}
+		Attempts: 1, Requested: base, Time: base.Add(time.Second),
+	}
 	st := status("st-a1", "shop", "wa1", "read", "a1", base.Add(2*time.Minute))
 	in := inbound("in-a1", "shop", d.To, "thanks", base.Add(3*time.Minute))
 	in.Inbound.ContextID = "wa1"

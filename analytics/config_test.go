@@ -19,15 +19,21 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: Config{Group: DefaultGroup, DSN: DefaultDSN, BatchRows: 50000, FlushInterval: time.Second,
-				FactsGroup: DefaultFactsGroup, FactsHorizon: 35 * 24 * time.Hour},
+			want: Config{
+				Group: DefaultGroup, DSN: DefaultDSN, BatchRows: 50000, FlushInterval: time.Second,
+				FactsGroup: DefaultFactsGroup, FactsHorizon: 35 * 24 * time.Hour,
+			},
 		},
 		{
 			name: "kept",
-			in: Config{Group: "g", DSN: "clickhouse://u:p@ch:9000/herald", BatchRows: 5, FlushInterval: time.Minute,
-				FactsGroup: "f", FactsHorizon: 48 * time.Hour},
-			want: Config{Group: "g", DSN: "clickhouse://u:p@ch:9000/herald", BatchRows: 5, FlushInterval: time.Minute,
-				FactsGroup: "f", FactsHorizon: 48 * time.Hour},
+			in: Config{
+				Group: "g", DSN: "clickhouse://u:p@ch:9000/herald", BatchRows: 5, FlushInterval: time.Minute,
+				FactsGroup: "f", FactsHorizon: 48 * time.Hour,
+			},
+			want: Config{
+				Group: "g", DSN: "clickhouse://u:p@ch:9000/herald", BatchRows: 5, FlushInterval: time.Minute,
+				FactsGroup: "f", FactsHorizon: 48 * time.Hour,
+			},
 		},
 		{name: "negative batch rows", in: Config{BatchRows: -1}, wantErr: "batch_rows must not be negative"},
 		{name: "negative flush interval", in: Config{FlushInterval: -time.Second}, wantErr: "flush_interval must not be negative"},

@@ -30,8 +30,10 @@ func factsProducer(t testing.TB, c *kafkatest.Cluster) *kgo.Client {
 // spring) requested on day, with states (each "state" or "state:detail").
 func factsRec(t testing.TB, id string, day time.Time, states ...string) *kgo.Record {
 	t.Helper()
-	f := &schemas.DispatchFacts{App: "t", DispatchID: id, Day: day.Format(time.DateOnly), SourceKind: "campaign", SourceName: "spring",
-		Template: "promo", Category: "MARKETING", Country: "BD"}
+	f := &schemas.DispatchFacts{
+		App: "t", DispatchID: id, Day: day.Format(time.DateOnly), SourceKind: "campaign", SourceName: "spring",
+		Template: "promo", Category: "MARKETING", Country: "BD",
+	}
 	for i, s := range states {
 		state, detail, _ := strings.Cut(s, ":")
 		f.Facts = append(f.Facts, schemas.DispatchFact{State: state, Detail: detail, Time: day.Add(time.Duration(i) * time.Second)})

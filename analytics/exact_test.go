@@ -305,8 +305,10 @@ func TestBadInput(t *testing.T) {
 	o := offsets{}
 	ev := func(e *schemas.Event) *kgo.Record { return o.rec(t, schemas.TopicEvents, e.Key(), e) }
 	big := strings.Repeat("x", maxTextBytes+1)
-	odd := &schemas.Event{ID: "odd", App: "demo", Kind: schemas.KindEvent, Name: "Odd", Time: base, UserID: "u1",
-		Attributes: map[string]any{"nested": map[string]any{"a": []any{1.0, "b", nil}}, "huge": 1e300, "neg": -0.5, "yes": false, "nil": nil}}
+	odd := &schemas.Event{
+		ID: "odd", App: "demo", Kind: schemas.KindEvent, Name: "Odd", Time: base, UserID: "u1",
+		Attributes: map[string]any{"nested": map[string]any{"a": []any{1.0, "b", nil}}, "huge": 1e300, "neg": -0.5, "yes": false, "nil": nil},
+	}
 	bigText := inbound("big-text", "demo", "+8801711000001", big, base)
 	bigAttr := &schemas.Event{ID: "big-attr", App: "demo", Kind: schemas.KindEvent, Name: "Big", Time: base, UserID: "u1", Attributes: map[string]any{"blob": big}}
 	bigName := &schemas.Event{ID: "big-name", App: "demo", Kind: schemas.KindEvent, Name: strings.Repeat("n", maxIDBytes+1), Time: base, UserID: "u1"}
@@ -317,8 +319,10 @@ func TestBadInput(t *testing.T) {
 	utf := inbound("bad-utf8", "demo", "+8801711000002", "hiXthere", base)
 	rawUTF := must(utf.Marshal())
 	rawUTF = []byte(strings.Replace(string(rawUTF), "hiXthere", "hi\xffthere", 1))
-	longDispatch := &schemas.DispatchRequest{ID: "dq", App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+8801711000001",
-		Text: &schemas.Text{Body: "hi"}, Source: schemas.Source{Kind: "api", Name: strings.Repeat("s", maxIDBytes+1)}, Created: base}
+	longDispatch := &schemas.DispatchRequest{
+		ID: "dq", App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+8801711000001",
+		Text: &schemas.Text{Body: "hi"}, Source: schemas.Source{Kind: "api", Name: strings.Repeat("s", maxIDBytes+1)}, Created: base,
+	}
 	recs := []*kgo.Record{
 		ev(odd), ev(bigText), ev(bigAttr), ev(bigName), ev(epoch), ev(future), ev(farFuture),
 		o.raw(schemas.TopicEvents, utf.Key(), rawUTF),
@@ -383,9 +387,11 @@ func TestMessageStateFollowsStatuses(t *testing.T) {
 	s, _, _ := newSink(t, Config{}, conn)
 	o := offsets{}
 	req := func(id string, at time.Time) *kgo.Record {
-		d := &schemas.DispatchRequest{ID: id, App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+8801711000001",
+		d := &schemas.DispatchRequest{
+			ID: id, App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: "+8801711000001",
 			Template: &schemas.Template{Name: "welcome", Language: "en_US", Category: "MARKETING"},
-			Source:   schemas.Source{Kind: "campaign", Name: "spring"}, Created: at}
+			Source:   schemas.Source{Kind: "campaign", Name: "spring"}, Created: at,
+		}
 		return o.rec(t, schemas.TopicDispatch, d.Key(), d)
 	}
 	out := func(id string, st schemas.OutcomeState, at time.Time) *kgo.Record {

@@ -18,8 +18,10 @@ func TestAnonymousAndMergeEvents(t *testing.T) {
 	s, _, _ := newSink(t, Config{}, conn)
 	o := offsets{}
 	anon := &schemas.Event{ID: "a-1", App: "demo", Kind: schemas.KindEvent, Name: "Order Completed", Time: base, Received: base, AnonymousID: "visitor-1"}
-	merge := &schemas.Event{ID: "m-1", App: "demo", Kind: schemas.KindMerge, Time: base, Received: base,
-		Merge: &schemas.Merge{Step: schemas.MergeDone, From: "demo|anon:visitor-1", Into: "demo|user:ana-7", Profile: []byte("opaque")}}
+	merge := &schemas.Event{
+		ID: "m-1", App: "demo", Kind: schemas.KindMerge, Time: base, Received: base,
+		Merge: &schemas.Merge{Step: schemas.MergeDone, From: "demo|anon:visitor-1", Into: "demo|user:ana-7", Profile: []byte("opaque")},
+	}
 	dls, err := s.Write(t.Context(), []*kgo.Record{o.rec(t, schemas.TopicEvents, anon.Key(), anon), o.rec(t, schemas.TopicEvents, merge.Key(), merge)})
 	if err != nil || len(dls) != 0 {
 		t.Fatalf("Write: %v, %d dead letters", err, len(dls))

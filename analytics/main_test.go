@@ -119,11 +119,15 @@ func dataset(t testing.TB) []*kgo.Record {
 	ev := func(e *schemas.Event) *kgo.Record { return o.rec(t, schemas.TopicEvents, e.Key(), e) }
 	out := func(x *schemas.Outcome) *kgo.Record { return o.rec(t, schemas.TopicOutcomes, x.Key(), x) }
 	return []*kgo.Record{
-		ev(&schemas.Event{ID: "reg-1", App: "demo", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		ev(&schemas.Event{
+			ID: "reg-1", App: "demo", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
 			Time: base, Received: base, HWID: "whatsapp:+8801711000001", DeviceType: schemas.DeviceWhatsApp,
-			Language: "bn", Timezone: "Asia/Dhaka", Country: "BD", Tags: map[string]any{"City": "Dhaka", "Age": 31.0}}),
-		ev(&schemas.Event{ID: "ev-1", App: "demo", Kind: schemas.KindEvent, Name: "Purchase", Time: base, UserID: "u1",
-			Attributes: map[string]any{"sku": "A-1", "price": 12.5, "gift": true, "items": []any{"a", "b"}, "note": nil}}),
+			Language: "bn", Timezone: "Asia/Dhaka", Country: "BD", Tags: map[string]any{"City": "Dhaka", "Age": 31.0},
+		}),
+		ev(&schemas.Event{
+			ID: "ev-1", App: "demo", Kind: schemas.KindEvent, Name: "Purchase", Time: base, UserID: "u1",
+			Attributes: map[string]any{"sku": "A-1", "price": 12.5, "gift": true, "items": []any{"a", "b"}, "note": nil},
+		}),
 		ev(inbound("in-1", "demo", "+8801711000001", "Hi there", base.Add(time.Minute))),
 		ev(inbound("in-2", "demo", "+8801711000002", "hi", base.Add(2*time.Minute))),
 		ev(inbound("in-3", "demo", "+8801711000003", "STOP", base.Add(3*time.Minute))),

@@ -20,10 +20,12 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first Migrate: %v", err)
 	}
-	if want := []string{"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
+	if want := []string{
+		"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
 		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
 		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts", "0012_events_anonymous_id",
-		"0013_drop_unread_aggregates"}; !slices.Equal(applied, want) {
+		"0013_drop_unread_aggregates",
+	}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
 	applied, err = Migrate(t.Context(), conn, nil)
@@ -33,7 +35,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if len(applied) != 0 {
 		t.Fatalf("second Migrate applied %v, want nothing", applied)
 	}
-	for _, table := range []string{"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
+	for _, table := range []string{
+		"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
 		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
 		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
 		"wamids", "dispatch_meta", "message_facts", "pending_facts",
@@ -41,7 +44,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
 		"segment_daily", "segment_daily_mv",
 		"fact_log", "fact_days", "fact_days_mv", "fact_sources", "fact_sources_mv",
-		"state_moves", "state_moves_mv"} {
+		"state_moves", "state_moves_mv",
+	} {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
 			t.Errorf("table %s: %d in system.tables, want 1", table, n)
 		}
@@ -263,8 +267,10 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily",
-		"0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts"}
+	want := []string{
+		"0004_day_first_funnel", "0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily", "0008_segment_daily",
+		"0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts",
+	}
 	if len(ms) < 3+len(want) {
 		t.Fatalf("migrations %v: want %v after the first three", ms, want)
 	}
@@ -292,13 +298,17 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 		return o.rec(t, schemas.TopicEvents, e.Key(), e)
 	}
 	segment := func(id, name string) *kgo.Record {
-		e := &schemas.Event{ID: id, App: "demo", Kind: schemas.KindEvent, Name: name, Time: base,
-			UserID: "u1", Attributes: map[string]any{"segment": "s1"}}
+		e := &schemas.Event{
+			ID: id, App: "demo", Kind: schemas.KindEvent, Name: name, Time: base,
+			UserID: "u1", Attributes: map[string]any{"segment": "s1"},
+		}
 		return o.rec(t, schemas.TopicEvents, e.Key(), e)
 	}
 	entered := func(id, user string) *kgo.Record {
-		e := &schemas.Event{ID: id, App: "demo", Kind: schemas.KindEvent, Name: schemas.EventJourneyEntered, Time: base,
-			UserID: user, Attributes: map[string]any{"journey": "j1"}}
+		e := &schemas.Event{
+			ID: id, App: "demo", Kind: schemas.KindEvent, Name: schemas.EventJourneyEntered, Time: base,
+			UserID: user, Attributes: map[string]any{"journey": "j1"},
+		}
 		return o.rec(t, schemas.TopicEvents, e.Key(), e)
 	}
 	write := func(recs []*kgo.Record) {
@@ -321,8 +331,10 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 	}
 	// After them: one more failed send and failed status, through the views.
 	x := outcome("d5", "demo", schemas.OutcomeFailed, "promo", base.Add(time.Hour))
-	write([]*kgo.Record{o.rec(t, schemas.TopicOutcomes, x.Key(), x), failedStatus("st-f2", "wamid.x2", 131049, base.Add(time.Hour)),
-		entered("je-2", "u2"), entered("je-3", "u1"), segment("se-2", schemas.EventSegmentEntered), segment("se-3", schemas.EventSegmentExited)})
+	write([]*kgo.Record{
+		o.rec(t, schemas.TopicOutcomes, x.Key(), x), failedStatus("st-f2", "wamid.x2", 131049, base.Add(time.Hour)),
+		entered("je-2", "u2"), entered("je-3", "u1"), segment("se-2", schemas.EventSegmentEntered), segment("se-3", schemas.EventSegmentExited),
+	})
 	// The sink produced the facts of both writes: those of the first were
 	// copied by 0011 (kpartition -1) and must not count again. A horizon
 	// of a century keeps them in the seen-sets loaded at assignment.
@@ -411,5 +423,7 @@ func TestMigrationsCopyExistingAggregates(t *testing.T) {
 }
 
 // droppedBy0013 are the aggregates no query reads since 0011.
-var droppedBy0013 = []string{"funnel_daily", "funnel_daily_mv", "funnel_days", "funnel_days_mv",
-	"sends_days", "sends_days_mv", "dispatch_ranks", "dispatch_ranks_mv"}
+var droppedBy0013 = []string{
+	"funnel_daily", "funnel_daily_mv", "funnel_days", "funnel_days_mv",
+	"sends_days", "sends_days_mv", "dispatch_ranks", "dispatch_ranks_mv",
+}

@@ -67,8 +67,10 @@ func queryData(t testing.TB) []*kgo.Record {
 	sends := map[string]send{}
 	req := func(s send) {
 		sends[s.id] = s
-		d := &schemas.DispatchRequest{ID: s.id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: s.to, Country: s.country,
-			Source: schemas.Source{Kind: s.kind, Name: s.name}, Created: s.requested}
+		d := &schemas.DispatchRequest{
+			ID: s.id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: s.to, Country: s.country,
+			Source: schemas.Source{Kind: s.kind, Name: s.name}, Created: s.requested,
+		}
 		if s.template != "" {
 			d.Template = &schemas.Template{Name: s.template, Language: "en_US", Category: s.category}
 		} else {
@@ -78,9 +80,11 @@ func queryData(t testing.TB) []*kgo.Record {
 	}
 	out := func(id string, state schemas.OutcomeState, after time.Duration, code int) {
 		s := sends[id]
-		x := &schemas.Outcome{DispatchID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: s.to, Country: s.country,
+		x := &schemas.Outcome{
+			DispatchID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: s.to, Country: s.country,
 			State: state, Template: s.template, Category: s.category, Source: schemas.Source{Kind: s.kind, Name: s.name},
-			ErrorCode: code, Attempts: 1, Requested: s.requested, Time: s.requested.Add(after)}
+			ErrorCode: code, Attempts: 1, Requested: s.requested, Time: s.requested.Add(after),
+		}
 		if state == schemas.OutcomeAccepted {
 			x.ProviderID = "w" + id
 		}
@@ -88,10 +92,14 @@ func queryData(t testing.TB) []*kgo.Record {
 	}
 	stat := func(id, st string, after time.Duration, category string, billable bool, code int) {
 		s := sends[id]
-		e := &schemas.Event{ID: "st-" + id + "-" + st, App: "shop", Kind: schemas.KindStatus, Name: schemas.EventWhatsAppStatus,
+		e := &schemas.Event{
+			ID: "st-" + id + "-" + st, App: "shop", Kind: schemas.KindStatus, Name: schemas.EventWhatsAppStatus,
 			Time: s.requested.Add(after), HWID: "whatsapp:" + s.to, Country: s.country,
-			Status: &schemas.Status{PhoneNumberID: "1001", WAMID: "w" + id, Status: st, Recipient: s.to, DispatchID: id,
-				PricingCategory: category, Billable: billable, ErrorCode: code}}
+			Status: &schemas.Status{
+				PhoneNumberID: "1001", WAMID: "w" + id, Status: st, Recipient: s.to, DispatchID: id,
+				PricingCategory: category, Billable: billable, ErrorCode: code,
+			},
+		}
 		if category == "service" {
 			e.Status.PricingType = "free_customer_service"
 		}

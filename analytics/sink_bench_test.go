@@ -39,9 +39,11 @@ func benchRecords(b testing.TB, n int) (recs []*kgo.Record, bytes int64) {
 			e.Country = "BD"
 			rec = o.rec(b, schemas.TopicEvents, e.Key(), e)
 		case 6:
-			d := &schemas.DispatchRequest{ID: fmt.Sprintf("d%d", i), App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001",
+			d := &schemas.DispatchRequest{
+				ID: fmt.Sprintf("d%d", i), App: "demo", Channel: schemas.ChannelWhatsApp, Sender: "1001",
 				To: fmt.Sprintf("+88017110%05d", i%100000), Country: "BD", Template: &schemas.Template{Name: "welcome", Language: "en_US", Category: "MARKETING"},
-				Source: schemas.Source{Kind: "campaign", Name: "spring"}, Created: at}
+				Source: schemas.Source{Kind: "campaign", Name: "spring"}, Created: at,
+			}
 			rec = o.rec(b, schemas.TopicDispatch, d.Key(), d)
 		case 7:
 			x := outcome(fmt.Sprintf("d%d", i-1), "demo", schemas.OutcomeAccepted, "welcome", at)

@@ -99,8 +99,10 @@ func TestWriteStoresEveryTable(t *testing.T) {
 		}
 		at := base.Add(4 * time.Minute)
 		got := []any{kind, name, int64(unix), ms, date, int64(received), from, text, typ, wamid, profile, phone, country, hwid, device}
-		want := []any{"inbound", schemas.EventWhatsAppReceived, at.Unix(), uint16(123), "2025-03-10", at.Unix() + 1,
-			"+8801711000004", "  hello world", "text", "wamid.in.in-4", "Rahim", "1001", "BD", "whatsapp:+8801711000004", uint8(schemas.DeviceWhatsApp)}
+		want := []any{
+			"inbound", schemas.EventWhatsAppReceived, at.Unix(), uint16(123), "2025-03-10", at.Unix() + 1,
+			"+8801711000004", "  hello world", "text", "wamid.in.in-4", "Rahim", "1001", "BD", "whatsapp:+8801711000004", uint8(schemas.DeviceWhatsApp),
+		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("inbound row\n got %v\nwant %v", got, want)
 		}
@@ -173,8 +175,10 @@ func TestWriteStoresEveryTable(t *testing.T) {
 		}
 		o := outcome("d4", "demo", schemas.OutcomeFailed, "promo", base.Add(4*time.Minute))
 		got := []any{dispatch, app, channel, sender, recipient, country, state, provider, template, category, sk, sn, se, code, msg, attempts, int64(requested), int64(at), date}
-		want := []any{"d4", "demo", "whatsapp", "1001", "+8801711000001", "BD", "failed", "", "promo", "MARKETING", "keyword", "hi", "ev-d4",
-			int32(131026), "Message undeliverable", uint16(1), o.Requested.Unix(), o.Time.Unix(), "2025-03-10"}
+		want := []any{
+			"d4", "demo", "whatsapp", "1001", "+8801711000001", "BD", "failed", "", "promo", "MARKETING", "keyword", "hi", "ev-d4",
+			int32(131026), "Message undeliverable", uint16(1), o.Requested.Unix(), o.Time.Unix(), "2025-03-10",
+		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("message row\n got %v\nwant %v", got, want)
 		}

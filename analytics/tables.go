@@ -262,8 +262,10 @@ var costsTable = table[costRow]{name: "costs", src: func(r *costRow) int { retur
 }}
 
 // tableNames are the tables the sink writes, in insert order.
-var tableNames = []string{eventsTable.name, statusesTable.name, inboundTable.name, messagesTable.name, stateTable.name, costsTable.name,
-	dispatchMetaTable.name, wamidsTable.name, factsTable.name, pendingTable.name}
+var tableNames = []string{
+	eventsTable.name, statusesTable.name, inboundTable.name, messagesTable.name, stateTable.name, costsTable.name,
+	dispatchMetaTable.name, wamidsTable.name, factsTable.name, pendingTable.name,
+}
 
 type metaRow struct {
 	src                              int

@@ -106,7 +106,8 @@ func benchApps(b *testing.B, srv *smtpsim.Server) *apps.Registry {
 	if srv != nil {
 		smtpCfg.Addr, smtpCfg.CAPEM = srv.Addr(), srv.CertPEM()
 	}
-	reg, err := apps.New([]apps.App{{ID: "mail", APIToken: "mail-api-token-0123456789",
+	reg, err := apps.New([]apps.App{{
+		ID: "mail", APIToken: "mail-api-token-0123456789",
 		Email: apps.Email{From: "news@shop.example", SMTP: smtpCfg},
 		Push:  apps.Push{FCM: apps.FCM{ProjectID: fcmProject, AccessToken: fcmToken}},
 	}})

@@ -45,9 +45,12 @@ func channelApps(t *testing.T, srv *smtpsim.Server, mut func(*apps.SMTP)) *apps.
 		mut(&smtpCfg)
 	}
 	reg, err := apps.New([]apps.App{
-		{ID: "mail", APIToken: "mail-api-token-0123456789",
-			Email: apps.Email{From: "news@shop.example", FromName: "Shop Ünited", Senders: []string{"orders@shop.example"},
-				ReplyTo: "help@shop.example", UnsubscribeMailto: "unsubscribe@shop.example", SMTP: smtpCfg},
+		{
+			ID: "mail", APIToken: "mail-api-token-0123456789",
+			Email: apps.Email{
+				From: "news@shop.example", FromName: "Shop Ünited", Senders: []string{"orders@shop.example"},
+				ReplyTo: "help@shop.example", UnsubscribeMailto: "unsubscribe@shop.example", SMTP: smtpCfg,
+			},
 			Push: apps.Push{FCM: apps.FCM{ProjectID: fcmProject, AccessToken: fcmToken}},
 		},
 		{ID: "bare", APIToken: "bare-api-token-0123456789"},
@@ -230,9 +233,11 @@ func checkTrackedMail(t *testing.T, m smtpsim.Message, o *schemas.Outcome) {
 	if err != nil || from.Name != "Shop Ünited" || from.Address != "news@shop.example" {
 		t.Errorf("From %q: %+v %v", h.Get("From"), from, err)
 	}
-	for k, want := range map[string]string{"To": "<ann@example.com>", "Reply-To": "<help@shop.example>",
+	for k, want := range map[string]string{
+		"To": "<ann@example.com>", "Reply-To": "<help@shop.example>",
 		"Message-ID": o.ProviderID, "X-Herald-Dispatch-ID": "ok", "MIME-Version": "1.0",
-		"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"} {
+		"List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+	} {
 		if got := h.Get(k); got != want {
 			t.Errorf("%s: %q, want %q", k, got, want)
 		}

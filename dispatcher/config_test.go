@@ -20,8 +20,10 @@ func TestConfigDefaults(t *testing.T) {
 		Templates: TemplatesConfig{SyncInterval: 15 * time.Minute, ResyncDelay: 5 * time.Second, PageLimit: 100},
 		Email:     EmailConfig{RatePerSender: 14, Burst: 14, PoolSize: 4, MaxMessagesPerConn: 100, IdleTimeout: 30 * time.Second},
 		Push:      PushConfig{FCMBaseURL: "https://fcm.googleapis.com", RatePerSender: 500, Burst: 500},
-		Limiter: LimiterConfig{Mode: LimiterGlobal, Heartbeat: 250 * time.Millisecond, LowerFactor: 0.7,
-			LowerCooldown: time.Second, MinRate: 1, RaiseStep: 0.05, RaiseEvery: 5 * time.Second},
+		Limiter: LimiterConfig{
+			Mode: LimiterGlobal, Heartbeat: 250 * time.Millisecond, LowerFactor: 0.7,
+			LowerCooldown: time.Second, MinRate: 1, RaiseStep: 0.05, RaiseEvery: 5 * time.Second,
+		},
 		PairInterval: 6 * time.Second, MaxHold: time.Second, MaxBatchTime: 2 * time.Second,
 		Delivery: DeliveryConfig{InDoubt: InDoubtHold, ResendAfter: 10 * time.Minute, Window: 24 * time.Hour, MaxIDs: 250_000},
 	}

@@ -565,8 +565,10 @@ func outcomeRecord(o *schemas.Outcome) *kgo.Record {
 // take that call for one in doubt. Best effort: a lost mark makes the call
 // look in doubt (reported, not sent again, with the hold policy).
 func (d *Dispatcher) answered(ctx context.Context, req *schemas.DispatchRequest, n int) {
-	m := &schemas.DeliveryMark{Kind: schemas.MarkAnswered, DispatchID: req.ID, App: req.App, To: req.To,
-		Attempt: n, Time: time.Now().UTC()}
+	m := &schemas.DeliveryMark{
+		Kind: schemas.MarkAnswered, DispatchID: req.ID, App: req.App, To: req.To,
+		Attempt: n, Time: time.Now().UTC(),
+	}
 	bs, _ := m.Marshal() // cannot fail: plain fields only
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -583,8 +585,10 @@ func (d *Dispatcher) intend(ctx context.Context, t *try) error {
 	if d.skipIntents {
 		return nil
 	}
-	m := &schemas.DeliveryMark{Kind: schemas.MarkIntent, DispatchID: t.req.ID, App: t.req.App, To: t.req.To,
-		Sender: t.req.Sender, Attempt: t.attempts + 1, Time: time.Now().UTC()}
+	m := &schemas.DeliveryMark{
+		Kind: schemas.MarkIntent, DispatchID: t.req.ID, App: t.req.App, To: t.req.To,
+		Sender: t.req.Sender, Attempt: t.attempts + 1, Time: time.Now().UTC(),
+	}
 	bs, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("encoding intent of %s: %w", t.req.ID, err)

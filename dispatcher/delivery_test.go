@@ -92,16 +92,26 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 		wantMetric  string
 		wantDeferal bool
 	}{
-		{name: "hold", delivery: DeliveryConfig{InDoubt: InDoubtHold},
-			wantState: schemas.OutcomeInDoubt, wantCalls: 1, wantMetric: inDoubtCrash},
-		{name: "hold with status", delivery: DeliveryConfig{InDoubt: InDoubtHold}, status: true,
-			wantState: schemas.OutcomeAccepted, wantCalls: 1, wantMetric: "reconciled"},
-		{name: "resend with status", delivery: DeliveryConfig{InDoubt: InDoubtResend, ResendAfter: time.Millisecond}, status: true,
-			wantState: schemas.OutcomeAccepted, wantCalls: 1, wantMetric: "reconciled"},
-		{name: "resend after the grace", delivery: DeliveryConfig{InDoubt: InDoubtResend, ResendAfter: time.Millisecond},
-			wantState: schemas.OutcomeAccepted, wantCalls: 2, wantMetric: inDoubtResent},
-		{name: "resend within the grace", delivery: DeliveryConfig{InDoubt: InDoubtResend, ResendAfter: time.Hour},
-			wantCalls: 1, wantDeferal: true},
+		{
+			name: "hold", delivery: DeliveryConfig{InDoubt: InDoubtHold},
+			wantState: schemas.OutcomeInDoubt, wantCalls: 1, wantMetric: inDoubtCrash,
+		},
+		{
+			name: "hold with status", delivery: DeliveryConfig{InDoubt: InDoubtHold}, status: true,
+			wantState: schemas.OutcomeAccepted, wantCalls: 1, wantMetric: "reconciled",
+		},
+		{
+			name: "resend with status", delivery: DeliveryConfig{InDoubt: InDoubtResend, ResendAfter: time.Millisecond}, status: true,
+			wantState: schemas.OutcomeAccepted, wantCalls: 1, wantMetric: "reconciled",
+		},
+		{
+			name: "resend after the grace", delivery: DeliveryConfig{InDoubt: InDoubtResend, ResendAfter: time.Millisecond},
+			wantState: schemas.OutcomeAccepted, wantCalls: 2, wantMetric: inDoubtResent,
+		},
+		{
+			name: "resend within the grace", delivery: DeliveryConfig{InDoubt: InDoubtResend, ResendAfter: time.Hour},
+			wantCalls: 1, wantDeferal: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,8 +142,10 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 			}
 			if tt.status {
 				// What ingest writes for Meta's status webhook.
-				produce(t, c.Client(t), markRecord(t, &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: req.ID,
-					App: req.App, To: req.To, WAMID: "wamid." + req.ID, Status: "sent", Time: time.Now().UTC()}))
+				produce(t, c.Client(t), markRecord(t, &schemas.DeliveryMark{
+					Kind: schemas.MarkStatus, DispatchID: req.ID,
+					App: req.App, To: req.To, WAMID: "wamid." + req.ID, Status: "sent", Time: time.Now().UTC(),
+				}))
 			}
 
 			d, stop := startDispatcher(t, c, meta, cfg)
@@ -372,8 +384,10 @@ func TestStatusWithoutIntent(t *testing.T) {
 		Text: &schemas.Text{Body: "hi"}, Source: schemas.Source{Kind: "api"}, Created: now,
 	}
 	produce(t, c.Client(t),
-		markRecord(t, &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: req.ID, App: req.App, To: req.To,
-			WAMID: "wamid.seen", Status: "delivered", Time: now}),
+		markRecord(t, &schemas.DeliveryMark{
+			Kind: schemas.MarkStatus, DispatchID: req.ID, App: req.App, To: req.To,
+			WAMID: "wamid.seen", Status: "delivered", Time: now,
+		}),
 		dispatchRecord(t, req))
 	d, stop := startDispatcher(t, c, meta, Config{PairInterval: -1})
 	o := readOutcomes(t, c, 1)[0]

@@ -82,9 +82,11 @@ func benchSends(b *testing.B, n, concurrency int, skipIntents bool) (time.Durati
 	now := time.Now().UTC()
 	recs := make([]*kgo.Record, 0, n)
 	for i := range n {
-		r := &schemas.DispatchRequest{ID: fmt.Sprintf("b-%d", i), App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001",
+		r := &schemas.DispatchRequest{
+			ID: fmt.Sprintf("b-%d", i), App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001",
 			To: fmt.Sprintf("+1555%07d", i+1), Source: schemas.Source{Kind: "campaign", Name: "bench"}, Created: now, Deadline: now.Add(time.Hour),
-			Template: &schemas.Template{Name: "order_confirmation", Language: "en_US", Category: "UTILITY", Body: []string{"A1", "today"}}}
+			Template: &schemas.Template{Name: "order_confirmation", Language: "en_US", Category: "UTILITY", Body: []string{"A1", "today"}},
+		}
 		v, err := r.Marshal()
 		if err != nil {
 			b.Fatal(err)
@@ -94,8 +96,10 @@ func benchSends(b *testing.B, n, concurrency int, skipIntents bool) (time.Durati
 	if err := cl.ProduceSync(b.Context(), recs...).FirstErr(); err != nil {
 		b.Fatal(err)
 	}
-	d, err := New(Config{WhatsAppBaseURL: api.URL, Concurrency: concurrency, PairInterval: -1,
-		Limiter: LimiterConfig{Mode: LimiterNone}, Templates: TemplatesConfig{SyncInterval: -1}}, c.Config, reg, nil, prometheus.NewRegistry())
+	d, err := New(Config{
+		WhatsAppBaseURL: api.URL, Concurrency: concurrency, PairInterval: -1,
+		Limiter: LimiterConfig{Mode: LimiterNone}, Templates: TemplatesConfig{SyncInterval: -1},
+	}, c.Config, reg, nil, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -106,9 +106,11 @@ func TestEveryProductCodeClassified(t *testing.T) {
 	for i, pc := range productCodes {
 		to := fmt.Sprintf("+1555700%04d", i)
 		id := fmt.Sprintf("code-%d", pc.code)
-		req := &schemas.DispatchRequest{ID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: to,
+		req := &schemas.DispatchRequest{
+			ID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: to,
 			Template: &schemas.Template{Name: "promo", Language: "en_US", Category: "MARKETING", Body: []string{"Ann"}},
-			Source:   schemas.Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Minute)}
+			Source:   schemas.Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Minute),
+		}
 		meta.script(to, graphErr(pc.status, pc.code, 0, false))
 		switch {
 		case pc.pair:
@@ -124,8 +126,10 @@ func TestEveryProductCodeClassified(t *testing.T) {
 		recs = append(recs, dispatchRecord(t, req))
 	}
 	produce(t, c.Client(t), recs...)
-	_, stop := startDispatcher(t, c, meta, Config{RequestTimeout: 2 * time.Second, MaxAttempts: 3, Concurrency: 4,
-		PairInterval: -1, Breaker: BreakerConfig{ConsecutiveFailures: 50}})
+	_, stop := startDispatcher(t, c, meta, Config{
+		RequestTimeout: 2 * time.Second, MaxAttempts: 3, Concurrency: 4,
+		PairInterval: -1, Breaker: BreakerConfig{ConsecutiveFailures: 50},
+	})
 	outs := readOutcomes(t, c, len(wants))
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)

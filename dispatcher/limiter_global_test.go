@@ -153,8 +153,10 @@ func TestCoordLoweringTravels(t *testing.T) {
 	st := c.work("1001", t0)
 	st.grant = 40
 	rec := func(member string, rate float64, at time.Time, configured float64) *schemas.SenderState {
-		return &schemas.SenderState{Member: member, Sender: "1001", PeriodMS: 250, Demand: 100, Grant: 40,
-			Rate: rate, Configured: configured, LoweredRate: rate, LoweredAt: at, LoweredCode: codeThroughput, Time: t0}
+		return &schemas.SenderState{
+			Member: member, Sender: "1001", PeriodMS: 250, Demand: 100, Grant: 40,
+			Rate: rate, Configured: configured, LoweredRate: rate, LoweredAt: at, LoweredCode: codeThroughput, Time: t0,
+		}
 	}
 	if cut := c.receive(rec("b", 56, t0, 80), t0); cut != "1001" {
 		t.Fatalf("receive of a lowering returned %q, want the sender", cut)

@@ -125,6 +125,7 @@ func (h *limitHarness) start(cfg Config) *replica {
 func (r *replica) share() float64 {
 	return testutil.ToFloat64(r.d.m.senderShare.WithLabelValues(testSender))
 }
+
 func (r *replica) rate() float64 {
 	return testutil.ToFloat64(r.d.m.senderRate.WithLabelValues(testSender))
 }

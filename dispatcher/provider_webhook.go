@@ -111,8 +111,10 @@ func (w *Webhook) Send(ctx context.Context, app *apps.App, req *schemas.Dispatch
 	if err := w.prepare(app, req); err != nil {
 		return "", err
 	}
-	body, err := json.Marshal(webhookCall{DispatchID: req.ID, App: req.App, Source: req.Source, HWID: req.HWID, UserID: req.UserID,
-		Body: req.Webhook.Body, SentAt: time.Now().UTC()})
+	body, err := json.Marshal(webhookCall{
+		DispatchID: req.ID, App: req.App, Source: req.Source, HWID: req.HWID, UserID: req.UserID,
+		Body: req.Webhook.Body, SentAt: time.Now().UTC(),
+	})
 	if err != nil {
 		return "", fmt.Errorf("%w: encoding the webhook body: %v", ErrInvalidRequest, err)
 	}

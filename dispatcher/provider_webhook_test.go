@@ -52,9 +52,11 @@ func TestWebhookSends(t *testing.T) {
 	c := kafkatest.New(t, 2)
 	now := time.Now().UTC()
 	req := func(id, app string) *schemas.DispatchRequest {
-		return &schemas.DispatchRequest{ID: id, App: app, Channel: schemas.ChannelWebhook, To: "x", HWID: "whatsapp:+15550000001",
+		return &schemas.DispatchRequest{
+			ID: id, App: app, Channel: schemas.ChannelWebhook, To: "x", HWID: "whatsapp:+15550000001",
 			Webhook: &schemas.Webhook{URL: srv.URL + "/herald", Body: map[string]any{"plan": "gold", "points": 3.0}},
-			Source:  schemas.Source{Kind: "journey", Name: "vip"}, Created: now, Deadline: now.Add(time.Minute)}
+			Source:  schemas.Source{Kind: "journey", Name: "vip"}, Created: now, Deadline: now.Add(time.Minute),
+		}
 	}
 	produce(t, c.Client(t), dispatchRecord(t, req("wh-ok", "shop")), dispatchRecord(t, req("wh-retry", "shop")),
 		dispatchRecord(t, req("wh-bad", "shop")), dispatchRecord(t, req("wh-unsigned", "other")))

@@ -338,8 +338,10 @@ func referenceMessage(req *schemas.DispatchRequest) waMessage {
 		}
 		slices.Sort(idx)
 		for _, i := range idx {
-			wt.Components = append(wt.Components, waComponent{Type: "button", SubType: "url", Index: strconv.Itoa(i),
-				Parameters: []waParam{{Type: "text", Text: t.ButtonURL[i]}}})
+			wt.Components = append(wt.Components, waComponent{
+				Type: "button", SubType: "url", Index: strconv.Itoa(i),
+				Parameters: []waParam{{Type: "text", Text: t.ButtonURL[i]}},
+			})
 		}
 		m.Template = wt
 	} else {
@@ -353,17 +355,23 @@ func referenceMessage(req *schemas.DispatchRequest) waMessage {
 // json.Marshal's of the waMessage, strings with every kind of escape
 // included (HTML characters, controls, invalid UTF-8, U+2028/9, quotes).
 func TestEncodeMessageMatchesJSON(t *testing.T) {
-	odd := []string{"", "plain", `q"uo\te`, "<b>&amp;</b>", "\x00\x01\b\f\n\r\t\x1f\x7f", "caf\u00e9 \u2028\u2029 \U0001F600",
-		"bad \xff\xfe utf8 \xe2\x82", "tab\there", "/slash/"}
+	odd := []string{
+		"", "plain", `q"uo\te`, "<b>&amp;</b>", "\x00\x01\b\f\n\r\t\x1f\x7f", "caf\u00e9 \u2028\u2029 \U0001F600",
+		"bad \xff\xfe utf8 \xe2\x82", "tab\there", "/slash/",
+	}
 	var reqs []*schemas.DispatchRequest
 	for i, s := range odd {
 		reqs = append(reqs,
 			&schemas.DispatchRequest{ID: "d-" + s, To: "+15551234567", Text: &schemas.Text{Body: s, PreviewURL: i%2 == 0}},
 			&schemas.DispatchRequest{ID: "d", To: "15551234567", Template: &schemas.Template{Name: "n" + s, Language: s}},
-			&schemas.DispatchRequest{ID: "", To: "+1555", Template: &schemas.Template{Name: "promo", Language: "en_US",
-				Header: []string{s}, Body: []string{s, "x", s}, ButtonURL: map[int]string{2: s, 0: "a" + s, 10: "z"}}},
-			&schemas.DispatchRequest{ID: s + "-id", To: "+1555", Template: &schemas.Template{Name: "b", Language: "pt_BR",
-				Body: []string{s}, ButtonURL: map[int]string{1: s}}},
+			&schemas.DispatchRequest{ID: "", To: "+1555", Template: &schemas.Template{
+				Name: "promo", Language: "en_US",
+				Header: []string{s}, Body: []string{s, "x", s}, ButtonURL: map[int]string{2: s, 0: "a" + s, 10: "z"},
+			}},
+			&schemas.DispatchRequest{ID: s + "-id", To: "+1555", Template: &schemas.Template{
+				Name: "b", Language: "pt_BR",
+				Body: []string{s}, ButtonURL: map[int]string{1: s},
+			}},
 		)
 	}
 	compared := 0

@@ -77,9 +77,11 @@ type reachGate struct {
 }
 
 func newReachGate(kopts []kgo.Opt, reg *apps.Registry, log *slog.Logger, prom prometheus.Registerer) (*reachGate, error) {
-	g := &reachGate{reg: reg, log: log, supsReady: make(chan struct{}), throttle: newThrottle(time.Second),
+	g := &reachGate{
+		reg: reg, log: log, supsReady: make(chan struct{}), throttle: newThrottle(time.Second),
 		ledger: reach.NewLedger(), waiters: make(map[string]chan bool), suppressed: reach.NewSuppressions(),
-		closed: make(map[string]time.Time)}
+		closed: make(map[string]time.Time),
+	}
 	m, err := newReachMetrics(prom, g)
 	if err != nil {
 		return nil, err
@@ -245,8 +247,10 @@ var errClaimUnknown = errors.New("messaging-tier claim not read back")
 func (g *reachGate) claim(ctx context.Context, app *apps.App, req *schemas.DispatchRequest) error {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	c := &schemas.ReachClaim{ID: hex.EncodeToString(b[:]), Business: app.Business(), App: app.ID, To: req.To,
-		DispatchID: req.ID, Tier: app.Tier(), Time: time.Now().UTC()}
+	c := &schemas.ReachClaim{
+		ID: hex.EncodeToString(b[:]), Business: app.Business(), App: app.ID, To: req.To,
+		DispatchID: req.ID, Tier: app.Tier(), Time: time.Now().UTC(),
+	}
 	v, err := c.Marshal()
 	if err != nil {
 		return fmt.Errorf("encoding reach claim: %w", err)
@@ -350,8 +354,10 @@ func (g *reachGate) learnClosed(key string, at time.Time, from string) {
 // writes it to TopicSuppressions, unless that is known already or a later
 // record (a START) lifted it.
 func (g *reachGate) learnOptOut(ctx context.Context, app, to, dispatchID string, at time.Time, from string) {
-	s := &schemas.Suppression{App: app, To: to, Reason: schemas.SuppressMarketingOptOut,
-		Code: codeMarketingOptOut, DispatchID: dispatchID, Time: at.UTC()}
+	s := &schemas.Suppression{
+		App: app, To: to, Reason: schemas.SuppressMarketingOptOut,
+		Code: codeMarketingOptOut, DispatchID: dispatchID, Time: at.UTC(),
+	}
 	g.mu.Lock()
 	changed := g.setSuppressed(string(s.Key()), true, s.Time)
 	g.mu.Unlock()

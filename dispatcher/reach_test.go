@@ -81,8 +81,10 @@ func newReachEnv(t *testing.T, tier string, opts ...simOpt) *reachEnv {
 // start runs a dispatcher on the env until the test ends or stop is called.
 func (e *reachEnv) start(t *testing.T, edit ...func(*Config)) (*Dispatcher, func()) {
 	t.Helper()
-	cfg := Config{WhatsAppBaseURL: e.api.URL, RequestTimeout: 5 * time.Second, MaxAttempts: 2, PairInterval: -1,
-		Limiter: LimiterConfig{Mode: LimiterNone}, Templates: TemplatesConfig{SyncInterval: -1}}
+	cfg := Config{
+		WhatsAppBaseURL: e.api.URL, RequestTimeout: 5 * time.Second, MaxAttempts: 2, PairInterval: -1,
+		Limiter: LimiterConfig{Mode: LimiterNone}, Templates: TemplatesConfig{SyncInterval: -1},
+	}
 	for _, f := range edit {
 		f(&cfg)
 	}
@@ -149,8 +151,10 @@ func (e *reachEnv) outcomes(t *testing.T, reqs ...*schemas.DispatchRequest) map[
 
 func textRequest(id, to, body string) *schemas.DispatchRequest {
 	now := time.Now().UTC()
-	return &schemas.DispatchRequest{ID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: to,
-		Text: &schemas.Text{Body: body}, Source: schemas.Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Minute)}
+	return &schemas.DispatchRequest{
+		ID: id, App: "shop", Channel: schemas.ChannelWhatsApp, Sender: "1001", To: to,
+		Text: &schemas.Text{Body: body}, Source: schemas.Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Minute),
+	}
 }
 
 func templateRequest(id, to, name, category string, body ...string) *schemas.DispatchRequest {

@@ -390,8 +390,10 @@ func TestSchedulerHoldsUntilCaughtUp(t *testing.T) {
 	}
 	marker := func(off int64, id string) *kgo.Record {
 		b, _ := (&schemas.ScheduleRelease{ID: id, Released: t0}).Marshal()
-		return &kgo.Record{Topic: schemas.TopicScheduled, Offset: off, Value: b, Timestamp: t0,
-			Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordScheduleRelease)}}}
+		return &kgo.Record{
+			Topic: schemas.TopicScheduled, Offset: off, Value: b, Timestamp: t0,
+			Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordScheduleRelease)}},
+		}
 	}
 	poll := func(hwm int64, recs ...*kgo.Record) kgo.Fetches {
 		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: schemas.TopicScheduled, Partitions: []kgo.FetchPartition{
@@ -456,8 +458,10 @@ func TestSchedulerDeadLetters(t *testing.T) {
 	noID := scheduledReq("", "+15550000001", t0)
 	tooFar := scheduledReq("far", "+15550000001", t0.Add(schemas.MaxScheduleAhead+48*time.Hour))
 	good := scheduledReq("good", "+15550000001", t0.Add(-time.Second))
-	badMarker := &kgo.Record{Topic: schemas.TopicScheduled, Key: []byte("shop|+15550000001"), Value: []byte(`{"v":1}`),
-		Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordScheduleRelease)}}}
+	badMarker := &kgo.Record{
+		Topic: schemas.TopicScheduled, Key: []byte("shop|+15550000001"), Value: []byte(`{"v":1}`),
+		Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordScheduleRelease)}},
+	}
 	bad := []struct {
 		rec    *kgo.Record
 		reason string

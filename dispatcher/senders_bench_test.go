@@ -51,8 +51,10 @@ func benchManySenders(b *testing.B, senders, rate, backlogSecs, concurrency int)
 			numbers[i] = wasim.Number{PhoneNumberID: ids[i], WABAID: "2001", AccessToken: "tok-shop", AppSecret: "secret"}
 		}
 		h := newLimitHarness(b, 8, func(c *wasim.Config) { c.Numbers, c.Throughput = numbers, rate })
-		reg, err := apps.New([]apps.App{{ID: "shop", APIToken: "shop-api-token-0123456789",
-			WhatsApp: apps.WhatsApp{PhoneNumberIDs: ids, AccessToken: "tok-shop"}}})
+		reg, err := apps.New([]apps.App{{
+			ID: "shop", APIToken: "shop-api-token-0123456789",
+			WhatsApp: apps.WhatsApp{PhoneNumberIDs: ids, AccessToken: "tok-shop"},
+		}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -61,8 +61,10 @@ func statusRelay(t *testing.T, c *kafkatest.Cluster, app string) *httptest.Serve
 						continue
 					}
 					sec, _ := strconv.ParseInt(st.Timestamp, 10, 64)
-					m := &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: st.Biz, App: app, To: "+" + st.Recipient,
-						WAMID: st.ID, Status: st.Status, Time: time.Unix(sec, 0).UTC()}
+					m := &schemas.DeliveryMark{
+						Kind: schemas.MarkStatus, DispatchID: st.Biz, App: app, To: "+" + st.Recipient,
+						WAMID: st.ID, Status: st.Status, Time: time.Unix(sec, 0).UTC(),
+					}
 					if len(st.Errors) > 0 {
 						m.ErrorCode = st.Errors[0].Code
 					}

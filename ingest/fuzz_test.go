@@ -134,8 +134,10 @@ func FuzzWebhook(f *testing.F) {
 			{"from": "16505551234", "id": "s", "timestamp": "1750269342", "type": "system", "system": obj{"body": "changed", "wa_id": "12195555358", "type": "user_changed_number"}},
 			{"from": "16505551234", "id": "u", "timestamp": "1750090702", "type": "unsupported", "errors": []obj{{"code": 131051, "title": "Message type unknown"}}},
 			{"from": "16505551234", "id": "d", "timestamp": "1750090702", "type": "document", "document": obj{"id": "1", "mime_type": "application/pdf", "filename": "r.pdf"}},
-			{"from": "16505551234", "id": "a", "timestamp": "1750275992", "type": "text", "text": obj{"body": "ad"},
-				"referral": obj{"source_id": "120", "source_type": "ad", "ctwa_clid": "clid"}},
+			{
+				"from": "16505551234", "id": "a", "timestamp": "1750275992", "type": "text", "text": obj{"body": "ad"},
+				"referral": obj{"source_id": "120", "source_type": "ad", "ctwa_clid": "clid"},
+			},
 		}, nil)))),
 		`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1001"},"statuses":[{"id":"w","status":"sent","timestamp":1,"recipient_id":"16505551234","errors":[{"code":"x"}]}]}}]}]}`,
 		`{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","time":1750000000,"changes":[{"field":"message_template_status_update","value":{"event":"APPROVED","message_template_id":12,"message_template_name":"n","message_template_language":"en_US"}},{"field":"template_category_update","value":{"message_template_id":"x"}}]}]}`,

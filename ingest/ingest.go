@@ -209,9 +209,11 @@ func New(cfg Config, reg *apps.Registry, cl *kgo.Client, log *slog.Logger, prom 
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m,
+	s := &Server{
+		cfg: cfg, reg: reg, cl: cl, log: log.With("stage", "ingest"), m: m,
 		lim:  newLimiter(cfg.RatePerCredential, cfg.BurstPerCredential, time.Now),
-		seen: dedup.New(cfg.DedupWindow, cfg.DedupMaxBytes)}
+		seen: dedup.New(cfg.DedupWindow, cfg.DedupMaxBytes),
+	}
 	if len(cfg.TrackingKeys) > 0 {
 		if s.tracker, err = newTracker(cfg.TrackingKeys); err != nil {
 			return nil, err
@@ -318,8 +320,10 @@ func checkContentType(ct string) *apiError {
 	if err == nil && (mt == "application/json" || mt == "text/plain" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
 		return nil
 	}
-	return &apiError{Code: http.StatusUnsupportedMediaType, Field: "Content-Type",
-		Msg: fmt.Sprintf("%s is not accepted: send JSON as application/json", quote(ct))}
+	return &apiError{
+		Code: http.StatusUnsupportedMediaType, Field: "Content-Type",
+		Msg: fmt.Sprintf("%s is not accepted: send JSON as application/json", quote(ct)),
+	}
 }
 
 // readBody reads the request body, bounded by MaxBodyBytes.
@@ -330,8 +334,10 @@ func (s *Server) readBody(w *statusWriter, r *http.Request) ([]byte, *apiError) 
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, &apiError{Code: http.StatusRequestEntityTooLarge, Field: "body",
-				Msg: fmt.Sprintf("is larger than the %d bytes limit", s.cfg.MaxBodyBytes)}
+			return nil, &apiError{
+				Code: http.StatusRequestEntityTooLarge, Field: "body",
+				Msg: fmt.Sprintf("is larger than the %d bytes limit", s.cfg.MaxBodyBytes),
+			}
 		}
 		return nil, &apiError{Code: http.StatusBadRequest, Field: "body", Msg: fmt.Sprintf("reading: %v", err)}
 	}
@@ -408,8 +414,10 @@ func (s *Server) produce(ctx context.Context, events []*schemas.Event, dead []*s
 // request's partition finds it when it reconciles sends in doubt.
 func deliveryStatus(e *schemas.Event) (*kgo.Record, error) {
 	st := e.Status
-	m := &schemas.DeliveryMark{Kind: schemas.MarkStatus, DispatchID: st.DispatchID, App: e.App, To: st.Recipient,
-		WAMID: st.WAMID, Status: st.Status, ErrorCode: st.ErrorCode, Time: e.Time}
+	m := &schemas.DeliveryMark{
+		Kind: schemas.MarkStatus, DispatchID: st.DispatchID, App: e.App, To: st.Recipient,
+		WAMID: st.WAMID, Status: st.Status, ErrorCode: st.ErrorCode, Time: e.Time,
+	}
 	if m.Time.IsZero() {
 		m.Time = time.Now().UTC()
 	}

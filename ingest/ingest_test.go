@@ -20,8 +20,12 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", Config{}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: 5000, BurstPerCredential: 10000, DedupWindow: 24 * time.Hour}, ""},
-		{"kept", Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7, DedupWindow: time.Hour, DedupMaxBytes: 64 << 20},
-			Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7, DedupWindow: time.Hour, DedupMaxBytes: 64 << 20}, ""},
+		{
+			"kept",
+			Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7, DedupWindow: time.Hour, DedupMaxBytes: 64 << 20},
+			Config{MaxBodyBytes: 4096, ProduceTimeout: time.Second, RatePerCredential: 5, BurstPerCredential: 7, DedupWindow: time.Hour, DedupMaxBytes: 64 << 20},
+			"",
+		},
 		{"no rate limit", Config{RatePerCredential: -1}, Config{MaxBodyBytes: 1 << 20, ProduceTimeout: 10 * time.Second, RatePerCredential: -1, DedupWindow: 24 * time.Hour}, ""},
 		{"negative dedup window", Config{DedupWindow: -time.Second}, Config{}, "dedup_window"},
 		{"negative dedup bytes", Config{DedupMaxBytes: -1}, Config{}, "dedup_max_bytes"},

@@ -40,8 +40,10 @@ func TestCreateWhatsAppMessage(t *testing.T) {
 	want := map[string]*schemas.DispatchRequest{
 		id(codes[0], "+4915123456789"): {To: "+4915123456789", Country: "DE", Template: tpl, Source: schemas.Source{Kind: "api", Name: "spring"}},
 		id(codes[0], "+16505551234"):   {To: "+16505551234", Country: "US", Template: tpl, Source: schemas.Source{Kind: "api", Name: "spring"}},
-		id(codes[1], "+16505551234"): {To: "+16505551234", Country: "US", Text: &schemas.Text{Body: "Your parcel is here.\nReply HELP for help."},
-			Source: schemas.Source{Kind: "api", Name: "createWhatsAppMessage"}},
+		id(codes[1], "+16505551234"): {
+			To: "+16505551234", Country: "US", Text: &schemas.Text{Body: "Your parcel is here.\nReply HELP for help."},
+			Source: schemas.Source{Kind: "api", Name: "createWhatsAppMessage"},
+		},
 	}
 	for _, r := range h.records(schemas.TopicDispatch, 3) {
 		d, err := schemas.DecodeDispatchRequest(r.Value)
@@ -194,10 +196,14 @@ func TestUnregisterAndRegisterUser(t *testing.T) {
 	wantOK(t, h.post("/json/1.3/registerUser", shopToken, `{"request":{"application":"shop","userId":"u-9","hwid":"whatsapp:+16505551234","device_type":21}}`))
 	to := time.Now()
 	evs := h.events(2)
-	sameEvent(t, evs[0], &schemas.Event{App: "shop", Kind: schemas.KindUnregister, Name: schemas.EventDeviceUnregistered,
-		HWID: "whatsapp:+16505551234", Country: "US"}, from, to)
-	sameEvent(t, evs[1], &schemas.Event{App: "shop", Kind: schemas.KindEvent, Name: schemas.EventUserRegistered,
-		HWID: "whatsapp:+16505551234", UserID: "u-9", Country: "US", DeviceType: 21}, from, to)
+	sameEvent(t, evs[0], &schemas.Event{
+		App: "shop", Kind: schemas.KindUnregister, Name: schemas.EventDeviceUnregistered,
+		HWID: "whatsapp:+16505551234", Country: "US",
+	}, from, to)
+	sameEvent(t, evs[1], &schemas.Event{
+		App: "shop", Kind: schemas.KindEvent, Name: schemas.EventUserRegistered,
+		HWID: "whatsapp:+16505551234", UserID: "u-9", Country: "US", DeviceType: 21,
+	}, from, to)
 	wantError(t, h.post("/json/1.3/unregisterDevice", shopToken, `{"request":{"application":"shop"}}`), http.StatusBadRequest, "request.hwid")
 	wantError(t, h.post("/json/1.3/registerUser", shopToken, `{"request":{"application":"shop","hwid":"x"}}`), http.StatusBadRequest, "request.userId")
 	wantError(t, h.post("/json/1.3/registerUser", shopToken, `{"request":{"application":"shop","userId":"u","device_type":5}}`), http.StatusBadRequest, "request.device_type")

@@ -28,47 +28,61 @@ func TestRegisterDevice(t *testing.T) {
 		body: `{"request":{"application":"shop","device_type":21,"hwid":"whatsapp:+1 (650) 555-1234",
 			"userId":"u-42","language":"pt-BR","timezone":"America/Sao_Paulo","app_version":"2.10.1",
 			"tags":{"Plan":"gold","Orders":3,"VIP":true,"Foods":["asian","sushi"],"Old":null}}}`,
-		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		want: &schemas.Event{
+			App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
 			HWID: "whatsapp:+16505551234", UserID: "u-42", DeviceType: 21, Language: "pt-BR", AppVersion: "2.10.1",
 			Timezone: "America/Sao_Paulo", Country: "US",
 			Tags:     map[string]any{"Plan": "gold", "Orders": 3, "VIP": true, "Foods": []string{"asian", "sushi"}, "Old": nil},
-			TagTypes: map[string]string{"Plan": "string", "Orders": "integer", "VIP": "boolean", "Foods": "list"}},
+			TagTypes: map[string]string{"Plan": "string", "Orders": "integer", "VIP": "boolean", "Foods": "list"},
+		},
 	}, {
 		name: "whatsapp, token in request.auth, offset in seconds",
 		body: `{"request":{"application":"news","auth":"` + newsToken + `","device_type":21,
 			"hwid":"WhatsApp:+44 (0)7400 123 456","timezone":19800}}`,
-		want: &schemas.Event{App: "news", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "whatsapp:+447400123456", DeviceType: 21, Timezone: "+05:30", Country: "GB"},
+		want: &schemas.Event{
+			App: "news", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "whatsapp:+447400123456", DeviceType: 21, Timezone: "+05:30", Country: "GB",
+		},
 	}, {
 		name:   "whatsapp with the user's email and app push token",
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":21,"hwid":"whatsapp:+16505551234","email":"Ana@Example.com","push_token":"fcm-tok-1"}}`,
-		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "whatsapp:+16505551234", DeviceType: 21, Country: "US", Email: "ana@example.com", PushToken: "fcm-tok-1"},
+		want: &schemas.Event{
+			App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "whatsapp:+16505551234", DeviceType: 21, Country: "US", Email: "ana@example.com", PushToken: "fcm-tok-1",
+		},
 	}, {
 		name:   "sms",
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":18,"hwid":"sms:+49 151 23456789","timezone":"-03:00"}}`,
-		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "sms:+4915123456789", DeviceType: 18, Timezone: "-03:00", Country: "DE"},
+		want: &schemas.Event{
+			App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "sms:+4915123456789", DeviceType: 18, Timezone: "-03:00", Country: "DE",
+		},
 	}, {
 		name:   "email, lowercased",
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":14,"email":"Ana.Silva@Example.COM","userId":"ana"}}`,
-		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "ana.silva@example.com", UserID: "ana", DeviceType: 14, Email: "ana.silva@example.com"},
+		want: &schemas.Event{
+			App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "ana.silva@example.com", UserID: "ana", DeviceType: 14, Email: "ana.silva@example.com",
+		},
 	}, {
 		name:   "ios push",
 		header: shopToken,
 		body:   `{"request":{"application":"shop","device_type":1,"hwid":"A1B2-C3D4","push_token":"apns-token-xyz","language":"en"}}`,
-		want: &schemas.Event{App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "A1B2-C3D4", DeviceType: 1, Language: "en", PushToken: "apns-token-xyz"},
+		want: &schemas.Event{
+			App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "A1B2-C3D4", DeviceType: 1, Language: "en", PushToken: "apns-token-xyz",
+		},
 	}, {
 		name:   "android push",
 		header: otherToken,
 		body:   `{"request":{"application":"other","device_type":3,"hwid":"droid-1","push_token":"fcm:abc"}}`,
-		want: &schemas.Event{App: "other", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			HWID: "droid-1", DeviceType: 3, PushToken: "fcm:abc"},
+		want: &schemas.Event{
+			App: "other", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			HWID: "droid-1", DeviceType: 3, PushToken: "fcm:abc",
+		},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,11 +117,15 @@ func TestSetTags(t *testing.T) {
 	if evs[0].UserID != "" {
 		evs[0], evs[1] = evs[1], evs[0]
 	}
-	sameEvent(t, evs[0], &schemas.Event{App: "shop", Kind: schemas.KindTags, HWID: "whatsapp:+16505551234", Country: "US",
+	sameEvent(t, evs[0], &schemas.Event{
+		App: "shop", Kind: schemas.KindTags, HWID: "whatsapp:+16505551234", Country: "US",
 		Tags:     map[string]any{"Plan": "silver", "Big": float64(12345678901234567890), "Ratio": 0.25, "Old": nil, "Langs": []string{}},
-		TagTypes: map[string]string{"Plan": "string", "Big": "decimal", "Ratio": "decimal", "Langs": "list"}}, from, to)
-	sameEvent(t, evs[1], &schemas.Event{App: "shop", Kind: schemas.KindTags, UserID: "u-42",
-		Tags: map[string]any{"Opted": false}, TagTypes: map[string]string{"Opted": "boolean"}}, from, to)
+		TagTypes: map[string]string{"Plan": "string", "Big": "decimal", "Ratio": "decimal", "Langs": "list"},
+	}, from, to)
+	sameEvent(t, evs[1], &schemas.Event{
+		App: "shop", Kind: schemas.KindTags, UserID: "u-42",
+		Tags: map[string]any{"Opted": false}, TagTypes: map[string]string{"Opted": "boolean"},
+	}, from, to)
 	// Big numbers travel as sent, not rounded through float64.
 	recs := h.records(schemas.TopicEvents, 2)
 	found := false
@@ -132,11 +150,15 @@ func TestPostEvent(t *testing.T) {
 	for _, e := range evs {
 		byUser[e.UserID] = e
 	}
-	sameEvent(t, byUser[""], &schemas.Event{App: "shop", Kind: schemas.KindEvent, Name: "OrderPlaced",
+	sameEvent(t, byUser[""], &schemas.Event{
+		App: "shop", Kind: schemas.KindEvent, Name: "OrderPlaced",
 		Time: time.Unix(1750000000, 0).UTC(), HWID: "whatsapp:+16505551234", Country: "US",
-		Attributes: map[string]any{"cuisine": "asian", "total": 42.5, "items": []any{"roll", 2, true}}}, from, to)
-	sameEvent(t, byUser["u-42"], &schemas.Event{App: "shop", Kind: schemas.KindEvent, Name: "PW_ApplicationOpen",
-		Time: time.Unix(1750000000, 250e6).UTC(), UserID: "u-42"}, from, to)
+		Attributes: map[string]any{"cuisine": "asian", "total": 42.5, "items": []any{"roll", 2, true}},
+	}, from, to)
+	sameEvent(t, byUser["u-42"], &schemas.Event{
+		App: "shop", Kind: schemas.KindEvent, Name: "PW_ApplicationOpen",
+		Time: time.Unix(1750000000, 250e6).UTC(), UserID: "u-42",
+	}, from, to)
 	sameEvent(t, byUser["u-43"], &schemas.Event{App: "shop", Kind: schemas.KindEvent, Name: "Login", UserID: "u-43"}, from, to)
 }
 

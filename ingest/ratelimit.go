@@ -90,6 +90,8 @@ func (sh *limiterShard) sweep(now time.Time, l *limiter) {
 // where the credential came from.
 func throttled(field string, wait time.Duration) *apiError {
 	secs := max(1, int(math.Ceil(wait.Seconds())))
-	return &apiError{Code: http.StatusTooManyRequests, Field: field, RetryAfter: secs,
-		Msg: "rate limit of this credential exceeded, retry after " + strconv.Itoa(secs) + "s"}
+	return &apiError{
+		Code: http.StatusTooManyRequests, Field: field, RetryAfter: secs,
+		Msg: "rate limit of this credential exceeded, retry after " + strconv.Itoa(secs) + "s",
+	}
 }

@@ -131,8 +131,10 @@ type segAnswer struct {
 
 func (s *Server) segmentOne(r *http.Request, typ string, body []byte, now time.Time) ([]*schemas.Event, *apiError) {
 	if len(body) > segMaxCall {
-		return nil, &apiError{Code: http.StatusRequestEntityTooLarge, Field: "body",
-			Msg: fmt.Sprintf("is %d bytes, a single %s call takes at most %d (use /v1/batch)", len(body), typ, segMaxCall)}
+		return nil, &apiError{
+			Code: http.StatusRequestEntityTooLarge, Field: "body",
+			Msg: fmt.Sprintf("is %d bytes, a single %s call takes at most %d (use /v1/batch)", len(body), typ, segMaxCall),
+		}
 	}
 	var m segMessage
 	if aerr := decodeStrict(body, &m); aerr != nil {
@@ -151,8 +153,10 @@ func (s *Server) segmentOne(r *http.Request, typ string, body []byte, now time.T
 
 func (s *Server) segmentBatch(r *http.Request, body []byte, now time.Time) ([]*schemas.Event, *apiError) {
 	if len(body) > segMaxBatch {
-		return nil, &apiError{Code: http.StatusRequestEntityTooLarge, Field: "body",
-			Msg: fmt.Sprintf("is %d bytes, a batch takes at most %d", len(body), segMaxBatch)}
+		return nil, &apiError{
+			Code: http.StatusRequestEntityTooLarge, Field: "body",
+			Msg: fmt.Sprintf("is %d bytes, a batch takes at most %d", len(body), segMaxBatch),
+		}
 	}
 	// One pass into typed messages; only a body that fails it is decoded
 	// again item by item, to name the message at fault.
@@ -181,8 +185,10 @@ func (s *Server) segmentBatch(r *http.Request, body []byte, now time.Time) ([]*s
 	case len(b.Batch) == 0:
 		return nil, badField("batch", "is required: a list of 1 to %d messages", segMaxItems)
 	case len(b.Batch) > segMaxItems:
-		return nil, &apiError{Code: http.StatusRequestEntityTooLarge, Field: "batch",
-			Msg: fmt.Sprintf("has %d messages, at most %d are allowed", len(b.Batch), segMaxItems)}
+		return nil, &apiError{
+			Code: http.StatusRequestEntityTooLarge, Field: "batch",
+			Msg: fmt.Sprintf("has %d messages, at most %d are allowed", len(b.Batch), segMaxItems),
+		}
 	}
 	shared, aerr := decodeObject("context", b.Context)
 	if aerr != nil {
@@ -237,8 +243,10 @@ func (s *Server) writeKeyApp(r *http.Request, bodyKey string) (*apps.App, *apiEr
 		key, field = user, "Authorization"
 	}
 	if key == "" {
-		return nil, &apiError{Code: http.StatusUnauthorized, Field: "writeKey",
-			Msg: "a write key is required: Basic auth user name, or writeKey in the body"}
+		return nil, &apiError{
+			Code: http.StatusUnauthorized, Field: "writeKey",
+			Msg: "a write key is required: Basic auth user name, or writeKey in the body",
+		}
 	}
 	app, ok := s.reg.ByWriteKey(key)
 	if !ok {

@@ -38,28 +38,52 @@ func TestSegmentCalls(t *testing.T) {
 		typ, body string
 		want      schemas.Event
 	}{
-		{"track", `{"userId":"u1","messageId":"m-track","event":"Order Completed","timestamp":"` + ts + `",
+		{
+			"track", `{"userId":"u1","messageId":"m-track","event":"Order Completed","timestamp":"` + ts + `",
 			"properties":{"revenue":39.95,"items":3,"cuisine":"asian","shipping":{"city":"Berlin","geo":{"lat":52.5}},"tags":["a","b"],"products":[{"sku":"x"}]},
 			"context":{"locale":"de-DE","timezone":"Europe/Berlin","ip":"1.2.3.4"}}`,
-			schemas.Event{ID: segEventID("shop", "m-track"), Kind: schemas.KindEvent, Name: "Order Completed", UserID: "u1", Time: at,
+			schemas.Event{
+				ID: segEventID("shop", "m-track"), Kind: schemas.KindEvent, Name: "Order Completed", UserID: "u1", Time: at,
 				Language: "de", Timezone: "Europe/Berlin",
-				Attributes: map[string]any{"revenue": 39.95, "items": 3.0, "cuisine": "asian", "shipping.city": "Berlin", "shipping.geo.lat": 52.5,
-					"tags": []any{"a", "b"}, "products": `[{"sku":"x"}]`},
-				Context: map[string]any{"locale": "de-DE", "timezone": "Europe/Berlin", "ip": "1.2.3.4"}}},
-		{"identify", `{"anonymousId":"anon-1","userId":42,"messageId":"m-id","timestamp":"` + ts + `","traits":{"plan":"pro","vip":true,"logins":7,"interests":["food",3,true],"address":{"country":"DE"}}}`,
-			schemas.Event{ID: segEventID("shop", "m-id"), Kind: schemas.KindTags, UserID: "42", AnonymousID: "anon-1", Time: at,
-				Tags: map[string]any{"plan": "pro", "vip": true, "logins": 7.0, "interests": []any{"food", "3", "true"}, "address.country": "DE"}}},
-		{"page", `{"anonymousId":"a2","messageId":"m-page","timestamp":"` + ts + `","name":"Pricing","category":"Docs","properties":{"url":"https://x.example/pricing"}}`,
-			schemas.Event{ID: segEventID("shop", "m-page"), Kind: schemas.KindEvent, Name: schemas.EventPageView, AnonymousID: "a2", Time: at,
-				Attributes: map[string]any{"url": "https://x.example/pricing", "name": "Pricing", "category": "Docs"}}},
-		{"screen", `{"userId":"u3","messageId":"m-screen","timestamp":"` + ts + `","name":"Cart"}`,
-			schemas.Event{ID: segEventID("shop", "m-screen"), Kind: schemas.KindEvent, Name: schemas.EventScreenOpen, UserID: "u3", Time: at,
-				Attributes: map[string]any{"name": "Cart"}}},
-		{"group", `{"userId":"u4","messageId":"m-group","timestamp":"` + ts + `","groupId":"acme","traits":{"employees":120,"industry":"food"}}`,
-			schemas.Event{ID: segEventID("shop", "m-group"), Kind: schemas.KindEvent, Name: schemas.EventGroup, UserID: "u4", Time: at,
-				Attributes: map[string]any{"group_id": "acme", "employees": 120.0, "industry": "food"}}},
-		{"alias", `{"userId":"u5","previousId":"anon-5","messageId":"m-alias","timestamp":"` + ts + `"}`,
-			schemas.Event{ID: segEventID("shop", "m-alias"), Kind: schemas.KindAlias, UserID: "u5", PreviousID: "anon-5", Time: at}},
+				Attributes: map[string]any{
+					"revenue": 39.95, "items": 3.0, "cuisine": "asian", "shipping.city": "Berlin", "shipping.geo.lat": 52.5,
+					"tags": []any{"a", "b"}, "products": `[{"sku":"x"}]`,
+				},
+				Context: map[string]any{"locale": "de-DE", "timezone": "Europe/Berlin", "ip": "1.2.3.4"},
+			},
+		},
+		{
+			"identify", `{"anonymousId":"anon-1","userId":42,"messageId":"m-id","timestamp":"` + ts + `","traits":{"plan":"pro","vip":true,"logins":7,"interests":["food",3,true],"address":{"country":"DE"}}}`,
+			schemas.Event{
+				ID: segEventID("shop", "m-id"), Kind: schemas.KindTags, UserID: "42", AnonymousID: "anon-1", Time: at,
+				Tags: map[string]any{"plan": "pro", "vip": true, "logins": 7.0, "interests": []any{"food", "3", "true"}, "address.country": "DE"},
+			},
+		},
+		{
+			"page", `{"anonymousId":"a2","messageId":"m-page","timestamp":"` + ts + `","name":"Pricing","category":"Docs","properties":{"url":"https://x.example/pricing"}}`,
+			schemas.Event{
+				ID: segEventID("shop", "m-page"), Kind: schemas.KindEvent, Name: schemas.EventPageView, AnonymousID: "a2", Time: at,
+				Attributes: map[string]any{"url": "https://x.example/pricing", "name": "Pricing", "category": "Docs"},
+			},
+		},
+		{
+			"screen", `{"userId":"u3","messageId":"m-screen","timestamp":"` + ts + `","name":"Cart"}`,
+			schemas.Event{
+				ID: segEventID("shop", "m-screen"), Kind: schemas.KindEvent, Name: schemas.EventScreenOpen, UserID: "u3", Time: at,
+				Attributes: map[string]any{"name": "Cart"},
+			},
+		},
+		{
+			"group", `{"userId":"u4","messageId":"m-group","timestamp":"` + ts + `","groupId":"acme","traits":{"employees":120,"industry":"food"}}`,
+			schemas.Event{
+				ID: segEventID("shop", "m-group"), Kind: schemas.KindEvent, Name: schemas.EventGroup, UserID: "u4", Time: at,
+				Attributes: map[string]any{"group_id": "acme", "employees": 120.0, "industry": "food"},
+			},
+		},
+		{
+			"alias", `{"userId":"u5","previousId":"anon-5","messageId":"m-alias","timestamp":"` + ts + `"}`,
+			schemas.Event{ID: segEventID("shop", "m-alias"), Kind: schemas.KindAlias, UserID: "u5", PreviousID: "anon-5", Time: at},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.typ, func(t *testing.T) {

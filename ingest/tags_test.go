@@ -23,17 +23,25 @@ func TestSetTagsTypesAndOperations(t *testing.T) {
 		wantTypes   map[string]string
 		wantOps     map[string]string
 	}{
-		{"inferred", `{"n":3,"d":2.5,"b":true,"l":["a"],"s":"x","when":"2026-11-24 10:30"}`, "",
+		{
+			"inferred", `{"n":3,"d":2.5,"b":true,"l":["a"],"s":"x","when":"2026-11-24 10:30"}`, "",
 			`{"b":true,"d":2.5,"l":["a"],"n":3,"s":"x","when":"2026-11-24T10:30:00Z"}`,
-			map[string]string{"n": "integer", "d": "decimal", "b": "boolean", "l": "list", "s": "string", "when": "date"}, nil},
-		{"declared", `{"v":"2.10.1","born":"1990-05-01","seen":1750000000,"price":"19.99","code":123,"one":"solo"}`,
+			map[string]string{"n": "integer", "d": "decimal", "b": "boolean", "l": "list", "s": "string", "when": "date"},
+			nil,
+		},
+		{
+			"declared", `{"v":"2.10.1","born":"1990-05-01","seen":1750000000,"price":"19.99","code":123,"one":"solo"}`,
 			`{"v":"version","born":"date","seen":"date","price":"decimal","code":"string","one":"list"}`,
 			`{"born":"1990-05-01T00:00:00Z","code":"123","one":["solo"],"price":19.99,"seen":"2025-06-15T15:06:40Z","v":"2.10.1"}`,
-			map[string]string{"v": "version", "born": "date", "seen": "date", "price": "decimal", "code": "string", "one": "list"}, nil},
-		{"operations", `{"orders":{"operation":"increment","value":2},"spent":{"op":"increment","value":9.5},"foods":{"operation":"append","value":["thai"]},"old":{"operation":"remove","value":"pizza"}}`, "",
+			map[string]string{"v": "version", "born": "date", "seen": "date", "price": "decimal", "code": "string", "one": "list"},
+			nil,
+		},
+		{
+			"operations", `{"orders":{"operation":"increment","value":2},"spent":{"op":"increment","value":9.5},"foods":{"operation":"append","value":["thai"]},"old":{"operation":"remove","value":"pizza"}}`, "",
 			`{"foods":["thai"],"old":["pizza"],"orders":2,"spent":9.5}`,
 			map[string]string{"orders": "integer", "spent": "decimal", "foods": "list", "old": "list"},
-			map[string]string{"orders": "increment", "spent": "increment", "foods": "append", "old": "remove"}},
+			map[string]string{"orders": "increment", "spent": "increment", "foods": "append", "old": "remove"},
+		},
 		{"remove a tag", `{"gone":null}`, "", `{"gone":null}`, nil, nil},
 	}
 	for _, tc := range ok {

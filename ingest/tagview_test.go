@@ -92,8 +92,10 @@ func TestGetTags(t *testing.T) {
 		&kgo.Record{Key: []byte("shop|whatsapp:+4915122222222"), Value: []byte(`{"v":1,"app":"shop"}`)},
 		tagsRecord(t, &schemas.ProfileTags{App: "shop", HWID: "whatsapp:+4915111111111", Tags: map[string]any{"x": 1.0}, Updated: updated}),
 		&kgo.Record{Key: []byte("shop|whatsapp:+4915111111111")},
-		tagsRecord(t, &schemas.ProfileTags{App: "shop", HWID: hwid, Registered: true, Updated: updated,
-			Tags: map[string]any{"City": "Berlin", "Age": 31.0, "VIP": true, "Likes": []string{"sushi"}, "Language": "de", "Country": "DE"}}),
+		tagsRecord(t, &schemas.ProfileTags{
+			App: "shop", HWID: hwid, Registered: true, Updated: updated,
+			Tags: map[string]any{"City": "Berlin", "Age": 31.0, "VIP": true, "Likes": []string{"sushi"}, "Language": "de", "Country": "DE"},
+		}),
 	)
 	v := h.startTagView(t)
 	eventually(t, func() string {

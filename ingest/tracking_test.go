@@ -57,14 +57,18 @@ func TestTrackingOpenAndClick(t *testing.T) {
 
 	evs := h.events(2)
 	wantAttrs := map[string]any{"dispatch_id": "journey:omni:u1:step2", "source_kind": "journey", "source_name": "omni"}
-	sameEvent(t, evs[0], &schemas.Event{App: "shop", Kind: schemas.KindEvent, Name: schemas.EventEmailOpened,
-		HWID: "ann@example.com", DeviceType: schemas.DeviceEmail, Attributes: wantAttrs}, from, to)
+	sameEvent(t, evs[0], &schemas.Event{
+		App: "shop", Kind: schemas.KindEvent, Name: schemas.EventEmailOpened,
+		HWID: "ann@example.com", DeviceType: schemas.DeviceEmail, Attributes: wantAttrs,
+	}, from, to)
 	clickAttrs := map[string]any{"url": cl.URL}
 	for k, v := range wantAttrs {
 		clickAttrs[k] = v
 	}
-	sameEvent(t, evs[1], &schemas.Event{App: "shop", Kind: schemas.KindEvent, Name: schemas.EventEmailClicked,
-		HWID: "ann@example.com", DeviceType: schemas.DeviceEmail, Attributes: clickAttrs}, from, to)
+	sameEvent(t, evs[1], &schemas.Event{
+		App: "shop", Kind: schemas.KindEvent, Name: schemas.EventEmailClicked,
+		HWID: "ann@example.com", DeviceType: schemas.DeviceEmail, Attributes: clickAttrs,
+	}, from, to)
 	if string(evs[0].Key()) != "shop|ann@example.com" {
 		t.Fatalf("event key %q: not the user's", evs[0].Key())
 	}

@@ -61,21 +61,31 @@ func bigDelivery() string {
 	return payload(
 		entry("waba-1",
 			change(value(shopPhone1, []obj{contact("16505551234", "Sheena Nelson")}, []obj{
-				{"from": "16505551234", "id": "wamid.T1", "timestamp": "1749416383", "type": "text",
-					"text": obj{"body": "Promo please"}, "context": obj{"from": "15550783881", "id": "wamid.CTX"}},
-				{"from": "16505551234", "id": "wamid.B1", "timestamp": 1750091045, "type": "button",
-					"button": obj{"payload": "STOP", "text": "Unsubscribe"}, "context": obj{"from": "15550783881", "id": "wamid.TPL"}},
+				{
+					"from": "16505551234", "id": "wamid.T1", "timestamp": "1749416383", "type": "text",
+					"text": obj{"body": "Promo please"}, "context": obj{"from": "15550783881", "id": "wamid.CTX"},
+				},
+				{
+					"from": "16505551234", "id": "wamid.B1", "timestamp": 1750091045, "type": "button",
+					"button": obj{"payload": "STOP", "text": "Unsubscribe"}, "context": obj{"from": "15550783881", "id": "wamid.TPL"},
+				},
 			}, []obj{
-				{"id": "wamid.S1", "status": "delivered", "timestamp": "1750000100", "recipient_id": "4915123456789",
+				{
+					"id": "wamid.S1", "status": "delivered", "timestamp": "1750000100", "recipient_id": "4915123456789",
 					"biz_opaque_callback_data": "disp-1", "conversation": obj{"id": "c1", "origin": obj{"type": "marketing"}},
-					"pricing": obj{"billable": true, "pricing_model": "PMP", "category": "marketing"}},
-				{"id": "wamid.S2", "status": "failed", "timestamp": "1750000200", "recipient_id": "442079460958",
-					"errors": []obj{{"code": 131026, "title": "Message undeliverable", "message": "x"}, {"code": 1, "title": "second"}}},
+					"pricing": obj{"billable": true, "pricing_model": "PMP", "category": "marketing"},
+				},
+				{
+					"id": "wamid.S2", "status": "failed", "timestamp": "1750000200", "recipient_id": "442079460958",
+					"errors": []obj{{"code": 131026, "title": "Message undeliverable", "message": "x"}, {"code": 1, "title": "second"}},
+				},
 			})),
 			change(value(newsPhone, []obj{contact("919876543210", "Ravi")}, []obj{
-				{"from": "919876543210", "id": "wamid.L1", "timestamp": "1749854575", "type": "interactive",
+				{
+					"from": "919876543210", "id": "wamid.L1", "timestamp": "1749854575", "type": "interactive",
 					"context":     obj{"from": "15550783881", "id": "wamid.MENU"},
-					"interactive": obj{"type": "list_reply", "list_reply": obj{"id": "priority_express", "title": "Priority Mail Express", "description": "Next Day"}}},
+					"interactive": obj{"type": "list_reply", "list_reply": obj{"id": "priority_express", "title": "Priority Mail Express", "description": "Next Day"}},
+				},
 			}, nil)),
 		),
 		entry("waba-2",
@@ -85,13 +95,19 @@ func bigDelivery() string {
 			change(value("9999", nil, []obj{
 				{"from": "16505551234", "id": "wamid.FOREIGN2", "timestamp": "1749416383", "type": "text", "text": obj{"body": "hi"}},
 			}, nil)),
-			obj{"field": "group_lifecycle_update", "value": obj{"messaging_product": "whatsapp",
-				"metadata": obj{"phone_number_id": shopPhone1}, "groups": []obj{{"timestamp": "1750269342", "group_id": "g", "type": "group_create"}}}},
+			obj{"field": "group_lifecycle_update", "value": obj{
+				"messaging_product": "whatsapp",
+				"metadata":          obj{"phone_number_id": shopPhone1}, "groups": []obj{{"timestamp": "1750269342", "group_id": "g", "type": "group_create"}},
+			}},
 			change(value(shopPhone2, []obj{contact("5511987654321", "Ana")}, []obj{
-				{"from": "5511987654321", "id": "wamid.BR1", "timestamp": "1750025136", "type": "interactive",
-					"interactive": obj{"type": "button_reply", "button_reply": obj{"id": "cancel-button", "title": "Cancel"}}},
-				{"from": "5511987654321", "id": "wamid.IMG1", "timestamp": "1744344496", "type": "image",
-					"image": obj{"caption": "Taj Mahal", "mime_type": "image/jpeg", "sha256": "x", "id": "1003383421387256"}},
+				{
+					"from": "5511987654321", "id": "wamid.BR1", "timestamp": "1750025136", "type": "interactive",
+					"interactive": obj{"type": "button_reply", "button_reply": obj{"id": "cancel-button", "title": "Cancel"}},
+				},
+				{
+					"from": "5511987654321", "id": "wamid.IMG1", "timestamp": "1744344496", "type": "image",
+					"image": obj{"caption": "Taj Mahal", "mime_type": "image/jpeg", "sha256": "x", "id": "1003383421387256"},
+				},
 			}, []obj{
 				{"id": "wamid.S1", "status": "read", "timestamp": "1750000300", "recipient_id": "4915123456789"},
 			})),
@@ -101,22 +117,28 @@ func bigDelivery() string {
 
 func bigDeliveryWant() []*schemas.Event {
 	in := func(app, pnid, from, country, wamid, typ, text, profile, ctx string, ts int64, attrs map[string]any) *schemas.Event {
-		return &schemas.Event{ID: sha("in|" + wamid), App: app, Kind: schemas.KindInbound, Name: schemas.EventWhatsAppReceived,
+		return &schemas.Event{
+			ID: sha("in|" + wamid), App: app, Kind: schemas.KindInbound, Name: schemas.EventWhatsAppReceived,
 			Time: time.Unix(ts, 0).UTC(), HWID: "whatsapp:" + from, DeviceType: 21, Country: country, Attributes: attrs,
-			Inbound: &schemas.Inbound{PhoneNumberID: pnid, From: from, WAMID: wamid, Type: typ, Text: text, ProfileName: profile, ContextID: ctx}}
+			Inbound: &schemas.Inbound{PhoneNumberID: pnid, From: from, WAMID: wamid, Type: typ, Text: text, ProfileName: profile, ContextID: ctx},
+		}
 	}
 	st := func(pnid, to, country, wamid, status string, ts int64, s schemas.Status) *schemas.Event {
 		s.PhoneNumberID, s.WAMID, s.Status, s.Recipient = pnid, wamid, status, to
-		return &schemas.Event{ID: sha("st|" + wamid + "|" + status), App: "shop", Kind: schemas.KindStatus, Name: schemas.EventWhatsAppStatus,
-			Time: time.Unix(ts, 0).UTC(), HWID: "whatsapp:" + to, DeviceType: 21, Country: country, Status: &s}
+		return &schemas.Event{
+			ID: sha("st|" + wamid + "|" + status), App: "shop", Kind: schemas.KindStatus, Name: schemas.EventWhatsAppStatus,
+			Time: time.Unix(ts, 0).UTC(), HWID: "whatsapp:" + to, DeviceType: 21, Country: country, Status: &s,
+		}
 	}
 	evs := []*schemas.Event{
 		in("shop", shopPhone1, "+16505551234", "US", "wamid.T1", "text", "Promo please", "Sheena Nelson", "wamid.CTX", 1749416383, nil),
 		in("shop", shopPhone1, "+16505551234", "US", "wamid.B1", "button", "STOP", "Sheena Nelson", "wamid.TPL", 1750091045,
 			map[string]any{"button_payload": "STOP", "button_text": "Unsubscribe"}),
 		st(shopPhone1, "+4915123456789", "DE", "wamid.S1", "delivered", 1750000100,
-			schemas.Status{DispatchID: "disp-1", PricingCategory: "marketing", Billable: true, PricingModel: "PMP",
-				ConversationID: "c1", ConversationOrigin: "marketing"}),
+			schemas.Status{
+				DispatchID: "disp-1", PricingCategory: "marketing", Billable: true, PricingModel: "PMP",
+				ConversationID: "c1", ConversationOrigin: "marketing",
+			}),
 		st(shopPhone1, "+442079460958", "GB", "wamid.S2", "failed", 1750000200,
 			schemas.Status{ErrorCode: 131026, ErrorTitle: "Message undeliverable", ErrorMessage: "x"}),
 		in("news", newsPhone, "+919876543210", "IN", "wamid.L1", "interactive", "Priority Mail Express", "Ravi", "wamid.MENU", 1749854575,
@@ -514,12 +536,18 @@ func TestWebhookTemplateUpdates(t *testing.T) {
 	tplChange := func(field string, v obj) obj { return obj{"field": field, "value": v} }
 	body := payload(
 		obj{"id": shopWABA, "time": 1750000000, "changes": []obj{
-			tplChange("message_template_status_update", obj{"event": "APPROVED", "message_template_id": 594425479261596,
-				"message_template_name": "order_update", "message_template_language": "en_US", "reason": "NONE"}),
-			tplChange("message_template_quality_update", obj{"previous_quality_score": "GREEN", "new_quality_score": "YELLOW",
-				"message_template_id": 594425479261596, "message_template_name": "order_update", "message_template_language": "en_US"}),
-			tplChange("template_category_update", obj{"previous_category": "UTILITY", "new_category": "MARKETING",
-				"message_template_id": 594425479261596, "message_template_name": "order_update", "message_template_language": "en_US"}),
+			tplChange("message_template_status_update", obj{
+				"event": "APPROVED", "message_template_id": 594425479261596,
+				"message_template_name": "order_update", "message_template_language": "en_US", "reason": "NONE",
+			}),
+			tplChange("message_template_quality_update", obj{
+				"previous_quality_score": "GREEN", "new_quality_score": "YELLOW",
+				"message_template_id": 594425479261596, "message_template_name": "order_update", "message_template_language": "en_US",
+			}),
+			tplChange("template_category_update", obj{
+				"previous_category": "UTILITY", "new_category": "MARKETING",
+				"message_template_id": 594425479261596, "message_template_name": "order_update", "message_template_language": "en_US",
+			}),
 			tplChange("message_template_status_update", obj{"event": "REJECTED"}), // no name or id: dead letter
 		}},
 		// Signed with secretA, but this account is other's (secretB).
@@ -595,9 +623,11 @@ func TestWebhookTemplateUpdates(t *testing.T) {
 func TestFailedStatusMarkCarriesCode(t *testing.T) {
 	h := newHarness(t, Config{})
 	body := payload(entry("waba-1", change(value(shopPhone1, nil, nil, []obj{
-		{"id": "wamid.F1", "status": "failed", "timestamp": "1750000400", "recipient_id": "4915123456789",
+		{
+			"id": "wamid.F1", "status": "failed", "timestamp": "1750000400", "recipient_id": "4915123456789",
 			"biz_opaque_callback_data": "disp-7",
-			"errors":                   []obj{{"code": 131050, "title": "Unable to deliver marketing message", "message": "x"}}},
+			"errors":                   []obj{{"code": 131050, "title": "Unable to deliver marketing message", "message": "x"}},
+		},
 	}))))
 	wantOK(t, h.webhook(secretA, body))
 	marks := h.records(schemas.TopicIntents, 1)

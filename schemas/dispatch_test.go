@@ -39,8 +39,10 @@ func TestDispatchAppendJSON(t *testing.T) {
 	}
 	fast := 0
 	for i := range 5000 {
-		d := &DispatchRequest{V: V1, ID: s(), App: s(), Channel: Channel(s()), Sender: s(), To: s(), HWID: s(), UserID: s(), Country: s(),
-			Source: Source{Kind: s(), Name: s(), EventID: s()}, Created: tm(), Deadline: tm(), SendAt: tm(), WindowUntil: tm()}
+		d := &DispatchRequest{
+			V: V1, ID: s(), App: s(), Channel: Channel(s()), Sender: s(), To: s(), HWID: s(), UserID: s(), Country: s(),
+			Source: Source{Kind: s(), Name: s(), EventID: s()}, Created: tm(), Deadline: tm(), SendAt: tm(), WindowUntil: tm(),
+		}
 		if maybe() {
 			d.Template = &Template{Name: s(), Language: s(), Category: s(), Body: list(), Header: list()}
 			if maybe() {
@@ -100,10 +102,12 @@ func TestOutcomeAppendJSON(t *testing.T) {
 	tm := func() time.Time { return times[rng.IntN(len(times))] }
 	fast := 0
 	for i := range 3000 {
-		o := &Outcome{V: V1, DispatchID: s(), App: s(), Channel: Channel(s()), Sender: s(), To: s(), Country: s(), State: OutcomeState(s()),
+		o := &Outcome{
+			V: V1, DispatchID: s(), App: s(), Channel: Channel(s()), Sender: s(), To: s(), Country: s(), State: OutcomeState(s()),
 			ProviderID: s(), Template: s(), Category: s(), Source: Source{Kind: s(), Name: s(), EventID: s()},
 			ErrorCode: rng.IntN(3) * 131000, ErrorMessage: s(), InvalidRecipient: rng.IntN(2) == 0, Attempts: rng.IntN(3),
-			Reconciled: rng.IntN(2) == 0, Requested: tm(), Time: tm()}
+			Reconciled: rng.IntN(2) == 0, Requested: tm(), Time: tm(),
+		}
 		want, werr := json.Marshal(o)
 		got, ok := o.appendJSON(nil)
 		if !ok {
@@ -126,8 +130,10 @@ func TestDeliveryMarkAppendJSON(t *testing.T) {
 	times := []time.Time{{}, time.Date(2026, 12, 1, 19, 0, 0, 5, time.UTC), time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC)}
 	fast := 0
 	for i := range 2000 {
-		m := &DeliveryMark{V: V1, Kind: MarkKind(s()), DispatchID: s(), App: s(), To: s(), Sender: s(), Attempt: rng.IntN(3),
-			WAMID: s(), Status: s(), ErrorCode: rng.IntN(2) * 131026, Time: times[rng.IntN(len(times))]}
+		m := &DeliveryMark{
+			V: V1, Kind: MarkKind(s()), DispatchID: s(), App: s(), To: s(), Sender: s(), Attempt: rng.IntN(3),
+			WAMID: s(), Status: s(), ErrorCode: rng.IntN(2) * 131026, Time: times[rng.IntN(len(times))],
+		}
 		want, werr := json.Marshal(m)
 		got, ok := m.appendJSON(nil)
 		if !ok {

@@ -166,9 +166,11 @@ func (d *fastDec) unknown(key []byte, names []string) bool {
 // eventFields are the Event's JSON names; "template", "campaign", "sweep"
 // and "merge", which eventField has no case for, send the event to
 // encoding/json through unknown.
-var eventFields = []string{"v", "id", "app", "kind", "name", "time", "received", "hwid", "user_id", "anonymous_id",
+var eventFields = []string{
+	"v", "id", "app", "kind", "name", "time", "received", "hwid", "user_id", "anonymous_id",
 	"previous_id", "device_type", "language", "timezone", "country", "email", "push_token", "app_version", "tags",
-	"tag_types", "tag_ops", "attributes", "context", "inbound", "status", "template", "campaign", "sweep", "merge"}
+	"tag_types", "tag_ops", "attributes", "context", "inbound", "status", "template", "campaign", "sweep", "merge",
+}
 
 // eventField decodes the value of key into e.
 func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
@@ -289,8 +291,10 @@ func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 	return d.strInto(s, interned)
 }
 
-var inboundFields = []string{"phone_number_id", "from", "wamid", "type", "text", "profile_name", "context_id", "payload",
-	"media", "location", "contacts", "reaction", "error_code", "error_title"}
+var inboundFields = []string{
+	"phone_number_id", "from", "wamid", "type", "text", "profile_name", "context_id", "payload",
+	"media", "location", "contacts", "reaction", "error_code", "error_title",
+}
 
 // inboundField decodes the value of key into in.
 func (d *fastDec) inboundField(key []byte, in *Inbound, seen *uint64) bool {
@@ -336,9 +340,11 @@ func (d *fastDec) inboundField(key []byte, in *Inbound, seen *uint64) bool {
 	return d.strInto(s, interned)
 }
 
-var statusFields = []string{"phone_number_id", "wamid", "status", "recipient", "dispatch_id", "pricing_category", "billable",
+var statusFields = []string{
+	"phone_number_id", "wamid", "status", "recipient", "dispatch_id", "pricing_category", "billable",
 	"pricing_model", "pricing_type", "conversation_id", "conversation_origin", "error_code", "error_title",
-	"error_message", "error_details"}
+	"error_message", "error_details",
+}
 
 // statusField decodes the value of key into st.
 func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {

@@ -12,17 +12,27 @@ import (
 func fastSamples(t testing.TB) [][]byte {
 	t0 := time.Date(2026, 5, 30, 10, 0, 0, 123456789, time.UTC)
 	evs := []*Event{
-		{ID: "e1", App: "shop", Kind: KindRegister, Name: EventDeviceRegistered, Time: t0, Received: t0.Add(time.Second),
+		{
+			ID: "e1", App: "shop", Kind: KindRegister, Name: EventDeviceRegistered, Time: t0, Received: t0.Add(time.Second),
 			HWID: "whatsapp:+14155550100", DeviceType: DeviceWhatsApp, Language: "en", Country: "US", Timezone: "America/Los_Angeles",
 			Tags:     map[string]any{"first_name": "Ana", "points": 4200.5, "vip": true, "cuisines": []any{"asian", "italian"}, "none": nil, "nested": map[string]any{"a": []any{1.0, "x"}}},
-			TagTypes: map[string]string{"points": "integer"}, TagOps: map[string]string{"points": OpIncrement}},
-		{ID: "e2", App: "shop", Kind: KindEvent, Name: "Purchase", Time: t0, UserID: "u-1", Attributes: map[string]any{"sku": "A-1", "price": 12.5, "qty": -3e2},
-			Context: map[string]any{"ip": "10.0.0.1"}, Email: "ana@example.com", PushToken: "tok", AppVersion: "1.2.3", AnonymousID: "anon", PreviousID: "prev"},
-		{ID: "e3", App: "shop", Kind: KindInbound, Name: EventWhatsAppReceived, Time: t0, HWID: "whatsapp:+14155550100",
-			Inbound: &Inbound{PhoneNumberID: "1098765", From: "+14155550100", WAMID: "wamid.X", Type: "text", Text: "Héllo \"PROMO\" \u2028 😀\n<&>", ProfileName: "Ana", ContextID: "c", Payload: "p", ErrorCode: 131051, ErrorTitle: "t"}},
-		{ID: "e4", App: "shop", Kind: KindStatus, Name: EventWhatsAppStatus, Time: t0, HWID: "whatsapp:+14155550100",
-			Status: &Status{PhoneNumberID: "1", WAMID: "w", Status: "failed", Recipient: "+1", DispatchID: "d", PricingCategory: "marketing", Billable: true,
-				PricingModel: "PMP", PricingType: "regular", ConversationID: "c", ConversationOrigin: "o", ErrorCode: 131026, ErrorTitle: "a", ErrorMessage: "b", ErrorDetails: "c"}},
+			TagTypes: map[string]string{"points": "integer"}, TagOps: map[string]string{"points": OpIncrement},
+		},
+		{
+			ID: "e2", App: "shop", Kind: KindEvent, Name: "Purchase", Time: t0, UserID: "u-1", Attributes: map[string]any{"sku": "A-1", "price": 12.5, "qty": -3e2},
+			Context: map[string]any{"ip": "10.0.0.1"}, Email: "ana@example.com", PushToken: "tok", AppVersion: "1.2.3", AnonymousID: "anon", PreviousID: "prev",
+		},
+		{
+			ID: "e3", App: "shop", Kind: KindInbound, Name: EventWhatsAppReceived, Time: t0, HWID: "whatsapp:+14155550100",
+			Inbound: &Inbound{PhoneNumberID: "1098765", From: "+14155550100", WAMID: "wamid.X", Type: "text", Text: "Héllo \"PROMO\" \u2028 😀\n<&>", ProfileName: "Ana", ContextID: "c", Payload: "p", ErrorCode: 131051, ErrorTitle: "t"},
+		},
+		{
+			ID: "e4", App: "shop", Kind: KindStatus, Name: EventWhatsAppStatus, Time: t0, HWID: "whatsapp:+14155550100",
+			Status: &Status{
+				PhoneNumberID: "1", WAMID: "w", Status: "failed", Recipient: "+1", DispatchID: "d", PricingCategory: "marketing", Billable: true,
+				PricingModel: "PMP", PricingType: "regular", ConversationID: "c", ConversationOrigin: "o", ErrorCode: 131026, ErrorTitle: "a", ErrorMessage: "b", ErrorDetails: "c",
+			},
+		},
 	}
 	var out [][]byte
 	for _, e := range evs {

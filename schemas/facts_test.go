@@ -16,8 +16,10 @@ func TestDispatchFacts(t *testing.T) {
 		t.Fatalf("FactsHash(abc) = %d, want ClickHouse's cityHash64 4220206313085259313", got)
 	}
 	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	f := &DispatchFacts{App: "demo", DispatchID: "d1", Day: "2026-11-23", SourceKind: "campaign", SourceName: "spring",
-		Facts: []DispatchFact{{State: "sent", Time: at}, {State: FactBilled, Detail: "marketing", Amount: 10_000, Currency: "USD", Time: at}}}
+	f := &DispatchFacts{
+		App: "demo", DispatchID: "d1", Day: "2026-11-23", SourceKind: "campaign", SourceName: "spring",
+		Facts: []DispatchFact{{State: "sent", Time: at}, {State: FactBilled, Detail: "marketing", Amount: 10_000, Currency: "USD", Time: at}},
+	}
 	b, err := f.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +75,10 @@ func TestDispatchFactsMarshal(t *testing.T) {
 	at := time.Date(2026, 11, 23, 10, 0, 0, 123456789, time.FixedZone("x", 3600))
 	odd := []string{"", "plain", `q"uo\te`, "new\nline\ttab\r", "ctl\x01\x1f", "ünï©ødé", "bad\xffutf8\xc3", "sep\u2028\u2029", "<&>"}
 	for _, s := range odd {
-		f := &DispatchFacts{V: V1, App: "demo", DispatchID: s, Day: "2026-11-23", SourceKind: s, SourceName: s, Template: s, Category: s, Country: s,
-			Facts: []DispatchFact{{State: s, Detail: s, Amount: -1, Currency: s, Time: at}, {State: "sent", Time: at.UTC()}}}
+		f := &DispatchFacts{
+			V: V1, App: "demo", DispatchID: s, Day: "2026-11-23", SourceKind: s, SourceName: s, Template: s, Category: s, Country: s,
+			Facts: []DispatchFact{{State: s, Detail: s, Amount: -1, Currency: s, Time: at}, {State: "sent", Time: at.UTC()}},
+		}
 		for _, facts := range [][]DispatchFact{f.Facts, nil, {}} {
 			f.Facts = facts
 			got, err := f.Marshal()
@@ -104,9 +108,11 @@ func TestDispatchFactsMarshal(t *testing.T) {
 
 func BenchmarkDispatchFactsMarshal(b *testing.B) {
 	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	f := &DispatchFacts{App: "demo", DispatchID: "0123456789abcdef0123456789abcdef", Day: "2026-11-23", SourceKind: "campaign",
+	f := &DispatchFacts{
+		App: "demo", DispatchID: "0123456789abcdef0123456789abcdef", Day: "2026-11-23", SourceKind: "campaign",
 		SourceName: "spring", Template: "spring_sale", Category: "MARKETING", Country: "BD",
-		Facts: []DispatchFact{{State: "sent", Time: at}, {State: "delivered", Time: at}, {State: "billed", Detail: "marketing", Amount: 10000, Currency: "USD", Time: at}}}
+		Facts: []DispatchFact{{State: "sent", Time: at}, {State: "delivered", Time: at}, {State: "billed", Detail: "marketing", Amount: 10000, Currency: "USD", Time: at}},
+	}
 	b.Run("append", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

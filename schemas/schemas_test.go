@@ -110,8 +110,10 @@ func compare(t *testing.T, path string, schema map[string]any, typ reflect.Type)
 
 func TestRoundTrip(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	ev := &Event{ID: "e1", App: "demo", Kind: KindInbound, Name: EventWhatsAppReceived, Time: now, Received: now,
-		HWID: "whatsapp:+14155550100", Inbound: &Inbound{PhoneNumberID: "100", From: "+14155550100", WAMID: "wamid.1", Type: "text", Text: "PROMO"}}
+	ev := &Event{
+		ID: "e1", App: "demo", Kind: KindInbound, Name: EventWhatsAppReceived, Time: now, Received: now,
+		HWID: "whatsapp:+14155550100", Inbound: &Inbound{PhoneNumberID: "100", From: "+14155550100", WAMID: "wamid.1", Type: "text", Text: "PROMO"},
+	}
 	b, err := ev.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -172,8 +174,10 @@ func TestDecodeErrors(t *testing.T) {
 func TestDispatchValidate(t *testing.T) {
 	now := time.Now()
 	base := func() DispatchRequest {
-		return DispatchRequest{ID: "d", App: "a", Channel: ChannelWhatsApp, Sender: "100", To: "+14155550100",
-			Template: &Template{Name: "promo_offer", Language: "en_US"}, Created: now, Deadline: now.Add(time.Hour)}
+		return DispatchRequest{
+			ID: "d", App: "a", Channel: ChannelWhatsApp, Sender: "100", To: "+14155550100",
+			Template: &Template{Name: "promo_offer", Language: "en_US"}, Created: now, Deadline: now.Add(time.Hour),
+		}
 	}
 	tests := []struct {
 		name string
@@ -217,8 +221,10 @@ func TestDispatchValidate(t *testing.T) {
 // TopicScheduled only.
 func TestSendAt(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	d := DispatchRequest{ID: "d", App: "a", Channel: ChannelWhatsApp, Sender: "100", To: "+14155550100",
-		Template: &Template{Name: "promo_offer", Language: "en_US"}, Source: Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Hour)}
+	d := DispatchRequest{
+		ID: "d", App: "a", Channel: ChannelWhatsApp, Sender: "100", To: "+14155550100",
+		Template: &Template{Name: "promo_offer", Language: "en_US"}, Source: Source{Kind: "api"}, Created: now, Deadline: now.Add(time.Hour),
+	}
 	b, err := d.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -326,9 +332,11 @@ func FuzzDecode(f *testing.F) {
 // name the field that is wrong.
 func TestTemplateRecords(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	d := &TemplateDef{App: "shop", WABAID: "2001", ID: "123", Name: "order_shipped", Language: "en_US", Category: "UTILITY",
+	d := &TemplateDef{
+		App: "shop", WABAID: "2001", ID: "123", Name: "order_shipped", Language: "en_US", Category: "UTILITY",
 		Status: TemplateApproved, Header: &TemplateHeader{Format: HeaderText, Params: 1}, BodyParams: 2,
-		Buttons: []TemplateButton{{Type: "QUICK_REPLY"}, {Type: "URL", URLParam: true}}, Synced: now}
+		Buttons: []TemplateButton{{Type: "QUICK_REPLY"}, {Type: "URL", URLParam: true}}, Synced: now,
+	}
 	b, err := d.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +357,8 @@ func TestTemplateRecords(t *testing.T) {
 	}
 
 	s := &TemplateSignal{App: "shop", EventID: "e1", Time: now.Add(-time.Second), Received: now, Template: TemplateUpdate{
-		Field: "message_template_status_update", WABAID: "2001", TemplateID: "123", Name: "order_shipped", Language: "en_US", Event: TemplatePaused}}
+		Field: "message_template_status_update", WABAID: "2001", TemplateID: "123", Name: "order_shipped", Language: "en_US", Event: TemplatePaused,
+	}}
 	b, err = s.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -406,8 +415,10 @@ func TestTemplateRecords(t *testing.T) {
 
 func TestSenderState(t *testing.T) {
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
-	s := &SenderState{Member: "m1", Sender: "1001", PeriodMS: 250, Demand: 300, Backlog: 64, Grant: 40,
-		Rate: 56, Configured: 80, LoweredRate: 56, LoweredAt: now, LoweredCode: 130429, Time: now}
+	s := &SenderState{
+		Member: "m1", Sender: "1001", PeriodMS: 250, Demand: 300, Backlog: 64, Grant: 40,
+		Rate: 56, Configured: 80, LoweredRate: 56, LoweredAt: now, LoweredCode: 130429, Time: now,
+	}
 	b, err := s.Marshal()
 	if err != nil {
 		t.Fatal(err)

@@ -76,8 +76,11 @@ func (s *SenderState) Validate() error {
 		name string
 		v    float64
 	}{
-		{"demand", s.Demand}, {"grant", s.Grant}, {"rate", s.Rate},
-		{"configured", s.Configured}, {"lowered_rate", s.LoweredRate},
+		{"demand", s.Demand},
+		{"grant", s.Grant},
+		{"rate", s.Rate},
+		{"configured", s.Configured},
+		{"lowered_rate", s.LoweredRate},
 	} {
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 {
 			return invalid("sender state: %s %v must be a finite number, not negative", f.name, f.v)

@@ -113,9 +113,11 @@ func TestCampaignAPI(t *testing.T) {
 	var recs []*kgo.Record
 	for i := range 20 {
 		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
 			Name: schemas.EventDeviceRegistered, Time: now, HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: "NO",
-			Tags: map[string]any{"City": []string{"Oslo", "Bergen"}[i%2], "Name": fmt.Sprintf("U%d", i)}}))
+			Tags: map[string]any{"City": []string{"Oslo", "Bergen"}[i%2], "Name": fmt.Sprintf("U%d", i)},
+		}))
 	}
 	produce(t, c, recs...)
 	s, _, _ := runSegmenter(t, c, now)

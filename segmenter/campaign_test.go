@@ -25,10 +25,14 @@ func TestCampaignRun(t *testing.T) {
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	user := func(i int, partition int32, tz string, tags map[string]any) []*kgo.Record {
 		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
-		reg := &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			Time: at(0), HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: "US", Timezone: tz, Tags: tags}
-		order := &schemas.Event{ID: fmt.Sprintf("o%d", i), App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(1), HWID: hwid,
-			Attributes: map[string]any{"cuisine": []string{"asian", "italian"}[i%2]}}
+		reg := &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: at(0), HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: "US", Timezone: tz, Tags: tags,
+		}
+		order := &schemas.Event{
+			ID: fmt.Sprintf("o%d", i), App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(1), HWID: hwid,
+			Attributes: map[string]any{"cuisine": []string{"asian", "italian"}[i%2]},
+		}
 		recs := records(t, reg, order)
 		for _, r := range recs {
 			r.Partition = partition
@@ -55,8 +59,10 @@ func TestCampaignRun(t *testing.T) {
 	recs = append(recs, record(t, other))
 	s.process(t, recs...)
 
-	c := &schemas.Campaign{ID: "sushi-1", Name: "sushi", Filter: `Event("OrderPlaced", "cuisine", EQ, "asian")`, Sender: testPNID,
-		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:Name|there}}"}}}
+	c := &schemas.Campaign{
+		ID: "sushi-1", Name: "sushi", Filter: `Event("OrderPlaced", "cuisine", EQ, "asian")`, Sender: testPNID,
+		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:Name|there}}"}},
+	}
 	run := func(partition int32, c *schemas.Campaign) []*schemas.DispatchRequest {
 		t.Helper()
 		ds, dls := decodeOutputs(t, s.process(t, campaignRecord(t, partition, c)))
@@ -158,14 +164,18 @@ func TestLimitsConfig(t *testing.T) {
 func TestCampaignLimits(t *testing.T) {
 	s := newTest(t, Config{Limits: Limits{MaxMarketing: 2, MarketingWindow: 7 * 24 * time.Hour, QuietStart: "21:00", QuietEnd: "09:00"}})
 	reg := func(i int, tz string) *kgo.Record {
-		return record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			Time: t0, HWID: fmt.Sprintf("whatsapp:+1415555%04d", i), DeviceType: schemas.DeviceWhatsApp, Timezone: tz})
+		return record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: t0, HWID: fmt.Sprintf("whatsapp:+1415555%04d", i), DeviceType: schemas.DeviceWhatsApp, Timezone: tz,
+		})
 	}
 	s.process(t, reg(1, "UTC"), reg(2, "Asia/Tokyo")) // t0 is 12:00 UTC: 21:00 in Tokyo, quiet
 	camp := func(id, category string) []*schemas.DispatchRequest {
 		t.Helper()
-		c := &schemas.Campaign{ID: id, Filter: `T("Registered", EQ, true)`, Sender: testPNID,
-			Template: schemas.Template{Name: "promo_offer", Language: "en_US", Category: category, Body: []string{"x"}}}
+		c := &schemas.Campaign{
+			ID: id, Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+			Template: schemas.Template{Name: "promo_offer", Language: "en_US", Category: category, Body: []string{"x"}},
+		}
 		ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c)))
 		slices.SortFunc(ds, func(a, b *schemas.DispatchRequest) int { return strings.Compare(a.To, b.To) })
 		return ds
@@ -198,10 +208,14 @@ func TestCampaignLimits(t *testing.T) {
 
 func TestCampaignQuietDrop(t *testing.T) {
 	s := newTest(t, Config{Limits: Limits{QuietStart: "21:00", QuietEnd: "09:00", QuietPolicy: QuietDrop}})
-	s.process(t, record(t, &schemas.Event{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-		Time: t0, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Timezone: "Asia/Tokyo"}))
-	c := &schemas.Campaign{ID: "q1", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
-		Template: schemas.Template{Name: "otp_code", Language: "en_US", Category: CategoryMarketing, Body: []string{"x"}}}
+	s.process(t, record(t, &schemas.Event{
+		ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		Time: t0, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Timezone: "Asia/Tokyo",
+	}))
+	c := &schemas.Campaign{
+		ID: "q1", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+		Template: schemas.Template{Name: "otp_code", Language: "en_US", Category: CategoryMarketing, Body: []string{"x"}},
+	}
 	if ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c))); len(ds) != 0 {
 		t.Fatalf("sent in quiet hours under drop: %s", dump(ds))
 	}
@@ -216,12 +230,16 @@ func TestCampaignQuietDrop(t *testing.T) {
 // only; both survive the profile codec.
 func TestCampaignOwnCap(t *testing.T) {
 	s := newTest(t, Config{Limits: Limits{MaxMarketing: 5, MarketingWindow: 7 * 24 * time.Hour}})
-	s.process(t, record(t, &schemas.Event{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-		Time: t0, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp}))
+	s.process(t, record(t, &schemas.Event{
+		ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		Time: t0, HWID: testHWID, DeviceType: schemas.DeviceWhatsApp,
+	}))
 	camp := func(id, category string, cap *schemas.FrequencyCap) int {
 		t.Helper()
-		c := &schemas.Campaign{ID: id, Filter: `T("Registered", EQ, true)`, Sender: testPNID, FrequencyCap: cap,
-			Template: schemas.Template{Name: "order_update", Language: "en_US", Category: category, Body: []string{"x"}}}
+		c := &schemas.Campaign{
+			ID: id, Filter: `T("Registered", EQ, true)`, Sender: testPNID, FrequencyCap: cap,
+			Template: schemas.Template{Name: "order_update", Language: "en_US", Category: category, Body: []string{"x"}},
+		}
 		ds, _ := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c)))
 		return len(ds)
 	}

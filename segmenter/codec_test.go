@@ -43,11 +43,17 @@ func fullProfile() *Profile {
 		mergedInto:   "shop\x00user:u-9", merges: []uint64{idHash("a") &^ 1, idHash("b") | 1},
 	}
 	for i := range 10 {
-		c := EventCount{Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000),
-			First: p.FirstSeen.Add(time.Duration(i) * time.Hour), Last: p.LastSeen.Add(time.Duration(i) * time.Second)}
+		c := EventCount{
+			Name: "event_" + strconv.Itoa(i), Count: uint64(i * 1000),
+			First: p.FirstSeen.Add(time.Duration(i) * time.Hour), Last: p.LastSeen.Add(time.Duration(i) * time.Second),
+		}
 		if i%3 == 0 {
-			c.Attrs = []Attr{{"cuisine", Tag{Kind: TagString, Str: "asian"}}, {"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
-				{"paid", Tag{Kind: TagBool, Bool: true}}, {"total", Tag{Kind: TagNumber, Num: 31.5}}}
+			c.Attrs = []Attr{
+				{"cuisine", Tag{Kind: TagString, Str: "asian"}},
+				{"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
+				{"paid", Tag{Kind: TagBool, Bool: true}},
+				{"total", Tag{Kind: TagNumber, Num: 31.5}},
+			}
 		}
 		p.Events = append(p.Events, c)
 	}

@@ -31,8 +31,10 @@ func TestColdProfiles(t *testing.T) {
 	hwid := func(i int) string { return fmt.Sprintf("whatsapp:+4790002%03d", i) }
 	var recs []*kgo.Record
 	for i := range 20 {
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			Time: now, HWID: hwid(i), DeviceType: schemas.DeviceWhatsApp, Tags: map[string]any{"City": "Oslo", "Points": float64(i)}}))
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: now, HWID: hwid(i), DeviceType: schemas.DeviceWhatsApp, Tags: map[string]any{"City": "Oslo", "Points": float64(i)},
+		}))
 	}
 	produce(t, c, recs...)
 	s, err := New(Config{}, c.Config, nil, prometheus.NewRegistry())
@@ -57,8 +59,10 @@ func TestColdProfiles(t *testing.T) {
 		t.Fatal("profile still cached after eviction")
 	}
 	// An event of an evicted user: applied to the profile it had.
-	produce(t, c, record(t, &schemas.Event{ID: "t0", App: testApp, Kind: schemas.KindTags, Time: now.Add(time.Second), HWID: hwid(0),
-		Tags: map[string]any{"Plan": "gold"}}))
+	produce(t, c, record(t, &schemas.Event{
+		ID: "t0", App: testApp, Kind: schemas.KindTags, Time: now.Add(time.Second), HWID: hwid(0),
+		Tags: map[string]any{"Plan": "gold"},
+	}))
 	waitCommitted(t, adm)
 	p, ok := s.Profile(testApp, hwid(0))
 	if !ok || p.Tags["City"].Str != "Oslo" || p.Tags["Plan"].Str != "gold" || !p.Registered {

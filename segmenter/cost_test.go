@@ -51,9 +51,11 @@ func TestPreviewCost(t *testing.T) {
 	var recs []*kgo.Record
 	user := func(i int, country, plan string) string {
 		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
 			Name: schemas.EventDeviceRegistered, Time: now.Add(-48 * time.Hour), HWID: hwid, DeviceType: schemas.DeviceWhatsApp,
-			Country: country, Tags: map[string]any{"Plan": plan}}))
+			Country: country, Tags: map[string]any{"Plan": plan},
+		}))
 		return hwid
 	}
 	wrote := func(hwid, text string, ago time.Duration) {
@@ -147,8 +149,10 @@ func TestPreviewRecordWindow(t *testing.T) {
 	var recs []*kgo.Record
 	for i, country := range []string{"IN", "IN", "BR"} {
 		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
-			Name: schemas.EventDeviceRegistered, Time: t0, HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: country}))
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
+			Name: schemas.EventDeviceRegistered, Time: t0, HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: country,
+		}))
 		if i < 2 { // users 0 and 1 wrote: their window is open until t0+23h
 			e := inbound(fmt.Sprintf("in%d", i), testApp, "hello", "", t0.Add(-time.Hour))
 			e.HWID, e.Inbound.From, e.Country = hwid, strings.TrimPrefix(hwid, "whatsapp:"), ""
@@ -174,8 +178,10 @@ func TestPreviewRecordWindow(t *testing.T) {
 		}
 		return got
 	}
-	c := &schemas.Campaign{ID: "u-now", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
-		Template: schemas.Template{Name: "notice", Language: "en_US", Category: CategoryUtility}}
+	c := &schemas.Campaign{
+		ID: "u-now", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+		Template: schemas.Template{Name: "notice", Language: "en_US", Category: CategoryUtility},
+	}
 	got := pv(c)
 	if got.Category != CategoryUtility || got.Sendable != 3 || got.OutsideWindow != 1 ||
 		fmt.Sprint(got.ByCountry) != "map[BR:1 IN:2]" || fmt.Sprint(got.OutsideByCountry) != "map[BR:1]" {

@@ -34,7 +34,8 @@ func filterProfiles() []*Profile {
 		Events: []EventCount{
 			{Name: "PW_ApplicationOpen", Count: 10, First: ago(100 * day), Last: ago(day)},
 			{Name: "OrderPlaced", Count: 4, First: ago(60 * day), Last: ago(3 * day), Attrs: []Attr{
-				{"cuisine", Tag{Kind: TagString, Str: "asian"}}, {"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
+				{"cuisine", Tag{Kind: TagString, Str: "asian"}},
+				{"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
 				{"total", Tag{Kind: TagNumber, Num: 42.5}},
 			}},
 		},

@@ -75,8 +75,10 @@ func parseDuration(s string) (time.Duration, bool) {
 	return d, ok && d > 0
 }
 
-var weekdayNames = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
-	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+var weekdayNames = map[string]time.Weekday{
+	"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
+	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday,
+}
 
 // compileJourney checks a definition and compiles it. Errors name the step
 // and field ("steps[2] (email1).next: ...").

@@ -62,9 +62,11 @@ func (s *Segmenter) createJourney(ctx context.Context, app *apps.App, req *apiRe
 	if prev := s.journeys.latest(app.ID, in.ID); prev != nil {
 		version = prev.def.Version + 1
 	}
-	d := &schemas.JourneyDef{App: app.ID, ID: in.ID, Version: version, Name: in.Name, Entry: in.Entry, Goal: in.Goal,
+	d := &schemas.JourneyDef{
+		App: app.ID, ID: in.ID, Version: version, Name: in.Name, Entry: in.Entry, Goal: in.Goal,
 		Reentry: in.Reentry, FrequencyCap: in.FrequencyCap, QuietHours: in.QuietHours, Steps: in.Steps,
-		Sender: app.Sender(), Updated: time.Now().UTC()}
+		Sender: app.Sender(), Updated: time.Now().UTC(),
+	}
 	if _, err := compileJourney(d); err != nil {
 		return nil, refuse(http.StatusBadRequest, "request.journey", "%v", err)
 	}
@@ -227,9 +229,11 @@ func (s *Segmenter) startJourney(ctx context.Context, app *apps.App, req *apiReq
 		if hwid == "" && user == "" {
 			return refuse(http.StatusBadRequest, field+"["+strconv.Itoa(i)+"]", "is empty")
 		}
-		e := &schemas.Event{ID: fmt.Sprintf("journey-start-%s-%d-%s%s-%d", j.def.ID, j.def.Version, hwid, user, now.UnixNano()),
+		e := &schemas.Event{
+			ID:  fmt.Sprintf("journey-start-%s-%d-%s%s-%d", j.def.ID, j.def.Version, hwid, user, now.UnixNano()),
 			App: app.ID, Kind: schemas.KindEvent, Name: schemas.EventJourneyStart, Time: now, Received: now, HWID: hwid, UserID: user,
-			Attributes: map[string]any{"journey": j.def.ID}}
+			Attributes: map[string]any{"journey": j.def.ID},
+		}
 		b, err := e.Marshal()
 		if err != nil {
 			return refuse(http.StatusInternalServerError, "", "internal error")

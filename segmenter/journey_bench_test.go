@@ -33,12 +33,14 @@ func BenchmarkJourneyReply(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "support", Version: 1, Sender: testPNID, Entry: schemas.JourneyEntry{Keyword: "support"},
+		j, err := compileJourney(&schemas.JourneyDef{
+			App: testApp, ID: "support", Version: 1, Sender: testPNID, Entry: schemas.JourneyEntry{Keyword: "support"},
 			Steps: []schemas.JourneyStep{
 				{ID: "wait", Type: schemas.StepWaitEvent, Event: schemas.WaitWhatsAppReply, Timeout: "1h", OnEvent: "answer", OnTimeout: "end"},
 				{ID: "answer", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Text: "Thanks, an agent will write to you", Next: "end"},
 				{ID: "end", Type: schemas.StepExit},
-			}})
+			},
+		})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -48,8 +50,10 @@ func BenchmarkJourneyReply(b *testing.B) {
 		go func() { done <- s.Run(ctx) }()
 		phone := func(i int) string { return fmt.Sprintf("+4790005%04d", i) }
 		msg := func(id string, i int, text string) *kgo.Record {
-			e := &schemas.Event{ID: id, App: testApp, Kind: schemas.KindInbound, Name: schemas.EventWhatsAppReceived, Time: time.Now().UTC(),
-				HWID: "whatsapp:" + phone(i), Inbound: &schemas.Inbound{PhoneNumberID: testPNID, From: phone(i), WAMID: "wamid." + id, Type: "text", Text: text}}
+			e := &schemas.Event{
+				ID: id, App: testApp, Kind: schemas.KindInbound, Name: schemas.EventWhatsAppReceived, Time: time.Now().UTC(),
+				HWID: "whatsapp:" + phone(i), Inbound: &schemas.Inbound{PhoneNumberID: testPNID, From: phone(i), WAMID: "wamid." + id, Type: "text", Text: text},
+			}
 			v, err := e.Marshal()
 			if err != nil {
 				b.Fatal(err)

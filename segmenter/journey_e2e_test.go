@@ -29,8 +29,10 @@ import (
 // from the changelog and fires each once: late, not lost, not twice.
 func TestJourneyDurable(t *testing.T) {
 	c := kafkatest.New(t, 2)
-	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}},
-		Email: apps.Email{From: "shop@example.com", SMTP: apps.SMTP{Addr: "127.0.0.1:2525"}}, Push: apps.Push{FCM: apps.FCM{ProjectID: "shop-app", AccessToken: "token"}}}})
+	reg, err := apps.New([]apps.App{{
+		ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{testPNID}},
+		Email: apps.Email{From: "shop@example.com", SMTP: apps.SMTP{Addr: "127.0.0.1:2525"}}, Push: apps.Push{FCM: apps.FCM{ProjectID: "shop-app", AccessToken: "token"}},
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +42,10 @@ func TestJourneyDurable(t *testing.T) {
 	hwid := func(i int) string { return fmt.Sprintf("whatsapp:+4790004%03d", i) }
 	var recs []*kgo.Record
 	for i := range 10 {
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			Time: start, HWID: hwid(i), DeviceType: schemas.DeviceWhatsApp, Email: fmt.Sprintf("u%d@example.com", i), PushToken: fmt.Sprintf("tok-%d", i)}))
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: start, HWID: hwid(i), DeviceType: schemas.DeviceWhatsApp, Email: fmt.Sprintf("u%d@example.com", i), PushToken: fmt.Sprintf("tok-%d", i),
+		}))
 	}
 	produce(t, c, recs...)
 	adm := kadm.NewClient(c.Client(t))
@@ -204,12 +208,18 @@ func TestJourneyAPI(t *testing.T) {
 		name, body, field, msg string
 	}{
 		{"no journey", `{"application":"shop"}`, "request.journey", "is required"},
-		{"cycle without a wait", journey(`[{"id":"a","type":"update_tags","tags":{"x":1},"next":"b"},{"id":"b","type":"update_tags","tags":{"y":1},"next":"a"}]`, `{"api":true}`),
-			"request.journey", "cycle without a wait"},
-		{"channel the app lacks", journey(`[{"id":"e","type":"send","channel":"email","email":{"subject":"s","text":"t"},"next":"x"},{"id":"x","type":"exit"}]`, `{"api":true}`),
-			"request.journey.steps[0].channel", `application "shop" has no email settings`},
-		{"split not 100", journey(`[{"id":"ab","type":"split_ab","branches":[{"percent":70,"next":"x"},{"percent":20,"next":"x"}]},{"id":"x","type":"exit"}]`, `{"api":true}`),
-			"request.journey", "percentages sum to 90"},
+		{
+			"cycle without a wait", journey(`[{"id":"a","type":"update_tags","tags":{"x":1},"next":"b"},{"id":"b","type":"update_tags","tags":{"y":1},"next":"a"}]`, `{"api":true}`),
+			"request.journey", "cycle without a wait",
+		},
+		{
+			"channel the app lacks", journey(`[{"id":"e","type":"send","channel":"email","email":{"subject":"s","text":"t"},"next":"x"},{"id":"x","type":"exit"}]`, `{"api":true}`),
+			"request.journey.steps[0].channel", `application "shop" has no email settings`,
+		},
+		{
+			"split not 100", journey(`[{"id":"ab","type":"split_ab","branches":[{"percent":70,"next":"x"},{"percent":20,"next":"x"}]},{"id":"x","type":"exit"}]`, `{"api":true}`),
+			"request.journey", "percentages sum to 90",
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, m := call("/json/1.3/createJourney", tt.body)

@@ -32,8 +32,10 @@ func journeyEvent(seed, name string, who *schemas.Event, j *journey, attrs map[s
 	for k, v := range attrs {
 		a[k] = v
 	}
-	ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
-		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID, Attributes: a}
+	ev := &schemas.Event{
+		ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
+		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID, Attributes: a,
+	}
 	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(make([]byte, 0, 384), ev)}
 }
 
@@ -367,9 +369,11 @@ func (s *Segmenter) journeySend(out []*kgo.Record, c *jctx, p *Profile, r *journ
 		s.m.journeySkipped.WithLabelValues(reason).Inc()
 		return out
 	}
-	d := &schemas.DispatchRequest{ID: journeyDispatchID(j.def.App, j.def.ID, j.def.Version, c.key, r.seq, st.ID), App: j.def.App, Channel: st.Channel, HWID: c.who.HWID,
+	d := &schemas.DispatchRequest{
+		ID: journeyDispatchID(j.def.App, j.def.ID, j.def.Version, c.key, r.seq, st.ID), App: j.def.App, Channel: st.Channel, HWID: c.who.HWID,
 		Country: p.Country, Source: schemas.Source{Kind: SourceJourney, Name: j.def.ID, EventID: c.cause},
-		Created: c.real, Deadline: c.real.Add(s.cfg.DispatchTTL)}
+		Created: c.real, Deadline: c.real.Add(s.cfg.DispatchTTL),
+	}
 	if st.Channel == schemas.ChannelWhatsApp {
 		d.WindowUntil = p.WindowUntil()
 	}
@@ -426,7 +430,8 @@ func (s *Segmenter) journeySend(out []*kgo.Record, c *jctx, p *Profile, r *journ
 
 // finishJourneySend applies the caps and quiet hours to d and produces it.
 func (s *Segmenter) finishJourneySend(out []*kgo.Record, c *jctx, p *Profile, r *journeyRun, j *journey, d *schemas.DispatchRequest, marketing bool,
-	skip func(string) []*kgo.Record) []*kgo.Record {
+	skip func(string) []*kgo.Record,
+) []*kgo.Record {
 	l := &s.cfg.Limits
 	global := marketing && l.MaxMarketing > 0
 	own := j.def.FrequencyCap
@@ -478,10 +483,12 @@ func (s *Segmenter) journeyWebhook(out []*kgo.Record, c *jctx, p *Profile, r *jo
 	if u, err := url.Parse(st.URL); err == nil {
 		host = u.Host
 	}
-	d := &schemas.DispatchRequest{ID: journeyDispatchID(j.def.App, j.def.ID, j.def.Version, c.key, r.seq, st.ID), App: j.def.App,
+	d := &schemas.DispatchRequest{
+		ID: journeyDispatchID(j.def.App, j.def.ID, j.def.Version, c.key, r.seq, st.ID), App: j.def.App,
 		Channel: schemas.ChannelWebhook, Sender: host, To: host, HWID: c.who.HWID, UserID: c.who.UserID,
 		Webhook: &schemas.Webhook{URL: st.URL, Body: body},
-		Source:  schemas.Source{Kind: SourceJourney, Name: j.def.ID, EventID: c.cause}, Created: c.real, Deadline: c.real.Add(s.cfg.DispatchTTL)}
+		Source:  schemas.Source{Kind: SourceJourney, Name: j.def.ID, EventID: c.cause}, Created: c.real, Deadline: c.real.Add(s.cfg.DispatchTTL),
+	}
 	if d.UserID == "" {
 		d.UserID = p.UserID
 	}
@@ -496,7 +503,8 @@ func (s *Segmenter) journeyWebhook(out []*kgo.Record, c *jctx, p *Profile, r *jo
 
 // journeySendOther fills an email or push request of send step st.
 func (s *Segmenter) journeySendOther(out []*kgo.Record, c *jctx, p *Profile, r *journeyRun, j *journey, st *cstep, d *schemas.DispatchRequest,
-	skip func(string) []*kgo.Record) []*kgo.Record {
+	skip func(string) []*kgo.Record,
+) []*kgo.Record {
 	expand := func(pp param) (string, bool) {
 		if len(pp) == 0 {
 			return "", true

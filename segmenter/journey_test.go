@@ -16,7 +16,8 @@ import (
 // opened, email, wait a day for it to be opened, WhatsApp template; a user
 // who opens the push gets nothing more.
 func seedJourney(version int) *schemas.JourneyDef {
-	return &schemas.JourneyDef{App: testApp, ID: "welcome", Version: version, Sender: testPNID, Entry: schemas.JourneyEntry{Event: "SignedUp"},
+	return &schemas.JourneyDef{
+		App: testApp, ID: "welcome", Version: version, Sender: testPNID, Entry: schemas.JourneyEntry{Event: "SignedUp"},
 		Goal: &schemas.JourneyGoal{Event: "Purchase"},
 		Steps: []schemas.JourneyStep{
 			{ID: "push", Type: schemas.StepSend, Channel: schemas.ChannelPush, Push: &schemas.JourneyPush{Title: "Welcome {{tag:first_name|there}}", Body: "Open the app"}, Next: "wait_push"},
@@ -26,7 +27,8 @@ func seedJourney(version int) *schemas.JourneyDef {
 			{ID: "whatsapp", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Template: &schemas.Template{Name: "welcome_offer", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:first_name|there}}"}}, Next: "done"},
 			{ID: "opened", Type: schemas.StepExit},
 			{ID: "done", Type: schemas.StepExit},
-		}, Updated: t0}
+		}, Updated: t0,
+	}
 }
 
 func TestJourneyCompileErrors(t *testing.T) {
@@ -52,8 +54,10 @@ func TestJourneyCompileErrors(t *testing.T) {
 		{"bad timeout", base(schemas.JourneyStep{ID: "w", Type: schemas.StepWaitEvent, Event: "X", Timeout: "soon", OnEvent: "end", OnTimeout: "end"}, exit), `timeout "soon"`},
 		{"bad filter", base(schemas.JourneyStep{ID: "s", Type: schemas.StepSplitSegment, Filter: `T("x" EQ)`, Yes: "end", No: "end"}, exit), "steps[0] (s).filter: column"},
 		{"duplicate id", base(exit, exit), `steps[1].id "end" is used twice`},
-		{"text and template", base(schemas.JourneyStep{ID: "s", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Text: "hi",
-			Template: &schemas.Template{Name: "t", Language: "en"}, Next: "end"}, exit), "template or text, not both"},
+		{"text and template", base(schemas.JourneyStep{
+			ID: "s", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Text: "hi",
+			Template: &schemas.Template{Name: "t", Language: "en"}, Next: "end",
+		}, exit), "template or text, not both"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := compileJourney(tt.d); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -200,13 +204,15 @@ func TestJourneyKeywordSupport(t *testing.T) {
 	s := newTest(t, Config{Keywords: []KeywordRule{}})
 	now := t0
 	s.now = func() time.Time { return now }
-	d := &schemas.JourneyDef{App: testApp, ID: "support", Version: 1, Sender: testPNID, Entry: schemas.JourneyEntry{Keyword: "Support"},
+	d := &schemas.JourneyDef{
+		App: testApp, ID: "support", Version: 1, Sender: testPNID, Entry: schemas.JourneyEntry{Keyword: "Support"},
 		Steps: []schemas.JourneyStep{
 			{ID: "ack", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Text: "Hi {{profile_name|there}}, what do you need?", Next: "wait"},
 			{ID: "wait", Type: schemas.StepWaitEvent, Event: schemas.WaitWhatsAppReply, Timeout: "1h", OnEvent: "offer", OnTimeout: "end"},
 			{ID: "offer", Type: schemas.StepSend, Channel: schemas.ChannelWhatsApp, Template: &schemas.Template{Name: "support_offer", Language: "en_US", Category: CategoryUtility}, Next: "end"},
 			{ID: "end", Type: schemas.StepExit},
-		}}
+		},
+	}
 	j, err := compileJourney(d)
 	if err != nil {
 		t.Fatal(err)
@@ -245,12 +251,14 @@ func BenchmarkJourneyTimers(b *testing.B) {
 	s := newTest(b, Config{CacheBytes: 256 << 20})
 	now := t0
 	s.now = func() time.Time { return now }
-	j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "remind", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
+	j, err := compileJourney(&schemas.JourneyDef{
+		App: testApp, ID: "remind", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
 		Steps: []schemas.JourneyStep{
 			{ID: "wait", Type: schemas.StepWait, Duration: "1h", Next: "push"},
 			{ID: "push", Type: schemas.StepSend, Channel: schemas.ChannelPush, Push: &schemas.JourneyPush{Title: "Still there?", Body: "Come back"}, Next: "end"},
 			{ID: "end", Type: schemas.StepExit},
-		}})
+		},
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -259,8 +267,10 @@ func BenchmarkJourneyTimers(b *testing.B) {
 		const batch = 1000
 		recs := make([]*kgo.Record, 0, batch)
 		for i := range users {
-			r := record(b, &schemas.Event{ID: fmt.Sprintf("e%d-%d", round, i), App: testApp, Kind: schemas.KindRegister,
-				Name: schemas.EventDeviceRegistered, Time: now, HWID: fmt.Sprintf("h%07d", i), PushToken: "tok"})
+			r := record(b, &schemas.Event{
+				ID: fmt.Sprintf("e%d-%d", round, i), App: testApp, Kind: schemas.KindRegister,
+				Name: schemas.EventDeviceRegistered, Time: now, HWID: fmt.Sprintf("h%07d", i), PushToken: "tok",
+			})
 			r.Partition = int32(i % 2)
 			recs = append(recs, r)
 			if len(recs) == batch {
@@ -306,8 +316,10 @@ func TestWaitUntil(t *testing.T) {
 	compile := func(st schemas.JourneyStep) *cstep {
 		t.Helper()
 		st.ID, st.Type, st.Next = "w", schemas.StepWait, "x"
-		j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "j", Version: 1, Entry: schemas.JourneyEntry{API: true},
-			Steps: []schemas.JourneyStep{st, {ID: "x", Type: schemas.StepExit}}})
+		j, err := compileJourney(&schemas.JourneyDef{
+			App: testApp, ID: "j", Version: 1, Entry: schemas.JourneyEntry{API: true},
+			Steps: []schemas.JourneyStep{st, {ID: "x", Type: schemas.StepExit}},
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,8 +349,10 @@ func TestWaitUntil(t *testing.T) {
 // by an event and by a sweep (a segment saved after the profiles).
 func TestJourneySegmentEntry(t *testing.T) {
 	s := newTest(t, Config{})
-	j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "vip", Version: 1, Entry: schemas.JourneyEntry{Segment: "vips"},
-		Steps: []schemas.JourneyStep{{ID: "wait", Type: schemas.StepWait, Duration: "1d", Next: "end"}, {ID: "end", Type: schemas.StepExit}}})
+	j, err := compileJourney(&schemas.JourneyDef{
+		App: testApp, ID: "vip", Version: 1, Entry: schemas.JourneyEntry{Segment: "vips"},
+		Steps: []schemas.JourneyStep{{ID: "wait", Type: schemas.StepWait, Duration: "1d", Next: "end"}, {ID: "end", Type: schemas.StepExit}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,8 +361,10 @@ func TestJourneySegmentEntry(t *testing.T) {
 	e := register("r1", t0, map[string]any{"VIP": true})
 	e.HWID = "whatsapp:+4790006001"
 	s.process(t, record(t, e))
-	s.process(t, record(t, &schemas.Event{ID: "sw1", App: testApp, Kind: schemas.KindSweep, Time: t0,
-		Sweep: &schemas.Sweep{Segment: "vips", Filter: `T("VIP", EQ, true)`}}))
+	s.process(t, record(t, &schemas.Event{
+		ID: "sw1", App: testApp, Kind: schemas.KindSweep, Time: t0,
+		Sweep: &schemas.Sweep{Segment: "vips", Filter: `T("VIP", EQ, true)`},
+	}))
 	if p, _ := s.Profile(testApp, "whatsapp:+4790006001"); len(p.journeys) != 1 || p.journeys[0].journey != j.hash {
 		t.Fatalf("after the sweep: %+v", p.journeys)
 	}
@@ -370,10 +386,13 @@ func TestJourneySegmentEntry(t *testing.T) {
 // with its body's placeholders filled from the profile.
 func TestJourneyWebhook(t *testing.T) {
 	s := newTest(t, Config{})
-	j, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "crm", Version: 1, Entry: schemas.JourneyEntry{Event: "Signup"},
+	j, err := compileJourney(&schemas.JourneyDef{
+		App: testApp, ID: "crm", Version: 1, Entry: schemas.JourneyEntry{Event: "Signup"},
 		Steps: []schemas.JourneyStep{
 			{ID: "hook", Type: schemas.StepWebhook, URL: "https://crm.example.com/herald", Body: map[string]any{"name": "{{tag:first_name|friend}}", "score": 7.0}, Next: "end"},
-			{ID: "end", Type: schemas.StepExit}}})
+			{ID: "end", Type: schemas.StepExit},
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,8 +412,10 @@ func TestJourneyWebhook(t *testing.T) {
 		t.Fatalf("webhook request %+v", d)
 	}
 	for _, bad := range []string{"http://crm.example.com/x", "ftp://x", "https://user:pw@crm.example.com/"} {
-		_, err := compileJourney(&schemas.JourneyDef{App: testApp, ID: "crm", Version: 1, Entry: schemas.JourneyEntry{API: true},
-			Steps: []schemas.JourneyStep{{ID: "hook", Type: schemas.StepWebhook, URL: bad, Next: "end"}, {ID: "end", Type: schemas.StepExit}}})
+		_, err := compileJourney(&schemas.JourneyDef{
+			App: testApp, ID: "crm", Version: 1, Entry: schemas.JourneyEntry{API: true},
+			Steps: []schemas.JourneyStep{{ID: "hook", Type: schemas.StepWebhook, URL: bad, Next: "end"}, {ID: "end", Type: schemas.StepExit}},
+		})
 		if err == nil || !strings.Contains(err.Error(), "steps[0] (hook).url") {
 			t.Errorf("%s: err = %v", bad, err)
 		}

@@ -688,8 +688,10 @@ func optOutRecord(e *schemas.Event, keyword string, on bool) *kgo.Record {
 	if e.Inbound == nil || e.Inbound.From == "" {
 		return nil
 	}
-	sup := &schemas.Suppression{App: e.App, To: e.Inbound.From, Reason: schemas.SuppressMarketingOptOut,
-		Keyword: keyword, Lifted: !on, Time: e.Time.UTC()}
+	sup := &schemas.Suppression{
+		App: e.App, To: e.Inbound.From, Reason: schemas.SuppressMarketingOptOut,
+		Keyword: keyword, Lifted: !on, Time: e.Time.UTC(),
+	}
 	b, err := sup.Marshal()
 	if err != nil || sup.Validate() != nil {
 		return nil

@@ -122,9 +122,11 @@ func (s *Segmenter) reaskMerges(out []*kgo.Record, key []byte, e *schemas.Event,
 // written again is the same event.
 func (s *Segmenter) mergeStep(out []*kgo.Record, e *schemas.Event, step, from, into string, profile []byte) []*kgo.Record {
 	h := idHash(step + "|" + from + "|" + into)
-	m := &schemas.Event{V: schemas.V1, ID: "merge-" + step + "-" + strconv.FormatUint(h, 16),
+	m := &schemas.Event{
+		V: schemas.V1, ID: "merge-" + step + "-" + strconv.FormatUint(h, 16),
 		App: e.App, Kind: schemas.KindMerge, Time: e.Time, Received: e.Time,
-		Merge: &schemas.Merge{Step: step, From: from, Into: into, Profile: profile}}
+		Merge: &schemas.Merge{Step: step, From: from, Into: into, Profile: profile},
+	}
 	b, err := m.Marshal()
 	if err != nil { // cannot happen: plain fields
 		s.log.Error("encoding a merge step", "step", step, "err", err)

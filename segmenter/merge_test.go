@@ -113,8 +113,10 @@ func TestIdentityMerge(t *testing.T) {
 	}
 
 	// Replayed steps (a crash redelivering them) change nothing.
-	pull := &schemas.Event{ID: "p", App: testApp, Kind: schemas.KindMerge, Time: at(11),
-		Merge: &schemas.Merge{Step: schemas.MergePull, From: string(anonKey), Into: string(userKey)}}
+	pull := &schemas.Event{
+		ID: "p", App: testApp, Kind: schemas.KindMerge, Time: at(11),
+		Merge: &schemas.Merge{Step: schemas.MergePull, From: string(anonKey), Into: string(userKey)},
+	}
 	if _, steps := mergeLoop(t, s, record(t, pull)); steps != 2 {
 		t.Fatalf("a replayed pull wrote %d steps, want push (empty) and done", steps)
 	}

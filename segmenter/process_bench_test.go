@@ -153,8 +153,10 @@ func BenchmarkRestore(b *testing.B) {
 	const profiles, partitions = 1_000_000, 8
 	c := kafkatest.New(b, partitions)
 	cl := c.Client(b, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
-	p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Timezone: "America/Los_Angeles",
-		FirstSeen: t0, LastSeen: t0, Tags: map[string]Tag{}}
+	p := &Profile{
+		Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Timezone: "America/Los_Angeles",
+		FirstSeen: t0, LastSeen: t0, Tags: map[string]Tag{},
+	}
 	for i := range 10 {
 		p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
 	}
@@ -170,8 +172,10 @@ func BenchmarkRestore(b *testing.B) {
 		v := appendProfile(nil, p)
 		bytes += int64(len(v))
 		wg.Add(1)
-		cl.Produce(b.Context(), &kgo.Record{Topic: schemas.TopicProfiles, Partition: int32(i % partitions),
-			Key: []byte("shop|whatsapp:" + p.WhatsApp), Value: v}, func(_ *kgo.Record, err error) {
+		cl.Produce(b.Context(), &kgo.Record{
+			Topic: schemas.TopicProfiles, Partition: int32(i % partitions),
+			Key: []byte("shop|whatsapp:" + p.WhatsApp), Value: v,
+		}, func(_ *kgo.Record, err error) {
 			if err != nil {
 				perr.Store(err)
 			}
@@ -227,8 +231,10 @@ func BenchmarkCampaign(b *testing.B) {
 		s.cache.Set(key, appendProfile(nil, p))
 		s.keys.add(0, key)
 	}
-	c := &schemas.Campaign{ID: "bench", Filter: `T("Cuisines", IN, "asian") * T("Registered", EQ, true)`, Sender: testPNID,
-		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:tag_1|there}}"}}}
+	c := &schemas.Campaign{
+		ID: "bench", Filter: `T("Cuisines", IN, "asian") * T("Registered", EQ, true)`, Sender: testPNID,
+		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:tag_1|there}}"}},
+	}
 	e := &schemas.Event{ID: "bench-p0", App: testApp, Kind: schemas.KindCampaign, Time: t0, Received: t0, Campaign: c}
 	v, err := e.Marshal()
 	if err != nil {
@@ -276,10 +282,13 @@ func BenchmarkMemory(b *testing.B) {
 		if journeys {
 			// Every profile enters a journey and waits in it: its run is
 			// in the profile, its timer in the partition's heap.
-			j, err := compileJourney(&schemas.JourneyDef{App: "shop", ID: "onboarding", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
+			j, err := compileJourney(&schemas.JourneyDef{
+				App: "shop", ID: "onboarding", Version: 1, Entry: schemas.JourneyEntry{Event: schemas.EventDeviceRegistered},
 				Steps: []schemas.JourneyStep{
 					{ID: "wait", Type: schemas.StepWaitEvent, Event: schemas.EventPushOpened, Timeout: "24h", OnEvent: "end", OnTimeout: "end"},
-					{ID: "end", Type: schemas.StepExit}}})
+					{ID: "end", Type: schemas.StepExit},
+				},
+			})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -291,11 +300,14 @@ func BenchmarkMemory(b *testing.B) {
 		for i := 0; i < n; i += batch {
 			for j := range recs {
 				u := i + j
-				e := &schemas.Event{ID: "m" + strconv.Itoa(u), App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+				e := &schemas.Event{
+					ID: "m" + strconv.Itoa(u), App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
 					Time: t0, Received: t0, HWID: "whatsapp:+1" + strconv.Itoa(4150000000+u), DeviceType: schemas.DeviceWhatsApp,
 					Language: "en", Country: "US", Timezone: "America/Los_Angeles", Tags: map[string]any{
 						"first_name": "Ana", "last_name": "Silva", "city": "Lisbon", "tier": "gold", "points": float64(u % 5000),
-						"vip": u%2 == 0, "cuisines": []any{"asian", "italian"}, "last_order": "2026-11-30 10:00", "plan": "monthly", "app_lang": "pt"}}
+						"vip": u%2 == 0, "cuisines": []any{"asian", "italian"}, "last_order": "2026-11-30 10:00", "plan": "monthly", "app_lang": "pt",
+					},
+				}
 				v, err := e.Marshal()
 				if err != nil {
 					b.Fatal(err)

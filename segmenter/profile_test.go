@@ -15,8 +15,10 @@ func TestMergeTagOps(t *testing.T) {
 	apply := func(tags map[string]any, ops map[string]string) int {
 		t.Helper()
 		n++
-		_, ignored := p.apply(&schemas.Event{ID: string(rune('a' + n)), App: "a", Kind: schemas.KindTags,
-			Time: now, UserID: "u", Tags: tags, TagOps: ops})
+		_, ignored := p.apply(&schemas.Event{
+			ID: string(rune('a' + n)), App: "a", Kind: schemas.KindTags,
+			Time: now, UserID: "u", Tags: tags, TagOps: ops,
+		})
 		return ignored
 	}
 	apply(map[string]any{"orders": 2.0, "food": []any{"thai", "sushi"}, "name": "x"}, nil)

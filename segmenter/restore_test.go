@@ -39,8 +39,10 @@ func TestRestoreAfterCrash(t *testing.T) {
 			}
 			for range visits {
 				seq++
-				ev := &schemas.Event{ID: fmt.Sprintf("visit-%d", seq), App: testApp, Kind: schemas.KindTags, Time: now.Add(-time.Hour),
-					HWID: hwid(u), Tags: map[string]any{"Visits": 1.0}, TagOps: map[string]string{"Visits": schemas.OpIncrement}}
+				ev := &schemas.Event{
+					ID: fmt.Sprintf("visit-%d", seq), App: testApp, Kind: schemas.KindTags, Time: now.Add(-time.Hour),
+					HWID: hwid(u), Tags: map[string]any{"Visits": 1.0}, TagOps: map[string]string{"Visits": schemas.OpIncrement},
+				}
 				recs = append(recs, record(t, ev))
 			}
 		}

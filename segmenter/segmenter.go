@@ -414,8 +414,10 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	}
 	s := &Segmenter{core: c}
 	for range cfg.Workers {
-		s.workers = append(s.workers, &Segmenter{core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
-			dlLog: throttle{every: 10 * time.Second}})
+		s.workers = append(s.workers, &Segmenter{
+			core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
+			dlLog: throttle{every: 10 * time.Second},
+		})
 	}
 	c.ws = s.workers
 	return s, nil
@@ -781,8 +783,10 @@ type tagState struct {
 }
 
 func tagStateOf(p *Profile) tagState {
-	st := tagState{registered: p.Registered, userID: p.UserID, lang: p.Language, country: p.Country, tz: p.Timezone,
-		pfName: p.Tags[TagProfileName].Str, appVersion: p.AppVersion, firstInstall: p.FirstInstall}
+	st := tagState{
+		registered: p.Registered, userID: p.UserID, lang: p.Language, country: p.Country, tz: p.Timezone,
+		pfName: p.Tags[TagProfileName].Str, appVersion: p.AppVersion, firstInstall: p.FirstInstall,
+	}
 	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
 		st.lastAppOpen = c.Last
 	}

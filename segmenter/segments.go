@@ -49,8 +49,10 @@ func compileSegment(d *schemas.SegmentDef) (*savedSegment, error) {
 			return nil, fmt.Errorf("a segment cannot depend on %s: membership would change itself", e)
 		}
 	}
-	sg := &savedSegment{app: d.App, name: d.Name, id: segmentID(d.Name), src: d.Filter, f: f,
-		tags: make(map[string]bool, len(tags)), events: make(map[string]bool, len(events)), defaults: len(defaults) > 0}
+	sg := &savedSegment{
+		app: d.App, name: d.Name, id: segmentID(d.Name), src: d.Filter, f: f,
+		tags: make(map[string]bool, len(tags)), events: make(map[string]bool, len(events)), defaults: len(defaults) > 0,
+	}
 	for _, t := range tags {
 		sg.tags[t] = true
 	}
@@ -111,8 +113,10 @@ type segIndex struct {
 // newSegIndex indexes list, an app's segments by name.
 func newSegIndex(list []*savedSegment) *segIndex {
 	words := (len(list) + 63) / 64
-	ix := &segIndex{list: list, always: make([]uint64, words), defaults: make([]uint64, words),
-		byTag: make(map[string][]uint64), byEvent: make(map[string][]uint64)}
+	ix := &segIndex{
+		list: list, always: make([]uint64, words), defaults: make([]uint64, words),
+		byTag: make(map[string][]uint64), byEvent: make(map[string][]uint64),
+	}
 	set := func(m map[string][]uint64, name string, i int) {
 		b := m[name]
 		if b == nil {

@@ -50,8 +50,10 @@ func TestSegmentMembership(t *testing.T) {
 	s.segs.put(mustSegment(t, "other", "everyone", `A("other")`))
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	order := func(id, cuisine string, m int) *schemas.Event {
-		return &schemas.Event{ID: id, App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(m), HWID: testHWID,
-			Attributes: map[string]any{"cuisine": cuisine}}
+		return &schemas.Event{
+			ID: id, App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(m), HWID: testHWID,
+			Attributes: map[string]any{"cuisine": cuisine},
+		}
 	}
 	key := schemas.EventKey(testApp, testHWID, "")
 	step := func(name string, e *schemas.Event, want ...string) {
@@ -66,15 +68,19 @@ func TestSegmentMembership(t *testing.T) {
 	step("an asian order enters", order("o1", "asian", 1), "PW_SegmentEntered:asian_food")
 	step("another one changes nothing", order("o2", "asian", 2))
 	evals := testutil.ToFloat64(s.m.segmentEvals)
-	step("a City tag enters oslo", &schemas.Event{ID: "t1", App: testApp, Kind: schemas.KindTags, Time: at(3), HWID: testHWID,
-		Tags: map[string]any{"City": "Oslo"}}, "PW_SegmentEntered:oslo")
+	step("a City tag enters oslo", &schemas.Event{
+		ID: "t1", App: testApp, Kind: schemas.KindTags, Time: at(3), HWID: testHWID,
+		Tags: map[string]any{"City": "Oslo"},
+	}, "PW_SegmentEntered:oslo")
 	if got := testutil.ToFloat64(s.m.segmentEvals) - evals; got != 1 {
 		t.Fatalf("a City change evaluated %v segments, want only oslo", got)
 	}
 	step("an italian order is the latest: exits", order("o3", "italian", 4), "PW_SegmentExited:asian_food")
 	step("an asian one again, then unregister", order("o4", "asian", 5), "PW_SegmentEntered:asian_food")
-	step("unregister exits", &schemas.Event{ID: "u1", App: testApp, Kind: schemas.KindUnregister, Name: schemas.EventDeviceUnregistered,
-		Time: at(6), HWID: testHWID}, "PW_SegmentExited:asian_food")
+	step("unregister exits", &schemas.Event{
+		ID: "u1", App: testApp, Kind: schemas.KindUnregister, Name: schemas.EventDeviceUnregistered,
+		Time: at(6), HWID: testHWID,
+	}, "PW_SegmentExited:asian_food")
 	p, _ := s.Profile(testApp, testHWID)
 	if p.in(segmentID("asian_food")) || !p.in(segmentID("oslo")) || p.in(segmentID("everyone")) {
 		t.Fatalf("membership %v", p.segments)

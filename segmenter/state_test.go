@@ -218,15 +218,19 @@ func TestProcessChannelsAndEventAttributes(t *testing.T) {
 	many["long"] = strings.Repeat("x", MaxAttrBytes+1)
 	many["obj"] = map[string]any{"x": 1.0}
 	push := func(id string, m int, tok string) *schemas.Event {
-		return &schemas.Event{ID: id, App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(m),
-			HWID: testHWID, DeviceType: schemas.DeviceAndroid, PushToken: tok}
+		return &schemas.Event{
+			ID: id, App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(m),
+			HWID: testHWID, DeviceType: schemas.DeviceAndroid, PushToken: tok,
+		}
 	}
 	s := newTest(t, Config{})
 	evs := []*schemas.Event{
 		order("o1", 10, map[string]any{"cuisine": "asian", "total": 31.5, "items": []any{"maki", "gyoza"}}),
 		order("o2", 5, map[string]any{"cuisine": "italian"}), // older: counts, keeps the latest attributes
-		{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(20), HWID: testHWID,
-			DeviceType: schemas.DeviceEmail, Email: "ana@example.com", AppVersion: "1.2.0"},
+		{
+			ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(20), HWID: testHWID,
+			DeviceType: schemas.DeviceEmail, Email: "ana@example.com", AppVersion: "1.2.0",
+		},
 		{ID: "r0", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: at(2), HWID: testHWID},
 	}
 	for i := range MaxPushTokens + 2 {
@@ -242,8 +246,11 @@ func TestProcessChannelsAndEventAttributes(t *testing.T) {
 	if c.Count != 2 || !c.First.Equal(at(5)) || !c.Last.Equal(at(10)) {
 		t.Fatalf("OrderPlaced %+v", c)
 	}
-	if want := []Attr{{"cuisine", Tag{Kind: TagString, Str: "asian"}}, {"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
-		{"total", Tag{Kind: TagNumber, Num: 31.5}}}; !reflect.DeepEqual(c.Attrs, want) {
+	if want := []Attr{
+		{"cuisine", Tag{Kind: TagString, Str: "asian"}},
+		{"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
+		{"total", Tag{Kind: TagNumber, Num: 31.5}},
+	}; !reflect.DeepEqual(c.Attrs, want) {
 		t.Fatalf("attrs %+v, want %+v", c.Attrs, want)
 	}
 	if p.Email != "ana@example.com" || p.AppVersion != "1.2.0" || !p.FirstInstall.Equal(at(2)) {

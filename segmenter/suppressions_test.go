@@ -21,8 +21,10 @@ func TestCampaignSkipsSuppressed(t *testing.T) {
 	phone := func(i int) string { return fmt.Sprintf("+1415557%04d", i) }
 	var recs []*kgo.Record
 	for i := range users {
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
-			Time: t0, HWID: "whatsapp:" + phone(i), DeviceType: schemas.DeviceWhatsApp, Country: "US", Timezone: "UTC"}))
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: t0, HWID: "whatsapp:" + phone(i), DeviceType: schemas.DeviceWhatsApp, Country: "US", Timezone: "UTC",
+		}))
 	}
 	s.process(t, recs...)
 	supp := func(to string, lifted bool, at time.Time) {
@@ -38,8 +40,10 @@ func TestCampaignSkipsSuppressed(t *testing.T) {
 	run := func(category string) map[string]bool {
 		t.Helper()
 		n++
-		c := &schemas.Campaign{ID: fmt.Sprintf("c%d", n), Name: "promo", Filter: `T("Country", EQ, "US")`, Sender: testPNID,
-			Template: schemas.Template{Name: "promo", Language: "en_US", Category: category}}
+		c := &schemas.Campaign{
+			ID: fmt.Sprintf("c%d", n), Name: "promo", Filter: `T("Country", EQ, "US")`, Sender: testPNID,
+			Template: schemas.Template{Name: "promo", Language: "en_US", Category: category},
+		}
 		ds, dls := decodeOutputs(t, s.process(t, campaignRecord(t, 0, c)))
 		if len(dls) > 0 {
 			t.Fatalf("dead letter: %s", dls[0].Reason)

@@ -72,9 +72,11 @@ func segmentEvent(seed string, who *schemas.Event, segment string, member bool, 
 		name = schemas.EventSegmentEntered
 	}
 	sum := sha256.Sum256([]byte("seg|" + seed + "|" + segment + "|" + name))
-	ev := &schemas.Event{ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
+	ev := &schemas.Event{
+		ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID,
-		Attributes: map[string]any{"segment": segment}}
+		Attributes: map[string]any{"segment": segment},
+	}
 	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(make([]byte, 0, 384), ev)}, nil
 }
 
@@ -204,8 +206,10 @@ func (s *Segmenter) runSweeps(ctx context.Context) {
 		var recs []*kgo.Record
 		for _, app := range apps {
 			for _, p := range parts {
-				e := &schemas.Event{ID: "sweep-" + strconv.FormatInt(now.UnixMilli(), 10) + "-p" + strconv.Itoa(int(p)),
-					App: app, Kind: schemas.KindSweep, Name: "PW_SegmentSweep", Time: now, Received: now, Sweep: &schemas.Sweep{}}
+				e := &schemas.Event{
+					ID:  "sweep-" + strconv.FormatInt(now.UnixMilli(), 10) + "-p" + strconv.Itoa(int(p)),
+					App: app, Kind: schemas.KindSweep, Name: "PW_SegmentSweep", Time: now, Received: now, Sweep: &schemas.Sweep{},
+				}
 				b, err := e.Marshal()
 				if err != nil {
 					continue

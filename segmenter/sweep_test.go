@@ -90,8 +90,10 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("timer sweep a week later %v, want %v", got, want)
 	}
 	// A sweep of a bad definition is dead-lettered.
-	if _, dls := decodeOutputs(t, s.process(t, record(t, &schemas.Event{ID: "s5", App: testApp, Kind: schemas.KindSweep, Time: now,
-		Sweep: &schemas.Sweep{Segment: "bad", Filter: `T("City" EQ)`}}))); len(dls) != 1 {
+	if _, dls := decodeOutputs(t, s.process(t, record(t, &schemas.Event{
+		ID: "s5", App: testApp, Kind: schemas.KindSweep, Time: now,
+		Sweep: &schemas.Sweep{Segment: "bad", Filter: `T("City" EQ)`},
+	}))); len(dls) != 1 {
 		t.Fatalf("%d dead letters for a bad sweep, want 1", len(dls))
 	}
 }
@@ -110,8 +112,10 @@ func TestSweepEndToEnd(t *testing.T) {
 	clock.Store(start.UnixNano())
 	var recs []*kgo.Record
 	for i := range 12 {
-		e := &schemas.Event{ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: start,
-			HWID: fmt.Sprintf("whatsapp:+4790001%03d", i), DeviceType: schemas.DeviceWhatsApp, Tags: map[string]any{"City": []string{"Oslo", "Bergen", "Tromsø"}[i%3]}}
+		e := &schemas.Event{
+			ID: fmt.Sprint("r", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: start,
+			HWID: fmt.Sprintf("whatsapp:+4790001%03d", i), DeviceType: schemas.DeviceWhatsApp, Tags: map[string]any{"City": []string{"Oslo", "Bergen", "Tromsø"}[i%3]},
+		}
 		recs = append(recs, record(t, e))
 	}
 	produce(t, c, recs...)

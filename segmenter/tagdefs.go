@@ -306,8 +306,10 @@ func editDistance(a, b string) int {
 }
 
 // pushwooshTagTypes are Pushwoosh's tag type numbers.
-var pushwooshTagTypes = map[int]string{1: schemas.TagInteger, 2: schemas.TagString, 3: schemas.TagList, 4: schemas.TagDate,
-	5: schemas.TagBoolean, 6: schemas.TagDecimal, 7: schemas.TagVersion}
+var pushwooshTagTypes = map[int]string{
+	1: schemas.TagInteger, 2: schemas.TagString, 3: schemas.TagList, 4: schemas.TagDate,
+	5: schemas.TagBoolean, 6: schemas.TagDecimal, 7: schemas.TagVersion,
+}
 
 // pushwooshTagNumber is the Pushwoosh number of a type, 0 for TagMixed.
 func pushwooshTagNumber(typ string) int {

@@ -78,8 +78,10 @@ func TestTagRegistryAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	produce(t, c, record(t, &schemas.Event{ID: "r1", App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: now,
-		HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Tags: map[string]any{"Cuisine": "asian", "Orders": 3.0}}))
+	produce(t, c, record(t, &schemas.Event{
+		ID: "r1", App: "shop", Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: now,
+		HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Tags: map[string]any{"Cuisine": "asian", "Orders": 3.0},
+	}))
 	s, stop, _ := runSegmenter(t, c, now)
 	waitCommitted(t, kadm.NewClient(c.Client(t)))
 	type answer struct {

@@ -47,8 +47,11 @@ func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([
 		lastOpen = pushwooshDate(c.Last)
 	}
 	defaults := [...]struct{ name, v string }{
-		{schemas.TagLanguage, p.Language}, {schemas.TagCountry, p.Country}, {schemas.TagTimezone, p.Timezone},
-		{schemas.TagAppVersion, p.AppVersion}, {schemas.TagFirstInstall, pushwooshDate(p.FirstInstall)},
+		{schemas.TagLanguage, p.Language},
+		{schemas.TagCountry, p.Country},
+		{schemas.TagTimezone, p.Timezone},
+		{schemas.TagAppVersion, p.AppVersion},
+		{schemas.TagFirstInstall, pushwooshDate(p.FirstInstall)},
 		{schemas.TagLastAppOpen, lastOpen},
 	}
 	names = names[:0]

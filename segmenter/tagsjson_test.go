@@ -48,8 +48,10 @@ func TestAppendTagsRecord(t *testing.T) {
 	e := &schemas.Event{App: "shop", HWID: "whatsapp:+14155550100"}
 	var names []string
 	for i := range 2000 {
-		p := &Profile{Registered: rng.IntN(2) == 0, Language: strs[rng.IntN(len(strs))], Country: "US", Timezone: "Europe/Berlin",
-			AppVersion: strs[rng.IntN(len(strs))], UserID: fmt.Sprint("u", i), LastSeen: t0.Add(time.Duration(rng.Int64N(1e15)))}
+		p := &Profile{
+			Registered: rng.IntN(2) == 0, Language: strs[rng.IntN(len(strs))], Country: "US", Timezone: "Europe/Berlin",
+			AppVersion: strs[rng.IntN(len(strs))], UserID: fmt.Sprint("u", i), LastSeen: t0.Add(time.Duration(rng.Int64N(1e15))),
+		}
 		if rng.IntN(2) == 0 {
 			p.FirstInstall = t0.Add(time.Duration(i) * time.Minute)
 		}
@@ -103,8 +105,10 @@ func TestAppendTagsRecord(t *testing.T) {
 // TestAppendSimpleEvent checks appendSimpleEvent against encoding/json.
 func TestAppendSimpleEvent(t *testing.T) {
 	for i, e := range []*schemas.Event{
-		{ID: "a", App: "shop", Kind: schemas.KindEvent, Name: schemas.EventJourneyStep, Time: t0, Received: t0.Add(time.Nanosecond), HWID: "whatsapp:+1<&>",
-			Attributes: map[string]any{"journey": "wélcome \"x\"", "version": 3.0, "step": "a\u2028b", "flag": true}},
+		{
+			ID: "a", App: "shop", Kind: schemas.KindEvent, Name: schemas.EventJourneyStep, Time: t0, Received: t0.Add(time.Nanosecond), HWID: "whatsapp:+1<&>",
+			Attributes: map[string]any{"journey": "wélcome \"x\"", "version": 3.0, "step": "a\u2028b", "flag": true},
+		},
 		{ID: "b", App: "shop", Kind: schemas.KindEvent, Name: schemas.EventSegmentEntered, Time: t0, Received: t0, UserID: "u1", Attributes: map[string]any{"segment": "s"}},
 		{ID: "c", App: "shop", Kind: schemas.KindEvent, Time: t0, Received: t0, AnonymousID: "x\xff"},
 	} {

@@ -31,16 +31,20 @@ func TestCampaignTemplates(t *testing.T) {
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	def := func(name, lang, category, status string, body int) *kgo.Record {
-		d := &schemas.TemplateDef{App: testApp, WABAID: "waba-1", ID: "id-" + name + lang, Name: name, Language: lang, Category: category,
-			Status: status, BodyParams: body, Synced: now.Add(-time.Hour)}
+		d := &schemas.TemplateDef{
+			App: testApp, WABAID: "waba-1", ID: "id-" + name + lang, Name: name, Language: lang, Category: category,
+			Status: status, BodyParams: body, Synced: now.Add(-time.Hour),
+		}
 		b, err := d.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return &kgo.Record{Topic: schemas.TopicTemplates, Key: d.Key(), Value: b}
 	}
-	sig := &schemas.TemplateSignal{App: testApp, EventID: "e1", Time: now.Add(-time.Minute), Received: now.Add(-time.Minute),
-		Template: schemas.TemplateUpdate{Field: schemas.FieldTemplateStatusUpdate, Name: "winter_sale", Language: "en_US", Event: "PAUSED"}}
+	sig := &schemas.TemplateSignal{
+		App: testApp, EventID: "e1", Time: now.Add(-time.Minute), Received: now.Add(-time.Minute),
+		Template: schemas.TemplateUpdate{Field: schemas.FieldTemplateStatusUpdate, Name: "winter_sale", Language: "en_US", Event: "PAUSED"},
+	}
 	sb, err := sig.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +56,10 @@ func TestCampaignTemplates(t *testing.T) {
 		def("winter_sale", "en_US", "MARKETING", schemas.TemplateApproved, 0),
 		def("new_promo", "en_US", "MARKETING", schemas.TemplatePending, 0),
 		&kgo.Record{Topic: schemas.TopicTemplates, Key: sig.Key(), Value: sb, Headers: []kgo.RecordHeader{{Key: schemas.HeaderRecord, Value: []byte(schemas.RecordTemplateSignal)}}},
-		record(t, &schemas.Event{ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: now,
-			HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Country: "NO", Tags: map[string]any{"City": "Oslo"}}),
+		record(t, &schemas.Event{
+			ID: "r1", App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered, Time: now,
+			HWID: testHWID, DeviceType: schemas.DeviceWhatsApp, Country: "NO", Tags: map[string]any{"City": "Oslo"},
+		}),
 	)
 	s, _, _ := runSegmenter(t, c, now)
 	waitCommitted(t, kadm.NewClient(c.Client(t)))

@@ -26,7 +26,8 @@ func TestPreviewTierHeadroom(t *testing.T) {
 	const waba = "777"
 	c := kafkatest.New(t, 4)
 	reg, err := apps.New([]apps.App{{ID: testApp, APIToken: "shop-token-0123456789", WhatsApp: apps.WhatsApp{
-		PhoneNumberIDs: []string{testPNID}, WABAID: waba, MessagingTier: "250"}}})
+		PhoneNumberIDs: []string{testPNID}, WABAID: waba, MessagingTier: "250",
+	}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +53,11 @@ func TestPreviewTierHeadroom(t *testing.T) {
 	var recs []*kgo.Record
 	for i := range 10 {
 		hwid := fmt.Sprintf("whatsapp:+1415555%04d", i)
-		recs = append(recs, record(t, &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
+		recs = append(recs, record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister,
 			Name: schemas.EventDeviceRegistered, Time: now, HWID: hwid, DeviceType: schemas.DeviceWhatsApp, Country: "NO",
-			Tags: map[string]any{"City": "Oslo"}}))
+			Tags: map[string]any{"City": "Oslo"},
+		}))
 	}
 	in := inbound("in0", testApp, "hello", "U0", now.Add(-time.Hour))
 	in.HWID, in.Inbound.From = "whatsapp:+14155550000", "+14155550000"

@@ -206,8 +206,10 @@ func (s *Segmenter) runTicks(ctx context.Context) {
 		}
 		recs := make([]*kgo.Record, 0, len(parts))
 		for _, p := range parts {
-			e := &schemas.Event{ID: "tick-" + strconv.FormatInt(now.UnixMicro(), 10) + "-p" + strconv.Itoa(int(p)), App: schemas.TickApp,
-				Kind: schemas.KindTick, Time: now, Received: now}
+			e := &schemas.Event{
+				ID: "tick-" + strconv.FormatInt(now.UnixMicro(), 10) + "-p" + strconv.Itoa(int(p)), App: schemas.TickApp,
+				Kind: schemas.KindTick, Time: now, Received: now,
+			}
 			b, err := e.Marshal()
 			if err != nil {
 				continue

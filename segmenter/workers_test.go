@@ -30,19 +30,27 @@ func TestWorkersMatchOneWorker(t *testing.T) {
 	const users = 40
 	hwid := func(i int) string { return fmt.Sprintf("whatsapp:+1415556%04d", i) }
 	for i := range users {
-		add(int32(i%2), &schemas.Event{ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+		add(int32(i%2), &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
 			Time: at(0), HWID: hwid(i), DeviceType: schemas.DeviceWhatsApp, Country: "US", Timezone: "UTC",
-			Tags: map[string]any{"Name": fmt.Sprintf("User %d", i)}})
-		add(int32(i%2), &schemas.Event{ID: fmt.Sprintf("o%d", i), App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(1),
-			HWID: hwid(i), Attributes: map[string]any{"cuisine": []string{"asian", "italian"}[i/2%2]}})
+			Tags: map[string]any{"Name": fmt.Sprintf("User %d", i)},
+		})
+		add(int32(i%2), &schemas.Event{
+			ID: fmt.Sprintf("o%d", i), App: testApp, Kind: schemas.KindEvent, Name: "OrderPlaced", Time: at(1),
+			HWID: hwid(i), Attributes: map[string]any{"cuisine": []string{"asian", "italian"}[i/2%2]},
+		})
 	}
-	c := &schemas.Campaign{ID: "sushi-w", Name: "sushi", Filter: `Event("OrderPlaced", "cuisine", EQ, "asian")`, Sender: testPNID,
-		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:Name|there}}"}}}
+	c := &schemas.Campaign{
+		ID: "sushi-w", Name: "sushi", Filter: `Event("OrderPlaced", "cuisine", EQ, "asian")`, Sender: testPNID,
+		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:Name|there}}"}},
+	}
 	c.FrequencyCap = &schemas.FrequencyCap{Max: 4, PeriodSeconds: 86400} // so the send is part of the profile
 	recs = append(recs, campaignRecord(t, 0, c))
 	for i := range users {
-		add(int32(i%2), &schemas.Event{ID: fmt.Sprintf("t%d", i), App: testApp, Kind: schemas.KindTags, Time: at(3), HWID: hwid(i),
-			Tags: map[string]any{"tier": []string{"gold", "silver", "bronze"}[i%3]}})
+		add(int32(i%2), &schemas.Event{
+			ID: fmt.Sprintf("t%d", i), App: testApp, Kind: schemas.KindTags, Time: at(3), HWID: hwid(i),
+			Tags: map[string]any{"tier": []string{"gold", "silver", "bronze"}[i%3]},
+		})
 	}
 
 	type result struct {

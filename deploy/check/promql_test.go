@@ -199,8 +199,10 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"ingest rate", "segmenter lag", "sends by status", "sender", "limiter wait", "breaker", "in-doubt", "sink lag",
-		"refusals", "suppressions", "tier"} {
+	for _, want := range []string{
+		"ingest rate", "segmenter lag", "sends by status", "sender", "limiter wait", "breaker", "in-doubt", "sink lag",
+		"refusals", "suppressions", "tier",
+	} {
 		found := false
 		for _, title := range titles {
 			found = found || strings.Contains(title, want)
@@ -305,8 +307,10 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"HeraldConsumerLagGrowing", "HeraldBreakerOpen", "HeraldInDoubtSends", "HeraldDeadLetters", "HeraldSinkBehind",
-		"HeraldTierHeadroomLow", "HeraldPreflightRefusals", "HeraldOptOutsSurging"} {
+	for _, want := range []string{
+		"HeraldConsumerLagGrowing", "HeraldBreakerOpen", "HeraldInDoubtSends", "HeraldDeadLetters", "HeraldSinkBehind",
+		"HeraldTierHeadroomLow", "HeraldPreflightRefusals", "HeraldOptOutsSurging",
+	} {
 		if !names[want] {
 			t.Errorf("alert %s missing", want)
 		}

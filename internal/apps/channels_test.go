@@ -11,9 +11,12 @@ import (
 )
 
 func emailApp() App {
-	return App{ID: "shop", APIToken: "shop-api-token-0123456789",
-		Email: Email{From: "news@shop.example", Senders: []string{"orders@shop.example"},
-			SMTP: SMTP{Addr: "smtp.example.com:587", Username: "mailer", Password: "env:TEST_HERALD_SMTP_PASSWORD"}},
+	return App{
+		ID: "shop", APIToken: "shop-api-token-0123456789",
+		Email: Email{
+			From: "news@shop.example", Senders: []string{"orders@shop.example"},
+			SMTP: SMTP{Addr: "smtp.example.com:587", Username: "mailer", Password: "env:TEST_HERALD_SMTP_PASSWORD"},
+		},
 		Push: Push{FCM: FCM{ProjectID: "shop-app", AccessToken: "file:" + "TOKENFILE"}},
 	}
 }

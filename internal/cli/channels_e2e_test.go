@@ -29,13 +29,19 @@ func TestEmailAndPushEndToEnd(t *testing.T) {
 
 	now := time.Now().UTC()
 	reqs := []*schemas.DispatchRequest{
-		{ID: "mail-1", App: devAppID, Channel: schemas.ChannelEmail, To: "asha@example.com", HWID: "asha@example.com",
-			Email: &schemas.Email{Subject: "Your sushi", Text: "Order: https://shop.example/sushi",
-				HTML: `<p><a href="https://shop.example/sushi">Order</a></p>`},
-			Source: schemas.Source{Kind: "journey", Name: "omni"}, Created: now, Deadline: now.Add(time.Minute)},
-		{ID: "push-1", App: devAppID, Channel: schemas.ChannelPush, To: "fcm-token-asha", HWID: "device-asha",
+		{
+			ID: "mail-1", App: devAppID, Channel: schemas.ChannelEmail, To: "asha@example.com", HWID: "asha@example.com",
+			Email: &schemas.Email{
+				Subject: "Your sushi", Text: "Order: https://shop.example/sushi",
+				HTML: `<p><a href="https://shop.example/sushi">Order</a></p>`,
+			},
+			Source: schemas.Source{Kind: "journey", Name: "omni"}, Created: now, Deadline: now.Add(time.Minute),
+		},
+		{
+			ID: "push-1", App: devAppID, Channel: schemas.ChannelPush, To: "fcm-token-asha", HWID: "device-asha",
 			Push:   &schemas.Push{Title: "Sushi", Body: "20% off"},
-			Source: schemas.Source{Kind: "journey", Name: "omni"}, Created: now, Deadline: now.Add(time.Minute)},
+			Source: schemas.Source{Kind: "journey", Name: "omni"}, Created: now, Deadline: now.Add(time.Minute),
+		},
 	}
 	cl, err := kgo.NewClient(s.kcfg.Opts(nil)...)
 	if err != nil {

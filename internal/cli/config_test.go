@@ -192,8 +192,10 @@ clickhouse:
 			t.Errorf("config print shows a secret %q:\n%s", s, printed)
 		}
 	}
-	for _, want := range []string{"kafka.sasl.password: <redacted>", "clickhouse.password: <redacted>", "kafka.sasl.password-file: " + kfile,
-		"env HERALD_KAFKA_SASL_PASSWORD_FILE", "clickhouse.dsn: clickhouse://analyst:xxxxx@ch:9000/herald", "kafka.sasl.user: herald"} {
+	for _, want := range []string{
+		"kafka.sasl.password: <redacted>", "clickhouse.password: <redacted>", "kafka.sasl.password-file: " + kfile,
+		"env HERALD_KAFKA_SASL_PASSWORD_FILE", "clickhouse.dsn: clickhouse://analyst:xxxxx@ch:9000/herald", "kafka.sasl.user: herald",
+	} {
 		if !strings.Contains(printed, want) {
 			t.Errorf("config print lacks %q:\n%s", want, printed)
 		}
@@ -360,8 +362,10 @@ func TestKafkaSASLAndTLS(t *testing.T) {
 			ping := func(password string, extra ...string) error {
 				pwFile := writeFile(t, dir, "pw-"+mech, password+"\n")
 				f := newStageFlags("segmenter", &bytes.Buffer{})
-				args := append([]string{"-kafka.brokers", cluster.ListenAddrs()[0], "-kafka.sasl.mechanism", mech, "-kafka.sasl.user", "herald",
-					"-kafka.sasl.password-file", pwFile, "-kafka.tls.ca-file", caFile, "-kafka.tls.server-name", "herald-test"}, extra...)
+				args := append([]string{
+					"-kafka.brokers", cluster.ListenAddrs()[0], "-kafka.sasl.mechanism", mech, "-kafka.sasl.user", "herald",
+					"-kafka.sasl.password-file", pwFile, "-kafka.tls.ca-file", caFile, "-kafka.tls.server-name", "herald-test",
+				}, extra...)
 				if err := f.parse(args); err != nil {
 					t.Fatal(err)
 				}
@@ -398,9 +402,11 @@ func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "herald test CA"},
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "herald test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -419,9 +425,11 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, client b
 		t.Fatal(err)
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "herald-test"},
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: "herald-test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		DNSNames: []string{"herald-test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		DNSNames: []string{"herald-test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
 	if client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	} else {

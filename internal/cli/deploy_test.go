@@ -53,8 +53,13 @@ func TestComposeConfigValid(t *testing.T) {
 	}
 	src := strings.NewReplacer("/etc/herald/", root+"/", "/run/secrets/", root+"/secrets/").Replace(string(b))
 	cfg := writeFile(t, t.TempDir(), "herald.yaml", src)
-	for _, kv := range [][2]string{{"HERALD_DEMO_API_TOKEN", "demo-api-token-0123456789"}, {"HERALD_DEMO_SEGMENT_WRITE_KEY", "demo-write-key"},
-		{"HERALD_DEMO_ACCESS_TOKEN", "EAAGdemo"}, {"HERALD_DEMO_APP_SECRET", "demo-app-secret"}, {"HERALD_DEMO_VERIFY_TOKEN", "demo-verify-token"}} {
+	for _, kv := range [][2]string{
+		{"HERALD_DEMO_API_TOKEN", "demo-api-token-0123456789"},
+		{"HERALD_DEMO_SEGMENT_WRITE_KEY", "demo-write-key"},
+		{"HERALD_DEMO_ACCESS_TOKEN", "EAAGdemo"},
+		{"HERALD_DEMO_APP_SECRET", "demo-app-secret"},
+		{"HERALD_DEMO_VERIFY_TOKEN", "demo-verify-token"},
+	} {
 		t.Setenv(kv[0], kv[1])
 	}
 	checkDeployConfig(t, cfg, "ingest", "segmenter", "dispatcher", "analytics", "migrate", "wasim")

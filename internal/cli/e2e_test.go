@@ -62,8 +62,10 @@ func TestPromoEndToEnd(t *testing.T) {
 	const phone = "+919812345678"
 
 	w := &workload{base: s.ingestSrv.URL(), token: creds.APIToken, app: devAppID}
-	if err := w.post(ctx, "registerDevice", map[string]any{"device_type": 21, "hwid": "whatsapp:" + phone,
-		"tags": map[string]any{"Name": "Asha"}}); err != nil {
+	if err := w.post(ctx, "registerDevice", map[string]any{
+		"device_type": 21, "hwid": "whatsapp:" + phone,
+		"tags": map[string]any{"Name": "Asha"},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	inboundWAMID, err := s.sim.SendInbound(ctx, devPhoneNumberID, phone, "promo!")
@@ -223,15 +225,19 @@ func TestSushiSegmentEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, c := range orders {
-			if err := w.post(ctx, "postEvent", map[string]any{"hwid": "whatsapp:" + phone, "event": "OrderPlaced",
-				"attributes": map[string]any{"cuisine": c}, "timestampUTC": now.Add(time.Duration(i-10) * time.Minute).Unix()}); err != nil {
+			if err := w.post(ctx, "postEvent", map[string]any{
+				"hwid": "whatsapp:" + phone, "event": "OrderPlaced",
+				"attributes": map[string]any{"cuisine": c}, "timestampUTC": now.Add(time.Duration(i-10) * time.Minute).Unix(),
+			}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	// A user of no order, and an unregistered one, are never members.
-	if err := w.post(ctx, "postEvent", map[string]any{"hwid": "whatsapp:+919812345005", "event": "OrderPlaced",
-		"attributes": map[string]any{"cuisine": "asian"}}); err != nil {
+	if err := w.post(ctx, "postEvent", map[string]any{
+		"hwid": "whatsapp:+919812345005", "event": "OrderPlaced",
+		"attributes": map[string]any{"cuisine": "asian"},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.waitDrained(ctx, 60*time.Second); err != nil {
@@ -249,8 +255,10 @@ func TestSushiSegmentEndToEnd(t *testing.T) {
 	}
 
 	// The sushi campaign reaches exactly the two members.
-	if err := w.post(ctx, "createTargetedMessage", map[string]any{"name": "sushi-week", "filter": demoSegment,
-		"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"}}); err != nil {
+	if err := w.post(ctx, "createTargetedMessage", map[string]any{
+		"name": "sushi-week", "filter": demoSegment,
+		"template": "sushi_promo", "content_variables": map[string]string{"1": "{{tag:Name|there}}"},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(60 * time.Second)

@@ -110,7 +110,8 @@ func TestSupportJourneyEndToEnd(t *testing.T) {
 			{"id": "wait", "type": "wait_event", "event": "whatsapp.reply", "timeout": "1h", "on_event": "offer", "on_timeout": "end"},
 			{"id": "offer", "type": "send", "channel": "whatsapp", "template": map[string]any{"name": "welcome_back", "language": "en_US"}, "next": "end"},
 			{"id": "end", "type": "exit"},
-		}}}); err != nil {
+		},
+	}}); err != nil {
 		t.Fatal(err)
 	}
 	before := s.sim.Stats().Accepted

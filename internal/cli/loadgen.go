@@ -112,8 +112,10 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	t := &loadTarget{base: *target, token: *token, writeKey: *writeKey, appSecret: *secret, app: *app,
-		phoneNumberID: *pnid, kind: *kind, batch: *batch, users: *users}
+	t := &loadTarget{
+		base: *target, token: *token, writeKey: *writeKey, appSecret: *secret, app: *app,
+		phoneNumberID: *pnid, kind: *kind, batch: *batch, users: *users,
+	}
 	where := t.base
 	if t.base == "" {
 		b, err := broker.Start(broker.Config{Partitions: int32(*partitions), Topics: schemas.Topics}, log)
@@ -131,8 +133,10 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		defer cl.Close()
 		t.token, t.writeKey, t.appSecret, t.app, t.phoneNumberID = "loadgen-token-0123456789", "loadgen-write-key", "loadgen-app-secret", devAppID, devPhoneNumberID
-		reg, err := apps.New([]apps.App{{ID: t.app, APIToken: t.token, SegmentWriteKey: t.writeKey,
-			WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{t.phoneNumberID}, AppSecret: t.appSecret, VerifyToken: "v"}}})
+		reg, err := apps.New([]apps.App{{
+			ID: t.app, APIToken: t.token, SegmentWriteKey: t.writeKey,
+			WhatsApp: apps.WhatsApp{PhoneNumberIDs: []string{t.phoneNumberID}, AppSecret: t.appSecret, VerifyToken: "v"},
+		}})
 		if err != nil {
 			return err
 		}

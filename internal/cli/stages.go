@@ -399,8 +399,10 @@ func (c *brokerCmd) check() (err error) {
 }
 
 func (c *brokerCmd) run(ctx context.Context, stdout io.Writer) error {
-	b, err := broker.Start(broker.Config{Host: c.host, Port: c.port, DataDir: c.dataDir, SyncWrites: c.syncWrites,
-		Partitions: int32(c.partitions), Topics: schemas.Topics}, c.log)
+	b, err := broker.Start(broker.Config{
+		Host: c.host, Port: c.port, DataDir: c.dataDir, SyncWrites: c.syncWrites,
+		Partitions: int32(c.partitions), Topics: schemas.Topics,
+	}, c.log)
 	if err != nil {
 		return err
 	}
@@ -446,8 +448,10 @@ func (c *wasimCmd) check() (err error) {
 	if err != nil {
 		return err
 	}
-	c.cfg = wasim.Config{Numbers: simNumbers(reg, c.hook), Templates: wasim.DefaultTemplates(),
-		Throughput: c.throughput, ReadRatio: c.readRatio}
+	c.cfg = wasim.Config{
+		Numbers: simNumbers(reg, c.hook), Templates: wasim.DefaultTemplates(),
+		Throughput: c.throughput, ReadRatio: c.readRatio,
+	}
 	check := c.cfg
 	if err := check.Validate(); err != nil {
 		return fmt.Errorf("wasim: %w", err)

@@ -144,9 +144,11 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.MaxStored == 0 {
 		cfg.MaxStored = 10_000
 	}
-	s := &Sim{cfg: cfg, projects: make(map[string]string), scripts: make(map[string][]Fault),
+	s := &Sim{
+		cfg: cfg, projects: make(map[string]string), scripts: make(map[string][]Fault),
 		unregistered: make(map[string]bool), window: make(map[string]*quotaWindow), now: time.Now,
-		stats: Stats{Refused: make(map[string]int)}}
+		stats: Stats{Refused: make(map[string]int)},
+	}
 	for i, p := range cfg.Projects {
 		if p.ID == "" || p.AccessToken == "" {
 			return nil, fmt.Errorf("fcmsim: projects[%d]: id and access token are required", i)

@@ -453,25 +453,45 @@ func (t *Template) bodyText() string {
 // plus a PENDING and a REJECTED template for the error paths.
 func DefaultTemplates() []Template {
 	return []Template{
-		{Name: "promo_offer", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1,
-			Text: "Hi {{1}}, this week only: 20% off your next order. Reply STOP to opt out."},
-		{Name: "order_confirmation", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2,
-			Text: "Thanks {{1}}! Your order {{2}} is confirmed. We will let you know when it ships."},
-		{Name: "shipping_update", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2,
-			Text: "Good news: order {{1}} has shipped. Track it here: {{2}}"},
-		{Name: "appointment_reminder", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2,
-			Text: "Reminder: your appointment is on {{1}} at {{2}}. Reply HELP to reschedule."},
-		{Name: "otp_code", Language: "en_US", Category: CategoryAuthentication, Status: StatusApproved, BodyParams: 1,
-			Text: "{{1}} is your verification code. For your security, do not share this code."},
-		{Name: "help_menu", Language: "en_US", Category: CategoryUtility, Status: StatusApproved,
-			Text: "How can we help? Reply ORDER, SHIPPING or AGENT."},
-		{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1,
-			Text: "{{1}}, craving sushi? Your next sushi order is 15% off this week. Reply STOP to opt out."},
-		{Name: "welcome_back", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved,
-			Text: "Welcome back! We saved your favourites for you."},
-		{Name: "summer_sale_draft", Language: "en_US", Category: CategoryMarketing, Status: StatusPending, BodyParams: 1,
-			Text: "{{1}}, our summer sale starts tomorrow!"},
-		{Name: "crypto_giveaway", Language: "en_US", Category: CategoryMarketing, Status: StatusRejected,
-			Text: "Claim your free coins now!"},
+		{
+			Name: "promo_offer", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1,
+			Text: "Hi {{1}}, this week only: 20% off your next order. Reply STOP to opt out.",
+		},
+		{
+			Name: "order_confirmation", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2,
+			Text: "Thanks {{1}}! Your order {{2}} is confirmed. We will let you know when it ships.",
+		},
+		{
+			Name: "shipping_update", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2,
+			Text: "Good news: order {{1}} has shipped. Track it here: {{2}}",
+		},
+		{
+			Name: "appointment_reminder", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2,
+			Text: "Reminder: your appointment is on {{1}} at {{2}}. Reply HELP to reschedule.",
+		},
+		{
+			Name: "otp_code", Language: "en_US", Category: CategoryAuthentication, Status: StatusApproved, BodyParams: 1,
+			Text: "{{1}} is your verification code. For your security, do not share this code.",
+		},
+		{
+			Name: "help_menu", Language: "en_US", Category: CategoryUtility, Status: StatusApproved,
+			Text: "How can we help? Reply ORDER, SHIPPING or AGENT.",
+		},
+		{
+			Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1,
+			Text: "{{1}}, craving sushi? Your next sushi order is 15% off this week. Reply STOP to opt out.",
+		},
+		{
+			Name: "welcome_back", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved,
+			Text: "Welcome back! We saved your favourites for you.",
+		},
+		{
+			Name: "summer_sale_draft", Language: "en_US", Category: CategoryMarketing, Status: StatusPending, BodyParams: 1,
+			Text: "{{1}}, our summer sale starts tomorrow!",
+		},
+		{
+			Name: "crypto_giveaway", Language: "en_US", Category: CategoryMarketing, Status: StatusRejected,
+			Text: "Claim your free coins now!",
+		},
 	}
 }

@@ -136,13 +136,17 @@ func errRequired(param string) *graphError {
 }
 
 func errMissingToken() *graphError {
-	return &graphError{status: http.StatusUnauthorized, Message: "An access token is required to request this resource.",
-		Type: "OAuthException", Code: CodeMissingToken}
+	return &graphError{
+		status: http.StatusUnauthorized, Message: "An access token is required to request this resource.",
+		Type: "OAuthException", Code: CodeMissingToken,
+	}
 }
 
 func errInvalidToken() *graphError {
-	return &graphError{status: http.StatusUnauthorized, Message: "Invalid OAuth access token - Cannot parse access token",
-		Type: "OAuthException", Code: CodeInvalidToken}
+	return &graphError{
+		status: http.StatusUnauthorized, Message: "Invalid OAuth access token - Cannot parse access token",
+		Type: "OAuthException", Code: CodeInvalidToken,
+	}
 }
 
 // errNoObject is Graph's answer for an id that does not exist or that the
@@ -157,8 +161,10 @@ func errNoObject(method, id string) *graphError {
 }
 
 func errUnknownPath(path string) *graphError {
-	return &graphError{status: http.StatusBadRequest, Message: "Unknown path components: " + path,
-		Type: "OAuthException", Code: CodeUnknownPath}
+	return &graphError{
+		status: http.StatusBadRequest, Message: "Unknown path components: " + path,
+		Type: "OAuthException", Code: CodeUnknownPath,
+	}
 }
 
 func errThroughput() *graphError {
@@ -203,9 +209,11 @@ func errTemplateDisabled(name string) *graphError {
 }
 
 func errServiceUnavailable(details string) *graphError {
-	e := &graphError{status: http.StatusServiceUnavailable, Message: "(#2) Service temporarily unavailable",
+	e := &graphError{
+		status: http.StatusServiceUnavailable, Message: "(#2) Service temporarily unavailable",
 		Type: "OAuthException", Code: CodeServiceUnavailable, IsTransient: true,
-		Data: &errorData{MessagingProduct: "whatsapp", Details: details}}
+		Data: &errorData{MessagingProduct: "whatsapp", Details: details},
+	}
 	return e
 }
 
@@ -219,13 +227,19 @@ func errUnknown() *graphError {
 // deliveryErrors are the errors that reach the sender as failed statuses.
 var deliveryErrors = map[int]struct{ title, details string }{
 	CodeUndeliverable: {"Message undeliverable", "Message Undeliverable."},
-	CodeReEngagement: {"Re-engagement message",
-		"Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
-	CodeSpamRateLimit: {"Spam rate limit hit",
+	CodeReEngagement: {
+		"Re-engagement message",
+		"Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
+	},
+	CodeSpamRateLimit: {
+		"Spam rate limit hit",
 		"Message failed to send because there are restrictions on how many messages can be sent from this phone number. " +
-			"This may be because too many previous messages were blocked or flagged as spam, or the business reached its messaging limit."},
-	CodeMarketingOptOut: {"Unable to deliver marketing message",
-		"This message was not delivered because the user has chosen to stop receiving marketing messages from this business."},
+			"This may be because too many previous messages were blocked or flagged as spam, or the business reached its messaging limit.",
+	},
+	CodeMarketingOptOut: {
+		"Unable to deliver marketing message",
+		"This message was not delivered because the user has chosen to stop receiving marketing messages from this business.",
+	},
 }
 
 // errDelivery is the synchronous form of a delivery error

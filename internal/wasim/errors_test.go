@@ -49,25 +49,34 @@ func TestGraphErrors(t *testing.T) {
 		{name: "group recipient", token: token1, body: `{"messaging_product":"whatsapp","recipient_type":"group","to":"15551230001","type":"text","text":{"body":"x"}}`, status: 400, code: 100},
 		{name: "text without body", token: token1, body: `{"messaging_product":"whatsapp","to":"15551230001","type":"text","text":{}}`, status: 400, code: 100, details: "body"},
 		{name: "text too long", token: token1, body: textBody(to, strings.Repeat("a", 4097)), status: 400, code: 100, details: "4096"},
-		{name: "biz_opaque_callback_data too long", token: token1,
+		{
+			name: "biz_opaque_callback_data too long", token: token1,
 			body:   `{"messaging_product":"whatsapp","to":"15551230001","type":"text","text":{"body":"x"},"biz_opaque_callback_data":"` + strings.Repeat("d", 513) + `"}`,
-			status: 400, code: 100, details: "512"},
+			status: 400, code: 100, details: "512",
+		},
 		{name: "image without id or link", token: token1, body: `{"messaging_product":"whatsapp","to":"15551230001","type":"image","image":{}}`, status: 400, code: 100},
 		{name: "interactive without action", token: token1, body: `{"messaging_product":"whatsapp","to":"15551230001","type":"interactive","interactive":{"type":"button"}}`, status: 400, code: 100, details: "action"},
 		{name: "template without language", token: token1, body: `{"messaging_product":"whatsapp","to":"15551230001","type":"template","template":{"name":"help_menu"}}`, status: 400, code: 100, details: "language"},
 		{name: "template without name", token: token1, body: `{"messaging_product":"whatsapp","to":"15551230001","type":"template","template":{"language":{"code":"en_US"}}}`, status: 400, code: 100, details: "name"},
-		{name: "template with bad component", token: token1,
+		{
+			name: "template with bad component", token: token1,
 			body:   `{"messaging_product":"whatsapp","to":"15551230001","type":"template","template":{"name":"help_menu","language":{"code":"en_US"},"components":[{"type":"footer"}]}}`,
-			status: 400, code: 100},
-		{name: "template parameter without text", token: token1,
+			status: 400, code: 100,
+		},
+		{
+			name: "template parameter without text", token: token1,
 			body:   `{"messaging_product":"whatsapp","to":"15551230001","type":"template","template":{"name":"promo_offer","language":{"code":"en_US"},"components":[{"type":"body","parameters":[{"type":"text"}]}]}}`,
-			status: 400, code: 100, details: "text"},
-		{name: "button without index", token: token1,
+			status: 400, code: 100, details: "text",
+		},
+		{
+			name: "button without index", token: token1,
 			body:   `{"messaging_product":"whatsapp","to":"15551230001","type":"template","template":{"name":"help_menu","language":{"code":"en_US"},"components":[{"type":"button","sub_type":"quick_reply","parameters":[{"type":"payload","payload":"x"}]}]}}`,
-			status: 400, code: 100, details: "index"},
+			status: 400, code: 100, details: "index",
+		},
 		{name: "template does not exist", token: token1, body: templateBody(to, "no_such", "en_US"), status: 404, code: 132001, details: "no_such"},
 		{name: "template not in that language", token: token1, body: templateBody(to, "promo_offer", "de_DE", "Ann"), status: 404, code: 132001, details: "de_DE"},
-		{name: "template of another WABA", token: token3, path: "/v23.0/1003/messages", body: templateBody(to, "extra_only_waba1", "en_US"),
+		{
+			name: "template of another WABA", token: token3, path: "/v23.0/1003/messages", body: templateBody(to, "extra_only_waba1", "en_US"),
 			status: 404, code: 132001,
 			before: func(t *testing.T, h *harness) {
 				tm := Template{Name: "extra_only_waba1", Language: "en_US", Category: CategoryUtility, Status: StatusApproved}
@@ -77,7 +86,8 @@ func TestGraphErrors(t *testing.T) {
 				if r := h.send(t, phone1, token1, templateBody(to, "extra_only_waba1", "en_US")); r.status != 200 {
 					t.Fatalf("send in its own WABA: %d %s", r.status, r.raw)
 				}
-			}},
+			},
+		},
 		{name: "template pending", token: token1, body: templateBody(to, "summer_sale_draft", "en_US", "Ann"), status: 404, code: 132001, details: "PENDING"},
 		{name: "template rejected", token: token1, body: templateBody(to, "crypto_giveaway", "en_US"), status: 404, code: 132001, details: "REJECTED"},
 		{name: "template paused", token: token1, body: templateBody(to, "flash_sale", "en_US", "Ann"), status: 400, code: 132015},
@@ -85,34 +95,42 @@ func TestGraphErrors(t *testing.T) {
 		{name: "too few body params", token: token1, body: templateBody(to, "order_confirmation", "en_US", "Ann"), status: 400, code: 132000, details: "body: number of localizable_params (1) does not match the expected number of params (2)"},
 		{name: "too many body params", token: token1, body: templateBody(to, "help_menu", "en_US", "x"), status: 400, code: 132000, details: "(0)"},
 		{name: "missing header param", token: token1, body: templateBody(to, "ticket_update", "en_US", "T-1"), status: 400, code: 132000, details: "header"},
-		{name: "throughput", token: token1, body: templateBody("+15551230002", "help_menu", "en_US"), status: 429, code: 130429,
+		{
+			name: "throughput", token: token1, body: templateBody("+15551230002", "help_menu", "en_US"), status: 429, code: 130429,
 			mod: func(c *Config) { c.Throughput = 1 },
 			before: func(t *testing.T, h *harness) {
 				if r := h.send(t, phone1, token1, templateBody(to, "help_menu", "en_US")); r.status != 200 {
 					t.Fatalf("first send: %d %s", r.status, r.raw)
 				}
-			}},
-		{name: "pair rate", token: token1, body: templateBody(to, "welcome_back", "en_US"), status: 429, code: 131056,
+			},
+		},
+		{
+			name: "pair rate", token: token1, body: templateBody(to, "welcome_back", "en_US"), status: 429, code: 131056,
 			before: func(t *testing.T, h *harness) {
 				if r := h.send(t, phone1, token1, templateBody(to, "help_menu", "en_US")); r.status != 200 {
 					t.Fatalf("first send: %d %s", r.status, r.raw)
 				}
-			}},
+			},
+		},
 		{name: "sync re-engagement", mod: func(c *Config) { c.SyncDeliveryErrors = true }, token: token1, body: textBody(to, "hi"), status: 400, code: 131047, details: "24 hours"},
 		{name: "sync undeliverable", mod: func(c *Config) { c.SyncDeliveryErrors = true }, token: token1, body: templateBody("+15550000000", "help_menu", "en_US"), status: 400, code: 131026},
 		{name: "injected 500", mod: func(c *Config) { c.Faults.Error5xxRatio = 1 }, token: token1, body: textBody(to, "hi"), status: 500, code: 131000, transient: true},
-		{name: "injected 503", mod: func(c *Config) { c.Faults.Error5xxRatio = 1 }, token: token1, body: textBody(to, "hi"), status: 503, code: 2, transient: true,
+		{
+			name: "injected 503", mod: func(c *Config) { c.Faults.Error5xxRatio = 1 }, token: token1, body: textBody(to, "hi"), status: 503, code: 2, transient: true,
 			before: func(t *testing.T, h *harness) {
 				// The 5xx faults alternate by request: burn the first one.
 				h.send(t, phone1, token1, textBody(to, "hi"))
-			}},
-		{name: "webhook queue full", mod: func(c *Config) { c.WebhookQueue = 1 }, token: token1, body: templateBody("+15551230003", "help_menu", "en_US"), status: 503, code: 2, transient: true,
+			},
+		},
+		{
+			name: "webhook queue full", mod: func(c *Config) { c.WebhookQueue = 1 }, token: token1, body: templateBody("+15551230003", "help_menu", "en_US"), status: 503, code: 2, transient: true,
 			before: func(t *testing.T, h *harness) {
 				// Run is not running: the first message's statuses fill the queue.
 				if r := h.send(t, phone1, token1, templateBody(to, "help_menu", "en_US")); r.status != 200 {
 					t.Fatalf("first send: %d %s", r.status, r.raw)
 				}
-			}},
+			},
+		},
 		{name: "templates: unknown token", method: http.MethodGet, path: "/v23.0/2001/message_templates", token: "nope", status: 401, code: 190},
 		{name: "templates: token of another WABA", method: http.MethodGet, path: "/v23.0/2001/message_templates", token: token3, status: 400, code: 100, typ: "GraphMethodException", subcode: 33},
 		{name: "templates: unknown WABA", method: http.MethodGet, path: "/v23.0/2999/message_templates", token: token1, status: 400, code: 100, subcode: 33, typ: "GraphMethodException"},

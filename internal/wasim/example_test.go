@@ -42,8 +42,10 @@ func Example() {
 	defer hook.Close()
 
 	sim, err := wasim.New(wasim.Config{
-		Numbers: []wasim.Number{{PhoneNumberID: "1001", WABAID: "2001", AccessToken: "token",
-			AppSecret: secret, WebhookURL: hook.URL}},
+		Numbers: []wasim.Number{{
+			PhoneNumberID: "1001", WABAID: "2001", AccessToken: "token",
+			AppSecret: secret, WebhookURL: hook.URL,
+		}},
 		Templates:   wasim.DefaultTemplates(),
 		StatusDelay: time.Millisecond,
 	}, nil)

@@ -304,13 +304,19 @@ func testConfig(rc1, rc3 *receiver) Config {
 		Template{Name: "flash_sale", Language: "en_US", Category: CategoryMarketing, Status: StatusPaused, BodyParams: 1},
 		Template{Name: "old_terms", Language: "en_US", Category: CategoryUtility, Status: StatusDisabled},
 		Template{Name: "order_confirmation", Language: "pt_BR", Category: CategoryUtility, Status: StatusApproved, BodyParams: 2},
-		Template{Name: "ticket_update", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 1, HeaderParams: 1,
-			Buttons: []Button{{Type: ButtonQuickReply, Text: "Stop"}, {Type: ButtonURL, Text: "Track", URL: "https://help.example/t/{{1}}"}}},
-		Template{Name: "new_arrivals", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1, HeaderFormat: HeaderImage,
-			Buttons: []Button{{Type: ButtonURL, Text: "Shop", URL: "https://shop.example/new"}, {Type: ButtonPhoneNumber, Text: "Call", PhoneNumber: "+15550100"}}},
+		Template{
+			Name: "ticket_update", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, BodyParams: 1, HeaderParams: 1,
+			Buttons: []Button{{Type: ButtonQuickReply, Text: "Stop"}, {Type: ButtonURL, Text: "Track", URL: "https://help.example/t/{{1}}"}},
+		},
+		Template{
+			Name: "new_arrivals", Language: "en_US", Category: CategoryMarketing, Status: StatusApproved, BodyParams: 1, HeaderFormat: HeaderImage,
+			Buttons: []Button{{Type: ButtonURL, Text: "Shop", URL: "https://shop.example/new"}, {Type: ButtonPhoneNumber, Text: "Call", PhoneNumber: "+15550100"}},
+		},
 		Template{Name: "store_visit", Language: "en_US", Category: CategoryUtility, Status: StatusApproved, HeaderFormat: HeaderLocation},
-		Template{Name: "login_code", Language: "en_US", Category: CategoryAuthentication, Status: StatusApproved, BodyParams: 1,
-			Buttons: []Button{{Type: ButtonOTP, Text: "Copy code"}}},
+		Template{
+			Name: "login_code", Language: "en_US", Category: CategoryAuthentication, Status: StatusApproved, BodyParams: 1,
+			Buttons: []Button{{Type: ButtonOTP, Text: "Copy code"}},
+		},
 	)
 	return Config{
 		Numbers: []Number{

@@ -293,11 +293,13 @@ func (h jobHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
 }
+
 func (h *jobHeap) Push(x any) {
 	j := x.(*job)
 	j.index = len(*h)
 	*h = append(*h, j)
 }
+
 func (h *jobHeap) Pop() any {
 	old := *h
 	n := len(old)
