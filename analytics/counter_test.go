@@ -110,18 +110,26 @@ func TestCounterCrashBetweenInsertAndCommit(t *testing.T) {
 	}
 	produceFacts(t, cl, recs)
 
-	crashed := make(chan struct{})
-	_, stop1 := runCounterWith(t, c, conn, Config{}, func(cn *Counter) {
-		crash := func() error { close(crashed); return errors.New("killed between insert and commit") }
-		cn.crashAfterInsert.Store(&crash)
-	})
+	// The first counter crashes after its first insert: Run ends by itself
+	// with the crash (not cancelled: a cancel racing the crash would make
+	// Run return nil, as for a shutdown).
+	first, err := NewCounter(Config{}, c.Config, conn, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crash := func() error { return errors.New("killed between insert and commit") }
+	first.crashAfterInsert.Store(&crash)
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	ran := make(chan error, 1)
+	go func() { ran <- first.Run(runCtx) }()
 	select {
-	case <-crashed:
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Fatalf("Run returned %v, want the crash", err)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the first counter inserted nothing")
-	}
-	if err := stop1(); err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("Run returned %v, want the crash", err)
 	}
 	inserted := count(t, conn, "SELECT count() FROM fact_log")
 	if inserted == 0 {
