@@ -1,7 +1,6 @@
 package schemas
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/go-faster/city"
@@ -138,51 +137,37 @@ func (f *DispatchFacts) Marshal() ([]byte, error) {
 
 // AppendJSON appends the record's JSON encoding to b (V as it is).
 func (f *DispatchFacts) AppendJSON(b []byte) []byte {
-	b = append(b, `{"v":`...)
-	b = strconv.AppendInt(b, int64(f.V), 10)
-	b = appendField(b, "app", f.App, false)
-	b = appendField(b, "dispatch_id", f.DispatchID, false)
-	b = appendField(b, "day", f.Day, false)
-	b = appendField(b, "source_kind", f.SourceKind, true)
-	b = appendField(b, "source_name", f.SourceName, true)
-	b = appendField(b, "template", f.Template, true)
-	b = appendField(b, "category", f.Category, true)
-	b = appendField(b, "country", f.Country, true)
-	b = append(b, `,"facts":`...)
+	w := jsonenc.Object{B: b}
+	w.Int("v", int64(f.V))
+	w.Str("app", f.App)
+	w.Str("dispatch_id", f.DispatchID)
+	w.Str("day", f.Day)
+	w.OptStr("source_kind", f.SourceKind)
+	w.OptStr("source_name", f.SourceName)
+	w.OptStr("template", f.Template)
+	w.OptStr("category", f.Category)
+	w.OptStr("country", f.Country)
+	w.Key("facts")
 	if f.Facts == nil {
-		b = append(b, "null"...)
+		w.B = append(w.B, "null"...)
 	} else {
-		b = append(b, '[')
+		w.B = append(w.B, '[')
 		for i := range f.Facts {
 			if i > 0 {
-				b = append(b, ',')
+				w.B = append(w.B, ',')
 			}
 			x := &f.Facts[i]
-			b = append(b, `{"state":`...)
-			b = jsonenc.String(b, x.State)
-			b = appendField(b, "detail", x.Detail, true)
-			if x.Amount != 0 {
-				b = append(b, `,"amount":`...)
-				b = strconv.AppendInt(b, x.Amount, 10)
-			}
-			b = appendField(b, "currency", x.Currency, true)
-			b = append(b, `,"time":"`...)
-			b = x.Time.AppendFormat(b, time.RFC3339Nano)
-			b = append(b, `"}`...)
+			o := jsonenc.Object{B: w.B}
+			o.Str("state", x.State)
+			o.OptStr("detail", x.Detail)
+			o.OptInt("amount", x.Amount)
+			o.OptStr("currency", x.Currency)
+			o.Key("time")
+			o.B = append(x.Time.AppendFormat(append(o.B, '"'), time.RFC3339Nano), '"')
+			w.B, _ = o.End()
 		}
-		b = append(b, ']')
+		w.B = append(w.B, ']')
 	}
-	return append(b, '}')
-}
-
-// appendField appends ,"name":"value", or nothing for an empty value when
-// omitEmpty.
-func appendField(b []byte, name, v string, omitEmpty bool) []byte {
-	if omitEmpty && v == "" {
-		return b
-	}
-	b = append(b, ',', '"')
-	b = append(b, name...)
-	b = append(b, '"', ':')
-	return jsonenc.String(b, v)
+	b, _ = w.End()
+	return b
 }

@@ -98,16 +98,17 @@ type Object struct {
 }
 
 // Key writes the separator and the name of the next field; the caller
-// appends its value to B.
+// appends its value to B. Names are a struct's JSON names: written as
+// they are, they must need no escaping.
 func (o *Object) Key(name string) {
 	if o.open {
-		o.B = append(o.B, ',')
+		o.B = append(o.B, ',', '"')
 	} else {
-		o.B = append(o.B, '{')
+		o.B = append(o.B, '{', '"')
 		o.open = true
 	}
-	o.B = String(o.B, name)
-	o.B = append(o.B, ':')
+	o.B = append(o.B, name...)
+	o.B = append(o.B, '"', ':')
 }
 
 // Str writes a string field.
