@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -89,6 +90,19 @@ func (p *Profile) mergeMark(from string) (i int, done, ok bool) {
 // earlier ids risks it).
 const maxMerges = 16
 
+// addMergeMark adds p's mark for the earlier profile from, done or asked
+// for, dropping the oldest past maxMerges.
+func (p *Profile) addMergeMark(from string, done bool) {
+	if len(p.merges) >= maxMerges {
+		p.merges = slices.Delete(p.merges, 0, len(p.merges)-maxMerges+1)
+	}
+	m := idHash(from) &^ 1
+	if done {
+		m |= 1
+	}
+	p.merges = append(p.merges, m)
+}
+
 // askMerges appends a pull for each earlier profile e names that p has not
 // asked for, and marks p as waiting for it (p is saved by the caller).
 func (s *Segmenter) askMerges(out []*kgo.Record, key []byte, e *schemas.Event, p *Profile) []*kgo.Record {
@@ -96,10 +110,7 @@ func (s *Segmenter) askMerges(out []*kgo.Record, key []byte, e *schemas.Event, p
 		if _, _, ok := p.mergeMark(from); ok {
 			continue
 		}
-		if len(p.merges) >= maxMerges {
-			p.merges = slices.Delete(p.merges, 0, len(p.merges)-maxMerges+1)
-		}
-		p.merges = append(p.merges, idHash(from)&^1)
+		p.addMergeMark(from, false)
 		out = s.mergeStep(out, e, schemas.MergePull, from, string(key), nil)
 	}
 	return out
@@ -163,10 +174,7 @@ func (s *Segmenter) runMerge(out []*kgo.Record, rec *kgo.Record, key []byte, e *
 		who := identity(e.App, idOf(key))
 		for _, sg := range s.segs.of(e.App) {
 			if p.in(sg.id) {
-				if r, err := segmentEvent(e.ID, who, sg.name, false, now); err == nil {
-					out = append(out, r)
-					s.m.segmentChanges.WithLabelValues(schemas.EventSegmentExited).Inc()
-				}
+				out = s.moveSegment(out, e.ID, who, p, sg, false, now)
 			}
 		}
 		p.segments, p.journeys = nil, nil
@@ -192,25 +200,13 @@ func (s *Segmenter) runMerge(out []*kgo.Record, rec *kgo.Record, key []byte, e *
 		if ok {
 			p.merges[i] |= 1
 		} else {
-			if len(p.merges) >= maxMerges {
-				p.merges = slices.Delete(p.merges, 0, len(p.merges)-maxMerges+1)
-			}
-			p.merges = append(p.merges, idHash(m.From)|1)
+			p.addMergeMark(m.From, true)
 		}
 		who := identity(e.App, idOf(key))
+		s.entered = s.entered[:0]
 		for _, sg := range s.segs.of(e.App) {
-			member := sg.f.Match(p, now)
-			if member == p.in(sg.id) {
-				continue
-			}
-			p.setIn(sg.id, member)
-			if r, err := segmentEvent(e.ID, who, sg.name, member, now); err == nil {
-				out = append(out, r)
-				name := schemas.EventSegmentExited
-				if member {
-					name = schemas.EventSegmentEntered
-				}
-				s.m.segmentChanges.WithLabelValues(name).Inc()
+			if member := sg.f.Match(p, now); member != p.in(sg.id) {
+				out = s.moveSegment(out, e.ID, who, p, sg, member, now)
 			}
 		}
 		out = s.mergeStep(out, e, schemas.MergeDone, m.From, m.Into, nil)
@@ -255,7 +251,7 @@ func (s *Segmenter) forward(out []*kgo.Record, rec *kgo.Record, key []byte, e *s
 		// was merged): they concern it, not the user.
 		return out
 	}
-	user, ok := cutPrefix(idOf([]byte(p.mergedInto)), "user:")
+	user, ok := strings.CutPrefix(string(idOf([]byte(p.mergedInto))), "user:")
 	if !ok {
 		return s.deadLetter(out, rec, fmt.Sprintf("forwarding an event of a merged profile: %q is not a user's profile key", p.mergedInto))
 	}
@@ -269,14 +265,6 @@ func (s *Segmenter) forward(out []*kgo.Record, rec *kgo.Record, key []byte, e *s
 	out = append(out, &kgo.Record{Topic: schemas.TopicEvents, Key: f.Key(), Value: b})
 	p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
 	return s.saveMerged(out, rec, key, e, p, true, identity(e.App, idOf(key)), false)
-}
-
-// cutPrefix is strings.CutPrefix for a key.
-func cutPrefix(b []byte, prefix string) (string, bool) {
-	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
-		return "", false
-	}
-	return string(b[len(prefix):]), true
 }
 
 // empty reports whether p holds no data of a user (a new profile, or a

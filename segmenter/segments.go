@@ -71,19 +71,6 @@ type change struct {
 	defaults bool           // a default tag (or a field one reads) may have changed
 }
 
-// affects reports whether c can change sg's result.
-func (sg *savedSegment) affects(c change) bool {
-	if sg.always || (c.defaults && sg.defaults) || sg.events[c.event] {
-		return true
-	}
-	for name := range c.tags {
-		if sg.tags[name] {
-			return true
-		}
-	}
-	return false
-}
-
 // segments are the saved segments of every app, as read from
 // TopicSegments. Safe for concurrent use.
 type segments struct {
@@ -143,7 +130,9 @@ func newSegIndex(list []*savedSegment) *segIndex {
 }
 
 // candidates sets in mask (len(ix.always) words) the segments c can
-// affect: the same set as savedSegment.affects, segment by segment.
+// affect: every segment that reads a tag c names, reads its event, reads
+// a default tag when c.defaults, or reads nothing a change names
+// (TestSegIndexMatchesAffects checks it segment by segment).
 func (ix *segIndex) candidates(mask []uint64, c change) {
 	copy(mask, ix.always)
 	or := func(b []uint64) {
@@ -296,8 +285,14 @@ func (s *Segmenter) evalSegment(out []*kgo.Record, e *schemas.Event, p *Profile,
 	if member == p.in(sg.id) {
 		return out
 	}
+	return s.moveSegment(out, e.ID, e, p, sg, member, now)
+}
+
+// moveSegment puts p, the profile of who, in or out of sg and appends the
+// segment event of the move, with an id derived from seed.
+func (s *Segmenter) moveSegment(out []*kgo.Record, seed string, who *schemas.Event, p *Profile, sg *savedSegment, member bool, now time.Time) []*kgo.Record {
 	p.setIn(sg.id, member)
-	r, err := segmentEvent(e.ID, e, sg.name, member, now)
+	r, err := segmentEvent(seed, who, sg.name, member, now)
 	if err != nil { // cannot happen: plain fields
 		return out
 	}

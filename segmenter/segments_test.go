@@ -230,3 +230,17 @@ func TestSegIndexMatchesAffects(t *testing.T) {
 		}
 	}
 }
+
+// affects reports whether c can change sg's result, one segment at a
+// time: the oracle of TestSegIndexMatchesAffects.
+func (sg *savedSegment) affects(c change) bool {
+	if sg.always || (c.defaults && sg.defaults) || sg.events[c.event] {
+		return true
+	}
+	for name := range c.tags {
+		if sg.tags[name] {
+			return true
+		}
+	}
+	return false
+}
