@@ -510,17 +510,23 @@ func TestBreakerPausesWithoutWorker(t *testing.T) {
 	d, stop := startDispatcher(t, c, meta, Config{
 		MaxAttempts: 2, Concurrency: 1, PairInterval: -1,
 		MaxHold: time.Minute, MaxBatchTime: time.Minute,
-		Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: time.Second},
+		// Long enough that "other" is read and sent well inside the pause
+		// even on a loaded CI machine under -race (1 s was not).
+		Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: 5 * time.Second},
 	})
 	if o := readOutcomes(t, c, 1)[0]; o.State != schemas.OutcomeFailed {
 		t.Fatalf("broken: %+v", o)
 	}
 	b := d.breakers.get("whatsapp", "1002")
-	if b.pausedUntil().IsZero() {
+	until := b.pausedUntil()
+	if until.IsZero() {
 		t.Fatal("breaker of 1002 not open")
 	}
 	// In record order: paused (open breaker) first, then other (1001).
 	produce(t, c.Client(t), dispatchRecord(t, r("paused", "1002", "+15550000002")), dispatchRecord(t, r("other", "1001", "+15550000003")))
+	if produced := time.Now(); !produced.Before(until) {
+		t.Fatalf("produced at %v, after the pause ended at %v: the test cannot tell waiting from holding", produced, until)
+	}
 	outs := readOutcomes(t, c, 3)
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -531,11 +537,15 @@ func TestBreakerPausesWithoutWorker(t *testing.T) {
 		}
 	}
 	var ids []string
-	for _, c := range meta.allCalls() {
+	calls := meta.allCalls()
+	for _, c := range calls {
 		ids = append(ids, c.ID)
 	}
 	if !slices.Equal(ids, []string{"broken", "broken", "other", "paused"}) {
 		t.Fatalf("calls %v, want other's before paused's (paused must not hold the worker)", ids)
+	}
+	if other, paused := calls[2].Time, calls[3].Time; !other.Before(until) || paused.Before(until.Add(-10*time.Millisecond)) {
+		t.Fatalf("other sent at %v, paused at %v; want other during the pause and paused at its end %v", other, paused, until)
 	}
 	if s := b.cb.State().String(); s != "closed" {
 		t.Fatalf("breaker %s after the probe, want closed", s)
