@@ -23,7 +23,9 @@ type Config struct {
 	// password is never logged. Default "clickhouse://127.0.0.1:9000/default".
 	DSN string `yaml:"dsn"`
 	// BatchRows is the most rows one INSERT carries, and the most records
-	// one poll hands to the sink; bigger batches are split. ClickHouse
+	// of one chunk of a poll (a poll takes up to four chunks, the next
+	// decoded while the one before is inserted); bigger batches are
+	// split. ClickHouse
 	// inserts big blocks much faster than small ones (each INSERT writes a
 	// part per table and runs the views once): 50,000 rows a table insert
 	// about twice as fast as 10,000 (docs/BENCHMARKS.md). Default 50000.

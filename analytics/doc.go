@@ -33,13 +33,16 @@
 //
 // A Sink is a consumer-group member (group Config.Group) driven by
 // kafka.RunDrainingN (on shutdown the batch in hand is inserted and
-// committed first): each polled batch (at most Config.BatchRows records)
-// is decoded into row slices reused from batch to batch, split by table
-// and inserted with clickhouse-go's batch API, column by column (at most
-// Config.BatchRows rows per insert), up to three tables at once (each
-// INSERT runs on one server thread; attribution orders its own inserts);
-// the batch's offsets are marked for commit only after ClickHouse
-// acknowledged every insert. ClickHouse errors are retried with
+// committed first): each polled batch (at most four times
+// Config.BatchRows records) is written in chunks of BatchRows records, in
+// order, the next chunk decoded on another goroutine while the one before
+// is inserted (ClickHouse's work and the Go side's overlap; at most two
+// chunks' rows are held). A chunk is decoded into row slices reused from
+// chunk to chunk, split by table and inserted with clickhouse-go's batch
+// API, column by column (at most Config.BatchRows rows per insert), up to
+// three tables at once (each INSERT runs on one server thread; attribution
+// orders its own inserts); the batch's offsets are marked for commit only
+// after ClickHouse acknowledged every insert of every chunk. ClickHouse errors are retried with
 // backoff until the context ends; while they last, fetching is paused
 // (kgo.Client.PauseFetchTopics), so memory holds the batch in hand and at
 // most the fetch that was in flight, and consumption resumes by itself.
@@ -54,8 +57,8 @@
 // stored with U+FFFD in place of each bad sequence.
 //
 // Batches are formed by size and time: a poll hands over whatever is
-// buffered (up to BatchRows records); after inserting a batch smaller than
-// that the sink waits out the rest of Config.FlushInterval before polling
+// buffered (up to four times BatchRows records); after inserting a batch
+// smaller than BatchRows the sink waits out the rest of Config.FlushInterval before polling
 // again, so records arriving meanwhile go into the next insert and a quiet
 // stream makes at most one insert per table per FlushInterval (ClickHouse
 // wants few, large inserts) while the first record after a pause is inserted

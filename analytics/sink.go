@@ -42,10 +42,11 @@ type Sink struct {
 
 	// metas remembers recent dispatches for attribution (attribute.go).
 	metas metaCache
-	// scratch holds the row slices of the last batch for the next one to
-	// reuse, and facts the slice of attributed facts (only the goroutine
-	// of Write uses them: Write is not called concurrently).
-	scratch rows
+	// scratch holds the row slices of the last chunks for the next ones to
+	// reuse (writeChunks: one being stored, one decoded ahead), and facts
+	// the slice of attributed facts (only the goroutine of Write uses it:
+	// Write is not called concurrently).
+	scratch chan rows
 	facts   []factRow
 	// paused is set while fetching is paused because ClickHouse refuses
 	// inserts (the concurrent inserts of one Write may set it).
@@ -92,7 +93,10 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 	if err != nil {
 		return nil, fmt.Errorf("creating analytics kafka client: %w", err)
 	}
-	return &Sink{cfg: cfg, cl: cl, conn: conn, log: log, m: m, counter: newCounter(cfg, kcfg, conn, log, m)}, nil
+	scratch := make(chan rows, 2)
+	scratch <- rows{}
+	scratch <- rows{}
+	return &Sink{cfg: cfg, cl: cl, conn: conn, log: log, m: m, scratch: scratch, counter: newCounter(cfg, kcfg, conn, log, m)}, nil
 }
 
 // Run consumes until ctx is done (then it returns nil after committing what
@@ -121,8 +125,16 @@ func (s *Sink) runSink(ctx context.Context) error {
 	// A stop finishes the insert in hand and commits it. A poll hands over
 	// at most BatchRows records, so that each table's insert carries up to
 	// about BatchRows rows (a record makes at most one row of most tables).
-	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, func() int { return s.cfg.BatchRows }, s.handle)
+	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.pollRecords, s.handle)
 }
+
+// writeChunks is how many chunks of Config.BatchRows records a poll hands
+// to Write at most: Write decodes the next chunk while it stores the one
+// before, so ClickHouse's work and the Go side's overlap on a small host.
+const writeChunks = 4
+
+// pollRecords is the most records a poll hands to handle.
+func (s *Sink) pollRecords() int { return s.cfg.BatchRows * writeChunks }
 
 // Close closes the Kafka client. Call it after Run returned.
 func (s *Sink) Close() { s.cl.Close() }
@@ -168,8 +180,57 @@ func (s *Sink) handle(ctx context.Context, recs []*kgo.Record) error {
 // limit before any insert, and those with a row ClickHouse itself refuses
 // (found by splitting the refused insert in halves down to single rows;
 // see isRowError); the other rows of the batch are inserted.
+//
+// A batch of more than BatchRows records is written in chunks of
+// BatchRows, in order: the next chunk is decoded (on another goroutine)
+// while the one before is stored, so at most two chunks' rows are held.
 func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kgo.Record, err error) {
-	r := s.decode(recs)
+	n := s.cfg.BatchRows
+	if len(recs) <= n {
+		return s.writeChunk(ctx, recs, s.decode(recs, <-s.scratch))
+	}
+	chunks := make(chan decoded) // the decoder waits for scratch, not here
+	done := make(chan struct{})
+	go func() {
+		defer close(chunks)
+		for i := 0; i < len(recs); i += n {
+			var r rows
+			select {
+			case r = <-s.scratch:
+			case <-done:
+				return
+			}
+			d := s.decode(recs[i:min(i+n, len(recs))], r)
+			select {
+			case chunks <- d:
+			case <-done:
+				s.scratch <- d.rows
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		for d := range chunks { // what the decoder had ready, until it ends
+			s.scratch <- d.rows
+		}
+	}()
+	i := 0
+	for d := range chunks {
+		dls, err := s.writeChunk(ctx, recs[i:min(i+n, len(recs))], d)
+		if err != nil {
+			return nil, err
+		}
+		deadLetters = append(deadLetters, dls...)
+		i += n
+	}
+	return deadLetters, nil
+}
+
+// writeChunk stores the rows r decoded from recs and returns the
+// dead-letter records of recs (see Write); r's slices go back to
+// Sink.scratch.
+func (s *Sink) writeChunk(ctx context.Context, recs []*kgo.Record, r decoded) (deadLetters []*kgo.Record, err error) {
 	reasons := make(map[int]string, len(r.failed))
 	for _, f := range r.failed {
 		reasons[f.src] = f.reason
@@ -177,8 +238,8 @@ func (s *Sink) Write(ctx context.Context, recs []*kgo.Record) (deadLetters []*kg
 	s.m.batchRows.Observe(float64(r.len()))
 	rejected, err := s.store(ctx, &r.rows)
 	// ClickHouse has copies of the rows now (or they will be decoded
-	// again): their slices serve the next batch.
-	s.scratch = r.rows
+	// again): their slices serve a later chunk.
+	s.scratch <- r.rows
 	if err != nil {
 		return nil, err
 	}
@@ -223,12 +284,11 @@ type failure struct {
 	reason string
 }
 
-// decode decodes recs into the rows of the last batch's slices, which it
-// takes over (see Sink.scratch): a batch allocates only what the slices
-// must grow by.
-func (s *Sink) decode(recs []*kgo.Record) decoded {
-	d := decoded{rows: s.scratch}
-	s.scratch = rows{}
+// decode decodes recs into r, the slices of an earlier chunk (see
+// Sink.scratch): a chunk allocates only what the slices must grow by. It
+// reads nothing the goroutine of Write changes.
+func (s *Sink) decode(recs []*kgo.Record, r rows) decoded {
+	d := decoded{rows: r}
 	d.reset()
 	d.pricer = s.cfg.Pricer
 	for i, rec := range recs {

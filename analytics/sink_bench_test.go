@@ -85,8 +85,8 @@ func BenchmarkWrite(b *testing.B) {
 //   - sink_insert: the decoded rows of 200,000 records (HERALD_BENCH_RECORDS)
 //     inserted as the sink
 //     does (Config.BatchRows rows per INSERT, tables concurrently);
-//   - sink_write: Write of the same records in polls of BatchRows (JSON
-//     decode included);
+//   - sink_write: Write of the same records in polls as Run makes them
+//     (JSON decode included, overlapping the inserts of the chunk before);
 //   - client_native: the same rows exported with SELECT ... FORMAT Native
 //     and inserted with `clickhouse-client --query "INSERT ... FORMAT
 //     Native" < file`, one file per table.
@@ -138,7 +138,7 @@ func BenchmarkSinkVsClient(b *testing.B) {
 			_, conn := migratedDB(b)
 			s, _, _ := newSink(b, cfg, conn)
 			b.StartTimer()
-			poll := s.cfg.BatchRows // as Run polls
+			poll := s.pollRecords() // as Run polls
 			for i := 0; i < len(recs); i += poll {
 				if _, err := s.Write(b.Context(), recs[i:min(i+poll, len(recs))]); err != nil {
 					b.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -282,8 +283,16 @@ func TestReconciledOutcomeSupersedesInDoubt(t *testing.T) {
 }
 
 func TestWriteDeadLettersPoison(t *testing.T) {
+	// In one chunk, and in chunks of 4 records (Write decodes the next
+	// chunk while it stores the one before).
+	for _, batchRows := range []int{0, 4} {
+		t.Run(fmt.Sprintf("batch_rows=%d", batchRows), func(t *testing.T) { testWriteDeadLettersPoison(t, batchRows) })
+	}
+}
+
+func testWriteDeadLettersPoison(t *testing.T, batchRows int) {
 	_, conn := migratedDB(t)
-	s, _, _ := newSink(t, Config{}, conn)
+	s, _, _ := newSink(t, Config{BatchRows: batchRows}, conn)
 	o := offsets{}
 	good := inbound("good-1", "demo", "+8801711000001", "hi", base)
 	goodOut := outcome("good-d", "demo", schemas.OutcomeAccepted, "welcome", base)
@@ -369,17 +378,80 @@ func TestWriteDeadLettersPoison(t *testing.T) {
 func TestWriteSplitsLargeBatches(t *testing.T) {
 	_, conn := migratedDB(t)
 	s, _, reg := newSink(t, Config{BatchRows: 4}, conn)
-	if _, err := s.Write(t.Context(), dataset(t)); err != nil {
+	recs := dataset(t)
+	if _, err := s.Write(t.Context(), recs); err != nil {
 		t.Fatal(err)
 	}
-	// 15 events, 6 statuses, 5 messages in inserts of at most 4 rows.
-	for table, want := range map[string]uint64{"events": 4, "statuses": 2, "messages": 2} {
+	// Written in chunks of 4 records, each table's rows of a chunk in one
+	// insert: as many inserts into a table as chunks with rows for it.
+	want := map[string]uint64{}
+	for i := 0; i < len(recs); i += 4 {
+		var r rows
+		for j, rec := range recs[i:min(i+4, len(recs))] {
+			if err := r.add(rec, j); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for table, n := range map[string]int{"events": len(r.events), "statuses": len(r.statuses), "messages": len(r.messages)} {
+			if n > 0 {
+				want[table]++
+			}
+		}
+	}
+	if want["events"] < 3 {
+		t.Fatalf("the data set makes %d chunks with events: too few to test chunking", want["events"])
+	}
+	for table, want := range want {
 		if n, _ := histogram(t, reg, "herald_analytics_insert_duration_seconds", table); n != want {
 			t.Errorf("%d inserts into %s, want %d", n, table, want)
 		}
 	}
-	if got := count(t, conn, "SELECT count() FROM events"); got != 15 {
-		t.Fatalf("events holds %d rows, want 15", got)
+	// 15 events, 6 statuses, 5 messages.
+	for table, want := range map[string]uint64{"events": 15, "statuses": 6, "messages": 5} {
+		if got := count(t, conn, "SELECT count() FROM "+table); got != want {
+			t.Errorf("%s holds %d rows, want %d", table, got, want)
+		}
+	}
+}
+
+// TestWriteEndsChunksWhenContextEnds: a chunked Write whose inserts fail
+// returns when its context ends, with the decoder goroutine gone and the
+// scratch rows back, so the next Write neither blocks nor loses rows.
+func TestWriteEndsChunksWhenContextEnds(t *testing.T) {
+	_, conn := migratedDB(t)
+	s, _, _ := newSink(t, Config{BatchRows: 4}, conn)
+	renameTable(t, conn, "statuses", "statuses_away")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(ctx, dataset(t))
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "a failed insert into statuses", func() bool {
+		return value(t, s.m.insertErrors.WithLabelValues("statuses")) >= 1
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Write returned nil with its inserts failing")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Write did not return after its context ended")
+	}
+	if n := len(s.scratch); n != cap(s.scratch) {
+		t.Fatalf("%d of %d scratch rows back after Write returned", n, cap(s.scratch))
+	}
+	renameTable(t, conn, "statuses_away", "statuses")
+	if _, err := s.Write(t.Context(), dataset(t)); err != nil {
+		t.Fatal(err)
+	}
+	// (The first Write stored the other tables' rows of its first chunks:
+	// FINAL collapses them with the second's.)
+	for table, want := range map[string]uint64{"statuses": 6, "messages": 5} {
+		if got := count(t, conn, "SELECT count() FROM "+table+" FINAL"); got != want {
+			t.Errorf("%s holds %d rows, want %d", table, got, want)
+		}
 	}
 }
 
