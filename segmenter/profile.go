@@ -332,15 +332,26 @@ func defaultName(k schemas.EventKind) string {
 	return ""
 }
 
-// apply applies e to p. It returns dup when e's id is one of the last ids
-// applied (a redelivered batch, a producer retry): p is then unchanged, so
-// counters are not counted twice. ignoredTags counts tag values of a type
-// Herald does not store (objects).
-func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
+// applied is what apply did: dup when e's id is one of the last ids
+// applied (a redelivered batch, a producer retry: p is then unchanged, so
+// counters are not counted twice); ignoredTags counts tag values of a type
+// Herald does not store (objects); defaults is set when e changed what of
+// the profile ProfileTags carries besides its tags (registration, user id,
+// language, country, timezone, profile name, application version, first
+// install, last application open), which decides the TopicTags record and
+// the segments on default tags.
+type applied struct {
+	dup         bool
+	ignoredTags int
+	defaults    bool
+}
+
+// apply applies e to p (see applied).
+func (p *Profile) apply(e *schemas.Event) (a applied) {
 	h := idHash(e.ID)
 	for _, r := range p.recent {
 		if r == h {
-			return true, 0
+			return applied{dup: true}
 		}
 	}
 	if len(p.recent) >= recentIDs {
@@ -358,19 +369,21 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 			p.LastSeen = t
 		}
 		// Events carry what the producer knows now: latest wins.
-		setIf(&p.UserID, e.UserID)
-		setIf(&p.Language, e.Language)
-		setIf(&p.Timezone, e.Timezone)
-		setIf(&p.Country, e.Country)
-		setIf(&p.AppVersion, e.AppVersion)
+		a.defaults = setIf(&p.UserID, e.UserID)
+		a.defaults = setIf(&p.Language, e.Language) || a.defaults
+		a.defaults = setIf(&p.Timezone, e.Timezone) || a.defaults
+		a.defaults = setIf(&p.Country, e.Country) || a.defaults
+		a.defaults = setIf(&p.AppVersion, e.AppVersion) || a.defaults
 		if e.DeviceType != 0 {
 			p.DeviceType = e.DeviceType
 		}
 	}
 	switch e.Kind {
 	case schemas.KindRegister:
+		a.defaults = a.defaults || !p.Registered
 		p.Registered = true
 		if p.FirstInstall.IsZero() || t.Before(p.FirstInstall) {
+			a.defaults = a.defaults || !t.Equal(p.FirstInstall) || p.FirstInstall.Location() != t.Location()
 			p.FirstInstall = t
 		}
 		if n, ok := strings.CutPrefix(e.HWID, "whatsapp:"); ok && n != "" {
@@ -380,18 +393,22 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 		if e.PushToken != "" {
 			p.addPushToken(e.PushToken)
 		}
-		ignoredTags = p.mergeTags(e.Tags, e.TagOps)
+		a.ignoredTags = p.mergeTagsNoting(e.Tags, e.TagOps, &a.defaults)
 	case schemas.KindUnregister:
+		a.defaults = a.defaults || p.Registered
 		p.Registered = false
 	case schemas.KindTags:
-		ignoredTags = p.mergeTags(e.Tags, e.TagOps)
+		a.ignoredTags = p.mergeTagsNoting(e.Tags, e.TagOps, &a.defaults)
 	case schemas.KindInbound:
 		if t.After(p.LastInbound) {
 			p.LastInbound = t
 		}
 		p.WhatsApp = e.Inbound.From
-		if e.Inbound.ProfileName != "" {
-			p.setTag(TagProfileName, Tag{Kind: TagString, Str: e.Inbound.ProfileName})
+		if name := e.Inbound.ProfileName; name != "" {
+			if old, ok := p.Tags[TagProfileName]; !ok || old.Str != name {
+				a.defaults = true
+			}
+			p.setTag(TagProfileName, Tag{Kind: TagString, Str: name})
 		}
 	}
 	name := e.Name
@@ -399,9 +416,23 @@ func (p *Profile) apply(e *schemas.Event) (dup bool, ignoredTags int) {
 		name = defaultName(e.Kind)
 	}
 	if name != "" {
-		ignoredTags += p.count(name, t, e.Attributes)
+		var lastOpen bool
+		a.ignoredTags += p.count(name, t, e.Attributes, &lastOpen)
+		a.defaults = a.defaults || lastOpen
 	}
-	return false, ignoredTags
+	return a
+}
+
+// mergeTagsNoting is mergeTags, setting *defaults when the tags changed the
+// profile name (TagProfileName, a default tag kept in Tags).
+func (p *Profile) mergeTagsNoting(tags map[string]any, ops map[string]string, defaults *bool) (ignored int) {
+	if _, ok := tags[TagProfileName]; !ok {
+		return p.mergeTags(tags, ops)
+	}
+	before := p.Tags[TagProfileName].Str
+	ignored = p.mergeTags(tags, ops)
+	*defaults = *defaults || p.Tags[TagProfileName].Str != before
+	return ignored
 }
 
 // addPushToken adds tok as the newest token, dropping the oldest past
@@ -439,7 +470,8 @@ func eventAttrs(attrs map[string]any) (out []Attr, ignored int) {
 	if len(attrs) == 0 {
 		return nil, 0
 	}
-	names := make([]string, 0, len(attrs))
+	var buf [8]string // most events have a few attributes: no allocation
+	names := buf[:0]
 	for name := range attrs {
 		names = append(names, name)
 	}
@@ -465,10 +497,13 @@ func tagBytes(t Tag) int {
 	return n
 }
 
-func setIf(dst *string, v string) {
-	if v != "" {
-		*dst = v
+// setIf sets *dst to v unless v is empty, and says whether *dst changed.
+func setIf(dst *string, v string) bool {
+	if v == "" || *dst == v {
+		return false
 	}
+	*dst = v
+	return true
 }
 
 func (p *Profile) setTag(name string, t Tag) {
@@ -555,8 +590,9 @@ func listOp(old, l []string, add bool) []string {
 // count counts one event of name at t with attrs, replacing the least
 // recently seen name when MaxEventNames are counted already. The
 // attributes are kept when the event is the latest of its name. It returns
-// the number of attributes not kept.
-func (p *Profile) count(name string, t time.Time, attrs map[string]any) (ignored int) {
+// the number of attributes not kept, and sets *lastOpen when the time of
+// the latest schemas.EventApplicationOpen changed (a default tag).
+func (p *Profile) count(name string, t time.Time, attrs map[string]any, lastOpen *bool) (ignored int) {
 	for i := range p.Events {
 		c := &p.Events[i]
 		if c.Name == name {
@@ -565,6 +601,9 @@ func (p *Profile) count(name string, t time.Time, attrs map[string]any) (ignored
 				c.First = t
 			}
 			if !t.Before(c.Last) {
+				if c.Last != t && name == schemas.EventApplicationOpen {
+					*lastOpen = true
+				}
 				c.Last = t
 				c.Attrs, ignored = eventAttrs(attrs)
 			}
@@ -578,7 +617,13 @@ func (p *Profile) count(name string, t time.Time, attrs map[string]any) (ignored
 				oldest = i
 			}
 		}
+		if p.Events[oldest].Name == schemas.EventApplicationOpen && !p.Events[oldest].Last.IsZero() {
+			*lastOpen = true
+		}
 		p.Events = append(p.Events[:oldest], p.Events[oldest+1:]...)
+	}
+	if name == schemas.EventApplicationOpen && !t.IsZero() {
+		*lastOpen = true
 	}
 	c := EventCount{Name: name, Count: 1, First: t, Last: t}
 	c.Attrs, ignored = eventAttrs(attrs)

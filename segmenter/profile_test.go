@@ -1,6 +1,8 @@
 package segmenter
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -15,11 +17,10 @@ func TestMergeTagOps(t *testing.T) {
 	apply := func(tags map[string]any, ops map[string]string) int {
 		t.Helper()
 		n++
-		_, ignored := p.apply(&schemas.Event{
+		return p.apply(&schemas.Event{
 			ID: string(rune('a' + n)), App: "a", Kind: schemas.KindTags,
 			Time: now, UserID: "u", Tags: tags, TagOps: ops,
-		})
-		return ignored
+		}).ignoredTags
 	}
 	apply(map[string]any{"orders": 2.0, "food": []any{"thai", "sushi"}, "name": "x"}, nil)
 	apply(map[string]any{"orders": 3.0, "food": []any{"sushi", "pizza"}}, map[string]string{"orders": schemas.OpIncrement, "food": schemas.OpAppend})
@@ -43,5 +44,93 @@ func TestMergeTagOps(t *testing.T) {
 	}
 	if p.Tags["name"].Str != "x" || p.Tags["orders"].Num != 5 {
 		t.Fatalf("mismatched ops changed tags: %+v", p.Tags)
+	}
+}
+
+// tagState is what of a profile ProfileTags carries besides its tags: the
+// oracle of applied.defaults.
+type tagState struct {
+	registered                                    bool
+	userID, lang, country, tz, pfName, appVersion string
+	firstInstall, lastAppOpen                     time.Time
+}
+
+func tagStateOf(p *Profile) tagState {
+	st := tagState{
+		registered: p.Registered, userID: p.UserID, lang: p.Language, country: p.Country, tz: p.Timezone,
+		pfName: p.Tags[TagProfileName].Str, appVersion: p.AppVersion, firstInstall: p.FirstInstall,
+	}
+	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
+		st.lastAppOpen = c.Last
+	}
+	return st
+}
+
+// TestApplyNotesDefaults: apply says the default tags changed exactly when
+// the profile's tag state before and after differ, over random events
+// (each field set, unchanged or empty; registrations earlier and later;
+// the profile name set by tags, by null and by an inbound message;
+// application opens at, before and after the latest; event names evicted
+// past MaxEventNames).
+func TestApplyNotesDefaults(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	pick := func(vs ...string) string { return vs[rng.IntN(len(vs))] }
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	kinds := []schemas.EventKind{schemas.KindRegister, schemas.KindUnregister, schemas.KindTags, schemas.KindEvent, schemas.KindInbound, schemas.KindStatus}
+	changed, same := 0, 0
+	for u := range 100 {
+		p := new(Profile)
+		for i := range 300 {
+			e := &schemas.Event{
+				ID: fmt.Sprintf("%d-%d", u, i), App: "a", HWID: "whatsapp:+15550001",
+				Kind: kinds[rng.IntN(len(kinds))],
+				// Mostly later and later, sometimes earlier than before.
+				Time:     t0.Add(time.Duration(i)*time.Minute - time.Duration(rng.IntN(30))*time.Minute),
+				UserID:   pick("", "u1", "u2"),
+				Language: pick("", "en", "es"), Country: pick("", "US", "MX"), Timezone: pick("", "UTC", "America/Mexico_City"),
+				AppVersion: pick("", "1.0", "1.1"),
+			}
+			if rng.IntN(2) == 0 {
+				e.Kind = schemas.KindEvent // past MaxEventNames names
+			}
+			switch e.Kind {
+			case schemas.KindTags, schemas.KindRegister:
+				switch rng.IntN(4) {
+				case 0:
+					e.Tags = map[string]any{TagProfileName: pick("Ana", "Bea")}
+				case 1:
+					e.Tags = map[string]any{TagProfileName: nil}
+				case 2:
+					e.Tags = map[string]any{"tier": pick("gold", "silver")}
+				}
+			case schemas.KindEvent:
+				// Opens early on, then more names than a profile keeps, so
+				// that the open's counter is evicted.
+				e.Name = pick("Purchase", fmt.Sprintf("E%d", rng.IntN(120)))
+				if i < 40 && rng.IntN(2) == 0 {
+					e.Name = schemas.EventApplicationOpen
+				}
+			case schemas.KindInbound:
+				e.Name = schemas.EventWhatsAppReceived
+				e.Inbound = &schemas.Inbound{From: "+15550001", Text: "hi", ProfileName: pick("", "Ana", "Bea")}
+			case schemas.KindStatus:
+				e.Name = schemas.EventWhatsAppStatus
+				e.Status = &schemas.Status{Status: "delivered"}
+			}
+			before := tagStateOf(p)
+			a := p.apply(e)
+			want := tagStateOf(p) != before
+			if a.defaults != want {
+				t.Fatalf("user %d event %d (%+v): defaults %v, want %v (before %+v, after %+v)", u, i, e, a.defaults, want, before, tagStateOf(p))
+			}
+			if want {
+				changed++
+			} else {
+				same++
+			}
+		}
+	}
+	if changed < 1000 || same < 1000 {
+		t.Fatalf("%d events changed the defaults and %d did not: the test does not cover both", changed, same)
 	}
 }

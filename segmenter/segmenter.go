@@ -774,25 +774,6 @@ type changedProfile struct {
 	tagsVal   []byte // its TopicTags record value, when encodeTags built it
 }
 
-// tagState is what of a profile ProfileTags carries, to tell whether an
-// event changed it.
-type tagState struct {
-	registered                                    bool
-	userID, lang, country, tz, pfName, appVersion string
-	firstInstall, lastAppOpen                     time.Time
-}
-
-func tagStateOf(p *Profile) tagState {
-	st := tagState{
-		registered: p.Registered, userID: p.UserID, lang: p.Language, country: p.Country, tz: p.Timezone,
-		pfName: p.Tags[TagProfileName].Str, appVersion: p.AppVersion, firstInstall: p.FirstInstall,
-	}
-	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
-		st.lastAppOpen = c.Last
-	}
-	return st
-}
-
 // noteChanged records that e changed p (its tags when tags is set). It is
 // called right after p was saved: s.enc is its encoding.
 func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p *Profile, tags bool) {
@@ -934,24 +915,22 @@ type update struct {
 // journeys the event moves. Making it durable (the cache, the changelog)
 // is the caller's part.
 func (s *Segmenter) update(out []*kgo.Record, key []byte, rec *kgo.Record, e *schemas.Event, p *Profile, now time.Time) ([]*kgo.Record, update) {
-	before := tagStateOf(p)
-	dup, ignored := p.apply(e)
-	if dup {
+	a := p.apply(e)
+	if a.dup {
 		return out, update{dup: true}
 	}
-	if ignored > 0 {
-		s.m.ignoredTags.Add(float64(ignored))
+	if a.ignoredTags > 0 {
+		s.m.ignoredTags.Add(float64(a.ignoredTags))
 	}
 	p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
-	after := tagStateOf(p)
 	u := update{deadline: p.nextDeadline()}
-	out = s.evalSegments(out, e, p, changeOf(e, before, after), now)
+	out = s.evalSegments(out, e, p, changeOf(e, a.defaults), now)
 	var jtags bool
 	out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
 	if e.UserID != "" && (e.AnonymousID != "" || e.Kind == schemas.KindAlias) {
 		out = s.askMerges(out, key, e, p)
 	}
-	u.tags = e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || after != before || jtags
+	u.tags = e.Kind == schemas.KindRegister || e.Kind == schemas.KindTags || a.defaults || jtags
 	return out, u
 }
 

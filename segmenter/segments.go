@@ -242,10 +242,10 @@ func (p *Profile) setIn(id uint64, member bool) {
 	}
 }
 
-// changeOf describes what e changed of a profile whose tag state was
-// before and is now after.
-func changeOf(e *schemas.Event, before, after tagState) change {
-	c := change{tags: e.Tags, defaults: before != after}
+// changeOf describes what e changed of a profile; defaults is apply's
+// (applied.defaults).
+func changeOf(e *schemas.Event, defaults bool) change {
+	c := change{tags: e.Tags, defaults: defaults}
 	c.event = e.Name
 	if c.event == "" {
 		c.event = defaultName(e.Kind)
