@@ -374,9 +374,21 @@ func rss(tb testing.TB) int64 {
 // decoding the event JSON, the profile's round trip through fastcache (read,
 // decode, encode, write) and the changelog and tags records.
 //
+// HERALD_BENCH_APPLY_USERS sets the number of users (4,096 by default):
+// fewer users' profiles stay in the CPU's caches, which shows how much of
+// the time is memory access (docs/BENCHMARKS.md).
+//
 //	go test -run '^$' -bench BenchmarkApply -benchmem -count 3 -cpu 1 ./segmenter/
 func BenchmarkApply(b *testing.B) {
-	recs := benchEvents(b, 4096, 16)
+	users := 4096
+	if v := os.Getenv("HERALD_BENCH_APPLY_USERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("HERALD_BENCH_APPLY_USERS=%q: want a number of users", v)
+		}
+		users = n
+	}
+	recs := benchEvents(b, users, 16)
 	s := newTest(b, Config{})
 	for i, f := range []string{
 		`T("tier", EQ, "gold")`,
