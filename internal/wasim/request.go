@@ -149,20 +149,19 @@ type interactiveMsg struct {
 	Action json.RawMessage `json:"action"`
 }
 
-// decodeSend decodes and checks the shape of a send request. It never
-// panics; any input it refuses gets a Graph error (code 100).
+// decodeSend decodes and checks the shape of a send request: through
+// decodeSendFast, and encoding/json for what it leaves. It never panics;
+// any input it refuses gets a Graph error (code 100).
 func decodeSend(body []byte) (*sendRequest, *graphError) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errRequired("messaging_product")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var r sendRequest
-	if err := dec.Decode(&r); err != nil {
-		return nil, jsonError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errParam("Request body must hold exactly one JSON object")
+	if !decodeSendFast(body, &r) {
+		r = sendRequest{}
+		if gerr := decodeSendJSON(body, &r); gerr != nil {
+			return nil, gerr
+		}
 	}
 	if r.MessagingProduct == "" {
 		return nil, errRequired("messaging_product")
@@ -209,6 +208,20 @@ func decodeSend(body []byte) (*sendRequest, *graphError) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// decodeSendJSON decodes body into r through encoding/json, refusing
+// unknown keys and anything after the object.
+func decodeSendJSON(body []byte, r *sendRequest) *graphError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(r); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errParam("Request body must hold exactly one JSON object")
+	}
+	return nil
 }
 
 // checkBody checks that the object named by Type is there and well formed,

@@ -95,6 +95,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldhq/herald/internal/jsonenc"
 )
 
 // Sim is a simulated WhatsApp Cloud API. Its methods are safe for
@@ -616,11 +618,25 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		// Meta includes message_status for template messages only.
 		msg.MessageStatus = "accepted"
 	}
-	s.writeJSON(w, http.StatusOK, sendResponseJSON{
-		MessagingProduct: "whatsapp",
-		Contacts:         []sendContactJSON{{Input: req.To, WAID: req.waID}},
-		Messages:         []sendMessageJSON{msg},
-	})
+	s.writeBytes(w, http.StatusOK, appendSendResponse(make([]byte, 0, 160), req.To, req.waID, msg))
+}
+
+// appendSendResponse appends the answer to an accepted send: the
+// sendResponseJSON of one contact and one message, as json.Marshal writes
+// it (TestAppendSendResponseMatchesJSON), without its reflection (a few
+// percent of a send's CPU in the dispatcher's benchmarks).
+func appendSendResponse(b []byte, input, waID string, msg sendMessageJSON) []byte {
+	b = append(b, `{"messaging_product":"whatsapp","contacts":[{"input":`...)
+	b = jsonenc.String(b, input)
+	b = append(b, `,"wa_id":`...)
+	b = jsonenc.String(b, waID)
+	b = append(b, `}],"messages":[{"id":`...)
+	b = jsonenc.String(b, msg.ID)
+	if msg.MessageStatus != "" {
+		b = append(b, `,"message_status":`...)
+		b = jsonenc.String(b, msg.MessageStatus)
+	}
+	return append(b, "}]}"...)
 }
 
 // checkTemplate finds the template of a send and checks its status and
@@ -811,10 +827,17 @@ func (s *Sim) writeRaw(w http.ResponseWriter, status int, v any) {
 		s.log.Error("encoding response", "err", err)
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"message":"internal","type":"OAuthException","code":1}}`)
 	}
+	s.writeBytes(w, status, b)
+}
+
+// writeBytes writes a JSON answer with Graph's headers. The keys are set
+// in their canonical form directly (Header.Set would canonicalize them on
+// every answer).
+func (s *Sim) writeBytes(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=UTF-8")
-	h.Set("facebook-api-version", s.cfg.Version)
-	h.Set("x-fb-trace-id", fbtrace())
+	h["Content-Type"] = []string{"application/json; charset=UTF-8"}
+	h["Facebook-Api-Version"] = []string{s.cfg.Version}
+	h["X-Fb-Trace-Id"] = []string{fbtrace()}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
