@@ -327,22 +327,26 @@ func (t *templateMsg) check() *graphError {
 	}
 	for i := range t.Components {
 		c := &t.Components[i]
-		where := fmt.Sprintf("template['components'][%d]", i)
+		where := func() string { return fmt.Sprintf("template['components'][%d]", i) }
 		switch strings.ToLower(c.Type) {
 		case "header", "body":
 			for j := range c.Parameters {
-				if err := c.Parameters[j].check(strings.ToLower(c.Type), fmt.Sprintf("%s['parameters'][%d]", where, j)); err != nil {
+				if c.Parameters[j].plainText() {
+					// The common case, passed without building its path.
+					continue
+				}
+				if err := c.Parameters[j].check(strings.ToLower(c.Type), fmt.Sprintf("%s['parameters'][%d]", where(), j)); err != nil {
 					return err
 				}
 			}
 		case "button":
-			if err := c.checkButton(where); err != nil {
+			if err := c.checkButton(where()); err != nil {
 				return err
 			}
 		case "":
-			return errRequired(where + "['type']")
+			return errRequired(where() + "['type']")
 		default:
-			return errParam("Param %s['type'] must be one of {HEADER, BODY, BUTTON} - got %q.", where, truncate(c.Type, 32))
+			return errParam("Param %s['type'] must be one of {HEADER, BODY, BUTTON} - got %q.", where(), truncate(c.Type, 32))
 		}
 	}
 	return nil
@@ -392,6 +396,11 @@ func (c *component) checkButton(where string) *graphError {
 		}
 	}
 	return nil
+}
+
+// plainText reports whether p is a text parameter that check passes.
+func (p *parameter) plainText() bool {
+	return p.Type == "text" && p.Text != nil && *p.Text != "" && utf8.RuneCountInString(*p.Text) <= maxParamText
 }
 
 func (p *parameter) check(comp, where string) *graphError {

@@ -221,3 +221,21 @@ func TestAppendSendResponseMatchesJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestReadAllSized(t *testing.T) {
+	f := func(body string, size, limit int64) {
+		t.Helper()
+		got, err := readAllSized(strings.NewReader(body), size, limit)
+		if err != nil || string(got) != body {
+			t.Fatalf("readAllSized(%d bytes, size %d, limit %d) = %d bytes, %v", len(body), size, limit, len(got), err)
+		}
+	}
+	long := strings.Repeat("x", 2000)
+	f("", 0, 10)
+	f("abc", 3, 10)
+	f("abc", 1, 10)    // longer than announced: grown
+	f("abc", 100, 200) // shorter
+	f(long, -1, 10)
+	f(long, 2000, 100) // over the limit: not trusted for the buffer
+	f(long, 2000, 1<<20)
+}

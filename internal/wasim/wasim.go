@@ -84,6 +84,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -499,7 +500,7 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		s.writeError(w, gerr)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	body, err := readBody(w, r)
 	if err != nil {
 		s.writeError(w, errParam("Request body could not be read: %v", err))
 		return
@@ -580,8 +581,11 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		if hit(m.wamid, "read", s.cfg.ReadRatio) {
 			m.steps = append(m.steps, "read")
 		}
-		m.pricing = pricingFor(req, &tmpl, inWindow)
-		m.convID = conversationID(num.PhoneNumberID, req.waID, m.pricing.Category, now)
+		if num.WebhookURL != "" {
+			// Only the statuses carry them.
+			m.pricing = pricingFor(req, &tmpl, inWindow)
+			m.convID = conversationID(num.PhoneNumberID, req.waID, m.pricing.Category, now)
+		}
 	}
 	if !dropped && num.WebhookURL != "" {
 		s.sched.start(&job{msg: m, due: time.Now().Add(s.cfg.StatusDelay)})
@@ -639,6 +643,36 @@ func appendSendResponse(b []byte, input, waID string, msg sendMessageJSON) []byt
 	return append(b, "}]}"...)
 }
 
+// readBody reads a request's body, at most maxBodyBytes, as io.ReadAll
+// does but into a buffer of its Content-Length (and a byte for the EOF)
+// when it has one, where io.ReadAll would grow one from 512 bytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	return readAllSized(http.MaxBytesReader(w, r.Body, maxBodyBytes), r.ContentLength, maxBodyBytes)
+}
+
+// readAllSized is io.ReadAll starting with a buffer of size+1 bytes when
+// size is in (0, limit].
+func readAllSized(rd io.Reader, size, limit int64) ([]byte, error) {
+	n := 512
+	if size > 0 && size <= limit {
+		n = int(size) + 1
+	}
+	b := make([]byte, 0, n)
+	for {
+		k, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
 // checkTemplate finds the template of a send and checks its status and
 // parameters: the count of body and header parameters, the header's type
 // (text, a media of the header's format, a location), and the URL
@@ -658,7 +692,7 @@ func (s *Sim) checkTemplate(waba string, tm *templateMsg) (Template, *graphError
 	}
 	var body int
 	var header []parameter
-	buttons := make(map[int]*component)
+	var buttons map[int]*component
 	for i := range tm.Components {
 		c := &tm.Components[i]
 		switch strings.ToLower(c.Type) {
@@ -667,6 +701,9 @@ func (s *Sim) checkTemplate(waba string, tm *templateMsg) (Template, *graphError
 		case "header":
 			header = append(header, c.Parameters...)
 		case "button":
+			if buttons == nil {
+				buttons = make(map[int]*component)
+			}
 			buttons[int(*c.Index)] = c // decodeSend checked the index
 		}
 	}
