@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,11 +105,36 @@ func postJSON(ctx context.Context, client *http.Client, url, token, contentType 
 		return 0, nil, nil, fmt.Errorf("%w: posting %s: %w", ErrUnreachable, what, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	b, err := readAnswer(resp)
 	if err != nil && resp.StatusCode/100 == 2 {
 		return 0, nil, nil, fmt.Errorf("%w: reading answer to %s: %w", ErrInDoubt, what, err)
 	}
 	return resp.StatusCode, resp.Header, b, nil
+}
+
+// readAnswer reads at most maxResponseBytes of an answer's body, as
+// io.ReadAll does but into a buffer of its Content-Length (and a byte for
+// the EOF) when it has one, where io.ReadAll would grow one from 512 bytes.
+func readAnswer(resp *http.Response) ([]byte, error) {
+	r := io.LimitReader(resp.Body, maxResponseBytes)
+	n := 512
+	if cl := resp.ContentLength; cl > 0 && cl < maxResponseBytes {
+		n = int(cl) + 1
+	}
+	b := make([]byte, 0, n)
+	for {
+		k, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // ownsSender reports whether sender is one of app's phone-number ids.
@@ -200,7 +226,7 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 256)
+	b := make([]byte, 0, messageSize(req))
 	b = append(b, `{"messaging_product":"whatsapp","recipient_type":"individual","to":`...)
 	b = jsonenc.String(b, req.To)
 	if t := req.Template; t != nil {
@@ -260,6 +286,28 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// messageSize is about the size of encodeMessage's body for req, unescaped:
+// its buffer's capacity, so that the body needs no second one.
+func messageSize(req *schemas.DispatchRequest) int {
+	n := 200 + len(req.To) + len(req.ID)
+	if t := req.Template; t != nil {
+		// A component's own keys, then each parameter's.
+		n += len(t.Name) + len(t.Language) + 48*min(len(t.Header), 1) + 48*min(len(t.Body), 1)
+		for _, v := range t.Header {
+			n += 32 + len(v)
+		}
+		for _, v := range t.Body {
+			n += 32 + len(v)
+		}
+		for _, v := range t.ButtonURL {
+			n += 112 + len(v)
+		}
+	} else if req.Text != nil {
+		n += len(req.Text.Body)
+	}
+	return n
+}
+
 // appendTextParams appends the "parameters" of text values and closes the
 // component.
 func appendTextParams(b []byte, vals ...string) []byte {
@@ -297,6 +345,11 @@ type graphResponse struct {
 // *GraphError for non-2xx answers (and 2xx answers carrying an error), an
 // ErrInDoubt for a 2xx without a message id.
 func decodeResponse(status int, body []byte) (string, error) {
+	if status/100 == 2 {
+		if id, ok := acceptedID(body); ok {
+			return id, nil
+		}
+	}
 	var r graphResponse
 	jerr := json.Unmarshal(body, &r)
 	if jerr == nil {
