@@ -458,7 +458,15 @@ func (p *parameter) check(comp, where string) *graphError {
 // 012-3456") to its digits, the WhatsApp id.
 func normalizeWAID(to string) (string, bool) {
 	s := strings.TrimPrefix(strings.TrimSpace(to), "+")
+	if digitsOnly(s) {
+		// The common case: the digits as they are, without a copy.
+		if len(s) < minWAIDDigits || len(s) > maxWAIDDigits || s[0] == '0' {
+			return "", false
+		}
+		return s, true
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	for _, c := range s {
 		switch {
 		case c >= '0' && c <= '9':
@@ -473,6 +481,16 @@ func normalizeWAID(to string) (string, bool) {
 		return "", false
 	}
 	return d, true
+}
+
+// digitsOnly reports whether s is ASCII digits only.
+func digitsOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonError turns a decoding error into Graph's answer.

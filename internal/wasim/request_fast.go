@@ -411,13 +411,34 @@ func (s *fastScan) rawStr() ([]byte, bool) {
 	return nil, false
 }
 
-// str decodes a string into v.
+// str decodes a string into v; the values every send repeats come from
+// constants instead of a new allocation each.
 func (s *fastScan) str(v *string) bool {
 	b, ok := s.rawStr()
-	if ok {
+	if !ok {
+		return false
+	}
+	switch string(b) {
+	case "whatsapp":
+		*v = "whatsapp"
+	case "individual":
+		*v = "individual"
+	case "template":
+		*v = "template"
+	case "text":
+		*v = "text"
+	case "body":
+		*v = "body"
+	case "header":
+		*v = "header"
+	case "button":
+		*v = "button"
+	case "url":
+		*v = "url"
+	default:
 		*v = string(b)
 	}
-	return ok
+	return true
 }
 
 // boolean decodes true or false into v.

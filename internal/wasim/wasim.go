@@ -793,13 +793,14 @@ func conversationID(phone, waID, category string, now time.Time) string {
 // newWAMID makes a unique message id shaped like Meta's:
 // "wamid." + base64 of the recipient and a unique suffix.
 func (s *Sim) newWAMID(waID string) string {
-	b := make([]byte, 0, 4+len(waID)+16)
-	b = append(b, 0x18, byte(len(waID)))
+	var raw [64]byte
+	b := append(raw[:0], 0x18, byte(len(waID)))
 	b = append(b, waID...)
 	b = append(b, 0x15, 0x02)
 	b = append(b, s.instance[:]...)
 	b = binary.BigEndian.AppendUint64(b, s.msgSeq.Add(1))
-	return "wamid." + base64.StdEncoding.EncodeToString(b)
+	var out [128]byte
+	return string(base64.StdEncoding.AppendEncode(append(out[:0], "wamid."...), b))
 }
 
 // hit decides a ratio deterministically from a key: the same key, salt and
@@ -843,7 +844,8 @@ type sendMessageJSON struct {
 func fbtrace() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return "A" + base64.RawURLEncoding.EncodeToString(b[:])
+	var out [20]byte
+	return string(base64.RawURLEncoding.AppendEncode(append(out[:0], 'A'), b[:]))
 }
 
 func (s *Sim) writeError(w http.ResponseWriter, e *graphError) {
