@@ -481,12 +481,20 @@ type outMsg struct {
 	wamid     string
 	waID      string
 	bizOpaque string
-	// steps are the statuses still to come, in order.
+	// steps are the statuses still to come, in order: one of the
+	// steps* slices, shared and never written.
 	steps    []string
 	failCode int
 	pricing  *pricingJSON
 	convID   string
 }
+
+// The status sequences of outMsg.steps.
+var (
+	stepsFailed    = []string{"failed"}
+	stepsDelivered = []string{"sent", "delivered"}
+	stepsRead      = []string{"sent", "delivered", "read"}
+)
 
 // send handles POST /{version}/{phone-number-id}/messages.
 func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
@@ -565,21 +573,21 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 	dropped := false
 	switch {
 	case undeliverable:
-		m.steps, m.failCode = []string{"failed"}, CodeUndeliverable
+		m.steps, m.failCode = stepsFailed, CodeUndeliverable
 	case closed:
-		m.steps, m.failCode = []string{"failed"}, CodeReEngagement
+		m.steps, m.failCode = stepsFailed, CodeReEngagement
 	case optedOut:
-		m.steps, m.failCode = []string{"failed"}, CodeMarketingOptOut
+		m.steps, m.failCode = stepsFailed, CodeMarketingOptOut
 	case overTier:
-		m.steps, m.failCode = []string{"failed"}, CodeSpamRateLimit
+		m.steps, m.failCode = stepsFailed, CodeSpamRateLimit
 	case hit(m.wamid, "drop", f.DropRatio):
 		dropped = true
 	case hit(m.wamid, "fail", f.FailRatio):
-		m.steps, m.failCode = []string{"failed"}, CodeUndeliverable
+		m.steps, m.failCode = stepsFailed, CodeUndeliverable
 	default:
-		m.steps = []string{"sent", "delivered"}
+		m.steps = stepsDelivered
 		if hit(m.wamid, "read", s.cfg.ReadRatio) {
-			m.steps = append(m.steps, "read")
+			m.steps = stepsRead
 		}
 		if num.WebhookURL != "" {
 			// Only the statuses carry them.
@@ -610,7 +618,10 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 			st.LostResponses++
 		}
 	})
-	s.log.Debug("message accepted", "phone_number_id", num.PhoneNumberID, "wamid", m.wamid, "type", req.Type, "steps", m.steps)
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		// Checked first: the arguments alone cost allocations per send.
+		s.log.Debug("message accepted", "phone_number_id", num.PhoneNumberID, "wamid", m.wamid, "type", req.Type, "steps", m.steps)
+	}
 	if lost {
 		e := errUnknown()
 		e.FBTraceID = fbtrace()
