@@ -548,12 +548,15 @@ func (d *Dispatcher) handle(ctx context.Context, polled []*kgo.Record) error {
 	// outs[i] is the outcome in results[i], if any.
 	outs := make([]*schemas.Outcome, len(recs))
 	var queues [][]item
-	byKey := make(map[string]int)
+	// byKey is keyed by what the record key (schemas.RecipientKey) is made
+	// of, without building it.
+	type recipient struct{ app, to string }
+	byKey := make(map[recipient]int)
 	// enqueue adds it to its recipient's queue: one queue per recipient
 	// keeps its sends in record order (Meta's pair rate and the user's
 	// reading order are per recipient).
 	enqueue := func(it item) {
-		k := string(it.req.Key())
+		k := recipient{it.req.App, it.req.To}
 		q, ok := byKey[k]
 		if !ok {
 			q = len(queues)
