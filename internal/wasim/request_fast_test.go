@@ -239,3 +239,11 @@ func TestReadAllSized(t *testing.T) {
 	f(long, 2000, 100) // over the limit: not trusted for the buffer
 	f(long, 2000, 1<<20)
 }
+
+func TestGraphVersionMatchesRE(t *testing.T) {
+	for _, v := range []string{"v23.0", "v9.0", "v1.2", "v99.9", "v123.0", "v23.", "v23.00", "V23.0", "v2a.0", "23.0", "v.0", "", "v23.0\n", "v0.0", "x23.0", "v23x0", "v٣.0"} {
+		if got, want := graphVersion(v), versionRE.MatchString(v); got != want {
+			t.Errorf("graphVersion(%q) = %v, versionRE says %v", v, got, want)
+		}
+	}
+}
