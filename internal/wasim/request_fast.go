@@ -219,6 +219,11 @@ func (s *fastScan) parameters(ps *[]parameter) bool {
 		if done {
 			return true
 		}
+		if n == 0 {
+			// Room for the usual few: growing from one element to two
+			// to four copies the large parameter struct.
+			*ps = make([]parameter, 0, 4)
+		}
 		*ps = append(*ps, parameter{})
 		if !s.parameter(&(*ps)[len(*ps)-1]) {
 			return false

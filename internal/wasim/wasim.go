@@ -646,7 +646,9 @@ func (s *Sim) send(w http.ResponseWriter, r *http.Request, phoneID string) {
 		// Meta includes message_status for template messages only.
 		msg.MessageStatus = "accepted"
 	}
-	s.writeBytes(w, http.StatusOK, appendSendResponse(make([]byte, 0, 160), req.To, req.waID, msg))
+	// The answer's fixed part is about 110 bytes.
+	buf := make([]byte, 0, 128+len(req.To)+len(req.waID)+len(msg.ID)+len(msg.MessageStatus))
+	s.writeBytes(w, http.StatusOK, appendSendResponse(buf, req.To, req.waID, msg))
 }
 
 // appendSendResponse appends the answer to an accepted send: the
