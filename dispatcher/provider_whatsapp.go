@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -43,7 +44,17 @@ type WhatsApp struct {
 	base    string
 	version string
 	client  *http.Client
+	// headers holds the request headers of each access token, read-only
+	// once stored (net/http does not write a request's Header; a client
+	// that must changes a copy), so that a call builds none: at most
+	// maxCachedHeaders of them, later tokens get theirs built per call.
+	headers  sync.Map // access token → http.Header
+	nheaders atomic.Int32
 }
+
+// maxCachedHeaders bounds WhatsApp.headers (an app's token changes
+// rarely; the bound is for a registry that rotates them often).
+const maxCachedHeaders = 256
 
 // NewWhatsApp returns a WhatsApp provider calling baseURL (e.g.
 // https://graph.facebook.com, or a simulator) with Graph API version (e.g.
@@ -70,20 +81,41 @@ func (w *WhatsApp) Send(ctx context.Context, app *apps.App, req *schemas.Dispatc
 		return "", err
 	}
 	url := w.base + "/" + w.version + "/" + req.Sender + "/messages"
-	status, _, b, err := postJSON(ctx, w.client, url, app.WhatsApp.AccessToken, "application/json", body, "message "+req.ID)
+	status, _, b, err := postJSON(ctx, w.client, url, w.header(app.WhatsApp.AccessToken), body, "message "+req.ID)
 	if err != nil {
 		return "", err
 	}
 	return decodeResponse(status, b)
 }
 
-// postJSON posts body to url with a bearer token and returns the answer's
+// header returns the headers of a messages call with token.
+func (w *WhatsApp) header(token string) http.Header {
+	if h, ok := w.headers.Load(token); ok {
+		return h.(http.Header)
+	}
+	h := bearerHeader(token, "application/json")
+	if w.nheaders.Load() < maxCachedHeaders {
+		if _, loaded := w.headers.LoadOrStore(token, h); !loaded {
+			w.nheaders.Add(1)
+		}
+	}
+	return h
+}
+
+// bearerHeader is the header of a JSON call with a bearer token. The
+// canonical keys are set directly: Header.Set would canonicalize them on
+// every call.
+func bearerHeader(token, contentType string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {contentType}}
+}
+
+// postJSON posts body to url with header (bearerHeader) and returns the answer's
 // status, headers and (bounded) body. Whether the request reached the wire
 // decides between a safe retry and an in-doubt outcome (neither Meta nor
 // FCM has an idempotency key): a failure before it is ErrUnreachable,
 // after it ErrInDoubt, as is a 2xx answer that cannot be read (most likely
 // accepted, its id lost). what names the call in errors.
-func postJSON(ctx context.Context, client *http.Client, url, token, contentType string, body []byte, what string) (int, http.Header, []byte, error) {
+func postJSON(ctx context.Context, client *http.Client, url string, header http.Header, body []byte, what string) (int, http.Header, []byte, error) {
 	var written atomic.Bool
 	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
@@ -94,9 +126,7 @@ func postJSON(ctx context.Context, client *http.Client, url, token, contentType 
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
 	}
-	// Canonical keys set directly: Header.Set would canonicalize them on
-	// every call.
-	hreq.Header = http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {contentType}}
+	hreq.Header = header
 	resp, err := client.Do(hreq)
 	if err != nil {
 		if written.Load() {

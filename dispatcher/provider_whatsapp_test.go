@@ -433,3 +433,24 @@ func TestReadAnswer(t *testing.T) {
 		t.Fatalf("readAnswer of a long answer = %d bytes, %v; want %d", len(got), err, maxResponseBytes)
 	}
 }
+
+// TestWhatsAppHeaderCache checks the headers of each token, cached up to
+// maxCachedHeaders tokens and built per call past them.
+func TestWhatsAppHeaderCache(t *testing.T) {
+	w := NewWhatsApp("http://127.0.0.1:1", "v23.0", nil)
+	for round := range 2 {
+		for i := range maxCachedHeaders + 10 {
+			tok := fmt.Sprintf("tok-%d", i)
+			h := w.header(tok)
+			if got := h.Get("Authorization"); got != "Bearer "+tok {
+				t.Fatalf("round %d: Authorization %q for token %s", round, got, tok)
+			}
+			if got := h.Get("Content-Type"); got != "application/json" {
+				t.Fatalf("Content-Type %q", got)
+			}
+		}
+	}
+	if n := w.nheaders.Load(); n != maxCachedHeaders {
+		t.Errorf("%d headers cached, want %d", n, maxCachedHeaders)
+	}
+}
