@@ -27,7 +27,9 @@ import (
 // backlog of 20,000 template requests to distinct recipients, from the
 // start of Run to the last outcome counted (sends/s, group join and the
 // ledger's load included), and from the first accepted send to the last
-// (steady_sends/s). intents=on is the dispatcher
+// (steady_sends/s), with the process's CPU per send (cpu_µs/send) and the
+// connections the simulator accepted per run (conns/run: about the
+// concurrency when the client keeps its connections). intents=on is the dispatcher
 // as it runs (an acknowledged intent on herald.intents.v1 before each
 // call); intents=off skips them, so the difference is what intents cost.
 // Run it with
