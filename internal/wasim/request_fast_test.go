@@ -101,8 +101,7 @@ func randomSendBody(rng *rand.Rand) string {
 		}
 		b.WriteString([]string{`""`, `"whatsapp"`, `"+15551234567"`, `"individual"`, `"template"`, `"text"`, `"b-17"`, `"héllo"`, `"<&>"`, `"1555 123-4567"`}[rng.IntN(10)])
 	}
-	var obj func(fields []string, vals map[string]func())
-	obj = func(fields []string, vals map[string]func()) {
+	obj := func(fields []string, vals map[string]func()) {
 		b.WriteByte('{')
 		k := rng.IntN(len(fields) + 1)
 		for i := range k {
