@@ -3,7 +3,10 @@ package dispatcher
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +27,9 @@ import (
 // backlog of 20,000 template requests to distinct recipients, from the
 // start of Run to the last outcome counted (sends/s, group join and the
 // ledger's load included), and from the first accepted send to the last
-// (steady_sends/s). intents=on is the dispatcher
+// (steady_sends/s), with the process's CPU per send (cpu_µs/send) and the
+// connections the simulator accepted per run (conns/run: about the
+// concurrency when the client keeps its connections). intents=on is the dispatcher
 // as it runs (an acknowledged intent on herald.intents.v1 before each
 // call); intents=off skips them, so the difference is what intents cost.
 // Run it with
@@ -35,12 +40,14 @@ func BenchmarkIntentCost(b *testing.B) {
 		for _, intents := range []bool{true, false} {
 			b.Run(fmt.Sprintf("concurrency=%d/intents=%v", concurrency, map[bool]string{true: "on", false: "off"}[intents]), func(b *testing.B) {
 				var total, steady, cpu time.Duration
+				var conns int64
 				const n = 20000
 				for range b.N {
-					all, from1st, used := benchSends(b, n, concurrency, !intents)
-					total += all
-					steady += from1st
-					cpu += used
+					r := benchSends(b, n, concurrency, !intents)
+					total += r.took
+					steady += r.steady
+					cpu += r.cpu
+					conns += r.conns
 				}
 				b.ReportMetric(float64(n*b.N)/total.Seconds(), "sends/s")
 				b.ReportMetric(float64((n-1)*b.N)/steady.Seconds(), "steady_sends/s")
@@ -49,15 +56,27 @@ func BenchmarkIntentCost(b *testing.B) {
 				// kfake's together, less moved by the machine's load than
 				// the wall-clock figures.
 				b.ReportMetric(float64(cpu.Microseconds())/float64(n*b.N), "cpu_µs/send")
+				// Connections the simulator accepted per run: about the
+				// concurrency when the client keeps them alive, far more
+				// when they churn.
+				b.ReportMetric(float64(conns)/float64(b.N), "conns/run")
 			})
 		}
 	}
 }
 
-// benchSends sends n requests through a fresh dispatcher and returns the
-// time from Run to the n-th accepted send, and from the first to the n-th,
-// and the CPU the process used from Run to the n-th.
-func benchSends(b *testing.B, n, concurrency int, skipIntents bool) (time.Duration, time.Duration, time.Duration) {
+// benchRun is what one benchSends run measured.
+type benchRun struct {
+	// took is the time from Run to the n-th accepted send, steady from
+	// the first to the n-th, cpu the CPU the process used from Run to the
+	// n-th.
+	took, steady, cpu time.Duration
+	// conns is the number of connections the simulator accepted.
+	conns int64
+}
+
+// benchSends sends n requests through a fresh dispatcher and measures it.
+func benchSends(b *testing.B, n, concurrency int, skipIntents bool) benchRun {
 	b.StopTimer()
 	sim, err := wasim.New(wasim.Config{
 		Numbers:      []wasim.Number{{PhoneNumberID: "1001", WABAID: shopWABA, AccessToken: "tok-shop", AppSecret: "secret-shop"}},
@@ -69,7 +88,14 @@ func benchSends(b *testing.B, n, concurrency int, skipIntents bool) (time.Durati
 	if err != nil {
 		b.Fatal(err)
 	}
-	api := httptest.NewServer(sim.Handler())
+	var conns atomic.Int64
+	api := httptest.NewUnstartedServer(sim.Handler())
+	api.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	api.Start()
 	defer api.Close()
 	reg, err := apps.New([]apps.App{{ID: "shop", APIToken: "shop-api-token-0123456789", WhatsApp: apps.WhatsApp{
 		PhoneNumberIDs: []string{"1001"}, AccessToken: "tok-shop",
@@ -136,7 +162,7 @@ func benchSends(b *testing.B, n, concurrency int, skipIntents bool) (time.Durati
 	if got := sim.Stats().Accepted; got != n {
 		b.Fatalf("the simulator accepted %d, want %d", got, n)
 	}
-	return took, steady, used
+	return benchRun{took: took, steady: steady, cpu: used, conns: conns.Load()}
 }
 
 // processCPU is the user and system CPU time the process has used.

@@ -211,6 +211,11 @@ func IsRetryable(err error) bool {
 // isRateLimit reports whether err is Meta asking to slow down (4, 80007,
 // 130429, 131056).
 func isRateLimit(err error) bool {
+	if err == nil {
+		// Every successful call asks (breakerExcluded); the targets of
+		// errors.As below would cost two allocations each time.
+		return false
+	}
 	if pe, ok := asProviderError(err); ok {
 		return pe.rateLimited()
 	}

@@ -176,7 +176,7 @@ func (p *Push) Send(ctx context.Context, app *apps.App, req *schemas.DispatchReq
 		return "", fmt.Errorf("%w: encoding push: %v", ErrInvalidRequest, err)
 	}
 	url := p.base + "/v1/projects/" + app.Push.FCM.ProjectID + "/messages:send"
-	status, header, b, err := postJSON(ctx, p.client, url, tok, "application/json; charset=utf-8", body, "push "+req.ID)
+	status, header, b, err := postJSON(ctx, p.client, url, bearerHeader(tok, "application/json; charset=utf-8"), body, "push "+req.ID)
 	if err != nil {
 		return "", err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -42,7 +44,17 @@ type WhatsApp struct {
 	base    string
 	version string
 	client  *http.Client
+	// headers holds the request headers of each access token, read-only
+	// once stored (net/http does not write a request's Header; a client
+	// that must changes a copy), so that a call builds none: at most
+	// maxCachedHeaders of them, later tokens get theirs built per call.
+	headers  sync.Map // access token → http.Header
+	nheaders atomic.Int32
 }
+
+// maxCachedHeaders bounds WhatsApp.headers (an app's token changes
+// rarely; the bound is for a registry that rotates them often).
+const maxCachedHeaders = 256
 
 // NewWhatsApp returns a WhatsApp provider calling baseURL (e.g.
 // https://graph.facebook.com, or a simulator) with Graph API version (e.g.
@@ -69,20 +81,41 @@ func (w *WhatsApp) Send(ctx context.Context, app *apps.App, req *schemas.Dispatc
 		return "", err
 	}
 	url := w.base + "/" + w.version + "/" + req.Sender + "/messages"
-	status, _, b, err := postJSON(ctx, w.client, url, app.WhatsApp.AccessToken, "application/json", body, "message "+req.ID)
+	status, _, b, err := postJSON(ctx, w.client, url, w.header(app.WhatsApp.AccessToken), body, "message "+req.ID)
 	if err != nil {
 		return "", err
 	}
 	return decodeResponse(status, b)
 }
 
-// postJSON posts body to url with a bearer token and returns the answer's
+// header returns the headers of a messages call with token.
+func (w *WhatsApp) header(token string) http.Header {
+	if h, ok := w.headers.Load(token); ok {
+		return h.(http.Header)
+	}
+	h := bearerHeader(token, "application/json")
+	if w.nheaders.Load() < maxCachedHeaders {
+		if _, loaded := w.headers.LoadOrStore(token, h); !loaded {
+			w.nheaders.Add(1)
+		}
+	}
+	return h
+}
+
+// bearerHeader is the header of a JSON call with a bearer token. The
+// canonical keys are set directly: Header.Set would canonicalize them on
+// every call.
+func bearerHeader(token, contentType string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {contentType}}
+}
+
+// postJSON posts body to url with header (bearerHeader) and returns the answer's
 // status, headers and (bounded) body. Whether the request reached the wire
 // decides between a safe retry and an in-doubt outcome (neither Meta nor
 // FCM has an idempotency key): a failure before it is ErrUnreachable,
 // after it ErrInDoubt, as is a 2xx answer that cannot be read (most likely
 // accepted, its id lost). what names the call in errors.
-func postJSON(ctx context.Context, client *http.Client, url, token, contentType string, body []byte, what string) (int, http.Header, []byte, error) {
+func postJSON(ctx context.Context, client *http.Client, url string, header http.Header, body []byte, what string) (int, http.Header, []byte, error) {
 	var written atomic.Bool
 	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
@@ -93,9 +126,7 @@ func postJSON(ctx context.Context, client *http.Client, url, token, contentType 
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
 	}
-	// Canonical keys set directly: Header.Set would canonicalize them on
-	// every call.
-	hreq.Header = http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {contentType}}
+	hreq.Header = header
 	resp, err := client.Do(hreq)
 	if err != nil {
 		if written.Load() {
@@ -104,11 +135,36 @@ func postJSON(ctx context.Context, client *http.Client, url, token, contentType 
 		return 0, nil, nil, fmt.Errorf("%w: posting %s: %w", ErrUnreachable, what, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	b, err := readAnswer(resp)
 	if err != nil && resp.StatusCode/100 == 2 {
 		return 0, nil, nil, fmt.Errorf("%w: reading answer to %s: %w", ErrInDoubt, what, err)
 	}
 	return resp.StatusCode, resp.Header, b, nil
+}
+
+// readAnswer reads at most maxResponseBytes of an answer's body, as
+// io.ReadAll does but into a buffer of its Content-Length (and a byte for
+// the EOF) when it has one, where io.ReadAll would grow one from 512 bytes.
+func readAnswer(resp *http.Response) ([]byte, error) {
+	r := io.LimitReader(resp.Body, maxResponseBytes)
+	n := 512
+	if cl := resp.ContentLength; cl > 0 && cl < maxResponseBytes {
+		n = int(cl) + 1
+	}
+	b := make([]byte, 0, n)
+	for {
+		k, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // ownsSender reports whether sender is one of app's phone-number ids.
@@ -200,7 +256,7 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 256)
+	b := make([]byte, 0, messageSize(req))
 	b = append(b, `{"messaging_product":"whatsapp","recipient_type":"individual","to":`...)
 	b = jsonenc.String(b, req.To)
 	if t := req.Template; t != nil {
@@ -260,6 +316,28 @@ func encodeMessage(req *schemas.DispatchRequest) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// messageSize is about the size of encodeMessage's body for req, unescaped:
+// its buffer's capacity, so that the body needs no second one.
+func messageSize(req *schemas.DispatchRequest) int {
+	n := 200 + len(req.To) + len(req.ID)
+	if t := req.Template; t != nil {
+		// A component's own keys, then each parameter's.
+		n += len(t.Name) + len(t.Language) + 48*min(len(t.Header), 1) + 48*min(len(t.Body), 1)
+		for _, v := range t.Header {
+			n += 32 + len(v)
+		}
+		for _, v := range t.Body {
+			n += 32 + len(v)
+		}
+		for _, v := range t.ButtonURL {
+			n += 112 + len(v)
+		}
+	} else if req.Text != nil {
+		n += len(req.Text.Body)
+	}
+	return n
+}
+
 // appendTextParams appends the "parameters" of text values and closes the
 // component.
 func appendTextParams(b []byte, vals ...string) []byte {
@@ -297,6 +375,11 @@ type graphResponse struct {
 // *GraphError for non-2xx answers (and 2xx answers carrying an error), an
 // ErrInDoubt for a 2xx without a message id.
 func decodeResponse(status int, body []byte) (string, error) {
+	if status/100 == 2 {
+		if id, ok := acceptedID(body); ok {
+			return id, nil
+		}
+	}
 	var r graphResponse
 	jerr := json.Unmarshal(body, &r)
 	if jerr == nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -391,5 +392,65 @@ func TestEncodeMessageMatchesJSON(t *testing.T) {
 	}
 	if compared < 20 {
 		t.Fatalf("only %d of %d requests passed checkRequest (25 do): the test compares too little", compared, len(reqs))
+	}
+}
+
+// TestMessageSize checks that the body of the usual sends fits the
+// buffer encodeMessage starts with.
+func TestMessageSize(t *testing.T) {
+	for _, req := range []*schemas.DispatchRequest{
+		{ID: "b-12345", To: "+15550000001", Template: &schemas.Template{Name: "order_confirmation", Language: "en_US", Body: []string{"A1", "today"}}},
+		{ID: "b-1", To: "+15550000001", Template: &schemas.Template{Name: "t", Language: "en", Header: []string{"h"}, Body: []string{"a", "b", "c"}, ButtonURL: map[int]string{0: "x", 1: "y"}}},
+		{ID: "b-1", To: "15550000001", Text: &schemas.Text{Body: "hello there", PreviewURL: true}},
+	} {
+		b, err := encodeMessage(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > messageSize(req) {
+			t.Errorf("body of %d bytes, messageSize %d: %s", len(b), messageSize(req), b)
+		}
+	}
+}
+
+func TestReadAnswer(t *testing.T) {
+	f := func(body string, contentLength int64) {
+		t.Helper()
+		got, err := readAnswer(&http.Response{Body: io.NopCloser(strings.NewReader(body)), ContentLength: contentLength})
+		if err != nil || string(got) != body {
+			t.Fatalf("readAnswer(%d bytes, Content-Length %d) = %d bytes, %v", len(body), contentLength, len(got), err)
+		}
+	}
+	long := strings.Repeat("x", 3000)
+	f("", 0)
+	f("abc", 3)
+	f("abc", 1)
+	f("abc", 100)
+	f(long, -1)
+	f(long, 3000)
+	got, err := readAnswer(&http.Response{Body: io.NopCloser(strings.NewReader(strings.Repeat("y", maxResponseBytes+10))), ContentLength: -1})
+	if err != nil || len(got) != maxResponseBytes {
+		t.Fatalf("readAnswer of a long answer = %d bytes, %v; want %d", len(got), err, maxResponseBytes)
+	}
+}
+
+// TestWhatsAppHeaderCache checks the headers of each token, cached up to
+// maxCachedHeaders tokens and built per call past them.
+func TestWhatsAppHeaderCache(t *testing.T) {
+	w := NewWhatsApp("http://127.0.0.1:1", "v23.0", nil)
+	for round := range 2 {
+		for i := range maxCachedHeaders + 10 {
+			tok := fmt.Sprintf("tok-%d", i)
+			h := w.header(tok)
+			if got := h.Get("Authorization"); got != "Bearer "+tok {
+				t.Fatalf("round %d: Authorization %q for token %s", round, got, tok)
+			}
+			if got := h.Get("Content-Type"); got != "application/json" {
+				t.Fatalf("Content-Type %q", got)
+			}
+		}
+	}
+	if n := w.nheaders.Load(); n != maxCachedHeaders {
+		t.Errorf("%d headers cached, want %d", n, maxCachedHeaders)
 	}
 }

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -262,9 +263,17 @@ func (d *DispatchRequest) ValidateScheduled() error {
 func (d *DispatchRequest) Key() []byte { return RecipientKey(d.App, d.To) }
 
 // DecodeDispatchRequest decodes and validates a TopicDispatch record value.
+// The WhatsApp shapes are decoded without encoding/json's reflection
+// (dispatch_decode.go), to the same request.
 func DecodeDispatchRequest(b []byte) (*DispatchRequest, error) {
 	d := new(DispatchRequest)
-	if err := decode(b, d, func() int { return d.V }); err != nil {
+	if err := decodeDispatch(b, d); err != nil {
+		return nil, fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
+	}
+	if d.V != V1 {
+		return nil, fmt.Errorf("%w: got v=%d, want %d", ErrVersion, d.V, V1)
+	}
+	if err := d.Validate(); err != nil {
 		return nil, err
 	}
 	return d, nil

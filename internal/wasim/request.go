@@ -149,20 +149,19 @@ type interactiveMsg struct {
 	Action json.RawMessage `json:"action"`
 }
 
-// decodeSend decodes and checks the shape of a send request. It never
-// panics; any input it refuses gets a Graph error (code 100).
+// decodeSend decodes and checks the shape of a send request: through
+// decodeSendFast, and encoding/json for what it leaves. It never panics;
+// any input it refuses gets a Graph error (code 100).
 func decodeSend(body []byte) (*sendRequest, *graphError) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errRequired("messaging_product")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var r sendRequest
-	if err := dec.Decode(&r); err != nil {
-		return nil, jsonError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errParam("Request body must hold exactly one JSON object")
+	if !decodeSendFast(body, &r) {
+		r = sendRequest{}
+		if gerr := decodeSendJSON(body, &r); gerr != nil {
+			return nil, gerr
+		}
 	}
 	if r.MessagingProduct == "" {
 		return nil, errRequired("messaging_product")
@@ -209,6 +208,20 @@ func decodeSend(body []byte) (*sendRequest, *graphError) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// decodeSendJSON decodes body into r through encoding/json, refusing
+// unknown keys and anything after the object.
+func decodeSendJSON(body []byte, r *sendRequest) *graphError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(r); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errParam("Request body must hold exactly one JSON object")
+	}
+	return nil
 }
 
 // checkBody checks that the object named by Type is there and well formed,
@@ -314,22 +327,26 @@ func (t *templateMsg) check() *graphError {
 	}
 	for i := range t.Components {
 		c := &t.Components[i]
-		where := fmt.Sprintf("template['components'][%d]", i)
+		where := func() string { return fmt.Sprintf("template['components'][%d]", i) }
 		switch strings.ToLower(c.Type) {
 		case "header", "body":
 			for j := range c.Parameters {
-				if err := c.Parameters[j].check(strings.ToLower(c.Type), fmt.Sprintf("%s['parameters'][%d]", where, j)); err != nil {
+				if c.Parameters[j].plainText() {
+					// The common case, passed without building its path.
+					continue
+				}
+				if err := c.Parameters[j].check(strings.ToLower(c.Type), fmt.Sprintf("%s['parameters'][%d]", where(), j)); err != nil {
 					return err
 				}
 			}
 		case "button":
-			if err := c.checkButton(where); err != nil {
+			if err := c.checkButton(where()); err != nil {
 				return err
 			}
 		case "":
-			return errRequired(where + "['type']")
+			return errRequired(where() + "['type']")
 		default:
-			return errParam("Param %s['type'] must be one of {HEADER, BODY, BUTTON} - got %q.", where, truncate(c.Type, 32))
+			return errParam("Param %s['type'] must be one of {HEADER, BODY, BUTTON} - got %q.", where(), truncate(c.Type, 32))
 		}
 	}
 	return nil
@@ -379,6 +396,11 @@ func (c *component) checkButton(where string) *graphError {
 		}
 	}
 	return nil
+}
+
+// plainText reports whether p is a text parameter that check passes.
+func (p *parameter) plainText() bool {
+	return p.Type == "text" && p.Text != nil && *p.Text != "" && utf8.RuneCountInString(*p.Text) <= maxParamText
 }
 
 func (p *parameter) check(comp, where string) *graphError {
@@ -436,7 +458,15 @@ func (p *parameter) check(comp, where string) *graphError {
 // 012-3456") to its digits, the WhatsApp id.
 func normalizeWAID(to string) (string, bool) {
 	s := strings.TrimPrefix(strings.TrimSpace(to), "+")
+	if digitsOnly(s) {
+		// The common case: the digits as they are, without a copy.
+		if len(s) < minWAIDDigits || len(s) > maxWAIDDigits || s[0] == '0' {
+			return "", false
+		}
+		return s, true
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	for _, c := range s {
 		switch {
 		case c >= '0' && c <= '9':
@@ -451,6 +481,16 @@ func normalizeWAID(to string) (string, bool) {
 		return "", false
 	}
 	return d, true
+}
+
+// digitsOnly reports whether s is ASCII digits only.
+func digitsOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonError turns a decoding error into Graph's answer.

@@ -1,0 +1,509 @@
+package wasim
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// This file is decodeSend's fast path: a single-pass decoder of the send
+// request shapes senders post most (a template with text parameters, a
+// text message), used before encoding/json on every send (its reflection
+// was the largest part of the simulator's CPU per send in the dispatcher's
+// benchmarks).
+//
+// It either fills the sendRequest exactly as a json.Decoder with
+// DisallowUnknownFields would, the request ending after the object, or it
+// gives up and decodeSend runs encoding/json on the body, so every refusal
+// and its message stay encoding/json's (TestDecodeSendFastMatchesJSON and
+// FuzzDecodeSendFast compare the two). It gives up on:
+//
+//   - any syntax error, and anything but whitespace after the object;
+//   - null for a field, a duplicate field, a key that is not a field it
+//     decodes (an unknown key, one that differs in case, the rarer fields:
+//     image, interactive, context, mark-as-read, parameters other than text);
+//   - a value of another JSON type than the field's, an index that is not an
+//     integer;
+//   - escapes and invalid UTF-8 in strings (encoding/json unescapes them and
+//     replaces invalid UTF-8 with U+FFFD).
+
+// fastScan is the state of one fast decode.
+type fastScan struct {
+	b []byte
+	i int
+}
+
+// decodeSendFast decodes body into r, or reports false when encoding/json
+// must (r is then in an undefined state).
+func decodeSendFast(body []byte, r *sendRequest) bool {
+	s := fastScan{b: body}
+	if !s.open('{') {
+		return false
+	}
+	var seen uint32
+	for n := 0; ; n++ {
+		key, done, ok := s.nextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			break
+		}
+		if !s.sendField(key, r, &seen) {
+			return false
+		}
+	}
+	s.ws()
+	return s.i == len(s.b)
+}
+
+// sendField decodes the value of a top-level key into r.
+func (s *fastScan) sendField(key []byte, r *sendRequest, seen *uint32) bool {
+	switch string(key) {
+	case "messaging_product":
+		return first(seen, 0) && s.str(&r.MessagingProduct)
+	case "recipient_type":
+		return first(seen, 1) && s.str(&r.RecipientType)
+	case "to":
+		return first(seen, 2) && s.str(&r.To)
+	case "type":
+		return first(seen, 3) && s.str(&r.Type)
+	case "biz_opaque_callback_data":
+		return first(seen, 4) && s.str(&r.BizOpaque)
+	case "template":
+		if !first(seen, 5) {
+			return false
+		}
+		r.Template = new(templateMsg)
+		return s.template(r.Template)
+	case "text":
+		if !first(seen, 6) {
+			return false
+		}
+		r.Text = new(textMsg)
+		return s.text(r.Text)
+	}
+	return false
+}
+
+// template decodes a template object.
+func (s *fastScan) template(t *templateMsg) bool {
+	if !s.open('{') {
+		return false
+	}
+	var seen uint32
+	for n := 0; ; n++ {
+		key, done, ok := s.nextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		switch string(key) {
+		case "name":
+			ok = first(&seen, 0) && s.str(&t.Name)
+		case "namespace":
+			ok = first(&seen, 1) && s.str(&t.Namespace)
+		case "language":
+			if ok = first(&seen, 2); ok {
+				t.Language = new(language)
+				ok = s.language(t.Language)
+			}
+		case "components":
+			ok = first(&seen, 3) && s.components(&t.Components)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// language decodes a template's language object.
+func (s *fastScan) language(l *language) bool {
+	if !s.open('{') {
+		return false
+	}
+	var seen uint32
+	for n := 0; ; n++ {
+		key, done, ok := s.nextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		switch string(key) {
+		case "code":
+			ok = first(&seen, 0) && s.str(&l.Code)
+		case "policy":
+			ok = first(&seen, 1) && s.str(&l.Policy)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// components decodes a template's components array. An empty array is an
+// empty, non-nil slice, as encoding/json makes it.
+func (s *fastScan) components(cs *[]component) bool {
+	if !s.open('[') {
+		return false
+	}
+	*cs = []component{}
+	for n := 0; ; n++ {
+		done, ok := s.nextElem(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		*cs = append(*cs, component{})
+		if !s.component(&(*cs)[len(*cs)-1]) {
+			return false
+		}
+	}
+}
+
+// component decodes one component object.
+func (s *fastScan) component(c *component) bool {
+	if !s.open('{') {
+		return false
+	}
+	var seen uint32
+	for n := 0; ; n++ {
+		key, done, ok := s.nextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		switch string(key) {
+		case "type":
+			ok = first(&seen, 0) && s.str(&c.Type)
+		case "sub_type":
+			ok = first(&seen, 1) && s.str(&c.SubType)
+		case "index":
+			if ok = first(&seen, 2); ok {
+				c.Index = new(flexIndex)
+				ok = s.index(c.Index)
+			}
+		case "parameters":
+			ok = first(&seen, 3) && s.parameters(&c.Parameters)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// parameters decodes a component's parameters array.
+func (s *fastScan) parameters(ps *[]parameter) bool {
+	if !s.open('[') {
+		return false
+	}
+	*ps = []parameter{}
+	for n := 0; ; n++ {
+		done, ok := s.nextElem(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		if n == 0 {
+			// Room for the usual few: growing from one element to two
+			// to four copies the large parameter struct.
+			*ps = make([]parameter, 0, 4)
+		}
+		*ps = append(*ps, parameter{})
+		if !s.parameter(&(*ps)[len(*ps)-1]) {
+			return false
+		}
+	}
+}
+
+// parameter decodes one parameter object: type, text and parameter_name
+// (the other kinds go to encoding/json).
+func (s *fastScan) parameter(p *parameter) bool {
+	if !s.open('{') {
+		return false
+	}
+	var seen uint32
+	for n := 0; ; n++ {
+		key, done, ok := s.nextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		switch string(key) {
+		case "type":
+			ok = first(&seen, 0) && s.str(&p.Type)
+		case "parameter_name":
+			ok = first(&seen, 1) && s.str(&p.ParameterName)
+		case "text":
+			if ok = first(&seen, 2); ok {
+				p.Text = new(string)
+				ok = s.str(p.Text)
+			}
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// text decodes a text message object.
+func (s *fastScan) text(t *textMsg) bool {
+	if !s.open('{') {
+		return false
+	}
+	var seen uint32
+	for n := 0; ; n++ {
+		key, done, ok := s.nextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		switch string(key) {
+		case "body":
+			ok = first(&seen, 0) && s.str(&t.Body)
+		case "preview_url":
+			ok = first(&seen, 1) && s.boolean(&t.PreviewURL)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// first marks field bit n as seen and reports false when it was already
+// (a duplicate key, which encoding/json merges or overwrites).
+func first(seen *uint32, n uint) bool {
+	if *seen&(1<<n) != 0 {
+		return false
+	}
+	*seen |= 1 << n
+	return true
+}
+
+// ws skips JSON whitespace.
+func (s *fastScan) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// open consumes c ('{' or '['), after whitespace.
+func (s *fastScan) open(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// nextKey moves to the next key of an object whose '{' was consumed and
+// returns it with the ':' after it consumed; done when the object closed
+// instead. firstKey is true for the first call of an object.
+func (s *fastScan) nextKey(firstKey bool) (key []byte, done, ok bool) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return nil, false, false
+	}
+	switch c := s.b[s.i]; {
+	case c == '}':
+		s.i++
+		return nil, true, true
+	case firstKey:
+	case c == ',':
+		s.i++
+		s.ws()
+	default:
+		return nil, false, false
+	}
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false, false
+	}
+	// Keys are taken as written: one with an escape or a byte outside
+	// ASCII names no field the fast path decodes.
+	start := s.i + 1
+	j := start
+	for j < len(s.b) && s.b[j] != '"' {
+		if c := s.b[j]; c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			return nil, false, false
+		}
+		j++
+	}
+	if j >= len(s.b) {
+		return nil, false, false
+	}
+	key = s.b[start:j]
+	s.i = j + 1
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != ':' {
+		return nil, false, false
+	}
+	s.i++
+	return key, false, true
+}
+
+// nextElem moves to the next element of an array whose '[' was consumed;
+// done when the array closed instead.
+func (s *fastScan) nextElem(firstElem bool) (done, ok bool) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false, false
+	}
+	switch c := s.b[s.i]; {
+	case c == ']':
+		s.i++
+		return true, true
+	case firstElem:
+		return false, true
+	case c == ',':
+		s.i++
+		return false, true
+	}
+	return false, false
+}
+
+// rawStr returns the contents of a string without escapes and of valid
+// UTF-8.
+func (s *fastScan) rawStr() ([]byte, bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false
+	}
+	start := s.i + 1
+	ascii := true
+	for j := start; j < len(s.b); j++ {
+		switch c := s.b[j]; {
+		case c == '"':
+			if !ascii && !utf8.Valid(s.b[start:j]) {
+				return nil, false
+			}
+			s.i = j + 1
+			return s.b[start:j], true
+		case c == '\\', c < 0x20:
+			return nil, false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return nil, false
+}
+
+// str decodes a string into v; the values every send repeats come from
+// constants instead of a new allocation each.
+func (s *fastScan) str(v *string) bool {
+	b, ok := s.rawStr()
+	if !ok {
+		return false
+	}
+	switch string(b) {
+	case "whatsapp":
+		*v = "whatsapp"
+	case "individual":
+		*v = "individual"
+	case "template":
+		*v = "template"
+	case "text":
+		*v = "text"
+	case "body":
+		*v = "body"
+	case "header":
+		*v = "header"
+	case "button":
+		*v = "button"
+	case "url":
+		*v = "url"
+	default:
+		*v = string(b)
+	}
+	return true
+}
+
+// boolean decodes true or false into v.
+func (s *fastScan) boolean(v *bool) bool {
+	s.ws()
+	switch rest := s.b[s.i:]; {
+	case len(rest) >= 4 && string(rest[:4]) == "true":
+		*v = true
+		s.i += 4
+	case len(rest) >= 5 && string(rest[:5]) == "false":
+		*v = false
+		s.i += 5
+	default:
+		return false
+	}
+	// "truex" ends the literal where no separator follows: the caller's
+	// next step finds no ',' or '}' and gives up.
+	return true
+}
+
+// index decodes a button index as flexIndex does: a string or an integer,
+// its digits through strconv.Atoi.
+func (s *fastScan) index(v *flexIndex) bool {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false
+	}
+	var digits []byte
+	if s.b[s.i] == '"' {
+		b, ok := s.rawStr()
+		if !ok {
+			return false
+		}
+		digits = b
+	} else {
+		// A JSON integer: -?(0|[1-9][0-9]*), no fraction or exponent.
+		start := s.i
+		j := start
+		if j < len(s.b) && s.b[j] == '-' {
+			j++
+		}
+		d := j
+		for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+			j++
+		}
+		if j == d || (s.b[d] == '0' && j-d > 1) {
+			return false
+		}
+		if j < len(s.b) {
+			if c := s.b[j]; c == '.' || c == 'e' || c == 'E' {
+				return false
+			}
+		}
+		digits = s.b[start:j]
+		s.i = j
+	}
+	n, err := strconv.Atoi(string(digits))
+	if err != nil {
+		return false
+	}
+	*v = flexIndex(n)
+	return true
+}
