@@ -2,7 +2,6 @@ package schemas
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -267,13 +266,7 @@ func (d *DispatchRequest) Key() []byte { return RecipientKey(d.App, d.To) }
 // (dispatch_decode.go), to the same request.
 func DecodeDispatchRequest(b []byte) (*DispatchRequest, error) {
 	d := new(DispatchRequest)
-	if err := decodeDispatch(b, d); err != nil {
-		return nil, fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
-	}
-	if d.V != V1 {
-		return nil, fmt.Errorf("%w: got v=%d, want %d", ErrVersion, d.V, V1)
-	}
-	if err := d.Validate(); err != nil {
+	if err := decodeWith(b, d, decodeDispatch, func() int { return d.V }); err != nil {
 		return nil, err
 	}
 	return d, nil

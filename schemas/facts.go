@@ -1,7 +1,6 @@
 package schemas
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/go-faster/city"
@@ -121,13 +120,7 @@ func (f *DispatchFacts) Validate() error {
 // DecodeDispatchFacts decodes and validates a TopicFacts record value.
 func DecodeDispatchFacts(b []byte) (*DispatchFacts, error) {
 	f := new(DispatchFacts)
-	if err := decodeDispatchFacts(b, f); err != nil {
-		return nil, fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
-	}
-	if f.V != V1 {
-		return nil, fmt.Errorf("%w: got v=%d, want %d", ErrVersion, f.V, V1)
-	}
-	if err := f.Validate(); err != nil {
+	if err := decodeWith(b, f, decodeDispatchFacts, func() int { return f.V }); err != nil {
 		return nil, err
 	}
 	return f, nil

@@ -89,7 +89,7 @@ func (o *Outcome) Key() []byte { return RecipientKey(o.App, o.To) }
 // DecodeOutcome decodes and validates a TopicOutcomes record value.
 func DecodeOutcome(b []byte) (*Outcome, error) {
 	o := new(Outcome)
-	if err := decode(b, o, func() int { return o.V }); err != nil {
+	if err := decodeWith(b, o, decodeOutcome, func() int { return o.V }); err != nil {
 		return nil, err
 	}
 	return o, nil

@@ -220,7 +220,13 @@ func invalid(format string, args ...any) error {
 
 // decode unmarshals a record, checks its version and validates it.
 func decode[T interface{ Validate() error }](b []byte, v T, version func() int) error {
-	if err := json.Unmarshal(b, v); err != nil {
+	return decodeWith(b, v, func(b []byte, v T) error { return json.Unmarshal(b, v) }, version)
+}
+
+// decodeWith is decode with unmarshal instead of json.Unmarshal: a fast
+// path that falls back to it (decodeDispatch, decodeOutcome, ...).
+func decodeWith[T interface{ Validate() error }](b []byte, v T, unmarshal func([]byte, T) error, version func() int) error {
+	if err := unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
 	}
 	if version() != V1 {
