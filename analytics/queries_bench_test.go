@@ -248,8 +248,8 @@ func usesAny(q Query, names ...string) bool {
 // tableSizes lists the row counts of the tables.
 func tableSizes(b *testing.B, conn driver.Conn) string {
 	var out []string
-	for _, t := range append(tableNames, "message_times", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
-		"fact_log", "fact_days", "fact_sources", "state_moves") {
+	for _, t := range append(tableNames, "message_times", "sends_daily", "event_days", "journey_days", "statuses_daily", "inbound_hourly",
+		"event_days_settled", "journey_days_settled", "fact_log", "fact_days", "fact_sources", "state_moves") {
 		out = append(out, fmt.Sprintf("%s %d", t, count(b, conn, "SELECT count() FROM "+t)))
 	}
 	return strings.Join(out, ", ")
