@@ -175,15 +175,17 @@ func (s *Settler) dirtyDays(ctx context.Context, t settledTable) ([]string, erro
 }
 
 // settleDays reads the count and rows of t's dirty keys of the days from
-// to (both included), in one SELECT, and inserts them into t.name.
+// to (YYYY-MM-DD, both included), in one SELECT, and inserts them into
+// t.name.
 func (s *Settler) settleDays(ctx context.Context, t settledTable, from, to string) (int, error) {
-	days := `day BETWEEN toDate('` + from + `') AND toDate('` + to + `')`
+	const days = `day BETWEEN toDate(?) AND toDate(?)`
 	keys := strings.Join(t.keys, ", ")
 	q := `SELECT ` + keys + `, uniqExactMerge(events) AS events, sumMerge(rows) AS rows
 FROM ` + t.source + `
 WHERE ` + days + ` AND (` + keys + `) IN (` + dirtyKeys(t, days) + `)
 GROUP BY ` + keys
-	rows, err := s.conn.Query(ctx, q)
+	// days comes three times: here and twice in dirtyKeys.
+	rows, err := s.conn.Query(ctx, q, from, to, from, to, from, to)
 	if err != nil {
 		return 0, fmt.Errorf("reading the counts of %s from %s to %s: %w", t.source, from, to, err)
 	}
