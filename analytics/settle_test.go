@@ -3,7 +3,9 @@ package analytics
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -474,4 +476,100 @@ func TestMigration0014CopiesTheOldAggregates(t *testing.T) {
 			t.Errorf("after 0014 ran again: table %s still there", table)
 		}
 	}
+}
+
+// TestSettledCountsWhileInsertingAndSettling queries while one goroutine
+// writes new events of a day (and copies of earlier ones) and another
+// settles without pause: every answer must lie between the events written
+// before the query began and those begun before it ended (a key counted
+// from both its settled row and its states would be about twice that, a
+// key counted from neither 0), and the last must be exact.
+func TestSettledCountsWhileInsertingAndSettling(t *testing.T) {
+	_, conn := migratedDB(t)
+	s, _, _ := newSink(t, Config{}, conn)
+	st, err := NewSettler(Config{}, conn, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := settleData{t: t, o: offsets{}}
+	const n = 40
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = d.event("p-"+strconv.Itoa(i), "u1", "Purchase", day1, nil)
+	}
+	var begun, written atomic.Int64
+	done := make(chan error, 2)
+	stop := make(chan struct{})
+	go func() {
+		for i, r := range recs {
+			begun.Add(1)
+			batch := []*kgo.Record{r}
+			if i > 0 {
+				batch = append(batch, recs[i-1]) // a copy: no new event
+			}
+			if _, err := s.Write(context.Background(), batch); err != nil {
+				done <- err
+				close(stop)
+				return
+			}
+			written.Add(1)
+		}
+		close(stop)
+		done <- nil
+	}()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := st.Settle(context.Background()); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	q, _ := QueryByName("events_by_name")
+	purchases := func() int64 {
+		t.Helper()
+		res, err := q.Run(t.Context(), conn, Params{App: "shop", From: day1, To: day1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Rows) == 0 {
+			return 0
+		}
+		v, ok := res.Rows[0][3].(uint64)
+		if !ok || len(res.Rows) != 1 {
+			t.Fatalf("rows %v, want one Purchase count", res.Rows)
+		}
+		return int64(v)
+	}
+	queries := 0
+	for running := true; running; queries++ {
+		select {
+		case <-stop:
+			running = false
+		default:
+		}
+		low := written.Load()
+		got := purchases()
+		if high := begun.Load(); got < low || got > high {
+			t.Fatalf("query %d: %d purchases, want %d to %d", queries, got, low, high)
+		}
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := purchases(); got != n {
+		t.Fatalf("after the writes: %d purchases, want %d", got, n)
+	}
+	t.Logf("%d queries during the writes", queries)
 }
