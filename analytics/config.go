@@ -43,6 +43,12 @@ type Config struct {
 	// stops sending statuses of a message 30 days after it was sent.
 	// Default 35 days (840h).
 	FactsHorizon time.Duration `yaml:"facts_horizon"`
+	// SettleInterval is the period of the settler (settle.go), which
+	// caches the final counts of event_days and journey_days for
+	// events_by_name and journey_steps; keys touched since the last settle
+	// are merged from their states by the queries, exact either way.
+	// Default 1m.
+	SettleInterval time.Duration `yaml:"settle_interval"`
 	// Pricer prices billable messages into the costs table; nil stores
 	// their rows with price_known = 0 (no price table loaded). Default nil.
 	Pricer Pricer `yaml:"-"`
@@ -50,12 +56,13 @@ type Config struct {
 
 // Config defaults.
 const (
-	DefaultGroup         = "herald-analytics"
-	DefaultDSN           = "clickhouse://127.0.0.1:9000/default"
-	DefaultBatchRows     = 50000
-	DefaultFlushInterval = time.Second
-	DefaultFactsGroup    = "herald-analytics-facts"
-	DefaultFactsHorizon  = 35 * 24 * time.Hour
+	DefaultGroup          = "herald-analytics"
+	DefaultDSN            = "clickhouse://127.0.0.1:9000/default"
+	DefaultBatchRows      = 50000
+	DefaultFlushInterval  = time.Second
+	DefaultFactsGroup     = "herald-analytics-facts"
+	DefaultFactsHorizon   = 35 * 24 * time.Hour
+	DefaultSettleInterval = time.Minute
 )
 
 // Validate checks the config and fills defaults.
@@ -94,6 +101,12 @@ func (c *Config) Validate() error {
 		c.FactsHorizon = DefaultFactsHorizon
 	case c.FactsHorizon < 24*time.Hour:
 		return fmt.Errorf("analytics: facts_horizon must be at least 24h, got %s", c.FactsHorizon)
+	}
+	switch {
+	case c.SettleInterval < 0:
+		return fmt.Errorf("analytics: settle_interval must not be negative, got %s", c.SettleInterval)
+	case c.SettleInterval == 0:
+		c.SettleInterval = DefaultSettleInterval
 	}
 	return nil
 }

@@ -21,18 +21,18 @@ func TestConfigValidate(t *testing.T) {
 			name: "defaults",
 			want: Config{
 				Group: DefaultGroup, DSN: DefaultDSN, BatchRows: 50000, FlushInterval: time.Second,
-				FactsGroup: DefaultFactsGroup, FactsHorizon: 35 * 24 * time.Hour,
+				FactsGroup: DefaultFactsGroup, FactsHorizon: 35 * 24 * time.Hour, SettleInterval: time.Minute,
 			},
 		},
 		{
 			name: "kept",
 			in: Config{
 				Group: "g", DSN: "clickhouse://u:p@ch:9000/herald", BatchRows: 5, FlushInterval: time.Minute,
-				FactsGroup: "f", FactsHorizon: 48 * time.Hour,
+				FactsGroup: "f", FactsHorizon: 48 * time.Hour, SettleInterval: 5 * time.Second,
 			},
 			want: Config{
 				Group: "g", DSN: "clickhouse://u:p@ch:9000/herald", BatchRows: 5, FlushInterval: time.Minute,
-				FactsGroup: "f", FactsHorizon: 48 * time.Hour,
+				FactsGroup: "f", FactsHorizon: 48 * time.Hour, SettleInterval: 5 * time.Second,
 			},
 		},
 		{name: "negative batch rows", in: Config{BatchRows: -1}, wantErr: "batch_rows must not be negative"},
@@ -40,6 +40,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "facts group is the group", in: Config{Group: "g", FactsGroup: "g"}, wantErr: "facts_group must differ from group"},
 		{name: "negative horizon", in: Config{FactsHorizon: -time.Hour}, wantErr: "facts_horizon must not be negative"},
 		{name: "short horizon", in: Config{FactsHorizon: time.Hour}, wantErr: "facts_horizon must be at least 24h"},
+		{name: "negative settle interval", in: Config{SettleInterval: -time.Second}, wantErr: "settle_interval must not be negative"},
 		{name: "http dsn", in: Config{DSN: "http://ch:8123/herald"}, wantErr: "want the native protocol"},
 		{name: "dsn without host", in: Config{DSN: "clickhouse:///herald"}, wantErr: "parsing clickhouse dsn"},
 	}

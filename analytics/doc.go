@@ -21,13 +21,20 @@
 //	                      by source first) and state_moves (current states)
 //
 // and, filled by materialized views on insert: message_times (when each
-// dispatch reached each state), sends_daily, events_daily, statuses_daily,
+// dispatch reached each state), sends_daily, event_days, statuses_daily,
 // inbound_hourly, send_failures_daily and status_failures_daily (the
-// failed rows only), marketing_recipients_daily, journey_daily,
+// failed rows only), marketing_recipients_daily, journey_days,
 // segment_daily: daily aggregates of uniqExact states. Since 0011 the
 // funnel, cost, read and state queries read the fact counts; 0013 dropped
 // the aggregates they read before (funnel_daily, funnel_days, sends_days,
-// dispatch_ranks), whose views cost every insert server time.
+// dispatch_ranks), whose views cost every insert server time. Since 0014
+// event_days and journey_days (replacing events_daily and journey_daily)
+// also hold rows, a sum that grows with every insert touching a key, and
+// the Settler (settle.go, run by Sink.Run every Config.SettleInterval)
+// caches their final counts in event_days_settled and
+// journey_days_settled; events_by_name and journey_steps read a settled
+// count while its rows equal the key's current rows, and merge the states
+// of the other keys (docs/ANALYTICS.md, "Settled counts").
 // docs/ANALYTICS.md documents every table and column; Queries are its
 // analyst queries.
 //
@@ -153,4 +160,8 @@
 //	herald_analytics_facts_late_total                 counter: dispatches before the horizon looked up in fact_log
 //	herald_analytics_facts_seen_dispatches            gauge: dispatches the fact counter remembers
 //	herald_analytics_facts_load_seconds               histogram: loading one partition's counted facts at assignment
+//	herald_analytics_settle_runs_total                counter: settles of event_days and journey_days (settle.go)
+//	herald_analytics_settle_errors_total              counter: settles that failed (retried an interval later)
+//	herald_analytics_keys_settled_total{table}        counter: keys whose count the settler wrote, by settled table
+//	herald_analytics_settle_duration_seconds          histogram: one settle of every dirty key
 package analytics

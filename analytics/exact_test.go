@@ -89,7 +89,7 @@ func exactCounts(t testing.TB, conn driver.Conn) map[string]uint64 {
 		"message_state": count(t, conn, "SELECT count() FROM message_state FINAL"),
 		"costs":         count(t, conn, "SELECT count() FROM costs FINAL"),
 		"sends_daily":   count(t, conn, "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(dispatches) AS n FROM sends_daily GROUP BY app, day, state)"),
-		"events_daily":  count(t, conn, "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(events) AS n FROM events_daily GROUP BY app, day, kind, name)"),
+		"event_days":    count(t, conn, "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(events) AS n FROM event_days GROUP BY app, day, kind, name)"),
 		"inbound_daily": count(t, conn, "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(messages) AS n FROM inbound_hourly GROUP BY app, day, hour, type, keyword)"),
 		"status_daily":  count(t, conn, "SELECT toUInt64(sum(n)) FROM (SELECT uniqExactMerge(messages) AS n FROM statuses_daily GROUP BY app, day, status, pricing_category, country, error_code)"),
 		"facts":         count(t, conn, "SELECT count() FROM message_facts FINAL"),
@@ -99,7 +99,7 @@ func exactCounts(t testing.TB, conn driver.Conn) map[string]uint64 {
 // wantCounts are the exact counts of dataset().
 var wantCounts = map[string]uint64{
 	"events": 15, "statuses": 6, "messages": 5, "inbound": 6, "message_state": 5, "costs": 3,
-	"sends_daily": 5, "events_daily": 15, "inbound_daily": 6, "status_daily": 6,
+	"sends_daily": 5, "event_days": 15, "inbound_daily": 6, "status_daily": 6,
 	// d1 requested, sent, delivered, read, billed; d2 the same but read; d3
 	// requested, sent, billed; d4 requested, failed; o1 requested, sent.
 	"facts": 16,

@@ -23,6 +23,11 @@ type metrics struct {
 	factsLate     prometheus.Counter
 	seenDispatch  prometheus.Gauge
 	seenLoad      prometheus.Histogram
+	// The settler's (settle.go).
+	settleRuns     prometheus.Counter
+	settleErrors   prometheus.Counter
+	keysSettled    *prometheus.CounterVec
+	settleDuration prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -86,6 +91,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of loading one partition's counted facts from fact_log when it is assigned.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14), // 10 ms .. 80 s
 		}),
+		settleRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_settle_runs_total",
+			Help: "Settles of the event aggregates (event_days, journey_days) into their settled counts.",
+		}),
+		settleErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_analytics_settle_errors_total",
+			Help: "Settles that failed (retried an interval later; the queries stay exact without them).",
+		}),
+		keysSettled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_analytics_keys_settled_total",
+			Help: "Keys whose count the settler wrote, by settled table.",
+		}, []string{"table"}),
+		settleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_analytics_settle_duration_seconds",
+			Help:    "Duration of one settle of every dirty key, successful or not.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms .. 40 s
+		}),
+	}
+	for _, t := range settledTables {
+		m.keysSettled.WithLabelValues(t.name)
 	}
 	for _, table := range append(tableNames, factLogTable.name) {
 		m.rowsInserted.WithLabelValues(table)
@@ -99,6 +124,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.rowsInserted, m.insertDuration, m.insertErrors, m.deadLetters, m.batchRows, m.rowsRejected, m.paused, m.factsPending, m.factsResolved,
 		m.factsCounted, m.factsRepeated, m.factsLate, m.seenDispatch, m.seenLoad,
+		m.settleRuns, m.settleErrors, m.keysSettled, m.settleDuration,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering analytics metrics: %w", err)

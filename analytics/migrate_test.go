@@ -24,7 +24,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		"0001_init", "0002_state_inbound_aggregates", "0003_message_facts", "0004_day_first_funnel",
 		"0005_failure_aggregates", "0006_marketing_recipients", "0007_journey_daily",
 		"0008_segment_daily", "0009_day_first_sends", "0010_dispatch_ranks", "0011_fact_counts", "0012_events_anonymous_id",
-		"0013_drop_unread_aggregates",
+		"0013_drop_unread_aggregates", "0014_settled_counts",
 	}; !slices.Equal(applied, want) {
 		t.Fatalf("first Migrate applied %v, want %v", applied, want)
 	}
@@ -37,11 +37,12 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	for _, table := range []string{
 		"events", "statuses", "messages", "herald_migrations", "inbound", "message_state", "message_times",
-		"costs", "sends_daily", "events_daily", "statuses_daily", "inbound_hourly",
-		"message_times_mv", "sends_daily_mv", "events_daily_mv", "statuses_daily_mv", "inbound_hourly_mv",
+		"costs", "sends_daily", "event_days", "statuses_daily", "inbound_hourly",
+		"message_times_mv", "sends_daily_mv", "event_days_mv", "statuses_daily_mv", "inbound_hourly_mv",
 		"wamids", "dispatch_meta", "message_facts", "pending_facts",
 		"send_failures_daily", "send_failures_daily_mv", "status_failures_daily", "status_failures_daily_mv",
-		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_daily", "journey_daily_mv",
+		"marketing_recipients_daily", "marketing_recipients_daily_mv", "journey_days", "journey_days_mv",
+		"event_days_settled", "journey_days_settled",
 		"segment_daily", "segment_daily_mv",
 		"fact_log", "fact_days", "fact_days_mv", "fact_sources", "fact_sources_mv",
 		"state_moves", "state_moves_mv",
@@ -53,6 +54,11 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	for _, table := range droppedBy0013 {
 		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 0 {
 			t.Errorf("table %s: %d in system.tables, want 0 (0013 drops it)", table, n)
+		}
+	}
+	for _, table := range droppedBy0014 {
+		if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 0 {
+			t.Errorf("table %s: %d in system.tables, want 0 (0014 drops it)", table, n)
 		}
 	}
 	for _, table := range []string{"events", "statuses", "messages", "inbound", "message_state", "costs"} {
@@ -427,3 +433,6 @@ var droppedBy0013 = []string{
 	"funnel_daily", "funnel_daily_mv", "funnel_days", "funnel_days_mv",
 	"sends_days", "sends_days_mv", "dispatch_ranks", "dispatch_ranks_mv",
 }
+
+// droppedBy0014 are the aggregates event_days and journey_days replace.
+var droppedBy0014 = []string{"events_daily", "events_daily_mv", "journey_daily", "journey_daily_mv"}

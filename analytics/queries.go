@@ -163,11 +163,57 @@ func args(lists ...[]string) []string {
 	return out
 }
 
+// dayWhere is the filter of the event aggregates on app and days, and
+// journeyWhere that of the journey aggregates on app, days and journey;
+// their parameters are dayArgs and journeyWhereArgs.
+const (
+	dayWhere     = `app = ? AND day BETWEEN toDate(?) AND toDate(?)`
+	journeyWhere = dayWhere + ` AND journey BETWEEN ? AND ?`
+)
+
+var journeyWhereArgs = args(dayArgs, journeyArgs)
+
+// settledCounts is a SELECT of the key columns of t but app, and events,
+// the events of each key matching where (whose parameters come four times),
+// each line indented by indent. The count of a key is its settled count
+// when that is fresh (a settled row whose rows equals the key's current
+// sumMerge(rows)), else the merge of its states; only the states of the
+// dirty keys are read (the key tuple IN the dirty keys: ClickHouse skips
+// the other granules by the sorting key). The dirty keys are found once,
+// in the IN set, and each key's count is taken from the merge when it has
+// one, else from its latest settled row: a key that was fresh when the set
+// was built has a settled row whose count is exact, and a later settle
+// only writes the count of later rows. Keys the settler never saw are
+// dirty, so a settler that never ran leaves the live merge.
+func settledCounts(t settledTable, where, indent string) string {
+	keys := strings.Join(t.keys, ", ")
+	cols := strings.Join(t.keys[1:], ", ")
+	sql := `SELECT ` + cols + `, argMax(n, live) AS events
+FROM
+(
+    SELECT ` + cols + `, argMax(events, rows) AS n, toUInt8(0) AS live
+    FROM ` + t.name + `
+    WHERE ` + where + `
+    GROUP BY ` + keys + `
+    UNION ALL
+    SELECT ` + cols + `, uniqExactMerge(events) AS n, toUInt8(1) AS live
+    FROM ` + t.source + `
+    WHERE ` + where + ` AND (` + keys + `) IN
+    (
+        ` + strings.ReplaceAll(dirtyKeys(t, where), "\n", "\n        ") + `
+    )
+    GROUP BY ` + keys + `
+)
+GROUP BY ` + cols
+	return indent + strings.ReplaceAll(sql, "\n", "\n"+indent)
+}
+
 // Journey events are the segmenter's (schemas.EventJourneyEntered,
 // EventJourneyStep, EventJourneyExited), with the attributes journey,
 // version, step and from (steps), reason (exits: completed, goal,
 // archived, replaced). A user converted when they exited with reason goal.
-// The view journey_daily_mv (migrations/0007) selects the three by name.
+// The view journey_days_mv (migrations/0014, 0007 before) selects the
+// three by name.
 const journeyGoal = "goal"
 
 // OptOutKeywords are the first words of inbound messages that count as a
@@ -301,26 +347,39 @@ LIMIT 20`,
 		Title: "Journey branch counts",
 		Doc: "Journey events by journey, event, step, the step or branch it came from (from: timeout, " +
 			"event, an A/B branch, yes/no) and exit reason: events and distinct users (user id, else hwid), " +
-			"from the daily aggregate journey_daily. The segmenter writes " + schemas.EventJourneyEntered + ", " +
-			schemas.EventJourneyStep + " and " + schemas.EventJourneyExited + " as users move through journeys.",
-		SQL: `SELECT journey, name, step, from_step, reason, uniqExactMerge(events) AS events, uniqExactMerge(users) AS users
-FROM journey_daily
-WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND journey BETWEEN ? AND ?
+			"from the daily aggregate journey_days: the events of each day from its settled counts where " +
+			"they are fresh, else from its states (see Settled counts), the users from its states. The segmenter writes " +
+			schemas.EventJourneyEntered + ", " + schemas.EventJourneyStep + " and " + schemas.EventJourneyExited +
+			" as users move through journeys.",
+		SQL: `SELECT journey, name, step, from_step, reason, sum(events) AS events, sum(users) AS users
+FROM
+(
+    SELECT journey, name, step, from_step, reason, events, toUInt64(0) AS users
+    FROM
+    (
+` + settledCounts(settledTables[1], journeyWhere, "        ") + `
+    )
+    UNION ALL
+    SELECT journey, name, step, from_step, reason, toUInt64(0) AS events, uniqExactMerge(users) AS users
+    FROM journey_days
+    WHERE ` + journeyWhere + `
+    GROUP BY journey, name, step, from_step, reason
+)
 GROUP BY journey, name, step, from_step, reason
 ORDER BY journey, name, step, from_step, reason`,
-		Args: args(dayArgs, journeyArgs),
+		Args: args(journeyWhereArgs, journeyWhereArgs, journeyWhereArgs, journeyWhereArgs, journeyWhereArgs),
 	},
 	{
 		Name:  "journey_conversion",
 		Title: "Journey conversion",
 		Doc: "Distinct users who entered each journey, who reached its conversion goal (exited with " +
-			"reason goal), and converted / entered, from the daily aggregate journey_daily.",
+			"reason goal), and converted / entered, from the daily aggregate journey_days.",
 		SQL: `SELECT journey,
     uniqExactMergeIf(users, name = '` + schemas.EventJourneyEntered + `') AS entered,
     uniqExactMergeIf(users, name = '` + schemas.EventJourneyExited + `' AND reason = '` + journeyGoal + `') AS converted,
     round(if(entered = 0, 0, converted / entered), 4) AS conversion_rate
-FROM journey_daily
-WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND journey BETWEEN ? AND ?
+FROM journey_days
+WHERE ` + journeyWhere + `
     AND name IN ('` + schemas.EventJourneyEntered + `', '` + schemas.EventJourneyExited + `')
 GROUP BY journey
 ORDER BY journey`,
@@ -435,13 +494,15 @@ ORDER BY rank`,
 	{
 		Name:  "events_by_name",
 		Title: "Events per day by kind and name",
-		Doc:   "Events per day by kind and name, from the daily aggregate.",
-		SQL: `SELECT day, kind, name, uniqExactMerge(events) AS events
-FROM events_daily
-WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)
-GROUP BY day, kind, name
+		Doc: "Events per day by kind and name, from the daily aggregate event_days: its settled counts where " +
+			"they are fresh, else its states (see Settled counts).",
+		SQL: `SELECT day, kind, name, events
+FROM
+(
+` + settledCounts(settledTables[0], dayWhere, "    ") + `
+)
 ORDER BY day, kind, name`,
-		Args: dayArgs,
+		Args: args(dayArgs, dayArgs, dayArgs, dayArgs),
 	},
 }
 

@@ -57,6 +57,8 @@ type Sink struct {
 	crashAfterInsert atomic.Pointer[func() error]
 	// counter counts the facts the sink produces (counter.go); Run runs it.
 	counter *Counter
+	// settler settles the event counts (settle.go); Run runs it.
+	settler *Settler
 	// beforePark, in tests, runs after a batch's first lookup of its open
 	// facts and before the unresolved ones are parked.
 	beforePark atomic.Pointer[func()]
@@ -96,13 +98,18 @@ func New(cfg Config, kcfg kafka.Config, conn driver.Conn, log *slog.Logger, prom
 	scratch := make(chan rows, 2)
 	scratch <- rows{}
 	scratch <- rows{}
-	return &Sink{cfg: cfg, cl: cl, conn: conn, log: log, m: m, scratch: scratch, counter: newCounter(cfg, kcfg, conn, log, m)}, nil
+	return &Sink{
+		cfg: cfg, cl: cl, conn: conn, log: log, m: m, scratch: scratch,
+		counter: newCounter(cfg, kcfg, conn, log, m), settler: newSettler(cfg, conn, log, m),
+	}, nil
 }
 
 // Run consumes until ctx is done (then it returns nil after committing what
 // was inserted) or a batch cannot be stored for a reason other than ctx
 // ending. It runs the sink's fact counter alongside (Config.FactsGroup,
-// see counter.go); either ending with an error stops both.
+// see counter.go); either ending with an error stops both. It runs the
+// settler too (settle.go), every Config.SettleInterval, whose failures
+// stop nothing.
 func (s *Sink) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -114,9 +121,11 @@ func (s *Sink) Run(ctx context.Context) error {
 		}
 		errc <- err
 	}()
+	settled := make(chan error, 1)
+	go func() { settled <- s.settler.Run(ctx) }()
 	err := s.runSink(ctx)
 	cancel()
-	return errors.Join(err, <-errc)
+	return errors.Join(err, <-errc, <-settled)
 }
 
 // runSink is the sink's own consume loop.

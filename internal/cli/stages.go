@@ -759,6 +759,7 @@ func newAnalyticsCmd(stderr io.Writer) *analyticsCmd {
 	c.IntVar(&c.acfg.BatchRows, "analytics.batch-rows", analytics.DefaultBatchRows, "most rows one INSERT carries, and the most records one poll hands to the sink")
 	c.DurationVar(&c.acfg.FlushInterval, "analytics.flush-interval", analytics.DefaultFlushInterval, "least time between two inserts of batches smaller than -analytics.batch-rows (ClickHouse wants few, large inserts)")
 	c.DurationVar(&c.acfg.FactsHorizon, "analytics.facts-horizon", analytics.DefaultFactsHorizon, "how long after a dispatch's request day the fact counter keeps its counted states in memory (older dispatches' facts are looked up in ClickHouse one by one); at least 24h")
+	c.DurationVar(&c.acfg.SettleInterval, "analytics.settle-interval", analytics.DefaultSettleInterval, "period of the settler, which caches the final counts of event_days and journey_days for events_by_name and journey_steps (keys touched since the last settle are merged live: exact either way)")
 	c.BoolVar(&c.migrate, "analytics.migrate", true, "apply pending ClickHouse migrations at start (false: run herald migrate yourself first)")
 	pricingFlags(c.FlagSet, &c.pricing)
 	return c
