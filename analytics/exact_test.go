@@ -119,12 +119,20 @@ func checkCounts(t testing.TB, conn driver.Conn) {
 // acknowledged a batch and before its offsets were marked, starts a new
 // sink of the same group and shows that the redelivered rows are stored
 // again yet every exact read counts them once.
+// With batch_rows 3 a poll is written in chunks (the next decoded while
+// the one before is stored), and the crash comes after the last chunk.
 func TestCrashBetweenInsertAndCommit(t *testing.T) {
+	for _, batchRows := range []int{0, 3} {
+		t.Run(fmt.Sprintf("batch_rows=%d", batchRows), func(t *testing.T) { testCrashBetweenInsertAndCommit(t, batchRows) })
+	}
+}
+
+func testCrashBetweenInsertAndCommit(t *testing.T, batchRows int) {
 	_, conn := migratedDB(t)
 	c := kafkatest.New(t, 2)
 	producer := c.Client(t)
 	adm := kadm.NewClient(producer)
-	cfg := Config{FlushInterval: 20 * time.Millisecond}
+	cfg := Config{FlushInterval: 20 * time.Millisecond, BatchRows: batchRows}
 	recs := dataset(t)
 	first, second := recs[:8], recs[8:]
 
