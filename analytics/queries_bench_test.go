@@ -177,7 +177,7 @@ func BenchmarkQueries(b *testing.B) {
 		b.Logf("fact counts filled in %s", time.Since(t0).Round(time.Millisecond))
 	}
 	b.Logf("loaded %d messages in %s: %s", n, time.Since(start).Round(time.Second), tableSizes(b, conn))
-	settleButLastDay(b, ctx, conn)
+	settleButLastDay(ctx, b, conn)
 	if os.Getenv("HERALD_BENCH_OPTIMIZE") != "" {
 		// Merged parts, as a table settles into after the background merges.
 		for _, t := range append(tableNames, "message_times") {
@@ -223,7 +223,7 @@ func BenchmarkQueries(b *testing.B) {
 // run: after the first, they add rows but no event), so the last day's
 // keys of event_days and journey_days are dirty and the queries merge
 // their whole states, as they would today's.
-func settleButLastDay(b *testing.B, ctx context.Context, conn driver.Conn) {
+func settleButLastDay(ctx context.Context, b *testing.B, conn driver.Conn) {
 	b.Helper()
 	st, err := NewSettler(Config{}, conn, nil, nil)
 	if err != nil {
