@@ -1,32 +1,31 @@
 package dispatcher
 
+import "github.com/heraldhq/herald/internal/jsonscan"
+
 // This file is decodeResponse's fast path for the answer to an accepted
 // send, {"messaging_product":"whatsapp","contacts":[{"input":...,"wa_id":...}],
 // "messages":[{"id":...,"message_status":...}]}: one pass over the bytes
 // for messages[0].id, where encoding/json's reflection was a few percent
 // of a send's CPU. It takes only that shape, with exactly those keys, no
-// duplicates, and strings without escapes or bytes outside ASCII; on
+// duplicates, and strings without escapes (jsonscan); on
 // anything else (an error object, other keys, a key in another case, any
 // syntax error) it gives up and decodeResponse runs encoding/json.
 // TestAcceptedIDMatchesJSON and FuzzAcceptedID compare the two.
 
 // graphScan is the state of one fast decode.
-type graphScan struct {
-	b []byte
-	i int
-}
+type graphScan struct{ jsonscan.Scanner }
 
 // acceptedID returns messages[0].id of an accepted send's answer, or false
 // when encoding/json must decode it (or the id is empty).
 func acceptedID(b []byte) (string, bool) {
-	s := graphScan{b: b}
-	if !s.lit('{') {
+	s := graphScan{Scanner: jsonscan.Scanner{B: b}}
+	if !s.Lit('{') {
 		return "", false
 	}
 	var id string
 	var seenProduct, seenContacts, seenMessages bool
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return "", false
 		}
@@ -59,8 +58,7 @@ func acceptedID(b []byte) (string, bool) {
 			return "", false
 		}
 	}
-	s.ws()
-	if s.i != len(s.b) || id == "" {
+	if !s.End() || id == "" {
 		return "", false
 	}
 	return id, true
@@ -69,11 +67,11 @@ func acceptedID(b []byte) (string, bool) {
 // contacts checks an array of objects of strings.
 func (s *graphScan) contacts() bool {
 	return s.array(func() bool {
-		if !s.lit('{') {
+		if !s.Lit('{') {
 			return false
 		}
 		for n := 0; ; n++ {
-			_, done, ok := s.nextKey(n == 0)
+			_, done, ok := s.NextKey(n == 0)
 			if !ok {
 				return false
 			}
@@ -95,11 +93,11 @@ func (s *graphScan) messages() (string, bool) {
 	ok := s.array(func() bool {
 		var id string
 		var seenID, seenStatus bool
-		if !s.lit('{') {
+		if !s.Lit('{') {
 			return false
 		}
 		for n := 0; ; n++ {
-			key, done, ok := s.nextKey(n == 0)
+			key, done, ok := s.NextKey(n == 0)
 			if !ok {
 				return false
 			}
@@ -136,102 +134,27 @@ func (s *graphScan) messages() (string, bool) {
 	return first, ok
 }
 
-// array calls elem for each element of an array (elem consumes it).
-func (s *graphScan) array(elem func() bool) bool {
-	if !s.lit('[') {
-		return false
-	}
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return true
-	}
-	for {
-		if !elem() {
-			return false
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// nextKey moves to the next key of an object whose '{' was consumed and
-// returns it with its ':' consumed; done when the object closed instead.
-func (s *graphScan) nextKey(firstKey bool) (key []byte, done, ok bool) {
-	s.ws()
-	if s.i >= len(s.b) {
-		return nil, false, false
-	}
-	switch c := s.b[s.i]; {
-	case c == '}':
-		s.i++
-		return nil, true, true
-	case firstKey:
-	case c == ',':
-		s.i++
-	default:
-		return nil, false, false
-	}
-	k, ok := s.raw()
-	if !ok || !s.lit(':') {
-		return nil, false, false
-	}
-	return k, false, true
-}
-
-// str decodes a string of printable ASCII without escapes.
+// str decodes a string without escapes.
 func (s *graphScan) str() (string, bool) {
-	b, ok := s.raw()
+	b, ok := s.RawStr()
 	return string(b), ok
 }
 
-// raw returns the contents of a string of printable ASCII without escapes.
-func (s *graphScan) raw() ([]byte, bool) {
-	if !s.lit('"') {
-		return nil, false
+// array calls elem for each element of an array (elem consumes it).
+func (s *graphScan) array(elem func() bool) bool {
+	if !s.Lit('[') {
+		return false
 	}
-	start := s.i
-	for j := start; j < len(s.b); j++ {
-		switch c := s.b[j]; {
-		case c == '"':
-			s.i = j + 1
-			return s.b[start:j], true
-		case c == '\\', c < 0x20, c >= 0x80:
-			return nil, false
+	for n := 0; ; n++ {
+		done, ok := s.NextElem(n == 0)
+		if !ok {
+			return false
 		}
-	}
-	return nil, false
-}
-
-// lit consumes c after whitespace.
-func (s *graphScan) lit(c byte) bool {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// ws skips JSON whitespace.
-func (s *graphScan) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
+		if done {
+			return true
+		}
+		if !elem() {
+			return false
 		}
 	}
 }

@@ -2,7 +2,8 @@ package wasim
 
 import (
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/heraldhq/herald/internal/jsonscan"
 )
 
 // This file is decodeSend's fast path: a single-pass decoder of the send
@@ -27,21 +28,18 @@ import (
 //     replaces invalid UTF-8 with U+FFFD).
 
 // fastScan is the state of one fast decode.
-type fastScan struct {
-	b []byte
-	i int
-}
+type fastScan struct{ jsonscan.Scanner }
 
 // decodeSendFast decodes body into r, or reports false when encoding/json
 // must (r is then in an undefined state).
 func decodeSendFast(body []byte, r *sendRequest) bool {
-	s := fastScan{b: body}
-	if !s.open('{') {
+	s := fastScan{Scanner: jsonscan.Scanner{B: body}}
+	if !s.Lit('{') {
 		return false
 	}
 	var seen uint32
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return false
 		}
@@ -52,8 +50,7 @@ func decodeSendFast(body []byte, r *sendRequest) bool {
 			return false
 		}
 	}
-	s.ws()
-	return s.i == len(s.b)
+	return s.End()
 }
 
 // sendField decodes the value of a top-level key into r.
@@ -87,12 +84,12 @@ func (s *fastScan) sendField(key []byte, r *sendRequest, seen *uint32) bool {
 
 // template decodes a template object.
 func (s *fastScan) template(t *templateMsg) bool {
-	if !s.open('{') {
+	if !s.Lit('{') {
 		return false
 	}
 	var seen uint32
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return false
 		}
@@ -122,12 +119,12 @@ func (s *fastScan) template(t *templateMsg) bool {
 
 // language decodes a template's language object.
 func (s *fastScan) language(l *language) bool {
-	if !s.open('{') {
+	if !s.Lit('{') {
 		return false
 	}
 	var seen uint32
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return false
 		}
@@ -151,12 +148,12 @@ func (s *fastScan) language(l *language) bool {
 // components decodes a template's components array. An empty array is an
 // empty, non-nil slice, as encoding/json makes it.
 func (s *fastScan) components(cs *[]component) bool {
-	if !s.open('[') {
+	if !s.Lit('[') {
 		return false
 	}
 	*cs = []component{}
 	for n := 0; ; n++ {
-		done, ok := s.nextElem(n == 0)
+		done, ok := s.NextElem(n == 0)
 		if !ok {
 			return false
 		}
@@ -172,12 +169,12 @@ func (s *fastScan) components(cs *[]component) bool {
 
 // component decodes one component object.
 func (s *fastScan) component(c *component) bool {
-	if !s.open('{') {
+	if !s.Lit('{') {
 		return false
 	}
 	var seen uint32
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return false
 		}
@@ -207,12 +204,12 @@ func (s *fastScan) component(c *component) bool {
 
 // parameters decodes a component's parameters array.
 func (s *fastScan) parameters(ps *[]parameter) bool {
-	if !s.open('[') {
+	if !s.Lit('[') {
 		return false
 	}
 	*ps = []parameter{}
 	for n := 0; ; n++ {
-		done, ok := s.nextElem(n == 0)
+		done, ok := s.NextElem(n == 0)
 		if !ok {
 			return false
 		}
@@ -234,12 +231,12 @@ func (s *fastScan) parameters(ps *[]parameter) bool {
 // parameter decodes one parameter object: type, text and parameter_name
 // (the other kinds go to encoding/json).
 func (s *fastScan) parameter(p *parameter) bool {
-	if !s.open('{') {
+	if !s.Lit('{') {
 		return false
 	}
 	var seen uint32
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return false
 		}
@@ -267,12 +264,12 @@ func (s *fastScan) parameter(p *parameter) bool {
 
 // text decodes a text message object.
 func (s *fastScan) text(t *textMsg) bool {
-	if !s.open('{') {
+	if !s.Lit('{') {
 		return false
 	}
 	var seen uint32
 	for n := 0; ; n++ {
-		key, done, ok := s.nextKey(n == 0)
+		key, done, ok := s.NextKey(n == 0)
 		if !ok {
 			return false
 		}
@@ -303,123 +300,10 @@ func first(seen *uint32, n uint) bool {
 	return true
 }
 
-// ws skips JSON whitespace.
-func (s *fastScan) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-// open consumes c ('{' or '['), after whitespace.
-func (s *fastScan) open(c byte) bool {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// nextKey moves to the next key of an object whose '{' was consumed and
-// returns it with the ':' after it consumed; done when the object closed
-// instead. firstKey is true for the first call of an object.
-func (s *fastScan) nextKey(firstKey bool) (key []byte, done, ok bool) {
-	s.ws()
-	if s.i >= len(s.b) {
-		return nil, false, false
-	}
-	switch c := s.b[s.i]; {
-	case c == '}':
-		s.i++
-		return nil, true, true
-	case firstKey:
-	case c == ',':
-		s.i++
-		s.ws()
-	default:
-		return nil, false, false
-	}
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return nil, false, false
-	}
-	// Keys are taken as written: one with an escape or a byte outside
-	// ASCII names no field the fast path decodes.
-	start := s.i + 1
-	j := start
-	for j < len(s.b) && s.b[j] != '"' {
-		if c := s.b[j]; c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
-			return nil, false, false
-		}
-		j++
-	}
-	if j >= len(s.b) {
-		return nil, false, false
-	}
-	key = s.b[start:j]
-	s.i = j + 1
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != ':' {
-		return nil, false, false
-	}
-	s.i++
-	return key, false, true
-}
-
-// nextElem moves to the next element of an array whose '[' was consumed;
-// done when the array closed instead.
-func (s *fastScan) nextElem(firstElem bool) (done, ok bool) {
-	s.ws()
-	if s.i >= len(s.b) {
-		return false, false
-	}
-	switch c := s.b[s.i]; {
-	case c == ']':
-		s.i++
-		return true, true
-	case firstElem:
-		return false, true
-	case c == ',':
-		s.i++
-		return false, true
-	}
-	return false, false
-}
-
-// rawStr returns the contents of a string without escapes and of valid
-// UTF-8.
-func (s *fastScan) rawStr() ([]byte, bool) {
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return nil, false
-	}
-	start := s.i + 1
-	ascii := true
-	for j := start; j < len(s.b); j++ {
-		switch c := s.b[j]; {
-		case c == '"':
-			if !ascii && !utf8.Valid(s.b[start:j]) {
-				return nil, false
-			}
-			s.i = j + 1
-			return s.b[start:j], true
-		case c == '\\', c < 0x20:
-			return nil, false
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	return nil, false
-}
-
 // str decodes a string into v; the values every send repeats come from
 // constants instead of a new allocation each.
 func (s *fastScan) str(v *string) bool {
-	b, ok := s.rawStr()
+	b, ok := s.RawStr()
 	if !ok {
 		return false
 	}
@@ -448,14 +332,14 @@ func (s *fastScan) str(v *string) bool {
 
 // boolean decodes true or false into v.
 func (s *fastScan) boolean(v *bool) bool {
-	s.ws()
-	switch rest := s.b[s.i:]; {
+	s.WS()
+	switch rest := s.B[s.I:]; {
 	case len(rest) >= 4 && string(rest[:4]) == "true":
 		*v = true
-		s.i += 4
+		s.I += 4
 	case len(rest) >= 5 && string(rest[:5]) == "false":
 		*v = false
-		s.i += 5
+		s.I += 5
 	default:
 		return false
 	}
@@ -467,38 +351,38 @@ func (s *fastScan) boolean(v *bool) bool {
 // index decodes a button index as flexIndex does: a string or an integer,
 // its digits through strconv.Atoi.
 func (s *fastScan) index(v *flexIndex) bool {
-	s.ws()
-	if s.i >= len(s.b) {
+	s.WS()
+	if s.I >= len(s.B) {
 		return false
 	}
 	var digits []byte
-	if s.b[s.i] == '"' {
-		b, ok := s.rawStr()
+	if s.B[s.I] == '"' {
+		b, ok := s.RawStr()
 		if !ok {
 			return false
 		}
 		digits = b
 	} else {
 		// A JSON integer: -?(0|[1-9][0-9]*), no fraction or exponent.
-		start := s.i
+		start := s.I
 		j := start
-		if j < len(s.b) && s.b[j] == '-' {
+		if j < len(s.B) && s.B[j] == '-' {
 			j++
 		}
 		d := j
-		for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+		for j < len(s.B) && s.B[j] >= '0' && s.B[j] <= '9' {
 			j++
 		}
-		if j == d || (s.b[d] == '0' && j-d > 1) {
+		if j == d || (s.B[d] == '0' && j-d > 1) {
 			return false
 		}
-		if j < len(s.b) {
-			if c := s.b[j]; c == '.' || c == 'e' || c == 'E' {
+		if j < len(s.B) {
+			if c := s.B[j]; c == '.' || c == 'e' || c == 'E' {
 				return false
 			}
 		}
-		digits = s.b[start:j]
-		s.i = j
+		digits = s.B[start:j]
+		s.I = j
 	}
 	n, err := strconv.Atoi(string(digits))
 	if err != nil {
