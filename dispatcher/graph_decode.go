@@ -19,46 +19,35 @@ type graphScan struct{ jsonscan.Scanner }
 // when encoding/json must decode it (or the id is empty).
 func acceptedID(b []byte) (string, bool) {
 	s := graphScan{Scanner: jsonscan.Scanner{B: b}}
-	if !s.Lit('{') {
-		return "", false
-	}
 	var id string
 	var seenProduct, seenContacts, seenMessages bool
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return "", false
-		}
-		if done {
-			break
-		}
+	ok := s.Object(func(key []byte) bool {
 		switch string(key) {
 		case "messaging_product":
 			if seenProduct {
-				return "", false
+				return false
 			}
 			seenProduct = true
-			if _, ok := s.str(); !ok {
-				return "", false
-			}
+			_, ok := s.str()
+			return ok
 		case "contacts":
-			if seenContacts || !s.contacts() {
-				return "", false
+			if seenContacts {
+				return false
 			}
 			seenContacts = true
+			return s.contacts()
 		case "messages":
 			if seenMessages {
-				return "", false
+				return false
 			}
 			seenMessages = true
-			if id, ok = s.messages(); !ok {
-				return "", false
-			}
-		default:
-			return "", false
+			var ok bool
+			id, ok = s.messages()
+			return ok
 		}
-	}
-	if !s.End() || id == "" {
+		return false
+	})
+	if !ok || !s.End() || id == "" {
 		return "", false
 	}
 	return id, true
@@ -66,22 +55,11 @@ func acceptedID(b []byte) (string, bool) {
 
 // contacts checks an array of objects of strings.
 func (s *graphScan) contacts() bool {
-	return s.array(func() bool {
-		if !s.Lit('{') {
-			return false
-		}
-		for n := 0; ; n++ {
-			_, done, ok := s.NextKey(n == 0)
-			if !ok {
-				return false
-			}
-			if done {
-				return true
-			}
-			if _, ok := s.str(); !ok {
-				return false
-			}
-		}
+	return s.Array(func(int) bool {
+		return s.Object(func([]byte) bool {
+			_, ok := s.str()
+			return ok
+		})
 	})
 }
 
@@ -89,47 +67,31 @@ func (s *graphScan) contacts() bool {
 // returns the first one's id.
 func (s *graphScan) messages() (string, bool) {
 	var first string
-	elem := 0
-	ok := s.array(func() bool {
+	ok := s.Array(func(n int) bool {
 		var id string
 		var seenID, seenStatus bool
-		if !s.Lit('{') {
-			return false
-		}
-		for n := 0; ; n++ {
-			key, done, ok := s.NextKey(n == 0)
-			if !ok {
-				return false
-			}
-			if done {
-				break
-			}
+		ok := s.Object(func(key []byte) bool {
+			var ok bool
 			switch string(key) {
 			case "id":
 				if seenID {
 					return false
 				}
 				seenID = true
-				if id, ok = s.str(); !ok {
-					return false
-				}
+				id, ok = s.str()
 			case "message_status":
 				if seenStatus {
 					return false
 				}
 				seenStatus = true
-				if _, ok := s.str(); !ok {
-					return false
-				}
-			default:
-				return false
+				_, ok = s.str()
 			}
-		}
-		if elem == 0 {
+			return ok
+		})
+		if n == 0 {
 			first = id
 		}
-		elem++
-		return true
+		return ok
 	})
 	return first, ok
 }
@@ -138,23 +100,4 @@ func (s *graphScan) messages() (string, bool) {
 func (s *graphScan) str() (string, bool) {
 	b, ok := s.RawStr()
 	return string(b), ok
-}
-
-// array calls elem for each element of an array (elem consumes it).
-func (s *graphScan) array(elem func() bool) bool {
-	if !s.Lit('[') {
-		return false
-	}
-	for n := 0; ; n++ {
-		done, ok := s.NextElem(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
-		if !elem() {
-			return false
-		}
-	}
 }

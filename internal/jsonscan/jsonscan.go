@@ -131,6 +131,48 @@ func (s *Scanner) RawStr() ([]byte, bool) {
 	return nil, false
 }
 
+// Object decodes an object, after whitespace: field is called with each
+// key, the value next in the input, and must consume it (or report false,
+// which ends Object with false).
+func (s *Scanner) Object(field func(key []byte) bool) bool {
+	if !s.Lit('{') {
+		return false
+	}
+	for n := 0; ; n++ {
+		key, done, ok := s.NextKey(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		if !field(key) {
+			return false
+		}
+	}
+}
+
+// Array decodes an array, after whitespace: elem is called for each
+// element, n its index, and must consume it (or report false, which ends
+// Array with false).
+func (s *Scanner) Array(elem func(n int) bool) bool {
+	if !s.Lit('[') {
+		return false
+	}
+	for n := 0; ; n++ {
+		done, ok := s.NextElem(n == 0)
+		if !ok {
+			return false
+		}
+		if done {
+			return true
+		}
+		if !elem(n) {
+			return false
+		}
+	}
+}
+
 // End reports whether only whitespace is left.
 func (s *Scanner) End() bool {
 	s.WS()

@@ -34,23 +34,8 @@ type fastScan struct{ jsonscan.Scanner }
 // must (r is then in an undefined state).
 func decodeSendFast(body []byte, r *sendRequest) bool {
 	s := fastScan{Scanner: jsonscan.Scanner{B: body}}
-	if !s.Lit('{') {
-		return false
-	}
 	var seen uint32
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			break
-		}
-		if !s.sendField(key, r, &seen) {
-			return false
-		}
-	}
-	return s.End()
+	return s.Object(func(key []byte) bool { return s.sendField(key, r, &seen) }) && s.End()
 }
 
 // sendField decodes the value of a top-level key into r.
@@ -84,210 +69,119 @@ func (s *fastScan) sendField(key []byte, r *sendRequest, seen *uint32) bool {
 
 // template decodes a template object.
 func (s *fastScan) template(t *templateMsg) bool {
-	if !s.Lit('{') {
-		return false
-	}
 	var seen uint32
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Object(func(key []byte) bool {
 		switch string(key) {
 		case "name":
-			ok = first(&seen, 0) && s.str(&t.Name)
+			return first(&seen, 0) && s.str(&t.Name)
 		case "namespace":
-			ok = first(&seen, 1) && s.str(&t.Namespace)
+			return first(&seen, 1) && s.str(&t.Namespace)
 		case "language":
-			if ok = first(&seen, 2); ok {
-				t.Language = new(language)
-				ok = s.language(t.Language)
+			if !first(&seen, 2) {
+				return false
 			}
+			t.Language = new(language)
+			return s.language(t.Language)
 		case "components":
-			ok = first(&seen, 3) && s.components(&t.Components)
-		default:
-			ok = false
+			return first(&seen, 3) && s.components(&t.Components)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return false
+	})
 }
 
 // language decodes a template's language object.
 func (s *fastScan) language(l *language) bool {
-	if !s.Lit('{') {
-		return false
-	}
 	var seen uint32
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Object(func(key []byte) bool {
 		switch string(key) {
 		case "code":
-			ok = first(&seen, 0) && s.str(&l.Code)
+			return first(&seen, 0) && s.str(&l.Code)
 		case "policy":
-			ok = first(&seen, 1) && s.str(&l.Policy)
-		default:
-			ok = false
+			return first(&seen, 1) && s.str(&l.Policy)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return false
+	})
 }
 
 // components decodes a template's components array. An empty array is an
 // empty, non-nil slice, as encoding/json makes it.
 func (s *fastScan) components(cs *[]component) bool {
-	if !s.Lit('[') {
-		return false
-	}
 	*cs = []component{}
-	for n := 0; ; n++ {
-		done, ok := s.NextElem(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Array(func(int) bool {
 		*cs = append(*cs, component{})
-		if !s.component(&(*cs)[len(*cs)-1]) {
-			return false
-		}
-	}
+		return s.component(&(*cs)[len(*cs)-1])
+	})
 }
 
 // component decodes one component object.
 func (s *fastScan) component(c *component) bool {
-	if !s.Lit('{') {
-		return false
-	}
 	var seen uint32
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
-			ok = first(&seen, 0) && s.str(&c.Type)
+			return first(&seen, 0) && s.str(&c.Type)
 		case "sub_type":
-			ok = first(&seen, 1) && s.str(&c.SubType)
+			return first(&seen, 1) && s.str(&c.SubType)
 		case "index":
-			if ok = first(&seen, 2); ok {
-				c.Index = new(flexIndex)
-				ok = s.index(c.Index)
+			if !first(&seen, 2) {
+				return false
 			}
+			c.Index = new(flexIndex)
+			return s.index(c.Index)
 		case "parameters":
-			ok = first(&seen, 3) && s.parameters(&c.Parameters)
-		default:
-			ok = false
+			return first(&seen, 3) && s.parameters(&c.Parameters)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return false
+	})
 }
 
 // parameters decodes a component's parameters array.
 func (s *fastScan) parameters(ps *[]parameter) bool {
-	if !s.Lit('[') {
-		return false
-	}
 	*ps = []parameter{}
-	for n := 0; ; n++ {
-		done, ok := s.NextElem(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Array(func(n int) bool {
 		if n == 0 {
 			// Room for the usual few: growing from one element to two
 			// to four copies the large parameter struct.
 			*ps = make([]parameter, 0, 4)
 		}
 		*ps = append(*ps, parameter{})
-		if !s.parameter(&(*ps)[len(*ps)-1]) {
-			return false
-		}
-	}
+		return s.parameter(&(*ps)[len(*ps)-1])
+	})
 }
 
 // parameter decodes one parameter object: type, text and parameter_name
 // (the other kinds go to encoding/json).
 func (s *fastScan) parameter(p *parameter) bool {
-	if !s.Lit('{') {
-		return false
-	}
 	var seen uint32
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
-			ok = first(&seen, 0) && s.str(&p.Type)
+			return first(&seen, 0) && s.str(&p.Type)
 		case "parameter_name":
-			ok = first(&seen, 1) && s.str(&p.ParameterName)
+			return first(&seen, 1) && s.str(&p.ParameterName)
 		case "text":
-			if ok = first(&seen, 2); ok {
-				p.Text = new(string)
-				ok = s.str(p.Text)
+			if !first(&seen, 2) {
+				return false
 			}
-		default:
-			ok = false
+			p.Text = new(string)
+			return s.str(p.Text)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return false
+	})
 }
 
 // text decodes a text message object.
 func (s *fastScan) text(t *textMsg) bool {
-	if !s.Lit('{') {
-		return false
-	}
 	var seen uint32
-	for n := 0; ; n++ {
-		key, done, ok := s.NextKey(n == 0)
-		if !ok {
-			return false
-		}
-		if done {
-			return true
-		}
+	return s.Object(func(key []byte) bool {
 		switch string(key) {
 		case "body":
-			ok = first(&seen, 0) && s.str(&t.Body)
+			return first(&seen, 0) && s.str(&t.Body)
 		case "preview_url":
-			ok = first(&seen, 1) && s.boolean(&t.PreviewURL)
-		default:
-			ok = false
+			return first(&seen, 1) && s.boolean(&t.PreviewURL)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return false
+	})
 }
 
 // first marks field bit n as seen and reports false when it was already
