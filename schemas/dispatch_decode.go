@@ -1,7 +1,5 @@
 package schemas
 
-import "encoding/json"
-
 // This file is DecodeDispatchRequest's fast path, on the fastDec of
 // DecodeEvent's (event_decode.go): the dispatcher decodes every dispatch
 // request once before its send, and encoding/json's reflection was a few
@@ -33,23 +31,12 @@ var (
 // must (r is then in an undefined state).
 func decodeDispatchFast(b []byte, r *DispatchRequest) bool {
 	d := fastDec{b: b}
-	d.ws()
-	if !d.object(false, func(key []byte, seen *uint64) bool { return d.dispatchField(key, r, seen) }) {
-		return false
-	}
-	d.ws()
-	return d.i == len(d.b)
+	return d.whole(func(key []byte, seen *uint64) bool { return d.dispatchField(key, r, seen) })
 }
 
 // decodeDispatch decodes a DispatchRequest value: the fast path, else
 // encoding/json.
-func decodeDispatch(b []byte, r *DispatchRequest) error {
-	if decodeDispatchFast(b, r) {
-		return nil
-	}
-	*r = DispatchRequest{}
-	return json.Unmarshal(b, r)
-}
+func decodeDispatch(b []byte, r *DispatchRequest) error { return fastOrJSON(b, r, decodeDispatchFast) }
 
 // dispatchField decodes the value of key into r.
 func (d *fastDec) dispatchField(key []byte, r *DispatchRequest, seen *uint64) bool {

@@ -47,12 +47,29 @@ type fastDec struct {
 // (e is then in an undefined state).
 func decodeEventFast(b []byte, e *Event) bool {
 	d := fastDec{b: b}
+	return d.whole(func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) })
+}
+
+// whole decodes the input as one object, field taking each key (see
+// object), with nothing but whitespace around it.
+func (d *fastDec) whole(field func(key []byte, seen *uint64) bool) bool {
 	d.ws()
-	if !d.object(false, func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) }) {
+	if !d.object(false, field) {
 		return false
 	}
 	d.ws()
 	return d.i == len(d.b)
+}
+
+// fastOrJSON decodes b into v with fast, else (v reset) with
+// encoding/json: what every fast path's caller does.
+func fastOrJSON[T any](b []byte, v *T, fast func([]byte, *T) bool) error {
+	if fast(b, v) {
+		return nil
+	}
+	var zero T
+	*v = zero
+	return json.Unmarshal(b, v)
 }
 
 // ws skips JSON whitespace.
@@ -749,10 +766,4 @@ func (d *fastDec) value(depth int) (any, bool) {
 }
 
 // decodeEvent decodes an Event value: the fast path, else encoding/json.
-func decodeEvent(b []byte, e *Event) error {
-	if decodeEventFast(b, e) {
-		return nil
-	}
-	*e = Event{}
-	return json.Unmarshal(b, e)
-}
+func decodeEvent(b []byte, e *Event) error { return fastOrJSON(b, e, decodeEventFast) }

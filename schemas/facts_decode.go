@@ -1,7 +1,5 @@
 package schemas
 
-import "encoding/json"
-
 // DecodeDispatchFacts' fast path, on fastDec (event_decode.go): the fact
 // counter decodes every herald.facts.v1 record, and encoding/json's
 // reflection was about half of its time. It produces exactly what
@@ -21,12 +19,7 @@ var dispatchFactFields = []string{"state", "detail", "amount", "currency", "time
 // encoding/json must (f is then in an undefined state).
 func decodeDispatchFactsFast(b []byte, f *DispatchFacts) bool {
 	d := fastDec{b: b}
-	d.ws()
-	if !d.object(false, func(key []byte, seen *uint64) bool { return d.dispatchFactsField(key, f, seen) }) {
-		return false
-	}
-	d.ws()
-	return d.i == len(d.b)
+	return d.whole(func(key []byte, seen *uint64) bool { return d.dispatchFactsField(key, f, seen) })
 }
 
 // dispatchFactsField decodes the value of key into f.
@@ -135,9 +128,5 @@ func (d *fastDec) dispatchFactField(key []byte, x *DispatchFact, seen *uint64) b
 // decodeDispatchFacts is json.Unmarshal of b into f, through the fast path
 // when it can.
 func decodeDispatchFacts(b []byte, f *DispatchFacts) error {
-	if decodeDispatchFactsFast(b, f) {
-		return nil
-	}
-	*f = DispatchFacts{}
-	return json.Unmarshal(b, f)
+	return fastOrJSON(b, f, decodeDispatchFactsFast)
 }

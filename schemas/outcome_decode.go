@@ -1,7 +1,5 @@
 package schemas
 
-import "encoding/json"
-
 // DecodeOutcome's fast path, on fastDec (event_decode.go): the analytics
 // sink decodes every outcome. It produces exactly what json.Unmarshal
 // would (FuzzDecodeOutcomeFast compares the two) or gives up under the
@@ -16,23 +14,12 @@ var outcomeFields = []string{
 // must (o is then in an undefined state).
 func decodeOutcomeFast(b []byte, o *Outcome) bool {
 	d := fastDec{b: b}
-	d.ws()
-	if !d.object(false, func(key []byte, seen *uint64) bool { return d.outcomeField(key, o, seen) }) {
-		return false
-	}
-	d.ws()
-	return d.i == len(d.b)
+	return d.whole(func(key []byte, seen *uint64) bool { return d.outcomeField(key, o, seen) })
 }
 
 // decodeOutcome is json.Unmarshal of b into o, through the fast path when
 // it can.
-func decodeOutcome(b []byte, o *Outcome) error {
-	if decodeOutcomeFast(b, o) {
-		return nil
-	}
-	*o = Outcome{}
-	return json.Unmarshal(b, o)
-}
+func decodeOutcome(b []byte, o *Outcome) error { return fastOrJSON(b, o, decodeOutcomeFast) }
 
 // outcomeField decodes the value of key into o.
 func (d *fastDec) outcomeField(key []byte, o *Outcome, seen *uint64) bool {
