@@ -157,32 +157,13 @@ func (d *fastDec) sourceField(key []byte, s *Source, seen *uint64) bool {
 // strSlice decodes an array of strings into v. An empty array is an
 // empty, non-nil slice, as encoding/json makes it.
 func (d *fastDec) strSlice(v *[]string) bool {
-	if d.peek() != '[' {
-		return false
-	}
-	d.i++
 	*v = []string{}
-	if d.peek() == ']' {
-		d.i++
-		return true
-	}
-	for {
+	return d.array(func() bool {
 		if d.peek() != '"' {
 			return false
 		}
 		s, ok := d.str()
-		if !ok {
-			return false
-		}
 		*v = append(*v, s)
-		switch d.peek() {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			return true
-		default:
-			return false
-		}
-	}
+		return ok
+	})
 }

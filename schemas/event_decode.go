@@ -50,6 +50,33 @@ func decodeEventFast(b []byte, e *Event) bool {
 	return d.whole(func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) })
 }
 
+// array decodes an array, calling elem for each element (elem consumes it,
+// or reports false, which ends array with false).
+func (d *fastDec) array(elem func() bool) bool {
+	if d.peek() != '[' {
+		return false
+	}
+	d.i++
+	if d.peek() == ']' {
+		d.i++
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		switch d.peek() {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
 // whole decodes the input as one object, field taking each key (see
 // object), with nothing but whitespace around it.
 func (d *fastDec) whole(field func(key []byte, seen *uint64) bool) bool {
@@ -729,28 +756,16 @@ func (d *fastDec) value(depth int) (any, bool) {
 	case '{':
 		return d.anyMap(depth)
 	case '[':
-		d.i++
 		a := []any{}
-		if d.peek() == ']' {
-			d.i++
-			return a, true
-		}
-		for {
+		ok := d.array(func() bool {
 			v, ok := d.value(depth + 1)
-			if !ok {
-				return nil, false
-			}
 			a = append(a, v)
-			switch d.peek() {
-			case ',':
-				d.i++
-			case ']':
-				d.i++
-				return a, true
-			default:
-				return nil, false
-			}
+			return ok
+		})
+		if !ok {
+			return nil, false
 		}
+		return a, true
 	case 't', 'f':
 		return d.bool()
 	case 'n':

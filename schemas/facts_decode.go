@@ -66,34 +66,16 @@ func (d *fastDec) dispatchFactsField(key []byte, f *DispatchFacts, seen *uint64)
 // dispatchFactList decodes an array of facts into *l, a new slice as
 // encoding/json makes it (empty, not nil, for []).
 func (d *fastDec) dispatchFactList(l *[]DispatchFact) bool {
-	if d.peek() != '[' {
-		return false
-	}
-	d.i++
 	out := make([]DispatchFact, 0, 4)
-	if d.peek() == ']' {
-		d.i++
-		*l = out
-		return true
-	}
-	for {
+	ok := d.array(func() bool {
 		var x DispatchFact
 		d.ws()
-		if !d.object(false, func(key []byte, seen *uint64) bool { return d.dispatchFactField(key, &x, seen) }) {
-			return false
-		}
+		ok := d.object(false, func(key []byte, seen *uint64) bool { return d.dispatchFactField(key, &x, seen) })
 		out = append(out, x)
-		switch d.peek() {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			*l = out
-			return true
-		default:
-			return false
-		}
-	}
+		return ok
+	})
+	*l = out
+	return ok
 }
 
 // dispatchFactField decodes the value of key into x.
