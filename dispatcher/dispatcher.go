@@ -624,6 +624,7 @@ func (d *Dispatcher) handle(ctx context.Context, polled []*kgo.Record) error {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(shutdownGrace, cancel) })
 	defer stop()
 	prod := &producing{ctx: pctx, cl: d.cl}
+	prod.done = prod.acked
 	for _, r := range results {
 		if r != nil && r != decidedBefore {
 			prod.produce(r)
@@ -663,22 +664,28 @@ type producing struct {
 	n   atomic.Int64
 	mu  sync.Mutex
 	err error
+	// done is acked, bound once: a closure per record would be an
+	// allocation per send.
+	done func(*kgo.Record, error)
 }
 
 // produce produces r; safe for concurrent use.
 func (p *producing) produce(r *kgo.Record) {
 	p.wg.Add(1)
 	p.n.Add(1)
-	p.cl.Produce(p.ctx, r, func(_ *kgo.Record, err error) {
-		if err != nil {
-			p.mu.Lock()
-			if p.err == nil {
-				p.err = err
-			}
-			p.mu.Unlock()
+	p.cl.Produce(p.ctx, r, p.done)
+}
+
+// acked is the promise of every record of p.
+func (p *producing) acked(_ *kgo.Record, err error) {
+	if err != nil {
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = err
 		}
-		p.wg.Done()
-	})
+		p.mu.Unlock()
+	}
+	p.wg.Done()
 }
 
 // wait waits for every record produced to be acknowledged and returns how

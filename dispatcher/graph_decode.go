@@ -28,8 +28,7 @@ func acceptedID(b []byte) (string, bool) {
 				return false
 			}
 			seenProduct = true
-			_, ok := s.str()
-			return ok
+			return s.skipStr()
 		case "contacts":
 			if seenContacts {
 				return false
@@ -56,10 +55,7 @@ func acceptedID(b []byte) (string, bool) {
 // contacts checks an array of objects of strings.
 func (s *graphScan) contacts() bool {
 	return s.Array(func(int) bool {
-		return s.Object(func([]byte) bool {
-			_, ok := s.str()
-			return ok
-		})
+		return s.Object(func([]byte) bool { return s.skipStr() })
 	})
 }
 
@@ -84,7 +80,7 @@ func (s *graphScan) messages() (string, bool) {
 					return false
 				}
 				seenStatus = true
-				_, ok = s.str()
+				ok = s.skipStr()
 			}
 			return ok
 		})
@@ -100,4 +96,10 @@ func (s *graphScan) messages() (string, bool) {
 func (s *graphScan) str() (string, bool) {
 	b, ok := s.RawStr()
 	return string(b), ok
+}
+
+// skipStr checks a string without escapes that is not kept.
+func (s *graphScan) skipStr() bool {
+	_, ok := s.RawStr()
+	return ok
 }

@@ -63,8 +63,10 @@ type Push struct {
 	tokens TokenSource
 }
 
-// NewPush returns a push provider calling baseURL through client
-// (http.DefaultClient when nil) with tokens (StaticTokens when nil).
+// NewPush returns a push provider calling baseURL through client's
+// Transport (http.DefaultClient when nil; as NewWhatsApp, timeouts come
+// from the ctx and redirects are not followed) with tokens (StaticTokens
+// when nil).
 func NewPush(baseURL string, client *http.Client, tokens TokenSource) *Push {
 	if client == nil {
 		client = http.DefaultClient

@@ -58,8 +58,10 @@ const maxCachedHeaders = 256
 
 // NewWhatsApp returns a WhatsApp provider calling baseURL (e.g.
 // https://graph.facebook.com, or a simulator) with Graph API version (e.g.
-// v23.0) through client (http.DefaultClient when nil). Per-call timeouts come
-// from the ctx given to Send.
+// v23.0) through client's Transport (http.DefaultClient when nil). Only
+// the Transport is used: per-call timeouts come from the ctx given to
+// Send, and redirects are not followed (Meta does not redirect sends; a
+// 3xx is a failed call).
 func NewWhatsApp(baseURL, version string, client *http.Client) *WhatsApp {
 	if client == nil {
 		client = http.DefaultClient
@@ -127,7 +129,14 @@ func postJSON(ctx context.Context, client *http.Client, url string, header http.
 		return 0, nil, nil, fmt.Errorf("%w: building http request: %v", ErrInvalidRequest, err)
 	}
 	hreq.Header = header
-	resp, err := client.Do(hreq)
+	// The transport's RoundTrip, not client.Do: Do would clone the header
+	// for redirects (which are not followed: a 3xx is a failed call) and
+	// arm a timer for client.Timeout (the call's ctx carries its timeout).
+	rt := client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	resp, err := rt.RoundTrip(hreq)
 	if err != nil {
 		if written.Load() {
 			return 0, nil, nil, fmt.Errorf("%w: posting %s: %w", ErrInDoubt, what, err)

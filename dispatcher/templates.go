@@ -406,6 +406,9 @@ func (s *templateStore) languagesOf(app, waba, name string) []string {
 
 // logUnchecked logs once per app that its sends are not checked.
 func (s *templateStore) logUnchecked(app *apps.App) {
+	if _, logged := s.unchecked.Load(app.ID); logged {
+		return // without LoadOrStore's allocation of its value, on every send
+	}
 	if _, logged := s.unchecked.LoadOrStore(app.ID, struct{}{}); logged {
 		return
 	}

@@ -187,7 +187,8 @@ func TemplateKey(app, template string) []byte {
 // TopicDispatch and TopicScheduled) and an Outcome:
 // the app and the recipient's address (E.164 number, email or push token).
 func RecipientKey(app, to string) []byte {
-	return []byte(app + keySep + to)
+	k := make([]byte, 0, len(app)+len(keySep)+len(to))
+	return append(append(append(k, app...), keySep...), to...)
 }
 
 // ValidAppID reports whether id can be used as an app id: 1 to 64 characters

@@ -121,9 +121,13 @@ type Sim struct {
 	now func() time.Time
 
 	instance [6]byte
-	msgSeq   atomic.Uint64
-	reqSeq   atomic.Uint64
-	running  atomic.Bool
+	// versionHeader is the Facebook-Api-Version header's value, shared
+	// by every answer (net/http copies a handler's header values before
+	// it writes them).
+	versionHeader []string
+	msgSeq        atomic.Uint64
+	reqSeq        atomic.Uint64
+	running       atomic.Bool
 
 	faultsMu sync.RWMutex
 	faults   Faults
@@ -178,19 +182,20 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Sim{
-		cfg:        cfg,
-		log:        log,
-		numbers:    make(map[string]*Number),
-		tokens:     make(map[string]bool),
-		wabaTokens: make(map[string]map[string]bool),
-		templates:  newRegistry(cfg.Numbers, cfg.Templates),
-		limits:     newLimits(cfg.Throughput, cfg.PairInterval),
-		tiers:      newTiers(cfg.MessagingTier),
-		sched:      newScheduler(),
-		client:     cfg.HTTPClient,
-		now:        time.Now,
-		faults:     cfg.Faults,
-		stats:      Stats{Rejected: make(map[int]int), Statuses: make(map[string]int)},
+		cfg:           cfg,
+		versionHeader: []string{cfg.Version},
+		log:           log,
+		numbers:       make(map[string]*Number),
+		tokens:        make(map[string]bool),
+		wabaTokens:    make(map[string]map[string]bool),
+		templates:     newRegistry(cfg.Numbers, cfg.Templates),
+		limits:        newLimits(cfg.Throughput, cfg.PairInterval),
+		tiers:         newTiers(cfg.MessagingTier),
+		sched:         newScheduler(),
+		client:        cfg.HTTPClient,
+		now:           time.Now,
+		faults:        cfg.Faults,
+		stats:         Stats{Rejected: make(map[int]int), Statuses: make(map[string]int)},
 	}
 	if _, err := rand.Read(s.instance[:]); err != nil {
 		return nil, fmt.Errorf("reading random instance id: %w", err)
@@ -898,10 +903,14 @@ func (s *Sim) writeRaw(w http.ResponseWriter, status int, v any) {
 // writeBytes writes a JSON answer with Graph's headers. The keys are set
 // in their canonical form directly (Header.Set would canonicalize them on
 // every answer).
+// jsonContentType is the Content-Type header's value of every answer
+// (read-only, as Sim.versionHeader).
+var jsonContentType = []string{"application/json; charset=UTF-8"}
+
 func (s *Sim) writeBytes(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
-	h["Content-Type"] = []string{"application/json; charset=UTF-8"}
-	h["Facebook-Api-Version"] = []string{s.cfg.Version}
+	h["Content-Type"] = jsonContentType
+	h["Facebook-Api-Version"] = s.versionHeader
 	h["X-Fb-Trace-Id"] = []string{fbtrace()}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
