@@ -177,8 +177,10 @@ func benchSends(b *testing.B, n, concurrency int, skipIntents bool) benchRun {
 	if got := sim.Stats().Accepted; got != n {
 		b.Fatalf("the simulator accepted %d, want %d", got, n)
 	}
-	return benchRun{took: took, steady: steady, cpu: used, conns: conns.Load(),
-		allocs: int64(ms1.Mallocs - ms0.Mallocs), bytes: int64(ms1.TotalAlloc - ms0.TotalAlloc)}
+	return benchRun{
+		took: took, steady: steady, cpu: used, conns: conns.Load(),
+		allocs: int64(ms1.Mallocs - ms0.Mallocs), bytes: int64(ms1.TotalAlloc - ms0.TotalAlloc),
+	}
 }
 
 // processCPU is the user and system CPU time the process has used.
