@@ -48,8 +48,12 @@ type Summary struct {
 	SendsByState map[string]uint64
 	// Templates are the most used templates by channel ("" for messages
 	// without one: WhatsApp free-form text, emails and pushes of their own
-	// content), most sends first (at most 5).
-	Templates []TemplateSends
+	// content), most sends first (at most 5). OtherTemplates sums the
+	// sends of the OtherTemplateCount others (its Template and Channel
+	// empty), so that the rows add up to Sends.
+	Templates          []TemplateSends
+	OtherTemplates     TemplateSends
+	OtherTemplateCount int
 
 	// Statuses counts WhatsApp statuses by (wamid, status), so Meta's
 	// webhook retries count once; Sent, Delivered, Read and FailedStatuses
@@ -189,13 +193,20 @@ func Summarize(ctx context.Context, conn driver.Conn, app string, since time.Tim
 	err = queryEach(ctx, conn, "counting sends by template",
 		`SELECT template, channel, count() AS n, countIf(state = 'accepted'), countIf(state = 'failed')
 		FROM messages FINAL WHERE `+messages.String()+`
-		GROUP BY template, channel ORDER BY n DESC, template, channel LIMIT `+fmt.Sprint(topN), messages.args,
+		GROUP BY template, channel ORDER BY n DESC, template, channel`, messages.args,
 		func(scan func(...any) error) error {
 			var t TemplateSends
 			if err := scan(&t.Template, &t.Channel, &t.Sends, &t.Accepted, &t.Failed); err != nil {
 				return err
 			}
-			s.Templates = append(s.Templates, t)
+			if len(s.Templates) < topN {
+				s.Templates = append(s.Templates, t)
+				return nil
+			}
+			s.OtherTemplates.Sends += t.Sends
+			s.OtherTemplates.Accepted += t.Accepted
+			s.OtherTemplates.Failed += t.Failed
+			s.OtherTemplateCount++
 			return nil
 		})
 	if err != nil {
@@ -316,6 +327,9 @@ func (s *Summary) WriteText(w io.Writer) error {
 			name += " (" + t.Channel + ")"
 		}
 		p.f("    %-22s %9d %9d %9d\n", clip(name, 22), t.Sends, t.Accepted, t.Failed)
+	}
+	if o := s.OtherTemplates; s.OtherTemplateCount > 0 {
+		p.f("    %-22s %9d %9d %9d\n", clip(fmt.Sprintf("(%d others)", s.OtherTemplateCount), 22), o.Sends, o.Accepted, o.Failed)
 	}
 
 	p.f("\n")

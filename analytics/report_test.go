@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -324,5 +326,50 @@ func TestSummaryLabelsChannels(t *testing.T) {
 		if !regexp.MustCompile(want).MatchString(b.String()) {
 			t.Errorf("report lacks %s:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestSummarizeOtherTemplates: past the five most used templates the
+// summary sums the rest in one row, so that the rows add up to the sends
+// (the demo's campaign template was missing from its report's table).
+func TestSummarizeOtherTemplates(t *testing.T) {
+	_, conn := migratedDB(t)
+	s, _, _ := newSink(t, Config{}, conn)
+	o := offsets{}
+	var recs []*kgo.Record
+	// a: 7 sends, b: 6, ... e: 3, then f: 2 accepted, g: 1 failed.
+	n := 0
+	for i, name := range []string{"a", "b", "c", "d", "e", "f", "g"} {
+		for range 7 - i {
+			n++
+			state := schemas.OutcomeAccepted
+			if name == "g" {
+				state = schemas.OutcomeFailed
+			}
+			x := outcome(fmt.Sprintf("d%d", n), "demo", state, name, base.Add(time.Duration(n)*time.Second))
+			recs = append(recs, o.rec(t, schemas.TopicOutcomes, x.Key(), x))
+		}
+	}
+	if _, err := s.Write(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Summarize(t.Context(), conn, "demo", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []TemplateSends{
+		{"a", 7, 7, 0, "whatsapp"}, {"b", 6, 6, 0, "whatsapp"}, {"c", 5, 5, 0, "whatsapp"},
+		{"d", 4, 4, 0, "whatsapp"}, {"e", 3, 3, 0, "whatsapp"},
+	}
+	if !reflect.DeepEqual(got.Templates, want) || got.OtherTemplateCount != 2 ||
+		got.OtherTemplates != (TemplateSends{Sends: 3, Accepted: 2, Failed: 1}) || got.Sends != 28 {
+		t.Fatalf("templates %+v, %d others %+v, sends %d", got.Templates, got.OtherTemplateCount, got.OtherTemplates, got.Sends)
+	}
+	var b strings.Builder
+	if err := got.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^    \(2 others\) +3 +2 +1$`).MatchString(b.String()) {
+		t.Fatalf("report lacks the others row:\n%s", b.String())
 	}
 }
