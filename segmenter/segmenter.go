@@ -1038,7 +1038,11 @@ func (s *Segmenter) save(key []byte, p *Profile) error {
 	}
 	s.cache.Set(key, s.cenc)
 	hot := s.owner(key).hot
-	if _, ok := hot[string(key)]; !ok && len(hot) >= hotMax {
+	q, ok := hot[string(key)]
+	if q == p {
+		return nil // there already: no second map access, no key copy
+	}
+	if !ok && len(hot) >= hotMax {
 		clear(hot)
 	}
 	hot[string(key)] = p
