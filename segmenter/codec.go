@@ -706,6 +706,14 @@ func (d *decoder) time(what string) time.Time {
 	return time.UnixMicro(int64(v) + zeroMicros).UTC()
 }
 
+// profileBlock is a decoded profile and the room for its recent event ids,
+// allocated together: a decode allocates once for both, and apply's append
+// of the next id never grows the slice (recent stays within recentIDs).
+type profileBlock struct {
+	p      Profile
+	recent [recentIDs]uint64
+}
+
 // decodeProfile decodes an encoding written by appendProfile.
 func decodeProfile(b []byte) (*Profile, error) {
 	d := &decoder{b: b, all: string(b)}
@@ -719,7 +727,8 @@ func decodeProfile(b []byte) (*Profile, error) {
 	if cached {
 		dict = names.load()
 	}
-	p := new(Profile)
+	blk := new(profileBlock)
+	p := &blk.p
 	flags := d.byte("flags")
 	p.Registered = flags&flagRegistered != 0
 	p.OptedOut = flags&flagOptedOut != 0
@@ -772,10 +781,15 @@ func decodeProfile(b []byte) (*Profile, error) {
 		}
 	}
 	if n := int(d.byte("recent count")); n > 0 {
-		if n > len(d.b)/8 {
+		switch {
+		case n > len(d.b)/8:
 			d.fail("recent ids")
-		} else {
+		case n <= recentIDs:
+			p.recent = blk.recent[:n]
+		default: // not written by this version (apply keeps recentIDs)
 			p.recent = make([]uint64, n)
+		}
+		if d.err == nil {
 			for i := range p.recent {
 				p.recent[i] = d.uint64("recent id")
 			}

@@ -281,8 +281,10 @@ type Segmenter struct {
 	segMask []uint64
 	dlLog   throttle
 
-	// workers process the batches (nil in a worker).
-	workers []*Segmenter
+	// workers process the batches (nil in a worker); merged and mergeTmp
+	// hold their changes merged, reused from batch to batch.
+	workers          []*Segmenter
+	merged, mergeTmp []changedProfile
 }
 
 // core is the state the workers of a Segmenter share.
@@ -569,7 +571,7 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 		if err != nil {
 			return nil, err
 		}
-		return w.appendChanges(out), nil
+		return w.appendChanges(out, w.changed), nil
 	}
 	var out []*kgo.Record
 	for start := 0; start < len(recs); {
@@ -601,22 +603,25 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 		wg.Go(w.encodeTags) // the tags records, on every worker at once
 	}
 	wg.Wait()
-	var all []changedProfile
+	// The merges write into two slices Process keeps (merged, mergeTmp),
+	// and the workers keep theirs, so a batch allocates none of them.
+	all := s.merged[:0]
 	for _, w := range s.workers {
-		all = mergeChanged(all, w.changed)
+		s.mergeTmp = mergeChanged(s.mergeTmp[:0], all, w.changed)
+		all, s.mergeTmp = s.mergeTmp, all
 		clear(w.changed)
 		w.changed = w.changed[:0]
 		clear(w.changedAt)
 	}
+	clear(s.mergeTmp) // what it held is in all now
 	w := s.workers[0]
-	w.changed = all
 	for _, o := range s.workers[1:] {
 		w.seenDefs = append(w.seenDefs, o.seenDefs...)
 		clear(o.seenDefs)
 		o.seenDefs = o.seenDefs[:0]
 	}
-	out = w.appendChanges(out)
-	w.changed = nil
+	out = w.appendChanges(out, all)
+	s.merged = all[:0]
 	return out, nil
 }
 
@@ -630,13 +635,11 @@ func (s *Segmenter) encodeTags() {
 	}
 }
 
-// mergeChanged merges b into a, both in the order of their first change
-// (pos), into a new slice in that order.
-func mergeChanged(a, b []changedProfile) []changedProfile {
-	if len(a) == 0 {
-		return append([]changedProfile(nil), b...)
-	}
-	out := make([]changedProfile, 0, len(a)+len(b))
+// mergeChanged appends to out a and b merged, both in the order of their
+// first change (pos), in that order (a first where they tie); out shares
+// no memory with a or b.
+func mergeChanged(out, a, b []changedProfile) []changedProfile {
+	out = slices.Grow(out, len(a)+len(b))
 	for len(a) > 0 && len(b) > 0 {
 		if a[0].pos <= b[0].pos {
 			out, a = append(out, a[0]), a[1:]
@@ -788,22 +791,33 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: slices.Clone(s.enc), pos: s.pos})
 }
 
-// appendChanges appends, per profile the batch changed, its changelog
-// record (TopicProfiles, to the partition of its events) and, when its tags
-// changed, its TopicTags record, then the batch's tag registry records;
-// then forgets them.
-func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
-	// (encodeTags may have built the tags records already.)
-	for _, c := range s.changed {
-		r := &kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc}
+// appendChanges appends, per profile the batch changed (changed: s's own
+// list, or the workers' lists merged), its changelog record (TopicProfiles,
+// to the partition of its events) and, when its tags changed, its TopicTags
+// record, then the batch's tag registry records; then forgets them
+// (changed is cleared, s.changed emptied).
+func (s *Segmenter) appendChanges(out []*kgo.Record, changed []changedProfile) []*kgo.Record {
+	// (encodeTags may have built the tags records already.) One growth of
+	// out for all of them, and the changelog records in one allocation.
+	ntags := 0
+	for i := range changed {
+		if changed[i].tags {
+			ntags++
+		}
+	}
+	out = slices.Grow(out, len(changed)+ntags+len(s.seenDefs))
+	recs := make([]kgo.Record, len(changed)+ntags)
+	for i, c := range changed {
+		r := &recs[i]
+		*r = kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc}
 		if h, ok := timerHeader(c.p); ok {
 			r.Headers = []kgo.RecordHeader{h}
 		}
 		out = append(out, r)
 	}
-	s.m.changelogRecords.Add(float64(len(s.changed)))
+	s.m.changelogRecords.Add(float64(len(changed)))
 	n := 0
-	for _, c := range s.changed {
+	for _, c := range changed {
 		if !c.tags {
 			continue
 		}
@@ -811,13 +825,16 @@ func (s *Segmenter) appendChanges(out []*kgo.Record) []*kgo.Record {
 		if b == nil {
 			b, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
 		}
-		out = append(out, &kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: b})
+		r := &recs[len(changed)+n]
+		*r = kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: b}
+		out = append(out, r)
 		n++
 	}
 	s.m.tagRecords.Add(float64(n))
 	out = append(out, s.seenDefs...)
 	clear(s.seenDefs)
 	s.seenDefs = s.seenDefs[:0]
+	clear(changed)
 	clear(s.changed)
 	s.changed = s.changed[:0]
 	clear(s.changedAt)
@@ -1021,7 +1038,11 @@ func (s *Segmenter) save(key []byte, p *Profile) error {
 	}
 	s.cache.Set(key, s.cenc)
 	hot := s.owner(key).hot
-	if _, ok := hot[string(key)]; !ok && len(hot) >= hotMax {
+	q, ok := hot[string(key)]
+	if q == p {
+		return nil // there already: no second map access, no key copy
+	}
+	if !ok && len(hot) >= hotMax {
 		clear(hot)
 	}
 	hot[string(key)] = p
