@@ -128,7 +128,10 @@ func (r *rows) len() int {
 func (r *rows) add(rec *kgo.Record, src int) error {
 	switch rec.Topic {
 	case schemas.TopicEvents:
-		e, err := schemas.DecodeEvent(rec.Value)
+		// The event's strings share one copy of the value: its rows are
+		// dropped together once inserted (rows.reset), and nothing of an
+		// event outlives its batch (the attribution cache holds dispatches).
+		e, err := schemas.DecodeEventShared(rec.Value)
 		if err != nil {
 			return fmt.Errorf("decoding event: %w", err)
 		}
