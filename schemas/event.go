@@ -523,7 +523,7 @@ func DecodeEventShared(b []byte) (*Event, error) { return decodeValidEvent(b, de
 
 func decodeValidEvent(b []byte, fast func([]byte, *Event) bool) (*Event, error) {
 	e := new(Event)
-	if err := decodeEvent(b, e, fast); err != nil {
+	if err := fastOrJSON(b, e, fast); err != nil {
 		return nil, fmt.Errorf("%w: decoding json: %v", ErrInvalid, err)
 	}
 	if e.V != V1 {

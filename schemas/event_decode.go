@@ -797,5 +797,3 @@ func (d *fastDec) value(depth int) (any, bool) {
 	}
 }
 
-// decodeEvent decodes an Event value: the fast path fast, else encoding/json.
-func decodeEvent(b []byte, e *Event, fast func([]byte, *Event) bool) error { return fastOrJSON(b, e, fast) }
