@@ -120,19 +120,11 @@ func BenchmarkSinkVsClient(b *testing.B) {
 
 	b.Run("sink_insert", func(b *testing.B) {
 		r := benchRows(b, recs)
-		var cpu time.Duration
-		for b.Loop() {
-			b.StopTimer()
-			_, conn := migratedDB(b)
-			s, _, _ := newSink(b, cfg, conn)
-			b.StartTimer()
-			start := cpuTime(b)
+		eachSink(b, cfg, total, func(s *Sink) {
 			if err := insertRows(b.Context(), s, r); err != nil {
 				b.Fatal(err)
 			}
-			cpu += cpuTime(b) - start
-		}
-		reportRows(b, total, cpu)
+		})
 	})
 	b.Run("sink_write", func(b *testing.B) {
 		// Each iteration writes into a fresh database with a fresh sink (its
@@ -156,17 +148,7 @@ func BenchmarkSinkVsClient(b *testing.B) {
 		_, conn := migratedDB(b)
 		s, _, _ := newSink(b, cfg, conn)
 		write(s)
-		var cpu time.Duration
-		for b.Loop() {
-			b.StopTimer()
-			_, conn := migratedDB(b)
-			s, _, _ := newSink(b, cfg, conn)
-			b.StartTimer()
-			start := cpuTime(b)
-			write(s)
-			cpu += cpuTime(b) - start
-		}
-		reportRows(b, total, cpu)
+		eachSink(b, cfg, total, write)
 	})
 	b.Run("client_native", func(b *testing.B) {
 		// The rows as Native files, exported from a database the sink filled.
@@ -206,6 +188,23 @@ func benchRows(b *testing.B, recs []*kgo.Record) *rows {
 		}
 	}
 	return r
+}
+
+// eachSink runs f on a fresh sink into a fresh database each iteration
+// (untimed) and reports rows/s and the CPU time per row of f, which stores
+// rows rows.
+func eachSink(b *testing.B, cfg Config, rows int, f func(*Sink)) {
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		_, conn := migratedDB(b)
+		s, _, _ := newSink(b, cfg, conn)
+		b.StartTimer()
+		start := cpuTime(b)
+		f(s)
+		cpu += cpuTime(b) - start
+	}
+	reportRows(b, rows, cpu)
 }
 
 // cpuTime is the user+system CPU time this process has used.
