@@ -142,3 +142,25 @@ func sameAsJSON[T any](t *testing.T, b []byte, fast func([]byte, *T) bool) {
 		t.Fatalf("%q:\nfast %#v\njson %#v", b, got, want)
 	}
 }
+
+// BenchmarkDecodeEventShared decodes the fast path's sample events with
+// DecodeEvent (a string per value) and DecodeEventShared (one copy of the
+// value for all of them).
+//
+//	go test -run '^$' -bench BenchmarkDecodeEventShared -benchmem ./schemas/
+func BenchmarkDecodeEventShared(b *testing.B) {
+	samples := fastSamples(b)
+	for _, tc := range []struct {
+		name   string
+		decode func([]byte) (*Event, error)
+	}{{"copy", DecodeEvent}, {"shared", DecodeEventShared}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := tc.decode(samples[i%len(samples)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
