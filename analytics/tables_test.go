@@ -146,7 +146,7 @@ func TestWriteLargeBatchStoresValues(t *testing.T) {
 	}
 }
 
-// BenchmarkStringColumn appends 50,000 values of 14-18 bytes to a String
+// BenchmarkStringColumn appends 50,000 values of 10-14 bytes to a String
 // column: as they come (plain), after sizing the bytes only (bytes), and
 // after reserve, which sizes the positions too.
 //
