@@ -796,4 +796,3 @@ func (d *fastDec) value(depth int) (any, bool) {
 		return f, err == nil
 	}
 }
-
