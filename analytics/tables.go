@@ -88,8 +88,10 @@ func (t table[R]) fill(b driver.Batch, rs []R) error {
 // reserveMin is the fewest values whose String column reserve sizes first.
 const reserveMin = 256
 
-// zeros is what reserve appends: a slice of it costs nothing.
-var zeros = strings.Repeat("\x00", 4<<20)
+// zeros is what reserve appends (a slice of it costs nothing), made on
+// the first insert: a process that inserts nothing (another stage of the
+// same binary) does not hold its 4 MiB.
+var zeros = sync.OnceValue(func() string { return strings.Repeat("\x00", 4<<20) })
 
 // noValues is a reader of String values that has none.
 type noValues struct{}
@@ -124,7 +126,7 @@ func reserve(c chcol.Interface, vs []string) error {
 	for _, v := range vs {
 		n += len(v)
 	}
-	z := zeros
+	z := zeros()
 	if n > len(z) {
 		z = strings.Repeat("\x00", n)
 	}

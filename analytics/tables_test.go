@@ -54,7 +54,7 @@ func TestReserveSameAsAppend(t *testing.T) {
 	}{
 		{"small", values(reserveMin-1, 0)},
 		{"reserved", values(5000, 0)},
-		{"over zeros", values(reserveMin, len(zeros)+1)},
+		{"over zeros", values(reserveMin, len(zeros())+1)},
 		{"empty values", make([]string, 1000)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,7 +166,7 @@ func BenchmarkStringColumn(b *testing.B) {
 			for _, v := range vs {
 				n += len(v)
 			}
-			_, err := c.Append([]string{zeros[:n]})
+			_, err := c.Append([]string{zeros()[:n]})
 			c.Reset()
 			return err
 		}},
