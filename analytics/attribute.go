@@ -124,15 +124,15 @@ func (f *openFact) pending(resolved bool) pendingRow {
 	return p
 }
 
-// statusFacts are the open facts of a status naming a dispatch: what it
-// implies reached (read implies delivered and sent), and billed for a
-// billable one.
-func statusFacts(st *statusRow, cost *costRow) []openFact {
+// appendStatusFacts appends the open facts of a status naming a dispatch:
+// what it implies reached (read implies delivered and sent), and billed
+// for a billable one. They are appended to the batch's slice, not returned
+// in one of their own: one allocation fewer per status.
+func appendStatusFacts(out []openFact, st *statusRow, cost *costRow) []openFact {
 	ref := "d:" + st.dispatchID
 	f := func(state, detail string) openFact {
 		return openFact{src: st.src, app: st.app, ref: ref, state: state, detail: detail, time: st.time}
 	}
-	var out []openFact
 	switch st.status {
 	case "sent":
 		out = append(out, f("sent", ""))
@@ -154,14 +154,14 @@ func statusFacts(st *statusRow, cost *costRow) []openFact {
 	return out
 }
 
-// messageFacts are the facts of a request (requested) or an outcome
-// (requested, and its state).
-func messageFacts(m *messageRow) []openFact {
+// appendMessageFacts appends the facts of a request (requested) or an
+// outcome (requested, and its state).
+func appendMessageFacts(out []openFact, m *messageRow) []openFact {
 	ref := "d:" + m.dispatchID
 	f := func(state, detail string, t time.Time) openFact {
 		return openFact{src: m.src, app: m.app, ref: ref, state: state, detail: detail, time: t}
 	}
-	out := []openFact{f("requested", "", m.requested)}
+	out = append(out, f("requested", "", m.requested))
 	switch m.state {
 	case "requested":
 	case "accepted":
@@ -526,7 +526,10 @@ func (s *Sink) lookupMetas(ctx context.Context, a *attribution, keys []appKey) e
 					}
 					m.day, m.due = m.day.UTC(), m.due.UTC()
 					a.metas[appKey{app, id}] = m
-					s.metas.put(appKey{app, id}, m)
+					// app may be a substring of a status event's value
+					// (DecodeEventShared): the cache outlives the batch,
+					// so it keeps a copy, not the whole event.
+					s.metas.put(appKey{strings.Clone(app), id}, m)
 					return nil
 				})
 		})

@@ -128,7 +128,10 @@ func (r *rows) len() int {
 func (r *rows) add(rec *kgo.Record, src int) error {
 	switch rec.Topic {
 	case schemas.TopicEvents:
-		e, err := schemas.DecodeEvent(rec.Value)
+		// The event's strings share one copy of the value: its rows are
+		// dropped together once inserted (rows.reset), and nothing of an
+		// event outlives its batch (the attribution cache holds dispatches).
+		e, err := schemas.DecodeEventShared(rec.Value)
 		if err != nil {
 			return fmt.Errorf("decoding event: %w", err)
 		}
@@ -150,7 +153,7 @@ func (r *rows) add(rec *kgo.Record, src int) error {
 		if mr.providerID != "" {
 			r.wamids = append(r.wamids, wamidRow{src: src, app: mr.app, wamid: mr.providerID, dispatchID: mr.dispatchID})
 		}
-		r.open = append(r.open, messageFacts(&mr)...)
+		r.open = appendMessageFacts(r.open, &mr)
 		st := outcomeStates[o.State]
 		rank := stateRanks[st]
 		r.states = append(r.states, stateRow{
@@ -171,7 +174,7 @@ func (r *rows) add(rec *kgo.Record, src int) error {
 		// second its outcome was decided could replace the outcome).
 		mr.src = src
 		r.metas = append(r.metas, metaOf(&mr))
-		r.open = append(r.open, messageFacts(&mr)...)
+		r.open = appendMessageFacts(r.open, &mr)
 		rank := stateRanks["requested"]
 		r.states = append(r.states, stateRow{
 			src: src, app: mr.app, dispatchID: mr.dispatchID, state: "requested", rank: rank,
@@ -191,61 +194,61 @@ func (r *rows) addEvent(e *schemas.Event, src int) error {
 		return err
 	}
 	er.src = src
-	var (
-		in   *inboundRow
-		st   *statusRow
-		ms   *stateRow
-		cost *costRow
-	)
+	// The rows are built in place (an events row is over 400 bytes), and
+	// dropped again when the event turns out invalid.
+	var in *inboundRow
 	if e.Kind == schemas.KindInbound && e.Inbound != nil {
-		in = inboundRowOf(e, &er)
-		if err := checkStrings(inboundStrings(in)); err != nil {
+		r.inbound = append(r.inbound, inboundRowOf(e, &er))
+		in = &r.inbound[len(r.inbound)-1]
+		if err := checkInbound(in); err != nil {
+			r.inbound = drop(r.inbound)
 			return err
 		}
+		in.src = src
 	}
+	var st *statusRow
 	if s := e.Status; s != nil && e.Kind == schemas.KindStatus {
 		row, err := statusRowOf(e, &er)
 		if err != nil {
+			if in != nil {
+				r.inbound = drop(r.inbound)
+			}
 			return err
 		}
-		st = &row
+		row.src = src
+		r.statuses = append(r.statuses, row)
+		st = &r.statuses[len(r.statuses)-1]
 		if rank, ok := stateRanks[s.Status]; ok && s.DispatchID != "" && s.Status != "requested" && s.Status != "in_doubt" && s.Status != "expired" {
-			ms = &stateRow{
-				app: e.App, dispatchID: s.DispatchID, state: s.Status, rank: rank, version: stateVersion(rank, er.time),
+			r.states = append(r.states, stateRow{
+				src: src, app: e.App, dispatchID: s.DispatchID, state: s.Status, rank: rank, version: stateVersion(rank, er.time),
 				time: er.time, wamid: s.WAMID, errorCode: row.errorCode, origin: "status", eventID: e.ID,
-			}
-		}
-		if s.Billable && s.WAMID != "" {
-			cost = r.costRowOf(&row)
+			})
 		}
 	}
 	r.events = append(r.events, er)
-	if in != nil {
-		in.src = src
-		r.inbound = append(r.inbound, *in)
-		if in.contextID != "" {
-			r.open = append(r.open, openFact{src: src, app: in.app, ref: "w:" + in.contextID, state: "replied", time: in.time})
-		}
+	if in != nil && in.contextID != "" {
+		r.open = append(r.open, openFact{src: src, app: in.app, ref: "w:" + in.contextID, state: "replied", time: in.time})
 	}
 	if st != nil {
-		st.src = src
-		r.statuses = append(r.statuses, *st)
+		var cost *costRow
+		if st.billable == 1 && st.wamid != "" {
+			r.costs = append(r.costs, r.costRowOf(st))
+			cost = &r.costs[len(r.costs)-1]
+		}
 		if st.dispatchID != "" {
 			if st.wamid != "" {
 				r.wamids = append(r.wamids, wamidRow{src: src, app: st.app, wamid: st.wamid, dispatchID: st.dispatchID})
 			}
-			r.open = append(r.open, statusFacts(st, cost)...)
+			r.open = appendStatusFacts(r.open, st, cost)
 		}
 	}
-	if ms != nil {
-		ms.src = src
-		r.states = append(r.states, *ms)
-	}
-	if cost != nil {
-		cost.src = src
-		r.costs = append(r.costs, *cost)
-	}
 	return nil
+}
+
+// drop removes the last element of s, keeping nothing of it alive.
+func drop[T any](s []T) []T {
+	clear(s[len(s)-1:])
+	return s[:len(s)-1]
 }
 
 // eventRowOf converts a valid event to its events row.
@@ -299,7 +302,7 @@ func eventRowOf(e *schemas.Event) (eventRow, error) {
 	if st := e.Status; st != nil && er.phoneNumberID == "" {
 		er.phoneNumberID = st.PhoneNumberID
 	}
-	if err := checkStrings(eventStrings(&er)); err != nil {
+	if err := checkEvent(&er); err != nil {
 		return eventRow{}, err
 	}
 	for i, k := range keys {
@@ -341,7 +344,7 @@ func statusRowOf(e *schemas.Event, er *eventRow) (statusRow, error) {
 
 // inboundRowOf builds the inbound row of a valid inbound event; its strings
 // are checked by the caller.
-func inboundRowOf(e *schemas.Event, er *eventRow) *inboundRow {
+func inboundRowOf(e *schemas.Event, er *eventRow) inboundRow {
 	in := e.Inbound
 	wamid := in.WAMID
 	if wamid == "" {
@@ -353,7 +356,7 @@ func inboundRowOf(e *schemas.Event, er *eventRow) *inboundRow {
 	if kw == "" {
 		kw = payload
 	}
-	return &inboundRow{
+	return inboundRow{
 		app: e.App, wamid: validUTF8(wamid), from: er.inFrom, phoneNumberID: er.phoneNumberID,
 		typ: er.inType, text: text, payload: payload, contextID: validUTF8(in.ContextID),
 		profileName: er.inProfileName, keyword: keyword(kw), country: er.country,
@@ -365,10 +368,10 @@ func inboundRowOf(e *schemas.Event, er *eventRow) *inboundRow {
 // the service window when Meta says it was free for it
 // (pricing.type free_customer_service) or priced it as a service
 // conversation.
-func (r *rows) costRowOf(st *statusRow) *costRow {
+func (r *rows) costRowOf(st *statusRow) costRow {
 	inWindow := st.pricingType == "free_customer_service" || st.pricingCategory == "service"
-	c := &costRow{
-		app: st.app, wamid: st.wamid, dispatchID: st.dispatchID, pricingCategory: st.pricingCategory,
+	c := costRow{
+		src: st.src, app: st.app, wamid: st.wamid, dispatchID: st.dispatchID, pricingCategory: st.pricingCategory,
 		pricingType: st.pricingType, country: st.country, inWindow: boolUInt8(inWindow),
 		time: st.time, date: st.date, version: stateVersion(costRanks[st.status], st.time),
 	}
@@ -473,9 +476,10 @@ func checkStrings(fs []field) error {
 	return nil
 }
 
-// eventStrings makes the strings of an events row valid UTF-8 and lists
-// them with their limits.
-func eventStrings(r *eventRow) []field {
+// checkEvent makes the strings of an events row valid UTF-8 and checks
+// their lengths (the list of fields stays on the stack: checkStrings keeps
+// no reference to it).
+func checkEvent(r *eventRow) error {
 	for _, p := range []*string{
 		&r.id, &r.kind, &r.name, &r.hwid, &r.userID, &r.anonymousID, &r.language, &r.timezone, &r.country,
 		&r.attributes, &r.tags, &r.inFrom, &r.inWAMID, &r.inType, &r.inText, &r.inProfileName, &r.phoneNumberID,
@@ -486,7 +490,7 @@ func eventStrings(r *eventRow) []field {
 		r.attrKeys[i] = validUTF8(r.attrKeys[i])
 		r.attrValues[i] = validUTF8(r.attrValues[i])
 	}
-	return []field{
+	return checkStrings([]field{
 		{"id", r.id, maxIDBytes},
 		{"name", r.name, maxIDBytes},
 		{"hwid", r.hwid, maxIDBytes},
@@ -503,11 +507,11 @@ func eventStrings(r *eventRow) []field {
 		{"inbound.text", r.inText, maxTextBytes},
 		{"inbound.profile_name", r.inProfileName, maxIDBytes},
 		{"phone_number_id", r.phoneNumberID, maxIDBytes},
-	}
+	})
 }
 
-func inboundStrings(r *inboundRow) []field {
-	return []field{{"inbound.payload", r.payload, maxTextBytes}, {"inbound.context_id", r.contextID, maxIDBytes}}
+func checkInbound(r *inboundRow) error {
+	return checkStrings([]field{{"inbound.payload", r.payload, maxTextBytes}, {"inbound.context_id", r.contextID, maxIDBytes}})
 }
 
 // validUTF8 replaces each invalid UTF-8 sequence of s with U+FFFD, as

@@ -2,18 +2,22 @@ package analytics
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/ch-go/proto"
+	chcol "github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // table is one ClickHouse table the sink writes: its name and its columns
 // in insert order. Rows are sent column by column (clickhouse-go's
-// BatchColumn.Append of a whole typed slice), which avoids the per-value
-// reflection of row-wise Batch.Append.
+// column Append of a whole typed slice), which avoids the per-value
+// reflection of row-wise Batch.Append; String columns are sized first
+// (reserve).
 type table[R any] struct {
 	name string
 	// src returns the index of a row's record in its batch.
@@ -22,10 +26,11 @@ type table[R any] struct {
 }
 
 // column is one column of a table: its name and how the column of a slice
-// of rows is appended to a batch.
+// of rows is appended to a batch (c is the batch's column, the same one as
+// b.Column's).
 type column[R any] struct {
 	name string
-	add  func(c driver.BatchColumn, rs []R) error
+	add  func(c chcol.Interface, rs []R) error
 }
 
 // col declares a column whose value of a row is get(row); V must be a Go
@@ -35,7 +40,7 @@ type column[R any] struct {
 // is reused between inserts, from a pool per column.
 func col[R, V any](name string, get func(*R) V) column[R] {
 	var pool sync.Pool
-	return column[R]{name: name, add: func(c driver.BatchColumn, rs []R) error {
+	return column[R]{name: name, add: func(c chcol.Interface, rs []R) error {
 		p, _ := pool.Get().(*[]V)
 		if p == nil {
 			p = new([]V)
@@ -44,7 +49,13 @@ func col[R, V any](name string, get func(*R) V) column[R] {
 		for i := range rs {
 			vs[i] = get(&rs[i])
 		}
-		err := c.Append(vs)
+		var err error
+		if ss, ok := any(vs).([]string); ok {
+			err = reserve(c, ss)
+		}
+		if err == nil {
+			_, err = c.Append(vs)
+		}
 		clear(vs) // keep no strings of this batch alive
 		*p = vs[:0]
 		pool.Put(p)
@@ -62,10 +73,73 @@ func (t table[R]) insertQuery() string {
 
 // fill appends rs to b, column by column.
 func (t table[R]) fill(b driver.Batch, rs []R) error {
+	cols := b.Columns()
+	if len(cols) != len(t.cols) {
+		return fmt.Errorf("the insert has %d columns, want %d", len(cols), len(t.cols))
+	}
 	for i, c := range t.cols {
-		if err := c.add(b.Column(i), rs); err != nil {
+		if err := c.add(cols[i], rs); err != nil {
 			return fmt.Errorf("column %s: %w", c.name, err)
 		}
+	}
+	return nil
+}
+
+// reserveMin is the fewest values whose String column reserve sizes first.
+const reserveMin = 256
+
+// zeros is what reserve appends (a slice of it costs nothing), made on
+// the first insert: a process that inserts nothing (another stage of the
+// same binary) does not hold its 4 MiB.
+var zeros = sync.OnceValue(func() string { return strings.Repeat("\x00", 4<<20) })
+
+// noValues is a reader of String values that has none.
+type noValues struct{}
+
+func (noValues) Read([]byte) (int, error) { return 0, io.EOF }
+
+// emptyReaders are proto.Readers of noValues (proto.NewReader buffers
+// 128 KiB), one per concurrent insert.
+var emptyReaders = sync.Pool{New: func() any { return proto.NewReader(noValues{}) }}
+
+// reserve sizes the empty String column c for vs before they are appended.
+// clickhouse-go appends a String column's values one by one, growing its
+// bytes and its positions (16 bytes a value, more than most values) by
+// append: for a column of 50,000 values that allocates about five times
+// their size and copies each byte four times over (Go grows big slices by
+// 1.25x), and the garbage collector runs as often. Here each is allocated
+// once, with the column's exported methods: appending one value as long as
+// all of vs sizes the bytes; Decode of len(vs) values from a reader that
+// has none sizes the positions (ch-go's ColStr.DecodeColumn makes room for
+// the rows it is told before it reads the first, and then fails); Reset
+// after each empties the column and keeps its capacity (ch-go's
+// ColStr.Reset says so). Only speed depends on those two behaviours, not
+// what is inserted: that the column is empty again is checked, and
+// TestReserveSameAsAppend compares the result with plain appends
+// (TestReserveAllocatesOnce notices when a clickhouse-go upgrade makes
+// reserve useless).
+func reserve(c chcol.Interface, vs []string) error {
+	if len(vs) < reserveMin || c.Rows() != 0 || c.Type() != "String" {
+		return nil
+	}
+	n := 0
+	for _, v := range vs {
+		n += len(v)
+	}
+	z := zeros()
+	if n > len(z) {
+		z = strings.Repeat("\x00", n)
+	}
+	if _, err := c.Append([]string{z[:n]}); err != nil {
+		return err
+	}
+	c.Reset()
+	r := emptyReaders.Get().(*proto.Reader)
+	_ = c.Decode(r, len(vs)) // fails at the first value: there is none
+	emptyReaders.Put(r)
+	c.Reset()
+	if c.Rows() != 0 {
+		return fmt.Errorf("reserving %d values: %d rows left after Reset", len(vs), c.Rows())
 	}
 	return nil
 }

@@ -41,12 +41,23 @@ const fastMaxDepth = 32
 type fastDec struct {
 	b []byte
 	i int
+	// s, when set, is b as a string: string values without escapes are
+	// substrings of it instead of a string each (decodeEventSharedFast).
+	s string
 }
 
 // decodeEventFast decodes b into e, or reports false when encoding/json must
 // (e is then in an undefined state).
 func decodeEventFast(b []byte, e *Event) bool {
 	d := fastDec{b: b}
+	return d.whole(func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) })
+}
+
+// decodeEventSharedFast is decodeEventFast with the string values of e
+// (those without escapes) substrings of one copy of b: one allocation per
+// event instead of one per string (DecodeEventShared).
+func decodeEventSharedFast(b []byte, e *Event) bool {
+	d := fastDec{b: b, s: string(b)}
 	return d.whole(func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) })
 }
 
@@ -466,6 +477,9 @@ func (d *fastDec) str() (string, bool) {
 			if !ascii && !utf8.Valid(d.b[start:j]) {
 				return "", false
 			}
+			if d.s != "" {
+				return d.s[start:j], true
+			}
 			return string(d.b[start:j]), true
 		case c == '\\':
 			return d.escaped(start)
@@ -503,6 +517,9 @@ func (d *fastDec) istr() (string, bool) {
 		switch {
 		case c == '"':
 			d.i = j + 1
+			if d.s != "" {
+				return d.s[start:j], true // as cheap as the table, and no hashing
+			}
 			return intern(d.b[start:j]), true
 		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
 			d.i = start - 1
@@ -779,6 +796,3 @@ func (d *fastDec) value(depth int) (any, bool) {
 		return f, err == nil
 	}
 }
-
-// decodeEvent decodes an Event value: the fast path, else encoding/json.
-func decodeEvent(b []byte, e *Event) error { return fastOrJSON(b, e, decodeEventFast) }

@@ -3,6 +3,7 @@ package schemas
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -49,8 +50,8 @@ func fastSamples(t testing.TB) [][]byte {
 // shapes itself, and decodes them as encoding/json does.
 func TestDecodeEventFastTaken(t *testing.T) {
 	for i, b := range fastSamples(t) {
-		var fast, slow Event
-		if !decodeEventFast(b, &fast) {
+		var fast, shared, slow Event
+		if !decodeEventFast(b, &fast) || !decodeEventSharedFast(b, &shared) {
 			t.Fatalf("sample %d: the fast path gave up on %s", i, b)
 		}
 		if err := json.Unmarshal(b, &slow); err != nil {
@@ -58,6 +59,9 @@ func TestDecodeEventFastTaken(t *testing.T) {
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("sample %d:\nfast %#v\njson %#v", i, fast, slow)
+		}
+		if !reflect.DeepEqual(shared, slow) {
+			t.Fatalf("sample %d:\nshared %#v\njson %#v", i, shared, slow)
 		}
 	}
 }
@@ -85,7 +89,7 @@ func TestDecodeEventFastGivesUp(t *testing.T) {
 		`{"v":1,"kſnd":"x"}`, // non-ASCII key
 	} {
 		var e Event
-		if decodeEventFast([]byte(in), &e) {
+		if decodeEventFast([]byte(in), &e) || decodeEventSharedFast([]byte(in), &e) {
 			t.Errorf("fast path decoded %q itself", in)
 		}
 	}
@@ -103,6 +107,26 @@ func FuzzDecodeEventFast(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) { sameAsJSON(t, b, decodeEventFast) })
 }
 
+// FuzzDecodeEventShared is FuzzDecodeEventFast for the fast path whose
+// strings share one copy of the input; the input is changed after the
+// decode, which must not change the event.
+//
+//	go test -run '^$' -fuzz FuzzDecodeEventShared ./schemas/
+func FuzzDecodeEventShared(f *testing.F) {
+	for _, b := range fastSamples(f) {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"v":1,"id":"a\"b","inbound":{"text":"é😀","wamid":"w"},"tags":{"a":["x",{"b":"y"}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sameAsJSON(t, b, func(b []byte, e *Event) bool {
+			c := slices.Clone(b)
+			ok := decodeEventSharedFast(c, e)
+			clear(c) // the event must hold a copy, not the input itself
+			return ok
+		})
+	})
+}
+
 // sameAsJSON checks a fast decoder against encoding/json on b: when fast
 // decodes b, json.Unmarshal decodes it too, to an equal value.
 func sameAsJSON[T any](t *testing.T, b []byte, fast func([]byte, *T) bool) {
@@ -116,5 +140,27 @@ func sameAsJSON[T any](t *testing.T, b []byte, fast func([]byte, *T) bool) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q:\nfast %#v\njson %#v", b, got, want)
+	}
+}
+
+// BenchmarkDecodeEventShared decodes the fast path's sample events with
+// DecodeEvent (a string per value) and DecodeEventShared (one copy of the
+// value for all of them).
+//
+//	go test -run '^$' -bench BenchmarkDecodeEventShared -benchmem ./schemas/
+func BenchmarkDecodeEventShared(b *testing.B) {
+	samples := fastSamples(b)
+	for _, tc := range []struct {
+		name   string
+		decode func([]byte) (*Event, error)
+	}{{"copy", DecodeEvent}, {"shared", DecodeEventShared}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := tc.decode(samples[i%len(samples)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
