@@ -358,8 +358,11 @@ func TestSummarizeOtherTemplates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []TemplateSends{
-		{"a", 7, 7, 0, "whatsapp"}, {"b", 6, 6, 0, "whatsapp"}, {"c", 5, 5, 0, "whatsapp"},
-		{"d", 4, 4, 0, "whatsapp"}, {"e", 3, 3, 0, "whatsapp"},
+		{"a", 7, 7, 0, "whatsapp"},
+		{"b", 6, 6, 0, "whatsapp"},
+		{"c", 5, 5, 0, "whatsapp"},
+		{"d", 4, 4, 0, "whatsapp"},
+		{"e", 3, 3, 0, "whatsapp"},
 	}
 	if !reflect.DeepEqual(got.Templates, want) || got.OtherTemplateCount != 2 ||
 		got.OtherTemplates != (TemplateSends{Sends: 3, Accepted: 2, Failed: 1}) || got.Sends != 28 {
