@@ -226,6 +226,11 @@ func BenchmarkRestore(b *testing.B) {
 //   - sweep: a sweep of a new segment every profile enters (one segment
 //     event and one changelog record each).
 //
+// Each runs twice: through Process (process: every output held until the
+// record ends) and as handle runs it (parts: outputs and changed profiles
+// handed out every partChunk, here dropped, as produced ones are once
+// acknowledged).
+//
 // Besides time, it reports the CPU time per run (cpu-s/op: user and system,
 // every thread) and the peak heap the run held (peak-heap-MB: the heap's
 // objects, live or not yet collected; peak-live-MB: the live heap as the
@@ -254,69 +259,82 @@ func BenchmarkCampaign(b *testing.B) {
 		{name: "cap=campaign", cap: &schemas.FrequencyCap{Max: schemas.MaxFrequencyCap, PeriodSeconds: week}, changes: true},
 		{name: "sweep", sweep: true, changes: true},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			s := newTest(b, Config{CacheBytes: 2 << 30, Limits: bc.limits})
-			p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Tags: map[string]Tag{}, FirstSeen: t0, LastSeen: t0}
-			for i := range 9 {
-				p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
+		for _, parts := range []bool{false, true} {
+			name := bc.name + "/process"
+			if parts {
+				name = bc.name + "/parts"
 			}
-			p.Tags["Cuisines"] = Tag{Kind: TagList, List: []string{"asian", "italian"}}
-			for i := range profiles {
-				p.WhatsApp = fmt.Sprintf("+1415%07d", i)
-				key := []byte("shop|whatsapp:" + p.WhatsApp)
-				s.cache.Set(key, appendProfile(nil, p))
-				s.keys.add(0, key)
-			}
-			const filter = `T("Cuisines", IN, "asian") * T("Registered", EQ, true)`
-			want := profiles
-			if bc.changes {
-				want *= 2
-			}
-			var cpu time.Duration
-			var peakHeap, peakLive uint64
-			run := 0
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				// A new campaign (or segment) each run: a re-run of the
-				// same one counts nobody again (nor enters anybody).
-				run++
-				e := &schemas.Event{ID: fmt.Sprintf("bench-p0-%d", run), App: testApp, Time: t0, Received: t0}
-				if bc.sweep {
-					e.Kind, e.Sweep = schemas.KindSweep, &schemas.Sweep{Segment: fmt.Sprintf("asian-%d", run), Filter: filter}
-				} else {
-					e.Kind, e.Campaign = schemas.KindCampaign, &schemas.Campaign{
-						ID: fmt.Sprintf("bench-%d", run), Filter: filter, Sender: testPNID, FrequencyCap: bc.cap,
-						Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:tag_1|there}}"}},
-					}
-				}
-				v, err := e.Marshal()
-				if err != nil {
-					b.Fatal(err)
-				}
-				rec := &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: v}
-				b.StopTimer()
-				runtime.GC()
-				stop := sampleHeap()
-				c0 := cpuTime()
-				b.StartTimer()
-				out, err := s.Process(b.Context(), []*kgo.Record{rec})
-				b.StopTimer()
-				cpu += cpuTime() - c0
-				h, l := stop()
-				peakHeap, peakLive = max(peakHeap, h), max(peakLive, l)
-				if err != nil || len(out) != want {
-					b.Fatalf("%d records (%v), want %d", len(out), err, want)
-				}
-				out = nil
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(profiles)*float64(b.N)/b.Elapsed().Seconds(), "requests/s")
-			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
-			b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MB")
-			b.ReportMetric(float64(peakLive)/(1<<20), "peak-live-MB")
-		})
+			b.Run(name, func(b *testing.B) { benchCampaign(b, profiles, bc.limits, bc.cap, bc.sweep, bc.changes, parts) })
+		}
 	}
+}
+
+// benchCampaign is one case of BenchmarkCampaign.
+func benchCampaign(b *testing.B, profiles int, limits Limits, fcap *schemas.FrequencyCap, sweep, changes, parts bool) {
+	s := newTest(b, Config{CacheBytes: 2 << 30, Limits: limits})
+	p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Tags: map[string]Tag{}, FirstSeen: t0, LastSeen: t0}
+	for i := range 9 {
+		p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
+	}
+	p.Tags["Cuisines"] = Tag{Kind: TagList, List: []string{"asian", "italian"}}
+	for i := range profiles {
+		p.WhatsApp = fmt.Sprintf("+1415%07d", i)
+		key := []byte("shop|whatsapp:" + p.WhatsApp)
+		s.cache.Set(key, appendProfile(nil, p))
+		s.keys.add(0, key)
+	}
+	const filter = `T("Cuisines", IN, "asian") * T("Registered", EQ, true)`
+	want := profiles
+	if changes {
+		want *= 2
+	}
+	var cpu time.Duration
+	var peakHeap, peakLive uint64
+	run := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		// A new campaign (or segment) each run: a re-run of the
+		// same one counts nobody again (nor enters anybody).
+		run++
+		e := &schemas.Event{ID: fmt.Sprintf("bench-p0-%d", run), App: testApp, Time: t0, Received: t0}
+		if sweep {
+			e.Kind, e.Sweep = schemas.KindSweep, &schemas.Sweep{Segment: fmt.Sprintf("asian-%d", run), Filter: filter}
+		} else {
+			e.Kind, e.Campaign = schemas.KindCampaign, &schemas.Campaign{
+				ID: fmt.Sprintf("bench-%d", run), Filter: filter, Sender: testPNID, FrequencyCap: fcap,
+				Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:tag_1|there}}"}},
+			}
+		}
+		v, err := e.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec := &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: v}
+		b.StopTimer()
+		runtime.GC()
+		stop := sampleHeap()
+		c0 := cpuTime()
+		b.StartTimer()
+		emitted := 0
+		var emit func([]*kgo.Record)
+		if parts {
+			emit = func(out []*kgo.Record) { emitted += len(out) }
+		}
+		out, err := s.Segmenter.process(b.Context(), []*kgo.Record{rec}, emit)
+		b.StopTimer()
+		cpu += cpuTime() - c0
+		h, l := stop()
+		peakHeap, peakLive = max(peakHeap, h), max(peakLive, l)
+		if err != nil || emitted+len(out) != want {
+			b.Fatalf("%d records (%v), want %d", emitted+len(out), err, want)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(profiles)*float64(b.N)/b.Elapsed().Seconds(), "requests/s")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MB")
+	b.ReportMetric(float64(peakLive)/(1<<20), "peak-live-MB")
 }
 
 // sampleHeap samples the heap every millisecond until the function it
