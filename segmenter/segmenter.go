@@ -80,6 +80,13 @@
 // carries the user's window_until (last inbound + 24 h) for the
 // dispatcher's window and tier checks.
 //
+// A campaign or sweep visits every profile of its partition, so Run does
+// not hold its outputs and changed profiles until the batch ends: every
+// 4,096 of them (partChunk) they are produced, the changelog records
+// after the requests they count. A crash in between repeats the campaign
+// record: the users sent to already get the same request (same id) again,
+// and their send, in the profile, is not counted twice.
+//
 // # Keyword replies
 //
 // An inbound text fires at most one KeywordRule (see KeywordRule for the
