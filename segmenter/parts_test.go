@@ -2,6 +2,7 @@ package segmenter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -9,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldhq/herald/internal/kafkatest"
 	"github.com/heraldhq/herald/schemas"
 )
 
@@ -276,6 +279,73 @@ func TestCampaignPartsCrash(t *testing.T) {
 		}
 		if len(p.sends) != 1 {
 			t.Fatalf("user %d: sends %+v, want the campaign counted once", i, p.sends)
+		}
+	}
+}
+
+// TestCampaignPartsRestart: on kfake, a capped campaign over more users
+// than partChunk holds (so Run produces it in parts) by a process that dies
+// after producing everything and before committing the campaign record. A
+// fresh process restores the changelog and runs the campaign again: every
+// user has a request under one id (the topic holds each twice), and every
+// profile counts the send once.
+func TestCampaignPartsRestart(t *testing.T) {
+	const users = partChunk * 3 / 2 // two records a profile: three parts
+	c := kafkatest.New(t, 1)
+	adm := kadm.NewClient(c.Client(t))
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	recs := make([]*kgo.Record, users)
+	for i := range users {
+		recs[i] = record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: now, HWID: partsHWID(i), DeviceType: schemas.DeviceWhatsApp, Country: "US",
+		})
+	}
+	produce(t, c, recs...)
+	cfg := Config{Limits: Limits{MaxMarketing: 3}}
+	first, _, errc := runSegmenterConfig(t, c, cfg, now)
+	waitCommitted(t, adm)
+
+	crashed := make(chan struct{})
+	crash := func() error { close(crashed); return errors.New("killed") }
+	first.crashAfterProduce.Store(&crash)
+	camp := &schemas.Campaign{
+		ID: "m1", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+		Template: schemas.Template{Name: "promo_offer", Language: "en_US", Category: CategoryMarketing, Body: []string{"x"}},
+	}
+	produce(t, c, campaignRecord(t, 0, camp))
+	select {
+	case <-crashed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the campaign was not run")
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("Run returned nil after the crash")
+	}
+	first.Close()
+	if n := sum(endOffsets(t, adm, schemas.TopicDispatch)); n != users {
+		t.Fatalf("%d requests before the crash, want %d", n, users)
+	}
+
+	second, _, _ := runSegmenterConfig(t, c, cfg, now)
+	waitCommitted(t, adm)
+	ds, _ := decodeOutputs(t, c.ReadAll(t, schemas.TopicDispatch, 2*users))
+	ids := map[string]int{}
+	for _, d := range ds {
+		ids[d.ID]++
+	}
+	if len(ids) != users {
+		t.Fatalf("requests to %d users, want %d", len(ids), users)
+	}
+	for id, n := range ids {
+		if n != 2 {
+			t.Fatalf("request %s produced %d times, want twice (before the crash and in the replay)", id, n)
+		}
+	}
+	for i := range users {
+		p, ok := second.Profile(testApp, partsHWID(i))
+		if !ok || len(p.sends) != 1 {
+			t.Fatalf("user %d: profile %v, sends %+v: want the campaign counted once", i, ok, p)
 		}
 	}
 }
