@@ -155,6 +155,7 @@ func (s *Segmenter) runCampaign(out []*kgo.Record, rec *kgo.Record, e *schemas.E
 		}
 	}
 	missing, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
+		out = s.flushPart(out)
 		if !cc.f.Match(p, now) {
 			return
 		}

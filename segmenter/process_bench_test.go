@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,15 +212,66 @@ func BenchmarkRestore(b *testing.B) {
 	b.ReportMetric(float64(profiles)*float64(b.N)/b.Elapsed().Seconds(), "profiles/s")
 }
 
-// BenchmarkCampaign measures one partition's share of a campaign over
-// 1,000,000 profiles (10 tags each) all of which match: visiting the key
-// index, decoding each profile, matching the filter and building and
-// encoding a dispatch request. One op is the whole run.
+// BenchmarkCampaign measures one partition's share of a partition-wide
+// record over 1,000,000 profiles (10 tags each, HERALD_BENCH_PROFILES to
+// change) all of which match: visiting the key index, decoding each
+// profile, matching the filter and building and encoding its output. One op
+// is the whole run. The sub-benchmarks differ in what the run changes:
 //
-//	go test -run '^$' -bench BenchmarkCampaign -benchtime 3x -benchmem ./segmenter/
+//   - cap=none: a campaign without a frequency cap, which changes no
+//     profile (nothing to count).
+//   - cap=marketing: the same under Config.Limits.MaxMarketing, which
+//     counts the send in every profile: each gets a changelog record.
+//   - cap=campaign: the campaign's own Campaign.FrequencyCap instead.
+//   - sweep: a sweep of a new segment every profile enters (one segment
+//     event and one changelog record each).
+//
+// Each runs twice: through Process (process: every output held until the
+// record ends) and as handle runs it (parts: outputs and changed profiles
+// handed out every partChunk, here dropped, as produced ones are once
+// acknowledged).
+//
+// Besides time, it reports the CPU time per run (cpu-s/op: user and system,
+// every thread) and the peak heap the run held (peak-heap-MB: the heap's
+// objects, live or not yet collected; peak-live-MB: the live heap as the
+// last GC marked it), above the heap before the run, both sampled every
+// millisecond.
+//
+//	go test -run '^$' -bench BenchmarkCampaign -benchtime 1x -benchmem ./segmenter/
 func BenchmarkCampaign(b *testing.B) {
-	const profiles = 1_000_000
-	s := newTest(b, Config{CacheBytes: 2 << 30})
+	profiles := 1_000_000
+	if v := os.Getenv("HERALD_BENCH_PROFILES"); v != "" {
+		var err error
+		if profiles, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	week := int64(7 * 24 * 3600)
+	for _, bc := range []struct {
+		name    string
+		limits  Limits
+		cap     *schemas.FrequencyCap
+		sweep   bool
+		changes bool // every profile gets a changelog record
+	}{
+		{name: "cap=none"},
+		{name: "cap=marketing", limits: Limits{MaxMarketing: 1 << 20}, changes: true},
+		{name: "cap=campaign", cap: &schemas.FrequencyCap{Max: schemas.MaxFrequencyCap, PeriodSeconds: week}, changes: true},
+		{name: "sweep", sweep: true, changes: true},
+	} {
+		for _, parts := range []bool{false, true} {
+			name := bc.name + "/process"
+			if parts {
+				name = bc.name + "/parts"
+			}
+			b.Run(name, func(b *testing.B) { benchCampaign(b, profiles, bc.limits, bc.cap, bc.sweep, bc.changes, parts) })
+		}
+	}
+}
+
+// benchCampaign is one case of BenchmarkCampaign.
+func benchCampaign(b *testing.B, profiles int, limits Limits, fcap *schemas.FrequencyCap, sweep, changes, parts bool) {
+	s := newTest(b, Config{CacheBytes: 2 << 30, Limits: limits})
 	p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Tags: map[string]Tag{}, FirstSeen: t0, LastSeen: t0}
 	for i := range 9 {
 		p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
@@ -231,25 +283,89 @@ func BenchmarkCampaign(b *testing.B) {
 		s.cache.Set(key, appendProfile(nil, p))
 		s.keys.add(0, key)
 	}
-	c := &schemas.Campaign{
-		ID: "bench", Filter: `T("Cuisines", IN, "asian") * T("Registered", EQ, true)`, Sender: testPNID,
-		Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:tag_1|there}}"}},
+	const filter = `T("Cuisines", IN, "asian") * T("Registered", EQ, true)`
+	want := profiles
+	if changes {
+		want *= 2
 	}
-	e := &schemas.Event{ID: "bench-p0", App: testApp, Kind: schemas.KindCampaign, Time: t0, Received: t0, Campaign: c}
-	v, err := e.Marshal()
-	if err != nil {
-		b.Fatal(err)
-	}
-	rec := &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: v}
+	var cpu time.Duration
+	var peakHeap, peakLive uint64
+	run := 0
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		out, err := s.Process(b.Context(), []*kgo.Record{rec})
-		if err != nil || len(out) != profiles {
-			b.Fatalf("%d requests (%v), want %d", len(out), err, profiles)
+		// A new campaign (or segment) each run: a re-run of the
+		// same one counts nobody again (nor enters anybody).
+		run++
+		e := &schemas.Event{ID: fmt.Sprintf("bench-p0-%d", run), App: testApp, Time: t0, Received: t0}
+		if sweep {
+			e.Kind, e.Sweep = schemas.KindSweep, &schemas.Sweep{Segment: fmt.Sprintf("asian-%d", run), Filter: filter}
+		} else {
+			e.Kind, e.Campaign = schemas.KindCampaign, &schemas.Campaign{
+				ID: fmt.Sprintf("bench-%d", run), Filter: filter, Sender: testPNID, FrequencyCap: fcap,
+				Template: schemas.Template{Name: "sushi_promo", Language: "en_US", Category: CategoryMarketing, Body: []string{"{{tag:tag_1|there}}"}},
+			}
 		}
+		v, err := e.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec := &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: v}
+		b.StopTimer()
+		runtime.GC()
+		stop := sampleHeap()
+		c0 := cpuTime()
+		b.StartTimer()
+		emitted := 0
+		var emit func([]*kgo.Record)
+		if parts {
+			emit = func(out []*kgo.Record) { emitted += len(out) }
+		}
+		out, err := s.Segmenter.process(b.Context(), []*kgo.Record{rec}, emit)
+		b.StopTimer()
+		cpu += cpuTime() - c0
+		h, l := stop()
+		peakHeap, peakLive = max(peakHeap, h), max(peakLive, l)
+		if err != nil || emitted+len(out) != want {
+			b.Fatalf("%d records (%v), want %d", emitted+len(out), err, want)
+		}
+		b.StartTimer()
 	}
 	b.ReportMetric(float64(profiles)*float64(b.N)/b.Elapsed().Seconds(), "requests/s")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MB")
+	b.ReportMetric(float64(peakLive)/(1<<20), "peak-live-MB")
+}
+
+// sampleHeap samples the heap every millisecond until the function it
+// returns is called, which returns the peaks of the heap's objects and of
+// the live heap (as the last GC marked it) above their values at the start.
+func sampleHeap() (stop func() (heap, live uint64)) {
+	ms := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(ms)
+	heap0, live0 := ms[0].Value.Uint64(), ms[1].Value.Uint64()
+	var peakHeap, peakLive uint64
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			rtmetrics.Read(ms)
+			peakHeap = max(peakHeap, ms[0].Value.Uint64()-min(heap0, ms[0].Value.Uint64()))
+			peakLive = max(peakLive, ms[1].Value.Uint64()-min(live0, ms[1].Value.Uint64()))
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(done)
+		<-finished
+		return peakHeap, peakLive
+	}
 }
 
 // BenchmarkMemory loads profiles with 10 tags each (HERALD_BENCH_PROFILES,

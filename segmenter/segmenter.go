@@ -80,6 +80,13 @@
 // carries the user's window_until (last inbound + 24 h) for the
 // dispatcher's window and tier checks.
 //
+// A campaign or sweep visits every profile of its partition, so Run does
+// not hold its outputs and changed profiles until the batch ends: every
+// 4,096 of them (partChunk) they are produced, the changelog records
+// after the requests they count. A crash in between repeats the campaign
+// record: the users sent to already get the same request (same id) again,
+// and their send, in the profile, is not counted twice.
+//
 // # Keyword replies
 //
 // An inbound text fires at most one KeywordRule (see KeywordRule for the
@@ -317,8 +324,18 @@ type core struct {
 	keys     *keyIndex
 	cold     coldReader
 	// ws are the workers (Segmenter.workers): a profile's owner keeps its
-	// decoded copy and its changes of a batch.
-	ws []*Segmenter
+	// decoded copy and its changes of a batch; top is the Segmenter they
+	// work for (which merges their changes).
+	ws  []*Segmenter
+	top *Segmenter
+
+	// emit, set by handle for the Process call in hand (nil otherwise),
+	// takes outputs before the call ends: flushPart hands it those of a
+	// partition-wide record every partChunk outputs and changed profiles,
+	// so that a campaign or sweep over a million users does not hold a
+	// million decoded profiles and their records until it ends.
+	emit      func([]*kgo.Record)
+	partChunk int
 
 	// inflight counts the outputs handle produced and Kafka has not
 	// acknowledged yet (handle's goroutine alone adds to it; a cold read,
@@ -421,7 +438,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 			dlLog: throttle{every: 10 * time.Second},
 		})
 	}
-	c.ws = s.workers
+	c.ws, c.top, c.partChunk = s.workers, s, partChunk
 	return s, nil
 }
 
@@ -500,16 +517,19 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 			s.keys.setOffset(r.Partition, r.Key, r.Offset)
 		}
 	}
-	for part := range slices.Chunk(recs, handlePart) {
-		out, err := s.Process(ctx, part)
-		if err != nil {
-			wg.Wait()
-			return err
-		}
+	emit := func(out []*kgo.Record) {
 		wg.Add(len(out))
 		for _, r := range out {
 			s.cl.Produce(ctx, r, done)
 		}
+	}
+	for part := range slices.Chunk(recs, handlePart) {
+		out, err := s.process(ctx, part, emit)
+		if err != nil {
+			wg.Wait()
+			return err
+		}
+		emit(out)
 	}
 	wg.Wait()
 	if firstErr != nil {
@@ -525,6 +545,11 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 // handlePart is how many records handle processes before it produces their
 // outputs: the next part is processed while those are in flight.
 const handlePart = 2500
+
+// partChunk is how many outputs and changed profiles a partition-wide
+// record run by handle holds before flushPart hands them out (a changed
+// profile is a few KB decoded: about 10 MB).
+const partChunk = 4096
 
 // Close closes the Kafka client, frees the cache and unregisters the
 // metrics. Call it after Run returned.
@@ -558,20 +583,31 @@ func (s *Segmenter) Close() {
 // is done before the batch starts. Safe for concurrent use (calls are
 // serialised).
 func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
+	return s.process(ctx, recs, nil)
+}
+
+// process is Process, but for a partition-wide record emit, when not nil,
+// takes the outputs in parts as they come (flushPart): each part is
+// ordered as a whole Process's outputs are (a profile's changelog record
+// after the outputs its change caused), and the outputs returned are the
+// rest. A profile may then have several changelog records in one call, the
+// last one its latest state.
+func (s *Segmenter) process(ctx context.Context, recs []*kgo.Record, emit func([]*kgo.Record)) ([]*kgo.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.emit = emit
+	defer func() { s.emit = nil }()
 	now := s.now().UTC()
 	evs := s.decodeAll(recs)
 	if len(s.workers) == 1 {
-		w := s.workers[0]
-		out, err := w.processBatch(ctx, recs, evs, now, nil)
+		out, err := s.workers[0].processBatch(ctx, recs, evs, now, nil)
 		if err != nil {
 			return nil, err
 		}
-		return w.appendChanges(out, w.changed), nil
+		return s.appendAllChanges(out), nil
 	}
 	var out []*kgo.Record
 	for start := 0; start < len(recs); {
@@ -593,6 +629,16 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 			return nil, err
 		}
 		start = end + 1
+	}
+	return s.appendAllChanges(out), nil
+}
+
+// appendAllChanges appends the changes the workers hold (appendChanges)
+// to out, and forgets them.
+func (s *Segmenter) appendAllChanges(out []*kgo.Record) []*kgo.Record {
+	if len(s.workers) == 1 {
+		w := s.workers[0]
+		return w.appendChanges(out, w.changed)
 	}
 	// The changelog, tags and tag registry records after every other
 	// output, in that order, as one worker orders them. A profile's
@@ -622,7 +668,30 @@ func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Rec
 	}
 	out = w.appendChanges(out, all)
 	s.merged = all[:0]
-	return out, nil
+	return out
+}
+
+// flushPart is called by a partition-wide record (s is the worker running
+// it) before each profile it visits: when emit is set and out and the
+// changed profiles the workers hold reach partChunk, it hands them to emit
+// (the changelog records after the outputs, as at the end of a batch) and
+// returns an empty out to go on with. The order is what durability needs:
+// a profile's dispatch requests are produced before the changelog record
+// that marks the campaign counted in it, and a replay after a crash sends
+// again with the same ids, as for a whole batch.
+func (s *Segmenter) flushPart(out []*kgo.Record) []*kgo.Record {
+	if s.emit == nil {
+		return out
+	}
+	n := len(out)
+	for _, w := range s.ws {
+		n += len(w.changed)
+	}
+	if n < s.partChunk {
+		return out
+	}
+	s.emit(s.top.appendAllChanges(out))
+	return nil
 }
 
 // encodeTags builds the TopicTags record value of each of s's changed

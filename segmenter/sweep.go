@@ -109,6 +109,7 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 	prefix := []byte(e.App + "|")
 	var profiles, entered, exited int
 	_, err := s.eachProfile(s.batchCtx, rec.Partition, e.App, func(key []byte, p *Profile) {
+		out = s.flushPart(out)
 		profiles++
 		changed := false
 		if drop != 0 && p.in(drop) {
