@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
@@ -69,8 +70,30 @@ func benchEvents(tb testing.TB, users, perUser int) []*kgo.Record {
 //	go test -run '^$' -bench BenchmarkProcess -benchtime 2s ./segmenter/
 func BenchmarkProcess(b *testing.B) {
 	const batch = 500
-	recs := benchEvents(b, 4096, 16) // more than 8 events per user: replayed ids are not recent ones
+	users, perUser := 4096, 16 // more than 8 events per user: replayed ids are not recent ones
+	if v := os.Getenv("HERALD_BENCH_PROCESS_USERS"); v != "" {
+		// More users than the decoded profiles kept (hotMax): most events
+		// then read their profile from the cache and decode it, as in
+		// herald bench, where a user's next event comes 100,000 later.
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("HERALD_BENCH_PROCESS_USERS=%q: want a number of users", v)
+		}
+		users, perUser = n, max(9, 65536/n)
+	}
+	recs := benchEvents(b, users, perUser)
 	s := newTest(b, Config{})
+	if users != 4096 {
+		// Every user has a stored profile before the clock starts.
+		for part := range slices.Chunk(recs, batch) {
+			if _, err := s.Process(b.Context(), part); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, r := range recs {
+			r.Offset += int64(len(recs))
+		}
+	}
 	dups := s.m.duplicates
 	var size int64
 	for _, r := range recs {

@@ -273,6 +273,9 @@ type Segmenter struct {
 	buf  []byte // cache reads
 	enc  []byte // profile encodings: the changelog's
 	cenc []byte // and the cache's
+	// encs holds the changelog values of changed profiles (keepEnc),
+	// many to a block; a full block is left to the records that share it.
+	encs []byte
 	// pos is the position in the batch of the record in hand.
 	pos int
 	// changed are the profiles whose tags a batch changed, in the order of
@@ -486,7 +489,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
 	// A stop finishes the batch in hand (its outputs and changelog are
 	// produced and its offsets committed), so a restart repeats no reply.
-	return kafka.RunDraining(ctx, kafka.DefaultDrainGrace, s.cl, s.log, s.handle)
+	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, func() int { return pollRecords }, s.handle)
 }
 
 // handle is Run's batch handler. It processes the batch a part at a time
@@ -541,6 +544,14 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	s.m.batchDuration.Observe(time.Since(start).Seconds())
 	return nil
 }
+
+// pollRecords is the most records Run hands to handle at once: more than
+// the client buffers from one fetch (8 partitions of 1 MB hold about 32,000
+// events), so a poll takes the whole buffered fetch and the client fetches
+// the next one while handle works, instead of after a poll that left part
+// of it. handle works through them handlePart at a time, so what a batch
+// holds beyond the records is one part's.
+const pollRecords = 50_000
 
 // handlePart is how many records handle processes before it produces their
 // outputs: the next part is processed while those are in flight.
@@ -857,7 +868,27 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 		return
 	}
 	o.changedAt[string(key)] = len(o.changed)
-	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: slices.Clone(s.enc), pos: s.pos})
+	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: s.keepEnc(s.enc), pos: s.pos})
+}
+
+// encBlock is the size of the blocks keepEnc copies changelog values into.
+const encBlock = 64 << 10
+
+// keepEnc returns a copy of b that stays as it is until the record that
+// takes it is produced: b's bytes appended to the current block of s.encs,
+// or to a new one when it is full (blocks are never written again, so a
+// record in flight keeps its value). One allocation per block, not per
+// changed profile.
+func (s *Segmenter) keepEnc(b []byte) []byte {
+	if cap(s.encs)-len(s.encs) < len(b) {
+		if len(b) > encBlock/4 {
+			return slices.Clone(b)
+		}
+		s.encs = make([]byte, 0, encBlock)
+	}
+	n := len(s.encs)
+	s.encs = append(s.encs, b...)
+	return s.encs[n:len(s.encs):len(s.encs)]
 }
 
 // appendChanges appends, per profile the batch changed (changed: s's own
