@@ -16,9 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/heraldhq/herald/internal/kafka"
 	"github.com/heraldhq/herald/internal/kafkatest"
 	"github.com/heraldhq/herald/schemas"
 )
@@ -293,6 +295,83 @@ func TestRunProduceFailureIsNotCommitted(t *testing.T) {
 	ds, _ := decodeOutputs(t, got)
 	if len(ds) != 1 || ds[0].ID != wantID(ev.ID, "PROMO") {
 		t.Fatalf("after restart: %s", dump(ds))
+	}
+	waitCommitted(t, adm)
+}
+
+// TestRunChangelogAfterOutputs: with the dispatch and changelog partitions
+// on different brokers, a batch's changelog record is not produced while
+// its dispatch request is unacknowledged (a crash then would have the
+// restored profile count the event as applied and its reply never sent),
+// and both land once the dispatch broker answers.
+func TestRunChangelogAfterOutputs(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(2), kfake.SeedTopics(1, schemas.Topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	cfg := kafka.Config{Brokers: kc.ListenAddrs(), Partitions: 1}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := &kafkatest.Cluster{Config: cfg, Cluster: kc}
+	dispatchNode := kc.LeaderFor(schemas.TopicDispatch, 0)
+	if kc.LeaderFor(schemas.TopicProfiles, 0) == dispatchNode {
+		if err := kc.MoveTopicPartition(schemas.TopicProfiles, 0, 1-dispatchNode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if kc.LeaderFor(schemas.TopicProfiles, 0) == dispatchNode {
+		t.Fatal("the changelog and dispatch partitions have the same leader")
+	}
+	adm := kadm.NewClient(c.Client(t))
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	ev := inbound("promo-1", testApp, "PROMO", "Ana", now.Add(-time.Minute))
+	produce(t, c, record(t, ev))
+
+	// From here on, the dispatch partition's broker holds every produce
+	// request until release (newer produce requests name topics by id, so
+	// the broker, not the topic, is what is matched).
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	blocked := make(chan struct{}, 1)
+	kc.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if kc.CurrentNode() != dispatchNode {
+			return nil, nil, false
+		}
+		select {
+		case blocked <- struct{}{}:
+		default:
+		}
+		kc.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+
+	_, _, errc := runSegmenter(t, c, now)
+	t.Cleanup(unblock) // before the segmenter's cleanup, which waits for its produce requests
+	select {
+	case <-blocked:
+	case err := <-errc:
+		t.Fatalf("Run returned early: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the segmenter produced no dispatch request")
+	}
+	// The changelog broker answers at once: had the changelog record
+	// been produced with the dispatch request, it would be there by now.
+	time.Sleep(500 * time.Millisecond)
+	if n := sum(endOffsets(t, adm, schemas.TopicProfiles)); n != 0 {
+		t.Fatalf("%d changelog records produced before the dispatch request was acknowledged", n)
+	}
+	unblock()
+
+	got := c.ReadAll(t, schemas.TopicDispatch, 1)
+	if ds, _ := decodeOutputs(t, got); len(ds) != 1 || ds[0].ID != wantID(ev.ID, "PROMO") {
+		t.Fatalf("dispatch requests: %s", dump(ds))
+	}
+	if cl := c.ReadAll(t, schemas.TopicProfiles, 1); len(cl) != 1 {
+		t.Fatalf("%d changelog records after the release, want 1", len(cl))
 	}
 	waitCommitted(t, adm)
 }

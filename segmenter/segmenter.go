@@ -495,6 +495,14 @@ func (s *Segmenter) Run(ctx context.Context) error {
 // handle is Run's batch handler. It processes the batch a part at a time
 // and produces each part's outputs while it processes the next, then waits
 // for every output to be acknowledged before the batch is marked.
+//
+// A part's changelog records go to the client only once its other records
+// and every earlier part's are acknowledged, and only when none of them
+// failed. The changelog is what a restart takes as applied: were it to
+// land first (the changelog and the dispatch partitions have different
+// leaders, and the process dies between the two), the replayed events
+// would be skipped as applied and their sends lost. Outputs landing first
+// is the safe way round: a replay sends them again with the same ids.
 func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := s.fatal.Load(); err != nil {
 		return *err
@@ -504,11 +512,13 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	var (
 		errOnce  sync.Once
 		firstErr error
+		failed   atomic.Bool
 		produced atomic.Int64
 	)
 	done := func(r *kgo.Record, err error) {
 		defer wg.Done()
 		if err != nil {
+			failed.Store(true)
 			errOnce.Do(func() { firstErr = err })
 			return
 		}
@@ -520,11 +530,47 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 			s.keys.setOffset(r.Partition, r.Key, r.Offset)
 		}
 	}
+	// prev is closed once the previous part's changelog records were
+	// handed to the client: a profile's records then reach its partition
+	// in the order of the parts.
+	prev := make(chan struct{})
+	close(prev)
 	emit := func(out []*kgo.Record) {
+		outputs, changes := splitChangelog(out)
 		wg.Add(len(out))
-		for _, r := range out {
-			s.cl.Produce(ctx, r, done)
+		acked := make(chan struct{})
+		var pending atomic.Int64
+		pending.Store(int64(len(outputs)) + 1)
+		release := func() {
+			if pending.Add(-1) == 0 {
+				close(acked)
+			}
 		}
+		outputDone := func(r *kgo.Record, err error) {
+			done(r, err)
+			release()
+		}
+		for _, r := range outputs {
+			s.cl.Produce(ctx, r, outputDone)
+		}
+		release()
+		after, next := prev, make(chan struct{})
+		prev = next
+		go func() {
+			defer close(next)
+			<-acked
+			<-after
+			if failed.Load() {
+				// An output of this part or an earlier one was not
+				// produced: the batch fails, and its changelog must not
+				// say otherwise.
+				wg.Add(-len(changes))
+				return
+			}
+			for _, r := range changes {
+				s.cl.Produce(ctx, r, done)
+			}
+		}()
 	}
 	for part := range slices.Chunk(recs, handlePart) {
 		out, err := s.process(ctx, part, emit)
@@ -543,6 +589,32 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	}
 	s.m.batchDuration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// splitChangelog reorders out in place, its changelog (TopicProfiles)
+// records last, each group in its order, and returns the two groups.
+func splitChangelog(out []*kgo.Record) (outputs, changes []*kgo.Record) {
+	n := 0
+	for _, r := range out {
+		if r.Topic == schemas.TopicProfiles {
+			n++
+		}
+	}
+	if n == 0 {
+		return out, nil
+	}
+	changes = make([]*kgo.Record, 0, n)
+	k := 0
+	for _, r := range out {
+		if r.Topic == schemas.TopicProfiles {
+			changes = append(changes, r)
+		} else {
+			out[k] = r
+			k++
+		}
+	}
+	copy(out[k:], changes)
+	return out[:k], out[k:]
 }
 
 // pollRecords is the most records Run hands to handle at once: more than
