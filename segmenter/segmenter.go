@@ -273,9 +273,12 @@ type Segmenter struct {
 	buf  []byte // cache reads
 	enc  []byte // profile encodings: the changelog's
 	cenc []byte // and the cache's
-	// encs holds the changelog values of changed profiles (keepEnc),
-	// many to a block; a full block is left to the records that share it.
+	// encs holds the changelog and tags record values of changed
+	// profiles (keepEnc), many to a block; a full block is left to the
+	// records that share it.
 	encs []byte
+	// tagsBuf is where tagsValue builds a TopicTags record value.
+	tagsBuf []byte
 	// pos is the position in the batch of the record in hand.
 	pos int
 	// changed are the profiles whose tags a batch changed, in the order of
@@ -782,9 +785,16 @@ func (s *Segmenter) flushPart(out []*kgo.Record) []*kgo.Record {
 func (s *Segmenter) encodeTags() {
 	for i := range s.changed {
 		if c := &s.changed[i]; c.tags {
-			c.tagsVal, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
+			c.tagsVal = s.tagsValue(c)
 		}
 	}
+}
+
+// tagsValue is c's TopicTags record value, built in s.tagsBuf and kept
+// with keepEnc: no growth of its own from an empty slice.
+func (s *Segmenter) tagsValue(c *changedProfile) []byte {
+	s.tagsBuf, s.names = appendTagsRecord(s.tagsBuf[:0], s.names, c.p, c.e)
+	return s.keepEnc(s.tagsBuf)
 }
 
 // mergeChanged appends to out a and b merged, both in the order of their
@@ -943,14 +953,14 @@ func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p
 	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: s.keepEnc(s.enc), pos: s.pos})
 }
 
-// encBlock is the size of the blocks keepEnc copies changelog values into.
+// encBlock is the size of the blocks keepEnc copies record values into.
 const encBlock = 64 << 10
 
 // keepEnc returns a copy of b that stays as it is until the record that
 // takes it is produced: b's bytes appended to the current block of s.encs,
 // or to a new one when it is full (blocks are never written again, so a
 // record in flight keeps its value). One allocation per block, not per
-// changed profile.
+// record.
 func (s *Segmenter) keepEnc(b []byte) []byte {
 	if cap(s.encs)-len(s.encs) < len(b) {
 		if len(b) > encBlock/4 {
@@ -995,7 +1005,7 @@ func (s *Segmenter) appendChanges(out []*kgo.Record, changed []changedProfile) [
 		}
 		b := c.tagsVal
 		if b == nil {
-			b, s.names = appendTagsRecord(nil, s.names, c.p, c.e)
+			b = s.tagsValue(&c)
 		}
 		r := &recs[len(changed)+n]
 		*r = kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: b}
