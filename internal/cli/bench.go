@@ -50,6 +50,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	chDSN := f.String("clickhouse.dsn", "", "use this ClickHouse instead of a private server")
 	only := f.String("stages", "segmenter,dispatcher,analytics,e2e", "the measurements to run after the load and the bare consumer, comma-separated: segmenter, dispatcher, analytics, e2e")
 	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the stage measurements (not the load) to this file")
+	traceFile := f.String("trace", "", "write an execution trace of the stage measurements (not the load) to this file, for go tool trace: which goroutines ran and where the cores sat idle")
 	f.logLevel = "warn"
 	if err := f.parse(args); err != nil {
 		return err
@@ -137,6 +138,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer stopProfile()
+	stopTrace, err := startTrace(*traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	rows, err = runBenchStages(ctx, benchEnv{kcfg: kcfg, adm: adm, reg: reg, log: log, dsn: dsn, conn: conn, n: int64(*n)}, stages, rows)
 	if err != nil {
 		return err

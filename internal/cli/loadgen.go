@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sort"
 	"strconv"
@@ -66,6 +67,26 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		_ = fh.Close()
+	}, nil
+}
+
+// startTrace starts an execution trace (runtime/trace) written to path, and
+// returns the function that stops it; path "" traces nothing.
+func startTrace(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(fh); err != nil {
+		_ = fh.Close()
+		return nil, err
+	}
+	return func() {
+		trace.Stop()
 		_ = fh.Close()
 	}, nil
 }
