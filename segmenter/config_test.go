@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Group != "herald-segmenter" || c.CacheBytes != 256<<20 || c.DispatchTTL != 24*time.Hour {
+	if c.Group != "herald-segmenter" || c.CacheBytes != 256<<20 || c.DispatchTTL != 24*time.Hour || c.GCPercent != 300 || c.HeapLimitBytes != 1<<30 {
 		t.Errorf("defaults: %+v", c)
 	}
 	if !reflect.DeepEqual(c.Keywords, DefaultKeywords()) {
@@ -36,6 +37,8 @@ func TestConfigYAML(t *testing.T) {
 	const doc = `
 group: g1
 cache_bytes: 67108864
+gc_percent: 200
+heap_limit_bytes: 2147483648
 dispatch_ttl: 2h
 sweep_interval: 5m
 keywords:
@@ -60,7 +63,7 @@ pricing:
 		t.Fatal(err)
 	}
 	want := Config{
-		Group: "g1", CacheBytes: 64 << 20, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0), ClockSpeed: 1, TickInterval: 100 * time.Millisecond,
+		Group: "g1", CacheBytes: 64 << 20, GCPercent: 200, HeapLimitBytes: 2 << 30, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0), ClockSpeed: 1, TickInterval: 100 * time.Millisecond,
 		Limits:  Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
 		Pricing: pricing.Config{File: "/etc/herald/rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"},
 		Keywords: []KeywordRule{
@@ -147,6 +150,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "valid per number", cfg: rule(func(r *KeywordRule) { r.App, r.PhoneNumberID = "shop", "1098765" })},
 		{name: "cache too small", cfg: Config{CacheBytes: 1 << 20}, err: "segmenter: cache_bytes 1048576 is below the minimum 33554432 (32 MiB)"},
 		{name: "negative ttl", cfg: Config{DispatchTTL: -time.Second}, err: "segmenter: dispatch_ttl -1s is negative"},
+		{name: "runtime's own gc and no limit", cfg: Config{GCPercent: -1, HeapLimitBytes: -1}},
+		{name: "bad gc percent", cfg: Config{GCPercent: -5}, err: "segmenter: gc_percent -5: want a percentage, or -1 for the runtime's own"},
+		{name: "bad heap limit", cfg: Config{HeapLimitBytes: -2}, err: "segmenter: heap_limit_bytes -2: want a size in bytes, or -1 for none"},
 		{name: "unknown mode", cfg: rule(func(r *KeywordRule) { r.Mode = "Fuzzy" }), err: `segmenter: keywords[0].mode: unknown mode "fuzzy": want first_word, exact, pattern or any`},
 		{name: "empty keyword", cfg: rule(func(r *KeywordRule) { r.Keyword = "" }), err: `segmenter: keywords[0].keyword: required in mode first_word (a catch-all has mode any or keyword "*")`},
 		{name: "empty pattern", cfg: rule(func(r *KeywordRule) { r.Mode, r.Keyword = ModePattern, " " }), err: `segmenter: keywords[0].keyword: required in mode pattern (a catch-all has mode any or keyword "*")`},
@@ -234,5 +240,48 @@ func TestConfigPricing(t *testing.T) {
 	_, err := newSegmenter(Config{Pricing: pricing.Config{File: card}}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "loading the rate card") || !strings.Contains(err.Error(), "no Other row") {
 		t.Fatalf("newSegmenter with a card without Other: %v", err)
+	}
+}
+
+// TestApplyRuntime: ApplyRuntime sets the GC target and the soft memory
+// limit and puts them back; -1 and the GOGC and GOMEMLIMIT variables leave
+// the runtime's own.
+func TestApplyRuntime(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	gc0, limit0 := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+	debug.SetGCPercent(gc0)
+	c := Config{GCPercent: 250, HeapLimitBytes: 3 << 30}
+	restore := c.ApplyRuntime()
+	gc, limit := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+	debug.SetGCPercent(gc)
+	restore()
+	if gc != 250 || limit != 3<<30 {
+		t.Errorf("applied GC percent %d and limit %d, want 250 and %d", gc, limit, int64(3<<30))
+	}
+	gc, limit = debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+	debug.SetGCPercent(gc)
+	if gc != gc0 || limit != limit0 {
+		t.Errorf("restored GC percent %d and limit %d, want %d and %d", gc, limit, gc0, limit0)
+	}
+
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		gogc     string
+		memlimit string
+	}{
+		{name: "-1", cfg: Config{GCPercent: -1, HeapLimitBytes: -1}},
+		{name: "environment", cfg: Config{GCPercent: 250, HeapLimitBytes: 3 << 30}, gogc: "100", memlimit: "1GiB"},
+	} {
+		t.Setenv("GOGC", tc.gogc)
+		t.Setenv("GOMEMLIMIT", tc.memlimit)
+		restore := tc.cfg.ApplyRuntime()
+		gc, limit := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+		debug.SetGCPercent(gc)
+		restore()
+		if gc != gc0 || limit != limit0 {
+			t.Errorf("%s: GC percent %d and limit %d, want the runtime's %d and %d", tc.name, gc, limit, gc0, limit0)
+		}
 	}
 }

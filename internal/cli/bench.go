@@ -198,12 +198,21 @@ func runBenchStages(ctx context.Context, env benchEnv, stages map[string]bool, r
 	kcfg, adm, reg, log, dsn, conn := env.kcfg, env.adm, env.reg, env.log, env.dsn, env.conn
 	// 3. Each stage alone on its whole backlog.
 	if stages["segmenter"] {
-		seg, err := segmenter.New(segmenter.Config{Group: "bench-segmenter"}, kcfg, log, nil)
+		// With the GC target and heap limit `herald segmenter` runs with
+		// (GOGC and GOMEMLIMIT in the environment win, as there).
+		scfg := segmenter.Config{Group: "bench-segmenter"}
+		if err := scfg.Validate(); err != nil {
+			return rows, err
+		}
+		restore := scfg.ApplyRuntime()
+		seg, err := segmenter.New(scfg, kcfg, log, nil)
 		if err != nil {
+			restore()
 			return rows, err
 		}
 		row, err := measureStage(ctx, adm, "segmenter", "bench-segmenter", seg.Run, schemas.TopicEvents)
 		seg.Close()
+		restore()
 		if err != nil {
 			return rows, err
 		}

@@ -576,6 +576,8 @@ func newSegmenterCmd(stderr io.Writer) *segmenterCmd {
 	f.StringVar(&c.appsFile, "apps", "", "apps file (YAML), required with -http.addr: the API tokens of the segment API")
 	f.StringVar(&c.keywords, "segmenter.keywords", "", "keyword rules file (YAML, see deploy/keywords.example.yaml); default: PROMO, HELP and the built-in STOP/START")
 	f.IntVar(&c.scfg.CacheBytes, "segmenter.cache-bytes", segmenter.DefaultCacheBytes, "memory of the profile cache of this replica (fastcache); size it for the hot profiles of the partitions it owns (evicted ones are read back from the changelog)")
+	f.IntVar(&c.scfg.GCPercent, "segmenter.gc-percent", segmenter.DefaultGCPercent, "Go GC target of this process (GOGC): a higher one spends less CPU on the short-lived garbage of each event; -1 leaves the runtime's own; the GOGC variable wins")
+	f.Int64Var(&c.scfg.HeapLimitBytes, "segmenter.heap-limit-bytes", segmenter.DefaultHeapLimitBytes, "Go soft memory limit of this process (GOMEMLIMIT), the cache not included: bounds what -segmenter.gc-percent lets the heap grow to; -1 none; the GOMEMLIMIT variable wins")
 	f.IntVar(&c.scfg.Workers, "segmenter.workers", 0, "goroutines processing a batch, each the profiles whose key hashes to it; 0: GOMAXPROCS")
 	limitFlags(f.FlagSet, &c.scfg.Limits)
 	f.DurationVar(&c.scfg.SweepInterval, "segmenter.sweep-interval", segmenter.DefaultSweepInterval, "how often segments with relative times (\"-30d\") are re-evaluated over every profile; 0: never")
@@ -616,6 +618,7 @@ func (c *segmenterCmd) run(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer r.close()
+	defer c.scfg.ApplyRuntime()()
 	s, err := segmenter.New(c.scfg, r.kcfg, r.log, r.ops.Registry)
 	if err != nil {
 		return err
