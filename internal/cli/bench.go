@@ -199,11 +199,17 @@ func runBenchStages(ctx context.Context, env benchEnv, stages map[string]bool, r
 	// 3. Each stage alone on its whole backlog.
 	if stages["segmenter"] {
 		// With the GC target and heap limit `herald segmenter` runs with
-		// (GOGC and GOMEMLIMIT in the environment win, as there).
+		// (GOGC and GOMEMLIMIT in the environment win, as there). The
+		// limit comes on top of what this process holds already, kfake's
+		// copy of the topics above all, which a segmenter process does
+		// not have.
 		scfg := segmenter.Config{Group: "bench-segmenter"}
 		if err := scfg.Validate(); err != nil {
 			return rows, err
 		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		scfg.HeapLimitBytes += int64(ms.HeapAlloc)
 		restore := scfg.ApplyRuntime()
 		seg, err := segmenter.New(scfg, kcfg, log, nil)
 		if err != nil {
