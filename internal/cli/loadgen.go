@@ -54,26 +54,18 @@ type loadTarget struct {
 // startCPUProfile starts profiling the process's CPU into the file path
 // (nothing when path is empty); stop ends the profile and closes the file.
 func startCPUProfile(path string) (stop func(), err error) {
-	if path == "" {
-		return func() {}, nil
-	}
-	fh, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(fh); err != nil {
-		_ = fh.Close()
-		return nil, err
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		_ = fh.Close()
-	}, nil
+	return startToFile(path, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // startTrace starts an execution trace (runtime/trace) written to path, and
 // returns the function that stops it; path "" traces nothing.
 func startTrace(path string) (stop func(), err error) {
+	return startToFile(path, trace.Start, trace.Stop)
+}
+
+// startToFile creates path and calls start with it; the stop it returns
+// calls end and closes the file. An empty path does nothing.
+func startToFile(path string, start func(io.Writer) error, end func()) (stop func(), err error) {
 	if path == "" {
 		return func() {}, nil
 	}
@@ -81,12 +73,12 @@ func startTrace(path string) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := trace.Start(fh); err != nil {
+	if err := start(fh); err != nil {
 		_ = fh.Close()
 		return nil, err
 	}
 	return func() {
-		trace.Stop()
+		end()
 		_ = fh.Close()
 	}, nil
 }
