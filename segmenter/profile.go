@@ -217,12 +217,14 @@ const (
 	TagList
 )
 
-// Tag is a typed tag value: the field named by Kind is set.
+// Tag is a typed tag value: the field named by Kind is set. (Bool next to
+// Kind: 56 bytes rather than 64, which a profile's tag map and event
+// attributes hold by value.)
 type Tag struct {
 	Kind TagKind
+	Bool bool
 	Str  string
 	Num  float64
-	Bool bool
 	List []string
 }
 
