@@ -210,10 +210,7 @@ func (r *rows) addEvent(e *schemas.Event, src int) error {
 	if s := e.Status; s != nil && e.Kind == schemas.KindStatus {
 		row, err := statusRowOf(e, &er)
 		if err != nil {
-			if in != nil {
-				r.inbound = drop(r.inbound)
-			}
-			return err
+			return err // (an inbound event is no status: no inbound row to drop)
 		}
 		row.src = src
 		r.statuses = append(r.statuses, row)
