@@ -509,8 +509,12 @@ func appendProfileRest(b []byte, p *Profile) []byte {
 		b = binary.AppendUvarint(b, c.Count)
 		b = appendTimeRel(b, c.Last, p.LastSeen)
 		b = appendTimeRel(b, c.First, c.Last)
-		b = binary.AppendUvarint(b, uint64(len(c.Attrs)))
-		for _, a := range c.Attrs {
+		if c.raw != "" {
+			b = append(b, c.raw...)
+			continue
+		}
+		b = binary.AppendUvarint(b, uint64(len(c.attrs)))
+		for _, a := range c.attrs {
 			b = appendString(b, a.Name)
 			b = appendTag(b, a.Tag)
 		}
@@ -618,6 +622,67 @@ func (d *decoder) tag() Tag {
 		d.fail("tag kind")
 	}
 	return t
+}
+
+// skipAttrs reads an event's attributes and returns their bytes, "" when
+// there are none (EventCount.raw).
+func (d *decoder) skipAttrs() string {
+	start := len(d.all) - len(d.b)
+	m := d.count("event attribute count", 3)
+	for range m {
+		d.string("event attribute name")
+		d.skipTag()
+	}
+	if m == 0 || d.err != nil {
+		return ""
+	}
+	return d.all[start : len(d.all)-len(d.b)]
+}
+
+// skipTag reads a value written by appendTag, building nothing.
+func (d *decoder) skipTag() {
+	switch TagKind(d.byte("tag kind")) {
+	case wireInteger:
+		d.varint("tag value")
+	case TagString:
+		d.string("tag value")
+	case TagNumber:
+		d.uint64("tag value")
+	case TagBool:
+		d.byte("tag value")
+	case TagList:
+		for range d.count("tag list length", 1) {
+			d.string("tag list item")
+		}
+	default:
+		d.fail("tag kind")
+	}
+}
+
+// attrs reads what skipAttrs read, building the attributes.
+func (d *decoder) attrs() []Attr {
+	m := d.count("event attribute count", 3)
+	if m == 0 {
+		return nil
+	}
+	attrs := make([]Attr, m)
+	for j := range attrs {
+		attrs[j].Name = d.string("event attribute name")
+		attrs[j].Tag = d.tag()
+	}
+	return attrs
+}
+
+// findAttr reads what skipAttrs read, building only the value of the
+// attribute name.
+func (d *decoder) findAttr(name string) (Tag, bool) {
+	for range d.count("event attribute count", 3) {
+		if d.string("event attribute name") == name {
+			return d.tag(), d.err == nil
+		}
+		d.skipTag()
+	}
+	return Tag{}, false
 }
 
 // decoder reads an encoding; the first error sticks and later reads return
@@ -768,15 +833,9 @@ func decodeProfile(b []byte) (*Profile, error) {
 				continue
 			}
 			c.First = d.timeRel(version, "event first time", c.Last)
-			if m := d.count("event attribute count", 3); m > 0 {
-				c.Attrs = make([]Attr, m)
-				for j := range c.Attrs {
-					c.Attrs[j].Name = d.string("event attribute name")
-					c.Attrs[j].Tag = d.tag()
-					if d.err != nil {
-						return nil, d.err
-					}
-				}
+			c.raw = d.skipAttrs()
+			if d.err != nil {
+				return nil, d.err
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package segmenter
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -48,7 +49,7 @@ func fullProfile() *Profile {
 			First: p.FirstSeen.Add(time.Duration(i) * time.Hour), Last: p.LastSeen.Add(time.Duration(i) * time.Second),
 		}
 		if i%3 == 0 {
-			c.Attrs = []Attr{
+			c.attrs = []Attr{
 				{"cuisine", Tag{Kind: TagString, Str: "asian"}},
 				{"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
 				{"paid", Tag{Kind: TagBool, Bool: true}},
@@ -76,7 +77,7 @@ func TestProfileCodecRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(got, tt.p) {
+			if !reflect.DeepEqual(withAttrs(got), tt.p) {
 				t.Fatalf("round trip\n got %+v\nwant %+v", got, tt.p)
 			}
 		})
@@ -89,14 +90,14 @@ func TestProfileCodecRoundTrip(t *testing.T) {
 func TestProfileCacheForm(t *testing.T) {
 	for _, p := range []*Profile{{}, fullProfile(), {Tags: map[string]Tag{"x": {Kind: TagBool, Bool: true}}}} {
 		logb, cacheb := appendProfiles(nil, nil, p, true)
-		if fromLog, err := decodeProfile(logb); err != nil || !reflect.DeepEqual(fromLog, p) {
+		if fromLog, err := decodeProfile(logb); err != nil || !reflect.DeepEqual(withAttrs(fromLog), p) {
 			t.Fatalf("changelog form round trip: %v\n got %+v\nwant %+v", err, fromLog, p)
 		}
 		tr, ok := transcodeCache(nil, logb)
 		if !ok {
 			t.Fatal("transcodeCache refused a version 4 encoding")
 		}
-		if fromTr, err := decodeProfile(tr); err != nil || !reflect.DeepEqual(fromTr, p) {
+		if fromTr, err := decodeProfile(tr); err != nil || !reflect.DeepEqual(withAttrs(fromTr), p) {
 			t.Fatalf("transcoded cache form: %v\n got %+v\nwant %+v", err, fromTr, p)
 		}
 		if len(tr) != len(cacheb) {
@@ -116,7 +117,7 @@ func TestProfileCacheForm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got, p) {
+		if !reflect.DeepEqual(withAttrs(got), p) {
 			t.Fatalf("cache form round trip\n got %+v\nwant %+v", got, p)
 		}
 		// A reference takes at most 2 bytes (maxNames), a name in full its
@@ -301,11 +302,25 @@ func FuzzDecodeProfile(f *testing.F) {
 		if len(again.Tags) != len(p.Tags) || len(again.Events) != len(p.Events) || again.UserID != p.UserID {
 			t.Fatalf("re-encoding changed the profile")
 		}
+		// And, after the tags (written in map order), encodes to the same
+		// bytes, event attributes decoded or copied in their encoded form.
+		once := appendProfileRest(nil, p)
+		if twice := appendProfileRest(nil, withAttrs(again)); !bytes.Equal(once, twice) {
+			t.Fatalf("re-encoding changed the bytes\n got %x\nwant %x", twice, once)
+		}
+		for i := range p.Events {
+			for _, a := range again.Events[i].Attrs() {
+				if got, ok := p.Events[i].Attr(a.Name); !ok || got.Kind != a.Kind || got.Str != a.Str {
+					t.Fatalf("event %d attribute %q: %+v %v, decoded %+v", i, a.Name, got, ok, a.Tag)
+				}
+			}
+		}
 	})
 }
 
 // BenchmarkProfileCodec compares the binary encoding with encoding/json on
-// the same profile (the json form lacks the recent-id ring).
+// the same profile (the json form lacks the recent-id ring and the event
+// attributes).
 func BenchmarkProfileCodec(b *testing.B) {
 	p := fullProfile()
 	bin := appendProfile(nil, p)
@@ -407,9 +422,11 @@ func TestProfileCodecV3(t *testing.T) {
 	}
 	want.mergedInto, want.merges = "", nil
 	for i := range got.Events { // v3 wrote attributes in map order
-		slices.SortFunc(got.Events[i].Attrs, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
+		a := got.Events[i].Attrs()
+		slices.SortFunc(a, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
+		got.Events[i].setAttrs(a)
 	}
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(withAttrs(got), want) {
 		t.Fatalf("v3 profile\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -433,14 +450,14 @@ func TestProfileCodecV4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(withAttrs(got), want) {
 		t.Fatalf("v4 profile\n got %+v\nwant %+v", got, want)
 	}
 	c, ok := transcodeCache(nil, b)
 	if !ok {
 		t.Fatal("transcodeCache refuses a version 4 record")
 	}
-	if got, err = decodeProfile(c); err != nil || !reflect.DeepEqual(got, want) {
+	if got, err = decodeProfile(c); err != nil || !reflect.DeepEqual(withAttrs(got), want) {
 		t.Fatalf("v4 profile through the cache form: %v\n got %+v\nwant %+v", err, got, want)
 	}
 }

@@ -33,7 +33,7 @@ func filterProfiles() []*Profile {
 		FirstSeen: ago(100 * day), LastSeen: ago(time.Hour), LastInbound: ago(2 * time.Hour), FirstInstall: ago(100 * day), AppVersion: "2.10.0",
 		Events: []EventCount{
 			{Name: "PW_ApplicationOpen", Count: 10, First: ago(100 * day), Last: ago(day)},
-			{Name: "OrderPlaced", Count: 4, First: ago(60 * day), Last: ago(3 * day), Attrs: []Attr{
+			{Name: "OrderPlaced", Count: 4, First: ago(60 * day), Last: ago(3 * day), attrs: []Attr{
 				{"cuisine", Tag{Kind: TagString, Str: "asian"}},
 				{"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
 				{"total", Tag{Kind: TagNumber, Num: 42.5}},

@@ -246,3 +246,16 @@ func equalProfile(got, want *Profile) error {
 	}
 	return nil
 }
+
+// withAttrs decodes the event attributes p keeps in their encoded form
+// (EventCount.raw), so that p compares with reflect.DeepEqual to a profile
+// built in a test.
+func withAttrs(p *Profile) *Profile {
+	if p != nil {
+		for i := range p.Events {
+			c := &p.Events[i]
+			c.setAttrs(c.Attrs())
+		}
+	}
+	return p
+}

@@ -330,7 +330,7 @@ func (p *Profile) absorb(q *Profile) {
 		c.Count += qc.Count
 		earliest(&c.First, qc.First)
 		if qc.Last.After(c.Last) {
-			c.Last, c.Attrs = qc.Last, qc.Attrs
+			c.Last, c.attrs, c.raw = qc.Last, qc.attrs, qc.raw
 		}
 	}
 	for len(p.Events) > MaxEventNames { // drop the least recent names

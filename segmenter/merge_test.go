@@ -72,7 +72,7 @@ func TestIdentityMerge(t *testing.T) {
 		t.Fatal("no user profile")
 	}
 	c, _ := u.Event("OrderPlaced")
-	if c.Count != 3 || !c.First.Equal(at(0)) || !c.Last.Equal(at(2)) || c.Attrs[0].Str != "asian" {
+	if c.Count != 3 || !c.First.Equal(at(0)) || !c.Last.Equal(at(2)) || c.Attrs()[0].Str != "asian" {
 		t.Errorf("OrderPlaced after the merge: %+v, want 3 from minute 0 to 2, the latest (the visitor's) asian", c)
 	}
 	if u.Tags["tier"].Str != "gold" || u.Tags["city"].Str != "Oslo" {

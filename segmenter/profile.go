@@ -198,11 +198,17 @@ type EventCount struct {
 	// First and Last are the earliest and latest times of an event of this
 	// name.
 	First, Last time.Time
-	// Attrs are the attributes of the latest event of this name (at most
+	// attrs are the attributes of the latest event of this name (at most
 	// MaxEventAttrs, scalar or list values), sorted by name, nil when it
 	// had none. A slice, not a map: it is encoded with the profile on every
 	// change, and ranging over a small map costs more than the encoding.
-	Attrs []Attr
+	attrs []Attr
+	// raw, when set, holds the attributes instead of attrs, as the profile's
+	// encoding wrote them (count, then name and value each), a slice of the
+	// decoded encoding: a decode leaves them so and the next encode copies
+	// the bytes, since an event changes the attributes of one name at most
+	// and a filter rarely reads them. Attrs and Attr decode it.
+	raw string
 }
 
 // TagKind is the type of a tag value.
@@ -455,9 +461,28 @@ type Attr struct {
 	Tag
 }
 
+// Attrs returns the attributes of the event's latest occurrence, sorted by
+// name (in the order an old version stored them, for a profile it wrote),
+// nil when it had none. The slice is c's own or, for attributes still in
+// their encoded form, a new one each call.
+func (c *EventCount) Attrs() []Attr {
+	if c.raw == "" {
+		return c.attrs
+	}
+	d := decoder{b: []byte(c.raw), all: c.raw}
+	return d.attrs() // raw was checked when it was decoded
+}
+
+// setAttrs makes attrs the attributes of the event's latest occurrence.
+func (c *EventCount) setAttrs(attrs []Attr) { c.attrs, c.raw = attrs, "" }
+
 // Attr returns the attribute name of the event's latest occurrence.
 func (c *EventCount) Attr(name string) (Tag, bool) {
-	for _, a := range c.Attrs {
+	if c.raw != "" {
+		d := decoder{b: []byte(c.raw), all: c.raw}
+		return d.findAttr(name)
+	}
+	for _, a := range c.attrs {
 		if a.Name == name {
 			return a.Tag, true
 		}
@@ -465,7 +490,7 @@ func (c *EventCount) Attr(name string) (Tag, bool) {
 	return Tag{}, false
 }
 
-// eventAttrs converts the attributes of an event for EventCount.Attrs: the
+// eventAttrs converts the attributes of an event for EventCount.attrs: the
 // first MaxEventAttrs names in order, scalar and list values, strings up to
 // MaxAttrBytes. ignored counts the others.
 func eventAttrs(attrs map[string]any) (out []Attr, ignored int) {
@@ -607,7 +632,9 @@ func (p *Profile) count(name string, t time.Time, attrs map[string]any, lastOpen
 					*lastOpen = true
 				}
 				c.Last = t
-				c.Attrs, ignored = eventAttrs(attrs)
+				var kept []Attr
+				kept, ignored = eventAttrs(attrs)
+				c.setAttrs(kept)
 			}
 			return ignored
 		}
@@ -628,7 +655,7 @@ func (p *Profile) count(name string, t time.Time, attrs map[string]any, lastOpen
 		*lastOpen = true
 	}
 	c := EventCount{Name: name, Count: 1, First: t, Last: t}
-	c.Attrs, ignored = eventAttrs(attrs)
+	c.attrs, ignored = eventAttrs(attrs)
 	p.Events = append(p.Events, c)
 	return ignored
 }

@@ -250,8 +250,8 @@ func TestProcessChannelsAndEventAttributes(t *testing.T) {
 		{"cuisine", Tag{Kind: TagString, Str: "asian"}},
 		{"items", Tag{Kind: TagList, List: []string{"maki", "gyoza"}}},
 		{"total", Tag{Kind: TagNumber, Num: 31.5}},
-	}; !reflect.DeepEqual(c.Attrs, want) {
-		t.Fatalf("attrs %+v, want %+v", c.Attrs, want)
+	}; !reflect.DeepEqual(c.Attrs(), want) {
+		t.Fatalf("attrs %+v, want %+v", c.Attrs(), want)
 	}
 	if p.Email != "ana@example.com" || p.AppVersion != "1.2.0" || !p.FirstInstall.Equal(at(2)) {
 		t.Fatalf("email %q version %q first install %s", p.Email, p.AppVersion, p.FirstInstall)
@@ -269,8 +269,8 @@ func TestProcessChannelsAndEventAttributes(t *testing.T) {
 	c, _ = p.Event("OrderPlaced")
 	a00, _ := c.Attr("a00")
 	a15, ok := c.Attr("a15")
-	if len(c.Attrs) != MaxEventAttrs || a00.Num != 0 || !ok || a15.Num != 15 {
-		t.Fatalf("capped attrs %+v", c.Attrs)
+	if len(c.Attrs()) != MaxEventAttrs || a00.Num != 0 || !ok || a15.Num != 15 {
+		t.Fatalf("capped attrs %+v", c.Attrs())
 	}
 	if got := s.metric(t, "herald_segmenter_ignored_tags_total") - before; got != 6 {
 		t.Fatalf("ignored %v attributes, want 6", got)
