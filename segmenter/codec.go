@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/heraldhq/herald/schemas"
 )
@@ -694,6 +695,12 @@ type decoder struct {
 	err error
 }
 
+// decoderOf reads s in place: b is s's own bytes, which a decoder only reads,
+// so reading a part of a decoded profile (EventCount.raw) copies nothing.
+func decoderOf(s string) decoder {
+	return decoder{b: unsafe.Slice(unsafe.StringData(s), len(s)), all: s}
+}
+
 func (d *decoder) fail(what string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: reading %s", errCorrupt, what)
@@ -781,7 +788,7 @@ type profileBlock struct {
 
 // decodeProfile decodes an encoding written by appendProfile.
 func decodeProfile(b []byte) (*Profile, error) {
-	d := &decoder{b: b, all: string(b)}
+	d := decoderOf(string(b))
 	version := d.byte("version")
 	cached := version&cacheForm != 0
 	version &^= cacheForm

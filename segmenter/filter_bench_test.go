@@ -47,6 +47,36 @@ func BenchmarkFilterMatch(b *testing.B) {
 	}
 }
 
+// BenchmarkFilterAttr reads an event attribute, the sushi segment's one
+// condition, from a profile built in memory (attributes decoded) and from
+// the same profile decoded from its encoding, as a campaign scan or an
+// event on another field reads it (attributes still encoded).
+func BenchmarkFilterAttr(b *testing.B) {
+	f, err := Compile("shop", `Event("OrderPlaced", "cuisine", EQ, "asian")`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	built := benchProfile()
+	decoded, err := decodeProfile(appendProfile(nil, built))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		p    *Profile
+	}{{"built", built}, {"decoded", decoded}} {
+		b.Run(bc.name, func(b *testing.B) {
+			if !f.Match(bc.p, filterNow) {
+				b.Fatal("the bench profile does not match")
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				f.Match(bc.p, filterNow)
+			}
+		})
+	}
+}
+
 func BenchmarkCompile(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchFilter)))

@@ -469,7 +469,7 @@ func (c *EventCount) Attrs() []Attr {
 	if c.raw == "" {
 		return c.attrs
 	}
-	d := decoder{b: []byte(c.raw), all: c.raw}
+	d := decoderOf(c.raw)
 	return d.attrs() // raw was checked when it was decoded
 }
 
@@ -479,7 +479,7 @@ func (c *EventCount) setAttrs(attrs []Attr) { c.attrs, c.raw = attrs, "" }
 // Attr returns the attribute name of the event's latest occurrence.
 func (c *EventCount) Attr(name string) (Tag, bool) {
 	if c.raw != "" {
-		d := decoder{b: []byte(c.raw), all: c.raw}
+		d := decoderOf(c.raw)
 		return d.findAttr(name)
 	}
 	for _, a := range c.attrs {
