@@ -320,7 +320,7 @@ func testWriteDeadLettersPoison(t *testing.T, batchRows int) {
 		{"time after 2105", schemas.TopicEvents, eventJSON(func(e *schemas.Event) { e.Time = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC) }), "time 2200-01-01T00:00:00Z is outside"},
 		{"received before 1970", schemas.TopicEvents, eventJSON(func(e *schemas.Event) { e.Received = time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC) }), "received 1969-12-31T23:59:59Z is outside"},
 		{"device type too big", schemas.TopicEvents, eventJSON(func(e *schemas.Event) { e.DeviceType = 300 }), "device_type 300 does not fit UInt8"},
-		{"status error code too big", schemas.TopicEvents, must((status("bad", "demo", "w", "failed", "", base)).Marshal()), ""},
+		{"status error code too big", schemas.TopicEvents, must(status("bad", "demo", "w", "failed", "", base).Marshal()), ""},
 		{"attempts too big", schemas.TopicOutcomes, outcomeJSON(func(o *schemas.Outcome) { o.Attempts = 70000 }), "attempts 70000 does not fit UInt16"},
 		{"negative attempts", schemas.TopicOutcomes, outcomeJSON(func(o *schemas.Outcome) { o.Attempts = -1 }), "attempts -1 does not fit UInt16"},
 		{"error code too big", schemas.TopicOutcomes, outcomeJSON(func(o *schemas.Outcome) { o.ErrorCode = 1 << 40 }), "error_code 1099511627776 does not fit Int32"},
