@@ -642,22 +642,12 @@ func (d *decoder) skipAttrs() string {
 
 // skipTag reads a value written by appendTag, building nothing.
 func (d *decoder) skipTag() {
-	switch TagKind(d.byte("tag kind")) {
-	case wireInteger:
-		d.varint("tag value")
-	case TagString:
-		d.string("tag value")
-	case TagNumber:
-		d.uint64("tag value")
-	case TagBool:
-		d.byte("tag value")
-	case TagList:
-		for range d.count("tag list length", 1) {
-			d.string("tag list item")
-		}
-	default:
-		d.fail("tag kind")
+	i := 0
+	if !skipTag(d.b, &i) {
+		d.fail("tag value")
+		return
 	}
+	d.b = d.b[i:]
 }
 
 // attrs reads what skipAttrs read, building the attributes.
