@@ -341,19 +341,24 @@ func appendProfiles(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte
 	logb = appendTime(logb, p.FirstSeen)
 	logb = appendTimeRel(logb, p.LastSeen, p.FirstSeen)
 	logb = appendTimeRel(logb, p.LastInbound, p.LastSeen)
-	logb = binary.AppendUvarint(logb, uint64(len(p.Tags)))
+	logb = binary.AppendUvarint(logb, uint64(p.tagCount()))
 	if cache {
 		cacheb = append(cacheb, logb[l0:]...)
 		cacheb[c0] |= cacheForm
+	}
+	switch {
+	case p.rawTags != "":
+		logb, cacheb = appendRawTags(logb, cacheb, p, cache)
+	case cache:
 		dict := names.load()
-		for name, t := range p.Tags {
+		for name, t := range p.tags {
 			logb = appendString(logb, name)
 			v := len(logb)
 			logb = appendTag(logb, t)
 			cacheb = append(dict.appendRef(cacheb, name), logb[v:]...)
 		}
-	} else {
-		for name, t := range p.Tags {
+	default:
+		for name, t := range p.tags {
 			logb = appendString(logb, name)
 			logb = appendTag(logb, t)
 		}
@@ -364,6 +369,57 @@ func appendProfiles(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte
 		cacheb = append(cacheb, logb[rest:]...)
 	}
 	return logb, cacheb
+}
+
+// appendRawTags appends the tags p keeps encoded (Profile.rawTags) in the
+// changelog's form to logb and, when cache is set, in the cache's to cacheb:
+// the form they are in is copied, the other has each name rewritten (a
+// reference looked up, or a name given one). The values are copied.
+func appendRawTags(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte) {
+	if !p.rawCached {
+		logb = append(logb, p.rawTags...)
+		if !cache {
+			return logb, cacheb
+		}
+	} else if cache {
+		cacheb = append(cacheb, p.rawTags...)
+	}
+	d := decoderOf(p.rawTags)
+	dict := names.load()
+	for range p.rawTagCount {
+		var name string
+		if p.rawCached {
+			name = d.nameRef(dict)
+		} else {
+			name = d.string("tag name")
+		}
+		v := len(d.all) - len(d.b)
+		d.skipTag()
+		value := d.all[v : len(d.all)-len(d.b)]
+		if p.rawCached {
+			logb = append(appendString(logb, name), value...)
+		} else {
+			cacheb = append(dict.appendRef(cacheb, name), value...)
+		}
+	}
+	return logb, cacheb // (rawTags was checked when it was decoded)
+}
+
+// loadTags decodes the tags p keeps encoded into p.tags.
+func (p *Profile) loadTags() {
+	d := decoderOf(p.rawTags)
+	dict := names.load()
+	p.tags = make(map[string]Tag, p.rawTagCount)
+	for range p.rawTagCount {
+		var name string
+		if p.rawCached {
+			name = d.nameRef(dict)
+		} else {
+			name = d.string("tag name")
+		}
+		p.tags[name] = d.tag() // (rawTags was checked when it was decoded)
+	}
+	p.rawTags, p.rawTagCount, p.rawCached = "", 0, false
 }
 
 // cacheEncoding returns the cache form of val, a changelog encoding, in
@@ -804,20 +860,19 @@ func decodeProfile(b []byte) (*Profile, error) {
 	p.LastSeen = d.timeRel(version, "last seen", p.FirstSeen)
 	p.LastInbound = d.timeRel(version, "last inbound", p.LastSeen)
 	if n := d.count("tag count", 3); n > 0 {
-		p.Tags = make(map[string]Tag, n)
+		start := len(d.all) - len(d.b)
 		for range n {
-			var name string
 			if cached {
-				name = d.nameRef(dict)
+				d.nameRef(dict)
 			} else {
-				name = d.string("tag name")
+				d.string("tag name")
 			}
-			t := d.tag()
+			d.skipTag()
 			if d.err != nil {
 				return nil, d.err
 			}
-			p.Tags[name] = t
 		}
+		p.rawTags, p.rawTagCount, p.rawCached = d.all[start:len(d.all)-len(d.b)], n, cached
 	}
 	if n := d.count("event count", 3); n > 0 {
 		p.Events = make([]EventCount, n)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"math"
 	"os"
 	"reflect"
@@ -21,7 +22,7 @@ func fullProfile() *Profile {
 	p := &Profile{
 		Registered: true, OptedOut: true, DeviceType: 21, UserID: "user-42", Language: "pt-BR",
 		Timezone: "America/Sao_Paulo", Country: "BR", WhatsApp: "+5511999990000",
-		Tags: map[string]Tag{
+		tags: map[string]Tag{
 			"first_name":    {Kind: TagString, Str: "João"},
 			"points":        {Kind: TagNumber, Num: -12.25},
 			"big":           {Kind: TagNumber, Num: math.MaxFloat64},
@@ -77,7 +78,7 @@ func TestProfileCodecRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(withAttrs(got), tt.p) {
+			if !reflect.DeepEqual(loaded(got), tt.p) {
 				t.Fatalf("round trip\n got %+v\nwant %+v", got, tt.p)
 			}
 		})
@@ -88,16 +89,16 @@ func TestProfileCodecRoundTrip(t *testing.T) {
 // profile as the changelog's, is shorter, and names past a full dictionary
 // are written in full.
 func TestProfileCacheForm(t *testing.T) {
-	for _, p := range []*Profile{{}, fullProfile(), {Tags: map[string]Tag{"x": {Kind: TagBool, Bool: true}}}} {
+	for _, p := range []*Profile{{}, fullProfile(), {tags: map[string]Tag{"x": {Kind: TagBool, Bool: true}}}} {
 		logb, cacheb := appendProfiles(nil, nil, p, true)
-		if fromLog, err := decodeProfile(logb); err != nil || !reflect.DeepEqual(withAttrs(fromLog), p) {
+		if fromLog, err := decodeProfile(logb); err != nil || !reflect.DeepEqual(loaded(fromLog), p) {
 			t.Fatalf("changelog form round trip: %v\n got %+v\nwant %+v", err, fromLog, p)
 		}
 		tr, ok := transcodeCache(nil, logb)
 		if !ok {
 			t.Fatal("transcodeCache refused a version 4 encoding")
 		}
-		if fromTr, err := decodeProfile(tr); err != nil || !reflect.DeepEqual(withAttrs(fromTr), p) {
+		if fromTr, err := decodeProfile(tr); err != nil || !reflect.DeepEqual(loaded(fromTr), p) {
 			t.Fatalf("transcoded cache form: %v\n got %+v\nwant %+v", err, fromTr, p)
 		}
 		if len(tr) != len(cacheb) {
@@ -117,13 +118,13 @@ func TestProfileCacheForm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(withAttrs(got), p) {
+		if !reflect.DeepEqual(loaded(got), p) {
 			t.Fatalf("cache form round trip\n got %+v\nwant %+v", got, p)
 		}
 		// A reference takes at most 2 bytes (maxNames), a name in full its
 		// length + 1: never longer, and shorter for names of 2 bytes or
 		// more (fullProfile's).
-		if len(cacheb) > len(logb) || len(p.Tags) > 2 && len(cacheb) >= len(logb) {
+		if len(cacheb) > len(logb) || len(p.Tags()) > 2 && len(cacheb) >= len(logb) {
 			t.Fatalf("cache form %d bytes, changelog form %d", len(cacheb), len(logb))
 		}
 		// Every strict prefix fails.
@@ -134,7 +135,7 @@ func TestProfileCacheForm(t *testing.T) {
 		}
 	}
 	// A reference the dictionary does not hold is corrupt, not a panic.
-	p := &Profile{Tags: map[string]Tag{"only": {Kind: TagBool}}}
+	p := &Profile{tags: map[string]Tag{"only": {Kind: TagBool}}}
 	_, cacheb := appendProfiles(nil, nil, p, true)
 	_, none := appendProfiles(nil, nil, &Profile{}, true)
 	i := 0 // the tag count is the first byte that differs; the reference follows it
@@ -210,8 +211,8 @@ func appendLegacy(version byte, p *Profile) []byte {
 	b = appendTime(b, p.FirstSeen)
 	b = appendTime(b, p.LastSeen)
 	b = appendTime(b, p.LastInbound)
-	b = binary.AppendUvarint(b, uint64(len(p.Tags)))
-	for name, t := range p.Tags {
+	b = binary.AppendUvarint(b, uint64(len(p.Tags())))
+	for name, t := range p.Tags() {
 		b = appendString(b, name)
 		b = append(b, byte(t.Kind)) // numbers as 8-byte floats, as before v4
 		switch t.Kind {
@@ -265,7 +266,7 @@ func TestProfileCodecLegacy(t *testing.T) {
 			if version == 1 {
 				want.src = srcPos{}
 			}
-			if !reflect.DeepEqual(got, &want) {
+			if !reflect.DeepEqual(loaded(got), &want) {
 				t.Fatalf("v%d decode\n got %+v\nwant %+v", version, got, &want)
 			}
 		})
@@ -287,25 +288,34 @@ func FuzzDecodeProfile(f *testing.F) {
 			if (err == nil) != (terr == nil) {
 				t.Fatalf("decode error %v, of the transcoded form %v", err, terr)
 			}
-			if err == nil && !reflect.DeepEqual(p, q) {
+			if err == nil && !reflect.DeepEqual(loaded(p), loaded(q)) {
 				t.Fatalf("transcoding changed the profile\n got %+v\nwant %+v", q, p)
 			}
 		}
 		if err != nil {
 			return
 		}
-		// Whatever decodes re-encodes to something that decodes the same.
-		again, err := decodeProfile(appendProfile(nil, p))
-		if err != nil {
-			t.Fatalf("re-encoding of a decoded profile does not decode: %v", err)
-		}
-		if len(again.Tags) != len(p.Tags) || len(again.Events) != len(p.Events) || again.UserID != p.UserID {
-			t.Fatalf("re-encoding changed the profile")
+		// Whatever decodes re-encodes to something that decodes the same:
+		// in both forms, and from tags and event attributes still encoded
+		// (copied, or their names rewritten) as well as decoded ones.
+		fresh, _ := decodeProfile(b)
+		want := encodedTags(fresh.Tags())
+		logb, cacheb := appendProfiles(nil, nil, p, true)
+		var again *Profile
+		for i, enc := range [][]byte{appendProfile(nil, p), logb, cacheb, appendProfile(nil, fresh)} {
+			q, err := decodeProfile(enc)
+			if err != nil {
+				t.Fatalf("re-encoding %d of a decoded profile does not decode: %v", i, err)
+			}
+			if got := encodedTags(q.Tags()); !bytes.Equal(got, want) || len(q.Events) != len(p.Events) || q.UserID != p.UserID {
+				t.Fatalf("re-encoding %d changed the profile: tags %x, want %x", i, got, want)
+			}
+			again = q
 		}
 		// And, after the tags (written in map order), encodes to the same
 		// bytes, event attributes decoded or copied in their encoded form.
 		once := appendProfileRest(nil, p)
-		if twice := appendProfileRest(nil, withAttrs(again)); !bytes.Equal(once, twice) {
+		if twice := appendProfileRest(nil, loaded(again)); !bytes.Equal(once, twice) {
 			t.Fatalf("re-encoding changed the bytes\n got %x\nwant %x", twice, once)
 		}
 		for i := range p.Events {
@@ -316,6 +326,15 @@ func FuzzDecodeProfile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// encodedTags encodes tags in name order (NaN numbers compare equal).
+func encodedTags(tags map[string]Tag) []byte {
+	var b []byte
+	for _, name := range slices.Sorted(maps.Keys(tags)) {
+		b = appendTag(appendString(b, name), tags[name])
+	}
+	return b
 }
 
 // BenchmarkProfileCodec compares the binary encoding with encoding/json on
@@ -372,9 +391,9 @@ func BenchmarkProfileCodec(b *testing.B) {
 // short forms, and every number and name still round-trips exactly.
 func TestProfileCodecCompact(t *testing.T) {
 	nums := []float64{0, math.Copysign(0, -1), 1, -1, 42, -4200, 1<<53 - 1, -(1<<53 - 1), 1 << 53, 1e300, 0.5, -2.25, math.MaxInt64, math.MinInt64, math.Inf(1), math.Inf(-1)}
-	p := &Profile{Tags: map[string]Tag{}}
+	p := &Profile{tags: map[string]Tag{}}
 	for i, n := range nums {
-		p.Tags[strconv.Itoa(i)] = Tag{Kind: TagNumber, Num: n}
+		p.Tags()[strconv.Itoa(i)] = Tag{Kind: TagNumber, Num: n}
 	}
 	p.Events = []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1}, {Name: "OrderPlaced", Count: 2}, {Name: schemas.EventSegmentExited, Count: 3}, {Name: "", Count: 4}}
 	b := appendProfile(nil, p)
@@ -383,7 +402,7 @@ func TestProfileCodecCompact(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, n := range nums {
-		g := got.Tags[strconv.Itoa(i)].Num
+		g := got.Tags()[strconv.Itoa(i)].Num
 		if math.Float64bits(g) != math.Float64bits(n) {
 			t.Fatalf("number %v decoded as %v", n, g)
 		}
@@ -393,7 +412,7 @@ func TestProfileCodecCompact(t *testing.T) {
 			t.Fatalf("event %d: %+v, want %+v", i, got.Events[i], c)
 		}
 	}
-	small := appendProfile(nil, &Profile{Tags: map[string]Tag{"n": {Kind: TagNumber, Num: 42}}, Events: []EventCount{{Name: schemas.EventApplicationOpen}}})
+	small := appendProfile(nil, &Profile{tags: map[string]Tag{"n": {Kind: TagNumber, Num: 42}}, Events: []EventCount{{Name: schemas.EventApplicationOpen}}})
 	if len(small) > 40 {
 		t.Fatalf("a profile with one small integer tag and one default event takes %d bytes", len(small))
 	}
@@ -426,7 +445,7 @@ func TestProfileCodecV3(t *testing.T) {
 		slices.SortFunc(a, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
 		got.Events[i].setAttrs(a)
 	}
-	if !reflect.DeepEqual(withAttrs(got), want) {
+	if !reflect.DeepEqual(loaded(got), want) {
 		t.Fatalf("v3 profile\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -450,14 +469,14 @@ func TestProfileCodecV4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(withAttrs(got), want) {
+	if !reflect.DeepEqual(loaded(got), want) {
 		t.Fatalf("v4 profile\n got %+v\nwant %+v", got, want)
 	}
 	c, ok := transcodeCache(nil, b)
 	if !ok {
 		t.Fatal("transcodeCache refuses a version 4 record")
 	}
-	if got, err = decodeProfile(c); err != nil || !reflect.DeepEqual(withAttrs(got), want) {
+	if got, err = decodeProfile(c); err != nil || !reflect.DeepEqual(loaded(got), want) {
 		t.Fatalf("v4 profile through the cache form: %v\n got %+v\nwant %+v", err, got, want)
 	}
 }

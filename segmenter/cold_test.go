@@ -65,7 +65,7 @@ func TestColdProfiles(t *testing.T) {
 	}))
 	waitCommitted(t, adm)
 	p, ok := s.Profile(testApp, hwid(0))
-	if !ok || p.Tags["City"].Str != "Oslo" || p.Tags["Plan"].Str != "gold" || !p.Registered {
+	if !ok || p.Tags()["City"].Str != "Oslo" || p.Tags()["Plan"].Str != "gold" || !p.Registered {
 		t.Fatalf("evicted profile after an event: %+v (cached %v)", p, ok)
 	}
 	if n := testutil.ToFloat64(s.m.coldLoads); n != 1 {

@@ -426,12 +426,12 @@ func tagValue(t Tag) fvalue {
 func (c *cond) lookup(p *Profile) fvalue {
 	switch c.field {
 	case fieldNone:
-		if t, ok := p.Tags[c.name]; ok {
+		if t, ok := p.Tag(c.name); ok {
 			return tagValue(t)
 		}
 		return fvalue{}
 	case fieldLanguage, fieldCountry, fieldTimezone, fieldAppVersion:
-		if t, ok := p.Tags[c.name]; ok {
+		if t, ok := p.Tag(c.name); ok {
 			return tagValue(t)
 		}
 		switch c.field {

@@ -15,7 +15,7 @@ const benchFilter = `Event("OrderPlaced", LAST, GTE, -90d) * T("Cuisines", IN, [
 func benchProfile() *Profile {
 	p := filterProfiles()[0]
 	for i := range 2 {
-		p.Tags[fmt.Sprintf("extra%d", i)] = Tag{Kind: TagString, Str: "x"}
+		p.Tags()[fmt.Sprintf("extra%d", i)] = Tag{Kind: TagString, Str: "x"}
 	}
 	evs := make([]EventCount, 0, 8)
 	for i := range 6 {

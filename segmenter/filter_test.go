@@ -20,7 +20,7 @@ func filterProfiles() []*Profile {
 	ana := &Profile{
 		Registered: true, DeviceType: 21, UserID: "u1", Language: "pt", Timezone: "America/Sao_Paulo",
 		Country: "BR", WhatsApp: "+5511999990000",
-		Tags: map[string]Tag{
+		tags: map[string]Tag{
 			"Name":          {Kind: TagString, Str: "Ana"},
 			"Age":           {Kind: TagNumber, Num: 28},
 			"VIP":           {Kind: TagBool, Bool: true},
@@ -42,7 +42,7 @@ func filterProfiles() []*Profile {
 	}
 	bob := &Profile{
 		Country: "US",
-		Tags: map[string]Tag{
+		tags: map[string]Tag{
 			"Name":        {Kind: TagString, Str: "Bob"},
 			"Age":         {Kind: TagString, Str: "28"},
 			"VIP":         {Kind: TagBool},
@@ -210,7 +210,7 @@ func TestFilterMatch(t *testing.T) {
 
 func TestFilterDefaultTagShadowed(t *testing.T) {
 	// A user tag named like a default tag wins, as in getTags.
-	p := &Profile{Language: "pt", Tags: map[string]Tag{"Language": {Kind: TagString, Str: "es"}}}
+	p := &Profile{Language: "pt", tags: map[string]Tag{"Language": {Kind: TagString, Str: "es"}}}
 	for src, want := range map[string]bool{`T("Language", EQ, "es")`: true, `T("Language", EQ, "pt")`: false} {
 		f, err := Compile("shop", src)
 		if err != nil {
@@ -513,7 +513,7 @@ func ExampleCompile() {
 	}
 	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	p := &Profile{
-		Tags:   map[string]Tag{"Cuisines": {Kind: TagList, List: []string{"asian", "italian"}}},
+		tags:   map[string]Tag{"Cuisines": {Kind: TagList, List: []string{"asian", "italian"}}},
 		Events: []EventCount{{Name: "OrderPlaced", Count: 2, Last: now.Add(-72 * time.Hour)}},
 	}
 	fmt.Println(f)

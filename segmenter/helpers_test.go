@@ -238,7 +238,7 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 
 // equalProfile compares profiles, ignoring the recent-id ring.
 func equalProfile(got, want *Profile) error {
-	g, w := *got, *want
+	g, w := *loaded(got), *loaded(want)
 	g.recent, w.recent = nil, nil
 	g.src, w.src = srcPos{}, srcPos{} // bookkeeping, checked by TestRedelivery
 	if !reflect.DeepEqual(&g, &w) {
@@ -247,11 +247,12 @@ func equalProfile(got, want *Profile) error {
 	return nil
 }
 
-// withAttrs decodes the event attributes p keeps in their encoded form
-// (EventCount.raw), so that p compares with reflect.DeepEqual to a profile
-// built in a test.
-func withAttrs(p *Profile) *Profile {
+// loaded decodes the tags and event attributes p keeps in their encoded
+// form (Profile.rawTags, EventCount.raw), so that p compares with
+// reflect.DeepEqual to a profile built in a test.
+func loaded(p *Profile) *Profile {
 	if p != nil {
+		p.Tags()
 		for i := range p.Events {
 			c := &p.Events[i]
 			c.setAttrs(c.Attrs())

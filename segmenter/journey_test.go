@@ -325,7 +325,7 @@ func TestWaitUntil(t *testing.T) {
 		}
 		return &j.steps[0]
 	}
-	oslo := &Profile{Timezone: "Europe/Oslo", Tags: map[string]Tag{"renewal": {Kind: TagString, Str: "2026-12-24 08:00"}, "past": {Kind: TagString, Str: "2020-01-01"}}}
+	oslo := &Profile{Timezone: "Europe/Oslo", tags: map[string]Tag{"renewal": {Kind: TagString, Str: "2026-12-24 08:00"}, "past": {Kind: TagString, Str: "2020-01-01"}}}
 	for _, tt := range []struct {
 		name string
 		st   schemas.JourneyStep

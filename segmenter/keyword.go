@@ -586,10 +586,10 @@ func (p param) expand(profileName string, prof *Profile) (string, bool) {
 		case s.profile:
 			v = profileName
 			if v == "" {
-				v = prof.Tags[TagProfileName].String()
+				v = prof.Tags()[TagProfileName].String()
 			}
 		case s.tag != "":
-			v = prof.Tags[s.tag].String()
+			v = prof.Tags()[s.tag].String()
 		}
 		if (s.profile || s.tag != "") && strings.TrimSpace(v) == "" {
 			if s.fallback == "" {
@@ -623,13 +623,10 @@ func (r *rule) applyTo(p *Profile) (changed, tags bool) {
 		changed = true
 	}
 	for name, t := range r.tags {
-		if old, ok := p.Tags[name]; ok && old.Kind == t.Kind && old.Str == t.Str && old.Num == t.Num && old.Bool == t.Bool {
+		if old, ok := p.Tag(name); ok && old.Kind == t.Kind && old.Str == t.Str && old.Num == t.Num && old.Bool == t.Bool {
 			continue
 		}
-		if p.Tags == nil {
-			p.Tags = make(map[string]Tag, len(r.tags))
-		}
-		p.Tags[name] = t // scalar: shares nothing with r
+		p.setTag(name, t) // scalar: shares nothing with r
 		changed, tags = true, true
 	}
 	return changed, tags

@@ -803,10 +803,10 @@ func TestSetTags(t *testing.T) {
 		"vip": {Kind: TagBool, Bool: true}, "level": {Kind: TagNumber, Num: 3}, "source": {Kind: TagString, Str: "whatsapp"},
 	}
 	p, _ := s.Profile(testApp, testHWID)
-	if !reflect.DeepEqual(p.Tags, want) {
-		t.Errorf("profile tags %v, want %v", p.Tags, want)
+	if !reflect.DeepEqual(p.Tags(), want) {
+		t.Errorf("profile tags %v, want %v", p.Tags(), want)
 	}
-	if len(s.changelog) != 1 || !reflect.DeepEqual(s.changelog[0].Tags, want) {
+	if len(s.changelog) != 1 || !reflect.DeepEqual(s.changelog[0].Tags(), want) {
 		t.Errorf("changelog %+v", s.changelog)
 	}
 	if len(s.tags) != 1 || s.tags[0].Tags["vip"] != true || s.tags[0].Tags["level"] != 3.0 {
@@ -818,8 +818,8 @@ func TestSetTags(t *testing.T) {
 	if len(ds) != 0 {
 		t.Fatalf("replies %s, want none", dump(ds))
 	}
-	if p, _ := s.Profile(testApp, testHWID); !reflect.DeepEqual(p.Tags["vip"], Tag{Kind: TagBool, Bool: false}) {
-		t.Errorf("vip %+v", p.Tags["vip"])
+	if p, _ := s.Profile(testApp, testHWID); !reflect.DeepEqual(p.Tags()["vip"], Tag{Kind: TagBool, Bool: false}) {
+		t.Errorf("vip %+v", p.Tags()["vip"])
 	}
 	if len(s.tags) != 1 || s.tags[0].Tags["vip"] != false {
 		t.Errorf("tags records %+v", s.tags)
@@ -847,13 +847,13 @@ func TestSetTagsProfileFull(t *testing.T) {
 		t.Errorf("skipped{profile_full} = %v, want 1", got)
 	}
 	p, _ := s.Profile(testApp, testHWID)
-	if _, set := p.Tags["big"]; set || p.LastInbound.IsZero() {
+	if _, set := p.Tags()["big"]; set || p.LastInbound.IsZero() {
 		t.Errorf("profile: big tag set %v, inbound applied %v", set, !p.LastInbound.IsZero())
 	}
 	if len(s.changelog) != 1 || s.changelog[0].LastInbound.IsZero() {
 		t.Fatalf("changelog %+v, want the inbound message applied", s.changelog)
 	}
-	if _, set := s.changelog[0].Tags["big"]; set {
+	if _, set := s.changelog[0].Tags()["big"]; set {
 		t.Error("changelog record has the tag that did not fit")
 	}
 }

@@ -271,7 +271,7 @@ func (s *Segmenter) forward(out []*kgo.Record, rec *kgo.Record, key []byte, e *s
 // forwarder that dropped its copy).
 func (p *Profile) empty() bool {
 	return !p.Registered && !p.OptedOut && p.UserID == "" && p.WhatsApp == "" && p.Email == "" &&
-		len(p.PushTokens) == 0 && len(p.Tags) == 0 && len(p.Events) == 0 && p.FirstSeen.IsZero()
+		len(p.PushTokens) == 0 && p.tagCount() == 0 && len(p.Events) == 0 && p.FirstSeen.IsZero()
 }
 
 // absorb takes the data of q, an earlier profile of the same user, into p
@@ -308,8 +308,8 @@ func (p *Profile) absorb(q *Profile) {
 	earliest(&p.FirstInstall, q.FirstInstall)
 	latest(&p.LastSeen, q.LastSeen)
 	latest(&p.LastInbound, q.LastInbound)
-	for name, t := range q.Tags {
-		if _, ok := p.Tags[name]; !ok {
+	for name, t := range q.Tags() {
+		if _, ok := p.Tag(name); !ok {
 			p.setTag(name, t)
 		}
 	}

@@ -75,8 +75,8 @@ func TestIdentityMerge(t *testing.T) {
 	if c.Count != 3 || !c.First.Equal(at(0)) || !c.Last.Equal(at(2)) || c.Attrs()[0].Str != "asian" {
 		t.Errorf("OrderPlaced after the merge: %+v, want 3 from minute 0 to 2, the latest (the visitor's) asian", c)
 	}
-	if u.Tags["tier"].Str != "gold" || u.Tags["city"].Str != "Oslo" {
-		t.Errorf("tags after the merge: %v, want the user's tier (gold) and the visitor's city", u.Tags)
+	if u.Tags()["tier"].Str != "gold" || u.Tags()["city"].Str != "Oslo" {
+		t.Errorf("tags after the merge: %v, want the user's tier (gold) and the visitor's city", u.Tags())
 	}
 	if !u.FirstSeen.Equal(at(0)) || !u.LastSeen.Equal(at(11)) {
 		t.Errorf("seen %v to %v, want minute 0 to 11", u.FirstSeen, u.LastSeen)

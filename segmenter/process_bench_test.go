@@ -179,10 +179,10 @@ func BenchmarkRestore(b *testing.B) {
 	cl := c.Client(b, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
 	p := &Profile{
 		Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Timezone: "America/Los_Angeles",
-		FirstSeen: t0, LastSeen: t0, Tags: map[string]Tag{},
+		FirstSeen: t0, LastSeen: t0, tags: map[string]Tag{},
 	}
 	for i := range 10 {
-		p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
+		p.Tags()[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
 	}
 	for i := range 4 {
 		p.Events = append(p.Events, EventCount{Name: fmt.Sprintf("Event%d", i), Count: uint64(i + 1), Last: t0})
@@ -295,11 +295,11 @@ func BenchmarkCampaign(b *testing.B) {
 // benchCampaign is one case of BenchmarkCampaign.
 func benchCampaign(b *testing.B, profiles int, limits Limits, fcap *schemas.FrequencyCap, sweep, changes, parts bool) {
 	s := newTest(b, Config{CacheBytes: 2 << 30, Limits: limits})
-	p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", Tags: map[string]Tag{}, FirstSeen: t0, LastSeen: t0}
+	p := &Profile{Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", tags: map[string]Tag{}, FirstSeen: t0, LastSeen: t0}
 	for i := range 9 {
-		p.Tags[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
+		p.Tags()[fmt.Sprintf("tag_%d", i)] = Tag{Kind: TagString, Str: fmt.Sprintf("value %d", i)}
 	}
-	p.Tags["Cuisines"] = Tag{Kind: TagList, List: []string{"asian", "italian"}}
+	p.Tags()["Cuisines"] = Tag{Kind: TagList, List: []string{"asian", "italian"}}
 	for i := range profiles {
 		p.WhatsApp = fmt.Sprintf("+1415%07d", i)
 		key := []byte("shop|whatsapp:" + p.WhatsApp)

@@ -51,8 +51,18 @@ type Profile struct {
 	AppVersion string
 	// FirstInstall is the time of the earliest register event.
 	FirstInstall time.Time
-	// Tags by name. An inbound message sets TagProfileName.
-	Tags map[string]Tag
+	// tags by name: read them with Tags, which decodes the tags a decode
+	// left encoded, write them with setTag and deleteTag. An inbound
+	// message sets TagProfileName.
+	tags map[string]Tag
+	// rawTags, when set, holds the tags instead of tags: rawTagCount of
+	// them as the encoding wrote them (each a name, or a reference to names
+	// when rawCached, then a value), a slice of the decoded encoding. Most
+	// events change no tag: a decode leaves them so and the next encode
+	// copies the bytes.
+	rawTags     string
+	rawTagCount int
+	rawCached   bool
 	// FirstSeen and LastSeen are the earliest and latest event times
 	// (statuses of messages sent to the user do not count).
 	FirstSeen time.Time
@@ -413,7 +423,7 @@ func (p *Profile) apply(e *schemas.Event) (a applied) {
 		}
 		p.WhatsApp = e.Inbound.From
 		if name := e.Inbound.ProfileName; name != "" {
-			if old, ok := p.Tags[TagProfileName]; !ok || old.Str != name {
+			if old, ok := p.Tag(TagProfileName); !ok || old.Str != name {
 				a.defaults = true
 			}
 			p.setTag(TagProfileName, Tag{Kind: TagString, Str: name})
@@ -437,9 +447,10 @@ func (p *Profile) mergeTagsNoting(tags map[string]any, ops map[string]string, de
 	if _, ok := tags[TagProfileName]; !ok {
 		return p.mergeTags(tags, ops)
 	}
-	before := p.Tags[TagProfileName].Str
+	before, _ := p.Tag(TagProfileName)
 	ignored = p.mergeTags(tags, ops)
-	*defaults = *defaults || p.Tags[TagProfileName].Str != before
+	after, _ := p.Tag(TagProfileName)
+	*defaults = *defaults || after.Str != before.Str
 	return ignored
 }
 
@@ -533,12 +544,37 @@ func setIf(dst *string, v string) bool {
 	return true
 }
 
-func (p *Profile) setTag(name string, t Tag) {
-	if p.Tags == nil {
-		p.Tags = make(map[string]Tag)
+// Tags returns the profile's tags by name, nil when it has none. The map is
+// p's own: change it with setTag and deleteTag.
+func (p *Profile) Tags() map[string]Tag {
+	if p.rawTags != "" {
+		p.loadTags()
 	}
-	p.Tags[name] = t
+	return p.tags
 }
+
+// Tag returns the tag name.
+func (p *Profile) Tag(name string) (Tag, bool) {
+	t, ok := p.Tags()[name]
+	return t, ok
+}
+
+// tagCount is len(p.Tags()), decoding nothing.
+func (p *Profile) tagCount() int {
+	if p.rawTags != "" {
+		return p.rawTagCount
+	}
+	return len(p.tags)
+}
+
+func (p *Profile) setTag(name string, t Tag) {
+	if p.Tags() == nil {
+		p.tags = make(map[string]Tag)
+	}
+	p.tags[name] = t
+}
+
+func (p *Profile) deleteTag(name string) { delete(p.Tags(), name) }
 
 // mergeTags sets tags, removing those set to null, and applies the
 // operations of ops (schemas.OpIncrement, OpAppend, OpRemove). An operation
@@ -550,7 +586,7 @@ func (p *Profile) mergeTags(tags map[string]any, ops map[string]string) (ignored
 			continue
 		}
 		if v == nil {
-			delete(p.Tags, name)
+			p.deleteTag(name)
 			continue
 		}
 		t, ok := tagOf(v)
@@ -565,7 +601,7 @@ func (p *Profile) mergeTags(tags map[string]any, ops map[string]string) (ignored
 				ignored++
 				continue
 			}
-			if old, ok := p.Tags[name]; ok && old.Kind == TagNumber {
+			if old, ok := p.Tag(name); ok && old.Kind == TagNumber {
 				t.Num += old.Num
 			}
 		case schemas.OpAppend, schemas.OpRemove:
@@ -573,7 +609,7 @@ func (p *Profile) mergeTags(tags map[string]any, ops map[string]string) (ignored
 				ignored++
 				continue
 			}
-			old := p.Tags[name]
+			old, _ := p.Tag(name)
 			if old.Kind != TagList && old.Kind != 0 {
 				ignored++
 				continue

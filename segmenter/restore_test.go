@@ -55,8 +55,8 @@ func TestRestoreAfterCrash(t *testing.T) {
 			if !ok {
 				t.Fatalf("user %d: no profile", u)
 			}
-			if got := p.Tags["Visits"].Num; got != visits || p.Tags["Plan"].Str != "free" || !p.Registered {
-				t.Fatalf("user %d: Visits %v (want %v), Plan %q, registered %v", u, got, visits, p.Tags["Plan"].Str, p.Registered)
+			if got := p.Tags()["Visits"].Num; got != visits || p.Tags()["Plan"].Str != "free" || !p.Registered {
+				t.Fatalf("user %d: Visits %v (want %v), Plan %q, registered %v", u, got, visits, p.Tags()["Plan"].Str, p.Registered)
 			}
 		}
 	}

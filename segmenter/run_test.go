@@ -230,7 +230,7 @@ func TestRunCommitsAfterOutputs(t *testing.T) {
 	if _, dl := decodeOutputs(t, dls); len(dl) != 1 || string(dl[0].Value) != "{not json" || !strings.Contains(dl[0].Reason, "decoding event") {
 		t.Fatalf("dead letters %+v", dl)
 	}
-	if p, ok := s.Profile(testApp, "whatsapp:+14155550001"); !ok || !p.Registered || p.Tags[TagProfileName].Str != "User 1" {
+	if p, ok := s.Profile(testApp, "whatsapp:+14155550001"); !ok || !p.Registered || p.Tags()[TagProfileName].Str != "User 1" {
 		t.Errorf("profile of user 1: %+v", p)
 	}
 

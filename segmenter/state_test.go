@@ -25,7 +25,7 @@ func TestProcessState(t *testing.T) {
 			})},
 			want: &Profile{
 				Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", WhatsApp: testPhone,
-				Tags: map[string]Tag{
+				tags: map[string]Tag{
 					"first_name": {Kind: TagString, Str: "Ana"},
 					"points":     {Kind: TagNumber, Num: 42.5},
 					"vip":        {Kind: TagBool, Bool: true},
@@ -45,7 +45,7 @@ func TestProcessState(t *testing.T) {
 			},
 			want: &Profile{
 				Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", WhatsApp: testPhone,
-				Tags:      map[string]Tag{"b": {Kind: TagString, Str: "2"}, "c": {Kind: TagNumber, Num: 7}},
+				tags:      map[string]Tag{"b": {Kind: TagString, Str: "2"}, "c": {Kind: TagNumber, Num: 7}},
 				FirstSeen: at(0), LastSeen: at(1), FirstInstall: at(0),
 				Events: []EventCount{{Name: schemas.EventDeviceRegistered, Count: 1, First: at(0), Last: at(0)}},
 			},
@@ -58,7 +58,7 @@ func TestProcessState(t *testing.T) {
 			},
 			want: &Profile{
 				DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "US", WhatsApp: testPhone,
-				Tags:      map[string]Tag{"a": {Kind: TagString, Str: "1"}},
+				tags:      map[string]Tag{"a": {Kind: TagString, Str: "1"}},
 				FirstSeen: at(0), LastSeen: at(2), FirstInstall: at(0),
 				Events: []EventCount{
 					{Name: schemas.EventDeviceRegistered, Count: 1, First: at(0), Last: at(0)},
@@ -90,7 +90,7 @@ func TestProcessState(t *testing.T) {
 			},
 			want: &Profile{
 				Country: "US", WhatsApp: testPhone,
-				Tags:      map[string]Tag{TagProfileName: {Kind: TagString, Str: "Ana"}},
+				tags:      map[string]Tag{TagProfileName: {Kind: TagString, Str: "Ana"}},
 				FirstSeen: at(0), LastSeen: at(1), LastInbound: at(1),
 				Events: []EventCount{{Name: schemas.EventWhatsAppReceived, Count: 2, First: at(0), Last: at(1)}},
 			},

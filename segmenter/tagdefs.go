@@ -178,7 +178,7 @@ func compatible(want, got string) bool {
 // to p) that the registry does not know, or knows with another seen type.
 func (s *Segmenter) appendSeen(out []*kgo.Record, e *schemas.Event, p *Profile, now time.Time) []*kgo.Record {
 	for name := range e.Tags {
-		t, ok := p.Tags[name]
+		t, ok := p.Tag(name)
 		if !ok || len(name) > schemas.MaxTagName {
 			continue // removed, or ignored by apply
 		}

@@ -55,11 +55,11 @@ func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([
 		{schemas.TagLastAppOpen, lastOpen},
 	}
 	names = names[:0]
-	for name := range p.Tags {
+	for name := range p.Tags() {
 		names = append(names, name)
 	}
 	for _, d := range defaults {
-		if _, own := p.Tags[d.name]; !own && d.v != "" {
+		if _, own := p.Tag(d.name); !own && d.v != "" {
 			names = append(names, d.name)
 		}
 	}
@@ -70,7 +70,7 @@ func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([
 		}
 		b = appendJSONString(b, name)
 		b = append(b, ':')
-		t, own := p.Tags[name]
+		t, own := p.Tag(name)
 		if !own {
 			for _, d := range defaults {
 				if d.name == name {

@@ -14,8 +14,8 @@ import (
 // tagsRecord is p's ProfileTags, the reference appendTagsRecord must match:
 // what encoding/json makes of it. It is, identified by e, the latest event applied.
 func (p *Profile) tagsRecord(e *schemas.Event) *schemas.ProfileTags {
-	tags := make(map[string]any, len(p.Tags)+3)
-	for name, t := range p.Tags {
+	tags := make(map[string]any, len(p.Tags())+3)
+	for name, t := range p.Tags() {
 		tags[name] = t.value()
 	}
 	defaults := map[string]string{
@@ -59,7 +59,7 @@ func TestAppendTagsRecord(t *testing.T) {
 			p.Events = append(p.Events, EventCount{Name: schemas.EventApplicationOpen, Count: 1, Last: t0.Add(time.Hour)})
 		}
 		if rng.IntN(3) > 0 {
-			p.Tags = map[string]Tag{}
+			p.tags = map[string]Tag{}
 		}
 		for range rng.IntN(8) {
 			name := strs[rng.IntN(len(strs))] + fmt.Sprint(rng.IntN(3))
@@ -79,8 +79,8 @@ func TestAppendTagsRecord(t *testing.T) {
 			default:
 				tg = Tag{Kind: TagList, List: []string{}}
 			}
-			if p.Tags != nil {
-				p.Tags[name] = tg
+			if p.Tags() != nil {
+				p.Tags()[name] = tg
 			}
 		}
 		ev := *e

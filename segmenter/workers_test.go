@@ -105,7 +105,7 @@ func TestWorkersMatchOneWorker(t *testing.T) {
 		if len(one.profiles[i].sends) == 0 && i%2 == 0 && i/2%2 == 0 {
 			t.Fatalf("user %d: the campaign's send is not in the profile", i)
 		}
-		if one.profiles[i].Tags["tier"].Str == "" {
+		if one.profiles[i].Tags()["tier"].Str == "" {
 			t.Fatalf("user %d: the tags after the campaign are not in the profile", i)
 		}
 	}

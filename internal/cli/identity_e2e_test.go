@@ -74,7 +74,7 @@ func TestIdentityEndToEnd(t *testing.T) {
 	if !ok {
 		t.Fatal("no profile for user ana-7")
 	}
-	if c, _ := p.Event("Order Completed"); c.Count != 2 || p.Tags["plan"].Str != "pro" {
-		t.Fatalf("user ana-7: %d orders, plan %q; want the visitor's 2 orders and the user's plan", c.Count, p.Tags["plan"].Str)
+	if c, _ := p.Event("Order Completed"); c.Count != 2 || p.Tags()["plan"].Str != "pro" {
+		t.Fatalf("user ana-7: %d orders, plan %q; want the visitor's 2 orders and the user's plan", c.Count, p.Tags()["plan"].Str)
 	}
 }
