@@ -384,15 +384,9 @@ func appendRawTags(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte)
 	} else if cache {
 		cacheb = append(cacheb, p.rawTags...)
 	}
-	d := decoderOf(p.rawTags)
-	dict := names.load()
+	d, dict := decoderOf(p.rawTags), names.load()
 	for range p.rawTagCount {
-		var name string
-		if p.rawCached {
-			name = d.nameRef(dict)
-		} else {
-			name = d.string("tag name")
-		}
+		name := d.tagName(p.rawCached, dict)
 		v := len(d.all) - len(d.b)
 		d.skipTag()
 		value := d.all[v : len(d.all)-len(d.b)]
@@ -405,18 +399,21 @@ func appendRawTags(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte)
 	return logb, cacheb // (rawTags was checked when it was decoded)
 }
 
+// tagName reads a tag's name: a reference to dict in the cache form
+// (cached), the name itself in the changelog's.
+func (d *decoder) tagName(cached bool, dict *nameTable) string {
+	if cached {
+		return d.nameRef(dict)
+	}
+	return d.string("tag name")
+}
+
 // loadTags decodes the tags p keeps encoded into p.tags.
 func (p *Profile) loadTags() {
-	d := decoderOf(p.rawTags)
-	dict := names.load()
+	d, dict := decoderOf(p.rawTags), names.load()
 	p.tags = make(map[string]Tag, p.rawTagCount)
 	for range p.rawTagCount {
-		var name string
-		if p.rawCached {
-			name = d.nameRef(dict)
-		} else {
-			name = d.string("tag name")
-		}
+		name := d.tagName(p.rawCached, dict)
 		p.tags[name] = d.tag() // (rawTags was checked when it was decoded)
 	}
 	p.rawTags, p.rawTagCount, p.rawCached = "", 0, false
@@ -862,11 +859,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 	if n := d.count("tag count", 3); n > 0 {
 		start := len(d.all) - len(d.b)
 		for range n {
-			if cached {
-				d.nameRef(dict)
-			} else {
-				d.string("tag name")
-			}
+			d.tagName(cached, dict)
 			d.skipTag()
 			if d.err != nil {
 				return nil, d.err
