@@ -288,7 +288,7 @@ func FuzzDecodeProfile(f *testing.F) {
 			if (err == nil) != (terr == nil) {
 				t.Fatalf("decode error %v, of the transcoded form %v", err, terr)
 			}
-			if err == nil && !reflect.DeepEqual(loaded(p), loaded(q)) {
+			if p0, _ := decodeProfile(b); err == nil && !reflect.DeepEqual(loaded(p0), loaded(q)) {
 				t.Fatalf("transcoding changed the profile\n got %+v\nwant %+v", q, p)
 			}
 		}
@@ -301,6 +301,19 @@ func FuzzDecodeProfile(f *testing.F) {
 		fresh, _ := decodeProfile(b)
 		want := encodedTags(fresh.Tags())
 		logb, cacheb := appendProfiles(nil, nil, p, true)
+		// Tag reads one tag of those still encoded, in either form, as Tags
+		// reads them all.
+		for _, enc := range [][]byte{b, cacheb} {
+			raw, _ := decodeProfile(enc)
+			for name, tag := range fresh.Tags() {
+				if got, ok := raw.Tag(name); !ok || !bytes.Equal(appendTag(nil, got), appendTag(nil, tag)) {
+					t.Fatalf("tag %q: %+v %v, want %+v", name, got, ok, tag)
+				}
+			}
+			if _, ok := raw.Tag("\x00none"); ok != (fresh.Tags()["\x00none"].Kind != 0) {
+				t.Fatalf("tag absent from Tags found by Tag")
+			}
+		}
 		var again *Profile
 		for i, enc := range [][]byte{appendProfile(nil, p), logb, cacheb, appendProfile(nil, fresh)} {
 			q, err := decodeProfile(enc)

@@ -304,7 +304,7 @@ func waitUntil(st *cstep, p *Profile, now time.Time) time.Time {
 		}
 		return now.Add(7 * 24 * time.Hour)
 	default: // until a date tag; an unset or past date ends the wait now
-		if at, ok := dateTag(p.Tags()[st.UntilTag]); ok && at.After(now) {
+		if at, ok := dateTag(p.tagValue(st.UntilTag)); ok && at.After(now) {
 			return at
 		}
 		return now

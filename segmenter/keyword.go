@@ -586,10 +586,10 @@ func (p param) expand(profileName string, prof *Profile) (string, bool) {
 		case s.profile:
 			v = profileName
 			if v == "" {
-				v = prof.Tags()[TagProfileName].String()
+				v = prof.tagValue(TagProfileName).String()
 			}
 		case s.tag != "":
-			v = prof.Tags()[s.tag].String()
+			v = prof.tagValue(s.tag).String()
 		}
 		if (s.profile || s.tag != "") && strings.TrimSpace(v) == "" {
 			if s.fallback == "" {

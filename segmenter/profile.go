@@ -553,10 +553,32 @@ func (p *Profile) Tags() map[string]Tag {
 	return p.tags
 }
 
-// Tag returns the tag name.
-func (p *Profile) Tag(name string) (Tag, bool) {
-	t, ok := p.Tags()[name]
-	return t, ok
+// Tag returns the tag name. Of tags still encoded it decodes that one alone
+// (a campaign's template reads a tag or two of every profile it scans).
+func (p *Profile) Tag(name string) (t Tag, ok bool) {
+	if p.rawTags == "" {
+		t, ok = p.tags[name]
+		return t, ok
+	}
+	d := decoderOf(p.rawTags)
+	var ref uint64 // name's reference in the cache form, 0 when it has none
+	if p.rawCached {
+		if id, in := names.load().ids[name]; in {
+			ref = id + 1
+		}
+	}
+	for range p.rawTagCount { // to the end: the last of a name counts, as in Tags
+		var r uint64 // 0: the name follows in full
+		if p.rawCached {
+			r = d.uvarint("tag name")
+		}
+		if r == 0 && d.string("tag name") == name || r != 0 && r == ref {
+			t, ok = d.tag(), true
+		} else {
+			d.skipTag()
+		}
+	}
+	return t, ok // (rawTags was checked when it was decoded)
 }
 
 // tagCount is len(p.Tags()), decoding nothing.
@@ -565,6 +587,12 @@ func (p *Profile) tagCount() int {
 		return p.rawTagCount
 	}
 	return len(p.tags)
+}
+
+// tagValue is the tag name, the zero Tag when p has none.
+func (p *Profile) tagValue(name string) Tag {
+	t, _ := p.Tag(name)
+	return t
 }
 
 func (p *Profile) setTag(name string, t Tag) {
