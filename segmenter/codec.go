@@ -376,27 +376,26 @@ func appendProfiles(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte
 // the form they are in is copied, the other has each name rewritten (a
 // reference looked up, or a name given one). The values are copied.
 func appendRawTags(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte) {
+	// (rawTags was checked when it was decoded: no error to look for)
 	if !p.rawCached {
 		logb = append(logb, p.rawTags...)
-		if !cache {
-			return logb, cacheb
+		if cache {
+			i := 0
+			cacheb, _ = appendTagRefs(cacheb, bytesOf(p.rawTags), &i, uint64(p.rawTagCount))
 		}
-	} else if cache {
+		return logb, cacheb
+	}
+	if cache {
 		cacheb = append(cacheb, p.rawTags...)
 	}
 	d, dict := decoderOf(p.rawTags), names.load()
 	for range p.rawTagCount {
-		name := d.tagName(p.rawCached, dict)
-		v := len(d.all) - len(d.b)
+		name := d.nameRef(dict)
+		v := d.off()
 		d.skipTag()
-		value := d.all[v : len(d.all)-len(d.b)]
-		if p.rawCached {
-			logb = append(appendString(logb, name), value...)
-		} else {
-			cacheb = append(dict.appendRef(cacheb, name), value...)
-		}
+		logb = append(appendString(logb, name), d.all[v:d.off()]...)
 	}
-	return logb, cacheb // (rawTags was checked when it was decoded)
+	return logb, cacheb
 }
 
 // tagName reads a tag's name: a reference to dict in the cache form
@@ -495,19 +494,31 @@ func transcodeCache(dst, val []byte) (out []byte, ok bool) {
 	start := len(dst)
 	dst = append(dst, val[:i]...)
 	dst[start] |= cacheForm
-	dict := names.load()
-	for range tags {
-		name, ok := str()
-		if !ok {
-			return dst[:start], false
-		}
-		v := i
-		if !skipTag(val, &i) {
-			return dst[:start], false
-		}
-		dst = append(dict.appendRefBytes(dst, name), val[v:i]...)
+	if dst, ok = appendTagRefs(dst, val, &i, tags); !ok {
+		return dst[:start], false
 	}
 	return append(dst, val[i:]...), true
+}
+
+// appendTagRefs appends to dst the cache form of the n tags at val[*i:],
+// written in the changelog's: each name as a reference to names, the value
+// copied. *i moves past them; ok is false when they are malformed.
+func appendTagRefs(dst, val []byte, i *int, n uint64) (out []byte, ok bool) {
+	dict := names.load()
+	for range n {
+		l, w := binary.Uvarint(val[*i:])
+		if w <= 0 || l > uint64(len(val)-*i-w) {
+			return dst, false
+		}
+		name := val[*i+w : *i+w+int(l)]
+		*i += w + int(l)
+		v := *i
+		if !skipTag(val, i) {
+			return dst, false
+		}
+		dst = append(dict.appendRefBytes(dst, name), val[v:*i]...)
+	}
+	return dst, true
 }
 
 // skipTag moves *i past the tag value at val[*i:], as appendTag wrote it;
@@ -681,7 +692,7 @@ func (d *decoder) tag() Tag {
 // skipAttrs reads an event's attributes and returns their bytes, "" when
 // there are none (EventCount.raw).
 func (d *decoder) skipAttrs() string {
-	start := len(d.all) - len(d.b)
+	start := d.off()
 	m := d.count("event attribute count", 3)
 	for range m {
 		d.string("event attribute name")
@@ -690,7 +701,7 @@ func (d *decoder) skipAttrs() string {
 	if m == 0 || d.err != nil {
 		return ""
 	}
-	return d.all[start : len(d.all)-len(d.b)]
+	return d.all[start:d.off()]
 }
 
 // skipTag reads a value written by appendTag, building nothing.
@@ -740,9 +751,13 @@ type decoder struct {
 
 // decoderOf reads s in place: b is s's own bytes, which a decoder only reads,
 // so reading a part of a decoded profile (EventCount.raw) copies nothing.
-func decoderOf(s string) decoder {
-	return decoder{b: unsafe.Slice(unsafe.StringData(s), len(s)), all: s}
-}
+func decoderOf(s string) decoder { return decoder{b: bytesOf(s), all: s} }
+
+// bytesOf is s's own bytes, for reading only.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// off is the offset in all of what d reads next.
+func (d *decoder) off() int { return len(d.all) - len(d.b) }
 
 func (d *decoder) fail(what string) {
 	if d.err == nil {
@@ -797,7 +812,7 @@ func (d *decoder) string(what string) string {
 		d.fail(what)
 		return ""
 	}
-	off := len(d.all) - len(d.b)
+	off := d.off()
 	d.b = d.b[n:]
 	return d.all[off : off+int(n)]
 }
@@ -857,7 +872,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 	p.LastSeen = d.timeRel(version, "last seen", p.FirstSeen)
 	p.LastInbound = d.timeRel(version, "last inbound", p.LastSeen)
 	if n := d.count("tag count", 3); n > 0 {
-		start := len(d.all) - len(d.b)
+		start := d.off()
 		for range n {
 			d.tagName(cached, dict)
 			d.skipTag()
@@ -865,7 +880,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 				return nil, d.err
 			}
 		}
-		p.rawTags, p.rawTagCount, p.rawCached = d.all[start:len(d.all)-len(d.b)], n, cached
+		p.rawTags, p.rawTagCount, p.rawCached = d.all[start:d.off()], n, cached
 	}
 	if n := d.count("event count", 3); n > 0 {
 		p.Events = make([]EventCount, n)
