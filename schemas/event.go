@@ -3,6 +3,8 @@ package schemas
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -185,6 +187,10 @@ type Event struct {
 	TagOps map[string]string `json:"tag_ops,omitempty"`
 	// Attributes are the event attributes of KindEvent.
 	Attributes map[string]any `json:"attributes,omitempty"`
+	// AttrList, when not nil, holds the attributes instead of Attributes
+	// (which is then nil): DecodeEventAttrs decoded the event. Read
+	// either form with Attr and AttrMap; Marshal encodes either.
+	AttrList []Attr `json:"-"`
 	// Context is what the producer said of its environment (Segment
 	// context: ip, library, locale, page, ...).
 	Context map[string]any `json:"context,omitempty"`
@@ -521,6 +527,76 @@ func DecodeEvent(b []byte) (*Event, error) { return decodeValidEvent(b, decodeEv
 // DecodeEvent.
 func DecodeEventShared(b []byte) (*Event, error) { return decodeValidEvent(b, decodeEventSharedFast) }
 
+// DecodeEventAttrs is DecodeEvent for a consumer that reads the attributes
+// by name or in name order, the segmenter: where the fast path decodes the
+// event, the attributes go into AttrList, sorted, and Attributes is left
+// nil. That spares a map and a boxed value per attribute (an event's
+// attributes were 40% of its decoding). An event the fast path leaves to
+// encoding/json has Attributes as DecodeEvent gives them.
+func DecodeEventAttrs(b []byte) (*Event, error) { return decodeValidEvent(b, decodeEventAttrsFast) }
+
+// Attr is an event attribute in AttrList. A string, number or bool is in
+// Str, Num or Bool; any other value (an array, an object, null) is in Any,
+// as encoding/json decodes it into an any.
+type Attr struct {
+	Name string
+	Kind AttrKind
+	Bool bool
+	Str  string
+	Num  float64
+	Any  any
+}
+
+// AttrKind is the JSON type of an Attr.
+type AttrKind uint8
+
+// Attribute kinds.
+const (
+	AttrString AttrKind = iota + 1
+	AttrNumber
+	AttrBool
+	AttrOther // an array, an object or null
+)
+
+// Value is a's value as it would be in Attributes.
+func (a *Attr) Value() any {
+	switch a.Kind {
+	case AttrString:
+		return a.Str
+	case AttrNumber:
+		return a.Num
+	case AttrBool:
+		return a.Bool
+	}
+	return a.Any
+}
+
+// Attr returns the attribute name, from whichever form e holds.
+func (e *Event) Attr(name string) (any, bool) {
+	if e.AttrList == nil {
+		v, ok := e.Attributes[name]
+		return v, ok
+	}
+	i, ok := slices.BinarySearchFunc(e.AttrList, name, func(a Attr, name string) int { return strings.Compare(a.Name, name) })
+	if !ok {
+		return nil, false
+	}
+	return e.AttrList[i].Value(), true
+}
+
+// AttrMap returns the attributes as a map: Attributes, or a new map of
+// AttrList.
+func (e *Event) AttrMap() map[string]any {
+	if e.AttrList == nil {
+		return e.Attributes
+	}
+	m := make(map[string]any, len(e.AttrList))
+	for i := range e.AttrList {
+		m[e.AttrList[i].Name] = e.AttrList[i].Value()
+	}
+	return m
+}
+
 func decodeValidEvent(b []byte, fast func([]byte, *Event) bool) (*Event, error) {
 	e := new(Event)
 	if err := fastOrJSON(b, e, fast); err != nil {
@@ -538,5 +614,10 @@ func decodeValidEvent(b []byte, fast func([]byte, *Event) bool) (*Event, error) 
 // Marshal encodes the event, setting V.
 func (e *Event) Marshal() ([]byte, error) {
 	e.V = V1
+	if e.Attributes == nil && len(e.AttrList) > 0 {
+		c := *e
+		c.Attributes = e.AttrMap()
+		return json.Marshal(&c)
+	}
 	return json.Marshal(e)
 }

@@ -3,12 +3,14 @@ package schemas
 import (
 	"encoding/json"
 	"hash/maphash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // This file is DecodeEvent's fast path: a single-pass, allocation-light
@@ -44,12 +46,22 @@ type fastDec struct {
 	// s, when set, is b as a string: string values without escapes are
 	// substrings of it instead of a string each (decodeEventSharedFast).
 	s string
+	// attrList puts an event's attributes in AttrList
+	// (decodeEventAttrsFast).
+	attrList bool
 }
 
 // decodeEventFast decodes b into e, or reports false when encoding/json must
 // (e is then in an undefined state).
 func decodeEventFast(b []byte, e *Event) bool {
 	d := fastDec{b: b}
+	return d.whole(func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) })
+}
+
+// decodeEventAttrsFast is decodeEventFast with the attributes in
+// e.AttrList (DecodeEventAttrs).
+func decodeEventAttrsFast(b []byte, e *Event) bool {
+	d := fastDec{b: b, attrList: true}
 	return d.whole(func(key []byte, seen *uint64) bool { return d.eventField(key, e, seen) })
 }
 
@@ -314,6 +326,11 @@ func (d *fastDec) eventField(key []byte, e *Event, seen *uint64) bool {
 	case "attributes":
 		if !once(seen, 21) {
 			return false
+		}
+		if d.attrList {
+			l, ok := d.attrs()
+			e.AttrList = l
+			return ok
 		}
 		m, ok := d.anyMap(0)
 		e.Attributes = m
@@ -701,7 +718,7 @@ func (d *fastDec) int() (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	v, err := strconv.ParseInt(string(raw), 10, 0)
+	v, err := strconv.ParseInt(bytesString(raw), 10, 0)
 	return int(v), err == nil
 }
 
@@ -726,13 +743,92 @@ func (d *fastDec) lit(s string) bool {
 }
 
 // time decodes a time the way encoding/json does: time.Time.UnmarshalJSON
-// on the raw string literal.
+// on the raw string literal, or utcTime for the form Herald's producers
+// write.
 func (d *fastDec) time(t *time.Time) bool {
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return false
+	}
+	end := d.i + 1
+	for end < len(d.b) && d.b[end] != '"' && d.b[end] != '\\' {
+		end++
+	}
+	if end < len(d.b) && d.b[end] == '"' {
+		if u, ok := utcTime(d.b[d.i+1 : end]); ok {
+			*t, d.i = u, end+1
+			return true
+		}
+	}
 	start := d.i
-	if _, ok := d.str(); !ok {
+	if !d.skipStr() {
 		return false
 	}
 	return t.UnmarshalJSON(d.b[start:d.i]) == nil
+}
+
+// skipStr consumes a string value as str does, without making it.
+func (d *fastDec) skipStr() bool {
+	if d.s == "" {
+		d.s = bytesString(d.b) // str only slices it
+		defer func() { d.s = "" }()
+	}
+	_, ok := d.str()
+	return ok
+}
+
+// utcTime parses b when it is "YYYY-MM-DDTHH:MM:SS" with an optional
+// fraction of 1 to 9 digits after a '.' and "Z": what time.Time's
+// MarshalJSON writes for a UTC time, so every event Herald's producers
+// write. It gives the time encoding/json would (TestUTCTimeMatchesParse,
+// FuzzUTCTime); ok is false for any other form, and for dates and clock
+// readings out of range, which the caller leaves to encoding/json.
+func utcTime(b []byte) (t time.Time, ok bool) {
+	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
+		return t, false
+	}
+	num := func(b []byte) int {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	year, month, day := num(b[0:4]), num(b[5:7]), num(b[8:10])
+	hour, minute, sec := num(b[11:13]), num(b[14:16]), num(b[17:19])
+	nsec := 0
+	if frac := b[19 : len(b)-1]; len(frac) > 0 {
+		if len(frac) < 2 || len(frac) > 10 || frac[0] != '.' {
+			return t, false
+		}
+		if nsec = num(frac[1:]); nsec < 0 {
+			return t, false
+		}
+		for range 10 - len(frac) {
+			nsec *= 10
+		}
+	}
+	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return t, false
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+// daysIn is the number of days of month in year.
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
 }
 
 // strMap decodes an object of strings.
@@ -788,11 +884,65 @@ func (d *fastDec) value(depth int) (any, bool) {
 	case 'n':
 		return nil, d.lit("null")
 	default:
-		raw, ok := d.number()
-		if !ok {
-			return nil, false
-		}
-		f, err := strconv.ParseFloat(string(raw), 64)
-		return f, err == nil
+		return d.float()
 	}
 }
+
+// float decodes a number as encoding/json decodes it into an any.
+func (d *fastDec) float() (float64, bool) {
+	raw, ok := d.number()
+	if !ok {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(bytesString(raw), 64)
+	return f, err == nil
+}
+
+// bytesString is b as a string without a copy, for a parse that keeps no
+// part of it (a parse error would, and is dropped): strconv's parsers take
+// a string, and string(b) allocates because their errors keep it.
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// attrs decodes an object as anyMap does, into a list sorted by name with
+// the last value of a name that repeats (what the map keeps).
+func (d *fastDec) attrs() ([]Attr, bool) {
+	l := make([]Attr, 0, 4) // not nil even when empty: nil means Attributes holds them
+	ok := d.object(true, func(key []byte, _ *uint64) bool {
+		a := Attr{Name: intern(key)}
+		var ok bool
+		switch d.peek() {
+		case '"':
+			a.Kind = AttrString
+			a.Str, ok = d.str()
+		case 't', 'f':
+			a.Kind = AttrBool
+			a.Bool, ok = d.bool()
+		case '{', '[', 'n':
+			a.Kind = AttrOther
+			a.Any, ok = d.value(1)
+		default:
+			a.Kind = AttrNumber
+			a.Num, ok = d.float()
+		}
+		l = append(l, a)
+		return ok
+	})
+	if !ok {
+		return nil, false
+	}
+	if !slices.IsSortedFunc(l, compareAttrs) {
+		slices.SortStableFunc(l, compareAttrs)
+	}
+	// A repeated name: keep its last value, as the map would.
+	out := l[:0]
+	for i := range l {
+		if i+1 < len(l) && l[i+1].Name == l[i].Name {
+			continue
+		}
+		out = append(out, l[i])
+	}
+	clear(l[len(out):])
+	return out, true
+}
+
+func compareAttrs(a, b Attr) int { return strings.Compare(a.Name, b.Name) }

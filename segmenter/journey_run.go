@@ -132,7 +132,7 @@ func isFeedback(e *schemas.Event) bool {
 	case schemas.KindStatus, schemas.KindInbound:
 		return true
 	}
-	_, ok := e.Attributes["dispatch_id"]
+	_, ok := e.Attr("dispatch_id")
 	return ok
 }
 
@@ -150,7 +150,8 @@ func feedbackMatches(st *cstep, r *journeyRun, e *schemas.Event) bool {
 		return false
 	}
 	if st.MatchSend {
-		id, _ := e.Attributes["dispatch_id"].(string)
+		v, _ := e.Attr("dispatch_id")
+		id, _ := v.(string)
 		return id != "" && idHash(id) == r.lastSend
 	}
 	return true
@@ -162,7 +163,8 @@ func entryMatches(j *journey, e *schemas.Event, p *Profile, entered []string, no
 	hit := false
 	switch {
 	case en.API && e.Name == schemas.EventJourneyStart:
-		id, _ := e.Attributes["journey"].(string)
+		v, _ := e.Attr("journey")
+		id, _ := v.(string)
 		hit = id == j.def.ID
 	case en.Event != "" && e.Name == en.Event:
 		hit = true

@@ -435,7 +435,7 @@ func (p *Profile) apply(e *schemas.Event) (a applied) {
 	}
 	if name != "" {
 		var lastOpen bool
-		a.ignoredTags += p.count(name, t, e.Attributes, &lastOpen)
+		a.ignoredTags += p.count(name, t, e, &lastOpen)
 		a.defaults = a.defaults || lastOpen
 	}
 	return a
@@ -501,28 +501,70 @@ func (c *EventCount) Attr(name string) (Tag, bool) {
 	return Tag{}, false
 }
 
-// eventAttrs converts the attributes of an event for EventCount.attrs: the
-// first MaxEventAttrs names in order, scalar and list values, strings up to
+// eventAttrs converts the attributes of e for EventCount.attrs: the first
+// MaxEventAttrs names in order, scalar and list values, strings up to
 // MaxAttrBytes. ignored counts the others.
-func eventAttrs(attrs map[string]any) (out []Attr, ignored int) {
+func eventAttrs(e *schemas.Event) (out []Attr, ignored int) {
+	if e.AttrList == nil {
+		return mapAttrs(e.Attributes)
+	}
+	out = make([]Attr, 0, min(len(e.AttrList), MaxEventAttrs))
+	for i := range e.AttrList { // sorted, each name once (DecodeEventAttrs)
+		if len(out) == MaxEventAttrs {
+			break
+		}
+		if t, ok := keptAttr(&e.AttrList[i]); ok {
+			out = append(out, Attr{Name: e.AttrList[i].Name, Tag: t})
+		}
+	}
+	ignored = len(e.AttrList) - len(out)
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, ignored
+}
+
+// keptAttr is a's value as a tag, when a profile keeps it.
+func keptAttr(a *schemas.Attr) (t Tag, ok bool) {
+	switch a.Kind {
+	case schemas.AttrString:
+		t, ok = Tag{Kind: TagString, Str: a.Str}, true
+	case schemas.AttrNumber:
+		t, ok = Tag{Kind: TagNumber, Num: a.Num}, true
+	case schemas.AttrBool:
+		t, ok = Tag{Kind: TagBool, Bool: a.Bool}, true
+	default:
+		t, ok = tagOf(a.Any)
+	}
+	return t, ok && a.Name != "" && tagBytes(t) <= MaxAttrBytes
+}
+
+// mapAttrs is eventAttrs for attributes in a map (an event built in
+// memory, or one encoding/json decoded).
+func mapAttrs(attrs map[string]any) (out []Attr, ignored int) {
 	if len(attrs) == 0 {
 		return nil, 0
 	}
-	var buf [8]string // most events have a few attributes: no allocation
-	names := buf[:0]
-	for name := range attrs {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	out = make([]Attr, 0, min(len(names), MaxEventAttrs))
-	for _, name := range names {
-		t, ok := tagOf(attrs[name])
-		if !ok || len(out) >= MaxEventAttrs || name == "" || tagBytes(t) > MaxAttrBytes {
+	var buf [8]Attr // most events have a few attributes: no allocation
+	kept := buf[:0]
+	for name, v := range attrs { // one pass: no lookup by name after the sort
+		t, ok := tagOf(v)
+		if !ok || name == "" || tagBytes(t) > MaxAttrBytes {
 			ignored++
 			continue
 		}
-		out = append(out, Attr{Name: name, Tag: t})
+		kept = append(kept, Attr{Name: name, Tag: t})
 	}
+	if len(kept) == 0 {
+		return nil, ignored
+	}
+	slices.SortFunc(kept, func(a, b Attr) int { return strings.Compare(a.Name, b.Name) })
+	if len(kept) > MaxEventAttrs {
+		ignored += len(kept) - MaxEventAttrs
+		kept = kept[:MaxEventAttrs]
+	}
+	out = make([]Attr, len(kept))
+	copy(out, kept)
 	return out, ignored
 }
 
@@ -683,7 +725,7 @@ func listOp(old, l []string, add bool) []string {
 // attributes are kept when the event is the latest of its name. It returns
 // the number of attributes not kept, and sets *lastOpen when the time of
 // the latest schemas.EventApplicationOpen changed (a default tag).
-func (p *Profile) count(name string, t time.Time, attrs map[string]any, lastOpen *bool) (ignored int) {
+func (p *Profile) count(name string, t time.Time, e *schemas.Event, lastOpen *bool) (ignored int) {
 	for i := range p.Events {
 		c := &p.Events[i]
 		if c.Name == name {
@@ -697,7 +739,7 @@ func (p *Profile) count(name string, t time.Time, attrs map[string]any, lastOpen
 				}
 				c.Last = t
 				var kept []Attr
-				kept, ignored = eventAttrs(attrs)
+				kept, ignored = eventAttrs(e)
 				c.setAttrs(kept)
 			}
 			return ignored
@@ -719,7 +761,7 @@ func (p *Profile) count(name string, t time.Time, attrs map[string]any, lastOpen
 		*lastOpen = true
 	}
 	c := EventCount{Name: name, Count: 1, First: t, Last: t}
-	c.attrs, ignored = eventAttrs(attrs)
+	c.attrs, ignored = eventAttrs(e)
 	p.Events = append(p.Events, c)
 	return ignored
 }

@@ -134,3 +134,33 @@ func TestApplyNotesDefaults(t *testing.T) {
 		t.Fatalf("%d events changed the defaults and %d did not: the test does not cover both", changed, same)
 	}
 }
+
+// BenchmarkEventAttrs converts the attributes of herald bench's custom
+// event (three of them) for a profile's event counter, from the map of an
+// event built in memory and from the list DecodeEventAttrs decodes.
+//
+//	go test -run '^$' -bench BenchmarkEventAttrs -benchmem ./segmenter/
+func BenchmarkEventAttrs(b *testing.B) {
+	built := &schemas.Event{Attributes: map[string]any{"cuisine": "asian", "amount": 17.0, "currency": "USD"}}
+	v, err := (&schemas.Event{ID: "e", App: "shop", Kind: schemas.KindEvent, Name: "OrderPlaced", Time: time.Now(), HWID: "h", Attributes: built.Attributes}).Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	listed, err := schemas.DecodeEventAttrs(v)
+	if err != nil || listed.AttrList == nil {
+		b.Fatal(err, listed)
+	}
+	for _, tc := range []struct {
+		name string
+		e    *schemas.Event
+	}{{"map", built}, {"list", listed}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if out, _ := eventAttrs(tc.e); len(out) != 3 {
+					b.Fatal(out)
+				}
+			}
+		})
+	}
+}

@@ -833,7 +833,7 @@ func (s *Segmenter) decodeAll(recs []*kgo.Record) []decoded {
 	evs := make([]decoded, len(recs))
 	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			evs[i].e, evs[i].err = schemas.DecodeEvent(recs[i].Value)
+			evs[i].e, evs[i].err = schemas.DecodeEventAttrs(recs[i].Value)
 			if evs[i].err == nil {
 				evs[i].key = evs[i].e.Key()
 			}
