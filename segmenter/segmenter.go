@@ -413,6 +413,11 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	log.Info("rate card of the campaign preview's estimated cost", "card", prices.Source(), "currency", prices.Currency(),
 		"markets", prices.Markets(), "rules", prices.Rules())
 	cache := fastcache.New(cfg.CacheBytes)
+	if !cfg.CacheLazy {
+		t0 := time.Now()
+		prefault(cache)
+		log.Info("profile cache written once (prefault)", "bytes", cfg.CacheBytes, "took", time.Since(t0))
+	}
 	m, err := newMetrics(prom, cache)
 	if err != nil {
 		cache.Reset()

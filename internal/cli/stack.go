@@ -172,6 +172,10 @@ func startStack(ctx context.Context, cfg stackConfig, log *slog.Logger) (_ *stac
 	// The segmenter is built before ingest listens: its segment API
 	// (createFilter, listFilters, deleteFilter) shares ingest's address.
 	segCfg := cfg.Segmenter
+	// One process for everything, on a developer's machine and in the
+	// tests: the cache grows with the profiles rather than taking its
+	// whole size at start.
+	segCfg.CacheLazy = true
 	if s.seg, err = segmenter.New(segCfg, s.kcfg, log.With("stage", "segmenter"), s.ops.Registry); err != nil {
 		return nil, err
 	}
