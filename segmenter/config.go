@@ -136,13 +136,14 @@ type Config struct {
 	// profiles are evicted when it is full. Default 256 MiB, minimum 32 MiB.
 	CacheBytes int `yaml:"cache_bytes"`
 	// CacheLazy leaves the cache's memory unwritten until profiles fill
-	// it. By default New writes all of it once (prefault: about 0.1 s for
+	// it. By default New writes all of it once (prefault: about 0.13 s for
 	// 256 MiB): a fresh cache's first pass over its memory pays a page
 	// fault per 4 KiB in the middle of the work, when a restarted member
-	// catches up on its lag (a tenth of the segmenter's CPU in `herald
-	// bench`, docs/BENCHMARKS.md), and the process holds CacheBytes from
-	// its start rather than reaching it hours later, so a memory limit
-	// too small for it fails at once. `herald dev` and the tests set it.
+	// catches up on its lag (1-7% of the segmenter's CPU in `herald
+	// bench`, most on a loaded host; docs/BENCHMARKS.md), and the process
+	// holds CacheBytes from its start rather than reaching it hours later,
+	// so a memory limit too small for it fails at once. `herald dev` and
+	// the tests set it.
 	CacheLazy bool `yaml:"cache_lazy"`
 	// GCPercent is the Go garbage collector's target (GOGC) of a process
 	// running the segmenter (ApplyRuntime). Each event allocates a few KB
