@@ -44,6 +44,7 @@ type metrics struct {
 	merges           *prometheus.CounterVec
 	mergeConflicts   prometheus.Counter
 	forwarded        prometheus.Counter
+	hotSwitches      *prometheus.CounterVec
 }
 
 var eventKinds = schemas.Kinds
@@ -169,6 +170,13 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Name: "herald_segmenter_forwarded_events_total",
 			Help: "Events of a profile merged into a user's, written again keyed by the user.",
 		}),
+		hotSwitches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_segmenter_hot_switches_total",
+			Help: "Workers turning off (to=off) or back on (to=on) the decoded profiles they keep between events, as the share of events that would find theirs there falls or rises.",
+		}, []string{"to"}),
+	}
+	for _, to := range []string{"on", "off"} {
+		m.hotSwitches.WithLabelValues(to)
 	}
 	for _, st := range []string{schemas.MergePull, schemas.MergePush, schemas.MergeDone} {
 		m.merges.WithLabelValues(st)
@@ -197,7 +205,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, m.hotSwitches, profiles}
 	if reg == nil {
 		return m, nil
 	}

@@ -210,6 +210,7 @@
 //	herald_segmenter_merge_steps_total{step}          identity-resolution steps written: pull, push, done
 //	herald_segmenter_merge_conflicts_total            merges refused (the earlier profile went to another user)
 //	herald_segmenter_forwarded_events_total           events of a merged profile written again for its user
+//	herald_segmenter_hot_switches_total{to}           a worker turning its decoded profiles kept between events off or on (hot.go)
 package segmenter
 
 import (
@@ -268,8 +269,9 @@ type Segmenter struct {
 	seenDefs []*kgo.Record
 	// hot are decoded profiles by key, each the same as the cache holds
 	// (save puts them here; a failed change is reverted). Cleared on
-	// restore and when full (hotMax).
+	// restore, when full (hotMax), and when hotp turns them off (hot.go).
 	hot  map[string]*Profile
+	hotp hotPolicy
 	buf  []byte // cache reads
 	enc  []byte // profile encodings: the changelog's
 	cenc []byte // and the cache's
@@ -1052,7 +1054,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 	if len(key) > maxKeyBytes {
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
-	p, known := s.lookup(key)
+	p, known := s.lookupEvent(key)
 	if !known {
 		var err error
 		if p, known, err = s.loadCold(s.batchCtx, rec.Partition, key); err != nil {
@@ -1195,10 +1197,28 @@ const hotMax = 1 << 13
 // not decode (a bug: only this package writes them) is logged and replaced
 // by a new one.
 func (s *Segmenter) lookup(key []byte) (*Profile, bool) {
-	if p, ok := s.owner(key).hot[string(key)]; ok {
-		return p, true
+	if o := s.owner(key); !o.hotp.off {
+		if p, ok := o.hot[string(key)]; ok {
+			return p, true
+		}
 	}
 	return s.loadStored(key)
+}
+
+// lookupEvent is lookup for the profile of an event, which the owner's
+// hotPolicy counts: at the end of a window it may turn the hot map off
+// (forgetting it) or on again.
+func (s *Segmenter) lookupEvent(key []byte) (*Profile, bool) {
+	o := s.owner(key)
+	if switched, on := o.hotp.observe(key); switched {
+		if on {
+			s.m.hotSwitches.WithLabelValues("on").Inc()
+		} else {
+			clear(o.hot)
+			s.m.hotSwitches.WithLabelValues("off").Inc()
+		}
+	}
+	return s.lookup(key)
 }
 
 // loadStored decodes the profile the cache holds for key.
@@ -1224,7 +1244,12 @@ func (s *Segmenter) save(key []byte, p *Profile) error {
 		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
 	}
 	s.cache.Set(key, s.cenc)
-	hot := s.owner(key).hot
+	o := s.owner(key)
+	o.hotp.saved(key)
+	if o.hotp.off {
+		return nil
+	}
+	hot := o.hot
 	q, ok := hot[string(key)]
 	if q == p {
 		return nil // there already: no second map access, no key copy
