@@ -8,18 +8,19 @@ import "github.com/cespare/xxhash/v2"
 // campaign's statuses. When they do not (many users, each event of a user
 // further apart than hotMax saves: `herald bench` writes user i % 100,000)
 // every event pays for a map probe that misses, a map insert and a
-// decoded profile kept alive for the collector to scan, for nothing: 7-23%
-// of the segmenter's CPU a record there (docs/BENCHMARKS.md).
+// decoded profile kept alive for the collector to scan, for nothing: about
+// 9% of the segmenter's CPU a record there (docs/BENCHMARKS.md).
 //
 // So each worker watches what the hot map would give it. A ghost table
 // holds the key hashes of its latest saves, each with the number of the
 // save (ghostSlots of them, by hash, a newer save taking the slot of an
 // older one): an event whose key is there, saved within the last hotMax
 // saves, would find its profile hot. The table has four times hotMax
-// slots, so that its collisions miss few of those. Over each window of hotWindow events, the
-// share of such events decides: the hot map stays on at hotOff or more,
-// and comes back at hotOn or more. The table is kept in both states, so
-// the decision reads the same signal whichever way the map is.
+// slots, so that its collisions miss few of those. Over each window of
+// hotWindow events, the share of such events decides: the hot map stays
+// on at hotOff or more, and comes back at hotOn or more. The table is kept
+// in both states, so the decision reads the same signal whichever way the
+// map is.
 
 const (
 	// hotWindow is the events over which hotPolicy decides.
@@ -52,11 +53,8 @@ type hotPolicy struct {
 // observe counts an event of key, and reports whether the map was
 // switched, and which way, at the end of a window.
 func (h *hotPolicy) observe(key []byte) (switched, on bool) {
-	if h.ghost == nil {
-		h.ghost = make([]ghostSlot, ghostSlots)
-	}
-	k := ghostHash(key)
-	if g := h.ghost[k%ghostSlots]; g.hash == k && h.saves-g.save < hotMax {
+	k, g := h.slot(key)
+	if g.hash == k && h.saves-g.save < hotMax {
 		h.would++
 	}
 	if h.seen++; h.seen < hotWindow {
@@ -74,12 +72,18 @@ func (h *hotPolicy) observe(key []byte) (switched, on bool) {
 
 // saved notes a save of key's profile in the ghost table.
 func (h *hotPolicy) saved(key []byte) {
+	k, g := h.slot(key)
+	h.saves++
+	*g = ghostSlot{hash: k, save: h.saves}
+}
+
+// slot returns key's hash and its slot in the ghost table.
+func (h *hotPolicy) slot(key []byte) (uint64, *ghostSlot) {
 	if h.ghost == nil {
 		h.ghost = make([]ghostSlot, ghostSlots)
 	}
 	k := ghostHash(key)
-	h.saves++
-	h.ghost[k%ghostSlots] = ghostSlot{hash: k, save: h.saves}
+	return k, &h.ghost[k%ghostSlots]
 }
 
 // ghostHash is key's hash in the ghost table, never 0 (an empty slot).

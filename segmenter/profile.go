@@ -536,8 +536,11 @@ func keptAttr(a *schemas.Attr) (t Tag, ok bool) {
 	default:
 		t, ok = tagOf(a.Any)
 	}
-	return t, ok && a.Name != "" && tagBytes(t) <= MaxAttrBytes
+	return t, ok && keepsAttr(a.Name, t)
 }
+
+// keepsAttr reports whether a profile keeps the attribute name of value t.
+func keepsAttr(name string, t Tag) bool { return name != "" && tagBytes(t) <= MaxAttrBytes }
 
 // mapAttrs is eventAttrs for attributes in a map (an event built in
 // memory, or one encoding/json decoded).
@@ -549,7 +552,7 @@ func mapAttrs(attrs map[string]any) (out []Attr, ignored int) {
 	kept := buf[:0]
 	for name, v := range attrs { // one pass: no lookup by name after the sort
 		t, ok := tagOf(v)
-		if !ok || name == "" || tagBytes(t) > MaxAttrBytes {
+		if !ok || !keepsAttr(name, t) {
 			ignored++
 			continue
 		}

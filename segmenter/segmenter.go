@@ -1196,8 +1196,11 @@ const hotMax = 1 << 13
 // when there is none (never stored, or evicted). A stored profile that does
 // not decode (a bug: only this package writes them) is logged and replaced
 // by a new one.
-func (s *Segmenter) lookup(key []byte) (*Profile, bool) {
-	if o := s.owner(key); !o.hotp.off {
+func (s *Segmenter) lookup(key []byte) (*Profile, bool) { return s.lookupIn(s.owner(key), key) }
+
+// lookupIn is lookup with key's owner o found already.
+func (s *Segmenter) lookupIn(o *Segmenter, key []byte) (*Profile, bool) {
+	if !o.hotp.off {
 		if p, ok := o.hot[string(key)]; ok {
 			return p, true
 		}
@@ -1218,7 +1221,7 @@ func (s *Segmenter) lookupEvent(key []byte) (*Profile, bool) {
 			s.m.hotSwitches.WithLabelValues("off").Inc()
 		}
 	}
-	return s.lookup(key)
+	return s.lookupIn(o, key)
 }
 
 // loadStored decodes the profile the cache holds for key.
