@@ -45,6 +45,7 @@ type metrics struct {
 	mergeConflicts   prometheus.Counter
 	forwarded        prometheus.Counter
 	hotSwitches      *prometheus.CounterVec
+	inPlace          prometheus.Counter
 }
 
 var eventKinds = schemas.Kinds
@@ -174,6 +175,10 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Name: "herald_segmenter_hot_switches_total",
 			Help: "Workers turning off (to=off) or back on (to=on) the decoded profiles they keep between events, as the share of events that would find theirs there falls or rises.",
 		}, []string{"to"}),
+		inPlace: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_in_place_events_total",
+			Help: "Events applied to a profile's encoding in the cache, without decoding it: custom events that no segment or journey of their app refers to.",
+		}),
 	}
 	for _, to := range []string{"on", "off"} {
 		m.hotSwitches.WithLabelValues(to)
@@ -205,7 +210,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, m.hotSwitches, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, m.hotSwitches, m.inPlace, profiles}
 	if reg == nil {
 		return m, nil
 	}

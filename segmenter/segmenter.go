@@ -272,9 +272,12 @@ type Segmenter struct {
 	// restore, when full (hotMax), and when hotp turns them off (hot.go).
 	hot  map[string]*Profile
 	hotp hotPolicy
-	buf  []byte // cache reads
-	enc  []byte // profile encodings: the changelog's
-	cenc []byte // and the cache's
+	// inPlaceOff makes every event take the decoded path (tests compare
+	// the two with it).
+	inPlaceOff bool
+	buf        []byte // cache reads
+	enc        []byte // profile encodings: the changelog's
+	cenc       []byte // and the cache's
 	// encs holds the changelog and tags record values of changed
 	// profiles (keepEnc), many to a block; a full block is left to the
 	// records that share it.
@@ -939,11 +942,11 @@ type changedProfile struct {
 	key       []byte
 	partition int32          // of TopicEvents: the changelog partition
 	e         *schemas.Event // the latest event that changed it: its identity
-	p         *Profile
-	enc       []byte // p's encoding as last saved: the changelog value
-	tags      bool   // its tags changed: it gets a TopicTags record
-	pos       int    // of the batch record that first changed it
-	tagsVal   []byte // its TopicTags record value, when encodeTags built it
+	p         *Profile       // nil when the latest change was made in place (saveInPlace)
+	enc       []byte         // p's encoding as last saved: the changelog value
+	tags      bool           // its tags changed: it gets a TopicTags record
+	pos       int            // of the batch record that first changed it
+	tagsVal   []byte         // its TopicTags record value, when encodeTags built it
 }
 
 // noteChanged records that e changed p (its tags when tags is set). It is
@@ -1054,7 +1057,10 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 	if len(key) > maxKeyBytes {
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
-	p, known := s.lookupEvent(key)
+	p, known, applied := s.lookupEvent(key, rec, e)
+	if applied {
+		return out // in place: nothing else for the event to do (inPlaceEvent)
+	}
 	if !known {
 		var err error
 		if p, known, err = s.loadCold(s.batchCtx, rec.Partition, key); err != nil {
@@ -1208,10 +1214,12 @@ func (s *Segmenter) lookupIn(o *Segmenter, key []byte) (*Profile, bool) {
 	return s.loadStored(key)
 }
 
-// lookupEvent is lookup for the profile of an event, which the owner's
-// hotPolicy counts: at the end of a window it may turn the hot map off
-// (forgetting it) or on again.
-func (s *Segmenter) lookupEvent(key []byte) (*Profile, bool) {
+// lookupEvent is lookup for the profile of e, the event of rec, which the
+// owner's hotPolicy counts: at the end of a window it may turn the hot map
+// off (forgetting it) or on again. When e is an event inPlaceEvent takes,
+// of a profile only the cache holds, it is applied to the encoding there
+// (saveInPlace) when it can be: applied is then set, and the event done.
+func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event) (p *Profile, known, applied bool) {
 	o := s.owner(key)
 	if switched, on := o.hotp.observe(key); switched {
 		if on {
@@ -1221,7 +1229,45 @@ func (s *Segmenter) lookupEvent(key []byte) (*Profile, bool) {
 			s.m.hotSwitches.WithLabelValues("off").Inc()
 		}
 	}
-	return s.lookupIn(o, key)
+	if !o.hotp.off {
+		if p, ok := o.hot[string(key)]; ok {
+			return p, true, false
+		}
+	}
+	s.buf = s.cache.Get(s.buf[:0], key)
+	if len(s.buf) == 0 {
+		return nil, false, false
+	}
+	if !s.inPlaceOff && s.inPlaceEvent(e) && s.saveInPlace(o, key, rec, e) {
+		return nil, true, true
+	}
+	p, known = s.decodeStored()
+	return p, known, false
+}
+
+// saveInPlace applies e, the event of rec, to the profile of key as the
+// cache holds it (s.buf) with applyInPlace, and makes the result what save
+// and noteChanged make a decoded profile's, or reports false (nothing
+// changed) when applyInPlace cannot, or when the profile's tags record is
+// due in this batch (it is built from the decoded profile).
+func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *schemas.Event) bool {
+	if i, ok := o.changedAt[string(key)]; ok && o.changed[i].tags {
+		return false
+	}
+	enc, cenc, ignored, ok := applyInPlace(s.enc[:0], s.cenc[:0], s.buf, e, rec.Partition, rec.Offset)
+	s.enc, s.cenc = enc, cenc
+	if !ok || len(enc) > maxProfileBytes {
+		return false
+	}
+	s.cache.Set(key, cenc)
+	o.hotp.saved(key)
+	if ignored > 0 {
+		s.m.ignoredTags.Add(float64(ignored))
+	}
+	s.m.events[e.Kind].Inc()
+	s.m.inPlace.Inc()
+	s.noteChanged(key, rec.Partition, e, nil, false)
+	return true
 }
 
 // loadStored decodes the profile the cache holds for key.
@@ -1230,6 +1276,11 @@ func (s *Segmenter) loadStored(key []byte) (*Profile, bool) {
 	if len(s.buf) == 0 {
 		return nil, false
 	}
+	return s.decodeStored()
+}
+
+// decodeStored decodes s.buf, a profile the cache held.
+func (s *Segmenter) decodeStored() (*Profile, bool) {
 	p, err := decodeProfile(s.buf)
 	if err != nil {
 		s.log.Error("decoding cached profile, starting it afresh", "err", err)

@@ -157,6 +157,9 @@ func (ts *timers) size() int {
 // timerHeader is the HeaderTimer of a changelog record for p, false when p
 // waits on no time.
 func timerHeader(p *Profile) (kgo.RecordHeader, bool) {
+	if p == nil {
+		return kgo.RecordHeader{}, false // changed in place: no journey runs
+	}
 	t := p.nextDeadline()
 	if t.IsZero() {
 		return kgo.RecordHeader{}, false
