@@ -100,6 +100,41 @@ func (r *tagRegistry) update(app, name string, f func(*tagDef)) {
 	m[name] = d
 }
 
+// see notes that a tag name of app was seen with type typ, and returns the
+// type a seen record of it carries, or false when none is due: the
+// registry knows it seen with a type typ fits already. A tag known only
+// as declared is recorded with typ, or as mixed when typ does not fit the
+// declared type (so it stays known if the declaration goes); one seen
+// with another type becomes mixed. The decision and the update are made
+// under one lock: two workers seeing a new tag at once record it once, and
+// a number and a string seen at once make it mixed.
+func (r *tagRegistry) see(app, name, typ string) (string, bool) {
+	if d, known := r.lookup(app, name); known && d.seen != "" && (d.seen == schemas.TagMixed || compatible(d.seen, typ)) {
+		return "", false // the common case, under the read lock only
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.byApp[app]
+	if m == nil {
+		m = make(map[string]tagDef)
+		r.byApp[app] = m
+	}
+	d, known := m[name]
+	switch {
+	case known && d.seen == "":
+		if !compatible(d.declared, typ) {
+			typ = schemas.TagMixed
+		}
+	case known && (d.seen == schemas.TagMixed || compatible(d.seen, typ)):
+		return "", false
+	case known:
+		typ = schemas.TagMixed
+	}
+	d.seen = typ
+	m[name] = d
+	return typ, true
+}
+
 // lookup returns name's entry in app.
 func (r *tagRegistry) lookup(app, name string) (tagDef, bool) {
 	r.mu.RLock()
@@ -182,27 +217,15 @@ func (s *Segmenter) appendSeen(out []*kgo.Record, e *schemas.Event, p *Profile, 
 		if !ok || len(name) > schemas.MaxTagName {
 			continue // removed, or ignored by apply
 		}
-		typ := seenType(e, name, t)
-		d, known := s.tagReg.lookup(e.App, name)
-		switch {
-		case known && d.seen == "":
-			// Declared only: record the sighting as the declared type
-			// when it fits, so the tag stays known if the declaration
-			// goes.
-			if !compatible(d.declared, typ) {
-				typ = schemas.TagMixed
-			}
-		case known && (d.seen == schemas.TagMixed || compatible(d.seen, typ)):
+		typ, ok := s.tagReg.see(e.App, name, seenType(e, name, t))
+		if !ok {
 			continue
-		case known:
-			typ = schemas.TagMixed
 		}
 		def := &schemas.TagDef{App: e.App, Name: name, Type: typ, Updated: now}
 		b, err := def.Marshal()
 		if err != nil {
 			continue // cannot happen: plain fields
 		}
-		s.tagReg.update(e.App, name, func(t *tagDef) { t.seen = typ })
 		s.m.tagDefs.Inc()
 		out = append(out, &kgo.Record{Topic: schemas.TopicTagDefs, Key: def.Key(), Value: b})
 	}

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,5 +181,63 @@ func TestTagRegistryAPI(t *testing.T) {
 	}
 	if a := filter(h2, shop, "shop", `T("Plan", EQ, "gold")`); a.code != 400 || !strings.Contains(a.msg, `unknown tag "Plan"`) {
 		t.Fatalf("deleted declaration still known after restart: %d %s", a.code, a.msg)
+	}
+}
+
+// TestTagRegistrySeeConcurrent has two workers see the same new tags at
+// once: a tag seen with one type by both is recorded once, and one seen as
+// a number by one and a string by the other is recorded as each in turn,
+// the second record mixed, and ends mixed.
+func TestTagRegistrySeeConcurrent(t *testing.T) {
+	const tags = 2000
+	r := newTagRegistry()
+	type rec struct{ name, typ string }
+	var recs [2][]rec
+	var wg sync.WaitGroup
+	for w, typ := range []string{schemas.TagInteger, schemas.TagString} {
+		wg.Go(func() {
+			for i := range tags {
+				same := "same" + strconv.Itoa(i)
+				if got, ok := r.see("shop", same, schemas.TagInteger); ok {
+					recs[w] = append(recs[w], rec{same, got})
+				}
+				both := "both" + strconv.Itoa(i)
+				if got, ok := r.see("shop", both, typ); ok {
+					recs[w] = append(recs[w], rec{both, got})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	byName := map[string][]string{}
+	for _, l := range recs {
+		for _, r := range l {
+			byName[r.name] = append(byName[r.name], r.typ)
+		}
+	}
+	for i := range tags {
+		same, both := "same"+strconv.Itoa(i), "both"+strconv.Itoa(i)
+		if got := byName[same]; len(got) != 1 || got[0] != schemas.TagInteger {
+			t.Fatalf("%s recorded as %v, want once as integer", same, got)
+		}
+		if got := byName[both]; len(got) != 2 || !slices.Contains(got, schemas.TagMixed) {
+			t.Fatalf("%s recorded as %v, want a type and then mixed", both, got)
+		}
+		if d, _ := r.lookup("shop", both); d.seen != schemas.TagMixed {
+			t.Fatalf("%s seen as %q, want mixed", both, d.seen)
+		}
+	}
+	// A tag declared only is recorded once seen: as declared when it fits,
+	// else mixed.
+	r.update("shop", "points", func(d *tagDef) { d.declared = schemas.TagDecimal })
+	r.update("shop", "plan", func(d *tagDef) { d.declared = schemas.TagString })
+	if got, ok := r.see("shop", "points", schemas.TagInteger); !ok || got != schemas.TagInteger {
+		t.Fatalf("declared decimal seen as integer: %q %v", got, ok)
+	}
+	if got, ok := r.see("shop", "plan", schemas.TagBoolean); !ok || got != schemas.TagMixed {
+		t.Fatalf("declared string seen as boolean: %q %v", got, ok)
+	}
+	if _, ok := r.see("shop", "points", schemas.TagDecimal); ok {
+		t.Fatal("a number seen again as a number recorded again")
 	}
 }
