@@ -24,8 +24,8 @@ import (
 // the event and its app alone: a custom event with a name (not
 // PW_ApplicationOpen, whose time is a default tag), no tags, no identity
 // to merge, and an app none of whose segments the event can move (the
-// segments the decoded path would evaluate for it) and which has no
-// journeys.
+// segments the decoded path would evaluate for it) and none of whose
+// journeys it can start.
 func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
 	if e.Kind != schemas.KindEvent || e.Name == "" || e.Name == schemas.EventApplicationOpen ||
 		len(e.Tags) > 0 || len(e.TagOps) > 0 || e.Time.IsZero() || e.Time.Before(time.Time{}) {
@@ -34,8 +34,13 @@ func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
 	if e.UserID != "" && e.AnonymousID != "" {
 		return false // askMerges
 	}
-	if len(s.journeys.of(e.App)) > 0 {
-		return false
+	for _, j := range s.journeys.of(e.App) {
+		// A profile's runs are applyInPlace's to check; what is left is
+		// the entries an event of this name can make (entryMatches; no
+		// segment is entered, none being evaluated).
+		if j.def.Entry.Event == e.Name || j.def.Entry.API && e.Name == schemas.EventJourneyStart {
+			return false
+		}
 	}
 	if ix := s.segs.indexOf(e.App); ix != nil {
 		s.segMask = slices.Grow(s.segMask[:0], len(ix.always))[:len(ix.always)]

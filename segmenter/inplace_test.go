@@ -267,8 +267,8 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 // applies plain events in place and one that decodes every profile: the
 // outputs are the same bytes, the changelog records and the stored profiles
 // the same profiles, replays included. The app has segments some of the
-// events can move (those events take the decoded path) and some they
-// cannot.
+// events can move and a journey some start (those events take the decoded
+// path) and the others cannot.
 func TestInPlaceSameOutputs(t *testing.T) {
 	recs := benchEvents(t, 64, 40)
 	in, off := newTest(t, Config{}), newTest(t, Config{})
@@ -277,8 +277,22 @@ func TestInPlaceSameOutputs(t *testing.T) {
 			w.hotp.off = true // every event reads its profile from the cache
 		}
 		for i, f := range []string{`Event("Purchase", "count", GTE, 2)`, `T("tier", EQ, "gold")`} {
-			s.segs.put(mustSegment(t, "shop", fmt.Sprintf("s%d", i), f))
+			s.segs.put(mustSegment(t, testApp, fmt.Sprintf("s%d", i), f))
 		}
+		// A journey AddToCart starts, whose runs wait: their profiles'
+		// events all take the decoded path while they wait.
+		j, err := compileJourney(&schemas.JourneyDef{
+			App: testApp, ID: "cart", Version: 1, Entry: schemas.JourneyEntry{Event: "AddToCart"},
+			Steps: []schemas.JourneyStep{
+				{ID: "wait", Type: schemas.StepWaitEvent, Event: "Purchase", Timeout: "1h", OnEvent: "bought", OnTimeout: "done"},
+				{ID: "bought", Type: schemas.StepExit},
+				{ID: "done", Type: schemas.StepExit},
+			}, Updated: t0,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.journeys.put(j)
 	}
 	for _, w := range off.workers {
 		w.inPlaceOff = true
@@ -310,6 +324,9 @@ func TestInPlaceSameOutputs(t *testing.T) {
 	}
 	if inPlace >= float64(events) {
 		t.Fatalf("all %d custom events applied in place: the Purchase ones cannot be", events)
+	}
+	if n := testutil.ToFloat64(in.m.journeyEntries); n == 0 || n != testutil.ToFloat64(off.m.journeyEntries) {
+		t.Fatalf("journey entries %v in place, %v decoded", n, testutil.ToFloat64(off.m.journeyEntries))
 	}
 	if d := testutil.ToFloat64(in.m.duplicates); d == 0 || d != testutil.ToFloat64(off.m.duplicates) {
 		t.Fatalf("duplicates %v in place, %v decoded", d, testutil.ToFloat64(off.m.duplicates))
