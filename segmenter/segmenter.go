@@ -291,9 +291,9 @@ type Segmenter struct {
 	// ProfileTags record on TopicTags at the end of the batch.
 	changed   []changedProfile
 	changedAt map[string]int
-	// names is scratch space for appendTagsRecord; entered the segments
+	// fields is scratch space for appendTagsRecord; entered the segments
 	// the current event entered.
-	names   []string
+	fields  tagScratch
 	entered []string
 	// segMask is evalSegments' candidate set, reused.
 	segMask []uint64
@@ -803,7 +803,7 @@ func (s *Segmenter) encodeTags() {
 // tagsValue is c's TopicTags record value, built in s.tagsBuf and kept
 // with keepEnc: no growth of its own from an empty slice.
 func (s *Segmenter) tagsValue(c *changedProfile) []byte {
-	s.tagsBuf, s.names = appendTagsRecord(s.tagsBuf[:0], s.names, c.p, c.e)
+	s.tagsBuf = appendTagsRecord(s.tagsBuf[:0], &s.fields, c.p, c.e)
 	return s.keepEnc(s.tagsBuf)
 }
 

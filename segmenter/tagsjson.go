@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/internal/jsonenc"
@@ -13,9 +14,8 @@ import (
 // appendTagsRecord appends p's TopicTags record value, identified by e, the
 // latest event applied: byte for byte what p.tagsRecord(e).Marshal()
 // produces (TestAppendTagsRecord compares them), without building the
-// record's map or going through reflection. names is scratch space, returned
-// for reuse.
-func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([]byte, []string) {
+// record's map or going through reflection. sc is scratch space.
+func appendTagsRecord(b []byte, sc *tagScratch, p *Profile, e *schemas.Event) []byte {
 	pt := schemas.ProfileTags{App: e.App, HWID: e.HWID, UserID: e.UserID}
 	if pt.HWID == "" && pt.UserID == "" {
 		pt.AnonymousID = e.AnonymousID
@@ -42,6 +42,15 @@ func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([
 	b = strconv.AppendBool(b, p.Registered)
 	b = append(b, `,"tags":{`...)
 
+	// The profile's own tags, then the default tags it has no tag of its
+	// own for, in one list sorted by name (encoding/json writes map keys
+	// sorted): one pass over the tags, no lookup by name after it.
+	tags := p.Tags()
+	fields, vals := sc.fields[:0], sc.vals[:0]
+	for name, t := range tags {
+		fields = append(fields, tagField{name: name, i: int32(len(vals))})
+		vals = append(vals, t)
+	}
 	var lastOpen string
 	if c, ok := p.Event(schemas.EventApplicationOpen); ok {
 		lastOpen = pushwooshDate(c.Last)
@@ -54,36 +63,46 @@ func appendTagsRecord(b []byte, names []string, p *Profile, e *schemas.Event) ([
 		{schemas.TagFirstInstall, pushwooshDate(p.FirstInstall)},
 		{schemas.TagLastAppOpen, lastOpen},
 	}
-	names = names[:0]
-	for name := range p.Tags() {
-		names = append(names, name)
-	}
-	for _, d := range defaults {
-		if _, own := p.Tag(d.name); !own && d.v != "" {
-			names = append(names, d.name)
+	for i, d := range defaults {
+		if _, own := tags[d.name]; !own && d.v != "" {
+			fields = append(fields, tagField{name: d.name, i: -int32(i) - 1})
 		}
 	}
-	slices.Sort(names) // encoding/json writes map keys sorted
-	for i, name := range names {
+	slices.SortFunc(fields, func(x, y tagField) int { return strings.Compare(x.name, y.name) })
+	for i := range fields {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, name)
+		f := fields[i]
+		b = appendJSONString(b, f.name)
 		b = append(b, ':')
-		t, own := p.Tag(name)
-		if !own {
-			for _, d := range defaults {
-				if d.name == name {
-					b = appendJSONString(b, d.v)
-				}
-			}
-			continue
+		if f.i >= 0 {
+			b = appendTagJSON(b, vals[f.i])
+		} else {
+			b = appendJSONString(b, defaults[-f.i-1].v)
 		}
-		b = appendTagJSON(b, t)
 	}
+	clear(fields) // the scratch keeps no strings alive
+	clear(vals)
+	sc.fields, sc.vals = fields, vals
 	b = append(b, `},"updated":`...)
 	b = appendJSONTime(b, p.LastSeen)
-	return append(b, '}'), names
+	return append(b, '}')
+}
+
+// tagScratch is appendTagsRecord's scratch space: the record's tag fields
+// and the values of the profile's own tags among them.
+type tagScratch struct {
+	fields []tagField
+	vals   []Tag
+}
+
+// tagField is one field of a TopicTags record's tags: the profile's own
+// tag vals[i], or for i < 0 the default tag -i-1. Small, so the sort by
+// name moves little.
+type tagField struct {
+	name string
+	i    int32
 }
 
 // appendTagJSON appends t's value as encoding/json writes Tag.value().

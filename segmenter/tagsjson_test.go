@@ -46,7 +46,7 @@ func TestAppendTagsRecord(t *testing.T) {
 	strs := []string{"", "plain", "quote\" \\ back", "<b>&amp;</b>", "tab\tnl\ncr\r\b\f\x01\x1f", "héllo 😀", "\u2028\u2029", "bad \xff\xfe utf8", "\x7f"}
 	nums := []float64{0, -0, 1, -1.5, 1e-7, 1e-6, 123456789, 1e20, 1e21, 1.5e300, -2.5e-300, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1}
 	e := &schemas.Event{App: "shop", HWID: "whatsapp:+14155550100"}
-	var names []string
+	var sc tagScratch
 	for i := range 2000 {
 		p := &Profile{
 			Registered: rng.IntN(2) == 0, Language: strs[rng.IntN(len(strs))], Country: "US", Timezone: "Europe/Berlin",
@@ -95,7 +95,7 @@ func TestAppendTagsRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []byte
-		got, names = appendTagsRecord(nil, names, p, &ev)
+		got = appendTagsRecord(nil, &sc, p, &ev)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("profile %d:\ngot  %s\nwant %s", i, got, want)
 		}
@@ -119,5 +119,31 @@ func TestAppendSimpleEvent(t *testing.T) {
 		if got := appendSimpleEvent(nil, e); !bytes.Equal(got, want) {
 			t.Fatalf("event %d:\ngot  %s\nwant %s", i, got, want)
 		}
+	}
+}
+
+// BenchmarkAppendTagsRecord is one TopicTagsRecord value of a profile with
+// ten tags, two of them default tags the profile sets itself.
+//
+//	go test -run '^$' -bench BenchmarkAppendTagsRecord -benchmem ./segmenter/
+func BenchmarkAppendTagsRecord(b *testing.B) {
+	p := &Profile{
+		Registered: true, Language: "en", Country: "IN", Timezone: "Asia/Kolkata", AppVersion: "2.1",
+		FirstInstall: t0, LastSeen: t0.Add(time.Hour),
+		Events: []EventCount{{Name: schemas.EventApplicationOpen, Count: 3, Last: t0.Add(time.Minute)}},
+		tags: map[string]Tag{
+			"City": {Kind: TagString, Str: "Mumbai"}, "FavoriteCuisine": {Kind: TagString, Str: "asian"},
+			"Orders": {Kind: TagNumber, Num: 12}, "LastOrderCuisine": {Kind: TagString, Str: "indian"},
+			"vip": {Kind: TagBool, Bool: true}, "cuisines": {Kind: TagList, List: []string{"asian", "italian"}},
+			"points": {Kind: TagNumber, Num: 1250.5}, "first_name": {Kind: TagString, Str: "Ana"},
+			schemas.TagLanguage: {Kind: TagString, Str: "hi"}, schemas.TagCountry: {Kind: TagString, Str: "IN"},
+		},
+	}
+	e := &schemas.Event{App: "dev", HWID: "whatsapp:+919800012345"}
+	var buf []byte
+	var sc tagScratch
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendTagsRecord(buf[:0], &sc, p, e)
 	}
 }
