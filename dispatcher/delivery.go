@@ -385,6 +385,10 @@ func (l *ledger) load(ctx context.Context, recs []*kgo.Record) ([]reconcileJob, 
 func (l *ledger) refresh(ctx context.Context, p int32) error {
 	l.mu.Lock()
 	pl := l.parts[p]
+	var from int64
+	if pl != nil {
+		from = pl.marksNext // the status tail advances it meanwhile
+	}
 	l.mu.Unlock()
 	if pl == nil {
 		return nil
@@ -401,7 +405,7 @@ func (l *ledger) refresh(ctx context.Context, p int32) error {
 		return fmt.Errorf("partition %d of %s does not exist", p, schemas.TopicIntents)
 	}
 	var marks []*schemas.DeliveryMark
-	ranges := map[string]map[int32][2]int64{schemas.TopicIntents: {p: {pl.marksNext, end.Offset}}}
+	ranges := map[string]map[int32][2]int64{schemas.TopicIntents: {p: {from, end.Offset}}}
 	if err := l.read(ctx, ranges, func(r *kgo.Record) {
 		if m, err := schemas.DecodeDeliveryMark(r.Value); err == nil {
 			marks = append(marks, m)

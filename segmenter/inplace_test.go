@@ -407,3 +407,61 @@ func sameProfile(a, b *Profile) error {
 	}
 	return nil
 }
+
+// BenchmarkApplyInPlace applies a custom event to the cache encoding of a
+// profile like `herald bench`'s (registered, three tags, two event names)
+// and of fullProfile's shape (nine tags, ten event names, sends), the
+// result becoming the next event's input: applyInPlace alone, without the
+// cache's Get and Set.
+//
+//	go test -run '^$' -bench BenchmarkApplyInPlace -benchmem ./segmenter/
+func BenchmarkApplyInPlace(b *testing.B) {
+	small := &Profile{
+		Registered: true, DeviceType: schemas.DeviceWhatsApp, Language: "en", Country: "IN", WhatsApp: "+919800012345",
+		FirstSeen: t0, LastSeen: t0, FirstInstall: t0,
+		tags: map[string]Tag{"City": {Kind: TagString, Str: "Mumbai"}, "FavoriteCuisine": {Kind: TagString, Str: "asian"}, "Orders": {Kind: TagNumber, Num: 7}},
+		Events: []EventCount{
+			{Name: schemas.EventDeviceRegistered, Count: 1, First: t0, Last: t0},
+			{Name: "OrderPlaced", Count: 3, First: t0, Last: t0, attrs: []Attr{{"amount", Tag{Kind: TagNumber, Num: 17}}, {"cuisine", Tag{Kind: TagString, Str: "asian"}}, {"currency", Tag{Kind: TagString, Str: "USD"}}}},
+		},
+	}
+	full := fullProfile()
+	full.mergedInto, full.merges, full.LastSeen = "", nil, t0.Add(time.Hour)
+	full.Events[3].Name = "OrderPlaced"
+	for _, tc := range []struct {
+		name string
+		p    *Profile
+	}{{"bench", small}, {"full", full}} {
+		b.Run(tc.name, func(b *testing.B) {
+			_, cb := appendProfiles(nil, nil, tc.p, true)
+			ev := &schemas.Event{ID: "bench-0", App: "dev", Kind: schemas.KindEvent, Name: "OrderPlaced", HWID: "whatsapp:+919800012345", Time: t0, Received: t0,
+				Attributes: map[string]any{"cuisine": "asian", "amount": 17, "currency": "USD"}}
+			v, err := ev.Marshal()
+			if err != nil {
+				b.Fatal(err)
+			}
+			e, err := schemas.DecodeEventAttrs(v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids := make([]string, 1024)
+			for i := range ids {
+				ids[i] = "bench-" + strconv.Itoa(i)
+			}
+			var log, cache []byte
+			b.SetBytes(int64(len(cb)))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				e.ID, e.Time = ids[i%len(ids)], tc.p.LastSeen.Add(time.Duration(i)*time.Millisecond)
+				var ok bool
+				log, cache, _, ok = applyInPlace(log[:0], cache[:0], cb, e, 0, int64(i))
+				if !ok {
+					b.Fatalf("event %d not applied in place", i)
+				}
+				cb, cache = cache, cb
+				i++
+			}
+		})
+	}
+}
