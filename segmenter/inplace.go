@@ -11,9 +11,10 @@ import (
 )
 
 // Most events an app sends are plain custom events (OrderPlaced,
-// ScreenView) that no segment or journey of the app refers to. What such
+// ScreenView) that no segment or journey of the app refers to, and most
+// events of a WhatsApp sender are the statuses of its messages. What such
 // an event changes in a profile is small: its name's counter, the last
-// seen time, the recent ids and the source position. applyInPlace makes
+// seen time (not for a status), the recent ids and the source position. applyInPlace makes
 // that change on the profile's cache encoding, copying the rest as bytes,
 // instead of decoding the whole profile, applying the event and encoding it
 // twice. Its results are byte for byte what the decoded path writes
@@ -22,12 +23,13 @@ import (
 
 // inPlaceEvent reports whether e is an event applyInPlace may take, from
 // the event and its app alone: a custom event with a name (not
-// PW_ApplicationOpen, whose time is a default tag), no tags, no identity
-// to merge, and an app none of whose segments the event can move (the
-// segments the decoded path would evaluate for it) and none of whose
-// journeys it can start.
+// PW_ApplicationOpen, whose time is a default tag) or a message status,
+// with no tags, no identity to merge, of an app none of whose segments the
+// event can move (the segments the decoded path would evaluate for it) and
+// none of whose journeys it can start.
 func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
-	if e.Kind != schemas.KindEvent || e.Name == "" || e.Name == schemas.EventApplicationOpen ||
+	name := inPlaceName(e)
+	if name == "" || name == schemas.EventApplicationOpen ||
 		len(e.Tags) > 0 || len(e.TagOps) > 0 || e.Time.IsZero() || e.Time.Before(time.Time{}) {
 		return false
 	}
@@ -38,13 +40,13 @@ func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
 		// A profile's runs are applyInPlace's to check; what is left is
 		// the entries an event of this name can make (entryMatches; no
 		// segment is entered, none being evaluated).
-		if j.def.Entry.Event == e.Name || j.def.Entry.API && e.Name == schemas.EventJourneyStart {
+		if j.def.Entry.Event == name || j.def.Entry.API && name == schemas.EventJourneyStart {
 			return false
 		}
 	}
 	if ix := s.segs.indexOf(e.App); ix != nil {
 		s.segMask = slices.Grow(s.segMask[:0], len(ix.always))[:len(ix.always)]
-		ix.candidates(s.segMask, change{event: e.Name})
+		ix.candidates(s.segMask, change{event: name}) // changeOf's, defaults unchanged
 		for _, w := range s.segMask {
 			if w != 0 {
 				return false
@@ -54,51 +56,69 @@ func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
 	return true
 }
 
+// inPlaceName is the event name e counts (Profile.apply's) when e is of a
+// kind applyInPlace takes (a custom event or a status), else "".
+func inPlaceName(e *schemas.Event) string {
+	switch e.Kind {
+	case schemas.KindEvent:
+		return e.Name
+	case schemas.KindStatus:
+		if e.Name == "" {
+			return defaultName(e.Kind)
+		}
+		return e.Name
+	}
+	return ""
+}
+
 // applyInPlace applies e, an event inPlaceEvent took, at partition and
 // offset to the profile whose cache encoding is cb: the changelog encoding
 // of the result in log, its cache encoding in cache (both appended to).
 // ok is false when the profile needs the decoded path: the event is a
 // duplicate (a recent id or an applied offset), it would change a default
 // field (user id, language, time zone, country, app version, device type)
-// or the first seen time, the profile has journey runs, is merged into
+// or the first seen time (a status changes neither), the profile has
+// journey runs, is merged into
 // another or holds MaxEventNames names and not e's, or cb is not this
 // version's cache form or does not decode. ignored counts the event's
 // attributes the profile does not keep.
 func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offset int64) (_, _ []byte, ignored int, ok bool) {
 	fail := func() ([]byte, []byte, int, bool) { return log, cache, 0, false }
-	if len(cb) < 2 || cb[0] != cacheForm|profileVersion {
+	name := inPlaceName(e)
+	if len(cb) < 2 || cb[0] != cacheForm|profileVersion || name == "" {
 		return fail()
 	}
+	seen := e.Kind != schemas.KindStatus // a status moves no seen time, no default field
 	t := e.Time.UTC().Truncate(time.Microsecond)
 	// cb is only read, and nothing read from it outlives this call.
 	d := decoderOf(unsafe.String(unsafe.SliceData(cb), len(cb)))
 	version := d.byte("version") &^ cacheForm
 	d.byte("flags")
-	if dt := d.varint("device type"); e.DeviceType != 0 && int64(e.DeviceType) != dt {
+	if dt := d.varint("device type"); seen && e.DeviceType != 0 && int64(e.DeviceType) != dt {
 		return fail()
 	}
-	if uid := d.string("user id"); e.UserID != "" && e.UserID != uid {
+	if uid := d.string("user id"); seen && e.UserID != "" && e.UserID != uid {
 		return fail()
 	}
-	if lang := d.string("language"); e.Language != "" && e.Language != lang {
+	if lang := d.string("language"); seen && e.Language != "" && e.Language != lang {
 		return fail()
 	}
-	if tz := d.zone(version); e.Timezone != "" && e.Timezone != tz {
+	if tz := d.zone(version); seen && e.Timezone != "" && e.Timezone != tz {
 		return fail()
 	}
-	if country := d.string("country"); e.Country != "" && e.Country != country {
+	if country := d.string("country"); seen && e.Country != "" && e.Country != country {
 		return fail()
 	}
 	d.string("whatsapp")
 	firstSeen := d.time("first seen")
-	if d.err != nil || firstSeen.IsZero() || t.Before(firstSeen) {
+	if d.err != nil || seen && (firstSeen.IsZero() || t.Before(firstSeen)) {
 		return fail()
 	}
 	head := d.off()
 	lastSeen := d.timeRel(version, "last seen", firstSeen)
 	lastInbound := d.timeRel(version, "last inbound", lastSeen)
 	newLast := lastSeen
-	if t.After(lastSeen) {
+	if seen && t.After(lastSeen) {
 		newLast = t
 	}
 
@@ -140,7 +160,7 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 	found := false
 	for range nev {
 		start := d.off()
-		name := d.eventName(version)
+		c := d.eventName(version)
 		countAt := d.off()
 		n := d.uvarint("event count")
 		lastAt := d.off()
@@ -153,7 +173,7 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 			return fail()
 		}
 		end := d.off()
-		if name != e.Name {
+		if c != name {
 			log = append(log, cb[start:lastAt]...)
 			log = appendTimeRel(log, last, newLast)
 			log = append(log, cb[firstAt:end]...)
@@ -179,7 +199,7 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 		if nev >= MaxEventNames {
 			return fail() // the decoded path drops the least recent name
 		}
-		log = appendEventName(log, e.Name)
+		log = appendEventName(log, name)
 		log = binary.AppendUvarint(log, 1)
 		log = appendTimeRel(log, t, newLast)
 		log = appendTimeRel(log, t, t)
@@ -230,7 +250,7 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 	for range d.count("push token count", 1) {
 		d.string("push token")
 	}
-	if av := d.string("app version"); e.AppVersion != "" && e.AppVersion != av {
+	if av := d.string("app version"); seen && e.AppVersion != "" && e.AppVersion != av {
 		return fail()
 	}
 	d.timeRel(version, "first install", firstSeen)

@@ -37,6 +37,13 @@ func inPlaceCase(p *Profile, pick uint8, dt int64, fields uint8, id string, attr
 	if pick%5 == 0 {
 		e.Attributes = nil
 	}
+	if pick%7 == 6 { // a message status: counted, but moving no seen time
+		e.Kind, e.Name = schemas.KindStatus, schemas.EventWhatsAppStatus
+		if !viaJSON && pick%2 == 0 {
+			e.Name = "" // counted under the default name
+		}
+		e.Status = &schemas.Status{PhoneNumberID: "1098765", WAMID: "wamid.x" + id, Status: "delivered", Recipient: "+14155550100"}
+	}
 	// Each default field: 0 absent, 1 the profile's own, 2 another.
 	field := func(shift uint, own, other string) string {
 		switch (fields >> shift) % 4 {
@@ -216,6 +223,12 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 				p.Events = append(p.Events, EventCount{Name: "more_" + strconv.Itoa(i), Count: 1, First: p.LastSeen, Last: p.LastSeen})
 			}
 		}, event: func(e *schemas.Event) { e.Name = "Fresh" }},
+		{name: "status", event: func(e *schemas.Event) { e.Kind, e.Name = schemas.KindStatus, schemas.EventWhatsAppStatus }, want: true},
+		{name: "status without a name", event: func(e *schemas.Event) { e.Kind, e.Name = schemas.KindStatus, "" }, want: true},
+		{name: "status before first seen, other language", event: func(e *schemas.Event) {
+			e.Kind, e.Name, e.Time, e.Language = schemas.KindStatus, schemas.EventWhatsAppStatus, base().FirstSeen.Add(-time.Hour), "en"
+		}, want: true},
+		{name: "registration", event: func(e *schemas.Event) { e.Kind, e.Name = schemas.KindRegister, "" }},
 		{name: "every name taken, one of them", profile: func(p *Profile) {
 			for i := len(p.Events); i < MaxEventNames; i++ {
 				p.Events = append(p.Events, EventCount{Name: "more_" + strconv.Itoa(i), Count: 1, First: p.LastSeen, Last: p.LastSeen})
@@ -247,9 +260,13 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, _ := q.Event(e.Name)
-			if before, _ := p.Event(e.Name); c.Count != before.Count+1 {
-				t.Fatalf("%s counted %d, was %d", e.Name, c.Count, before.Count)
+			name := inPlaceName(e)
+			c, _ := q.Event(name)
+			if before, _ := p.Event(name); c.Count != before.Count+1 {
+				t.Fatalf("%s counted %d, was %d", name, c.Count, before.Count)
+			}
+			if e.Kind == schemas.KindStatus && !q.LastSeen.Equal(p.LastSeen) {
+				t.Fatalf("a status moved last seen from %v to %v", p.LastSeen, q.LastSeen)
 			}
 		})
 	}
@@ -318,12 +335,12 @@ func TestInPlaceSameOutputs(t *testing.T) {
 	}
 	events := 0
 	for _, r := range recs {
-		if e, err := schemas.DecodeEvent(r.Value); err == nil && e.Kind == schemas.KindEvent {
+		if e, err := schemas.DecodeEvent(r.Value); err == nil && (e.Kind == schemas.KindEvent || e.Kind == schemas.KindStatus) {
 			events++
 		}
 	}
 	if inPlace >= float64(events) {
-		t.Fatalf("all %d custom events applied in place: the Purchase ones cannot be", events)
+		t.Fatalf("all %d custom events and statuses applied in place: the Purchase ones cannot be", events)
 	}
 	if n := testutil.ToFloat64(in.m.journeyEntries); n == 0 || n != testutil.ToFloat64(off.m.journeyEntries) {
 		t.Fatalf("journey entries %v in place, %v decoded", n, testutil.ToFloat64(off.m.journeyEntries))
@@ -434,8 +451,10 @@ func BenchmarkApplyInPlace(b *testing.B) {
 	}{{"bench", small}, {"full", full}} {
 		b.Run(tc.name, func(b *testing.B) {
 			_, cb := appendProfiles(nil, nil, tc.p, true)
-			ev := &schemas.Event{ID: "bench-0", App: "dev", Kind: schemas.KindEvent, Name: "OrderPlaced", HWID: "whatsapp:+919800012345", Time: t0, Received: t0,
-				Attributes: map[string]any{"cuisine": "asian", "amount": 17, "currency": "USD"}}
+			ev := &schemas.Event{
+				ID: "bench-0", App: "dev", Kind: schemas.KindEvent, Name: "OrderPlaced", HWID: "whatsapp:+919800012345", Time: t0, Received: t0,
+				Attributes: map[string]any{"cuisine": "asian", "amount": 17, "currency": "USD"},
+			}
 			v, err := ev.Marshal()
 			if err != nil {
 				b.Fatal(err)

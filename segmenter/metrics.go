@@ -177,7 +177,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		}, []string{"to"}),
 		inPlace: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_in_place_events_total",
-			Help: "Events applied to a profile's encoding in the cache, without decoding it: custom events that no segment or journey of their app refers to.",
+			Help: "Events applied to a profile's encoding in the cache, without decoding it: custom events and message statuses that no segment or journey of their app refers to.",
 		}),
 	}
 	for _, to := range []string{"on", "off"} {
