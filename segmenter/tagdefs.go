@@ -86,11 +86,7 @@ func viewReady(ctx context.Context, ready <-chan struct{}, msg string) *apiError
 func (r *tagRegistry) update(app, name string, f func(*tagDef)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := r.byApp[app]
-	if m == nil {
-		m = make(map[string]tagDef)
-		r.byApp[app] = m
-	}
+	m := r.appLocked(app)
 	d := m[name]
 	f(&d)
 	if d == (tagDef{}) {
@@ -98,6 +94,16 @@ func (r *tagRegistry) update(app, name string, f func(*tagDef)) {
 		return
 	}
 	m[name] = d
+}
+
+// appLocked returns app's entries, made when it has none (r.mu held).
+func (r *tagRegistry) appLocked(app string) map[string]tagDef {
+	m := r.byApp[app]
+	if m == nil {
+		m = make(map[string]tagDef)
+		r.byApp[app] = m
+	}
+	return m
 }
 
 // see notes that a tag name of app was seen with type typ, and returns the
@@ -114,11 +120,7 @@ func (r *tagRegistry) see(app, name, typ string) (string, bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := r.byApp[app]
-	if m == nil {
-		m = make(map[string]tagDef)
-		r.byApp[app] = m
-	}
+	m := r.appLocked(app)
 	d, known := m[name]
 	switch {
 	case known && d.seen == "":
