@@ -145,6 +145,13 @@ type Config struct {
 	// so a memory limit too small for it fails at once. `herald dev` and
 	// the tests set it.
 	CacheLazy bool `yaml:"cache_lazy"`
+	// DecodeAlways applies every event to a decoded profile. By default a
+	// plain custom event or a message status that no segment or journey
+	// of its app refers to is applied to the profile's cached encoding in
+	// place, without decoding it (12% less CPU a record in `herald
+	// bench`; docs/BENCHMARKS.md). Both paths write the same bytes (the
+	// tests compare them); this is the way back should they ever not.
+	DecodeAlways bool `yaml:"decode_always"`
 	// GCPercent is the Go garbage collector's target (GOGC) of a process
 	// running the segmenter (ApplyRuntime). Each event allocates a few KB
 	// that die at once, while the live heap stays small (the profiles are

@@ -288,7 +288,7 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 // path) and the others cannot.
 func TestInPlaceSameOutputs(t *testing.T) {
 	recs := benchEvents(t, 64, 40)
-	in, off := newTest(t, Config{}), newTest(t, Config{})
+	in, off := newTest(t, Config{}), newTest(t, Config{DecodeAlways: true})
 	for _, s := range []*testSegmenter{in, off} {
 		for _, w := range s.workers {
 			w.hotp.off = true // every event reads its profile from the cache
@@ -310,9 +310,6 @@ func TestInPlaceSameOutputs(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.journeys.put(j)
-	}
-	for _, w := range off.workers {
-		w.inPlaceOff = true
 	}
 	parts := slices.Collect(slices.Chunk(recs, 100))
 	parts = append(parts, parts[3], parts[10][40:]) // replays: duplicates

@@ -272,8 +272,8 @@ type Segmenter struct {
 	// restore, when full (hotMax), and when hotp turns them off (hot.go).
 	hot  map[string]*Profile
 	hotp hotPolicy
-	// inPlaceOff makes every event take the decoded path (tests compare
-	// the two with it).
+	// inPlaceOff makes every event take the decoded path
+	// (Config.DecodeAlways).
 	inPlaceOff bool
 	buf        []byte // cache reads
 	enc        []byte // profile encodings: the changelog's
@@ -451,7 +451,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	for range cfg.Workers {
 		s.workers = append(s.workers, &Segmenter{
 			core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
-			dlLog: throttle{every: 10 * time.Second},
+			dlLog: throttle{every: 10 * time.Second}, inPlaceOff: cfg.DecodeAlways,
 		})
 	}
 	c.ws, c.top, c.partChunk = s.workers, s, partChunk
