@@ -118,6 +118,7 @@ type Filter struct {
 	events   []string
 	defaults []string
 	usesNow  bool
+	seen     bool // reads "First Seen" or "Last Seen"
 }
 
 // FilterError is a filter Compile refused: Pos is the 1-based character
@@ -181,6 +182,11 @@ func (f *Filter) collect(n *fnode) {
 		case fieldLastAppOpen:
 			f.events = append(f.events, appOpenEvent)
 			f.defaults = append(f.defaults, c.name)
+		case fieldFirstSeen, fieldLastSeen:
+			// Every event but a status may move them, without changing a
+			// default tag: a change of their own (change.seen).
+			f.seen = true
+			f.defaults = append(f.defaults, c.name)
 		default:
 			f.defaults = append(f.defaults, c.name)
 		}
@@ -198,6 +204,10 @@ func (f *Filter) collect(n *fnode) {
 func (f *Filter) Fields() (tags, events, defaults []string) {
 	return f.tags, f.events, f.defaults
 }
+
+// ReadsSeen reports whether the filter reads the first or last seen time,
+// which most events move.
+func (f *Filter) ReadsSeen() bool { return f.seen }
 
 // UsesNow reports whether the filter has relative times, so that its
 // result can change with the passing of time alone, with no profile

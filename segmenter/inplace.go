@@ -46,7 +46,10 @@ func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
 	}
 	if ix := s.segs.indexOf(e.App); ix != nil {
 		s.segMask = slices.Grow(s.segMask[:0], len(ix.always))[:len(ix.always)]
-		ix.candidates(s.segMask, change{event: name}) // changeOf's, defaults unchanged
+		// changeOf's, with the defaults unchanged (applyInPlace checks)
+		// and the seen times moved unless e is a status: at least what
+		// the decoded path evaluates.
+		ix.candidates(s.segMask, changeOf(e, false, e.Kind != schemas.KindStatus))
 		for _, w := range s.segMask {
 			if w != 0 {
 				return false

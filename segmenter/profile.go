@@ -362,6 +362,9 @@ type applied struct {
 	dup         bool
 	ignoredTags int
 	defaults    bool
+	// seen: the first or last seen time moved (the fields "First Seen"
+	// and "Last Seen" of a filter read).
+	seen bool
 }
 
 // apply applies e to p (see applied).
@@ -381,10 +384,10 @@ func (p *Profile) apply(e *schemas.Event) (a applied) {
 	t := e.Time.UTC().Truncate(time.Microsecond)
 	if e.Kind != schemas.KindStatus {
 		if p.FirstSeen.IsZero() || t.Before(p.FirstSeen) {
-			p.FirstSeen = t
+			p.FirstSeen, a.seen = t, true
 		}
 		if t.After(p.LastSeen) {
-			p.LastSeen = t
+			p.LastSeen, a.seen = t, true
 		}
 		// Events carry what the producer knows now: latest wins.
 		a.defaults = setIf(&p.UserID, e.UserID)

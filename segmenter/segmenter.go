@@ -1136,7 +1136,7 @@ func (s *Segmenter) update(out []*kgo.Record, key []byte, rec *kgo.Record, e *sc
 	}
 	p.src = srcPos{partition: rec.Partition, next: rec.Offset + 1}
 	u := update{deadline: p.nextDeadline()}
-	out = s.evalSegments(out, e, p, changeOf(e, a.defaults), now)
+	out = s.evalSegments(out, e, p, changeOf(e, a.defaults, a.seen), now)
 	var jtags bool
 	out, _, jtags = s.runJourneys(out, key, e, p, s.entered, now)
 	if e.UserID != "" && (e.AnonymousID != "" || e.Kind == schemas.KindAlias) {

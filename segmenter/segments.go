@@ -25,6 +25,7 @@ type savedSegment struct {
 	tags      map[string]bool
 	events    map[string]bool
 	defaults  bool // reads a default tag: re-evaluated on any change of one
+	seen      bool // reads "First Seen" or "Last Seen": re-evaluated when they move
 	always    bool // reads nothing a profile change names: every change
 }
 
@@ -52,6 +53,7 @@ func compileSegment(d *schemas.SegmentDef) (*savedSegment, error) {
 	sg := &savedSegment{
 		app: d.App, name: d.Name, id: segmentID(d.Name), src: d.Filter, f: f,
 		tags: make(map[string]bool, len(tags)), events: make(map[string]bool, len(events)), defaults: len(defaults) > 0,
+		seen: f.ReadsSeen(),
 	}
 	for _, t := range tags {
 		sg.tags[t] = true
@@ -69,6 +71,7 @@ type change struct {
 	tags     map[string]any // tag names set, removed or operated on
 	event    string         // the event name counted
 	defaults bool           // a default tag (or a field one reads) may have changed
+	seen     bool           // the first or last seen time may have moved
 }
 
 // segments are the saved segments of every app, as read from
@@ -93,6 +96,7 @@ type segIndex struct {
 	list     []*savedSegment
 	always   []uint64 // segments every change re-evaluates
 	defaults []uint64 // segments reading a default tag
+	seen     []uint64 // segments reading the first or last seen time
 	byTag    map[string][]uint64
 	byEvent  map[string][]uint64
 }
@@ -101,7 +105,7 @@ type segIndex struct {
 func newSegIndex(list []*savedSegment) *segIndex {
 	words := (len(list) + 63) / 64
 	ix := &segIndex{
-		list: list, always: make([]uint64, words), defaults: make([]uint64, words),
+		list: list, always: make([]uint64, words), defaults: make([]uint64, words), seen: make([]uint64, words),
 		byTag: make(map[string][]uint64), byEvent: make(map[string][]uint64),
 	}
 	set := func(m map[string][]uint64, name string, i int) {
@@ -118,6 +122,9 @@ func newSegIndex(list []*savedSegment) *segIndex {
 		}
 		if sg.defaults {
 			ix.defaults[i/64] |= 1 << (i % 64)
+		}
+		if sg.seen {
+			ix.seen[i/64] |= 1 << (i % 64)
 		}
 		for name := range sg.tags {
 			set(ix.byTag, name, i)
@@ -142,6 +149,9 @@ func (ix *segIndex) candidates(mask []uint64, c change) {
 	}
 	if c.defaults {
 		or(ix.defaults)
+	}
+	if c.seen {
+		or(ix.seen)
 	}
 	if b, ok := ix.byEvent[c.event]; ok {
 		or(b)
@@ -244,8 +254,8 @@ func (p *Profile) setIn(id uint64, member bool) {
 
 // changeOf describes what e changed of a profile; defaults is apply's
 // (applied.defaults).
-func changeOf(e *schemas.Event, defaults bool) change {
-	c := change{tags: e.Tags, defaults: defaults}
+func changeOf(e *schemas.Event, defaults, seen bool) change {
+	c := change{tags: e.Tags, defaults: defaults, seen: seen}
 	c.event = e.Name
 	if c.event == "" {
 		c.event = defaultName(e.Kind)

@@ -216,7 +216,7 @@ func TestSegIndexMatchesAffects(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	mask := make([]uint64, len(ix.always))
 	for range 2000 {
-		c := change{tags: map[string]any{}, event: events[rng.IntN(len(events))], defaults: rng.IntN(2) == 0}
+		c := change{tags: map[string]any{}, event: events[rng.IntN(len(events))], defaults: rng.IntN(2) == 0, seen: rng.IntN(2) == 0}
 		for _, name := range tags {
 			if rng.IntN(3) == 0 {
 				c.tags[name] = 1
@@ -234,7 +234,7 @@ func TestSegIndexMatchesAffects(t *testing.T) {
 // affects reports whether c can change sg's result, one segment at a
 // time: the oracle of TestSegIndexMatchesAffects.
 func (sg *savedSegment) affects(c change) bool {
-	if sg.always || (c.defaults && sg.defaults) || sg.events[c.event] {
+	if sg.always || (c.defaults && sg.defaults) || (c.seen && sg.seen) || sg.events[c.event] {
 		return true
 	}
 	for name := range c.tags {
@@ -243,4 +243,52 @@ func (sg *savedSegment) affects(c change) bool {
 		}
 	}
 	return false
+}
+
+// TestSegmentOnSeenTimes: a segment on Last Seen is re-evaluated when an
+// event moves the last seen time, though no default tag changed (a custom
+// event), and not on a status, which moves no seen time.
+func TestSegmentOnSeenTimes(t *testing.T) {
+	s := newTest(t, Config{})
+	for _, w := range s.workers {
+		w.hotp.off = true // profiles from the cache: a status may go in place
+	}
+	s.segs.put(mustSegment(t, testApp, "active", `T("Last Seen", GTE, "-7d")`))
+	month := t0.Add(-30 * 24 * time.Hour)
+	entered := func(out []*kgo.Record) int {
+		n := 0
+		for _, r := range out {
+			if r.Topic != schemas.TopicEvents {
+				continue
+			}
+			if e, err := schemas.DecodeEvent(r.Value); err == nil && e.Name == schemas.EventSegmentEntered {
+				n++
+			}
+		}
+		return n
+	}
+	// Two users, last seen a month ago: not active.
+	other := "whatsapp:+14155550199"
+	r2 := register("r2", month, nil)
+	r2.HWID = other
+	if n := entered(s.process(t, record(t, register("r1", month, nil)), record(t, r2))); n != 0 {
+		t.Fatalf("%d entries for users last seen a month ago", n)
+	}
+	// A status of the second: no seen time moves, nothing to evaluate.
+	evals := testutil.ToFloat64(s.m.segmentEvals)
+	st := &schemas.Event{
+		ID: "st1", App: testApp, Kind: schemas.KindStatus, Name: schemas.EventWhatsAppStatus, Time: t0, HWID: other,
+		Status: &schemas.Status{PhoneNumberID: testPNID, WAMID: "wamid.x", Status: "delivered", Recipient: "+14155550199"},
+	}
+	if n := entered(s.process(t, record(t, st))); n != 0 || testutil.ToFloat64(s.m.segmentEvals) != evals {
+		t.Fatalf("a status: %d entries, %v evaluations", n, testutil.ToFloat64(s.m.segmentEvals)-evals)
+	}
+	// A custom event of the first, now: active.
+	ev := &schemas.Event{ID: "e1", App: testApp, Kind: schemas.KindEvent, Name: "ViewItem", Time: t0, HWID: testHWID}
+	if n := entered(s.process(t, record(t, ev))); n != 1 {
+		t.Fatalf("%d entries after an event moved last seen to now, want 1", n)
+	}
+	if testutil.ToFloat64(s.m.inPlace) != 1 {
+		t.Fatalf("%v events in place, want the status alone (the segment reads what the custom event moves)", testutil.ToFloat64(s.m.inPlace))
+	}
 }
