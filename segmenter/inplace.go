@@ -14,10 +14,10 @@ import (
 // ScreenView) that no segment or journey of the app refers to, and most
 // events of a WhatsApp sender are the statuses of its messages. What such
 // an event changes in a profile is small: its name's counter, the last
-// seen time (not for a status), the recent ids and the source position. applyInPlace makes
-// that change on the profile's cache encoding, copying the rest as bytes,
-// instead of decoding the whole profile, applying the event and encoding it
-// twice. Its results are byte for byte what the decoded path writes
+// seen time (not for a status), the recent ids and the source position.
+// applyInPlace makes that change on the profile's cache encoding, copying
+// the rest as bytes, instead of decoding the whole profile, applying the
+// event and encoding it twice. Its results are byte for byte what the decoded path writes
 // (FuzzApplyInPlace compares them); anything it does not handle the same
 // way it leaves to that path.
 
