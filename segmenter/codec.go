@@ -388,14 +388,24 @@ func appendRawTags(logb, cacheb []byte, p *Profile, cache bool) ([]byte, []byte)
 	if cache {
 		cacheb = append(cacheb, p.rawTags...)
 	}
-	d, dict := decoderOf(p.rawTags), names.load()
-	for range p.rawTagCount {
+	d := decoderOf(p.rawTags)
+	return appendLogTags(logb, &d, p.rawTagCount, names.load()), cacheb
+}
+
+// appendLogTags reads n tags in the cache's form from d and appends them
+// to logb in the changelog's: each name reference resolved in dict, the
+// value copied. d's error is set when they do not decode.
+func appendLogTags(logb []byte, d *decoder, n int, dict *nameTable) []byte {
+	for range n {
 		name := d.nameRef(dict)
 		v := d.off()
 		d.skipTag()
+		if d.err != nil {
+			return logb
+		}
 		logb = append(appendString(logb, name), d.all[v:d.off()]...)
 	}
-	return logb, cacheb
+	return logb
 }
 
 // tagName reads a tag's name: a reference to dict in the cache form

@@ -139,15 +139,8 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 	tags := d.off()
 	ntags := d.count("tag count", 3)
 	log = binary.AppendUvarint(log, uint64(ntags))
-	dict := names.load()
-	for range ntags {
-		name := d.nameRef(dict)
-		v := d.off()
-		d.skipTag()
-		if d.err != nil {
-			return fail()
-		}
-		log = append(appendString(log, name), cb[v:d.off()]...)
+	if log = appendLogTags(log, &d, ntags, names.load()); d.err != nil {
+		return fail()
 	}
 	cache = append(cache, cb[tags:d.off()]...)
 	rest := len(log) // from here on both forms are the same bytes
@@ -207,10 +200,7 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 		log = appendTimeRel(log, t, newLast)
 		log = appendTimeRel(log, t, t)
 		log, ignored = appendEventAttrs(log, e)
-		if uvarintLen(uint64(nev+1)) != uvarintLen(uint64(nev)) {
-			return fail() // (cannot happen below MaxEventNames)
-		}
-		binary.PutUvarint(log[counters:], uint64(nev+1))
+		log[counters] = byte(nev + 1) // one byte below MaxEventNames (the assertions below appendEventAttrs)
 	}
 
 	// The recent ids, with e's.
@@ -310,30 +300,16 @@ func appendEventAttrs(b []byte, e *schemas.Event) ([]byte, int) {
 		return b, ignored
 	}
 	at := len(b)
-	b = append(b, 0) // the count, one byte (MaxEventAttrs < 128)
-	kept := 0
-	for i := range e.AttrList { // sorted, each name once (DecodeEventAttrs)
-		if kept == MaxEventAttrs {
-			break
-		}
-		if t, ok := keptAttr(&e.AttrList[i]); ok {
-			b = appendTag(appendString(b, e.AttrList[i].Name), t)
-			kept++
-		}
-	}
+	b = append(b, 0) // the count, one byte (the assertions below appendEventAttrs)
+	kept := keptAttrs(e.AttrList, func(name string, t Tag) { b = appendTag(appendString(b, name), t) })
 	b[at] = byte(kept)
 	return b, len(e.AttrList) - kept
 }
 
-// uvarintLen is the length of v's uvarint encoding.
-func uvarintLen(v uint64) int {
-	n := 1
-	for ; v >= 0x80; v >>= 7 {
-		n++
-	}
-	return n
-}
-
-// appendEventAttrs writes the attribute count in one byte: this fails to
-// compile unless MaxEventAttrs fits in a one-byte uvarint.
-var _ = [127 - MaxEventAttrs]struct{}{}
+// These fail to compile unless MaxEventAttrs and MaxEventNames fit in
+// a one-byte uvarint: appendEventAttrs writes an attribute count, and
+// applyInPlace an event-name count it adds one to, as one byte.
+var (
+	_ = [127 - MaxEventAttrs]struct{}{}
+	_ = [127 - MaxEventNames]struct{}{}
+)

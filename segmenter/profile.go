@@ -512,19 +512,28 @@ func eventAttrs(e *schemas.Event) (out []Attr, ignored int) {
 		return mapAttrs(e.Attributes)
 	}
 	out = make([]Attr, 0, min(len(e.AttrList), MaxEventAttrs))
-	for i := range e.AttrList { // sorted, each name once (DecodeEventAttrs)
-		if len(out) == MaxEventAttrs {
-			break
-		}
-		if t, ok := keptAttr(&e.AttrList[i]); ok {
-			out = append(out, Attr{Name: e.AttrList[i].Name, Tag: t})
-		}
-	}
+	keptAttrs(e.AttrList, func(name string, t Tag) { out = append(out, Attr{Name: name, Tag: t}) })
 	ignored = len(e.AttrList) - len(out)
 	if len(out) == 0 {
 		out = nil
 	}
 	return out, ignored
+}
+
+// keptAttrs calls f with each attribute of list (sorted, each name once:
+// DecodeEventAttrs's AttrList) a profile keeps, the first MaxEventAttrs of
+// them, and returns how many it kept.
+func keptAttrs(list []schemas.Attr, f func(name string, t Tag)) (kept int) {
+	for i := range list {
+		if kept == MaxEventAttrs {
+			break
+		}
+		if t, ok := keptAttr(&list[i]); ok {
+			f(list[i].Name, t)
+			kept++
+		}
+	}
+	return kept
 }
 
 // keptAttr is a's value as a tag, when a profile keeps it.

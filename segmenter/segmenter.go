@@ -272,12 +272,9 @@ type Segmenter struct {
 	// restore, when full (hotMax), and when hotp turns them off (hot.go).
 	hot  map[string]*Profile
 	hotp hotPolicy
-	// inPlaceOff makes every event take the decoded path
-	// (Config.DecodeAlways).
-	inPlaceOff bool
-	buf        []byte // cache reads
-	enc        []byte // profile encodings: the changelog's
-	cenc       []byte // and the cache's
+	buf  []byte // cache reads
+	enc  []byte // profile encodings: the changelog's
+	cenc []byte // and the cache's
 	// encs holds the changelog and tags record values of changed
 	// profiles (keepEnc), many to a block; a full block is left to the
 	// records that share it.
@@ -451,7 +448,7 @@ func newSegmenter(cfg Config, log *slog.Logger, prom prometheus.Registerer) (*Se
 	for range cfg.Workers {
 		s.workers = append(s.workers, &Segmenter{
 			core: c, changedAt: make(map[string]int), hot: make(map[string]*Profile),
-			dlLog: throttle{every: 10 * time.Second}, inPlaceOff: cfg.DecodeAlways,
+			dlLog: throttle{every: 10 * time.Second},
 		})
 	}
 	c.ws, c.top, c.partChunk = s.workers, s, partChunk
@@ -1202,16 +1199,21 @@ const hotMax = 1 << 13
 // when there is none (never stored, or evicted). A stored profile that does
 // not decode (a bug: only this package writes them) is logged and replaced
 // by a new one.
-func (s *Segmenter) lookup(key []byte) (*Profile, bool) { return s.lookupIn(s.owner(key), key) }
-
-// lookupIn is lookup with key's owner o found already.
-func (s *Segmenter) lookupIn(o *Segmenter, key []byte) (*Profile, bool) {
-	if !o.hotp.off {
-		if p, ok := o.hot[string(key)]; ok {
-			return p, true
-		}
+func (s *Segmenter) lookup(key []byte) (*Profile, bool) {
+	if p, ok := s.owner(key).hotProfile(key); ok {
+		return p, true
 	}
 	return s.loadStored(key)
+}
+
+// hotProfile is the decoded profile of key that s, its owner, keeps, when
+// it keeps decoded profiles (hotp) and that one.
+func (s *Segmenter) hotProfile(key []byte) (*Profile, bool) {
+	if s.hotp.off {
+		return nil, false
+	}
+	p, ok := s.hot[string(key)]
+	return p, ok
 }
 
 // lookupEvent is lookup for the profile of e, the event of rec, which the
@@ -1229,16 +1231,14 @@ func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event) (
 			s.m.hotSwitches.WithLabelValues("off").Inc()
 		}
 	}
-	if !o.hotp.off {
-		if p, ok := o.hot[string(key)]; ok {
-			return p, true, false
-		}
+	if p, ok := o.hotProfile(key); ok {
+		return p, true, false
 	}
 	s.buf = s.cache.Get(s.buf[:0], key)
 	if len(s.buf) == 0 {
 		return nil, false, false
 	}
-	if !s.inPlaceOff && s.inPlaceEvent(e) && s.saveInPlace(o, key, rec, e) {
+	if !s.cfg.DecodeAlways && s.inPlaceEvent(e) && s.saveInPlace(o, key, rec, e) {
 		return nil, true, true
 	}
 	p, known = s.decodeStored()
@@ -1254,13 +1254,12 @@ func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *sc
 	if i, ok := o.changedAt[string(key)]; ok && o.changed[i].tags {
 		return false
 	}
-	enc, cenc, ignored, ok := applyInPlace(s.enc[:0], s.cenc[:0], s.buf, e, rec.Partition, rec.Offset)
-	s.enc, s.cenc = enc, cenc
-	if !ok || len(enc) > maxProfileBytes {
+	var ignored int
+	var ok bool
+	s.enc, s.cenc, ignored, ok = applyInPlace(s.enc[:0], s.cenc[:0], s.buf, e, rec.Partition, rec.Offset)
+	if !ok || s.store(o, key) != nil {
 		return false
 	}
-	s.cache.Set(key, cenc)
-	o.hotp.saved(key)
 	if ignored > 0 {
 		s.m.ignoredTags.Add(float64(ignored))
 	}
@@ -1294,12 +1293,10 @@ func (s *Segmenter) decodeStored() (*Profile, bool) {
 // of the user skips the decode.
 func (s *Segmenter) save(key []byte, p *Profile) error {
 	s.enc, s.cenc = appendProfiles(s.enc[:0], s.cenc[:0], p, true)
-	if len(s.enc) > maxProfileBytes {
-		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
-	}
-	s.cache.Set(key, s.cenc)
 	o := s.owner(key)
-	o.hotp.saved(key)
+	if err := s.store(o, key); err != nil {
+		return err
+	}
 	if o.hotp.off {
 		return nil
 	}
@@ -1312,6 +1309,18 @@ func (s *Segmenter) save(key []byte, p *Profile) error {
 		clear(hot)
 	}
 	hot[string(key)] = p
+	return nil
+}
+
+// store puts s.cenc in the cache as key's profile, its changelog form in
+// s.enc within the size limit, and notes the save in o's (key's owner's)
+// hotPolicy; or returns why it cannot.
+func (s *Segmenter) store(o *Segmenter, key []byte) error {
+	if len(s.enc) > maxProfileBytes {
+		return fmt.Errorf("profile would be %d bytes, over the %d-byte limit (too many or too large tags)", len(s.enc), maxProfileBytes)
+	}
+	s.cache.Set(key, s.cenc)
+	o.hotp.saved(key)
 	return nil
 }
 
