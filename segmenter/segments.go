@@ -252,8 +252,8 @@ func (p *Profile) setIn(id uint64, member bool) {
 	}
 }
 
-// changeOf describes what e changed of a profile; defaults is apply's
-// (applied.defaults).
+// changeOf describes what e changed of a profile; defaults and seen are
+// apply's (applied.defaults, applied.seen).
 func changeOf(e *schemas.Event, defaults, seen bool) change {
 	c := change{tags: e.Tags, defaults: defaults, seen: seen}
 	c.event = e.Name
