@@ -119,6 +119,8 @@ type Filter struct {
 	defaults []string
 	usesNow  bool
 	seen     bool // reads "First Seen" or "Last Seen"
+	// other: reads something else (a tag, an event, another default tag)
+	other bool
 }
 
 // FilterError is a filter Compile refused: Pos is the 1-based character
@@ -164,6 +166,9 @@ func (f *Filter) collect(n *fnode) {
 		return
 	}
 	c := n.c
+	if c.kind != condApp && (c.kind != condTag || c.field != fieldFirstSeen && c.field != fieldLastSeen) {
+		f.other = true
+	}
 	for _, v := range c.vals {
 		if v.kind == litRel {
 			f.usesNow = true
@@ -208,6 +213,12 @@ func (f *Filter) Fields() (tags, events, defaults []string) {
 // ReadsSeen reports whether the filter reads the first or last seen time,
 // which most events move.
 func (f *Filter) ReadsSeen() bool { return f.seen }
+
+// SeenOnly reports whether the first and last seen times are all the
+// filter reads of a profile (with A() conditions, which read nothing):
+// "active in the last 7 days", T("Last Seen", GTE, -7d). Matching a
+// profile with only those two fields set gives its result.
+func (f *Filter) SeenOnly() bool { return f.seen && !f.other }
 
 // UsesNow reports whether the filter has relative times, so that its
 // result can change with the passing of time alone, with no profile

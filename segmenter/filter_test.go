@@ -286,6 +286,28 @@ func TestFilterFields(t *testing.T) {
 	}
 }
 
+func TestFilterSeenOnly(t *testing.T) {
+	for src, want := range map[string]bool{
+		`T("Last Seen", GTE, -7d)`:                                   true,
+		`T("First Seen", LTE, "2025-01-01") * A("shop")`:             true,
+		`T("Last Seen", GTE, -7d) \ T("Last Seen", GTE, -1d)`:        true,
+		`T("Last Seen", GTE, -7d) * T("tier", EQ, "gold")`:           false,
+		`T("Last Seen", GTE, -7d) + Event("Purchase")`:               false,
+		`T("Last Seen", GTE, -7d) * T("Country", EQ, "BR")`:          false,
+		`T("Last Inbound", GTE, -1d)`:                                false,
+		`A("shop")`:                                                  false, // reads nothing: every change
+		`T("Last Seen", GTE, -7d) * T("Last Application Open", ANY)`: false,
+	} {
+		f, err := Compile("shop", src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.SeenOnly(); got != want {
+			t.Errorf("%s: SeenOnly %v, want %v", src, got, want)
+		}
+	}
+}
+
 func TestFilterErrors(t *testing.T) {
 	f := func(src string, pos int, msg string) {
 		t.Helper()

@@ -3,6 +3,7 @@ package segmenter
 import (
 	"encoding/binary"
 	"math"
+	mathbits "math/bits"
 	"slices"
 	"time"
 	"unsafe"
@@ -24,10 +25,13 @@ import (
 // inPlaceEvent reports whether e is an event applyInPlace may take, from
 // the event and its app alone: a custom event with a name (not
 // PW_ApplicationOpen, whose time is a default tag) or a message status,
-// with no tags, no identity to merge, of an app none of whose segments the
-// event can move (the segments the decoded path would evaluate for it) and
-// none of whose journeys it can start.
+// with no tags, no identity to merge, of an app none of whose journeys it
+// can start and whose segments the event can move (the segments the
+// decoded path would evaluate for it) read only the seen times. Those
+// segments, "active in the last 7 days", are in s.seenSegs.list for
+// applyInPlace to evaluate.
 func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
+	s.seenSegs.list = s.seenSegs.list[:0]
 	name := inPlaceName(e)
 	if name == "" || name == schemas.EventApplicationOpen ||
 		len(e.Tags) > 0 || len(e.TagOps) > 0 || e.Time.IsZero() || e.Time.Before(time.Time{}) {
@@ -50,10 +54,51 @@ func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
 		// and the seen times moved unless e is a status: at least what
 		// the decoded path evaluates.
 		ix.candidates(s.segMask, changeOf(e, false, e.Kind != schemas.KindStatus))
-		for _, w := range s.segMask {
-			if w != 0 {
+		for i, w := range s.segMask {
+			if w&^ix.seenOnly[i] != 0 {
 				return false
 			}
+		}
+		for i, bits := range s.segMask {
+			for ; bits != 0; bits &= bits - 1 {
+				s.seenSegs.list = append(s.seenSegs.list, ix.list[i*64+mathbits.TrailingZeros64(bits)])
+			}
+		}
+	}
+	return true
+}
+
+// seenSegments are the segments applyInPlace evaluates for an event:
+// those it can move, each reading only the seen times (Filter.SeenOnly),
+// at now. The event stays in place when none of them changes its
+// membership; a move (an entry or exit, with its segment event) is the
+// decoded path's.
+type seenSegments struct {
+	list []*savedSegment
+	now  time.Time
+	// probe is the profile they are matched against: its seen times are
+	// all they read.
+	probe Profile
+}
+
+// unmoved reports whether the membership of the profile with these seen
+// times in each segment is what ids (its segments' ids, sorted, as the
+// encoding stores them: 8 bytes each, little-endian) say it is.
+func (ss *seenSegments) unmoved(firstSeen, lastSeen time.Time, ids []byte) bool {
+	if ss == nil || len(ss.list) == 0 {
+		return true
+	}
+	ss.probe.FirstSeen, ss.probe.LastSeen = firstSeen, lastSeen
+	for _, sg := range ss.list {
+		in := false
+		for b := ids; len(b) >= 8; b = b[8:] {
+			if binary.LittleEndian.Uint64(b) == sg.id {
+				in = true
+				break
+			}
+		}
+		if sg.f.Match(&ss.probe, ss.now) != in {
+			return false
 		}
 	}
 	return true
@@ -82,10 +127,11 @@ func inPlaceName(e *schemas.Event) string {
 // field (user id, language, time zone, country, app version, device type)
 // or the first seen time (a status changes neither), the profile has
 // journey runs, is merged into
-// another or holds MaxEventNames names and not e's, or cb is not this
+// another or holds MaxEventNames names and not e's, the event would move
+// the profile into or out of one of segs (nil: none), or cb is not this
 // version's cache form or does not decode. ignored counts the event's
 // attributes the profile does not keep.
-func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offset int64) (_, _ []byte, ignored int, ok bool) {
+func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offset int64, segs *seenSegments) (_, _ []byte, ignored int, ok bool) {
 	fail := func() ([]byte, []byte, int, bool) { return log, cache, 0, false }
 	name := inPlaceName(e)
 	if len(cb) < 2 || cb[0] != cacheForm|profileVersion || name == "" {
@@ -247,10 +293,12 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 		return fail()
 	}
 	d.timeRel(version, "first install", firstSeen)
-	for range d.count("segment count", 8) {
+	nsegs := d.count("segment count", 8)
+	ids := d.off()
+	for range nsegs {
 		d.uint64("segment id")
 	}
-	if d.err != nil {
+	if d.err != nil || !segs.unmoved(firstSeen, newLast, cb[ids:d.off()]) {
 		return fail()
 	}
 	log = append(log, cb[from:d.off()]...)

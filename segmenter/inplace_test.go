@@ -154,7 +154,7 @@ func TestApplyInPlaceMatchesDecoded(t *testing.T) {
 func checkInPlace(t *testing.T, p *Profile, e *schemas.Event, partition int32, offset int64) bool {
 	t.Helper()
 	_, cb := appendProfiles(nil, nil, p, true) // the cache holds what save wrote
-	gotLog, gotCache, ignored, ok := applyInPlace([]byte("prefix"), []byte("pre"), cb, e, partition, offset)
+	gotLog, gotCache, ignored, ok := applyInPlace([]byte("prefix"), []byte("pre"), cb, e, partition, offset, nil)
 	if !bytes.HasPrefix(gotLog, []byte("prefix")) || !bytes.HasPrefix(gotCache, []byte("pre")) {
 		t.Fatal("applyInPlace did not append")
 	}
@@ -202,7 +202,11 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 		profile func(*Profile)
 		event   func(*schemas.Event)
 		offset  int64
-		want    bool
+		// seg, when set, is a segment applyInPlace evaluates (one on the
+		// seen times only), which the profile is in when in is set.
+		seg  string
+		in   bool
+		want bool
 	}{
 		{name: "plain", want: true},
 		{name: "new name", event: func(e *schemas.Event) { e.Name = "Fresh" }, want: true},
@@ -234,6 +238,10 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 				p.Events = append(p.Events, EventCount{Name: "more_" + strconv.Itoa(i), Count: 1, First: p.LastSeen, Last: p.LastSeen})
 			}
 		}, want: true},
+		{name: "seen segment, stays in", seg: `T("Last Seen", GTE, -7d)`, in: true, want: true},
+		{name: "seen segment, stays out", seg: `T("First Seen", GTE, -7d)`, want: true},
+		{name: "seen segment, enters", seg: `T("Last Seen", GTE, -7d)`},
+		{name: "seen segment, exits", seg: `T("Last Seen", LTE, -1d) + T("First Seen", GTE, -1h)`, in: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,8 +256,20 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 			if offset == 0 {
 				offset = 1 << 41
 			}
+			var segs *seenSegments
+			if tt.seg != "" {
+				sg := mustSegment(t, "shop", "seen", tt.seg)
+				if !sg.seenOnly {
+					t.Fatalf("%s: not a segment on the seen times only", tt.seg)
+				}
+				segs = &seenSegments{list: []*savedSegment{sg}, now: e.Time}
+				p.setIn(sg.id, tt.in)
+				// The profile was last seen 30 days before the event.
+				p.LastSeen = e.Time.Add(-30 * 24 * time.Hour)
+				p.FirstSeen = p.LastSeen.Add(-time.Hour)
+			}
 			_, cb := appendProfiles(nil, nil, p, true)
-			gotLog, _, _, ok := applyInPlace(nil, nil, cb, e, 7, offset)
+			gotLog, _, _, ok := applyInPlace(nil, nil, cb, e, 7, offset, segs)
 			if ok != tt.want {
 				t.Fatalf("applied in place: %v, want %v", ok, tt.want)
 			}
@@ -274,7 +294,7 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 	// are not taken.
 	logb, cb := appendProfiles(nil, nil, base(), true)
 	for _, b := range [][]byte{logb, append([]byte{cacheForm | 4}, cb[1:]...), cb[:len(cb)-1]} {
-		if _, _, _, ok := applyInPlace(nil, nil, b, event(), 7, 1<<41); ok {
+		if _, _, _, ok := applyInPlace(nil, nil, b, event(), 7, 1<<41, nil); ok {
 			t.Fatalf("applied in place to %x", b[:2])
 		}
 	}
@@ -293,7 +313,14 @@ func TestInPlaceSameOutputs(t *testing.T) {
 		for _, w := range s.workers {
 			w.hotp.off = true // every event reads its profile from the cache
 		}
-		for i, f := range []string{`Event("Purchase", "count", GTE, 2)`, `T("tier", EQ, "gold")`} {
+		for i, f := range []string{
+			`Event("Purchase", "count", GTE, 2)`, `T("tier", EQ, "gold")`,
+			// On the seen times only: applied in place while no member
+			// moves. The events span 2.56 s from t0: users enter the
+			// second one past 12:00:01 and leave it past 12:00:02.
+			`T("Last Seen", GTE, -7d)`,
+			`T("Last Seen", BETWEEN, ["2025-06-01 12:00:01", "2025-06-01 12:00:02"]) * A("shop")`,
+		} {
 			s.segs.put(mustSegment(t, testApp, fmt.Sprintf("s%d", i), f))
 		}
 		// A journey AddToCart starts, whose runs wait: their profiles'
@@ -330,14 +357,28 @@ func TestInPlaceSameOutputs(t *testing.T) {
 	if inPlace == 0 || testutil.ToFloat64(off.m.inPlace) != 0 {
 		t.Fatalf("events applied in place: %v and %v, want some and none", inPlace, testutil.ToFloat64(off.m.inPlace))
 	}
-	events := 0
+	events, statuses := 0, 0
 	for _, r := range recs {
 		if e, err := schemas.DecodeEvent(r.Value); err == nil && (e.Kind == schemas.KindEvent || e.Kind == schemas.KindStatus) {
 			events++
+			if e.Kind == schemas.KindStatus {
+				statuses++
+			}
 		}
 	}
 	if inPlace >= float64(events) {
 		t.Fatalf("all %d custom events and statuses applied in place: the Purchase ones cannot be", events)
+	}
+	if inPlace <= float64(statuses) {
+		// Statuses move no seen time: custom events can move the seen
+		// segments, and are taken in place when they move no member.
+		t.Fatalf("%v events applied in place, no more than the %d statuses", inPlace, statuses)
+	}
+	for _, name := range []string{schemas.EventSegmentEntered, schemas.EventSegmentExited} {
+		n := testutil.ToFloat64(in.m.segmentChanges.WithLabelValues(name))
+		if n == 0 || n != testutil.ToFloat64(off.m.segmentChanges.WithLabelValues(name)) {
+			t.Fatalf("%s: %v in place, %v decoded", name, n, testutil.ToFloat64(off.m.segmentChanges.WithLabelValues(name)))
+		}
 	}
 	if n := testutil.ToFloat64(in.m.journeyEntries); n == 0 || n != testutil.ToFloat64(off.m.journeyEntries) {
 		t.Fatalf("journey entries %v in place, %v decoded", n, testutil.ToFloat64(off.m.journeyEntries))
@@ -471,7 +512,7 @@ func BenchmarkApplyInPlace(b *testing.B) {
 			for b.Loop() {
 				e.ID, e.Time = ids[i%len(ids)], tc.p.LastSeen.Add(time.Duration(i)*time.Millisecond)
 				var ok bool
-				log, cache, _, ok = applyInPlace(log[:0], cache[:0], cb, e, 0, int64(i))
+				log, cache, _, ok = applyInPlace(log[:0], cache[:0], cb, e, 0, int64(i), nil)
 				if !ok {
 					b.Fatalf("event %d not applied in place", i)
 				}

@@ -67,6 +67,9 @@ func benchEvents(tb testing.TB, users, perUser int) []*kgo.Record {
 // BenchmarkProcess measures Process over batches of 500 records; one op is
 // one batch, SetBytes counts the record values.
 //
+// HERALD_BENCH_PROCESS_SEGMENT, when set, is the filter of a segment of
+// the app ("active in the last week": T("Last Seen", GTE, -7d)).
+//
 //	go test -run '^$' -bench BenchmarkProcess -benchtime 2s ./segmenter/
 func BenchmarkProcess(b *testing.B) {
 	const batch = 500
@@ -83,6 +86,9 @@ func BenchmarkProcess(b *testing.B) {
 	}
 	recs := benchEvents(b, users, perUser)
 	s := newTest(b, Config{})
+	if f := os.Getenv("HERALD_BENCH_PROCESS_SEGMENT"); f != "" {
+		s.segs.put(mustSegment(b, testApp, "bench", f))
+	}
 	if users != 4096 {
 		// Every user has a stored profile before the clock starts.
 		for part := range slices.Chunk(recs, batch) {

@@ -294,7 +294,10 @@ type Segmenter struct {
 	entered []string
 	// segMask is evalSegments' candidate set, reused.
 	segMask []uint64
-	dlLog   throttle
+	// seenSegs are the segments applyInPlace evaluates for the event in
+	// hand (inPlaceEvent).
+	seenSegs seenSegments
+	dlLog    throttle
 
 	// workers process the batches (nil in a worker); merged and mergeTmp
 	// hold their changes merged, reused from batch to batch.
@@ -1054,7 +1057,7 @@ func (s *Segmenter) processRecord(out []*kgo.Record, rec *kgo.Record, dec decode
 	if len(key) > maxKeyBytes {
 		return s.deadLetter(out, rec, fmt.Sprintf("profile key of %d bytes is over the %d-byte limit (hwid or user_id too long)", len(key), maxKeyBytes))
 	}
-	p, known, applied := s.lookupEvent(key, rec, e)
+	p, known, applied := s.lookupEvent(key, rec, e, now)
 	if applied {
 		return out // in place: nothing else for the event to do (inPlaceEvent)
 	}
@@ -1221,7 +1224,7 @@ func (s *Segmenter) hotProfile(key []byte) (*Profile, bool) {
 // off (forgetting it) or on again. When e is an event inPlaceEvent takes,
 // of a profile only the cache holds, it is applied to the encoding there
 // (saveInPlace) when it can be: applied is then set, and the event done.
-func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event) (p *Profile, known, applied bool) {
+func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event, now time.Time) (p *Profile, known, applied bool) {
 	o := s.owner(key)
 	if switched, on := o.hotp.observe(key); switched {
 		if on {
@@ -1238,7 +1241,7 @@ func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event) (
 	if len(s.buf) == 0 {
 		return nil, false, false
 	}
-	if !s.cfg.DecodeAlways && s.inPlaceEvent(e) && s.saveInPlace(o, key, rec, e) {
+	if !s.cfg.DecodeAlways && s.inPlaceEvent(e) && s.saveInPlace(o, key, rec, e, now) {
 		return nil, true, true
 	}
 	p, known = s.decodeStored()
@@ -1250,13 +1253,14 @@ func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event) (
 // and noteChanged make a decoded profile's, or reports false (nothing
 // changed) when applyInPlace cannot, or when the profile's tags record is
 // due in this batch (it is built from the decoded profile).
-func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *schemas.Event) bool {
+func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *schemas.Event, now time.Time) bool {
 	if i, ok := o.changedAt[string(key)]; ok && o.changed[i].tags {
 		return false
 	}
 	var ignored int
 	var ok bool
-	s.enc, s.cenc, ignored, ok = applyInPlace(s.enc[:0], s.cenc[:0], s.buf, e, rec.Partition, rec.Offset)
+	s.seenSegs.now = now
+	s.enc, s.cenc, ignored, ok = applyInPlace(s.enc[:0], s.cenc[:0], s.buf, e, rec.Partition, rec.Offset, &s.seenSegs)
 	if !ok || s.store(o, key) != nil {
 		return false
 	}
@@ -1265,6 +1269,7 @@ func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *sc
 	}
 	s.m.events[e.Kind].Inc()
 	s.m.inPlace.Inc()
+	s.m.segmentEvals.Add(float64(len(s.seenSegs.list)))
 	s.noteChanged(key, rec.Partition, e, nil, false)
 	return true
 }

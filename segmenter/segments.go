@@ -26,6 +26,7 @@ type savedSegment struct {
 	events    map[string]bool
 	defaults  bool // reads a default tag: re-evaluated on any change of one
 	seen      bool // reads "First Seen" or "Last Seen": re-evaluated when they move
+	seenOnly  bool // reads nothing else (Filter.SeenOnly)
 	always    bool // reads nothing a profile change names: every change
 }
 
@@ -53,7 +54,7 @@ func compileSegment(d *schemas.SegmentDef) (*savedSegment, error) {
 	sg := &savedSegment{
 		app: d.App, name: d.Name, id: segmentID(d.Name), src: d.Filter, f: f,
 		tags: make(map[string]bool, len(tags)), events: make(map[string]bool, len(events)), defaults: len(defaults) > 0,
-		seen: f.ReadsSeen(),
+		seen: f.ReadsSeen(), seenOnly: f.SeenOnly(),
 	}
 	for _, t := range tags {
 		sg.tags[t] = true
@@ -97,6 +98,7 @@ type segIndex struct {
 	always   []uint64 // segments every change re-evaluates
 	defaults []uint64 // segments reading a default tag
 	seen     []uint64 // segments reading the first or last seen time
+	seenOnly []uint64 // segments reading nothing else (Filter.SeenOnly)
 	byTag    map[string][]uint64
 	byEvent  map[string][]uint64
 }
@@ -105,7 +107,8 @@ type segIndex struct {
 func newSegIndex(list []*savedSegment) *segIndex {
 	words := (len(list) + 63) / 64
 	ix := &segIndex{
-		list: list, always: make([]uint64, words), defaults: make([]uint64, words), seen: make([]uint64, words),
+		list: list, always: make([]uint64, words), defaults: make([]uint64, words),
+		seen: make([]uint64, words), seenOnly: make([]uint64, words),
 		byTag: make(map[string][]uint64), byEvent: make(map[string][]uint64),
 	}
 	set := func(m map[string][]uint64, name string, i int) {
@@ -125,6 +128,9 @@ func newSegIndex(list []*savedSegment) *segIndex {
 		}
 		if sg.seen {
 			ix.seen[i/64] |= 1 << (i % 64)
+		}
+		if sg.seenOnly {
+			ix.seenOnly[i/64] |= 1 << (i % 64)
 		}
 		for name := range sg.tags {
 			set(ix.byTag, name, i)
