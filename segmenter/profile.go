@@ -426,10 +426,13 @@ func (p *Profile) apply(e *schemas.Event) (a applied) {
 		}
 		p.WhatsApp = e.Inbound.From
 		if name := e.Inbound.ProfileName; name != "" {
-			if old, ok := p.Tag(TagProfileName); !ok || old.Str != name {
+			if old, ok := p.Tag(TagProfileName); !ok || old.Kind != TagString || old.Str != name {
+				// Only then: setting a tag decodes the tags a decode
+				// left encoded, and most messages carry the name the
+				// profile has.
 				a.defaults = true
+				p.setTag(TagProfileName, Tag{Kind: TagString, Str: name})
 			}
-			p.setTag(TagProfileName, Tag{Kind: TagString, Str: name})
 		}
 	}
 	name := e.Name

@@ -164,3 +164,38 @@ func BenchmarkEventAttrs(b *testing.B) {
 		})
 	}
 }
+
+// TestInboundKeepsTagsEncoded checks that a message carrying the profile
+// name the profile has leaves its tags as the decode left them (encoded),
+// and that another name is set and reported as a default change.
+func TestInboundKeepsTagsEncoded(t *testing.T) {
+	_, cb := appendProfiles(nil, nil, fullProfile(), true)
+	inbound := func(name string) *schemas.Event {
+		return &schemas.Event{
+			ID: "in-" + name, App: "shop", Kind: schemas.KindInbound, Name: schemas.EventWhatsAppReceived, Time: t0.Add(time.Hour),
+			Inbound: &schemas.Inbound{PhoneNumberID: "1", From: "+5511999990000", WAMID: "wamid." + name, Type: "text", Text: "hi", ProfileName: name},
+		}
+	}
+	p, err := decodeProfile(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.rawTags == "" {
+		t.Fatal("decode left no tags encoded: nothing to check")
+	}
+	if a := p.apply(inbound("João S.")); a.defaults {
+		t.Error("the same profile name reported as a default change")
+	}
+	if p.rawTags == "" {
+		t.Error("the same profile name decoded the tags")
+	}
+	if a := p.apply(inbound("Ana")); !a.defaults {
+		t.Error("another profile name not reported as a default change")
+	}
+	if got, _ := p.Tag(TagProfileName); got.Str != "Ana" {
+		t.Errorf("profile name %q, want Ana", got.Str)
+	}
+	if len(p.Tags()) != len(fullProfile().tags) {
+		t.Errorf("%d tags, want %d", len(p.Tags()), len(fullProfile().tags))
+	}
+}
