@@ -147,12 +147,13 @@ type Config struct {
 	CacheLazy bool `yaml:"cache_lazy"`
 	// DecodeAlways applies every event to a decoded profile. By default a
 	// plain custom event or a message status that no segment or journey
-	// of its app refers to (segments on the seen times only, "active in
-	// the last 7 days", may: they are evaluated on the encoding, and a
-	// member moving in or out takes the decoded path) is applied to the
-	// profile's cached encoding in place, without decoding it (12% less CPU a record in `herald
-	// bench`; docs/BENCHMARKS.md). Both paths write the same bytes (the
-	// tests compare them); this is the way back should they ever not.
+	// of its app refers to is applied to the profile's cached encoding in
+	// place, without decoding it (12% less CPU a record in `herald
+	// bench`; docs/BENCHMARKS.md). Segments on the seen times only
+	// ("active in the last 7 days") may refer to it: they are evaluated
+	// on the encoding, and a member moving in or out takes the decoded
+	// path. Both paths write the same bytes (the tests compare them);
+	// this is the way back should they ever not.
 	DecodeAlways bool `yaml:"decode_always"`
 	// GCPercent is the Go garbage collector's target (GOGC) of a process
 	// running the segmenter (ApplyRuntime). Each event allocates a few KB

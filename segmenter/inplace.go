@@ -28,10 +28,10 @@ import (
 // with no tags, no identity to merge, of an app none of whose journeys it
 // can start and whose segments the event can move (the segments the
 // decoded path would evaluate for it) read only the seen times. Those
-// segments, "active in the last 7 days", are in s.seenSegs.list for
-// applyInPlace to evaluate.
-func (s *Segmenter) inPlaceEvent(e *schemas.Event) bool {
-	s.seenSegs.list = s.seenSegs.list[:0]
+// segments, "active in the last 7 days", are in s.seenSegs for
+// applyInPlace to evaluate at now.
+func (s *Segmenter) inPlaceEvent(e *schemas.Event, now time.Time) bool {
+	s.seenSegs.list, s.seenSegs.now = s.seenSegs.list[:0], now
 	name := inPlaceName(e)
 	if name == "" || name == schemas.EventApplicationOpen ||
 		len(e.Tags) > 0 || len(e.TagOps) > 0 || e.Time.IsZero() || e.Time.Before(time.Time{}) {

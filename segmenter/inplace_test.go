@@ -259,7 +259,7 @@ func TestApplyInPlaceDeclines(t *testing.T) {
 			var segs *seenSegments
 			if tt.seg != "" {
 				sg := mustSegment(t, "shop", "seen", tt.seg)
-				if !sg.seenOnly {
+				if !sg.f.SeenOnly() {
 					t.Fatalf("%s: not a segment on the seen times only", tt.seg)
 				}
 				segs = &seenSegments{list: []*savedSegment{sg}, now: e.Time}

@@ -1241,7 +1241,7 @@ func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event, n
 	if len(s.buf) == 0 {
 		return nil, false, false
 	}
-	if !s.cfg.DecodeAlways && s.inPlaceEvent(e) && s.saveInPlace(o, key, rec, e, now) {
+	if !s.cfg.DecodeAlways && s.inPlaceEvent(e, now) && s.saveInPlace(o, key, rec, e) {
 		return nil, true, true
 	}
 	p, known = s.decodeStored()
@@ -1249,17 +1249,17 @@ func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event, n
 }
 
 // saveInPlace applies e, the event of rec, to the profile of key as the
-// cache holds it (s.buf) with applyInPlace, and makes the result what save
-// and noteChanged make a decoded profile's, or reports false (nothing
-// changed) when applyInPlace cannot, or when the profile's tags record is
-// due in this batch (it is built from the decoded profile).
-func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *schemas.Event, now time.Time) bool {
+// cache holds it (s.buf) with applyInPlace and the segments inPlaceEvent
+// left in s.seenSegs, and makes the result what save and noteChanged make
+// a decoded profile's, or reports false (nothing changed) when
+// applyInPlace cannot, or when the profile's tags record is due in this
+// batch (it is built from the decoded profile).
+func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *schemas.Event) bool {
 	if i, ok := o.changedAt[string(key)]; ok && o.changed[i].tags {
 		return false
 	}
 	var ignored int
 	var ok bool
-	s.seenSegs.now = now
 	s.enc, s.cenc, ignored, ok = applyInPlace(s.enc[:0], s.cenc[:0], s.buf, e, rec.Partition, rec.Offset, &s.seenSegs)
 	if !ok || s.store(o, key) != nil {
 		return false

@@ -25,8 +25,6 @@ type savedSegment struct {
 	tags      map[string]bool
 	events    map[string]bool
 	defaults  bool // reads a default tag: re-evaluated on any change of one
-	seen      bool // reads "First Seen" or "Last Seen": re-evaluated when they move
-	seenOnly  bool // reads nothing else (Filter.SeenOnly)
 	always    bool // reads nothing a profile change names: every change
 }
 
@@ -54,7 +52,6 @@ func compileSegment(d *schemas.SegmentDef) (*savedSegment, error) {
 	sg := &savedSegment{
 		app: d.App, name: d.Name, id: segmentID(d.Name), src: d.Filter, f: f,
 		tags: make(map[string]bool, len(tags)), events: make(map[string]bool, len(events)), defaults: len(defaults) > 0,
-		seen: f.ReadsSeen(), seenOnly: f.SeenOnly(),
 	}
 	for _, t := range tags {
 		sg.tags[t] = true
@@ -126,10 +123,10 @@ func newSegIndex(list []*savedSegment) *segIndex {
 		if sg.defaults {
 			ix.defaults[i/64] |= 1 << (i % 64)
 		}
-		if sg.seen {
+		if sg.f.ReadsSeen() { // re-evaluated when they move
 			ix.seen[i/64] |= 1 << (i % 64)
 		}
-		if sg.seenOnly {
+		if sg.f.SeenOnly() {
 			ix.seenOnly[i/64] |= 1 << (i % 64)
 		}
 		for name := range sg.tags {

@@ -234,7 +234,7 @@ func TestSegIndexMatchesAffects(t *testing.T) {
 // affects reports whether c can change sg's result, one segment at a
 // time: the oracle of TestSegIndexMatchesAffects.
 func (sg *savedSegment) affects(c change) bool {
-	if sg.always || (c.defaults && sg.defaults) || (c.seen && sg.seen) || sg.events[c.event] {
+	if sg.always || (c.defaults && sg.defaults) || (c.seen && sg.f.ReadsSeen()) || sg.events[c.event] {
 		return true
 	}
 	for name := range c.tags {
