@@ -122,27 +122,29 @@ func (s *Segmenter) retryCold(ctx context.Context, read func() error) error {
 // or the record is not the key's (a hash collision in the index); err is
 // set only when the changelog cannot be read before ctx ends.
 func (s *Segmenter) loadCold(ctx context.Context, partition int32, key []byte) (p *Profile, ok bool, err error) {
-	// The changelog records of the batch's earlier parts may still be in
-	// flight: the index has their offsets once they are acknowledged.
-	s.inflight.Wait()
-	off, known := s.keys.offset(partition, key)
-	if !known || s.cl == nil {
-		return nil, false, nil
-	}
-	var val []byte
-	err = s.retryCold(ctx, func() error {
-		return s.readChangelog(ctx, partition, off, off, func(r *kgo.Record) {
-			if r.Offset == off && bytes.Equal(r.Key, key) {
-				val = slices.Clone(r.Value)
-			}
+	off := int64(-1)
+	val, unwritten := s.unwritten(key)
+	if !unwritten {
+		// A written record's offset is in the index: writePending sets
+		// it before it forgets the profile's pending state.
+		var known bool
+		if off, known = s.keys.offset(partition, key); !known || s.cl == nil {
+			return nil, false, nil
+		}
+		err = s.retryCold(ctx, func() error {
+			return s.readChangelog(ctx, partition, off, off, func(r *kgo.Record) {
+				if r.Offset == off && bytes.Equal(r.Key, key) {
+					val = slices.Clone(r.Value)
+				}
+			})
 		})
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	if len(val) == 0 {
-		s.log.Warn("an evicted profile's changelog record is not the profile's: starting it afresh", "partition", partition, "offset", off)
-		return nil, false, nil
+		if err != nil {
+			return nil, false, err
+		}
+		if len(val) == 0 {
+			s.log.Warn("an evicted profile's changelog record is not the profile's: starting it afresh", "partition", partition, "offset", off)
+			return nil, false, nil
+		}
 	}
 	if p, err = decodeProfile(val); err != nil {
 		s.log.Error("decoding a changelog record, starting the profile afresh", "partition", partition, "offset", off, "err", err)
@@ -150,8 +152,24 @@ func (s *Segmenter) loadCold(ctx context.Context, partition int32, key []byte) (
 	}
 	s.enc, s.cenc = appendProfiles(s.enc[:0], s.cenc[:0], p, true)
 	s.cache.Set(key, s.cenc)
-	s.m.coldLoads.Inc()
+	if !unwritten {
+		s.m.coldLoads.Inc()
+	}
 	return p, true, nil
+}
+
+// unwritten is the changelog value of key's latest change when no
+// changelog record has it yet: its owner's list holds it, for the part in
+// hand or, under Run, until writePending writes it (pending.go). A
+// profile evicted from the cache before its record is written is read
+// back from there, not from an older record. s is key's owner, or the only
+// worker running (a partition-wide record).
+func (s *Segmenter) unwritten(key []byte) ([]byte, bool) {
+	o := s.owner(key)
+	if i, ok := o.changedAt[string(key)]; ok {
+		return o.changed[i].enc, true
+	}
+	return nil, false
 }
 
 // eachProfile calls visit with every profile of app in partition (but the
@@ -166,7 +184,6 @@ func (s *Segmenter) eachProfile(ctx context.Context, partition int32, app string
 		}
 	}
 	prefix := []byte(app + "|")
-	s.inflight.Wait()              // as loadCold
 	cold := make(map[int64][]byte) // changelog offset -> key
 	lo, hi := int64(-1), int64(-1)
 	for _, key := range s.keys.keys(partition) {
@@ -176,6 +193,12 @@ func (s *Segmenter) eachProfile(ctx context.Context, partition int32, app string
 		if p, ok := s.lookup(key); ok {
 			visit(key, p)
 			continue
+		}
+		if val, ok := s.unwritten(key); ok {
+			if p, err := decodeProfile(val); err == nil {
+				visit(key, p)
+				continue
+			}
 		}
 		off, ok := s.keys.offset(partition, key)
 		if !ok || s.cl == nil {

@@ -21,6 +21,10 @@ const (
 	// MinCacheBytes is fastcache's smallest real size (512 buckets of one
 	// 64 KiB chunk); a smaller size would silently be rounded up.
 	MinCacheBytes = 32 << 20
+	// DefaultChangelogInterval is Config.ChangelogInterval's default.
+	DefaultChangelogInterval = 5 * time.Second
+	// DefaultChangelogBytes is Config.ChangelogBytes' default.
+	DefaultChangelogBytes = 64 << 20
 	// DefaultGCPercent is the Go GC target (GOGC) a segmenter process runs
 	// with (Config.GCPercent).
 	DefaultGCPercent = 300
@@ -155,6 +159,21 @@ type Config struct {
 	// path. Both paths write the same bytes (the tests compare them);
 	// this is the way back should they ever not.
 	DecodeAlways bool `yaml:"decode_always"`
+	// ChangelogInterval is the longest a profile's change waits for its
+	// changelog and tags records while the segmenter works through a
+	// backlog: until then, a later change of the profile replaces them,
+	// so a user's events seconds apart cost one changelog record, not one
+	// each. The events are committed once their records are written. When
+	// the segmenter has caught up (nothing is buffered after a poll) they
+	// are written at once, as they are before partitions are revoked and
+	// at a stop. A crash replays the events since the last write (their
+	// outputs again, with the same ids). Default 5s; negative: after every
+	// poll.
+	ChangelogInterval time.Duration `yaml:"changelog_interval"`
+	// ChangelogBytes bounds the memory of the records waiting
+	// (ChangelogInterval): they are written when they hold this much.
+	// Default 64 MiB, minimum 1 MiB.
+	ChangelogBytes int `yaml:"changelog_bytes"`
 	// GCPercent is the Go garbage collector's target (GOGC) of a process
 	// running the segmenter (ApplyRuntime). Each event allocates a few KB
 	// that die at once, while the live heap stays small (the profiles are
@@ -331,6 +350,15 @@ func (c *Config) Validate() error {
 		c.CacheBytes = DefaultCacheBytes
 	case c.CacheBytes < MinCacheBytes:
 		return fmt.Errorf("segmenter: cache_bytes %d is below the minimum %d (32 MiB)", c.CacheBytes, MinCacheBytes)
+	}
+	if c.ChangelogInterval == 0 {
+		c.ChangelogInterval = DefaultChangelogInterval
+	}
+	switch {
+	case c.ChangelogBytes == 0:
+		c.ChangelogBytes = DefaultChangelogBytes
+	case c.ChangelogBytes < 1<<20:
+		return fmt.Errorf("segmenter: changelog_bytes %d is below the minimum 1048576 (1 MiB)", c.ChangelogBytes)
 	}
 	switch {
 	case c.GCPercent == 0:

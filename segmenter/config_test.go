@@ -20,7 +20,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Group != "herald-segmenter" || c.CacheBytes != 256<<20 || c.DispatchTTL != 24*time.Hour || c.GCPercent != 300 || c.HeapLimitBytes != 1<<30 {
+	if c.Group != "herald-segmenter" || c.CacheBytes != 256<<20 || c.DispatchTTL != 24*time.Hour || c.GCPercent != 300 || c.HeapLimitBytes != 1<<30 ||
+		c.ChangelogInterval != 5*time.Second || c.ChangelogBytes != 64<<20 {
 		t.Errorf("defaults: %+v", c)
 	}
 	if !reflect.DeepEqual(c.Keywords, DefaultKeywords()) {
@@ -39,6 +40,8 @@ group: g1
 cache_bytes: 67108864
 gc_percent: 200
 heap_limit_bytes: 2147483648
+changelog_interval: 2s
+changelog_bytes: 8388608
 dispatch_ttl: 2h
 sweep_interval: 5m
 keywords:
@@ -63,7 +66,7 @@ pricing:
 		t.Fatal(err)
 	}
 	want := Config{
-		Group: "g1", CacheBytes: 64 << 20, GCPercent: 200, HeapLimitBytes: 2 << 30, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0), ClockSpeed: 1, TickInterval: 100 * time.Millisecond,
+		Group: "g1", CacheBytes: 64 << 20, ChangelogInterval: 2 * time.Second, ChangelogBytes: 8 << 20, GCPercent: 200, HeapLimitBytes: 2 << 30, DispatchTTL: 2 * time.Hour, SweepInterval: 5 * time.Minute, Workers: runtime.GOMAXPROCS(0), ClockSpeed: 1, TickInterval: 100 * time.Millisecond,
 		Limits:  Limits{MarketingWindow: 7 * 24 * time.Hour, QuietPolicy: QuietDefer, quietStart: -1, quietEnd: -1},
 		Pricing: pricing.Config{File: "/etc/herald/rates.csv", Rules: pricing.RulesOctober2026, BusinessCountry: "GB"},
 		Keywords: []KeywordRule{
@@ -149,6 +152,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "valid pattern", cfg: rule(func(r *KeywordRule) { r.Mode, r.Keyword = ModePattern, `^promo\b` })},
 		{name: "valid per number", cfg: rule(func(r *KeywordRule) { r.App, r.PhoneNumberID = "shop", "1098765" })},
 		{name: "cache too small", cfg: Config{CacheBytes: 1 << 20}, err: "segmenter: cache_bytes 1048576 is below the minimum 33554432 (32 MiB)"},
+		{name: "changelog bytes too small", cfg: Config{ChangelogBytes: 1000}, err: "segmenter: changelog_bytes 1000 is below the minimum 1048576 (1 MiB)"},
+		{name: "changelog after every poll", cfg: Config{ChangelogInterval: -1}},
 		{name: "negative ttl", cfg: Config{DispatchTTL: -time.Second}, err: "segmenter: dispatch_ttl -1s is negative"},
 		{name: "runtime's own gc and no limit", cfg: Config{GCPercent: -1, HeapLimitBytes: -1}},
 		{name: "bad gc percent", cfg: Config{GCPercent: -5}, err: "segmenter: gc_percent -5: want a percentage, or -1 for the runtime's own"},

@@ -35,6 +35,8 @@ type metrics struct {
 	coldLoads        prometheus.Counter
 	coldErrors       prometheus.Counter
 	changelogRecords prometheus.Counter
+	changelogFlushes prometheus.Counter
+	coalesced        prometheus.Counter
 	restoredProfiles prometheus.Counter
 	restoreDuration  prometheus.Histogram
 	segmentEvals     prometheus.Counter
@@ -91,11 +93,19 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		}),
 		tagRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_tag_records_total",
-			Help: "ProfileTags records produced to the tags topic (one per profile whose tags a batch changed).",
+			Help: "ProfileTags records produced to the tags topic (one per profile whose tags changed since the last changelog write).",
 		}),
 		changelogRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_changelog_records_total",
-			Help: "Profile changelog records produced (one per profile a batch changed).",
+			Help: "Profile changelog records produced (one per profile changed since the last changelog write).",
+		}),
+		changelogFlushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_changelog_writes_total",
+			Help: "Writes of the pending changelog and tags records (each followed by a commit of the events they cover).",
+		}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_segmenter_changelog_coalesced_total",
+			Help: "Changelog records not written because a later part of the stream changed the same profile before the pending one was written.",
 		}),
 		restoredProfiles: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_restored_profiles_total",
@@ -210,7 +220,7 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		cache.UpdateStats(&s)
 		return float64(s.EntriesCount)
 	})
-	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, m.hotSwitches, m.inPlace, profiles}
+	m.collectors = []prometheus.Collector{events, m.duplicates, m.dispatch, m.skipped, matches, actions, m.deadLetters, m.ignoredTags, m.tagRecords, m.tagDefs, m.coldLoads, m.coldErrors, m.journeyEntries, m.journeySteps, m.journeyTimers, m.journeyExits, m.journeySkipped, m.journeyIgnored, m.changelogRecords, m.changelogFlushes, m.coalesced, m.restoredProfiles, m.restoreDuration, m.segmentEvals, m.segmentChanges, m.campaignSkipped, m.batchDuration, m.merges, m.mergeConflicts, m.forwarded, m.hotSwitches, m.inPlace, profiles}
 	if reg == nil {
 		return m, nil
 	}

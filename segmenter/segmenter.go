@@ -288,6 +288,11 @@ type Segmenter struct {
 	// ProfileTags record on TopicTags at the end of the batch.
 	changed   []changedProfile
 	changedAt map[string]int
+	// touched are the indexes in changed of the profiles the part in hand
+	// changed, and pendBytes what the sealed ones hold (Run only: the
+	// list is kept from part to part until it is written; pending.go).
+	touched   []int
+	pendBytes int
 	// fields is scratch space for appendTagsRecord; entered the segments
 	// the current event entered.
 	fields  tagScratch
@@ -348,14 +353,19 @@ type core struct {
 	emit      func([]*kgo.Record)
 	partChunk int
 
-	// inflight counts the outputs handle produced and Kafka has not
-	// acknowledged yet (handle's goroutine alone adds to it; a cold read,
-	// inside Process, waits for it).
-	inflight sync.WaitGroup
+	// coalesce is set by Run: the workers' changed profiles are kept from
+	// part to part and written by writePending (pending.go), which
+	// pending's marks then commit.
+	coalesce bool
+	pending  pendingLog
 
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
 	crashAfterProduce atomic.Pointer[func() error]
+	// holdPending, in tests, keeps handle from ever finding itself caught
+	// up: the changelog waits for the interval, the bytes, a revocation
+	// or the stop.
+	holdPending atomic.Bool
 	// fatal is set when a partition's profiles cannot be restored: handle
 	// refuses every batch from then on.
 	fatal   atomic.Pointer[error]
@@ -385,6 +395,11 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Regist
 	opts := append(kcfg.Opts(log), kcfg.ConsumerOpts(s.cfg.Group, schemas.TopicEvents)...)
 	opts = append(opts, kgo.RecordPartitioner(newChangelogPartitioner()), kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			// No batch is in hand (kafka.ConsumerOpts blocks rebalances
+			// while one is): what is pending is written, then committed.
+			if err := s.flushPending(ctx); err != nil && !errors.Is(err, errFlushPoisoned) {
+				s.log.Warn("writing the pending changelog before partitions move: their new owner replays the events", "err", err)
+			}
 			kafka.CommitOnRevoke(ctx, cl, revoked)
 			s.onLost(ctx, cl, revoked)
 		}),
@@ -500,134 +515,132 @@ func (s *Segmenter) Run(ctx context.Context) error {
 	feed.Go(func() { s.runTierFeed(feedCtx) })
 	feed.Go(func() { s.runSuppressionsFeed(feedCtx) })
 	s.log.Info("segmenter running", "group", s.cfg.Group, "topic", schemas.TopicEvents, "keywords", len(s.cfg.Keywords))
-	// A stop finishes the batch in hand (its outputs and changelog are
-	// produced and its offsets committed), so a restart repeats no reply.
-	return kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, func() int { return pollRecords }, s.handle)
+	// A stop finishes the batch in hand and writes the pending changelog
+	// (its outputs and changelog are produced and its offsets committed),
+	// so a restart repeats no reply.
+	s.coalesce = true
+	if err := kafka.RunDrainingN(ctx, kafka.DefaultDrainGrace, s.cl, s.log, func() int { return pollRecords }, s.handle); err != nil {
+		s.pending.poison()
+		return err
+	}
+	return s.finish()
+}
+
+// finish writes what is pending when Run stops and commits it.
+func (s *Segmenter) finish() error {
+	ctx, cancel := context.WithTimeout(context.Background(), kafka.DefaultDrainGrace)
+	defer cancel()
+	if err := s.flushPending(ctx); err != nil {
+		if errors.Is(err, errFlushPoisoned) {
+			return nil // a batch failed and ctx ended: Run returns nil as ever
+		}
+		return fmt.Errorf("segmenter: writing the pending changelog at shutdown (the events are replayed at the next start): %w", err)
+	}
+	if err := s.cl.CommitMarkedOffsets(ctx); err != nil {
+		s.log.Warn("committing offsets at shutdown", "err", err)
+	}
+	return nil
 }
 
 // handle is Run's batch handler. It processes the batch a part at a time
-// and produces each part's outputs while it processes the next, then waits
-// for every output to be acknowledged before the batch is marked.
+// and produces each part's outputs while it processes the next; the
+// part's changelog and tags records join the pending ones (pending.go),
+// written once every output before them is acknowledged and the pending
+// log is due: the segmenter has caught up, or the oldest change is
+// Config.ChangelogInterval old, or they hold Config.ChangelogBytes. The
+// events are marked for commit once the records covering them are
+// acknowledged, so handle returns kafka.ErrMarkLater when it wrote none.
 //
-// A part's changelog records go to the client only once its other records
-// and every earlier part's are acknowledged, and only when none of them
-// failed. The changelog is what a restart takes as applied: were it to
-// land first (the changelog and the dispatch partitions have different
-// leaders, and the process dies between the two), the replayed events
-// would be skipped as applied and their sends lost. Outputs landing first
-// is the safe way round: a replay sends them again with the same ids.
+// The changelog is what a restart takes as applied: were it to land
+// before the outputs (the changelog and the dispatch partitions have
+// different leaders, and the process dies between the two), the replayed
+// events would be skipped as applied and their sends lost. Outputs landing
+// first is the safe way round: a replay sends them again with the same ids.
 func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := s.fatal.Load(); err != nil {
 		return *err
 	}
 	start := time.Now()
-	wg := &s.inflight
+	var wg sync.WaitGroup
 	var (
 		errOnce  sync.Once
 		firstErr error
 		failed   atomic.Bool
 		produced atomic.Int64
+		flushErr error
 	)
-	done := func(r *kgo.Record, err error) {
+	done := func(_ *kgo.Record, err error) {
 		defer wg.Done()
 		if err != nil {
+			// The changes of these events must never be written.
+			s.pending.poison()
 			failed.Store(true)
 			errOnce.Do(func() { firstErr = err })
 			return
 		}
 		produced.Add(1)
-		if r.Topic == schemas.TopicProfiles {
-			// Where the profile's latest state is now, for when
-			// fastcache evicts it. A partition's records are acknowledged
-			// in order, so the latest offset is set last.
-			s.keys.setOffset(r.Partition, r.Key, r.Offset)
+	}
+	// flushFull writes the pending records when they hold
+	// Config.ChangelogBytes, after every output before them. locked: s.mu
+	// is held (a part of a campaign or sweep, inside Process).
+	flushFull := func(locked bool) error {
+		if s.pendingBytes() < s.cfg.ChangelogBytes {
+			return nil
+		}
+		wg.Wait()
+		if failed.Load() {
+			return nil // handle returns firstErr
+		}
+		if locked {
+			return s.writePending(ctx)
+		}
+		return s.flushPending(ctx)
+	}
+	produce := func(out []*kgo.Record) {
+		wg.Add(len(out))
+		for _, r := range out {
+			s.cl.Produce(ctx, r, done)
 		}
 	}
-	// prev is closed once the previous part's changelog records were
-	// handed to the client: a profile's records then reach its partition
-	// in the order of the parts.
-	prev := make(chan struct{})
-	close(prev)
 	emit := func(out []*kgo.Record) {
-		outputs, changes := splitChangelog(out)
-		wg.Add(len(out))
-		acked := make(chan struct{})
-		var pending atomic.Int64
-		pending.Store(int64(len(outputs)) + 1)
-		release := func() {
-			if pending.Add(-1) == 0 {
-				close(acked)
-			}
+		produce(out)
+		if err := flushFull(true); err != nil && flushErr == nil {
+			flushErr = err
 		}
-		outputDone := func(r *kgo.Record, err error) {
-			done(r, err)
-			release()
-		}
-		for _, r := range outputs {
-			s.cl.Produce(ctx, r, outputDone)
-		}
-		release()
-		after, next := prev, make(chan struct{})
-		prev = next
-		go func() {
-			defer close(next)
-			<-acked
-			<-after
-			if failed.Load() {
-				// An output of this part or an earlier one was not
-				// produced: the batch fails, and its changelog must not
-				// say otherwise.
-				wg.Add(-len(changes))
-				return
-			}
-			for _, r := range changes {
-				s.cl.Produce(ctx, r, done)
-			}
-		}()
 	}
 	for part := range slices.Chunk(recs, handlePart) {
 		out, err := s.process(ctx, part, emit)
+		if err == nil {
+			err = flushErr
+		}
 		if err != nil {
+			s.pending.poison()
 			wg.Wait()
 			return err
 		}
-		emit(out)
+		produce(out)
+		s.pending.mark(part, time.Now())
+		if err := flushFull(false); err != nil {
+			return err
+		}
 	}
 	wg.Wait()
 	if firstErr != nil {
 		return fmt.Errorf("producing the outputs of %d records (%d acknowledged): %w", len(recs), produced.Load(), firstErr)
 	}
-	if f := s.crashAfterProduce.Load(); f != nil {
-		return (*f)()
-	}
 	s.m.batchDuration.Observe(time.Since(start).Seconds())
-	return nil
+	if s.crashAfterProduce.Load() == nil && !s.pending.due(time.Now(), !s.holdPending.Load() && caughtUp(ctx, s.cl), s.pendingBytes(), &s.cfg) {
+		return kafka.ErrMarkLater
+	}
+	return s.flushPending(ctx) // which marks the batch
 }
 
-// splitChangelog reorders out in place, its changelog (TopicProfiles)
-// records last, each group in its order, and returns the two groups.
-func splitChangelog(out []*kgo.Record) (outputs, changes []*kgo.Record) {
-	n := 0
-	for _, r := range out {
-		if r.Topic == schemas.TopicProfiles {
-			n++
-		}
-	}
-	if n == 0 {
-		return out, nil
-	}
-	changes = make([]*kgo.Record, 0, n)
-	k := 0
-	for _, r := range out {
-		if r.Topic == schemas.TopicProfiles {
-			changes = append(changes, r)
-		} else {
-			out[k] = r
-			k++
-		}
-	}
-	copy(out[k:], changes)
-	return out[:k], out[k:]
+// caughtUp reports whether the batch of handle's ctx reached the end of
+// its partitions and nothing more is buffered: no backlog to coalesce the
+// changelog over.
+func caughtUp(ctx context.Context, cl *kgo.Client) bool {
+	behind, ok := kafka.Behind(ctx)
+	return !ok || behind == 0 && cl.BufferedFetchRecords() == 0
 }
 
 // pollRecords is the most records Run hands to handle at once: more than
@@ -703,7 +716,7 @@ func (s *Segmenter) process(ctx context.Context, recs []*kgo.Record, emit func([
 		if err != nil {
 			return nil, err
 		}
-		return s.appendAllChanges(out), nil
+		return s.endPart(out), nil
 	}
 	var out []*kgo.Record
 	for start := 0; start < len(recs); {
@@ -726,7 +739,24 @@ func (s *Segmenter) process(ctx context.Context, recs []*kgo.Record, emit func([
 		}
 		start = end + 1
 	}
-	return s.appendAllChanges(out), nil
+	return s.endPart(out), nil
+}
+
+// endPart ends a Process call, or a part of one (flushPart): under Run
+// (coalesce) it seals the changed profiles, kept for writePending, and
+// appends the tag registry records to out; else it appends the changes
+// (appendAllChanges).
+func (s *Segmenter) endPart(out []*kgo.Record) []*kgo.Record {
+	if !s.coalesce {
+		return s.appendAllChanges(out)
+	}
+	s.sealAll()
+	for _, w := range s.workers {
+		out = append(out, w.seenDefs...)
+		clear(w.seenDefs)
+		w.seenDefs = w.seenDefs[:0]
+	}
+	return out
 }
 
 // appendAllChanges appends the changes the workers hold (appendChanges)
@@ -781,12 +811,16 @@ func (s *Segmenter) flushPart(out []*kgo.Record) []*kgo.Record {
 	}
 	n := len(out)
 	for _, w := range s.ws {
-		n += len(w.changed)
+		if s.coalesce {
+			n += len(w.touched)
+		} else {
+			n += len(w.changed)
+		}
 	}
 	if n < s.partChunk {
 		return out
 	}
-	s.emit(s.top.appendAllChanges(out))
+	s.emit(s.top.endPart(out))
 	return nil
 }
 
@@ -946,21 +980,47 @@ type changedProfile struct {
 	enc       []byte         // p's encoding as last saved: the changelog value
 	tags      bool           // its tags changed: it gets a TopicTags record
 	pos       int            // of the batch record that first changed it
-	tagsVal   []byte         // its TopicTags record value, when encodeTags built it
+	tagsVal   []byte         // its TopicTags record value, when encodeTags (or seal) built it
+	// hdr is the timer header of the latest change made on the decoded
+	// profile (a change in place leaves the journeys as they are).
+	hdr []kgo.RecordHeader
+	// Under Run (pending.go): touched is set while the profile is in
+	// touched; size is what it held when last sealed.
+	touched bool
+	size    int
 }
 
 // noteChanged records that e changed p (its tags when tags is set). It is
 // called right after p was saved: s.enc is its encoding.
 func (s *Segmenter) noteChanged(key []byte, partition int32, e *schemas.Event, p *Profile, tags bool) {
 	o := s.owner(key) // s itself, but for a partition-wide record
-	if i, ok := o.changedAt[string(key)]; ok {
+	i, ok := o.changedAt[string(key)]
+	s.noteChangedAt(o, i, ok, key, partition, e, p, tags)
+}
+
+// noteChangedAt is noteChanged with key's owner o and its index in
+// o.changed (ok: there is one) looked up already.
+func (s *Segmenter) noteChangedAt(o *Segmenter, i int, ok bool, key []byte, partition int32, e *schemas.Event, p *Profile, tags bool) {
+	if ok {
 		c := &o.changed[i]
+		if p == nil && c.p != nil {
+			c.hdr = appendTimerHeader(c.hdr[:0], c.p) // the journeys' deadline stays
+		}
 		c.partition, c.e, c.p, c.tags = partition, e, p, c.tags || tags
-		c.enc = append(c.enc[:0], s.enc...)
+		c.enc = append(c.enc[:0], s.enc...) // not in flight: written and forgotten at once
+		if s.coalesce && !c.touched {
+			c.touched = true
+			o.touched = append(o.touched, i)
+		}
 		return
 	}
 	o.changedAt[string(key)] = len(o.changed)
-	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: s.keepEnc(s.enc), pos: s.pos})
+	if s.coalesce {
+		// Kept past the batch: its own copy of the key, not the event's.
+		key = s.keepEnc(key)
+		o.touched = append(o.touched, len(o.changed))
+	}
+	o.changed = append(o.changed, changedProfile{key: key, partition: partition, e: e, p: p, tags: tags, enc: s.keepEnc(s.enc), pos: s.pos, touched: s.coalesce})
 }
 
 // encBlock is the size of the blocks keepEnc copies record values into.
@@ -1001,9 +1061,9 @@ func (s *Segmenter) appendChanges(out []*kgo.Record, changed []changedProfile) [
 	recs := make([]kgo.Record, len(changed)+ntags)
 	for i, c := range changed {
 		r := &recs[i]
-		*r = kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc}
-		if h, ok := timerHeader(c.p); ok {
-			r.Headers = []kgo.RecordHeader{h}
+		*r = kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc, Headers: c.hdr}
+		if c.p != nil {
+			r.Headers = appendTimerHeader(nil, c.p)
 		}
 		out = append(out, r)
 	}
@@ -1255,7 +1315,8 @@ func (s *Segmenter) lookupEvent(key []byte, rec *kgo.Record, e *schemas.Event, n
 // applyInPlace cannot, or when the profile's tags record is due in this
 // batch (it is built from the decoded profile).
 func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *schemas.Event) bool {
-	if i, ok := o.changedAt[string(key)]; ok && o.changed[i].tags {
+	at, changed := o.changedAt[string(key)]
+	if changed && o.changed[at].tags {
 		return false
 	}
 	var ignored int
@@ -1270,7 +1331,7 @@ func (s *Segmenter) saveInPlace(o *Segmenter, key []byte, rec *kgo.Record, e *sc
 	s.m.events[e.Kind].Inc()
 	s.m.inPlace.Inc()
 	s.m.segmentEvals.Add(float64(len(s.seenSegs.list)))
-	s.noteChanged(key, rec.Partition, e, nil, false)
+	s.noteChangedAt(o, at, changed, key, rec.Partition, e, nil, false)
 	return true
 }
 

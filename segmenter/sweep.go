@@ -62,6 +62,7 @@ func (o *ownedParts) list() []int32 {
 func (s *Segmenter) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.owned.set(lost[schemas.TopicEvents], false)
 	s.timers.drop(lost[schemas.TopicEvents])
+	s.dropPending(lost[schemas.TopicEvents])
 }
 
 // segmentEvent is the PW_SegmentEntered (member) or PW_SegmentExited event

@@ -154,17 +154,14 @@ func (ts *timers) size() int {
 	return n
 }
 
-// timerHeader is the HeaderTimer of a changelog record for p, false when p
-// waits on no time.
-func timerHeader(p *Profile) (kgo.RecordHeader, bool) {
-	if p == nil {
-		return kgo.RecordHeader{}, false // changed in place: no journey runs
-	}
+// appendTimerHeader appends the HeaderTimer of a changelog record for p
+// to dst, none when p waits on no time.
+func appendTimerHeader(dst []kgo.RecordHeader, p *Profile) []kgo.RecordHeader {
 	t := p.nextDeadline()
 	if t.IsZero() {
-		return kgo.RecordHeader{}, false
+		return dst
 	}
-	return kgo.RecordHeader{Key: HeaderTimer, Value: strconv.AppendInt(nil, t.UnixMicro(), 10)}, true
+	return append(dst, kgo.RecordHeader{Key: HeaderTimer, Value: strconv.AppendInt(nil, t.UnixMicro(), 10)})
 }
 
 // restoreTimer schedules the timer a restored changelog record carries.

@@ -216,12 +216,23 @@ func runBenchStages(ctx context.Context, env benchEnv, stages map[string]bool, r
 			restore()
 			return rows, err
 		}
+		logBefore, err := topicRecords(ctx, adm, schemas.TopicProfiles)
+		if err != nil {
+			seg.Close()
+			restore()
+			return rows, err
+		}
 		row, err := measureStage(ctx, adm, "segmenter", "bench-segmenter", seg.Run, schemas.TopicEvents)
 		seg.Close()
 		restore()
 		if err != nil {
 			return rows, err
 		}
+		logAfter, err := topicRecords(ctx, adm, schemas.TopicProfiles)
+		if err != nil {
+			return rows, err
+		}
+		row.note = fmt.Sprintf("%d changelog records", logAfter-logBefore)
 		rows = append(rows, row)
 	}
 	if !stages["dispatcher"] && !stages["analytics"] && !stages["e2e"] {
@@ -399,6 +410,17 @@ func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run
 		return benchRow{}, fmt.Errorf("%s: %w", name, err)
 	}
 	return benchRow{stage: name, records: total, elapsed: elapsed, cpu: cpu}, nil
+}
+
+// topicRecords is the sum of topic's end offsets.
+func topicRecords(ctx context.Context, adm *kadm.Client, topic string) (int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n, nil
 }
 
 // processCPU is the CPU time this process used so far, user and system:

@@ -20,10 +20,17 @@ import (
 // Run marks nothing of the batch and goes on polling.
 var ErrHandledPart = errors.New("batch handled in part: the rest is fetched again")
 
+// ErrMarkLater is returned by a Handler that processed its whole batch but
+// whose records reach their durable end later, with a later batch's (the
+// segmenter writes its changelog once for several batches): the handler
+// marks them for commit itself once they do (kgo.Client.MarkCommitOffsets).
+// Run marks nothing of the batch and goes on polling.
+var ErrMarkLater = errors.New("batch processed: the handler marks it for commit later")
+
 // Handler processes one polled batch of records. It returns only after every
 // record reached its durable end (produced downstream and acknowledged,
 // inserted, or dead-lettered): the loop then marks them for commit (or, see
-// ErrHandledPart, after it marked and rewound the records itself). A
+// ErrHandledPart and ErrMarkLater, after or before it marks them itself). A
 // returned error means the batch did not reach its end; the loop stops
 // without marking, so the records are delivered again (to this or another
 // member) after a restart or rebalance. Handlers retry transient downstream
@@ -159,12 +166,12 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, next func(
 			cl.AllowRebalance()
 			continue
 		}
-		if err := h(hctx, recs); err != nil {
+		if err := h(withBehind(hctx, fetches), recs); err != nil {
 			cl.AllowRebalance()
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, ErrHandledPart) {
+			if errors.Is(err, ErrHandledPart) || errors.Is(err, ErrMarkLater) {
 				continue
 			}
 			return fmt.Errorf("handling batch: %w", err)
@@ -175,6 +182,32 @@ func run(ctx, hctx context.Context, cl *kgo.Client, log *slog.Logger, next func(
 		cl.MarkCommitRecords(recs...)
 		cl.AllowRebalance()
 	}
+}
+
+// behindKey is the context key of Behind.
+type behindKey struct{}
+
+// withBehind is hctx carrying how far fetches left their partitions
+// behind the brokers' ends, for Behind.
+func withBehind(hctx context.Context, fetches kgo.Fetches) context.Context {
+	var behind int64
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			behind += max(p.HighWatermark-(p.Records[n-1].Offset+1), 0)
+		}
+	})
+	return context.WithValue(hctx, behindKey{}, behind)
+}
+
+// Behind is, in a Handler's context, how many records the brokers held
+// past the batch's last record of each of its partitions when they were
+// fetched (their high watermarks): 0 when the batch reached the end of
+// every partition it has records of. With nothing buffered in the client
+// (kgo.Client.BufferedFetchRecords) it means the member has caught up. ok
+// is false outside a Handler.
+func Behind(ctx context.Context) (n int64, ok bool) {
+	n, ok = ctx.Value(behindKey{}).(int64)
+	return n, ok
 }
 
 // DeadLetter builds the dead-letter record for rec.
