@@ -141,7 +141,7 @@ func (s *Segmenter) seal() {
 			}
 		}
 		c.p, c.e, c.touched = nil, nil, false
-		size := len(c.key) + len(c.enc) + len(c.tagsVal)
+		size := len(c.key) + len(c.enc) + len(c.tagsVal) + pendingOverhead
 		s.pendBytes += size - c.size
 		c.size = size
 	}
@@ -150,6 +150,11 @@ func (s *Segmenter) seal() {
 		s.m.coalesced.Add(float64(coalesced))
 	}
 }
+
+// pendingOverhead is what a pending profile holds besides its key and
+// values, for Config.ChangelogBytes: its changedProfile (about 170 bytes),
+// its index entry (the key again, and the map's slot).
+const pendingOverhead = 256
 
 // sealAll seals every worker's part, on every worker at once.
 func (s *Segmenter) sealAll() {

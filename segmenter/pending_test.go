@@ -2,6 +2,7 @@ package segmenter
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,5 +257,94 @@ func TestChangelogWrittenOnRevoke(t *testing.T) {
 	// nothing: it applied only the last batch's increments of its users.
 	if n := testutil.ToFloat64(second.m.events[schemas.KindTags]); n != float64(moved) {
 		t.Fatalf("the second member applied %v increments, want %d (one per user it took over)", n, moved)
+	}
+}
+
+// TestChangelogBytesBound: pending changes are written when they hold
+// Config.ChangelogBytes, in the middle of a batch too (a campaign over
+// more profiles than that), and their events committed, while the
+// segmenter is still behind; at the stop the rest is written, and a fresh
+// process restores every profile with the campaign counted once.
+func TestChangelogBytesBound(t *testing.T) {
+	const users = partChunk * 3 / 2
+	c := kafkatest.New(t, 1)
+	adm := kadm.NewClient(c.Client(t))
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	cfg := Config{ChangelogInterval: time.Hour, ChangelogBytes: 1 << 20, Limits: Limits{MaxMarketing: 3}}
+	first, cancel, errc := runSegmenterConfig(t, c, cfg, now)
+	first.holdPending.Store(true)
+	recs := make([]*kgo.Record, users)
+	for i := range users {
+		recs[i] = record(t, &schemas.Event{
+			ID: fmt.Sprintf("r%d", i), App: testApp, Kind: schemas.KindRegister, Name: schemas.EventDeviceRegistered,
+			Time: now, HWID: partsHWID(i), DeviceType: schemas.DeviceWhatsApp, Country: "US",
+		})
+	}
+	produce(t, c, recs...)
+	for deadline := time.Now().Add(15 * time.Second); testutil.ToFloat64(first.m.events[schemas.KindRegister]) < users; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the registrations were not applied")
+		}
+	}
+	if n := testutil.ToFloat64(first.m.changelogFlushes); n < 1 {
+		t.Fatalf("%v changelog writes while held, want them every MiB", n)
+	}
+	for deadline := time.Now().Add(10 * time.Second); sum(committed(t, adm)) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing committed after the writes")
+		}
+	}
+	if n := sum(endOffsets(t, adm, schemas.TopicProfiles)); n == 0 {
+		t.Fatal("no changelog record while held")
+	}
+
+	// A campaign over them all, one record: the pending changes are
+	// written while it runs, before all its requests are out. (The hook
+	// sees each write once its records are acknowledged; returning nil
+	// leaves that write's events unmarked, the next write marks them.)
+	var atFirst atomic.Int64
+	atFirst.Store(-1)
+	seeWrite := func() error {
+		atFirst.CompareAndSwap(-1, sum(endOffsets(t, adm, schemas.TopicDispatch)))
+		return nil
+	}
+	first.crashAfterProduce.Store(&seeWrite)
+	camp := &schemas.Campaign{
+		ID: "m1", Filter: `T("Registered", EQ, true)`, Sender: testPNID,
+		Template: schemas.Template{Name: "promo_offer", Language: "en_US", Category: CategoryMarketing, Body: []string{"x"}},
+	}
+	produce(t, c, campaignRecord(t, 0, camp))
+	for deadline := time.Now().Add(30 * time.Second); sum(endOffsets(t, adm, schemas.TopicDispatch)) < users; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the campaign was not sent")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); atFirst.Load() < 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no changelog write during or after the campaign")
+		}
+	}
+	if n := atFirst.Load(); n >= users {
+		t.Fatalf("the first write came after all %d requests, want it while the campaign ran", n)
+	}
+	first.crashAfterProduce.Store(nil)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	first.Close()
+	waitCommitted(t, adm)
+
+	second, _, _ := runSegmenterConfig(t, c, cfg, now)
+	for deadline := time.Now().Add(15 * time.Second); testutil.ToFloat64(second.m.restoredProfiles) < users; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("restored %v profiles, want %d", testutil.ToFloat64(second.m.restoredProfiles), users)
+		}
+	}
+	for i := range users {
+		p, ok := second.Profile(testApp, partsHWID(i))
+		if !ok || !p.Registered || len(p.sends) != 1 {
+			t.Fatalf("user %d: profile %v: want registered, the campaign counted once", i, ok)
+		}
 	}
 }

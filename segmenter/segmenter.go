@@ -23,11 +23,11 @@
 //
 // # Tags view
 //
-// After each batch, every profile whose tags or default tags (Language,
-// Country, Timezone, the registration mark, the profile name) the batch
-// changed gets one schemas.ProfileTags record on the compacted
-// schemas.TopicTags, produced with the batch's other outputs and before its
-// offsets are committed. Ingest's getTags serves them; counters and the
+// Every profile whose tags or default tags (Language, Country, Timezone,
+// the registration mark, the profile name) changed gets one
+// schemas.ProfileTags record on the compacted schemas.TopicTags, written
+// with its changelog record (see Durable state) and before the offsets of
+// the events behind it are committed. Ingest's getTags serves them; counters and the
 // service window are not part of it (they change on every event).
 //
 // # Segments
@@ -81,9 +81,10 @@
 // dispatcher's window and tier checks.
 //
 // A campaign or sweep visits every profile of its partition, so Run does
-// not hold its outputs and changed profiles until the batch ends: every
-// 4,096 of them (partChunk) they are produced, the changelog records
-// after the requests they count. A crash in between repeats the campaign
+// not hold its outputs and decoded profiles until the batch ends: every
+// 4,096 of them (partChunk) the requests are produced and the changed
+// profiles sealed (pending.go), their changelog records written after
+// the requests they count. A crash in between repeats the campaign
 // record: the users sent to already get the same request (same id) again,
 // and their send, in the profile, is not counted twice.
 //
@@ -117,22 +118,27 @@
 //
 // # Delivery
 //
-// Run consumes with internal/kafka.RunDraining: a batch's offsets are
-// committed only after its dispatch requests and dead letters were
-// acknowledged by Kafka; on shutdown the batch in hand is finished and
-// committed first (kafka.DefaultDrainGrace at most), so a graceful restart
-// repeats no keyword reply.
+// Run consumes with internal/kafka.RunDrainingN: a batch's offsets are
+// committed only after its dispatch requests and dead letters, and then
+// the changelog records of its changes, were acknowledged by Kafka; on
+// shutdown the batch in hand is finished, the pending changelog written
+// and committed first (kafka.DefaultDrainGrace at most each), so a
+// graceful restart repeats no keyword reply.
 // Records that are not valid events (bad JSON, unknown version, missing
 // fields) go to schemas.TopicDeadLetter with the reason; nothing is dropped
 // silently.
 //
 // # Durable state
 //
-// After each batch every profile it changed is written, in the encoding of
-// codec.go, to the compacted changelog schemas.TopicProfiles, on the same
-// partition number as the events it came from (a manual partitioner for
-// that topic), together with the batch's other outputs and before its
-// offsets are marked. When the group assigns events partitions, the
+// Every profile changed is written, in the encoding of codec.go, to the
+// compacted changelog schemas.TopicProfiles, on the same partition number
+// as the events it came from (a manual partitioner for that topic), after
+// the outputs of the events that changed it and before their offsets are
+// marked. While the segmenter works through a backlog the writes are
+// coalesced (pending.go): a profile changed by many batches gets one
+// record with its latest state when the segmenter catches up, after
+// Config.ChangelogInterval, at Config.ChangelogBytes, before partitions
+// are revoked and at the stop. When the group assigns events partitions, the
 // segmenter reads those changelog partitions from the start to their
 // current end into the cache before any of their records is fetched
 // (OnPartitionsAssigned), so a restarted process, or a member taking over a
@@ -177,7 +183,8 @@
 //     until evicted or overwritten by the next restore of that partition.
 //   - Outputs and the changelog are produced together but not in a Kafka
 //     transaction: a crash between them and the offset commit repeats the
-//     batch's dispatch requests (same ids) and tags records.
+//     events' dispatch requests (same ids) and tags records. While behind,
+//     that is up to Config.ChangelogInterval of events (5 s by default).
 //   - A user known by hwid and by user id has two profiles: identity
 //     resolution (merge.go) joins a CDP's anonymous and earlier user ids
 //     to the user id (Segment identify, track and alias), not devices; a
@@ -200,6 +207,8 @@
 //	herald_segmenter_ignored_tags_total               tag values not stored (objects, nested lists)
 //	herald_segmenter_tag_records_total                ProfileTags records produced to TopicTags
 //	herald_segmenter_changelog_records_total          profile changelog records produced to TopicProfiles
+//	herald_segmenter_changelog_writes_total           writes of the pending changelog (each then commits its events)
+//	herald_segmenter_changelog_coalesced_total        changelog records saved: a profile changed again before its pending record was written
 //	herald_segmenter_restored_profiles_total          profiles loaded from the changelog on assignment
 //	herald_segmenter_restore_duration_seconds         time to restore newly assigned partitions
 //	herald_segmenter_segment_evaluations_total        segment filters evaluated on profile changes
