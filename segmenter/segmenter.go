@@ -553,9 +553,9 @@ func (s *Segmenter) finish() error {
 
 // handle is Run's batch handler. It processes the batch a part at a time
 // and produces each part's outputs while it processes the next; the
-// part's changelog and tags records join the pending ones (pending.go),
-// written once every output before them is acknowledged and the pending
-// log is due: the segmenter has caught up, or the oldest change is
+// profiles a part changed stay pending in the workers' lists (pending.go)
+// and are written, once every output before them is acknowledged, when
+// the segmenter has caught up, the oldest change is
 // Config.ChangelogInterval old, or they hold Config.ChangelogBytes. The
 // events are marked for commit once the records covering them are
 // acknowledged, so handle returns kafka.ErrMarkLater when it wrote none.
@@ -918,6 +918,13 @@ func (s *Segmenter) processShared(ctx context.Context, out []*kgo.Record, recs [
 	n := len(s.workers)
 	parts := make([][]*kgo.Record, n)
 	pevs := make([][]decoded, n)
+	// Keys hash evenly over the workers: each share is about len/n (a
+	// few standard deviations more fits), so no share grows.
+	share := len(recs)/n + len(recs)/(8*n) + 16
+	for w := range n {
+		parts[w] = make([]*kgo.Record, 0, share)
+		pevs[w] = make([]decoded, 0, share)
+	}
 	for i, r := range recs {
 		w := s.ownerIndex(r, evs[i])
 		parts[w] = append(parts[w], r)
