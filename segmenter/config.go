@@ -164,9 +164,9 @@ type Config struct {
 	// backlog: until then, a later change of the profile replaces them,
 	// so a user's events seconds apart cost one changelog record, not one
 	// each. The events are committed once their records are written. When
-	// the segmenter has caught up (nothing is buffered after a poll) they
-	// are written at once, as they are before partitions are revoked and
-	// at a stop. A crash replays the events since the last write (their
+	// the segmenter has caught up (what is left of its partitions fits in
+	// one poll) they are written after every poll, as they are before
+	// partitions are revoked and at a stop. A crash replays the events since the last write (their
 	// outputs again, with the same ids). Default 5s; negative: after every
 	// poll.
 	ChangelogInterval time.Duration `yaml:"changelog_interval"`

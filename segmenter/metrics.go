@@ -35,7 +35,7 @@ type metrics struct {
 	coldLoads        prometheus.Counter
 	coldErrors       prometheus.Counter
 	changelogRecords prometheus.Counter
-	changelogFlushes prometheus.Counter
+	changelogFlushes *prometheus.CounterVec
 	coalesced        prometheus.Counter
 	restoredProfiles prometheus.Counter
 	restoreDuration  prometheus.Histogram
@@ -99,10 +99,10 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 			Name: "herald_segmenter_changelog_records_total",
 			Help: "Profile changelog records produced (one per profile changed since the last changelog write).",
 		}),
-		changelogFlushes: prometheus.NewCounter(prometheus.CounterOpts{
+		changelogFlushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_segmenter_changelog_writes_total",
-			Help: "Writes of the pending changelog and tags records (each followed by a commit of the events they cover).",
-		}),
+			Help: "Writes of the pending changelog and tags records (each followed by a commit of the events they cover), by why: caught_up, interval, bytes, revoke, stop.",
+		}, []string{"reason"}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_segmenter_changelog_coalesced_total",
 			Help: "Changelog records not written because a later part of the stream changed the same profile before the pending one was written.",
@@ -195,6 +195,9 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 	}
 	for _, st := range []string{schemas.MergePull, schemas.MergePush, schemas.MergeDone} {
 		m.merges.WithLabelValues(st)
+	}
+	for _, r := range []string{writeCaughtUp, writeInterval, writeBytes, writeRevoke, writeStop} {
+		m.changelogFlushes.WithLabelValues(r)
 	}
 	for _, k := range eventKinds {
 		m.events[k] = events.WithLabelValues(string(k))

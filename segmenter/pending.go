@@ -18,8 +18,8 @@ import (
 // changes it: the workers' lists of changed profiles (changedProfile) are
 // kept from batch to batch, a later change of a profile replacing its
 // earlier one in place, and written together, each profile's latest state
-// once, when the segmenter has caught up with its partitions (nothing
-// buffered after a poll), when the oldest change is
+// once, when the segmenter has caught up with its partitions (what is
+// left of them fits in one poll), when the oldest change is
 // Config.ChangelogInterval old, when they hold Config.ChangelogBytes,
 // before partitions are revoked and when Run stops. Kafka Streams' record
 // cache does the same between commits. A user's statuses (sent,
@@ -80,16 +80,34 @@ func (pl *pendingLog) mark(recs []*kgo.Record, now time.Time) {
 	}
 }
 
-// due reports whether the pending records are to be written after a poll's
-// records were handled: caught up (the segmenter has caught up with its
-// partitions), or pending since the interval or holding bytes.
-func (pl *pendingLog) due(now time.Time, caughtUp bool, bytes int, cfg *Config) bool {
+// Why the pending records are written (writePending): the reason label
+// of herald_segmenter_changelog_writes_total.
+const (
+	writeCaughtUp = "caught_up" // what is left fits in one poll (or ChangelogInterval < 0)
+	writeInterval = "interval"  // ChangelogInterval since the first pending part
+	writeBytes    = "bytes"     // ChangelogBytes held
+	writeRevoke   = "revoke"    // partitions are revoked
+	writeStop     = "stop"      // Run stops
+)
+
+// due reports why the pending records are to be written after a poll's
+// records were handled, "" when they wait: caughtUp (the segmenter has
+// caught up with its partitions), pending since the interval, or holding
+// bytes.
+func (pl *pendingLog) due(now time.Time, caughtUp bool, bytes int, cfg *Config) string {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if len(pl.marks) == 0 {
-		return false
+	switch {
+	case len(pl.marks) == 0:
+		return ""
+	case caughtUp || cfg.ChangelogInterval < 0:
+		return writeCaughtUp
+	case now.Sub(pl.since) >= cfg.ChangelogInterval:
+		return writeInterval
+	case bytes >= cfg.ChangelogBytes:
+		return writeBytes
 	}
-	return cfg.ChangelogInterval < 0 || caughtUp || now.Sub(pl.since) >= cfg.ChangelogInterval || bytes >= cfg.ChangelogBytes
+	return ""
 }
 
 // take returns the marks and forgets them; ok is false when the log is
@@ -184,10 +202,10 @@ func (s *Segmenter) pendingBytes() int {
 var errFlushPoisoned = errors.New("not writing the pending changelog: an output of its events failed, or the segmenter stopped on an error")
 
 // flushPending is writePending for a caller outside Process.
-func (s *Segmenter) flushPending(ctx context.Context) error {
+func (s *Segmenter) flushPending(ctx context.Context, reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writePending(ctx)
+	return s.writePending(ctx, reason)
 }
 
 // writePending writes the pending changelog and tags records (the
@@ -196,7 +214,7 @@ func (s *Segmenter) flushPending(ctx context.Context) error {
 // events they cover for commit. Every output of those events must have
 // been acknowledged before, and no worker may be running: s.mu is held,
 // by Process (a part's flush) or flushPending.
-func (s *Segmenter) writePending(ctx context.Context) error {
+func (s *Segmenter) writePending(ctx context.Context, reason string) error {
 	marks, ok := s.pending.take()
 	if !ok {
 		return errFlushPoisoned
@@ -261,7 +279,8 @@ func (s *Segmenter) writePending(ctx context.Context) error {
 	}
 	s.m.changelogRecords.Add(float64(n))
 	s.m.tagRecords.Add(float64(ntags))
-	s.m.changelogFlushes.Inc()
+	s.m.changelogFlushes.WithLabelValues(reason).Inc()
+	s.log.Debug("changelog written", "reason", reason, "profiles", n, "tags", ntags, "events_partitions", len(marks))
 	if f := s.crashAfterProduce.Load(); f != nil {
 		return (*f)()
 	}

@@ -286,7 +286,7 @@ func TestChangelogBytesBound(t *testing.T) {
 			t.Fatal("the registrations were not applied")
 		}
 	}
-	if n := testutil.ToFloat64(first.m.changelogFlushes); n < 1 {
+	if n := testutil.ToFloat64(first.m.changelogFlushes.WithLabelValues(writeBytes)); n < 1 {
 		t.Fatalf("%v changelog writes while held, want them every MiB", n)
 	}
 	for deadline := time.Now().Add(10 * time.Second); sum(committed(t, adm)) == 0; time.Sleep(20 * time.Millisecond) {

@@ -207,7 +207,7 @@
 //	herald_segmenter_ignored_tags_total               tag values not stored (objects, nested lists)
 //	herald_segmenter_tag_records_total                ProfileTags records produced to TopicTags
 //	herald_segmenter_changelog_records_total          profile changelog records produced to TopicProfiles
-//	herald_segmenter_changelog_writes_total           writes of the pending changelog (each then commits its events)
+//	herald_segmenter_changelog_writes_total{reason}   writes of the pending changelog (each then commits its events): caught_up, interval, bytes, revoke, stop
 //	herald_segmenter_changelog_coalesced_total        changelog records saved: a profile changed again before its pending record was written
 //	herald_segmenter_restored_profiles_total          profiles loaded from the changelog on assignment
 //	herald_segmenter_restore_duration_seconds         time to restore newly assigned partitions
@@ -406,7 +406,7 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, prom prometheus.Regist
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 			// No batch is in hand (kafka.ConsumerOpts blocks rebalances
 			// while one is): what is pending is written, then committed.
-			if err := s.flushPending(ctx); err != nil && !errors.Is(err, errFlushPoisoned) {
+			if err := s.flushPending(ctx, writeRevoke); err != nil && !errors.Is(err, errFlushPoisoned) {
 				s.log.Warn("writing the pending changelog before partitions move: their new owner replays the events", "err", err)
 			}
 			kafka.CommitOnRevoke(ctx, cl, revoked)
@@ -539,7 +539,7 @@ func (s *Segmenter) Run(ctx context.Context) error {
 func (s *Segmenter) finish() error {
 	ctx, cancel := context.WithTimeout(context.Background(), kafka.DefaultDrainGrace)
 	defer cancel()
-	if err := s.flushPending(ctx); err != nil {
+	if err := s.flushPending(ctx, writeStop); err != nil {
 		if errors.Is(err, errFlushPoisoned) {
 			return nil // a batch failed and ctx ended: Run returns nil as ever
 		}
@@ -601,9 +601,9 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 			return nil // handle returns firstErr
 		}
 		if locked {
-			return s.writePending(ctx)
+			return s.writePending(ctx, writeBytes)
 		}
-		return s.flushPending(ctx)
+		return s.flushPending(ctx, writeBytes)
 	}
 	produce := func(out []*kgo.Record) {
 		wg.Add(len(out))
@@ -638,18 +638,25 @@ func (s *Segmenter) handle(ctx context.Context, recs []*kgo.Record) error {
 		return fmt.Errorf("producing the outputs of %d records (%d acknowledged): %w", len(recs), produced.Load(), firstErr)
 	}
 	s.m.batchDuration.Observe(time.Since(start).Seconds())
-	if s.crashAfterProduce.Load() == nil && !s.pending.due(time.Now(), !s.holdPending.Load() && caughtUp(ctx, s.cl), s.pendingBytes(), &s.cfg) {
+	reason := s.pending.due(time.Now(), !s.holdPending.Load() && caughtUp(ctx, s.cl), s.pendingBytes(), &s.cfg)
+	if reason == "" && s.crashAfterProduce.Load() != nil {
+		reason = writeCaughtUp
+	}
+	if reason == "" {
 		return kafka.ErrMarkLater
 	}
-	return s.flushPending(ctx) // which marks the batch
+	return s.flushPending(ctx, reason) // which marks the batch
 }
 
-// caughtUp reports whether the batch of handle's ctx reached the end of
-// its partitions and nothing more is buffered: no backlog to coalesce the
-// changelog over.
+// caughtUp reports whether what is left after the batch of handle's ctx
+// (on the brokers past its partitions' last records, and buffered in the
+// client) fits in one poll: no backlog to coalesce the changelog over. A
+// segmenter keeping up with its traffic then writes after every batch, as
+// its commits and the group's lag (which KEDA scales on) need; one that
+// is behind coalesces.
 func caughtUp(ctx context.Context, cl *kgo.Client) bool {
 	behind, ok := kafka.Behind(ctx)
-	return !ok || behind == 0 && cl.BufferedFetchRecords() == 0
+	return !ok || behind+cl.BufferedFetchRecords() < pollRecords
 }
 
 // pollRecords is the most records Run hands to handle at once: more than
