@@ -367,6 +367,8 @@ type core struct {
 	// pending's marks then commit.
 	coalesce bool
 	pending  pendingLog
+	// writeRecs is writePending's slice of records, reused.
+	writeRecs []kgo.Record
 
 	// crashAfterProduce, in tests, ends a batch after its outputs were
 	// acknowledged and before its offsets are marked: a crash there.
