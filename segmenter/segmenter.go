@@ -706,9 +706,12 @@ func (s *Segmenter) Close() {
 // returns the records to produce: dispatch requests for TopicDispatch and
 // dead letters for TopicDeadLetter, in the order of the records that caused
 // them, then one TopicProfiles changelog record per profile the batch
-// changed and one TopicTags record per profile whose tags changed. It never fails on a record's content; the error is ctx's, when ctx
-// is done before the batch starts. Safe for concurrent use (calls are
-// serialised).
+// changed and one TopicTags record per profile whose tags changed. It
+// never fails on a record's content; the error is ctx's, when ctx is done
+// before the batch starts. Safe for concurrent use (calls are
+// serialised). It is for a Segmenter that does not Run: Run keeps the
+// changes pending for its own writes (pending.go), so a Process call
+// beside it would return none.
 func (s *Segmenter) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
 	return s.process(ctx, recs, nil)
 }
