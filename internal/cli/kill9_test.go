@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -34,9 +33,12 @@ func TestSegmenterKill9(t *testing.T) {
 	seg := &proc{t: t, name: "segmenter", bin: bin, log: filepath.Join(dir, "segmenter.log"), ready: httpReady("http://" + opsAddr + "/readyz"),
 		args: []string{
 			"-kafka.brokers", brokerAddr, "-ops.addr", opsAddr, "-segmenter.cache-lazy",
-			// Written (and committed) every 300 ms while behind: the
-			// kill lands between writes, with changes pending.
-			"-segmenter.changelog-interval", "300ms",
+			// Written (and committed) every 2.5 s while behind, longer
+			// than the client's 1 s auto-commit: were events committed
+			// before their changelog is written, the kill after the
+			// first commit would lose some. One worker: the backlog
+			// lasts past the first write.
+			"-segmenter.changelog-interval", "2500ms", "-segmenter.workers", "1",
 		}}
 	for _, p := range []*proc{broker, seg} {
 		t.Cleanup(p.kill)
@@ -54,11 +56,12 @@ func TestSegmenterKill9(t *testing.T) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	const users, increments = 2000, 150
+	const users, increments = 4000, 200
 	hwid := func(u int) string { return fmt.Sprintf("whatsapp:+1415777%04d", u) }
 	now := time.Now().UTC().Add(-time.Hour)
-	var recs []*kgo.Record
+	recs := make([]*kgo.Record, 0, users)
 	for i := range increments {
+		recs = recs[:0]
 		for u := range users {
 			e := &schemas.Event{
 				ID: fmt.Sprintf("inc-%d-%d", u, i), App: "ABCDE-12345", Kind: schemas.KindTags, Time: now,
@@ -70,13 +73,11 @@ func TestSegmenterKill9(t *testing.T) {
 			}
 			recs = append(recs, &kgo.Record{Topic: schemas.TopicEvents, Key: e.Key(), Value: b})
 		}
-	}
-	for chunk := range slices.Chunk(recs, 10_000) {
-		if err := cl.ProduceSync(t.Context(), chunk...).FirstErr(); err != nil {
+		if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
 			t.Fatalf("producing the backlog: %v", err)
 		}
 	}
-	total := int64(len(recs))
+	const total = int64(users * increments)
 	committed := func() int64 {
 		offs, err := adm.FetchOffsets(t.Context(), "herald-segmenter")
 		if err != nil {
