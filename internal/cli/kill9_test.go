@@ -28,9 +28,12 @@ func TestSegmenterKill9(t *testing.T) {
 	dir := t.TempDir()
 	brokerAddr, opsAddr := freeAddr(t), freeAddr(t)
 	_, brokerPort, _ := net.SplitHostPort(brokerAddr)
-	broker := &proc{t: t, name: "broker", bin: bin, log: filepath.Join(dir, "broker.log"), ready: tcpReady(brokerAddr),
-		args: []string{"-port", brokerPort, "-data-dir", filepath.Join(dir, "broker"), "-kafka.partitions", "4"}}
-	seg := &proc{t: t, name: "segmenter", bin: bin, log: filepath.Join(dir, "segmenter.log"), ready: httpReady("http://" + opsAddr + "/readyz"),
+	broker := &proc{
+		t: t, name: "broker", bin: bin, log: filepath.Join(dir, "broker.log"), ready: tcpReady(brokerAddr),
+		args: []string{"-port", brokerPort, "-data-dir", filepath.Join(dir, "broker"), "-kafka.partitions", "4"},
+	}
+	seg := &proc{
+		t: t, name: "segmenter", bin: bin, log: filepath.Join(dir, "segmenter.log"), ready: httpReady("http://" + opsAddr + "/readyz"),
 		args: []string{
 			"-kafka.brokers", brokerAddr, "-ops.addr", opsAddr, "-segmenter.cache-lazy",
 			// Written (and committed) every 2.5 s while behind, longer
@@ -39,7 +42,8 @@ func TestSegmenterKill9(t *testing.T) {
 			// first commit would lose some. One worker: the backlog
 			// lasts past the first write.
 			"-segmenter.changelog-interval", "2500ms", "-segmenter.workers", "1",
-		}}
+		},
+	}
 	for _, p := range []*proc{broker, seg} {
 		t.Cleanup(p.kill)
 	}
