@@ -81,6 +81,7 @@ kafka:
   brokers: ${HERALD_T_BROKERS}
   partitions: 12
   commit_interval: 2s
+  session_timeout: 10s
   tls: {enabled: true}
 ops.addr: file:9100
 http.addr: top:8080
@@ -101,6 +102,7 @@ segmenter:
 		{"kafka.brokers", c.brokers, "k1:9092,k2:9092", "file " + path},
 		{"kafka.partitions", strconv.Itoa(c.partitions), "24", "flag"},
 		{"kafka.commit-interval", c.commitEvery.String(), "2s", "file " + path},
+		{"kafka.session-timeout", c.session.String(), "10s", "file " + path},
 		{"kafka.tls.enabled", strconv.FormatBool(c.tls.Enabled), "true", "file " + path},
 		{"ops.addr", c.opsAddr, "env:9100", "env HERALD_OPS_ADDR"},
 		{"http.addr", c.addr, "section:8080", "file " + path + " (section ingest)"},

@@ -36,12 +36,15 @@ func TestSegmenterKill9(t *testing.T) {
 		t: t, name: "segmenter", bin: bin, log: filepath.Join(dir, "segmenter.log"), ready: httpReady("http://" + opsAddr + "/readyz"),
 		args: []string{
 			"-kafka.brokers", brokerAddr, "-ops.addr", opsAddr, "-segmenter.cache-lazy",
-			// Written (and committed) every 2.5 s while behind, longer
+			// Written (and committed) every 1.5 s while behind, longer
 			// than the client's 1 s auto-commit: were events committed
 			// before their changelog is written, the kill after the
 			// first commit would lose some. One worker: the backlog
 			// lasts past the first write.
-			"-segmenter.changelog-interval", "2500ms", "-segmenter.workers", "1",
+			"-segmenter.changelog-interval", "1500ms", "-segmenter.workers", "1",
+			// The restarted member gets the partitions back once the
+			// group gave up on the killed one.
+			"-kafka.session-timeout", "6s",
 		},
 	}
 	for _, p := range []*proc{broker, seg} {
@@ -60,7 +63,7 @@ func TestSegmenterKill9(t *testing.T) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	const users, increments = 4000, 200
+	const users, increments = 6000, 200
 	hwid := func(u int) string { return fmt.Sprintf("whatsapp:+1415777%04d", u) }
 	now := time.Now().UTC().Add(-time.Hour)
 	recs := make([]*kgo.Record, 0, users)

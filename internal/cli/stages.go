@@ -166,6 +166,7 @@ type stageFlags struct {
 	tls         tlsconf.Files
 	linger      time.Duration
 	commitEvery time.Duration
+	session     time.Duration
 	opsAddr     string
 
 	kcfg kafka.Config // built by check
@@ -192,6 +193,7 @@ func newStageFlags(name string, stderr io.Writer) *stageFlags {
 	f.BoolVar(&f.tls.InsecureSkipVerify, "kafka.tls.insecure-skip-verify", false, "accept any broker certificate (tests only)")
 	f.DurationVar(&f.linger, "kafka.linger", 0, "how long producers wait to fill a batch (0: send at once; batches still form under load)")
 	f.DurationVar(&f.commitEvery, "kafka.commit-interval", time.Second, "how often consumers commit processed offsets (at least 100ms; a crash redelivers at most this much work)")
+	f.DurationVar(&f.session, "kafka.session-timeout", kafka.DefaultSessionTimeout, "how long the consumer group waits for a member that stopped heartbeating (killed, not stopped: a stop leaves the group at once) before its partitions go to the others (at least 1s; the brokers bound it, 6s-30m by default)")
 	f.StringVar(&f.opsAddr, "ops.addr", "127.0.0.1:9100", "address of /metrics, /healthz and /readyz")
 	return f
 }
@@ -222,6 +224,7 @@ func (f *stageFlags) kafka() (kafka.Config, error) {
 		TLSFiles:          f.tls,
 		Linger:            f.linger,
 		CommitInterval:    f.commitEvery,
+		SessionTimeout:    f.session,
 	}
 	switch {
 	case len(c.Brokers) == 0:
@@ -234,6 +237,8 @@ func (f *stageFlags) kafka() (kafka.Config, error) {
 		return c, fmt.Errorf("kafka.commit-interval: want at least 100ms, got %s", f.commitEvery)
 	case f.linger < 0:
 		return c, fmt.Errorf("kafka.linger: want 0 or more, got %s", f.linger)
+	case f.session < time.Second:
+		return c, fmt.Errorf("kafka.session-timeout: want at least 1s, got %s", f.session)
 	}
 	switch c.SASLMechanism {
 	case "":

@@ -63,10 +63,20 @@ type Config struct {
 	// acknowledgement) wait. A few milliseconds can save broker CPU with
 	// many sparse producers.
 	Linger time.Duration `yaml:"linger"`
+	// SessionTimeout is how long the group waits for a consumer that
+	// stopped heartbeating (killed, not stopped) before it gives the
+	// consumer's partitions to the others. Default 45s (franz-go's); the
+	// brokers bound it (Kafka's group.min.session.timeout.ms and
+	// group.max.session.timeout.ms: 6s and 30m by default). Heartbeats go
+	// every third of it, at most every 3s.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 
 	// tlsConfig is built by Validate from TLS and TLSFiles.
 	tlsConfig *tls.Config
 }
+
+// DefaultSessionTimeout is Config.SessionTimeout's default.
+const DefaultSessionTimeout = 45 * time.Second
 
 // Validate checks the config and fills defaults.
 func (c *Config) Validate() error {
@@ -87,6 +97,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Linger < 0 {
 		return fmt.Errorf("kafka: linger %s is negative", c.Linger)
+	}
+	switch {
+	case c.SessionTimeout == 0:
+		c.SessionTimeout = DefaultSessionTimeout
+	case c.SessionTimeout < time.Second:
+		return fmt.Errorf("kafka: session_timeout %s is below the 1s minimum", c.SessionTimeout)
 	}
 	if c.ReplicationFactor == 0 {
 		c.ReplicationFactor = -1

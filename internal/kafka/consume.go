@@ -39,13 +39,20 @@ type Handler func(ctx context.Context, recs []*kgo.Record) error
 
 // ConsumerOpts are the options a stage's consumer-group client needs on top
 // of Config.Opts: the group, its topics, manual marking, and a commit of
-// marked offsets every CommitInterval and when partitions are revoked or lost.
+// marked offsets every CommitInterval and when partitions are revoked or lost,
+// and the group's SessionTimeout.
 func (c *Config) ConsumerOpts(group string, topics ...string) []kgo.Opt {
 	interval := c.CommitInterval
 	if interval <= 0 {
 		interval = time.Second
 	}
+	session := c.SessionTimeout
+	if session <= 0 {
+		session = DefaultSessionTimeout
+	}
 	return []kgo.Opt{
+		kgo.SessionTimeout(session),
+		kgo.HeartbeatInterval(min(3*time.Second, session/3)),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topics...),
 		kgo.AutoCommitMarks(),
