@@ -40,8 +40,8 @@ import (
 //   - A pending profile evicted from fastcache is read back from its
 //     pending encoding, not from an older changelog record (unwritten).
 //   - A pending profile keeps no decoded Profile or event: at the end of
-//     each part (seal) its tags record value and timer header are built
-//     and those are let go, so the memory is its encodings.
+//     each part (seal, sealChange) its tags record value and timer header
+//     are built and those are let go, so the memory is its encodings.
 //   - Lost partitions' pending profiles are dropped, not written: their
 //     new owner replays the events and writes its own.
 //   - Once an output failed, or Run failed, nothing pending is written.
@@ -142,9 +142,7 @@ func (pl *pendingLog) drop(lost []int32) {
 }
 
 // seal ends a part for s's changed profiles (Run only): each one the part
-// changed gets its timer header and, when its tags changed, its TopicTags
-// record value built from its decoded profile, which it then lets go, as
-// it does the event; s.pendBytes counts what they hold.
+// changed is sealed (sealChange), and s.pendBytes counts what they hold.
 func (s *Segmenter) seal() {
 	coalesced := 0
 	for _, i := range s.touched {
@@ -152,19 +150,8 @@ func (s *Segmenter) seal() {
 		if c.size > 0 {
 			coalesced++ // pending from an earlier part: one record for both
 		}
-		if c.p != nil {
-			c.hdr = appendTimerHeader(c.hdr[:0], c.p)
-			if c.tags {
-				s.tagsBuf = appendTagsRecord(s.tagsBuf[:0], &s.fields, c.p, c.e)
-				if cap(c.tagsVal) >= len(s.tagsBuf) {
-					c.tagsVal = append(c.tagsVal[:0], s.tagsBuf...) // not in flight
-				} else {
-					c.tagsVal = s.keepEnc(s.tagsBuf)
-				}
-				c.tags = false
-			}
-		}
-		c.p, c.e, c.touched = nil, nil, false
+		s.sealChange(c)
+		c.touched = false
 		size := len(c.key) + len(c.enc) + len(c.tagsVal) + pendingOverhead
 		s.pendBytes += size - c.size
 		c.size = size

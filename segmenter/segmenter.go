@@ -288,7 +288,7 @@ type Segmenter struct {
 	// profiles (keepEnc), many to a block; a full block is left to the
 	// records that share it.
 	encs []byte
-	// tagsBuf is where tagsValue builds a TopicTags record value.
+	// tagsBuf is where sealChange builds a TopicTags record value.
 	tagsBuf []byte
 	// pos is the position in the batch of the record in hand.
 	pos int
@@ -785,6 +785,7 @@ func (s *Segmenter) endPart(out []*kgo.Record) []*kgo.Record {
 func (s *Segmenter) appendAllChanges(out []*kgo.Record) []*kgo.Record {
 	if len(s.workers) == 1 {
 		w := s.workers[0]
+		w.sealChanges()
 		return w.appendChanges(out, w.changed)
 	}
 	// The changelog, tags and tag registry records after every other
@@ -793,7 +794,7 @@ func (s *Segmenter) appendAllChanges(out []*kgo.Record) []*kgo.Record {
 	// record, its latest.
 	var wg sync.WaitGroup
 	for _, w := range s.workers {
-		wg.Go(w.encodeTags) // the tags records, on every worker at once
+		wg.Go(w.sealChanges) // the tags records, on every worker at once
 	}
 	wg.Wait()
 	// The merges write into two slices Process keeps (merged, mergeTmp),
@@ -845,21 +846,34 @@ func (s *Segmenter) flushPart(out []*kgo.Record) []*kgo.Record {
 	return nil
 }
 
-// encodeTags builds the TopicTags record value of each of s's changed
-// profiles whose tags changed, for appendChanges.
-func (s *Segmenter) encodeTags() {
+// sealChanges seals each of s's changed profiles (sealChange), for
+// appendChanges.
+func (s *Segmenter) sealChanges() {
 	for i := range s.changed {
-		if c := &s.changed[i]; c.tags {
-			c.tagsVal = s.tagsValue(c)
-		}
+		s.sealChange(&s.changed[i])
 	}
 }
 
-// tagsValue is c's TopicTags record value, built in s.tagsBuf and kept
-// with keepEnc: no growth of its own from an empty slice.
-func (s *Segmenter) tagsValue(c *changedProfile) []byte {
-	s.tagsBuf = appendTagsRecord(s.tagsBuf[:0], &s.fields, c.p, c.e)
-	return s.keepEnc(s.tagsBuf)
+// sealChange builds, from c's decoded profile, its changelog record's
+// timer header and, when its tags changed, its TopicTags record value
+// (in s.tagsBuf, then in c.tagsVal's own bytes when they fit, else kept
+// with keepEnc), then lets the profile and the event go: c then holds
+// what its records need. A change made in place has no decoded profile:
+// c keeps the header of its last decoded change.
+func (s *Segmenter) sealChange(c *changedProfile) {
+	if c.p != nil {
+		c.hdr = appendTimerHeader(c.hdr[:0], c.p)
+		if c.tags {
+			s.tagsBuf = appendTagsRecord(s.tagsBuf[:0], &s.fields, c.p, c.e)
+			if cap(c.tagsVal) >= len(s.tagsBuf) {
+				c.tagsVal = append(c.tagsVal[:0], s.tagsBuf...) // not in flight
+			} else {
+				c.tagsVal = s.keepEnc(s.tagsBuf)
+			}
+			c.tags = false
+		}
+	}
+	c.p, c.e = nil, nil
 }
 
 // mergeChanged appends to out a and b merged, both in the order of their
@@ -1008,7 +1022,7 @@ type changedProfile struct {
 	enc       []byte         // p's encoding as last saved: the changelog value
 	tags      bool           // its tags changed: it gets a TopicTags record
 	pos       int            // of the batch record that first changed it
-	tagsVal   []byte         // its TopicTags record value, when encodeTags (or seal) built it
+	tagsVal   []byte         // its TopicTags record value, once sealChange built it
 	// hdr is the timer header of the latest change made on the decoded
 	// profile (a change in place leaves the journeys as they are).
 	hdr []kgo.RecordHeader
@@ -1077,11 +1091,11 @@ func (s *Segmenter) keepEnc(b []byte) []byte {
 // record, then the batch's tag registry records; then forgets them
 // (changed is cleared, s.changed emptied).
 func (s *Segmenter) appendChanges(out []*kgo.Record, changed []changedProfile) []*kgo.Record {
-	// (encodeTags may have built the tags records already.) One growth of
-	// out for all of them, and the changelog records in one allocation.
+	// changed is sealed (sealChanges). One growth of out for all of
+	// them, and the changelog records in one allocation.
 	ntags := 0
 	for i := range changed {
-		if changed[i].tags {
+		if changed[i].tagsVal != nil {
 			ntags++
 		}
 	}
@@ -1090,23 +1104,16 @@ func (s *Segmenter) appendChanges(out []*kgo.Record, changed []changedProfile) [
 	for i, c := range changed {
 		r := &recs[i]
 		*r = kgo.Record{Topic: schemas.TopicProfiles, Partition: c.partition, Key: c.key, Value: c.enc, Headers: c.hdr}
-		if c.p != nil {
-			r.Headers = appendTimerHeader(nil, c.p)
-		}
 		out = append(out, r)
 	}
 	s.m.changelogRecords.Add(float64(len(changed)))
 	n := 0
 	for _, c := range changed {
-		if !c.tags {
+		if c.tagsVal == nil {
 			continue
 		}
-		b := c.tagsVal
-		if b == nil {
-			b = s.tagsValue(&c)
-		}
 		r := &recs[len(changed)+n]
-		*r = kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: b}
+		*r = kgo.Record{Topic: schemas.TopicTags, Key: c.key, Value: c.tagsVal}
 		out = append(out, r)
 		n++
 	}
