@@ -390,12 +390,10 @@ func bareConsume(ctx context.Context, kcfg kafka.Config, n int64) error {
 // measureStage runs a stage alone until its group committed everything on
 // topics, and reports its throughput.
 func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run func(context.Context) error, topics ...string) (benchRow, error) {
-	ends, err := adm.ListEndOffsets(ctx, topics...)
+	total, err := topicRecords(ctx, adm, topics...)
 	if err != nil {
 		return benchRow{}, err
 	}
-	var total int64
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	t0, cpu0 := time.Now(), processCPU()
@@ -412,9 +410,9 @@ func measureStage(ctx context.Context, adm *kadm.Client, name, group string, run
 	return benchRow{stage: name, records: total, elapsed: elapsed, cpu: cpu}, nil
 }
 
-// topicRecords is the sum of topic's end offsets.
-func topicRecords(ctx context.Context, adm *kadm.Client, topic string) (int64, error) {
-	ends, err := adm.ListEndOffsets(ctx, topic)
+// topicRecords is the sum of the topics' end offsets.
+func topicRecords(ctx context.Context, adm *kadm.Client, topics ...string) (int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return 0, err
 	}
