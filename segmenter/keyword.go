@@ -455,14 +455,7 @@ func (rs *rules) match(app, phoneNumberID, text string) *rule {
 // marks dropped) and collapses and trims its whitespace: the form every
 // keyword and message is compared in.
 func normalize(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
+	if isASCII(s) {
 		s = strings.ToLower(s)
 	} else {
 		s = cases.Fold().String(s)
@@ -479,12 +472,28 @@ func normalize(s string) string {
 // and trimmed like the message it is compared with.
 func normalizeWord(s string) string { return trimWord(normalize(s)) }
 
+// asciiSpace and asciiWord mark the ASCII bytes unicode.IsSpace reports,
+// and those unicode.IsLetter or unicode.IsNumber do: the ASCII paths of
+// collapseSpace, firstWord and trimWord (most messages are ASCII) read a
+// table where the rune paths call the unicode functions.
+var asciiSpace, asciiWord = func() (sp, w [utf8.RuneSelf]bool) {
+	for c := range rune(utf8.RuneSelf) {
+		sp[c] = unicode.IsSpace(c)
+		w[c] = unicode.IsLetter(c) || unicode.IsNumber(c)
+	}
+	return sp, w
+}()
+
 // collapseSpace replaces every run of whitespace in s by one space and trims
 // it at both ends; s is returned as is when already so.
 func collapseSpace(s string) string {
 	prev := true // the start counts as whitespace: leading whitespace is trimmed
-	for _, c := range s {
-		sp := unicode.IsSpace(c)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return collapseSpaceRunes(s)
+		}
+		sp := asciiSpace[c]
 		if sp && (prev || c != ' ') {
 			return strings.Join(strings.Fields(s), " ")
 		}
@@ -496,15 +505,38 @@ func collapseSpace(s string) string {
 	return s
 }
 
+// collapseSpaceRunes is collapseSpace for any UTF-8.
+func collapseSpaceRunes(s string) string {
+	prev := true
+	for _, c := range s {
+		sp := unicode.IsSpace(c)
+		if sp && (prev || c != ' ') {
+			return strings.Join(strings.Fields(s), " ")
+		}
+		prev = sp
+	}
+	if prev && s != "" {
+		return strings.Join(strings.Fields(s), " ")
+	}
+	return s
+}
+
 // firstWord returns the first whitespace-separated word of s that still has
 // a letter or digit once the punctuation and symbols around it are trimmed
 // ("!!! promo" and "🎉 Promo!" both give the word promo).
 func firstWord(s string) string {
+	if !isASCII(s) {
+		return firstWordRunes(s)
+	}
 	for s != "" {
-		s = strings.TrimLeftFunc(s, unicode.IsSpace)
-		end := strings.IndexFunc(s, unicode.IsSpace)
-		if end < 0 {
-			end = len(s)
+		i := 0
+		for i < len(s) && asciiSpace[s[i]] {
+			i++
+		}
+		s = s[i:]
+		end := 0
+		for end < len(s) && !asciiSpace[s[end]] {
+			end++
 		}
 		if w := trimWord(s[:end]); w != "" {
 			return w
@@ -514,11 +546,51 @@ func firstWord(s string) string {
 	return ""
 }
 
+// firstWordRunes is firstWord for any UTF-8.
+func firstWordRunes(s string) string {
+	for s != "" {
+		s = strings.TrimLeftFunc(s, unicode.IsSpace)
+		end := strings.IndexFunc(s, unicode.IsSpace)
+		if end < 0 {
+			end = len(s)
+		}
+		if w := trimWordRunes(s[:end]); w != "" {
+			return w
+		}
+		s = s[end:]
+	}
+	return ""
+}
+
 // trimWord trims everything but letters and digits from both ends of w.
 func trimWord(w string) string {
+	i, j := 0, len(w)
+	for i < j && w[i] < utf8.RuneSelf && !asciiWord[w[i]] {
+		i++
+	}
+	for j > i && w[j-1] < utf8.RuneSelf && !asciiWord[w[j-1]] {
+		j--
+	}
+	if i < j && (w[i] >= utf8.RuneSelf || w[j-1] >= utf8.RuneSelf) {
+		return trimWordRunes(w[i:j]) // a non-ASCII rune at an end
+	}
+	return w[i:j]
+}
+
+// trimWordRunes is trimWord for any UTF-8.
+func trimWordRunes(w string) string {
 	return strings.TrimFunc(w, func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsNumber(r)
 	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // param is a parsed body parameter or text: literals and placeholders.

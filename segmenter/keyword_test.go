@@ -3,10 +3,12 @@ package segmenter
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldhq/herald/schemas"
 )
@@ -327,6 +329,36 @@ func TestNormalize(t *testing.T) {
 	f("e\u0301", "e")                          // decomposed already
 	f("🎉 PROMO", "🎉 promo")
 	f("help \xff", "help \ufffd") // invalid UTF-8: replacement character
+}
+
+// TestKeywordASCIIPaths checks the table-driven ASCII paths of
+// collapseSpace, firstWord and trimWord against their rune forms on random
+// texts of ASCII whitespace, punctuation, letters and digits, with a
+// non-ASCII rune in some (whitespace, letters, a symbol, invalid UTF-8).
+func TestKeywordASCIIPaths(t *testing.T) {
+	pieces := []string{" ", "  ", "\t", "\n", "\v", "\f", "\r", "a", "Z", "7", "!", "?", ".", "-", "_", "#", "\x00", "\x7f",
+		"\u00a0", "\u0085", "é", "ß", "🎉", "٣", "\xff"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 50_000 {
+		var b strings.Builder
+		for range rng.IntN(9) {
+			p := pieces[rng.IntN(len(pieces))]
+			if i%2 == 0 && p[0] >= utf8.RuneSelf { // half the texts stay ASCII
+				p = "x"
+			}
+			b.WriteString(p)
+		}
+		s := b.String()
+		if got, want := collapseSpace(s), collapseSpaceRunes(s); got != want {
+			t.Fatalf("collapseSpace(%q) = %q, the rune form %q", s, got, want)
+		}
+		if got, want := firstWord(s), firstWordRunes(s); got != want {
+			t.Fatalf("firstWord(%q) = %q, the rune form %q", s, got, want)
+		}
+		if got, want := trimWord(s), trimWordRunes(s); got != want {
+			t.Fatalf("trimWord(%q) = %q, the rune form %q", s, got, want)
+		}
+	}
 }
 
 // inboundTo is inbound received by the business number pnid.

@@ -13,6 +13,15 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
+// plain marks the bytes String copies as they are: ASCII from 0x20 on,
+// except '"', '\\', '<', '>' and '&'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // String appends s quoted as encoding/json does, HTML-safe: <, > and & as
 // \u003c, \u003e, \u0026, U+2028 and U+2029 escaped, invalid UTF-8 as
 // U+FFFD.
@@ -20,11 +29,13 @@ func String(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for i < len(s) && plain[s[i]] { // the common run: one load a byte
+			i++
+		}
+		if i == len(s) {
+			break
+		}
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '\\', '"':

@@ -21,6 +21,29 @@ func FuzzString(f *testing.F) {
 	})
 }
 
+// TestStringEveryByte checks each byte alone and inside plain text, and
+// each pair of bytes, against encoding/json: the plain-byte table must
+// leave to the escapes every byte they handle.
+func TestStringEveryByte(t *testing.T) {
+	check := func(s string) {
+		t.Helper()
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := String(nil, s); string(got) != string(want) {
+			t.Fatalf("String(%q) = %s, encoding/json %s", s, got, want)
+		}
+	}
+	for c := range 256 {
+		check(string([]byte{byte(c)}))
+		check("ab" + string([]byte{byte(c)}) + "cd")
+		for d := range 256 {
+			check(string([]byte{byte(c), byte(d)}))
+		}
+	}
+}
+
 func TestTime(t *testing.T) {
 	for _, tm := range []time.Time{
 		{},
