@@ -336,8 +336,10 @@ func TestNormalize(t *testing.T) {
 // texts of ASCII whitespace, punctuation, letters and digits, with a
 // non-ASCII rune in some (whitespace, letters, a symbol, invalid UTF-8).
 func TestKeywordASCIIPaths(t *testing.T) {
-	pieces := []string{" ", "  ", "\t", "\n", "\v", "\f", "\r", "a", "Z", "7", "!", "?", ".", "-", "_", "#", "\x00", "\x7f",
-		"\u00a0", "\u0085", "é", "ß", "🎉", "٣", "\xff"}
+	pieces := []string{
+		" ", "  ", "\t", "\n", "\v", "\f", "\r", "a", "Z", "7", "!", "?", ".", "-", "_", "#", "\x00", "\x7f",
+		"\u00a0", "\u0085", "é", "ß", "🎉", "٣", "\xff",
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 50_000 {
 		var b strings.Builder
