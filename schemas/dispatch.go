@@ -278,7 +278,8 @@ func (d *DispatchRequest) Marshal() ([]byte, error) {
 	if b, ok := d.appendJSON(make([]byte, 0, 512)); ok {
 		return b, nil
 	}
-	return json.Marshal(d)
+	c := *d // d stays on its caller's stack: only this rare path hands it to encoding/json
+	return json.Marshal(&c)
 }
 
 // appendJSON appends d's JSON as encoding/json writes it, without

@@ -683,7 +683,8 @@ func (p param) expand(profileName string, prof *Profile) (string, bool) {
 // always gives the same id (as long as the config is the same): a replayed
 // batch produces duplicates the dispatcher can recognise.
 func dispatchID(eventID, name string) string {
-	sum := sha256.Sum256([]byte("kw|" + eventID + "|" + name))
+	var buf [128]byte // the usual ids fit: the input stays on the stack
+	sum := sha256.Sum256(append(append(append(append(buf[:0], "kw|"...), eventID...), '|'), name...))
 	return hex.EncodeToString(sum[:16])
 }
 
@@ -773,11 +774,11 @@ func (r *rule) replies() bool { return r.Template != "" || r.Text != "" }
 
 // keywordReply builds the reply of r (which replies) to the inbound event e
 // of profile p (p already has e and r's profile actions applied). It returns the skip reason when r produces nothing.
-func (s *Segmenter) keywordReply(e *schemas.Event, p *Profile, r *rule, now time.Time) (*schemas.DispatchRequest, string) {
+func (s *Segmenter) keywordReply(d *schemas.DispatchRequest, e *schemas.Event, p *Profile, r *rule, now time.Time) (skip string) {
 	if now.Sub(e.Time) > s.cfg.DispatchTTL {
-		return nil, skipStale
+		return skipStale
 	}
-	d := &schemas.DispatchRequest{
+	*d = schemas.DispatchRequest{
 		ID:       dispatchID(e.ID, r.name),
 		App:      e.App,
 		Channel:  schemas.ChannelWhatsApp,
@@ -794,7 +795,7 @@ func (s *Segmenter) keywordReply(e *schemas.Event, p *Profile, r *rule, now time
 	name := e.Inbound.ProfileName
 	if r.Template != "" {
 		if r.Category == CategoryMarketing && p.OptedOut {
-			return nil, skipOptedOut
+			return skipOptedOut
 		}
 		t := &schemas.Template{Name: r.Template, Language: r.Language, Category: r.Category}
 		if len(r.params) > 0 {
@@ -802,13 +803,13 @@ func (s *Segmenter) keywordReply(e *schemas.Event, p *Profile, r *rule, now time
 			for i, pp := range r.params {
 				v, ok := pp.expand(name, p)
 				if !ok {
-					return nil, skipEmptyParam
+					return skipEmptyParam
 				}
 				t.Body[i] = v
 			}
 		}
 		d.Template = t
-		return d, ""
+		return ""
 	}
 	// Free-form text only inside the service window: the request expires
 	// when the window closes, whatever DispatchTTL says.
@@ -816,14 +817,14 @@ func (s *Segmenter) keywordReply(e *schemas.Event, p *Profile, r *rule, now time
 		d.Deadline = end
 	}
 	if !d.Deadline.After(now) {
-		return nil, skipWindowClose
+		return skipWindowClose
 	}
 	body, ok := r.text.expand(name, p)
 	if !ok {
-		return nil, skipEmptyParam
+		return skipEmptyParam
 	}
 	d.Text = &schemas.Text{Body: body}
-	return d, ""
+	return ""
 }
 
 // SourceKeyword is the Source.Kind of keyword replies.

@@ -1266,8 +1266,8 @@ func (s *Segmenter) trigger(out []*kgo.Record, key []byte, rec *kgo.Record, e *s
 	if !r.replies() {
 		return out
 	}
-	d, skip := s.keywordReply(e, p, r, now)
-	if d == nil {
+	var d schemas.DispatchRequest // on the stack: Marshal copies what it needs
+	if skip := s.keywordReply(&d, e, p, r, now); skip != "" {
 		s.m.skipped.WithLabelValues(skip).Inc()
 		s.log.Debug("keyword matched without reply", "app", e.App, "keyword", r.name, "event_id", e.ID, "reason", skip)
 		return out

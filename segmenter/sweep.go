@@ -72,7 +72,8 @@ func segmentEvent(seed string, who *schemas.Event, segment string, member bool, 
 	if member {
 		name = schemas.EventSegmentEntered
 	}
-	sum := sha256.Sum256([]byte("seg|" + seed + "|" + segment + "|" + name))
+	var buf [160]byte // the usual seeds and names fit: the input stays on the stack
+	sum := sha256.Sum256(append(append(append(append(append(append(buf[:0], "seg|"...), seed...), '|'), segment...), '|'), name...))
 	ev := &schemas.Event{
 		ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID,

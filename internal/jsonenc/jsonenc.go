@@ -83,16 +83,26 @@ func String(b []byte, s string) []byte {
 // times MarshalJSON refuses or writes differently: years outside 0-9999
 // and zone offsets that are not whole minutes under 24 hours.
 func Time(b []byte, t time.Time) ([]byte, bool) {
-	if y := t.Year(); y < 0 || y > 9999 {
+	_, off := t.Zone()
+	if off%60 != 0 || off <= -24*3600 || off >= 24*3600 {
 		return b, false
 	}
-	if _, off := t.Zone(); off%60 != 0 || off <= -24*3600 || off >= 24*3600 {
+	// The year in t's zone is within 0-9999: its local seconds since 1970
+	// are (t.Year would compute the date once more than AppendFormat does).
+	if local := t.Unix() + int64(off); local < year0 || local >= year10000 {
 		return b, false
 	}
 	b = append(b, '"')
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"'), true
 }
+
+// year0 and year10000 are the Unix times of 0000-01-01 and 10000-01-01,
+// 00:00 UTC.
+const (
+	year0     = -62167219200
+	year10000 = 253402300800
+)
 
 // Int appends n as a JSON number.
 func Int(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }

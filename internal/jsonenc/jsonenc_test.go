@@ -67,3 +67,50 @@ func TestTime(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeYearBounds checks the year range in the time's own zone, where
+// encoding/json reads it, at both ends: Time must write what encoding/json
+// writes and refuse what it refuses.
+func TestTimeYearBounds(t *testing.T) {
+	east, west := time.FixedZone("east", 3600), time.FixedZone("west", -3600)
+	for _, tm := range []time.Time{
+		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(0, 1, 1, 0, 30, 0, 0, east),     // year -1 in UTC
+		time.Date(-1, 12, 31, 23, 30, 0, 0, west), // year 0 in UTC
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(10000, 1, 1, 0, 30, 0, 0, east),   // year 9999 in UTC
+		time.Date(9999, 12, 31, 23, 30, 0, 0, west), // year 10000 in UTC
+	} {
+		want, err := json.Marshal(tm)
+		got, ok := Time(nil, tm)
+		switch {
+		case err != nil && ok:
+			t.Errorf("Time(%v) = %s, encoding/json refuses it: %v", tm, got, err)
+		case err == nil && !ok:
+			t.Errorf("Time(%v) refused, encoding/json writes %s", tm, want)
+		case ok && string(got) != string(want):
+			t.Errorf("Time(%v) = %s, encoding/json %s", tm, got, want)
+		}
+	}
+}
+
+func FuzzTime(f *testing.F) {
+	f.Add(int64(0), int64(0), 0)
+	f.Add(int64(253402300799), int64(999999999), -3600)
+	f.Add(int64(-62167219200), int64(0), 3600)
+	f.Fuzz(func(t *testing.T, sec, nsec int64, off int) {
+		tm := time.Unix(sec, nsec).In(time.FixedZone("z", off%(48*3600)))
+		want, err := json.Marshal(tm)
+		got, ok := Time(nil, tm)
+		switch {
+		case err != nil && ok:
+			t.Fatalf("Time(%v) = %s, encoding/json refuses it: %v", tm, got, err)
+		case ok && string(got) != string(want):
+			t.Fatalf("Time(%v) = %s, encoding/json %s", tm, got, want)
+		case err == nil && !ok && off%60 == 0:
+			t.Fatalf("Time(%v) refused, encoding/json writes %s", tm, want)
+		}
+	})
+}
