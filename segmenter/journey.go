@@ -3,10 +3,12 @@ package segmenter
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -419,12 +421,15 @@ type journeys struct {
 	// version failed to compile).
 	byHash map[uint64][]*journey
 	// active: app -> the latest non-archived version of each journey.
-	active map[string][]*journey
+	// put swaps in a new map: of, on every event, reads it without a lock.
+	active atomic.Pointer[map[string][]*journey]
 	ready  chan struct{}
 }
 
 func newJourneys() *journeys {
-	return &journeys{byHash: map[uint64][]*journey{}, active: map[string][]*journey{}, ready: make(chan struct{})}
+	r := &journeys{byHash: map[uint64][]*journey{}, ready: make(chan struct{})}
+	r.active.Store(&map[string][]*journey{})
+	return r
 }
 
 // put adds a compiled version.
@@ -438,12 +443,14 @@ func (r *journeys) put(j *journey) {
 	vs[j.def.Version-1] = j
 	r.byHash[j.hash] = vs
 	latest := vs[len(vs)-1]
-	l := slices.DeleteFunc(slices.Clone(r.active[j.def.App]), func(o *journey) bool { return o.hash == j.hash })
+	active := maps.Clone(*r.active.Load())
+	l := slices.DeleteFunc(slices.Clone(active[j.def.App]), func(o *journey) bool { return o.hash == j.hash })
 	if latest != nil && !latest.def.Archived {
 		l = append(l, latest)
 	}
 	slices.SortFunc(l, func(a, b *journey) int { return strings.Compare(a.def.ID, b.def.ID) })
-	r.active[j.def.App] = l
+	active[j.def.App] = l
+	r.active.Store(&active)
 }
 
 // version returns version v of journey hash, nil if unknown.
@@ -472,9 +479,7 @@ func (r *journeys) latest(app, id string) *journey {
 
 // of returns app's active journeys (not to be modified).
 func (r *journeys) of(app string) []*journey {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.active[app]
+	return (*r.active.Load())[app]
 }
 
 // apply applies one TopicJourneys record.

@@ -41,6 +41,10 @@ type metrics struct {
 	restoreDuration  prometheus.Histogram
 	segmentEvals     prometheus.Counter
 	segmentChanges   *prometheus.CounterVec
+	// segmentEntered and segmentExited are segmentChanges' two children,
+	// skips skipped's by reason: looked up once, not on every event.
+	segmentEntered, segmentExited prometheus.Counter
+	skips                         map[string]prometheus.Counter
 	campaignSkipped  *prometheus.CounterVec
 	batchDuration    prometheus.Histogram
 	merges           *prometheus.CounterVec
@@ -203,11 +207,11 @@ func newMetrics(reg prometheus.Registerer, cache *fastcache.Cache) (*metrics, er
 		m.events[k] = events.WithLabelValues(string(k))
 	}
 	m.keywordDispatch = m.dispatch.WithLabelValues(SourceKeyword)
-	for _, e := range []string{schemas.EventSegmentEntered, schemas.EventSegmentExited} {
-		m.segmentChanges.WithLabelValues(e)
-	}
+	m.segmentEntered = m.segmentChanges.WithLabelValues(schemas.EventSegmentEntered)
+	m.segmentExited = m.segmentChanges.WithLabelValues(schemas.EventSegmentExited)
+	m.skips = make(map[string]prometheus.Counter, len(skipReasons))
 	for _, r := range skipReasons {
-		m.skipped.WithLabelValues(r)
+		m.skips[r] = m.skipped.WithLabelValues(r)
 	}
 	for _, l := range matchModes {
 		m.keywordMatches[l] = matches.WithLabelValues(l)
@@ -250,4 +254,13 @@ func (m *metrics) unregister() {
 	for _, c := range m.collectors {
 		m.reg.Unregister(c)
 	}
+}
+
+// skip counts one skip for reason.
+func (m *metrics) skip(reason string) {
+	if c, ok := m.skips[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.skipped.WithLabelValues(reason).Inc()
 }

@@ -1259,7 +1259,7 @@ func (s *Segmenter) trigger(out []*kgo.Record, key []byte, rec *kgo.Record, e *s
 	if !dup {
 		var skip string
 		if out, skip = s.applyRule(out, key, rec.Partition, e, p, r, now); skip != "" {
-			s.m.skipped.WithLabelValues(skip).Inc()
+			s.m.skip(skip)
 			return out
 		}
 	}
@@ -1268,7 +1268,7 @@ func (s *Segmenter) trigger(out []*kgo.Record, key []byte, rec *kgo.Record, e *s
 	}
 	var d schemas.DispatchRequest // on the stack: Marshal copies what it needs
 	if skip := s.keywordReply(&d, e, p, r, now); skip != "" {
-		s.m.skipped.WithLabelValues(skip).Inc()
+		s.m.skip(skip)
 		s.log.Debug("keyword matched without reply", "app", e.App, "keyword", r.name, "event_id", e.ID, "reason", skip)
 		return out
 	}

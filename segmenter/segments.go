@@ -3,6 +3,7 @@ package segmenter
 import (
 	"context"
 	"fmt"
+	"maps"
 	mathbits "math/bits"
 	"slices"
 	"strings"
@@ -77,12 +78,16 @@ type change struct {
 type segments struct {
 	mu    sync.RWMutex
 	byApp map[string][]*savedSegment // sorted by name
-	index map[string]*segIndex       // by app, rebuilt by put and remove
+	// index holds each app's segIndex, rebuilt by put and remove, which
+	// swap in a new map: indexOf, on every event, reads it without a lock.
+	index atomic.Pointer[map[string]*segIndex]
 	ready atomic.Bool                // caught up with the topic at start
 }
 
 func newSegments() *segments {
-	return &segments{byApp: make(map[string][]*savedSegment), index: make(map[string]*segIndex)}
+	r := &segments{byApp: make(map[string][]*savedSegment)}
+	r.index.Store(&map[string]*segIndex{})
+	return r
 }
 
 // segIndex maps the fields an event can change to the segments of one app
@@ -168,9 +173,19 @@ func (ix *segIndex) candidates(mask []uint64, c change) {
 
 // indexOf returns app's segment index, nil when it has none.
 func (r *segments) indexOf(app string) *segIndex {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.index[app]
+	return (*r.index.Load())[app]
+}
+
+// setIndex swaps in a copy of the index with app's set to ix (removed
+// when nil). Callers hold mu.
+func (r *segments) setIndex(app string, ix *segIndex) {
+	m := maps.Clone(*r.index.Load())
+	if ix == nil {
+		delete(m, app)
+	} else {
+		m[app] = ix
+	}
+	r.index.Store(&m)
 }
 
 // put adds or replaces sg.
@@ -181,7 +196,7 @@ func (r *segments) put(sg *savedSegment) {
 	l = append(l, sg)
 	slices.SortFunc(l, func(a, b *savedSegment) int { return strings.Compare(a.name, b.name) })
 	r.byApp[sg.app] = l
-	r.index[sg.app] = newSegIndex(l)
+	r.setIndex(sg.app, newSegIndex(l))
 }
 
 // remove deletes a segment.
@@ -191,11 +206,11 @@ func (r *segments) remove(app, name string) {
 	l := slices.DeleteFunc(slices.Clone(r.byApp[app]), func(o *savedSegment) bool { return o.name == name })
 	if len(l) == 0 {
 		delete(r.byApp, app)
-		delete(r.index, app)
+		r.setIndex(app, nil)
 		return
 	}
 	r.byApp[app] = l
-	r.index[app] = newSegIndex(l)
+	r.setIndex(app, newSegIndex(l))
 }
 
 // of returns app's segments; the slice is not to be modified.
@@ -309,12 +324,12 @@ func (s *Segmenter) moveSegment(out []*kgo.Record, seed string, who *schemas.Eve
 	if err != nil { // cannot happen: plain fields
 		return out
 	}
-	name := schemas.EventSegmentExited
 	if member {
-		name = schemas.EventSegmentEntered
 		s.entered = append(s.entered, sg.name)
+		s.m.segmentEntered.Inc()
+	} else {
+		s.m.segmentExited.Inc()
 	}
-	s.m.segmentChanges.WithLabelValues(name).Inc()
 	return append(out, r)
 }
 

@@ -136,10 +136,10 @@ func (s *Segmenter) runSweep(out []*kgo.Record, rec *kgo.Record, e *schemas.Even
 			if member {
 				entered++
 				joined = append(joined, sg.name)
-				s.m.segmentChanges.WithLabelValues(schemas.EventSegmentEntered).Inc()
+				s.m.segmentEntered.Inc()
 			} else {
 				exited++
-				s.m.segmentChanges.WithLabelValues(schemas.EventSegmentExited).Inc()
+				s.m.segmentExited.Inc()
 			}
 		}
 		if !changed {
