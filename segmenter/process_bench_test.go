@@ -526,7 +526,11 @@ func rss(tb testing.TB) int64 {
 //
 // HERALD_BENCH_APPLY_USERS sets the number of users (4,096 by default):
 // fewer users' profiles stay in the CPU's caches, which shows how much of
-// the time is memory access (docs/BENCHMARKS.md).
+// the time is memory access (docs/BENCHMARKS.md). HERALD_BENCH_APPLY_PER_USER
+// sets the events per user (16): with few users and many events each, the
+// events no longer fit the caches while the profiles do. evals/event is
+// the segments evaluated per event. It runs with the segmenter's GC target
+// (gc_percent); GOGC=100 measures at Go's default.
 //
 //	go test -run '^$' -bench BenchmarkApply -benchmem -count 3 -cpu 1 ./segmenter/
 func BenchmarkApply(b *testing.B) {
@@ -538,7 +542,15 @@ func BenchmarkApply(b *testing.B) {
 		}
 		users = n
 	}
-	recs := benchEvents(b, users, 16)
+	perUser := 16
+	if v := os.Getenv("HERALD_BENCH_APPLY_PER_USER"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 9 {
+			b.Fatalf("HERALD_BENCH_APPLY_PER_USER=%q: want 9 or more events per user (fewer repeat recent ids)", v)
+		}
+		perUser = n
+	}
+	recs := benchEvents(b, users, perUser)
 	s := newTest(b, Config{})
 	for i, f := range []string{
 		`T("tier", EQ, "gold")`,
@@ -604,6 +616,7 @@ func BenchmarkApply(b *testing.B) {
 	}
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/event")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(testutil.ToFloat64(s.m.segmentEvals)/float64(b.N+len(items)), "evals/event")
 	if outs == 0 || changes == 0 {
 		b.Fatalf("%d dispatch requests and %d segment events: the rules or segments did not run", outs, changes)
 	}

@@ -30,27 +30,25 @@ const (
 // key of TopicEvents: app and hwid, or app and user id). Times are UTC with
 // microsecond precision.
 type Profile struct {
-	// Registered is set by a register event and cleared by unregister.
-	Registered bool
-	// OptedOut users get no MARKETING template.
-	OptedOut   bool
-	DeviceType int
-	UserID     string
-	Language   string
-	Timezone   string
-	// Country is ISO 3166-1 alpha-2.
-	Country string
-	// WhatsApp is the user's number, E.164 with the plus sign, from an
-	// inbound message or a "whatsapp:" hwid.
-	WhatsApp string
-	// Email is the address of an email registration; PushTokens the
-	// tokens of push registrations, newest last (at most MaxPushTokens).
-	Email      string
-	PushTokens []string
-	// AppVersion is the application version the latest event reported.
-	AppVersion string
-	// FirstInstall is the time of the earliest register event.
-	FirstInstall time.Time
+	// The fields every event reads or writes come first, so that an event
+	// on a profile not in the CPU's caches loads few lines of it: the
+	// fields' order is only layout (the encodings name each field).
+
+	// recent are hashes of the latest event ids applied, oldest first.
+	recent []uint64
+	// FirstSeen and LastSeen are the earliest and latest event times
+	// (statuses of messages sent to the user do not count).
+	FirstSeen time.Time
+	LastSeen  time.Time
+	// Events counts events by name, at most MaxEventNames names.
+	Events []EventCount
+	// segments are the ids (segmentID) of the saved segments the user is
+	// in, sorted.
+	segments []uint64
+	// src is where in TopicEvents the latest applied event was: a
+	// redelivered record (a restart after the changelog was written but
+	// before the offset was committed) is recognised by its position.
+	src srcPos
 	// tags by name: read them with Tags, which decodes the tags a decode
 	// left encoded, write them with setTag and deleteTag. An inbound
 	// message sets TagProfileName.
@@ -63,39 +61,45 @@ type Profile struct {
 	rawTags     string
 	rawTagCount int
 	rawCached   bool
-	// FirstSeen and LastSeen are the earliest and latest event times
-	// (statuses of messages sent to the user do not count).
-	FirstSeen time.Time
-	LastSeen  time.Time
-	// LastInbound is the time of the user's latest inbound WhatsApp
-	// message: the customer-service window is open until 24 h after it.
-	LastInbound time.Time
-	// Events counts events by name, at most MaxEventNames names.
-	Events []EventCount
-
-	// recent are hashes of the latest event ids applied, oldest first.
-	recent []uint64
-	// segments are the ids (segmentID) of the saved segments the user is
-	// in, sorted.
-	segments []uint64
-	// sends are the user's latest campaign and journey messages that a
-	// frequency cap counts, oldest first (at most maxSends).
-	sends []sentMark
+	// Registered is set by a register event and cleared by unregister.
+	Registered bool
+	// OptedOut users get no MARKETING template.
+	OptedOut   bool
+	DeviceType int
 	// journeys are the user's runs of journeys in progress; done the
 	// journeys they finished (idHash, for ReentryNever), newest last, at
 	// most maxJourneysDone.
 	journeys []journeyRun
-	done     []uint64
+	// LastInbound is the time of the user's latest inbound WhatsApp
+	// message: the customer-service window is open until 24 h after it.
+	LastInbound time.Time
+	// WhatsApp is the user's number, E.164 with the plus sign, from an
+	// inbound message or a "whatsapp:" hwid.
+	WhatsApp string
 	// mergedInto is, for a profile handed over to another of the same
 	// user (identity resolution, merge.go), that profile's key: this one
 	// keeps no data and forwards its events there. merges are the profile
 	// keys (idHash) this profile asked for (low bit clear) or took in (set).
 	mergedInto string
-	merges     []uint64
-	// src is where in TopicEvents the latest applied event was: a
-	// redelivered record (a restart after the changelog was written but
-	// before the offset was committed) is recognised by its position.
-	src srcPos
+	UserID     string
+	Language   string
+	// Country is ISO 3166-1 alpha-2.
+	Country  string
+	Timezone string
+
+	// Email is the address of an email registration; PushTokens the
+	// tokens of push registrations, newest last (at most MaxPushTokens).
+	Email      string
+	PushTokens []string
+	// AppVersion is the application version the latest event reported.
+	AppVersion string
+	// FirstInstall is the time of the earliest register event.
+	FirstInstall time.Time
+	// sends are the user's latest campaign and journey messages that a
+	// frequency cap counts, oldest first (at most maxSends).
+	sends  []sentMark
+	done   []uint64
+	merges []uint64
 }
 
 // journeyRun is a user's position in a journey.
