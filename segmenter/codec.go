@@ -421,9 +421,11 @@ func (d *decoder) tagName(cached bool, dict *nameTable) string {
 func (p *Profile) loadTags() {
 	d, dict := decoderOf(p.rawTags), names.load()
 	p.tags = make(map[string]Tag, p.rawTagCount)
+	p.tagsPlain = true
 	for range p.rawTagCount {
 		name := d.tagName(p.rawCached, dict)
 		p.tags[name] = d.tag() // (rawTags was checked when it was decoded)
+		p.tagsPlain = p.tagsPlain && !fieldOverride(name)
 	}
 	p.rawTags, p.rawTagCount, p.rawCached = "", 0, false
 }

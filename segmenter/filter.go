@@ -452,8 +452,10 @@ func (c *cond) lookup(p *Profile) fvalue {
 		}
 		return fvalue{}
 	case fieldLanguage, fieldCountry, fieldTimezone, fieldAppVersion:
-		if t, ok := p.Tag(c.name); ok {
-			return tagValue(t)
+		if p.rawTags != "" || !p.tagsPlain { // a tag of the name may take the field's place
+			if t, ok := p.Tag(c.name); ok {
+				return tagValue(t)
+			}
 		}
 		switch c.field {
 		case fieldLanguage:

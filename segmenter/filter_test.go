@@ -551,3 +551,67 @@ func ExampleCompile() {
 	// [Cuisines] [OrderPlaced] [Opted Out] true
 	// column 14: expected ',' after the tag name, got IN
 }
+
+// TestFieldOverrideTag: a user's own tag named like a default field
+// (Language, Country, Timezone, Application Version) takes its place in
+// filters, whether the tags are a map made by setTag, left encoded by a
+// decode, or decoded from it; tagsPlain lets the lookup be skipped only
+// where no such tag is.
+func TestFieldOverrideTag(t *testing.T) {
+	for _, tc := range []struct {
+		field, def, own string
+		set             func(p *Profile, v string)
+	}{
+		{"Language", "en", "nb", func(p *Profile, v string) { p.Language = v }},
+		{"Country", "US", "BR", func(p *Profile, v string) { p.Country = v }},
+		{"Timezone", "UTC", "Europe/Oslo", func(p *Profile, v string) { p.Timezone = v }},
+		{"Application Version", "1.0", "2.0", func(p *Profile, v string) { p.AppVersion = v }},
+	} {
+		is := func(v string) *Filter {
+			f, err := Compile(testApp, fmt.Sprintf("T(%q, EQ, %q)", tc.field, v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+		check := func(form string, p *Profile, want string) {
+			t.Helper()
+			for _, v := range []string{tc.def, tc.own} {
+				if got := is(v).Match(p, t0); got != (v == want) {
+					t.Errorf("%s, %s: %s = %s matched %v, want %s", tc.field, form, tc.field, v, got, want)
+				}
+			}
+		}
+		decoded := func(p *Profile) *Profile {
+			_, cb := appendProfiles(nil, nil, p, true)
+			q, err := decodeProfile(cb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return q
+		}
+
+		p := &Profile{}
+		tc.set(p, tc.def)
+		p.setTag("City", Tag{Kind: TagString, Str: "Oslo"})
+		check("no such tag, a map", p, tc.def)
+		check("no such tag, encoded", decoded(p), tc.def)
+		q := decoded(p)
+		q.setTag("Plan", Tag{Kind: TagString, Str: "free"}) // decodes the tags into a map
+		check("no such tag, decoded into a map", q, tc.def)
+
+		p.setTag(tc.field, Tag{Kind: TagString, Str: tc.own})
+		check("own tag set after another, a map", p, tc.own)
+		check("own tag, encoded", decoded(p), tc.own)
+		q = decoded(p)
+		q.setTag("Plan", Tag{Kind: TagString, Str: "free"})
+		check("own tag, decoded into a map", q, tc.own)
+
+		first := &Profile{}
+		tc.set(first, tc.def)
+		first.setTag(tc.field, Tag{Kind: TagString, Str: tc.own})
+		check("own tag set first, a map", first, tc.own)
+		first.deleteTag(tc.field)
+		check("own tag deleted", first, tc.def)
+	}
+}

@@ -266,6 +266,7 @@ func equalProfile(got, want *Profile) error {
 func loaded(p *Profile) *Profile {
 	if p != nil {
 		p.Tags()
+		p.tagsPlain = false // a cache of what the tags hold, not state
 		for i := range p.Events {
 			c := &p.Events[i]
 			c.setAttrs(c.Attrs())

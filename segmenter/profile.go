@@ -61,6 +61,12 @@ type Profile struct {
 	rawTags     string
 	rawTagCount int
 	rawCached   bool
+	// tagsPlain is set when tags is known to hold no tag named like a
+	// default field a filter reads through it (fieldOverride): a filter on
+	// Country then skips the lookup of a "Country" tag. Set where the map
+	// is made, cleared by setTag for such a name; false, which only costs
+	// the lookup, whenever unknown.
+	tagsPlain bool
 	// Registered is set by a register event and cleared by unregister.
 	Registered bool
 	// OptedOut users get no MARKETING template.
@@ -662,8 +668,23 @@ func (p *Profile) tagValue(name string) Tag {
 func (p *Profile) setTag(name string, t Tag) {
 	if p.Tags() == nil {
 		p.tags = make(map[string]Tag)
+		p.tagsPlain = true
+	}
+	if p.tagsPlain && fieldOverride(name) {
+		p.tagsPlain = false
 	}
 	p.tags[name] = t
+}
+
+// fieldOverride reports whether a tag named name takes the place of a
+// default field in filters: the fields cond.lookup reads a tag of the
+// same name for first.
+func fieldOverride(name string) bool {
+	switch name {
+	case fields[fieldLanguage].name, fields[fieldCountry].name, fields[fieldTimezone].name, fields[fieldAppVersion].name:
+		return true
+	}
+	return false
 }
 
 func (p *Profile) deleteTag(name string) { delete(p.Tags(), name) }
