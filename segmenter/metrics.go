@@ -41,10 +41,6 @@ type metrics struct {
 	restoreDuration  prometheus.Histogram
 	segmentEvals     prometheus.Counter
 	segmentChanges   *prometheus.CounterVec
-	// segmentEntered and segmentExited are segmentChanges' two children,
-	// skips skipped's by reason: looked up once, not on every event.
-	segmentEntered, segmentExited prometheus.Counter
-	skips                         map[string]prometheus.Counter
 	campaignSkipped  *prometheus.CounterVec
 	batchDuration    prometheus.Histogram
 	merges           *prometheus.CounterVec
@@ -52,6 +48,11 @@ type metrics struct {
 	forwarded        prometheus.Counter
 	hotSwitches      *prometheus.CounterVec
 	inPlace          prometheus.Counter
+
+	// segmentEntered and segmentExited are segmentChanges' two children,
+	// skips skipped's by reason: looked up once, not on every event.
+	segmentEntered, segmentExited prometheus.Counter
+	skips                         map[string]prometheus.Counter
 }
 
 var eventKinds = schemas.Kinds

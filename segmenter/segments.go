@@ -81,7 +81,7 @@ type segments struct {
 	// index holds each app's segIndex, rebuilt by put and remove, which
 	// swap in a new map: indexOf, on every event, reads it without a lock.
 	index atomic.Pointer[map[string]*segIndex]
-	ready atomic.Bool                // caught up with the topic at start
+	ready atomic.Bool // caught up with the topic at start
 }
 
 func newSegments() *segments {
