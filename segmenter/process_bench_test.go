@@ -64,6 +64,21 @@ func benchEvents(tb testing.TB, users, perUser int) []*kgo.Record {
 	return out
 }
 
+// benchEnv is the number the environment variable name holds, def when it
+// is unset; anything but a number of at least low fails tb with want.
+func benchEnv(tb testing.TB, name string, def, low int, want string) int {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < low {
+		tb.Fatalf("%s=%q: want %s", name, v, want)
+	}
+	return n
+}
+
 // BenchmarkProcess measures Process over batches of 500 records; one op is
 // one batch, SetBytes counts the record values.
 //
@@ -74,14 +89,10 @@ func benchEvents(tb testing.TB, users, perUser int) []*kgo.Record {
 func BenchmarkProcess(b *testing.B) {
 	const batch = 500
 	users, perUser := 4096, 16 // more than 8 events per user: replayed ids are not recent ones
-	if v := os.Getenv("HERALD_BENCH_PROCESS_USERS"); v != "" {
+	if n := benchEnv(b, "HERALD_BENCH_PROCESS_USERS", 0, 1, "a number of users"); n != 0 {
 		// More users than the decoded profiles kept (hotMax): most events
 		// then read their profile from the cache and decode it, as in
 		// herald bench, where a user's next event comes 100,000 later.
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("HERALD_BENCH_PROCESS_USERS=%q: want a number of users", v)
-		}
 		users, perUser = n, max(9, 65536/n)
 	}
 	recs := benchEvents(b, users, perUser)
@@ -534,22 +545,8 @@ func rss(tb testing.TB) int64 {
 //
 //	go test -run '^$' -bench BenchmarkApply -benchmem -count 3 -cpu 1 ./segmenter/
 func BenchmarkApply(b *testing.B) {
-	users := 4096
-	if v := os.Getenv("HERALD_BENCH_APPLY_USERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("HERALD_BENCH_APPLY_USERS=%q: want a number of users", v)
-		}
-		users = n
-	}
-	perUser := 16
-	if v := os.Getenv("HERALD_BENCH_APPLY_PER_USER"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 9 {
-			b.Fatalf("HERALD_BENCH_APPLY_PER_USER=%q: want 9 or more events per user (fewer repeat recent ids)", v)
-		}
-		perUser = n
-	}
+	users := benchEnv(b, "HERALD_BENCH_APPLY_USERS", 4096, 1, "a number of users")
+	perUser := benchEnv(b, "HERALD_BENCH_APPLY_PER_USER", 16, 9, "9 or more events per user (fewer repeat recent ids)")
 	recs := benchEvents(b, users, perUser)
 	s := newTest(b, Config{})
 	for i, f := range []string{
