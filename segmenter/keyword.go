@@ -584,6 +584,7 @@ func trimWordRunes(w string) string {
 	})
 }
 
+// isASCII reports whether s is all ASCII.
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
