@@ -103,7 +103,8 @@ type Profile struct {
 	FirstInstall time.Time
 	// sends are the user's latest campaign and journey messages that a
 	// frequency cap counts, oldest first (at most maxSends).
-	sends  []sentMark
+	sends []sentMark
+	// done: see journeys; merges: see mergedInto.
 	done   []uint64
 	merges []uint64
 }
