@@ -2,6 +2,7 @@ package jsonenc
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -113,4 +114,38 @@ func FuzzTime(f *testing.F) {
 			t.Fatalf("Time(%v) refused, encoding/json writes %s", tm, want)
 		}
 	})
+}
+
+// TestTimeAcrossYears compares Time with encoding/json on days spread over
+// years 0-9999 (leap days, century years, both sides of 1970) and on
+// random instants with random fractions and zones.
+func TestTimeAcrossYears(t *testing.T) {
+	check := func(tm time.Time) {
+		t.Helper()
+		want, err := json.Marshal(tm)
+		got, ok := Time(nil, tm)
+		if err != nil || !ok || string(got) != string(want) {
+			t.Fatalf("Time(%v) = %s, %v; encoding/json %s, %v", tm, got, ok, want, err)
+		}
+	}
+	for sec := int64(year0); sec < year10000; sec += 997*86400 + 3601 {
+		check(time.Unix(sec, 0).UTC())
+	}
+	for y := 0; y < 10000; y += 97 {
+		check(time.Date(y, 2, 28, 23, 59, 59, 999999999, time.UTC))
+		check(time.Date(y, 3, 1, 0, 0, 0, 1, time.UTC))
+		check(time.Date(y, 12, 31, 23, 59, 59, 100, time.UTC))
+	}
+	for _, y := range []int{0, 4, 100, 400, 1900, 2000, 2024, 2100, 9996} {
+		check(time.Date(y, 2, 29, 12, 0, 0, 0, time.UTC))
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 20_000 {
+		zone := time.FixedZone("z", (rng.IntN(47)-23)*3600+rng.IntN(4)*15*60)
+		tm := time.Unix(year0+86400+rng.Int64N(year10000-year0-2*86400), rng.Int64N(1e9)).In(zone)
+		if rng.IntN(4) == 0 {
+			tm = tm.Truncate(time.Millisecond)
+		}
+		check(tm)
+	}
 }
