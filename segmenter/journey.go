@@ -3,12 +3,10 @@ package segmenter
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -420,16 +418,15 @@ type journeys struct {
 	// byHash: journey hash -> versions (index version-1; nil where a
 	// version failed to compile).
 	byHash map[uint64][]*journey
-	// active: app -> the latest non-archived version of each journey.
-	// put swaps in a new map: of, on every event, reads it without a lock.
-	active atomic.Pointer[map[string][]*journey]
+	// active: app -> the latest non-archived version of each journey
+	// ([]*journey). of, on every event, reads it without a lock; put
+	// stores one app's.
+	active sync.Map
 	ready  chan struct{}
 }
 
 func newJourneys() *journeys {
-	r := &journeys{byHash: map[uint64][]*journey{}, ready: make(chan struct{})}
-	r.active.Store(&map[string][]*journey{})
-	return r
+	return &journeys{byHash: map[uint64][]*journey{}, ready: make(chan struct{})}
 }
 
 // put adds a compiled version.
@@ -443,14 +440,12 @@ func (r *journeys) put(j *journey) {
 	vs[j.def.Version-1] = j
 	r.byHash[j.hash] = vs
 	latest := vs[len(vs)-1]
-	active := maps.Clone(*r.active.Load())
-	l := slices.DeleteFunc(slices.Clone(active[j.def.App]), func(o *journey) bool { return o.hash == j.hash })
+	l := slices.DeleteFunc(slices.Clone(r.of(j.def.App)), func(o *journey) bool { return o.hash == j.hash })
 	if latest != nil && !latest.def.Archived {
 		l = append(l, latest)
 	}
 	slices.SortFunc(l, func(a, b *journey) int { return strings.Compare(a.def.ID, b.def.ID) })
-	active[j.def.App] = l
-	r.active.Store(&active)
+	r.active.Store(j.def.App, l)
 }
 
 // version returns version v of journey hash, nil if unknown.
@@ -479,7 +474,9 @@ func (r *journeys) latest(app, id string) *journey {
 
 // of returns app's active journeys (not to be modified).
 func (r *journeys) of(app string) []*journey {
-	return (*r.active.Load())[app]
+	v, _ := r.active.Load(app)
+	l, _ := v.([]*journey)
+	return l
 }
 
 // apply applies one TopicJourneys record.

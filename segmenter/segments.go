@@ -3,7 +3,6 @@ package segmenter
 import (
 	"context"
 	"fmt"
-	"maps"
 	mathbits "math/bits"
 	"slices"
 	"strings"
@@ -78,16 +77,15 @@ type change struct {
 type segments struct {
 	mu    sync.RWMutex
 	byApp map[string][]*savedSegment // sorted by name
-	// index holds each app's segIndex, rebuilt by put and remove, which
-	// swap in a new map: indexOf, on every event, reads it without a lock.
-	index atomic.Pointer[map[string]*segIndex]
+	// index holds each app's *segIndex, rebuilt by put and remove:
+	// indexOf, on every event, reads it without a lock, and a put stores
+	// one app's (the feed puts every saved segment at start).
+	index sync.Map
 	ready atomic.Bool // caught up with the topic at start
 }
 
 func newSegments() *segments {
-	r := &segments{byApp: make(map[string][]*savedSegment)}
-	r.index.Store(&map[string]*segIndex{})
-	return r
+	return &segments{byApp: make(map[string][]*savedSegment)}
 }
 
 // segIndex maps the fields an event can change to the segments of one app
@@ -173,19 +171,9 @@ func (ix *segIndex) candidates(mask []uint64, c change) {
 
 // indexOf returns app's segment index, nil when it has none.
 func (r *segments) indexOf(app string) *segIndex {
-	return (*r.index.Load())[app]
-}
-
-// setIndex swaps in a copy of the index with app's set to ix (removed
-// when nil). Callers hold mu.
-func (r *segments) setIndex(app string, ix *segIndex) {
-	m := maps.Clone(*r.index.Load())
-	if ix == nil {
-		delete(m, app)
-	} else {
-		m[app] = ix
-	}
-	r.index.Store(&m)
+	v, _ := r.index.Load(app)
+	ix, _ := v.(*segIndex)
+	return ix
 }
 
 // put adds or replaces sg.
@@ -196,7 +184,7 @@ func (r *segments) put(sg *savedSegment) {
 	l = append(l, sg)
 	slices.SortFunc(l, func(a, b *savedSegment) int { return strings.Compare(a.name, b.name) })
 	r.byApp[sg.app] = l
-	r.setIndex(sg.app, newSegIndex(l))
+	r.index.Store(sg.app, newSegIndex(l))
 }
 
 // remove deletes a segment.
@@ -206,11 +194,11 @@ func (r *segments) remove(app, name string) {
 	l := slices.DeleteFunc(slices.Clone(r.byApp[app]), func(o *savedSegment) bool { return o.name == name })
 	if len(l) == 0 {
 		delete(r.byApp, app)
-		r.setIndex(app, nil)
+		r.index.Delete(app)
 		return
 	}
 	r.byApp[app] = l
-	r.setIndex(app, newSegIndex(l))
+	r.index.Store(app, newSegIndex(l))
 }
 
 // of returns app's segments; the slice is not to be modified.
