@@ -1,9 +1,7 @@
 package segmenter
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"net/url"
 	"slices"
 	"strconv"
@@ -27,13 +25,12 @@ const (
 // journeyEvent is a PW_Journey* event of the profile who, with an id
 // derived from seed (the cause and the step).
 func journeyEvent(seed, name string, who *schemas.Event, j *journey, attrs map[string]any, now time.Time) *kgo.Record {
-	sum := sha256.Sum256([]byte("journey|" + seed + "|" + name))
 	a := map[string]any{"journey": j.def.ID, "version": float64(j.def.Version)}
 	for k, v := range attrs {
 		a[k] = v
 	}
 	ev := &schemas.Event{
-		ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
+		ID: hashID("journey", seed, name), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID, Attributes: a,
 	}
 	return &kgo.Record{Topic: schemas.TopicEvents, Key: ev.Key(), Value: appendSimpleEvent(make([]byte, 0, 384), ev)}
@@ -548,7 +545,5 @@ func (s *Segmenter) journeySendOther(out []*kgo.Record, c *jctx, p *Profile, r *
 // the user of key in their entry seq: the same decision made again gets
 // the same id.
 func journeyDispatchID(app, journey string, version int, key []byte, seq uint32, step string) string {
-	sum := sha256.Sum256([]byte("journey|" + app + "|" + journey + "|" + strconv.Itoa(version) + "|" +
-		string(key) + "|" + strconv.Itoa(int(seq)) + "|" + step))
-	return hex.EncodeToString(sum[:16])
+	return hashID("journey", app, journey, strconv.Itoa(version), string(key), strconv.Itoa(int(seq)), step)
 }

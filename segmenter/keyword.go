@@ -684,8 +684,22 @@ func (p param) expand(profileName string, prof *Profile) (string, bool) {
 // always gives the same id (as long as the config is the same): a replayed
 // batch produces duplicates the dispatcher can recognise.
 func dispatchID(eventID, name string) string {
-	var buf [128]byte // the usual ids fit: the input stays on the stack
-	sum := sha256.Sum256(append(append(append(append(buf[:0], "kw|"...), eventID...), '|'), name...))
+	return hashID("kw", eventID, name)
+}
+
+// hashID is the id the segmenter derives from parts, for the records a
+// replay must produce again the same: hex(sha256(parts joined by "|"))
+// [:32]. The joined input is hashed from a stack buffer when it fits.
+func hashID(parts ...string) string {
+	var buf [160]byte
+	b := buf[:0]
+	for i, part := range parts {
+		if i > 0 {
+			b = append(b, '|')
+		}
+		b = append(b, part...)
+	}
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
 

@@ -2,8 +2,6 @@ package segmenter
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -72,10 +70,8 @@ func segmentEvent(seed string, who *schemas.Event, segment string, member bool, 
 	if member {
 		name = schemas.EventSegmentEntered
 	}
-	var buf [160]byte // the usual seeds and names fit: the input stays on the stack
-	sum := sha256.Sum256(append(append(append(append(append(append(buf[:0], "seg|"...), seed...), '|'), segment...), '|'), name...))
 	ev := &schemas.Event{
-		ID: hex.EncodeToString(sum[:16]), App: who.App, Kind: schemas.KindEvent, Name: name,
+		ID: hashID("seg", seed, segment, name), App: who.App, Kind: schemas.KindEvent, Name: name,
 		Time: now, Received: now, HWID: who.HWID, UserID: who.UserID, AnonymousID: who.AnonymousID,
 		Attributes: map[string]any{"segment": segment},
 	}
