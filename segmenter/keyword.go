@@ -488,34 +488,22 @@ var asciiSpace, asciiWord = func() (sp, w [utf8.RuneSelf]bool) {
 // it at both ends; s is returned as is when already so.
 func collapseSpace(s string) string {
 	prev := true // the start counts as whitespace: leading whitespace is trimmed
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			return collapseSpaceRunes(s)
+	for i := 0; i < len(s); {
+		c, size := rune(s[i]), 1
+		var sp bool
+		if c < utf8.RuneSelf {
+			sp = asciiSpace[c]
+		} else {
+			c, size = utf8.DecodeRuneInString(s[i:])
+			sp = unicode.IsSpace(c)
 		}
-		sp := asciiSpace[c]
 		if sp && (prev || c != ' ') {
 			return strings.Join(strings.Fields(s), " ")
 		}
 		prev = sp
+		i += size
 	}
 	if prev && s != "" { // trailing whitespace
-		return strings.Join(strings.Fields(s), " ")
-	}
-	return s
-}
-
-// collapseSpaceRunes is collapseSpace for any UTF-8.
-func collapseSpaceRunes(s string) string {
-	prev := true
-	for _, c := range s {
-		sp := unicode.IsSpace(c)
-		if sp && (prev || c != ' ') {
-			return strings.Join(strings.Fields(s), " ")
-		}
-		prev = sp
-	}
-	if prev && s != "" {
 		return strings.Join(strings.Fields(s), " ")
 	}
 	return s

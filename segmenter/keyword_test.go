@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald/schemas"
@@ -361,6 +362,23 @@ func TestKeywordASCIIPaths(t *testing.T) {
 			t.Fatalf("trimWord(%q) = %q, the rune form %q", s, got, want)
 		}
 	}
+}
+
+// collapseSpaceRunes is collapseSpace as it was before its ASCII table:
+// TestKeywordASCIIPaths's reference.
+func collapseSpaceRunes(s string) string {
+	prev := true
+	for _, c := range s {
+		sp := unicode.IsSpace(c)
+		if sp && (prev || c != ' ') {
+			return strings.Join(strings.Fields(s), " ")
+		}
+		prev = sp
+	}
+	if prev && s != "" {
+		return strings.Join(strings.Fields(s), " ")
+	}
+	return s
 }
 
 // inboundTo is inbound received by the business number pnid.
