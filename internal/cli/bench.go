@@ -132,6 +132,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	bare := benchRow{"bare franz-go consumer + decode", int64(*n), time.Since(t0), "baseline", processCPU() - cpu0}
+	bareAt := len(rows)
 	rows = append(rows, bare)
 
 	stopProfile, err := startCPUProfile(*cpuProfile)
@@ -166,11 +167,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		again := benchRow{bareAgain, int64(*n), time.Since(t0), "", processCPU() - cpu0}
 		baseline = (bare.rate() + again.rate()) / 2
 		again.note = fmt.Sprintf("baseline: mean of both, %.0f/s", baseline)
-		for i := range rows {
-			if rows[i].stage == bare.stage {
-				rows[i].note = "baseline, with the run after"
-			}
-		}
+		rows[bareAt].note = "baseline, with the run after"
 		rows = append(rows, again)
 	}
 
