@@ -681,8 +681,8 @@ func (p *Profile) setTag(name string, t Tag) {
 // default field in filters: the fields cond.lookup reads a tag of the
 // same name for first.
 func fieldOverride(name string) bool {
-	switch fieldOf(name) {
-	case fieldLanguage, fieldCountry, fieldTimezone, fieldAppVersion:
+	switch name {
+	case fields[fieldLanguage].name, fields[fieldCountry].name, fields[fieldTimezone].name, fields[fieldAppVersion].name:
 		return true
 	}
 	return false
