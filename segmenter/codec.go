@@ -596,8 +596,8 @@ func appendProfileRest(b []byte, p *Profile) []byte {
 			b = appendTag(b, a.Tag)
 		}
 	}
-	b = append(b, byte(len(p.recent)))
-	for _, h := range p.recent {
+	b = append(b, p.nRecent)
+	for _, h := range p.recentIDs() {
 		b = binary.LittleEndian.AppendUint64(b, h)
 	}
 	b = binary.AppendVarint(b, int64(p.src.partition))
@@ -848,14 +848,6 @@ func (d *decoder) time(what string) time.Time {
 	return time.UnixMicro(int64(v) + zeroMicros).UTC()
 }
 
-// profileBlock is a decoded profile and the room for its recent event ids,
-// allocated together: a decode allocates once for both, and apply's append
-// of the next id never grows the slice (recent stays within recentIDs).
-type profileBlock struct {
-	p      Profile
-	recent [recentIDs]uint64
-}
-
 // decodeProfile decodes an encoding written by appendProfile.
 func decodeProfile(b []byte) (*Profile, error) {
 	d := decoderOf(string(b))
@@ -869,8 +861,7 @@ func decodeProfile(b []byte) (*Profile, error) {
 	if cached {
 		dict = names.load()
 	}
-	blk := new(profileBlock)
-	p := &blk.p
+	p := new(Profile)
 	flags := d.byte("flags")
 	p.Registered = flags&flagRegistered != 0
 	p.OptedOut = flags&flagOptedOut != 0
@@ -910,20 +901,15 @@ func decodeProfile(b []byte) (*Profile, error) {
 				return nil, d.err
 			}
 		}
+		p.tagEvents()
 	}
-	if n := int(d.byte("recent count")); n > 0 {
-		switch {
-		case n > len(d.b)/8:
-			d.fail("recent ids")
-		case n <= recentIDs:
-			p.recent = blk.recent[:n]
-		default: // not written by this version (apply keeps recentIDs)
-			p.recent = make([]uint64, n)
-		}
-		if d.err == nil {
-			for i := range p.recent {
-				p.recent[i] = d.uint64("recent id")
-			}
+	if n := int(d.byte("recent count")); n > len(d.b)/8 {
+		d.fail("recent ids")
+	} else {
+		// More than recentIDs was not written by this version (apply
+		// keeps recentIDs): the newest of them are kept.
+		for range n {
+			p.noteRecent(d.uint64("recent id"))
 		}
 	}
 	if version >= 2 {

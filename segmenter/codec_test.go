@@ -36,11 +36,11 @@ func fullProfile() *Profile {
 		FirstSeen:   time.Date(2024, 1, 2, 3, 4, 5, 6000, time.UTC),
 		LastSeen:    time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
 		LastInbound: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
-		recent:      []uint64{1, math.MaxUint64, idHash("x")},
-		src:         srcPos{partition: 7, next: 1 << 40},
-		segments:    []uint64{3, 99, math.MaxUint64},
-		sends:       []sentMark{{at: time.Date(2025, 5, 1, 9, 0, 0, 0, time.UTC), campaign: 7}, {at: time.Date(2025, 5, 2, 9, 0, 0, 0, time.UTC), campaign: math.MaxUint64}},
-		Email:       "joao@example.com", PushTokens: []string{"tok-a", "tok-b"}, AppVersion: "2.10.1",
+		recent:      [recentIDs]uint64{1, math.MaxUint64, idHash("x")}, nRecent: 3,
+		src:      srcPos{partition: 7, next: 1 << 40},
+		segments: []uint64{3, 99, math.MaxUint64},
+		sends:    []sentMark{{at: time.Date(2025, 5, 1, 9, 0, 0, 0, time.UTC), campaign: 7}, {at: time.Date(2025, 5, 2, 9, 0, 0, 0, time.UTC), campaign: math.MaxUint64}},
+		Email:    "joao@example.com", PushTokens: []string{"tok-a", "tok-b"}, AppVersion: "2.10.1",
 		FirstInstall: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
 		mergedInto:   "shop\x00user:u-9", merges: []uint64{idHash("a") &^ 1, idHash("b") | 1},
 	}
@@ -235,8 +235,8 @@ func appendLegacy(version byte, p *Profile) []byte {
 		b = binary.AppendUvarint(b, c.Count)
 		b = appendTime(b, c.Last)
 	}
-	b = append(b, byte(len(p.recent)))
-	for _, h := range p.recent {
+	b = append(b, p.nRecent)
+	for _, h := range p.recentIDs() {
 		b = binary.LittleEndian.AppendUint64(b, h)
 	}
 	if version == 2 {

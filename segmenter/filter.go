@@ -359,6 +359,7 @@ type cond struct {
 	field   fieldID // a default tag, or fieldNone
 	evField evField
 	attr    string // evAttr: the attribute name
+	evTag   uint8  // condEvent: nameTag(name)
 	op      Op
 	// utype is a user tag's type from the tag registry (CompileChecked),
 	// typeAny when unchecked.
@@ -409,6 +410,9 @@ func (c *cond) format(b *strings.Builder) {
 
 // appOpenEvent is the event whose last time is "Last Application Open".
 const appOpenEvent = "PW_ApplicationOpen"
+
+// appOpenTag is nameTag(appOpenEvent).
+var appOpenTag = nameTag(appOpenEvent)
 
 // tagTime is the kind of a value read from a time field; it is no TagKind
 // a profile stores.
@@ -488,10 +492,8 @@ func (c *cond) lookup(p *Profile) fvalue {
 	case fieldLastInbound:
 		return timeValue(p.LastInbound)
 	case fieldLastAppOpen:
-		for i := range p.Events {
-			if p.Events[i].Name == appOpenEvent {
-				return timeValue(p.Events[i].Last)
-			}
+		if i := p.eventIndex(appOpenEvent, appOpenTag); i >= 0 {
+			return timeValue(p.Events[i].Last)
 		}
 	}
 	return fvalue{}
@@ -504,11 +506,8 @@ func (c *cond) match(p *Profile, now time.Time) bool {
 		return true
 	case condEvent:
 		var ev *EventCount
-		for i := range p.Events {
-			if p.Events[i].Name == c.name {
-				ev = &p.Events[i]
-				break
-			}
+		if i := p.eventIndex(c.name, c.evTag); i >= 0 {
+			ev = &p.Events[i]
 		}
 		switch c.evField {
 		case evOccurred:

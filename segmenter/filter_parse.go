@@ -502,7 +502,7 @@ func (p *parser) eventCond() (*fnode, *FilterError) {
 	if name.text == "" {
 		return nil, p.errAt(name, "empty event name")
 	}
-	c := &cond{kind: condEvent, name: name.text, evField: evOccurred}
+	c := &cond{kind: condEvent, name: name.text, evField: evOccurred, evTag: nameTag(name.text)}
 	if t := p.tok(); t.kind == tokRParen {
 		p.i++
 		return &fnode{op: opCond, c: c}, nil

@@ -251,11 +251,28 @@ func decodeOutputs(t testing.TB, out []*kgo.Record) (ds []*schemas.DispatchReque
 
 // equalProfile compares profiles, ignoring the recent-id ring.
 func equalProfile(got, want *Profile) error {
+	if err := checkEvTags(got); err != nil {
+		return err
+	}
 	g, w := *loaded(got), *loaded(want)
-	g.recent, w.recent = nil, nil
+	g.recent, w.recent, g.nRecent, w.nRecent = [recentIDs]uint64{}, [recentIDs]uint64{}, 0, 0
 	g.src, w.src = srcPos{}, srcPos{} // bookkeeping, checked by TestRedelivery
 	if !reflect.DeepEqual(&g, &w) {
 		return fmt.Errorf("profile\n got %+v\nwant %+v", g, w)
+	}
+	return nil
+}
+
+// checkEvTags reports an event-name tag of p that is neither unknown nor
+// its entry's (Profile.evTags).
+func checkEvTags(p *Profile) error {
+	if p == nil {
+		return nil
+	}
+	for i := range min(len(p.Events), evTagged) {
+		if t := p.evTags[i]; t != 0 && t != nameTag(p.Events[i].Name) {
+			return fmt.Errorf("evTags[%d] = %d, not the tag of %q (%d): %v", i, t, p.Events[i].Name, nameTag(p.Events[i].Name), p.evTags)
+		}
 	}
 	return nil
 }
@@ -266,7 +283,8 @@ func equalProfile(got, want *Profile) error {
 func loaded(p *Profile) *Profile {
 	if p != nil {
 		p.Tags()
-		p.tagsPlain = false // a cache of what the tags hold, not state
+		p.tagsPlain = false          // a cache of what the tags hold, not state
+		p.evTags = [evTagged]uint8{} // a hint where the event names are, not state
 		for i := range p.Events {
 			c := &p.Events[i]
 			c.setAttrs(c.Attrs())

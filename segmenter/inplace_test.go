@@ -82,7 +82,7 @@ func FuzzApplyInPlace(f *testing.F) {
 		f.Add(appendProfile(nil, p), uint8(4), int64(-5_000_000), uint8(0x95), "x", "", -1.0, false, int32(3), int64(0))
 		f.Add(appendProfile(nil, p), uint8(2), int64(-1), uint8(0), "ev-2", "long", 3.0, true, int32(7), int64(1<<40-1))
 	}
-	plain := &Profile{FirstSeen: t0, LastSeen: t0.Add(time.Hour), recent: []uint64{1, 2, 3, 4, 5, 6, 7, 8}, src: srcPos{partition: 1, next: 10}}
+	plain := &Profile{FirstSeen: t0, LastSeen: t0.Add(time.Hour), recent: [recentIDs]uint64{1, 2, 3, 4, 5, 6, 7, 8}, nRecent: 8, src: srcPos{partition: 1, next: 10}}
 	f.Add(appendProfile(nil, plain), uint8(0), int64(0), uint8(0), "ev-3", "A-2", 0.0, true, int32(1), int64(10))
 	f.Fuzz(func(t *testing.T, enc []byte, pick uint8, dt int64, fields uint8, id, attr string, num float64, viaJSON bool, partition int32, offset int64) {
 		p, err := decodeProfile(enc)
@@ -105,14 +105,14 @@ func TestApplyInPlaceMatchesDecoded(t *testing.T) {
 	unmerged := fullProfile()
 	unmerged.mergedInto, unmerged.merges = "", nil
 	plain := &Profile{
-		FirstSeen: t0, LastSeen: t0.Add(time.Hour), LastInbound: t0.Add(time.Minute), recent: []uint64{1, 2, 3}, src: srcPos{partition: 1, next: 10},
+		FirstSeen: t0, LastSeen: t0.Add(time.Hour), LastInbound: t0.Add(time.Minute), recent: [recentIDs]uint64{1, 2, 3}, nRecent: 3, src: srcPos{partition: 1, next: 10},
 		sends: []sentMark{{at: t0.Add(30 * time.Minute), campaign: 9, marketing: true}},
 	}
 	// Counters last seen before the profile was (as most are), some with
 	// attributes.
 	older := &Profile{
 		UserID: "u-1", Language: "en", Timezone: "Europe/Lisbon", Country: "PT", FirstSeen: t0, LastSeen: t0.Add(48 * time.Hour),
-		recent: []uint64{1, 2, 3, 4, 5, 6, 7}, src: srcPos{partition: 7, next: 99}, AppVersion: "1.2", FirstInstall: t0,
+		recent: [recentIDs]uint64{1, 2, 3, 4, 5, 6, 7}, nRecent: 7, src: srcPos{partition: 7, next: 99}, AppVersion: "1.2", FirstInstall: t0,
 		segments: []uint64{4, 8}, done: []uint64{5},
 	}
 	for i := range 6 {
@@ -454,8 +454,8 @@ func sameProfile(a, b *Profile) error {
 	if err := equalProfile(a, b); err != nil {
 		return err
 	}
-	if !slices.Equal(a.recent, b.recent) || a.src != b.src {
-		return fmt.Errorf("recent ids %x at %+v, want %x at %+v", a.recent, a.src, b.recent, b.src)
+	if !slices.Equal(a.recentIDs(), b.recentIDs()) || a.src != b.src {
+		return fmt.Errorf("recent ids %x at %+v, want %x at %+v", a.recentIDs(), a.src, b.recentIDs(), b.src)
 	}
 	if x, y := appendProfileRest(nil, loaded(a)), appendProfileRest(nil, loaded(b)); !bytes.Equal(x, y) {
 		return fmt.Errorf("encodings after the tags differ\n got %x\nwant %x", x, y)

@@ -215,7 +215,7 @@ func (s *Segmenter) runMerge(out []*kgo.Record, rec *kgo.Record, key []byte, e *
 		if !known || p.mergedInto != m.Into || p.empty() {
 			return out
 		}
-		*p = Profile{mergedInto: p.mergedInto, recent: p.recent, src: p.src}
+		*p = Profile{mergedInto: p.mergedInto, recent: p.recent, nRecent: p.nRecent, src: p.src}
 		return s.saveMerged(out, rec, key, e, p, known, identity(e.App, idOf(key)), false)
 	}
 	return out
@@ -342,6 +342,7 @@ func (p *Profile) absorb(q *Profile) {
 		}
 		p.Events = slices.Delete(p.Events, oldest, oldest+1)
 	}
+	p.tagEvents()
 	if len(q.sends) > 0 {
 		p.sends = append(p.sends, q.sends...)
 		slices.SortStableFunc(p.sends, func(a, b sentMark) int { return a.at.Compare(b.at) })

@@ -32,14 +32,17 @@ const (
 type Profile struct {
 	// The fields every event reads or writes come first, so that an event
 	// on a profile not in the CPU's caches loads few lines of it: the
-	// fields' order is only layout (the encodings name each field).
+	// fields' order is only layout (the encodings name each field). A
+	// Profile takes the allocator's 576-byte size class, whose objects
+	// start on a 64-byte cache line: the first four lines, down to evTags,
+	// hold what every event reads (TestProfileLayout).
 
-	// recent are hashes of the latest event ids applied, oldest first.
-	recent []uint64
-	// FirstSeen and LastSeen are the earliest and latest event times
-	// (statuses of messages sent to the user do not count).
-	FirstSeen time.Time
-	LastSeen  time.Time
+	// recent are hashes of the latest event ids applied, oldest first:
+	// nRecent of them, the rest zero. In the struct, not a slice of its
+	// own: the first thing every event reads, and one cache line fewer
+	// to load for a profile not in the CPU's caches.
+	recent [recentIDs]uint64
+
 	// Events counts events by name, at most MaxEventNames names.
 	Events []EventCount
 	// segments are the ids (segmentID) of the saved segments the user is
@@ -49,18 +52,18 @@ type Profile struct {
 	// redelivered record (a restart after the changelog was written but
 	// before the offset was committed) is recognised by its position.
 	src srcPos
+
+	// FirstSeen and LastSeen are the earliest and latest event times
+	// (statuses of messages sent to the user do not count).
+	FirstSeen time.Time
+	LastSeen  time.Time
 	// tags by name: read them with Tags, which decodes the tags a decode
 	// left encoded, write them with setTag and deleteTag. An inbound
 	// message sets TagProfileName.
-	tags map[string]Tag
-	// rawTags, when set, holds the tags instead of tags: rawTagCount of
-	// them as the encoding wrote them (each a name, or a reference to names
-	// when rawCached, then a value), a slice of the decoded encoding. Most
-	// events change no tag: a decode leaves them so and the next encode
-	// copies the bytes.
-	rawTags     string
-	rawTagCount int
-	rawCached   bool
+	tags    map[string]Tag
+	nRecent uint8
+	// rawCached: see rawTags.
+	rawCached bool
 	// tagsPlain is set when tags is known to hold no tag named like a
 	// default field a filter reads through it (fieldOverride): a filter on
 	// Country then skips the lookup of a "Country" tag. Set where the map
@@ -70,12 +73,30 @@ type Profile struct {
 	// Registered is set by a register event and cleared by unregister.
 	Registered bool
 	// OptedOut users get no MARKETING template.
-	OptedOut   bool
-	DeviceType int
+	OptedOut bool
+
 	// journeys are the user's runs of journeys in progress; done the
 	// journeys they finished (idHash, for ReentryNever), newest last, at
 	// most maxJourneysDone.
 	journeys []journeyRun
+	// rawTags, when set, holds the tags instead of tags: rawTagCount of
+	// them as the encoding wrote them (each a name, or a reference to names
+	// when rawCached, then a value), a slice of the decoded encoding. Most
+	// events change no tag: a decode leaves them so and the next encode
+	// copies the bytes.
+	rawTags     string
+	rawTagCount int
+	// evTags say where in Events a name may be: evTags[i], for each of
+	// the first evTagged entries, is nameTag of Events[i].Name, or 0 when
+	// unknown. A lookup (eventIndex) reads only the entries whose tag
+	// matches or is unknown, instead of every entry's name, each in a
+	// cache line of its own (an EventCount is 112 bytes). A name is always
+	// compared before it is used, so a tag only ever costs a compare; what
+	// changes the entries keeps the tags (count, merge, the decode), and a
+	// Profile built otherwise (the zero tags) reads every entry.
+	evTags [evTagged]uint8
+
+	DeviceType int
 	// LastInbound is the time of the user's latest inbound WhatsApp
 	// message: the customer-service window is open until 24 h after it.
 	LastInbound time.Time
@@ -335,6 +356,21 @@ func (p *Profile) InServiceWindow(now time.Time) bool {
 	return !p.LastInbound.IsZero() && now.Before(p.LastInbound.Add(serviceWindow))
 }
 
+// recentIDs are the hashes of the latest event ids applied, oldest first.
+func (p *Profile) recentIDs() []uint64 { return p.recent[:p.nRecent] }
+
+// noteRecent adds h to the recent ids, dropping the oldest when they are
+// recentIDs already.
+func (p *Profile) noteRecent(h uint64) {
+	if int(p.nRecent) >= recentIDs {
+		copy(p.recent[:], p.recent[1:])
+		p.recent[recentIDs-1] = h
+		return
+	}
+	p.recent[p.nRecent] = h
+	p.nRecent++
+}
+
 // idHash is FNV-1a 64 of an event id (stable across processes, unlike
 // maphash, so a persisted profile stays valid).
 func idHash(id string) uint64 {
@@ -381,16 +417,12 @@ type applied struct {
 // apply applies e to p (see applied).
 func (p *Profile) apply(e *schemas.Event) (a applied) {
 	h := idHash(e.ID)
-	for _, r := range p.recent {
+	for _, r := range p.recentIDs() {
 		if r == h {
 			return applied{dup: true}
 		}
 	}
-	if len(p.recent) >= recentIDs {
-		copy(p.recent, p.recent[1:])
-		p.recent = p.recent[:recentIDs-1]
-	}
-	p.recent = append(p.recent, h)
+	p.noteRecent(h)
 
 	t := e.Time.UTC().Truncate(time.Microsecond)
 	if e.Kind != schemas.KindStatus {
@@ -770,24 +802,23 @@ func listOp(old, l []string, add bool) []string {
 // the number of attributes not kept, and sets *lastOpen when the time of
 // the latest schemas.EventApplicationOpen changed (a default tag).
 func (p *Profile) count(name string, t time.Time, e *schemas.Event, lastOpen *bool) (ignored int) {
-	for i := range p.Events {
+	tag := nameTag(name)
+	if i := p.eventIndex(name, tag); i >= 0 {
 		c := &p.Events[i]
-		if c.Name == name {
-			c.Count++
-			if t.Before(c.First) || c.First.IsZero() {
-				c.First = t
-			}
-			if !t.Before(c.Last) {
-				if c.Last != t && name == schemas.EventApplicationOpen {
-					*lastOpen = true
-				}
-				c.Last = t
-				var kept []Attr
-				kept, ignored = eventAttrs(e)
-				c.setAttrs(kept)
-			}
-			return ignored
+		c.Count++
+		if t.Before(c.First) || c.First.IsZero() {
+			c.First = t
 		}
+		if !t.Before(c.Last) {
+			if c.Last != t && name == schemas.EventApplicationOpen {
+				*lastOpen = true
+			}
+			c.Last = t
+			var kept []Attr
+			kept, ignored = eventAttrs(e)
+			c.setAttrs(kept)
+		}
+		return ignored
 	}
 	if len(p.Events) >= MaxEventNames {
 		oldest := 0
@@ -800,22 +831,68 @@ func (p *Profile) count(name string, t time.Time, e *schemas.Event, lastOpen *bo
 			*lastOpen = true
 		}
 		p.Events = append(p.Events[:oldest], p.Events[oldest+1:]...)
+		p.tagEvents()
 	}
 	if name == schemas.EventApplicationOpen && !t.IsZero() {
 		*lastOpen = true
 	}
 	c := EventCount{Name: name, Count: 1, First: t, Last: t}
 	c.attrs, ignored = eventAttrs(e)
+	if i := len(p.Events); i < evTagged {
+		p.evTags[i] = tag
+	}
 	p.Events = append(p.Events, c)
 	return ignored
 }
 
 // Event returns the counter of the events named name.
 func (p *Profile) Event(name string) (EventCount, bool) {
-	for _, c := range p.Events {
-		if c.Name == name {
-			return c, true
-		}
+	if i := p.eventIndex(name, nameTag(name)); i >= 0 {
+		return p.Events[i], true
 	}
 	return EventCount{}, false
+}
+
+// evTagged is how many of a profile's event counters evTags describe:
+// more than most profiles count.
+const evTagged = 16
+
+// nameTag is the one-byte digest of an event name that Profile.evTags
+// holds: never 0, which means unknown there.
+func nameTag(name string) uint8 {
+	h := uint32(len(name)) * 0x9e3779b1
+	if len(name) > 0 {
+		h ^= uint32(name[0]) | uint32(name[len(name)/2])<<8 | uint32(name[len(name)-1])<<16
+		h *= 0x85ebca6b
+	}
+	if t := uint8(h >> 24); t != 0 {
+		return t
+	}
+	return 1
+}
+
+// eventIndex is the index in p.Events of the counter of name, -1 when
+// there is none; tag is nameTag(name). It only reads p.
+func (p *Profile) eventIndex(name string, tag uint8) int {
+	n := min(len(p.Events), evTagged)
+	for i := range n {
+		if t := p.evTags[i]; (t == tag || t == 0) && p.Events[i].Name == name {
+			return i
+		}
+	}
+	for i := n; i < len(p.Events); i++ {
+		if p.Events[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// tagEvents sets evTags for all of Events, after a change of more than
+// one entry.
+func (p *Profile) tagEvents() {
+	p.evTags = [evTagged]uint8{}
+	for i := range min(len(p.Events), evTagged) {
+		p.evTags[i] = nameTag(p.Events[i].Name)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/heraldhq/herald/schemas"
 )
@@ -197,5 +198,119 @@ func TestInboundKeepsTagsEncoded(t *testing.T) {
 	}
 	if len(p.Tags()) != len(fullProfile().tags) {
 		t.Errorf("%d tags, want %d", len(p.Tags()), len(fullProfile().tags))
+	}
+}
+
+// TestEventTags checks the hint of where each event name is
+// (Profile.evTags): count, absorb and the decode keep every tag unknown or
+// right, past evTagged names and through the eviction of the least recent
+// name, and a lookup finds each name, also among names of one tag and in a
+// profile whose tags are all unknown.
+func TestEventTags(t *testing.T) {
+	// Two names of one tag, to check that a tag match is not taken for a
+	// name match.
+	var same []string
+	seen := map[uint8]string{}
+	for i := 0; len(same) == 0; i++ {
+		n := fmt.Sprintf("Ev%d", i)
+		if o, ok := seen[nameTag(n)]; ok {
+			same = []string{o, n}
+		}
+		seen[nameTag(n)] = n
+	}
+	check := func(what string, p *Profile, names []string) {
+		t.Helper()
+		if err := checkEvTags(p); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for i, c := range p.Events {
+			if got := p.eventIndex(c.Name, nameTag(c.Name)); got != i {
+				t.Fatalf("%s: eventIndex(%q) = %d, want %d", what, c.Name, got, i)
+			}
+		}
+		for _, n := range names {
+			if _, ok := p.Event(n); !ok {
+				t.Fatalf("%s: no counter of %q", what, n)
+			}
+		}
+		if i := p.eventIndex("never", nameTag("never")); i != -1 {
+			t.Fatalf("%s: eventIndex of a name never counted = %d", what, i)
+		}
+	}
+	known := func(what string, p *Profile) {
+		t.Helper()
+		for i := range min(len(p.Events), evTagged) {
+			if p.evTags[i] == 0 {
+				t.Fatalf("%s left evTags[%d] unknown: %v", what, i, p.evTags)
+			}
+		}
+	}
+	p := &Profile{}
+	var names []string
+	for i := range MaxEventNames + 8 {
+		n := fmt.Sprintf("Name%d", i)
+		if i < len(same) {
+			n = same[i]
+		}
+		names = append(names, n)
+		var open bool
+		p.count(n, t0.Add(time.Duration(i)*time.Second), &schemas.Event{}, &open)
+		p.count(names[i/2], t0.Add(time.Duration(i)*time.Second+time.Millisecond), &schemas.Event{}, &open)
+		if i == evTagged {
+			known("count", p) // before an eviction tags them all
+		}
+	}
+	// The first names, counted least recently, made room for the last.
+	kept := names[len(names)-MaxEventNames:]
+	check("after count", p, kept)
+	if len(p.Events) != MaxEventNames {
+		t.Fatalf("%d names counted, want %d", len(p.Events), MaxEventNames)
+	}
+	known("count", p)
+
+	d, err := decodeProfile(appendProfile(nil, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("after decode", d, kept)
+	known("the decode", d)
+
+	q := &Profile{}
+	var open bool
+	for _, n := range append([]string{"Other"}, same...) {
+		q.count(n, t0.Add(time.Hour), &schemas.Event{}, &open)
+	}
+	d.absorb(q)
+	check("after absorb", d, append([]string{"Other"}, same...))
+	known("absorb", d)
+
+	// A profile built without count (a test's, an old decode's) has no
+	// tags: every name is still found.
+	lit := &Profile{Events: []EventCount{{Name: same[0]}, {Name: same[1]}, {Name: "PW_ApplicationOpen"}}}
+	check("unknown tags", lit, append(same, "PW_ApplicationOpen"))
+}
+
+// TestProfileLayout keeps the layout Profile's comment describes: the
+// struct in the allocator's 576-byte size class, whose objects start on a
+// 64-byte cache line, and the fields every event reads in its first four
+// lines. A field added or moved that breaks it fails here, not unseen in
+// the benchmarks.
+func TestProfileLayout(t *testing.T) {
+	if n := unsafe.Sizeof(Profile{}); n <= 512 || n > 576 {
+		t.Errorf("Profile is %d bytes: not in the 576-byte size class (more than 512, at most 576)", n)
+	}
+	ty := reflect.TypeFor[Profile]()
+	for _, name := range []string{
+		"recent", "Events", "segments", "src", "FirstSeen", "LastSeen", "tags", "nRecent",
+		"rawCached", "tagsPlain", "Registered", "OptedOut", "journeys", "rawTags", "rawTagCount", "evTags",
+	} {
+		f, ok := ty.FieldByName(name)
+		if !ok {
+			t.Errorf("no field %s", name)
+			continue
+		}
+		if end := f.Offset + f.Type.Size(); end > 4*64 {
+			t.Errorf("field %s ends at byte %d, past the first four cache lines", name, end)
+		}
 	}
 }
