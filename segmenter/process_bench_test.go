@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
@@ -62,6 +63,101 @@ func benchEvents(tb testing.TB, users, perUser int) []*kgo.Record {
 		out = append(out, record(tb, e))
 	}
 	return out
+}
+
+// touchValue reads every byte v holds and reaches (strings, slices, maps,
+// pointers, interfaces), returning a sum of them: BenchmarkApply's
+// stand-in for an event's decode, which leaves its memory in the caches.
+func touchValue(v reflect.Value) int {
+	switch v.Kind() {
+	case reflect.String:
+		return touchString(v.String())
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return 0
+		}
+		return touchValue(v.Elem())
+	case reflect.Slice, reflect.Array:
+		n := v.Len()
+		for i := range v.Len() {
+			n += touchValue(v.Index(i))
+		}
+		return n
+	case reflect.Map: // the event's maps, without MapRange's allocations
+		switch m := v.Interface().(type) {
+		case map[string]any:
+			return touchAny(m)
+		case map[string]string:
+			n := len(m)
+			for k, x := range m {
+				n += touchString(k) + touchString(x)
+			}
+			return n
+		}
+		panic(fmt.Sprintf("touchValue: a map of type %s", v.Type()))
+	case reflect.Struct:
+		n := 0
+		for i := range v.NumField() {
+			n += touchValue(v.Field(i))
+		}
+		return n
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return int(v.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return int(v.Uint())
+	case reflect.Bool:
+		if v.Bool() {
+			return 1
+		}
+	case reflect.Float32, reflect.Float64:
+		return int(v.Float())
+	}
+	return 0
+}
+
+// touchAny is touchValue of a value decoded from JSON into an any.
+func touchAny(x any) int {
+	switch x := x.(type) {
+	case string:
+		return touchString(x)
+	case float64:
+		return int(x)
+	case bool:
+		if x {
+			return 1
+		}
+	case []any:
+		n := len(x)
+		for _, y := range x {
+			n += touchAny(y)
+		}
+		return n
+	case map[string]any:
+		n := len(x)
+		for k, y := range x {
+			n += touchString(k) + touchAny(y)
+		}
+		return n
+	}
+	return 0
+}
+
+// touchString sums the bytes of s.
+func touchString(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		n += int(s[i])
+	}
+	return n
+}
+
+// touchBytes sums the bytes of b.
+func touchBytes(b []byte) int {
+	n := 0
+	for _, c := range b {
+		n += int(c)
+	}
+	return n
 }
 
 // benchEnv is the number the environment variable name holds, def when it
@@ -535,6 +631,16 @@ func rss(tb testing.TB) int64 {
 // decoding the event JSON, the profile's round trip through fastcache (read,
 // decode, encode, write) and the changelog and tags records.
 //
+// The events are applied a part at a time, as Run does: handlePart events,
+// and before each part (with the timer stopped) every byte of its events
+// and records is read, which leaves them in the CPU's caches as a part's
+// decode does before the part is applied (Segmenter.decodeAll). Without it
+// the benchmark would read each event from main memory: its 65,536 decoded
+// events take about 100 MB, ten times the last-level cache, while a part's
+// 2,500 take about 4 MB. HERALD_BENCH_APPLY_PART sets the part's size, and
+// 0 applies the events without reading them first (each from memory: the
+// benchmark's form before stop 25).
+//
 // HERALD_BENCH_APPLY_USERS sets the number of users (4,096 by default):
 // fewer users' profiles stay in the CPU's caches, which shows how much of
 // the time is memory access (docs/BENCHMARKS.md). HERALD_BENCH_APPLY_PER_USER
@@ -547,6 +653,7 @@ func rss(tb testing.TB) int64 {
 func BenchmarkApply(b *testing.B) {
 	users := benchEnv(b, "HERALD_BENCH_APPLY_USERS", 4096, 1, "a number of users")
 	perUser := benchEnv(b, "HERALD_BENCH_APPLY_PER_USER", 16, 9, "9 or more events per user (fewer repeat recent ids)")
+	part := benchEnv(b, "HERALD_BENCH_APPLY_PART", handlePart, 0, "a number of events, 0 for none read beforehand")
 	recs := benchEvents(b, users, perUser)
 	s := newTest(b, Config{})
 	for i, f := range []string{
@@ -594,12 +701,29 @@ func BenchmarkApply(b *testing.B) {
 		run(it)
 	}
 	dups0 := testutil.ToFloat64(s.m.duplicates)
+	// touch reads a part's events, records and keys, as their decode
+	// wrote them, outside the time measured (cpu counts only the rest).
+	var cpu time.Duration
+	cpu0, sink := time.Duration(0), 0
+	touch := func(from int) {
+		b.StopTimer()
+		cpu += cpuTime() - cpu0
+		for _, it := range items[from:min(from+part, len(items))] {
+			sink += touchValue(reflect.ValueOf(it.e).Elem()) + touchBytes(it.rec.Value) + touchBytes(it.key) +
+				int(it.rec.Partition) + int(it.rec.Offset)
+		}
+		cpu0 = cpuTime()
+		b.StartTimer()
+	}
 	b.ReportAllocs()
 	i, outs, changes := 0, 0, 0
-	cpu0 := cpuTime()
+	cpu0 = cpuTime()
 	for b.Loop() {
 		if i == len(items) {
 			i = 0
+		}
+		if part > 0 && i%part == 0 {
+			touch(i)
 		}
 		run(items[i])
 		for _, r := range out {
@@ -611,7 +735,11 @@ func BenchmarkApply(b *testing.B) {
 		}
 		i++
 	}
-	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/event")
+	cpu += cpuTime() - cpu0
+	if sink == -1 {
+		b.Log(sink) // keeps the reads
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(testutil.ToFloat64(s.m.segmentEvals)/float64(b.N+len(items)), "evals/event")
 	if outs == 0 || changes == 0 {
