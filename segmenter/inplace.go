@@ -340,7 +340,7 @@ func applyInPlace(log, cache, cb []byte, e *schemas.Event, partition int32, offs
 // latest event (eventAttrs), encoded as appendProfileRest writes them.
 func appendEventAttrs(b []byte, e *schemas.Event) ([]byte, int) {
 	if e.AttrList == nil {
-		attrs, ignored := eventAttrs(e)
+		attrs, ignored := eventAttrs(nil, e)
 		b = binary.AppendUvarint(b, uint64(len(attrs)))
 		for _, a := range attrs {
 			b = appendTag(appendString(b, a.Name), a.Tag)

@@ -321,6 +321,7 @@ func (p *Profile) absorb(q *Profile) {
 		}
 	}
 	for _, qc := range q.Events {
+		qc.attrs = slices.Clone(qc.attrs) // p's own: count reuses it (eventAttrs)
 		i := slices.IndexFunc(p.Events, func(c EventCount) bool { return c.Name == qc.Name })
 		if i < 0 {
 			p.Events = append(p.Events, qc)

@@ -552,12 +552,19 @@ func (c *EventCount) Attr(name string) (Tag, bool) {
 
 // eventAttrs converts the attributes of e for EventCount.attrs: the first
 // MaxEventAttrs names in order, scalar and list values, strings up to
-// MaxAttrBytes. ignored counts the others.
-func eventAttrs(e *schemas.Event) (out []Attr, ignored int) {
+// MaxAttrBytes. ignored counts the others. The attributes go in reuse when
+// it has room for them: the previous occurrence's, which only its
+// EventCount holds (Attrs gives them to tests alone).
+func eventAttrs(reuse []Attr, e *schemas.Event) (out []Attr, ignored int) {
 	if e.AttrList == nil {
 		return mapAttrs(e.Attributes)
 	}
-	out = make([]Attr, 0, min(len(e.AttrList), MaxEventAttrs))
+	if n := min(len(e.AttrList), MaxEventAttrs); cap(reuse) >= n {
+		clear(reuse[:cap(reuse)]) // no strings of the previous occurrence kept
+		out = reuse[:0]
+	} else {
+		out = make([]Attr, 0, n)
+	}
 	keptAttrs(e.AttrList, func(name string, t Tag) { out = append(out, Attr{Name: name, Tag: t}) })
 	ignored = len(e.AttrList) - len(out)
 	if len(out) == 0 {
@@ -815,7 +822,7 @@ func (p *Profile) count(name string, t time.Time, e *schemas.Event, lastOpen *bo
 			}
 			c.Last = t
 			var kept []Attr
-			kept, ignored = eventAttrs(e)
+			kept, ignored = eventAttrs(c.attrs, e)
 			c.setAttrs(kept)
 		}
 		return ignored
@@ -837,7 +844,7 @@ func (p *Profile) count(name string, t time.Time, e *schemas.Event, lastOpen *bo
 		*lastOpen = true
 	}
 	c := EventCount{Name: name, Count: 1, First: t, Last: t}
-	c.attrs, ignored = eventAttrs(e)
+	c.attrs, ignored = eventAttrs(nil, e)
 	if i := len(p.Events); i < evTagged {
 		p.evTags[i] = tag
 	}

@@ -158,7 +158,7 @@ func BenchmarkEventAttrs(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if out, _ := eventAttrs(tc.e); len(out) != 3 {
+				if out, _ := eventAttrs(nil, tc.e); len(out) != 3 {
 					b.Fatal(out)
 				}
 			}
@@ -312,5 +312,52 @@ func TestProfileLayout(t *testing.T) {
 		if end := f.Offset + f.Type.Size(); end > 4*64 {
 			t.Errorf("field %s ends at byte %d, past the first four cache lines", name, end)
 		}
+	}
+}
+
+// TestCountReusesAttrs checks that a later occurrence of an event name
+// keeps its attributes in the earlier one's slice (no allocation when they
+// fit), with nothing of the earlier occurrence left, and that an earlier
+// occurrence arriving late leaves the latest's attributes.
+func TestCountReusesAttrs(t *testing.T) {
+	decode := func(attrs map[string]any) *schemas.Event {
+		t.Helper()
+		v, err := (&schemas.Event{ID: "x", App: "a", Kind: schemas.KindEvent, Name: "Order", HWID: "h", Time: t0, Attributes: attrs}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := schemas.DecodeEventAttrs(v)
+		if err != nil || e.AttrList == nil {
+			t.Fatal(err, e)
+		}
+		return e
+	}
+	three := decode(map[string]any{"a": "x", "b": 2, "c": true})
+	one := decode(map[string]any{"z": "only"})
+	p := &Profile{}
+	var open bool
+	p.count("Order", t0, three, &open)
+	first := &p.Events[0].attrs[0]
+	p.count("Order", t0.Add(time.Second), one, &open)
+	c := p.Events[0]
+	if want := []Attr{{"z", Tag{Kind: TagString, Str: "only"}}}; !reflect.DeepEqual(c.attrs, want) {
+		t.Fatalf("attrs %+v, want %+v", c.attrs, want)
+	}
+	if &c.attrs[0] != first {
+		t.Error("the later occurrence's attributes are in a new slice")
+	}
+	if rest := c.attrs[1:cap(c.attrs)]; !reflect.DeepEqual(rest, make([]Attr, len(rest))) {
+		t.Errorf("the earlier occurrence's attributes are still held: %+v", rest)
+	}
+	p.count("Order", t0.Add(-time.Hour), three, &open) // earlier: not the latest
+	if c := p.Events[0]; c.Count != 3 || len(c.attrs) != 1 || c.attrs[0].Name != "z" {
+		t.Fatalf("after an earlier occurrence: %+v", c)
+	}
+	at := t0.Add(time.Hour)
+	if n := testing.AllocsPerRun(100, func() {
+		at = at.Add(time.Second)
+		p.count("Order", at, three, &open)
+	}); n != 0 {
+		t.Errorf("%v allocations a counted event, want 0", n)
 	}
 }
