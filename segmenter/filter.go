@@ -695,8 +695,8 @@ type literal struct {
 
 // micros is a time literal in Unix microseconds at now.
 func (l *literal) micros(now time.Time) int64 {
-	if l.kind == litRel {
-		return now.Add(l.rel).UnixMicro()
+	if l.kind == litRel { // whole minutes (parseRel): now.Add(l.rel).UnixMicro(), without Add
+		return now.UnixMicro() + int64(l.rel/time.Microsecond)
 	}
 	return l.sec * 1e6
 }

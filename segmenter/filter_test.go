@@ -3,6 +3,7 @@ package segmenter
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -613,5 +614,28 @@ func TestFieldOverrideTag(t *testing.T) {
 		check("own tag set first, a map", first, tc.own)
 		first.deleteTag(tc.field)
 		check("own tag deleted", first, tc.def)
+	}
+}
+
+// TestRelMicros checks that a relative time's bound is now plus the
+// duration, to the microsecond, as time.Time.Add would give it: at times
+// with nanoseconds, before 1970, and with a monotonic clock reading.
+func TestRelMicros(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	nows := []time.Time{time.Now(), time.Unix(-86400*365*30, 999_999_999), time.Unix(0, 1), t0}
+	for range 200 {
+		nows = append(nows, time.Unix(rng.Int64N(1<<36)-1<<35, rng.Int64N(1e9)))
+	}
+	for _, rel := range []string{"-1m", "+1m", "-30d", "+2w", "-5h", "-36500d"} {
+		d, msg := parseRel(rel)
+		if msg != "" {
+			t.Fatal(msg)
+		}
+		l := literal{kind: litRel, rel: d}
+		for _, now := range nows {
+			if got, want := l.micros(now), now.Add(d).UnixMicro(); got != want {
+				t.Fatalf("%s at %v: %d, want %d", rel, now, got, want)
+			}
+		}
 	}
 }
