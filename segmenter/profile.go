@@ -523,8 +523,9 @@ type Attr struct {
 
 // Attrs returns the attributes of the event's latest occurrence, sorted by
 // name (in the order an old version stored them, for a profile it wrote),
-// nil when it had none. The slice is c's own or, for attributes still in
-// their encoded form, a new one each call.
+// nil when it had none. The slice is c's own, which the next occurrence of
+// the name overwrites (eventAttrs), or, for attributes still in their
+// encoded form, a new one each call.
 func (c *EventCount) Attrs() []Attr {
 	if c.raw == "" {
 		return c.attrs
