@@ -190,6 +190,9 @@ func (d *fastDec) rawKey(utf8Keys bool) ([]byte, bool) {
 	start := d.i + 1
 	ascii := true
 	for j := start; j < len(d.b); j++ {
+		if j = plainRun(d.b, j); j == len(d.b) {
+			break
+		}
 		switch c := d.b[j]; {
 		case c == '"':
 			d.i = j + 1
@@ -479,6 +482,25 @@ func (d *fastDec) statusField(key []byte, st *Status, seen *uint64) bool {
 	return d.strInto(s, interned)
 }
 
+// strPlain marks the bytes of a string's common run, which rawKey, str and
+// istr step over with one table load each: ASCII from 0x20 on, except '"'
+// and '\\'.
+var strPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// plainRun returns the index of the first byte of b from j on that
+// strPlain does not mark, len(b) when there is none.
+func plainRun(b []byte, j int) int {
+	for j < len(b) && strPlain[b[j]] {
+		j++
+	}
+	return j
+}
+
 // str decodes a string value.
 func (d *fastDec) str() (string, bool) {
 	if d.i >= len(d.b) || d.b[d.i] != '"' {
@@ -487,6 +509,9 @@ func (d *fastDec) str() (string, bool) {
 	start := d.i + 1
 	ascii := true
 	for j := start; j < len(d.b); j++ {
+		if j = plainRun(d.b, j); j == len(d.b) {
+			break
+		}
 		c := d.b[j]
 		switch {
 		case c == '"':
@@ -530,6 +555,9 @@ func (d *fastDec) istr() (string, bool) {
 	}
 	start := d.i + 1
 	for j := start; j < len(d.b); j++ {
+		if j = plainRun(d.b, j); j == len(d.b) {
+			break
+		}
 		c := d.b[j]
 		switch {
 		case c == '"':

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // fastSamples are events of the shapes Herald's producers write; the fast
@@ -326,5 +327,21 @@ func BenchmarkDecodeEventOrder(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestStrPlainEveryByte checks the table the string loops skip over:
+// exactly the bytes that need no look, ASCII from 0x20 on but '"' and
+// '\\', and that plainRun stops at the first other byte.
+func TestStrPlainEveryByte(t *testing.T) {
+	for c := range 256 {
+		want := c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
+		if strPlain[c] != want {
+			t.Errorf("strPlain[%#x] = %v, want %v", c, strPlain[c], want)
+		}
+		b := []byte{'a', 'b', byte(c), 'c'}
+		if got, wantAt := plainRun(b, 1), map[bool]int{true: 4, false: 2}[want]; got != wantAt {
+			t.Errorf("plainRun(%q, 1) = %d, want %d", b, got, wantAt)
+		}
 	}
 }
