@@ -16,7 +16,10 @@
 #     first-level write misses, for the program ("mutator") and for the Go
 #     runtime's garbage collector and scheduler apart: those move from run
 #     to run with where the GC cycles fall, so compare mutator figures;
-#   - the top functions by instructions.
+#   - the top functions by instructions;
+#   - with CG_LINES=REGEX, the source lines of the functions whose names
+#     match REGEX (say 'Profile\)\.apply$'), by last-level misses: where in
+#     a function the misses are.
 # GOMAXPROCS=1 (no idle spinning) and asynchronous preemption off (valgrind
 # runs one thread at a time). Valgrind emulates an older CPU: no SHA-NI or
 # AVX-512, so crypto/sha256 and the GC's scan count more than on the
@@ -48,4 +51,17 @@ awk -v n="$((2 * n))" '
 ' "$dir/annotated" | sort -r
 echo "top functions (instructions per iteration):"
 awk -v n="$((2 * n))" '$NF ~ /:/ && $1 ~ /^-?[0-9,]+$/ { v = $1; gsub(",", "", v); k = split($NF, a, "/"); printf "%8.0f  %s\n", v/n, a[k] }' "$dir/annotated" |
-	sort -rn | head -25
+	sort -rn | sed -n 1,25p # reads all: no SIGPIPE under pipefail
+if [ -n "${CG_LINES:-}" ]; then
+	echo "source lines of functions matching $CG_LINES (LL read misses, D1 read misses, instructions per iteration):"
+	# The raw outputs keep line numbers, which cg_diff's does not; fl= names
+	# the function's file, fi=/fe= the file of inlined lines that follow.
+	awk -v FN="$CG_LINES" -v n="$((2 * n))" '
+		FNR == 1 { f++ }
+		/^fl=/ { fl = substr($0, 4); cur = fl; next }
+		/^f[ie]=/ { cur = substr($0, 4); next }
+		/^fn=/ { fn = substr($0, 4); cur = fl; next }
+		/^[0-9]/ && fn ~ FN { k = cur ":" $1; s = f == 1 ? -1 : 1; ir[k] += s * $2; d1[k] += s * $6; ll[k] += s * $7 }
+		END { for (k in ir) if (ir[k] != 0 || ll[k] != 0) printf "%8.2f %8.2f %8.1f  %s\n", ll[k] / n, d1[k] / n, ir[k] / n, k }
+	' "$dir/cg.1" "$dir/cg.3" | sort -rn | sed -n 1,30p
+fi
