@@ -124,6 +124,9 @@ func fastOrJSON[T any](b []byte, v *T, fast func([]byte, *T) bool) error {
 
 // ws skips JSON whitespace.
 func (d *fastDec) ws() {
+	if d.i < len(d.b) && d.b[d.i] > ' ' { // the common case, compact JSON: one test
+		return
+	}
 	for d.i < len(d.b) {
 		switch d.b[d.i] {
 		case ' ', '\t', '\n', '\r':

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
@@ -342,6 +343,26 @@ func TestStrPlainEveryByte(t *testing.T) {
 		b := []byte{'a', 'b', byte(c), 'c'}
 		if got, wantAt := plainRun(b, 1), map[bool]int{true: 4, false: 2}[want]; got != wantAt {
 			t.Errorf("plainRun(%q, 1) = %d, want %d", b, got, wantAt)
+		}
+	}
+}
+
+// TestDecodeEventFastSpaced checks that the fast path takes the samples
+// indented, with spaces, tabs and line breaks between the tokens and
+// around the whole, and decodes them as it does the compact form.
+func TestDecodeEventFastSpaced(t *testing.T) {
+	for i, b := range fastSamples(t) {
+		var ind bytes.Buffer
+		if err := json.Indent(&ind, b, " \r\n", "\t "); err != nil {
+			t.Fatal(err)
+		}
+		spaced := append(append([]byte("\n "), ind.Bytes()...), "\r\n"...)
+		var compact, fast Event
+		if !decodeEventFast(b, &compact) || !decodeEventFast(spaced, &fast) {
+			t.Fatalf("sample %d: the fast path gave up on %q", i, spaced)
+		}
+		if !reflect.DeepEqual(fast, compact) {
+			t.Fatalf("sample %d spaced:\n got %+v\nwant %+v", i, fast, compact)
 		}
 	}
 }
